@@ -1,0 +1,146 @@
+"""Connector catalog: connector definitions as data (`connectors/<name>.yaml` inside this package).
+
+Owns: loading and validating those files into frozen models, scope look-ups (implication, did-you-mean,
+protocol decorations). Adding a connector is adding one YAML file here. Must not: read user configuration,
+state, the network or the clock.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from importlib import resources
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+from reconciler.errors import ReconcilerError
+
+__all__ = ["AuthFlavour", "Catalog", "Connector", "ParameterSpec", "ScopeSpec", "load_catalog"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AuthFlavour(_Frozen):
+    """One way to authorize against a connector's provider, with its default endpoints."""
+
+    description: str = ""
+    flow: Literal["azure-devops-assertion", "oauth2-pkce"]
+    pkce: bool = False
+    requires: tuple[str, ...] = ()
+    authorize_url: str
+    token_url: str
+    api_url: str
+    redirect_requires_https: bool = True
+    redirect_allows_loopback: bool = False
+    scope_prefix: str = ""
+    extra_scopes: tuple[str, ...] = ()
+    granted_decorations: tuple[str, ...] = ()
+
+
+class ParameterSpec(_Frozen):
+    display_name: str
+    required: bool = True
+    pattern: str | None = None
+    description: str = ""
+
+
+class ScopeSpec(_Frozen):
+    name: str
+    high_privilege: bool = False
+    implies: tuple[str, ...] = ()
+
+
+class Connector(_Frozen):
+    name: str
+    display_name: str
+    catalog_version: int
+    auth: dict[str, AuthFlavour]
+    parameters: dict[str, ParameterSpec]
+    recommended_scopes: tuple[str, ...] = ()
+    scopes: dict[str, ScopeSpec]
+
+    _closures: dict[frozenset[str], frozenset[str]] = PrivateAttr(default_factory=dict)
+
+    def closure(self, scopes: frozenset[str] | set[str] | tuple[str, ...]) -> frozenset[str]:
+        """Every scope the given ones grant, following `implies` transitively (memoised per scope set)."""
+        key = frozenset(scopes)
+        cached = self._closures.get(key)
+        if cached is None:
+            cached = self._closures[key] = self._expand(key)
+        return cached
+
+    def _expand(self, scopes: frozenset[str]) -> frozenset[str]:
+        seen: set[str] = set()
+        todo = list(scopes)
+        while todo:
+            scope = todo.pop()
+            if scope not in seen:
+                seen.add(scope)
+                spec = self.scopes.get(scope)
+                if spec is not None:
+                    todo.extend(spec.implies)
+        return frozenset(seen)
+
+    def suggest_scope(self, unknown: str) -> str | None:
+        """The closest known scope name, for a did-you-mean hint."""
+        matches = difflib.get_close_matches(unknown, list(self.scopes), n=1, cutoff=0.6)
+        return matches[0] if matches else None
+
+    def normalise_granted(self, flavour: str, granted: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+        """Granted scopes without protocol decoration (resource prefix, offline_access, ...), sorted."""
+        spec = self.auth[flavour]
+        out: set[str] = set()
+        for scope in granted:
+            if spec.scope_prefix and scope.startswith(spec.scope_prefix):
+                scope = scope[len(spec.scope_prefix) :]
+            if scope in spec.granted_decorations or scope in spec.extra_scopes:
+                continue
+            out.add(scope)
+        return tuple(sorted(out))
+
+
+class Catalog(_Frozen):
+    """All connectors shipped with this version, keyed by name."""
+
+    connectors: dict[str, Connector] = Field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        """A digest-friendly version string: each connector's catalog_version."""
+        return ",".join(f"{n}@{c.catalog_version}" for n, c in sorted(self.connectors.items()))
+
+    def get(self, name: str) -> Connector | None:
+        return self.connectors.get(name)
+
+    def suggest_connector(self, unknown: str) -> str | None:
+        matches = difflib.get_close_matches(unknown, list(self.connectors), n=1, cutoff=0.5)
+        return matches[0] if matches else None
+
+
+class CatalogError(ReconcilerError):
+    """A connector definition shipped in the package is invalid (a packaging bug, reported plainly)."""
+
+
+@functools.lru_cache(maxsize=1)
+def load_catalog() -> Catalog:
+    """Read every `connectors/*.yaml` file in this package into a `Catalog`."""
+    connectors: dict[str, Connector] = {}
+    folder = resources.files(__package__).joinpath("connectors")
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".yaml"):
+            continue
+        data = yaml.load(entry.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader)
+        try:
+            connector = Connector.model_validate(data)
+        except ValidationError as exc:
+            raise CatalogError(f"connector definition {entry.name} is invalid: {exc.errors()[0]['msg']}") from None
+        for scope, spec in connector.scopes.items():
+            for implied in spec.implies:
+                if implied not in connector.scopes:
+                    raise CatalogError(f"connector {connector.name}: scope {scope} implies unknown {implied}")
+        connectors[connector.name] = connector
+    return Catalog(connectors=connectors)

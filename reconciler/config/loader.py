@@ -1,0 +1,711 @@
+"""Configuration loading: YAML files -> validated, secret-resolved `DesiredState`.
+
+Owns: reading `reconciler.yaml` and its `include:` files, schema validation, the checks that need the catalog
+or several files at once, `${env:}`/`${file:}` resolution, and locating every problem as file:line:column plus
+key path. Files are parsed on the fast path; positions are found only for the files that have a problem.
+Must not: write anything, touch state, or reach the network.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from reconciler.catalog import Catalog, Connector, load_catalog
+from reconciler.config.desired import DesiredInstallation, DesiredPartner, DesiredState
+from reconciler.config.schema import NAME_PATTERN, IncludedFile, InstallationSpec, PartnerSpec, RootFile, TenantSpec
+from reconciler.errors import ConfigError, ConfigIssue, Location
+from reconciler.yamlio import YamlSyntaxError, load_yaml_text, locate
+
+__all__ = ["CONFIG_FILE", "LoadedConfig", "load_config"]
+
+CONFIG_FILE = "reconciler.yaml"
+MAX_FILE_BYTES = 16 * 1024 * 1024
+SECRET_EXPIRY_WARNING = dt.timedelta(days=14)
+_REFERENCE = re.compile(r"^\$\{(env|file):([^}]*)\}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
+
+KeyPath = tuple[str | int, ...]
+
+
+@dataclass
+class SourceFile:
+    """One configuration file as read: its path, how it is shown to the user, its text."""
+
+    path: Path
+    display: str
+    text: str
+
+
+@dataclass
+class LoadedConfig:
+    """The result of loading: the desired state, non-fatal warnings, and the files that were read."""
+
+    desired: DesiredState
+    warnings: list[ConfigIssue]
+    files: list[str]
+    root: RootFile
+
+
+def load_config(
+    config_dir: Path,
+    *,
+    environ: Mapping[str, str],
+    today: dt.date | None = None,
+    catalog: Catalog | None = None,
+) -> LoadedConfig:
+    """Load and validate the configuration in `config_dir`; raise `ConfigError` listing every problem."""
+    return _Loader(Path(config_dir), environ, catalog or load_catalog(), today).run()
+
+
+def display_path(path: Path) -> str:
+    """A path as the user should see it: relative to the working directory when below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def key_path_text(path: Sequence[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def did_you_mean(unknown: str, known: Sequence[str]) -> str | None:
+    import difflib
+
+    matches = difflib.get_close_matches(unknown, list(known), n=1, cutoff=0.6)
+    return f"did you mean '{matches[0]}'?" if matches else None
+
+
+class _Loader:
+    def __init__(self, config_dir: Path, environ: Mapping[str, str], catalog: Catalog, today: dt.date | None):
+        self.config_dir = config_dir
+        self.environ = environ
+        self.catalog = catalog
+        self.today = today
+        self.issues: list[ConfigIssue] = []
+        self.warnings: list[ConfigIssue] = []
+        self.seen: set[Path] = set()
+        self.files: list[tuple[SourceFile, IncludedFile]] = []
+        self._resolved: dict[str, str | None] = {}
+        secret_dirs = [d for d in environ.get("RECONCILER_SECRET_DIRS", "").split(os.pathsep) if d]
+        self.secret_roots = [config_dir.resolve(), *(Path(d).resolve() for d in secret_dirs)]
+
+    # -- reporting ---------------------------------------------------------------------------------------------
+
+    def _issue(
+        self,
+        src: SourceFile,
+        path: KeyPath,
+        message: str,
+        hint: str | None = None,
+        *,
+        at_key: bool = False,
+        warning: bool = False,
+    ) -> None:
+        position = locate(src.text, path, at_key=at_key) if path else None
+        line, column = position if position else (None, None)
+        issue = ConfigIssue(Location(src.display, line, column), key_path_text(path), message, hint)
+        (self.warnings if warning else self.issues).append(issue)
+
+    def _fail_if_issues(self) -> None:
+        if self.issues:
+            raise ConfigError(self.issues)
+
+    # -- reading -----------------------------------------------------------------------------------------------
+
+    def run(self) -> LoadedConfig:
+        root_path = self.config_dir / CONFIG_FILE
+        if not self.config_dir.is_dir():
+            raise ConfigError([ConfigIssue(Location(display_path(self.config_dir)), "", "no such directory")])
+        if not root_path.is_file():
+            raise ConfigError(
+                [
+                    ConfigIssue(
+                        Location(display_path(root_path)),
+                        "",
+                        f"no {CONFIG_FILE} in {display_path(self.config_dir)}",
+                        "run in the configuration directory or pass -C DIR",
+                    )
+                ]
+            )
+        self.seen.add(root_path.resolve())
+        loaded = self._read(root_path, RootFile)
+        self._fail_if_issues()
+        assert loaded is not None
+        root_src, root = loaded
+        assert isinstance(root, RootFile)
+        self.files.append((root_src, root))
+        self._include(root_src, root.include, (root_path.resolve(),))
+        self._fail_if_issues()
+        partners, tenants = self._merge()
+        self._fail_if_issues()
+        desired_partners = self._partners(partners, root)
+        installations = self._installations(tenants, desired_partners, partners)
+        self._fail_if_issues()
+        desired = DesiredState(
+            partners={p.address: p for p in desired_partners.values()},
+            installations=installations,
+        )
+        return LoadedConfig(desired, self.warnings, [s.display for s, _ in self.files], root)
+
+    def _read(self, path: Path, model: type[IncludedFile]) -> tuple[SourceFile, IncludedFile] | None:
+        display = display_path(path)
+        empty = SourceFile(path, display, "")
+        try:
+            size = path.stat().st_size
+            if size > MAX_FILE_BYTES:
+                self._issue(empty, (), f"file is {size} bytes; the limit is {MAX_FILE_BYTES}")
+                return None
+            raw = path.read_bytes()
+        except OSError as exc:
+            self._issue(empty, (), f"cannot read file: {exc.strerror or exc}")
+            return None
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+            column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+            self.issues.append(ConfigIssue(Location(display, line, column), "", "file is not valid UTF-8"))
+            return None
+        src = SourceFile(path, display, text)
+        try:
+            data = load_yaml_text(text)
+        except YamlSyntaxError as exc:
+            self.issues.append(ConfigIssue(Location(display, exc.line, exc.column), "", exc.message))
+            return None
+        if data is None:
+            expected = "version: 1 and partners/tenants" if model is RootFile else "partners: or tenants:"
+            self._issue(src, (), f"file is empty; expected {expected}")
+            return None
+        if not isinstance(data, dict):
+            self.issues.append(
+                ConfigIssue(Location(display, 1, 1), "", f"expected a mapping at the top level, got {_kind(data)}")
+            )
+            return None
+        try:
+            return src, model.model_validate(data)
+        except ValidationError as exc:
+            for error in exc.errors(include_url=False):
+                self._validation_issue(src, model, error)
+            return None
+
+    def _validation_issue(self, src: SourceFile, model: type[BaseModel], error: Any) -> None:
+        loc: KeyPath = tuple(error["loc"])
+        at_key = False
+        kind = error["type"]
+        if loc and loc[-1] == "[key]":
+            loc, at_key = loc[:-1], True
+        if at_key:
+            name = loc[-1] if loc else "?"
+            message = f"invalid name '{name}': use letters, digits, '-' and '_' (at most 63, not starting with '-')"
+            self._issue(src, loc, message, at_key=True)
+        elif kind == "extra_forbidden":
+            allowed = _fields_at(model, loc[:-1])
+            hint = did_you_mean(str(loc[-1]), allowed) if allowed else None
+            if hint is None and allowed:
+                hint = "expected one of: " + ", ".join(allowed)
+            self._issue(src, loc, f"unknown key '{loc[-1]}'", hint, at_key=True)
+        elif kind == "missing":
+            self._issue(src, loc[:-1], f"missing required key '{loc[-1]}'")
+        elif kind == "string_pattern_mismatch" and NAME_PATTERN in str(error.get("ctx", {}).get("pattern", "")):
+            self._issue(src, loc, "invalid name: use letters, digits, '-' and '_'")
+        else:
+            message = error["msg"]
+            message = message[0].lower() + message[1:]
+            if kind.endswith("_type") or kind in {"model_type", "dict_type", "tuple_type"}:
+                message += f", got {_kind(error.get('input'))}"
+            self._issue(src, loc, message)
+
+    def _include(self, src: SourceFile, patterns: Sequence[str], stack: tuple[Path, ...]) -> None:
+        for index, pattern in enumerate(patterns):
+            base = src.path.parent
+            matches = sorted(Path(m) for m in glob.glob(str(base / pattern), recursive=True) if Path(m).is_file())
+            if not matches:
+                self._issue(
+                    src,
+                    ("include", index),
+                    f"include pattern '{pattern}' matches no file",
+                    "fix or remove the pattern (a renamed file must never plan a mass delete)",
+                )
+                continue
+            for match in matches:
+                resolved = match.resolve()
+                if resolved in stack:
+                    chain = " -> ".join(display_path(p) for p in (*stack, resolved))
+                    self._issue(src, ("include", index), f"include cycle: {chain}")
+                    continue
+                if resolved in self.seen:
+                    continue
+                self.seen.add(resolved)
+                loaded = self._read(match, IncludedFile)
+                if loaded is not None:
+                    self.files.append(loaded)
+                    self._include(loaded[0], loaded[1].include, (*stack, resolved))
+
+    def _merge(
+        self,
+    ) -> tuple[dict[str, tuple[SourceFile, PartnerSpec]], dict[str, tuple[SourceFile, TenantSpec]]]:
+        partners: dict[str, tuple[SourceFile, PartnerSpec]] = {}
+        tenants: dict[str, tuple[SourceFile, TenantSpec]] = {}
+        for src, doc in self.files:
+            for section, target, items in (("partners", partners, doc.partners), ("tenants", tenants, doc.tenants)):
+                for name, spec in items.items():
+                    if name in target:
+                        first = target[name][0].display
+                        noun = section[:-1]
+                        self._issue(src, (section, name), f"{noun} '{name}' is already declared in {first}", at_key=True)
+                    else:
+                        target[name] = (src, spec)  # type: ignore[assignment]
+        return partners, tenants
+
+    # -- secrets -----------------------------------------------------------------------------------------------
+
+    def _value(self, src: SourceFile, path: KeyPath, value: str, *, secret: bool) -> str | None:
+        """A literal or `${env:}`/`${file:}` value, resolved. Secrets must be references."""
+        match = _REFERENCE.match(value)
+        if match is None:
+            if secret:
+                env_name = re.sub(r"[^A-Z0-9]+", "_", key_path_text(path[-3:]).upper()).strip("_")
+                self._issue(
+                    src,
+                    path,
+                    "a literal secret is refused: these files live in git",
+                    f"use ${{env:{env_name}}} or ${{file:secrets/{path[-1]}}} instead",
+                )
+                return None
+            if "${" in value:
+                self._issue(src, path, "malformed reference", "write ${env:NAME} or ${file:PATH}")
+                return None
+            return value
+        if value in self._resolved:
+            resolved = self._resolved[value]
+            if resolved is None:
+                self._issue(src, path, f"cannot resolve {value}")
+            return resolved
+        kind, argument = match.groups()
+        resolved = self._env(src, path, argument) if kind == "env" else self._file(src, path, argument)
+        self._resolved[value] = resolved
+        return resolved
+
+    def _env(self, src: SourceFile, path: KeyPath, name: str) -> str | None:
+        if not _ENV_NAME.match(name):
+            self._issue(src, path, f"invalid environment variable name '{name}' in reference")
+            return None
+        value = self.environ.get(name)
+        if value is None:
+            self._issue(src, path, f"environment variable {name} is not set", f"export {name}=... before running")
+            return None
+        if value == "":
+            self._issue(src, path, f"environment variable {name} is empty")
+            return None
+        return value
+
+    def _file(self, src: SourceFile, path: KeyPath, name: str) -> str | None:
+        if not name:
+            self._issue(src, path, "empty file name in reference")
+            return None
+        target = (self.config_dir / name).resolve()
+        if not any(target == root or root in target.parents for root in self.secret_roots):
+            self._issue(
+                src,
+                path,
+                f"secret file '{name}' is outside the configuration directory",
+                "keep it inside, or list its directory in RECONCILER_SECRET_DIRS",
+            )
+            return None
+        try:
+            value = target.read_text(encoding="utf-8").rstrip("\r\n")
+        except FileNotFoundError:
+            self._issue(src, path, f"secret file '{name}' does not exist")
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not readable as UTF-8"
+            self._issue(src, path, f"cannot read secret file '{name}': {reason}")
+            return None
+        if not value:
+            self._issue(src, path, f"secret file '{name}' is empty")
+            return None
+        return value
+
+    # -- partners ----------------------------------------------------------------------------------------------
+
+    def _partners(
+        self, partners: dict[str, tuple[SourceFile, PartnerSpec]], root: RootFile
+    ) -> dict[str, DesiredPartner]:
+        out: dict[str, DesiredPartner] = {}
+        for name, (src, spec) in partners.items():
+            partner = self._partner(src, name, spec, root)
+            if partner is not None:
+                out[name] = partner
+        return out
+
+    def _partner(self, src: SourceFile, name: str, spec: PartnerSpec, root: RootFile) -> DesiredPartner | None:
+        path: KeyPath = ("partners", name)
+        connector_name = spec.connector or name
+        connector = self.catalog.get(connector_name)
+        if connector is None:
+            where = (*path, "connector") if spec.connector else path
+            hint = did_you_mean(connector_name, list(self.catalog.connectors)) or (
+                "known connectors: " + ", ".join(sorted(self.catalog.connectors))
+            )
+            message = f"unknown connector '{connector_name}'"
+            if not spec.connector:
+                message += " (the partner key names the connector unless `connector:` is set)"
+            self._issue(src, where, message, hint, at_key=not spec.connector)
+            return None
+        flavour = connector.auth.get(spec.auth)
+        if flavour is None:
+            known = ", ".join(sorted(connector.auth))
+            self._issue(src, (*path, "auth"), f"unknown auth '{spec.auth}' for {connector.name}; expected one of: {known}")
+            return None
+        ok = True
+        if "tenant_id" in flavour.requires and not spec.tenant_id:
+            self._issue(src, path, f"auth {spec.auth} needs tenant_id (the Entra tenant GUID, or 'organizations')")
+            ok = False
+        if spec.tenant_id and "tenant_id" not in flavour.requires:
+            self._issue(src, (*path, "tenant_id"), f"tenant_id does not apply to auth {spec.auth}")
+            ok = False
+        if (spec.client_id is None) != (spec.client_secret is None):
+            missing = "client_secret" if spec.client_secret is None else "client_id"
+            self._issue(
+                src,
+                path,
+                f"client_id and client_secret go together: {missing} is missing",
+                "set both, or omit both so that each installation brings credentials",
+            )
+            ok = False
+        client_id = self._value(src, (*path, "client_id"), spec.client_id, secret=False) if spec.client_id else None
+        secret = self._value(src, (*path, "client_secret"), spec.client_secret, secret=True) if spec.client_secret else None
+        endpoints = self._endpoints(src, path, spec, flavour.authorize_url, flavour.token_url, flavour.api_url)
+        redirect = self._redirect(src, path, spec, root, flavour.redirect_allows_loopback, endpoints is not None and endpoints[3])
+        if spec.scopes is not None:
+            for index, scope in enumerate(spec.scopes):
+                if scope not in connector.scopes:
+                    self._unknown_scope(src, (*path, "scopes", index), scope, connector)
+                    ok = False
+        if spec.client_secret_expires and self.today:
+            left = spec.client_secret_expires - self.today
+            if left < dt.timedelta(0):
+                message = f"client secret expired on {spec.client_secret_expires}"
+                self._issue(src, (*path, "client_secret_expires"), message, "rotate it", warning=True)
+            elif left <= SECRET_EXPIRY_WARNING:
+                message = f"client secret expires in {left.days} days ({spec.client_secret_expires})"
+                self._issue(src, (*path, "client_secret_expires"), message, "rotate it", warning=True)
+        if not ok or endpoints is None or redirect is None:
+            return None
+        if spec.client_id is not None and (client_id is None or secret is None):
+            return None
+        authorize_url, token_url, api_url, _ = endpoints
+        return DesiredPartner(
+            name=name,
+            connector=connector.name,
+            auth=spec.auth,
+            tenant_id=spec.tenant_id,
+            client_id=client_id,
+            client_secret_ref=spec.client_secret,
+            redirect_uri=redirect,
+            authorize_url=authorize_url,
+            token_url=token_url,
+            api_url=api_url,
+            scopes=tuple(sorted(set(spec.scopes))) if spec.scopes is not None else None,
+            client_secret=SecretStr(secret) if secret is not None else None,
+        )
+
+    def _endpoints(
+        self, src: SourceFile, path: KeyPath, spec: PartnerSpec, authorize: str, token: str, api: str
+    ) -> tuple[str, str, str, bool] | None:
+        """The effective endpoints, and whether any default was overridden."""
+        tenant = spec.tenant_id or ""
+        defaults = {
+            "authorize_url": authorize.replace("{tenant_id}", tenant),
+            "token_url": token.replace("{tenant_id}", tenant),
+            "api_url": api.replace("{tenant_id}", tenant),
+        }
+        overrides = spec.endpoints.model_dump(exclude_none=True) if spec.endpoints else {}
+        ok = True
+        for key, url in overrides.items():
+            problem = _url_problem(url, allow_http_loopback=True)
+            if problem:
+                self._issue(src, (*path, "endpoints", key), problem)
+                ok = False
+        if not ok:
+            return None
+        merged = {**defaults, **overrides}
+        return merged["authorize_url"], merged["token_url"], merged["api_url"].rstrip("/"), bool(overrides)
+
+    def _redirect(
+        self, src: SourceFile, path: KeyPath, spec: PartnerSpec, root: RootFile, loopback_ok: bool, overridden: bool
+    ) -> str | None:
+        if spec.redirect_uri is None:
+            if root.platform is None:
+                self._issue(
+                    src,
+                    path,
+                    "no redirect_uri, and no platform.service_domain to derive it from",
+                    "set platform.service_domain (callback https://<service_domain>/connector/callback) or redirect_uri",
+                )
+                return None
+            return f"https://{root.platform.service_domain}/connector/callback"
+        uri = spec.redirect_uri
+        allow_http = loopback_ok or overridden
+        problem = _url_problem(uri, allow_http_loopback=allow_http)
+        if problem:
+            hint = None
+            if not allow_http and uri.startswith("http://"):
+                hint = "the provider matches an HTTPS callback exactly; http://127.0.0.1 works only with endpoints overridden"
+            self._issue(src, (*path, "redirect_uri"), problem, hint)
+            return None
+        if "#" in uri:
+            self._issue(src, (*path, "redirect_uri"), "a redirect URI may not contain a fragment (#)")
+            return None
+        return uri
+
+    def _unknown_scope(self, src: SourceFile, path: KeyPath, scope: str, connector: Connector) -> None:
+        suggestion = connector.suggest_scope(scope)
+        hint = f"did you mean '{suggestion}'?" if suggestion else "run `reconciler schema` or see the connector catalog"
+        self._issue(src, path, f"unknown scope '{scope}' for {connector.name}", hint)
+
+    # -- installations -----------------------------------------------------------------------------------------
+
+    def _installations(
+        self,
+        tenants: dict[str, tuple[SourceFile, TenantSpec]],
+        desired_partners: dict[str, DesiredPartner],
+        declared_partners: Mapping[str, object],
+    ) -> dict[str, DesiredInstallation]:
+        out: dict[str, DesiredInstallation] = {}
+        by_connector: dict[str, list[str]] = {}
+        for name in declared_partners:
+            partner = desired_partners.get(name)
+            connector = partner.connector if partner else name
+            by_connector.setdefault(connector, []).append(name)
+        for tenant_name, (src, tenant) in tenants.items():
+            for name, spec in tenant.installations.items():
+                path: KeyPath = ("tenants", tenant_name, "installations", name)
+                partner_name = self._partner_of(src, path, spec, by_connector, declared_partners)
+                if partner_name is None or partner_name not in desired_partners:
+                    continue  # the reason was reported (here or on the partner)
+                installation = self._installation(src, path, tenant_name, name, spec, desired_partners[partner_name])
+                if installation is not None:
+                    out[installation.address] = installation
+        return out
+
+    def _partner_of(
+        self,
+        src: SourceFile,
+        path: KeyPath,
+        spec: InstallationSpec,
+        by_connector: dict[str, list[str]],
+        declared: Mapping[str, object],
+    ) -> str | None:
+        if spec.partner is not None:
+            if spec.partner not in declared:
+                hint = did_you_mean(spec.partner, list(declared))
+                self._issue(src, (*path, "partner"), f"unknown partner '{spec.partner}'", hint)
+                return None
+            return spec.partner
+        if spec.connector is None:
+            self._issue(src, path, "missing required key 'connector' (or name a `partner:`)")
+            return None
+        candidates = by_connector.get(spec.connector, [])
+        if not candidates:
+            if self.catalog.get(spec.connector) is None:
+                hint = did_you_mean(spec.connector, list(self.catalog.connectors))
+                self._issue(src, (*path, "connector"), f"unknown connector '{spec.connector}'", hint)
+            else:
+                self._issue(
+                    src,
+                    (*path, "connector"),
+                    f"connector '{spec.connector}' has no partner entry",
+                    f"add partners.{spec.connector} (auth, and client credentials or none)",
+                )
+            return None
+        if len(candidates) > 1:
+            self._issue(
+                src,
+                (*path, "connector"),
+                f"several partners use connector '{spec.connector}' ({', '.join(sorted(candidates))})",
+                "name one with `partner:`",
+            )
+            return None
+        return candidates[0]
+
+    def _installation(
+        self,
+        src: SourceFile,
+        path: KeyPath,
+        tenant: str,
+        name: str,
+        spec: InstallationSpec,
+        partner: DesiredPartner,
+    ) -> DesiredInstallation | None:
+        connector = self.catalog.connectors[partner.connector]
+        before = len(self.issues)
+        if spec.connector is not None and spec.connector != partner.connector:
+            self._issue(
+                src,
+                (*path, "connector"),
+                f"connector '{spec.connector}' does not match partner '{partner.name}' ({partner.connector})",
+            )
+        self._parameters(src, path, spec.parameters, connector)
+        scopes = self._scopes(src, path, spec.scopes, connector, partner)
+        if spec.credentials is not None:
+            cred_path = (*path, "credentials")
+            client_id = self._value(src, (*cred_path, "client_id"), spec.credentials.client_id, secret=False)
+            secret = self._value(src, (*cred_path, "client_secret"), spec.credentials.client_secret, secret=True)
+            secret_ref: str | None = spec.credentials.client_secret
+            source = "installation"
+        elif partner.has_credentials:
+            client_id, secret, secret_ref = partner.client_id, None, partner.client_secret_ref
+            source = "partner"
+        else:
+            self._issue(
+                src,
+                path,
+                f"no client credentials: partner '{partner.name}' leaves client_id/client_secret blank",
+                "add credentials: {client_id: ..., client_secret: ${env:...}} to this installation",
+            )
+            return None
+        if len(self.issues) > before or client_id is None or secret_ref is None:
+            return None
+        return DesiredInstallation(
+            tenant=tenant,
+            name=name,
+            connector=partner.connector,
+            partner=partner.name,
+            auth=partner.auth,
+            parameters=dict(sorted(spec.parameters.items())),
+            scopes=scopes,
+            client_id=client_id,
+            client_secret_ref=secret_ref,
+            credentials_source=source,
+            redirect_uri=partner.redirect_uri,
+            token_url=partner.token_url,
+            client_secret=SecretStr(secret) if secret is not None else partner.client_secret,
+        )
+
+    def _parameters(self, src: SourceFile, path: KeyPath, parameters: Mapping[str, str], connector: Connector) -> None:
+        for key, value in parameters.items():
+            param = connector.parameters.get(key)
+            if param is None:
+                hint = did_you_mean(key, list(connector.parameters)) or "expected: " + ", ".join(connector.parameters)
+                self._issue(src, (*path, "parameters", key), f"unknown parameter '{key}'", hint, at_key=True)
+            elif param.pattern and not re.match(param.pattern, value):
+                self._issue(src, (*path, "parameters", key), f"invalid {key} '{value}' ({param.description})")
+        for key, param in connector.parameters.items():
+            if param.required and key not in parameters:
+                self._issue(src, path, f"missing parameter '{key}' ({param.display_name})")
+
+    def _scopes(
+        self, src: SourceFile, path: KeyPath, scopes: Sequence[str], connector: Connector, partner: DesiredPartner
+    ) -> tuple[str, ...]:
+        registered = connector.closure(partner.scopes) if partner.scopes is not None else None
+        seen: set[str] = set()
+        for index, scope in enumerate(scopes):
+            where = (*path, "scopes", index)
+            if scope in seen:
+                self._issue(src, where, f"scope '{scope}' is listed twice", warning=True)
+                continue
+            seen.add(scope)
+            if scope not in connector.scopes:
+                self._unknown_scope(src, where, scope, connector)
+            elif registered is not None and scope not in registered:
+                self._issue(
+                    src,
+                    where,
+                    f"scope '{scope}' is not registered with partner '{partner.name}'",
+                    f"registered: {', '.join(partner.scopes or ())}; the provider would refuse it (InvalidScope)",
+                )
+        missing = [s for s in connector.recommended_scopes if s not in connector.closure(frozenset(seen))]
+        if missing and not any(s not in connector.scopes for s in seen):
+            names = ", ".join(f"{s} ({connector.scopes[s].name})" for s in missing)
+            self._issue(src, (*path, "scopes"), f"without {names} most methods of {connector.display_name} fail", warning=True)
+        return tuple(sorted(seen))
+
+
+def _url_problem(url: str, *, allow_http_loopback: bool) -> str | None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        _ = parts.port
+    except ValueError:
+        return f"invalid URL '{url}'"
+    if parts.scheme not in {"https", "http"} or not host:
+        return f"invalid URL '{url}': expected https://host/..."
+    if parts.username or parts.password:
+        return "a URL may not carry a user name or password"
+    if parts.scheme == "http":
+        loopback = parts.netloc.rsplit("@", 1)[-1].split(":")[0] in _LOOPBACK_HOSTS or host in {"127.0.0.1", "localhost", "::1"}
+        if not (allow_http_loopback and loopback):
+            if allow_http_loopback:
+                return f"'{url}' must use https (http is allowed only for 127.0.0.1 or localhost)"
+            return f"'{url}' must use https"
+    return None
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+        dt.date: "a date",
+        dt.datetime: "a timestamp",
+    }.get(type(value), type(value).__name__)
+
+
+def _fields_at(model: type[BaseModel], loc: KeyPath) -> list[str]:
+    """The keys allowed at `loc` inside `model` (for did-you-mean on unknown keys)."""
+    annotation: Any = model
+    for part in loc:
+        annotation = _unwrap(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            info = annotation.model_fields.get(str(part))
+            if info is None:
+                return []
+            annotation = info.annotation
+        elif typing.get_origin(annotation) is dict:
+            annotation = typing.get_args(annotation)[1]
+        elif typing.get_origin(annotation) is tuple:
+            annotation = typing.get_args(annotation)[0]
+        else:
+            return []
+    annotation = _unwrap(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return list(annotation.model_fields)
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            options = [a for a in typing.get_args(annotation) if a is not type(None)]
+            annotation = options[0] if len(options) == 1 else annotation
+            if len(options) != 1:
+                return annotation
+        else:
+            return annotation

@@ -1,0 +1,112 @@
+"""The shape of the YAML files, as strict pydantic models — the source of `reconciler schema`.
+
+Owns: what keys exist, their types and the name patterns. Must not: resolve secrets, read files, or check
+anything that needs the catalog or other files (that is `reconciler.config.loader`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+__all__ = [
+    "BackendSpec",
+    "CredentialsSpec",
+    "EndpointsSpec",
+    "IncludedFile",
+    "InstallationSpec",
+    "PartnerSpec",
+    "PlatformSpec",
+    "RootFile",
+    "TenantSpec",
+]
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+ConnectorName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+# YAML sequences arrive as lists; accept them for tuple fields (items stay strict).
+Strings = Annotated[tuple[NonEmpty, ...], Field(strict=False)]
+SECRET_REF_DESCRIPTION = "A reference, never a literal: ${env:NAME} or ${file:PATH} (relative to the config directory)."
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class EndpointsSpec(_Strict):
+    """Overrides of a connector's default endpoints (sovereign clouds, proxies, the sandbox)."""
+
+    authorize_url: NonEmpty | None = None
+    token_url: NonEmpty | None = None
+    api_url: NonEmpty | None = None
+
+
+class PartnerSpec(_Strict):
+    """Partner settings for one connector: the OAuth app's credentials, or none (installations bring their own)."""
+
+    connector: ConnectorName | None = Field(None, description="Catalog connector; defaults to the partner's key.")
+    auth: NonEmpty = Field(description="Auth flavour: azure-devops-oauth or entra-id.")
+    tenant_id: NonEmpty | None = Field(None, description="Entra ID tenant GUID, or 'organizations' (entra-id only).")
+    client_id: NonEmpty | None = Field(None, description="Client (App) ID, literal or ${env:}/${file:} reference.")
+    client_secret: NonEmpty | None = Field(None, description=SECRET_REF_DESCRIPTION)
+    client_secret_expires: dt.date | None = Field(None, strict=False, description="Warn 14 days before this date.")
+    redirect_uri: NonEmpty | None = Field(
+        None, description="Callback registered with the app; default https://<service_domain>/connector/callback."
+    )
+    scopes: Strings | None = Field(
+        None, description="Scopes registered with the app; installations may ask only these."
+    )
+    endpoints: EndpointsSpec | None = None
+
+
+class CredentialsSpec(_Strict):
+    """Per-installation client credentials, for a partner that left its own blank."""
+
+    client_id: NonEmpty
+    client_secret: NonEmpty = Field(description=SECRET_REF_DESCRIPTION)
+
+
+class InstallationSpec(_Strict):
+    """One connector installation of a tenant."""
+
+    connector: ConnectorName | None = Field(None, description="Catalog connector (or implied by `partner`).")
+    partner: Name | None = Field(None, description="Partner entry to use; required when a connector has several.")
+    parameters: dict[Name, str] = Field(default_factory=dict, description="Install parameters: organization, project.")
+    scopes: Strings = Field(min_length=1)
+    credentials: CredentialsSpec | None = None
+
+
+class TenantSpec(_Strict):
+    installations: dict[Name, InstallationSpec] = Field(default_factory=dict)
+
+
+class PlatformSpec(_Strict):
+    service_domain: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.-]+(:[0-9]+)?$")] = Field(
+        description="e.g. app-h.cyclr.com; the callback is https://<service_domain>/connector/callback."
+    )
+
+
+class BackendSpec(_Strict):
+    type: Literal["local"] = "local"
+    path: NonEmpty = Field("state", description="Directory of local state, relative to the config directory.")
+
+
+class IncludedFile(_Strict):
+    """A file pulled in by `include:`: partners and tenants, and further includes."""
+
+    partners: dict[Name, PartnerSpec] = Field(default_factory=dict)
+    tenants: dict[Name, TenantSpec] = Field(default_factory=dict)
+    include: Strings = ()
+
+
+class RootFile(IncludedFile):
+    """`reconciler.yaml`, the root of a configuration."""
+
+    model_config = ConfigDict(title="reconciler.yaml", frozen=True, extra="forbid", strict=True)
+
+    version: Literal[1]
+    platform: PlatformSpec | None = None
+    backend: BackendSpec = BackendSpec()

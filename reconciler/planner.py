@@ -1,0 +1,246 @@
+"""The planner: a pure function of (desired, recorded, now) -> Plan.
+
+Owns: every rule that decides an action, one small function each, and the attribute views shown in plans.
+Must not: read files, the environment, the network or the clock (`now` is passed in), nor import YAML, HTTP,
+OAuth or CLI libraries. Output is sorted by address — partners before installations — and reproducible.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from urllib.parse import urlsplit
+
+from reconciler.catalog import Catalog, load_catalog
+from reconciler.config.desired import DesiredInstallation, DesiredPartner, DesiredState
+from reconciler.errors import PlanError
+from reconciler.plan import Action, Plan, ResourceChange, StateRef
+from reconciler.state.model import InstallationRecord, PartnerRecord, StateDocument
+
+__all__ = ["PENDING_LIFETIME", "SENSITIVE", "installation_view", "make_plan", "partner_view", "token_origin"]
+
+SENSITIVE = "(sensitive)"
+PENDING_LIFETIME = dt.timedelta(days=7)
+
+
+def make_plan(
+    desired: DesiredState,
+    recorded: StateDocument | None,
+    *,
+    now: dt.datetime,
+    state_location: str = "state",
+    catalog: Catalog | None = None,
+) -> Plan:
+    """Diff `desired` against `recorded` (None: no state yet) and return every address's action."""
+    catalog = catalog or load_catalog()
+    records = recorded.resources if recorded is not None else {}
+    recorded_partners = {a: r for a, r in records.items() if isinstance(r, PartnerRecord)}
+    recorded_installations = {a: r for a, r in records.items() if isinstance(r, InstallationRecord)}
+
+    changes: list[ResourceChange] = []
+    for address in sorted(desired.partners.keys() | recorded_partners.keys()):
+        changes.append(_partner_change(address, desired.partners.get(address), recorded_partners.get(address)))
+    _check_partners_in_use(desired, changes)
+    for address in sorted(desired.installations.keys() | recorded_installations.keys()):
+        want = desired.installations.get(address)
+        have = recorded_installations.get(address)
+        changes.append(_installation_change(address, want, have, now=now, catalog=catalog))
+
+    state = StateRef(state_location, recorded.lineage, recorded.serial) if recorded else StateRef(state_location)
+    return Plan(environment=desired.environment, state=state, changes=tuple(changes))
+
+
+# -- views ------------------------------------------------------------------------------------------------------
+
+
+def token_origin(url: str) -> str:
+    """scheme://host[:port] of a token endpoint: tokens are only ever sent back to where they came from."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def partner_view(partner: DesiredPartner | PartnerRecord) -> dict[str, Any]:
+    """The attributes of a partner shown in plans; the secret appears only as `(sensitive)` and its reference."""
+    return {
+        "connector": partner.connector,
+        "auth": partner.auth,
+        "tenant_id": partner.tenant_id,
+        "client_id": partner.client_id,
+        "client_secret": SENSITIVE if partner.client_secret_ref else None,
+        "client_secret_ref": partner.client_secret_ref,
+        "redirect_uri": partner.redirect_uri,
+        "authorize_url": partner.authorize_url,
+        "token_url": partner.token_url,
+        "api_url": partner.api_url,
+        "scopes": list(partner.scopes) if partner.scopes is not None else None,
+    }
+
+
+def installation_view(installation: DesiredInstallation | InstallationRecord) -> dict[str, Any]:
+    """The attributes of an installation shown in plans; recorded ones add what the provider granted."""
+    if isinstance(installation, InstallationRecord):
+        scopes, origin = installation.requested_scopes, installation.token_origin
+    else:
+        scopes, origin = installation.scopes, token_origin(installation.token_url)
+    view: dict[str, Any] = {
+        "connector": installation.connector,
+        "partner": installation.partner,
+        "auth": installation.auth,
+        "parameters": dict(installation.parameters),
+        "scopes": list(scopes),
+        "client_id": installation.client_id,
+        "credentials_source": installation.credentials_source,
+        "redirect_uri": installation.redirect_uri,
+        "token_origin": origin,
+    }
+    if installation.credentials_source == "installation":  # a partner's own secret is shown on the partner
+        view["client_secret"] = SENSITIVE
+        view["client_secret_ref"] = installation.client_secret_ref
+    if isinstance(installation, InstallationRecord):
+        view["granted_scopes"] = list(installation.granted_scopes)
+        view["status"] = installation.status
+        view["authorized_at"] = _iso(installation.authorized_at)
+        view["expires_at"] = _iso(installation.expires_at)
+    return view
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+# -- partners ---------------------------------------------------------------------------------------------------
+
+
+def _partner_change(address: str, want: DesiredPartner | None, have: PartnerRecord | None) -> ResourceChange:
+    if have is None:
+        assert want is not None
+        return ResourceChange(address, Action.CREATE, ("new partner",), None, partner_view(want))
+    before = partner_view(have)
+    if want is None:
+        return ResourceChange(address, Action.DELETE, ("removed from configuration",), before, None)
+    after = partner_view(want)
+    reasons = _partner_reasons(want, have)
+    if reasons:
+        return ResourceChange(address, Action.UPDATE, reasons, before, after)
+    return ResourceChange(address, Action.NOOP, ("up to date",), before, after)
+
+
+def _partner_reasons(want: DesiredPartner, have: PartnerRecord) -> tuple[str, ...]:
+    reasons: list[str] = []
+    for attribute in ("connector", "auth", "tenant_id", "client_id", "redirect_uri"):
+        if getattr(want, attribute) != getattr(have, attribute):
+            reasons.append(f"{attribute} changed")
+    if want.client_secret_ref != have.client_secret_ref:
+        reasons.append("client_secret reference changed")
+    for attribute in ("authorize_url", "token_url", "api_url"):
+        if getattr(want, attribute) != getattr(have, attribute):
+            reasons.append(f"endpoint {attribute} changed")
+    reasons.extend(_set_reasons("registered scopes", have.scopes or (), want.scopes or ()))
+    return tuple(reasons)
+
+
+def _check_partners_in_use(desired: DesiredState, changes: list[ResourceChange]) -> None:
+    """A partner leaving the configuration while a declared installation still uses it cannot be planned."""
+    removed = {c.address.split(".", 1)[1] for c in changes if c.action is Action.DELETE}
+    for installation in desired.installations.values():
+        if installation.partner in removed:
+            raise PlanError(
+                f"partner '{installation.partner}' is removed while {installation.address} still uses it",
+                hint="remove or move its installations in the same change",
+            )
+
+
+# -- installations ----------------------------------------------------------------------------------------------
+
+
+def _installation_change(
+    address: str,
+    want: DesiredInstallation | None,
+    have: InstallationRecord | None,
+    *,
+    now: dt.datetime,
+    catalog: Catalog,
+) -> ResourceChange:
+    if have is None:
+        assert want is not None
+        return ResourceChange(address, Action.CREATE, ("new installation: needs authorization",), None, installation_view(want))
+    before = installation_view(have)
+    if want is None:
+        return ResourceChange(address, Action.DELETE, ("removed from configuration",), before, None)
+    after = installation_view(want)
+    connector = catalog.get(want.connector)
+    reauthorize = _reauthorize_reasons(want, have, connector, now)
+    update = _update_reasons(want, have)
+    warnings = _grant_warnings(want, have, connector)
+    if reauthorize:
+        return ResourceChange(address, Action.REAUTHORIZE, reauthorize + update, before, after, warnings)
+    if have.status == "pending_authorization":
+        since = _iso(have.pending_since) or "an earlier apply"
+        reason = f"authorization pending since {since}"
+        return ResourceChange(address, Action.NOOP, (reason, *update), before, after, warnings, pending=True)
+    if update:
+        return ResourceChange(address, Action.UPDATE, update, before, after, warnings)
+    return ResourceChange(address, Action.NOOP, ("up to date",), before, after, warnings)
+
+
+def _reauthorize_reasons(
+    want: DesiredInstallation, have: InstallationRecord, connector: Any, now: dt.datetime
+) -> tuple[str, ...]:
+    """Why the recorded tokens no longer stand for what is declared (each forces a new consent)."""
+    reasons: list[str] = []
+    if want.connector != have.connector:
+        reasons.append(f"connector changed: {have.connector} -> {want.connector}")
+    if want.partner != have.partner:
+        reasons.append(f"partner changed: {have.partner} -> {want.partner}")
+    if want.auth != have.auth:
+        reasons.append(f"auth changed: {have.auth} -> {want.auth}")
+    if want.client_id != have.client_id:
+        source = f"partner {want.partner} " if want.credentials_source == "partner" else ""
+        reasons.append(f"{source}client_id changed")
+    if want.redirect_uri != have.redirect_uri:
+        reasons.append("redirect_uri changed")
+    origin = token_origin(want.token_url)
+    if origin != have.token_origin:
+        reasons.append(f"token endpoint changed: {have.token_origin} -> {origin}")
+    reasons.extend(_set_reasons("scopes", have.requested_scopes, want.scopes))
+    if have.status == "pending_authorization" and have.pending_since and now - have.pending_since > PENDING_LIFETIME:
+        reasons.append(f"pending authorization expired on {_iso(have.pending_since + PENDING_LIFETIME)}")
+    if have.status == "authorized" and set(want.scopes) == set(have.requested_scopes):
+        granted = connector.closure(have.granted_scopes) if connector else frozenset(have.granted_scopes)
+        missing = sorted(set(want.scopes) - granted)
+        if missing:
+            reasons.append("scopes not granted: " + ", ".join(missing))
+    return tuple(reasons)
+
+
+def _update_reasons(want: DesiredInstallation, have: InstallationRecord) -> tuple[str, ...]:
+    """Changes applied in place (verified against the provider), without a new consent."""
+    reasons: list[str] = []
+    for key in sorted(want.parameters.keys() | have.parameters.keys()):
+        old, new = have.parameters.get(key), want.parameters.get(key)
+        if old != new:
+            reasons.append(f"{key} changed: {old or '(none)'} -> {new or '(none)'}")
+    if want.client_secret_ref != have.client_secret_ref and want.credentials_source == "installation":
+        reasons.append("client_secret reference changed")
+    if want.credentials_source != have.credentials_source and want.client_id == have.client_id:
+        reasons.append(f"credentials now from the {want.credentials_source}")
+    return tuple(reasons)
+
+
+def _grant_warnings(want: DesiredInstallation, have: InstallationRecord, connector: Any) -> tuple[str, ...]:
+    """A grant wider than the declaration is reported, never planned (Entra keeps earlier consent)."""
+    if connector is None or have.status != "authorized":
+        return ()
+    declared = connector.closure(want.scopes)
+    extra = sorted(s for s in have.granted_scopes if s not in declared)
+    return (f"consent still held: {', '.join(extra)}",) if extra else ()
+
+
+def _set_reasons(label: str, old: tuple[str, ...] | list[str], new: tuple[str, ...] | list[str]) -> list[str]:
+    added, removed = sorted(set(new) - set(old)), sorted(set(old) - set(new))
+    out = []
+    if added:
+        out.append(f"{label} added: {', '.join(added)}")
+    if removed:
+        out.append(f"{label} removed: {', '.join(removed)}")
+    return out

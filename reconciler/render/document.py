@@ -1,0 +1,98 @@
+"""The versioned JSON plan document — the contract for automation, and the input of every other renderer.
+
+Owns: the document's own models (so internal refactors never change the JSON) and `plan -> document`.
+Must not: import the executor, the CLI, or anything that performs I/O. Documented in docs/plan-json.md.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from reconciler import __version__
+from reconciler.plan import Plan
+
+__all__ = ["PLAN_FORMAT_VERSION", "ChangeDoc", "PlanDocument", "StateDoc", "SummaryDoc", "render_json", "to_document"]
+
+PLAN_FORMAT_VERSION = "1.0"
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StateDoc(_Doc):
+    exists: bool
+    location: str
+    lineage: str | None
+    serial: int | None
+
+
+class ChangeDoc(_Doc):
+    address: str
+    kind: str
+    tenant: str | None
+    action: str
+    reasons: list[str]
+    warnings: list[str]
+    pending: bool
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+class SummaryDoc(_Doc):
+    create: int
+    update: int
+    reauthorize: int
+    delete: int
+    noop: int
+    pending: int
+
+
+class PlanDocument(_Doc):
+    format_version: str
+    reconciler_version: str
+    environment: str
+    state: StateDoc
+    has_changes: bool
+    summary: SummaryDoc
+    changes: list[ChangeDoc]
+    warnings: list[str]
+
+
+def to_document(plan: Plan, warnings: list[str] | tuple[str, ...] = ()) -> PlanDocument:
+    """The JSON document for `plan`; `warnings` are configuration diagnostics shown with it."""
+    return PlanDocument(
+        format_version=PLAN_FORMAT_VERSION,
+        reconciler_version=__version__,
+        environment=plan.environment,
+        state=StateDoc(
+            exists=plan.state.exists,
+            location=plan.state.location,
+            lineage=plan.state.lineage,
+            serial=plan.state.serial,
+        ),
+        has_changes=plan.has_changes,
+        summary=SummaryDoc(**plan.summary()),
+        changes=[
+            ChangeDoc(
+                address=c.address,
+                kind=c.kind,
+                tenant=c.tenant,
+                action=c.action.value,
+                reasons=list(c.reasons),
+                warnings=list(c.warnings),
+                pending=c.pending,
+                before=dict(c.before) if c.before is not None else None,
+                after=dict(c.after) if c.after is not None else None,
+            )
+            for c in plan.changes
+        ],
+        warnings=list(warnings),
+    )
+
+
+def render_json(doc: PlanDocument) -> str:
+    return json.dumps(doc.model_dump(mode="json"), indent=2, sort_keys=False) + "\n"

@@ -1,0 +1,78 @@
+"""Terraform-like terminal rendering of a plan document. Pure: document in, string out; colour on request."""
+
+from __future__ import annotations
+
+from reconciler.render.diff import attribute_lines, format_value
+from reconciler.render.document import ChangeDoc, PlanDocument
+
+__all__ = ["render_text", "summary_line"]
+
+_PHRASE = {
+    "create": "will be created",
+    "update": "will be updated in place",
+    "reauthorize": "must be re-authorized",
+    "delete": "will be deleted (its tokens forgotten)",
+}
+_SYMBOL = {"create": "+", "update": "~", "reauthorize": "-/+", "delete": "-"}
+_COLOUR = {"+": "32", "~": "33", "-/+": "35", "-": "31"}
+
+
+def summary_line(doc: PlanDocument) -> str:
+    s = doc.summary
+    return f"Plan: {s.create} to create, {s.update} to update, {s.reauthorize} to reauthorize, {s.delete} to delete."
+
+
+def header_line(doc: PlanDocument) -> str:
+    state = doc.state
+    if not state.exists:
+        return f"Environment {doc.environment}: no state yet at {state.location}; everything will be created."
+    return f"Environment {doc.environment}: state {state.location} (serial {state.serial})."
+
+
+def render_text(doc: PlanDocument, *, color: bool = False) -> str:
+    def paint(code: str, text: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if color else text
+
+    def bold(text: str) -> str:
+        return paint("1", text)
+
+    out = [header_line(doc), ""]
+    changes = [c for c in doc.changes if c.action != "noop"]
+    if changes:
+        out += ["Reconciler will perform the following actions:", ""]
+        for change in changes:
+            out += _change_block(change, paint)
+    pending = [c for c in doc.changes if c.pending]
+    if pending:
+        out.append(bold("Pending authorizations (apply completes them; --detailed-exitcode ignores them):"))
+        out += [f"  {c.address}: {c.reasons[0]}" for c in pending]
+        out.append("")
+    warnings = [f"{c.address}: {w}" for c in doc.changes for w in c.warnings] + list(doc.warnings)
+    if warnings:
+        out.append(paint("33", "Warnings:"))
+        out += [f"  - {w}" for w in warnings]
+        out.append("")
+    if changes:
+        out.append(bold(summary_line(doc)))
+    else:
+        unchanged = doc.summary.noop
+        out.append(bold("No changes.") + f" {unchanged} resource{'s' if unchanged != 1 else ''} match the configuration.")
+    return "\n".join(out) + "\n"
+
+
+def _change_block(change: ChangeDoc, paint) -> list[str]:  # type: ignore[no-untyped-def]
+    symbol = _SYMBOL[change.action]
+    lines = [f"  # {change.address} {_PHRASE[change.action]}"]
+    lines += [f"  #   {reason}" for reason in change.reasons]
+    lines.append(f"{paint(_COLOUR[symbol], symbol.rjust(3))} {change.address} {{")
+    attributes = list(attribute_lines(change))
+    width = max((len(a.key) for a in attributes), default=0)
+    for attribute in attributes:
+        key = attribute.key.ljust(width)
+        if attribute.sign == "~":
+            value = f"{format_value(attribute.old)} -> {format_value(attribute.new)}"
+        else:
+            value = format_value(attribute.new if attribute.sign == "+" else attribute.old)
+        lines.append(f"      {paint(_COLOUR[attribute.sign], attribute.sign)} {key} = {value}")
+    lines += ["    }", ""]
+    return lines

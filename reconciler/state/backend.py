@@ -1,0 +1,67 @@
+"""The state backend interface: read, write-with-serial, lock. Implementations: `local` (here), more later.
+
+Owns: the protocol the rest of the program codes against, and lock-holder information.
+Must not: know the configuration or the plan.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import os
+import socket
+import uuid
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+from reconciler.state.model import StateDocument
+
+__all__ = ["LockInfo", "StateBackend"]
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """Who holds a state lock, for the message another writer sees."""
+
+    id: str
+    operation: str
+    pid: int
+    host: str
+    user: str
+    created: str
+
+    @classmethod
+    def for_current_process(cls, operation: str, *, now: dt.datetime | None = None) -> LockInfo:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = str(os.getuid())
+        created = (now or dt.datetime.now(dt.timezone.utc)).isoformat(timespec="seconds")
+        return cls(str(uuid.uuid4()), operation, os.getpid(), socket.gethostname(), user, created)
+
+    def describe(self) -> str:
+        return (
+            f"held by pid {self.pid} on {self.host} as {self.user} since {self.created} "
+            f"(operation: {self.operation}, lock id {self.id})"
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class StateBackend(Protocol):
+    """Where one environment's state lives."""
+
+    def describe(self) -> str:
+        """Where the state is, as shown to the user (e.g. `state/default.json`)."""
+
+    def read(self) -> StateDocument | None:
+        """The current document, or None when no state exists yet. Never creates anything."""
+
+    def write(self, doc: StateDocument, *, expected_serial: int | None) -> StateDocument:
+        """Persist `doc` atomically as the next serial, if the stored serial still equals `expected_serial`
+        (None: no state may exist yet). Call with the lock held. Returns the document as written."""
+
+    def lock(self, operation: str, *, timeout: float = 0.0) -> AbstractContextManager[LockInfo]:
+        """Hold the state lock for `operation`; raise `StateLockedError` naming the holder on contention."""

@@ -1,0 +1,152 @@
+"""The recorded state document: what was applied, per address. Versioned, with lineage and serial.
+
+Owns: the document's types, its JSON encoding, and the upgrade chain between format versions.
+Must not: hold token material (sealed credentials live in their own store, one record per address, so that a
+token refresh never rewrites — or bumps the serial of — this document).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from reconciler.errors import StateError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "InstallationRecord",
+    "PartnerRecord",
+    "Record",
+    "StateDocument",
+    "decode_state",
+    "encode_state",
+]
+
+FORMAT_VERSION = 1
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PartnerRecord(_Record):
+    """A partner's settings as last applied. The client secret is recorded by reference only."""
+
+    kind: Literal["partner"] = "partner"
+    name: str
+    connector: str
+    auth: str
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret_ref: str | None = None
+    redirect_uri: str
+    authorize_url: str
+    token_url: str
+    api_url: str
+    scopes: tuple[str, ...] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"partner.{self.name}"
+
+
+class InstallationRecord(_Record):
+    """An installation as last applied: what was asked, what the provider granted, with which client."""
+
+    kind: Literal["installation"] = "installation"
+    tenant: str
+    name: str
+    connector: str
+    partner: str
+    auth: str
+    parameters: dict[str, str]
+    requested_scopes: tuple[str, ...]
+    granted_scopes: tuple[str, ...] = ()
+    client_id: str
+    client_secret_ref: str
+    credentials_source: Literal["partner", "installation"] = "partner"
+    redirect_uri: str
+    token_origin: str
+    status: Literal["authorized", "pending_authorization"] = "authorized"
+    authorized_at: dt.datetime | None = None
+    authorized_by: str | None = None
+    expires_at: dt.datetime | None = None
+    pending_since: dt.datetime | None = None
+
+    @property
+    def address(self) -> str:
+        return f"installation.{self.tenant}.{self.name}"
+
+
+Record = Annotated[PartnerRecord | InstallationRecord, Field(discriminator="kind")]
+
+
+class StateDocument(BaseModel):
+    """The whole document. `serial` moves on every write that changes it; `lineage` never changes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format_version: Literal[1] = FORMAT_VERSION
+    lineage: str
+    serial: int = Field(ge=0)
+    environment: str
+    resources: dict[str, Record] = Field(default_factory=dict)
+
+    @classmethod
+    def new(cls, environment: str) -> StateDocument:
+        """An empty document with a fresh lineage (serial 0: nothing written yet)."""
+        return cls(lineage=str(uuid.uuid4()), serial=0, environment=environment)
+
+    def with_resources(self, resources: dict[str, PartnerRecord | InstallationRecord]) -> StateDocument:
+        return self.model_copy(update={"resources": dict(sorted(resources.items()))})
+
+
+# One function per format version, upgrading a raw document from version N to N+1.
+_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def encode_state(doc: StateDocument) -> bytes:
+    """Stable JSON: sorted keys, two-space indent, trailing newline."""
+    return (json.dumps(doc.model_dump(mode="json", exclude_none=True), indent=2, sort_keys=True) + "\n").encode()
+
+
+def decode_state(raw: bytes, where: str) -> StateDocument:
+    """Parse a state document, upgrading older formats; every problem is a `StateError` naming `where`."""
+    restore = f"the file is left as it is; restore {where}.backup or move the file away"
+    try:
+        data = json.loads(raw)
+    except UnicodeDecodeError:
+        raise StateError(f"{where}: state file is not valid UTF-8", hint=restore) from None
+    except json.JSONDecodeError as exc:
+        raise StateError(
+            f"{where}:{exc.lineno}:{exc.colno}: state file is not valid JSON ({exc.msg})", hint=restore
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("format_version"), int):
+        raise StateError(f"{where}: not a reconciler state file (no format_version)", hint=restore)
+    version = data["format_version"]
+    if version > FORMAT_VERSION:
+        raise StateError(
+            f"{where}: state format_version {version} is newer than this reconciler reads ({FORMAT_VERSION})",
+            hint="upgrade reconciler; the file was not changed",
+        )
+    while version < FORMAT_VERSION:
+        upgrade = _UPGRADES.get(version)
+        if upgrade is None:
+            raise StateError(f"{where}: state format_version {version} is not supported", hint=restore)
+        data = upgrade(data)
+        version = data["format_version"]
+    try:
+        doc = StateDocument.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        loc = ".".join(str(p) for p in error["loc"])
+        raise StateError(f"{where}: invalid state at {loc}: {error['msg']}", hint=restore) from None
+    for address, record in doc.resources.items():
+        if address != record.address:
+            raise StateError(f"{where}: resource {address} records {record.address}", hint=restore)
+    return doc
