@@ -95,20 +95,6 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _load(opts: Options):  # type: ignore[no-untyped-def]
-    from reconciler.config import load_config
-
-    return load_config(opts.config_dir, environ=os.environ, today=_now().date())
-
-
-def _backend(opts: Options, loaded: Any, environment: str = "default"):  # type: ignore[no-untyped-def]
-    from reconciler.config.loader import display_path
-    from reconciler.state import LocalBackend
-
-    directory = opts.config_dir / loaded.root.backend.path
-    return LocalBackend(directory, environment, display_dir=display_path(directory))
-
-
 @cli.command()
 @click.pass_obj
 def validate(opts: Options) -> int:
@@ -119,7 +105,9 @@ def validate(opts: Options) -> int:
       reconciler validate
       reconciler -C examples/quickstart validate
     """
-    loaded = _load(opts)
+    from reconciler.config import load_config
+
+    loaded = load_config(opts.config_dir, environ=os.environ, today=_now().date())
     for warning in loaded.warnings:
         click.echo(f"warning: {warning}", err=True)
     desired = loaded.desired
@@ -151,13 +139,10 @@ def plan(opts: Options, fmt: str, detailed_exitcode: bool) -> int:
       reconciler plan --format json | jq '.summary'
       reconciler plan --format markdown --detailed-exitcode > comment.md
     """
-    from reconciler.planner import make_plan
-    from reconciler.render import render_json, render_markdown, render_text, to_document
+    from reconciler.render import render_json, render_markdown, render_text
+    from reconciler.workflow import plan_config
 
-    loaded = _load(opts)
-    backend = _backend(opts, loaded)
-    result = make_plan(loaded.desired, backend.read(), now=_now(), state_location=backend.describe())
-    doc = to_document(result, warnings=[str(w) for w in loaded.warnings])
+    doc = plan_config(opts.config_dir, environ=os.environ, now=_now()).document
     if fmt == "json":
         output = render_json(doc)
     elif fmt == "markdown":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
-from urllib.parse import urlsplit
 
 from reconciler.catalog import Catalog, load_catalog
 from reconciler.config.desired import DesiredInstallation, DesiredPartner, DesiredState
@@ -17,7 +16,7 @@ from reconciler.errors import PlanError
 from reconciler.plan import Action, Plan, ResourceChange, StateRef
 from reconciler.state.model import InstallationRecord, PartnerRecord, StateDocument
 
-__all__ = ["PENDING_LIFETIME", "SENSITIVE", "installation_view", "make_plan", "partner_view", "token_origin"]
+__all__ = ["PENDING_LIFETIME", "SENSITIVE", "installation_view", "make_plan", "partner_view"]
 
 SENSITIVE = "(sensitive)"
 PENDING_LIFETIME = dt.timedelta(days=7)
@@ -53,12 +52,6 @@ def make_plan(
 # -- views ------------------------------------------------------------------------------------------------------
 
 
-def token_origin(url: str) -> str:
-    """scheme://host[:port] of a token endpoint: tokens are only ever sent back to where they came from."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
 def partner_view(partner: DesiredPartner | PartnerRecord) -> dict[str, Any]:
     """The attributes of a partner shown in plans; the secret appears only as `(sensitive)` and its reference."""
     return {
@@ -79,9 +72,9 @@ def partner_view(partner: DesiredPartner | PartnerRecord) -> dict[str, Any]:
 def installation_view(installation: DesiredInstallation | InstallationRecord) -> dict[str, Any]:
     """The attributes of an installation shown in plans; recorded ones add what the provider granted."""
     if isinstance(installation, InstallationRecord):
-        scopes, origin = installation.requested_scopes, installation.token_origin
+        scopes = installation.requested_scopes
     else:
-        scopes, origin = installation.scopes, token_origin(installation.token_url)
+        scopes = installation.scopes
     view: dict[str, Any] = {
         "connector": installation.connector,
         "partner": installation.partner,
@@ -91,7 +84,7 @@ def installation_view(installation: DesiredInstallation | InstallationRecord) ->
         "client_id": installation.client_id,
         "credentials_source": installation.credentials_source,
         "redirect_uri": installation.redirect_uri,
-        "token_origin": origin,
+        "token_origin": installation.token_origin,
     }
     if installation.credentials_source == "installation":  # a partner's own secret is shown on the partner
         view["client_secret"] = SENSITIVE
@@ -171,9 +164,9 @@ def _installation_change(
     connector = catalog.get(want.connector)
     reauthorize = _reauthorize_reasons(want, have, connector, now)
     update = _update_reasons(want, have)
-    warnings = _grant_warnings(want, have, connector)
     if reauthorize:
-        return ResourceChange(address, Action.REAUTHORIZE, reauthorize + update, before, after, warnings)
+        return ResourceChange(address, Action.REAUTHORIZE, reauthorize + update, before, after)
+    warnings = _grant_warnings(want, have, connector)
     if have.status == "pending_authorization":
         since = _iso(have.pending_since) or "an earlier apply"
         reason = f"authorization pending since {since}"
@@ -199,9 +192,8 @@ def _reauthorize_reasons(
         reasons.append(f"{source}client_id changed")
     if want.redirect_uri != have.redirect_uri:
         reasons.append("redirect_uri changed")
-    origin = token_origin(want.token_url)
-    if origin != have.token_origin:
-        reasons.append(f"token endpoint changed: {have.token_origin} -> {origin}")
+    if want.token_origin != have.token_origin:
+        reasons.append(f"token endpoint changed: {have.token_origin} -> {want.token_origin}")
     reasons.extend(_set_reasons("scopes", have.requested_scopes, want.scopes))
     if have.status == "pending_authorization" and have.pending_since and now - have.pending_since > PENDING_LIFETIME:
         reasons.append(f"pending authorization expired on {_iso(have.pending_since + PENDING_LIFETIME)}")
@@ -232,7 +224,8 @@ def _grant_warnings(want: DesiredInstallation, have: InstallationRecord, connect
     if connector is None or have.status != "authorized":
         return ()
     declared = connector.closure(want.scopes)
-    extra = sorted(s for s in have.granted_scopes if s not in declared)
+    granted = connector.normalise_granted(have.auth, have.granted_scopes) if have.auth in connector.auth else ()
+    extra = sorted(s for s in granted if s not in declared)
     return (f"consent still held: {', '.join(extra)}",) if extra else ()
 
 

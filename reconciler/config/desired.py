@@ -9,9 +9,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from urllib.parse import urlsplit
+
 from pydantic import SecretStr
 
-__all__ = ["DesiredInstallation", "DesiredPartner", "DesiredState", "installation_address", "partner_address"]
+__all__ = [
+    "DesiredInstallation",
+    "DesiredPartner",
+    "DesiredState",
+    "installation_address",
+    "partner_address",
+    "url_origin",
+]
+
+
+def url_origin(url: str) -> str:
+    """scheme://host[:port] of a URL: tokens are only ever sent back to the origin that issued them."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def partner_address(name: str) -> str:
@@ -69,6 +84,10 @@ class DesiredInstallation:
     @property
     def address(self) -> str:
         return installation_address(self.tenant, self.name)
+
+    @property
+    def token_origin(self) -> str:
+        return url_origin(self.token_url)
 
 
 @dataclass(frozen=True)

@@ -62,10 +62,14 @@ def render_text(doc: PlanDocument, *, color: bool = False) -> str:
 
 def _change_block(change: ChangeDoc, paint) -> list[str]:  # type: ignore[no-untyped-def]
     symbol = _SYMBOL[change.action]
-    lines = [f"  # {change.address} {_PHRASE[change.action]}"]
+    phrase = "will be deleted" if change.kind == "partner" and change.action == "delete" else _PHRASE[change.action]
+    lines = [f"  # {change.address} {phrase}"]
     lines += [f"  #   {reason}" for reason in change.reasons]
-    lines.append(f"{paint(_COLOUR[symbol], symbol.rjust(3))} {change.address} {{")
     attributes = list(attribute_lines(change))
+    opening = f"{paint(_COLOUR[symbol], symbol.rjust(3))} {change.address}"
+    if not attributes:
+        return [*lines, opening, ""]
+    lines.append(f"{opening} {{")
     width = max((len(a.key) for a in attributes), default=0)
     for attribute in attributes:
         key = attribute.key.ljust(width)

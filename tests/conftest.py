@@ -1,0 +1,50 @@
+"""Shared fixtures: a CLI runner with separate stdout/stderr, directory snapshots, golden-file updating."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from reconciler.cli import cli
+
+UPDATE_GOLDEN = os.environ.get("UPDATE_GOLDEN") == "1"
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under `root` with its bytes, to prove a command wrote nothing."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def run(args: list[str], env: Mapping[str, str] | None = None, stdin: str | None = None) -> Result:
+    """Run the CLI in-process with exactly `env` as the environment variables the tool may see."""
+    runner = CliRunner()
+    clean = {key: None for key in os.environ if key.startswith(("ADO_", "RECONCILER_", "ENTRA_"))}
+    return runner.invoke(cli, args, env={**clean, **(env or {})}, input=stdin, catch_exceptions=False)
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if line and not line.startswith("#"))
+    return {key: value for key, value in pairs}
+
+
+@pytest.fixture
+def write_config(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Write files (relative path -> text) into a fresh config directory and return it."""
+
+    def write(files: Mapping[str, str | bytes]) -> Path:
+        for rel, content in files.items():
+            target = tmp_path / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                target.write_bytes(content)
+            else:
+                target.write_text(content)
+        return tmp_path
+
+    return write
