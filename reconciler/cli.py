@@ -149,7 +149,7 @@ def plan(opts: Options, fmt: str, detailed_exitcode: bool) -> int:
         output = render_markdown(doc)
     else:
         output = render_text(doc, color=opts.use_color())
-    click.echo(output, nl=False)
+    click.echo(output, nl=False, color=opts.use_color())
     return EXIT_CHANGES if detailed_exitcode and doc.has_changes else EXIT_OK
 
 

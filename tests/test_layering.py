@@ -1,0 +1,46 @@
+"""Layering is visible and checked: the core never imports presentation, I/O or protocol libraries."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "reconciler"
+
+FORBIDDEN = {
+    "planner.py": {"yaml", "httpx", "authlib", "click", "rich", "os", "time", "reconciler.cli", "reconciler.render"},
+    "plan.py": {"yaml", "httpx", "authlib", "click", "rich", "os"},
+    "render": {"reconciler.cli", "reconciler.state", "reconciler.config", "click", "httpx", "authlib", "os"},
+    "config": {"httpx", "authlib", "click", "rich", "reconciler.state", "reconciler.planner", "reconciler.render"},
+    "state": {"httpx", "authlib", "click", "rich", "reconciler.planner", "reconciler.render", "reconciler.cli"},
+    "catalog": {"httpx", "authlib", "click", "reconciler.config", "reconciler.state", "reconciler.planner"},
+    "workflow.py": {"click", "rich"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("target", sorted(FORBIDDEN))
+def test_module_does_not_import_forbidden_layers(target: str) -> None:
+    """Each layer imports only what it may (see the module docstrings)."""
+    files = [PACKAGE / target] if target.endswith(".py") else sorted((PACKAGE / target).rglob("*.py"))
+    assert files
+    for file in files:
+        bad = {n for n in _imports(file) for f in FORBIDDEN[target] if n == f or n.startswith(f + ".")}
+        assert not bad, f"{file.relative_to(PACKAGE)} imports {sorted(bad)}"
+
+
+def test_every_module_opens_with_a_docstring() -> None:
+    """Each module says what it owns."""
+    for file in PACKAGE.rglob("*.py"):
+        assert ast.get_docstring(ast.parse(file.read_text())), file

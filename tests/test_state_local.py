@@ -1,0 +1,197 @@
+"""Local state backend: atomic writes with a backup, compare-and-swap on serial, locking that names its holder,
+and corrupt or unknown files refused without being touched."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from reconciler.errors import StaleStateError, StateError, StateLockedError
+from reconciler.state import LocalBackend, PartnerRecord, StateDocument, decode_state, encode_state
+
+PARTNER = PartnerRecord(
+    name="ado",
+    connector="microsoft-azure-devops",
+    auth="azure-devops-oauth",
+    client_id="app",
+    client_secret_ref="${env:S}",
+    redirect_uri="https://x.example/connector/callback",
+    authorize_url="https://a.example/authorize",
+    token_url="https://a.example/token",
+    api_url="https://dev.azure.com",
+)
+
+
+def _write(backend: LocalBackend, doc: StateDocument, expected: int | None) -> StateDocument:
+    with backend.lock("test"):
+        return backend.write(doc, expected_serial=expected)
+
+
+def test_read_of_missing_state_creates_nothing(tmp_path: Path) -> None:
+    """Reading state that does not exist returns None and leaves the directory untouched."""
+    backend = LocalBackend(tmp_path / "state", "default")
+    assert backend.read() is None
+    assert not (tmp_path / "state").exists()
+
+
+def test_first_write_sets_serial_one_and_keeps_lineage(tmp_path: Path) -> None:
+    """The first write stores serial 1; the lineage is the document's and survives later writes."""
+    backend = LocalBackend(tmp_path, "default")
+    doc = StateDocument.new("default")
+    written = _write(backend, doc, None)
+    assert written.serial == 1
+    again = _write(backend, written.with_resources({PARTNER.address: PARTNER}), 1)
+    assert again.serial == 2
+    assert backend.read() == again
+    assert backend.read().lineage == doc.lineage  # type: ignore[union-attr]
+
+
+def test_write_keeps_previous_version_as_backup(tmp_path: Path) -> None:
+    """Each write leaves the previous document, byte for byte, in `<env>.json.backup`."""
+    backend = LocalBackend(tmp_path, "default")
+    first = _write(backend, StateDocument.new("default"), None)
+    first_bytes = backend.path.read_bytes()
+    _write(backend, first.with_resources({PARTNER.address: PARTNER}), first.serial)
+    assert backend.backup_path.read_bytes() == first_bytes
+    assert oct(backend.path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_stale_serial_is_refused_and_nothing_written(tmp_path: Path) -> None:
+    """A write based on an older serial fails and leaves the file as it was (no lost update)."""
+    backend = LocalBackend(tmp_path, "default")
+    first = _write(backend, StateDocument.new("default"), None)
+    second = _write(backend, first, first.serial)
+    before = backend.path.read_bytes()
+    with pytest.raises(StaleStateError, match="serial moved from 1 to 2"):
+        _write(backend, first.with_resources({PARTNER.address: PARTNER}), first.serial)
+    assert backend.path.read_bytes() == before
+    assert backend.read() == second
+
+
+def test_write_refuses_other_lineage(tmp_path: Path) -> None:
+    """A document of another lineage never replaces the stored one."""
+    backend = LocalBackend(tmp_path, "default")
+    first = _write(backend, StateDocument.new("default"), None)
+    with pytest.raises(StaleStateError, match="lineage"):
+        _write(backend, StateDocument.new("default").model_copy(update={"serial": 1}), first.serial)
+
+
+def test_write_when_state_appeared_meanwhile_is_refused(tmp_path: Path) -> None:
+    """A writer that saw no state must not overwrite one created meanwhile."""
+    backend = LocalBackend(tmp_path, "default")
+    _write(backend, StateDocument.new("default"), None)
+    with pytest.raises(StaleStateError, match="created meanwhile"):
+        _write(backend, StateDocument.new("default"), None)
+
+
+def test_write_without_lock_is_refused(tmp_path: Path) -> None:
+    """Writes require the lock."""
+    with pytest.raises(StateError, match="without holding the lock"):
+        LocalBackend(tmp_path, "default").write(StateDocument.new("default"), expected_serial=None)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"format_version": 1, "lineage": "x", "ser', "not valid JSON"),
+        (b"\xff\xfe garbage", "not valid"),
+        (b"[1, 2]", "not a reconciler state file"),
+        (b'{"format_version": 99, "lineage": "x", "serial": 1}', "newer than this reconciler"),
+        (b'{"format_version": 0, "lineage": "x", "serial": 1}', "not supported"),
+        (b'{"format_version": 1, "lineage": "x", "serial": -1, "environment": "default"}', "invalid state at serial"),
+        (
+            b'{"format_version": 1, "lineage": "x", "serial": 1, "environment": "default", "resources": '
+            b'{"partner.other": ' + PARTNER.model_dump_json().encode() + b"}}",
+            "records partner.ado",
+        ),
+    ],
+)
+def test_bad_state_file_is_a_clear_error_and_never_overwritten(tmp_path: Path, content: bytes, message: str) -> None:
+    """A corrupt, foreign or newer state file raises a StateError naming it, and no write can replace it."""
+    backend = LocalBackend(tmp_path, "default")
+    backend.path.write_bytes(content)
+    with pytest.raises(StateError, match=message):
+        backend.read()
+    with pytest.raises(StateError):
+        _write(backend, StateDocument.new("default"), None)
+    assert backend.path.read_bytes() == content
+    assert not backend.backup_path.exists()
+
+
+def test_state_of_another_environment_is_refused(tmp_path: Path) -> None:
+    """A file holding environment 'prod' is not read as 'default'."""
+    doc = StateDocument.new("prod")
+    (tmp_path / "default.json").write_bytes(encode_state(doc))
+    with pytest.raises(StateError, match="environment 'prod'"):
+        LocalBackend(tmp_path, "default").read()
+
+
+def test_encoding_round_trips(tmp_path: Path) -> None:
+    """encode_state/decode_state are inverse, and the encoding is stable."""
+    doc = StateDocument.new("default").with_resources({PARTNER.address: PARTNER})
+    raw = encode_state(doc)
+    assert decode_state(raw, "x") == doc
+    assert encode_state(decode_state(raw, "x")) == raw
+    assert json.loads(raw)["format_version"] == 1
+
+
+def _hold_lock(directory: str, ready: multiprocessing.synchronize.Event, release: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
+    backend = LocalBackend(Path(directory), "default")
+    with backend.lock("apply"):
+        ready.set()
+        release.wait(10)
+
+
+def test_second_writer_fails_fast_naming_the_holder(tmp_path: Path) -> None:
+    """While another process holds the lock, a writer fails at once with the holder's pid, host, user, operation."""
+    ctx = multiprocessing.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(str(tmp_path), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(10)
+        backend = LocalBackend(tmp_path, "default")
+        started = time.monotonic()
+        with pytest.raises(StateLockedError) as info:
+            with backend.lock("plan"):
+                pass
+        assert time.monotonic() - started < 2
+        text = str(info.value)
+        assert f"pid {holder.pid}" in text and "operation: apply" in text and os.uname().nodename in text
+    finally:
+        release.set()
+        holder.join(10)
+
+
+def test_lock_waits_up_to_timeout_then_succeeds(tmp_path: Path) -> None:
+    """With a timeout, a writer waits for the holder to finish and then gets the lock."""
+    ctx = multiprocessing.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(str(tmp_path), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(10)
+        ctx.Process(target=lambda: (time.sleep(0.3), release.set())).start()
+        with LocalBackend(tmp_path, "default").lock("apply", timeout=10) as info:
+            assert info.pid == os.getpid()
+    finally:
+        release.set()
+        holder.join(10)
+
+
+def test_lock_is_released_when_holder_dies(tmp_path: Path) -> None:
+    """A killed holder leaves no stuck lock: the kernel releases flock."""
+    ctx = multiprocessing.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(str(tmp_path), ready, release))
+    holder.start()
+    assert ready.wait(10)
+    holder.kill()
+    holder.join(10)
+    with LocalBackend(tmp_path, "default").lock("apply") as info:
+        assert info.operation == "apply"
