@@ -28,18 +28,39 @@ class YamlSyntaxError(Exception):
     column: int | None
 
 
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+def _error_at(message: str, mark: Any) -> YamlSyntaxError:
+    return YamlSyntaxError(message, mark.line + 1, mark.column + 1)
+
+
 class _StrictLoader(_BaseLoader):  # type: ignore[misc, valid-type]
-    """Safe loader that refuses a key repeated in one mapping (YAML would silently keep the last)."""
+    """Safe loader that refuses what YAML would silently accept: a key repeated in one mapping (the last would
+    win), and keys that are not strings (`yes:`, `null:` or `1:` become a boolean, null or number)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[str] = set()
         for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE_TAG:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.tag == _MERGE_TAG:
+                    continue
+                if key_node.tag != _STR_TAG:
+                    kind = key_node.tag.rsplit(":", 1)[-1]
+                    message = f"key '{key_node.value}' is read as a {kind}, not a name; quote it"
+                    raise _error_at(message, key_node.start_mark)
                 if key_node.value in seen:
-                    mark = key_node.start_mark
-                    raise YamlSyntaxError(f"duplicate key '{key_node.value}'", mark.line + 1, mark.column + 1)
+                    raise _error_at(f"duplicate key '{key_node.value}'", key_node.start_mark)
                 seen.add(key_node.value)
+            elif not isinstance(key_node, yaml.ScalarNode):
+                raise _error_at("a key must be a plain name, not a list or mapping", key_node.start_mark)
         return super().construct_mapping(node, deep)  # type: ignore[no-any-return]
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:  # e.g. 2026-02-30, or an integer of 5,000 digits
+            raise _error_at(f"invalid value: {str(exc).splitlines()[0]}", node.start_mark) from None
 
 
 _StrictLoader.add_constructor("tag:yaml.org,2002:map", _StrictLoader.construct_yaml_map)
@@ -59,8 +80,13 @@ def load_yaml_text(text: str) -> Any:
         line = mark.line + 1 if mark else None
         column = mark.column + 1 if mark else None
         raise YamlSyntaxError(f"invalid YAML: {problem}", line, column) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        what = "control character" if exc.character < 32 else "character"
+        raise YamlSyntaxError(f"invalid YAML: {what} #x{exc.character:04x} is not allowed", line, column) from None
     except yaml.YAMLError as exc:
-        raise YamlSyntaxError(f"invalid YAML: {exc}", None, None) from None
+        raise YamlSyntaxError(f"invalid YAML: {str(exc).splitlines()[0]}", None, None) from None
     except RecursionError:
         raise YamlSyntaxError("invalid YAML: nested too deeply", None, None) from None
 
@@ -97,6 +123,8 @@ def locate(text: str, key_path: Sequence[str | int], *, at_key: bool = False) ->
             child = node.value[part]
         if child is None:
             break
-        mark = key_mark if (last and at_key and key_mark is not None) else child.start_mark
+        # A problem with a whole block is shown on its key's line, a problem with a value on the value.
+        point_at_key = at_key or isinstance(child, (yaml.MappingNode, yaml.SequenceNode))
+        mark = key_mark if (last and point_at_key and key_mark is not None) else child.start_mark
         node = child
     return mark.line + 1, mark.column + 1

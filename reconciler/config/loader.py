@@ -117,7 +117,7 @@ class _Loader:
         at_key: bool = False,
         warning: bool = False,
     ) -> None:
-        position = locate(src.text, path, at_key=at_key) if path else None
+        position = locate(src.text, path, at_key=at_key) if src.text else None
         line, column = position if position else (None, None)
         issue = ConfigIssue(Location(src.display, line, column), key_path_text(path), message, hint)
         (self.warnings if warning else self.issues).append(issue)
@@ -222,14 +222,22 @@ class _Loader:
             self._issue(src, loc, f"unknown key '{loc[-1]}'", hint, at_key=True)
         elif kind == "missing":
             self._issue(src, loc[:-1], f"missing required key '{loc[-1]}'")
+        elif kind == "value_error":
+            self._issue(src, loc, str(error.get("ctx", {}).get("error", error["msg"])))
+        elif kind == "too_short":
+            self._issue(src, loc, "must list at least 1 item")
         elif kind == "string_pattern_mismatch" and NAME_PATTERN in str(error.get("ctx", {}).get("pattern", "")):
             self._issue(src, loc, "invalid name: use letters, digits, '-' and '_'")
         else:
-            message = error["msg"]
+            message = error["msg"].replace("valid tuple", "list").replace("valid dictionary", "mapping")
             message = message[0].lower() + message[1:]
-            if kind.endswith("_type") or kind in {"model_type", "dict_type", "tuple_type"}:
-                message += f", got {_kind(error.get('input'))}"
-            self._issue(src, loc, message)
+            hint = None
+            if kind.endswith("_type"):
+                value = error.get("input")
+                message += f", got {_kind(value)}"
+                if kind == "string_type" and isinstance(value, (int, float, bool)):
+                    hint = "quote the value to make it a string"
+            self._issue(src, loc, message, hint)
 
     def _include(self, src: SourceFile, patterns: Sequence[str], stack: tuple[Path, ...]) -> None:
         for index, pattern in enumerate(patterns):
@@ -609,7 +617,8 @@ class _Loader:
                 self._issue(src, (*path, "parameters", key), f"invalid {key} '{value}' ({param.description})")
         for key, param in connector.parameters.items():
             if param.required and key not in parameters:
-                self._issue(src, path, f"missing parameter '{key}' ({param.display_name})")
+                where = (*path, "parameters") if parameters else path
+                self._issue(src, where, f"missing parameter '{key}' ({param.display_name})")
 
     def _scopes(
         self, src: SourceFile, path: KeyPath, scopes: Sequence[str], connector: Connector, partner: DesiredPartner

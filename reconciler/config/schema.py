@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 __all__ = [
     "BackendSpec",
@@ -107,6 +107,13 @@ class RootFile(IncludedFile):
 
     model_config = ConfigDict(title="reconciler.yaml", frozen=True, extra="forbid", strict=True)
 
-    version: Literal[1]
+    version: Literal[1] = Field(description="The configuration format version: 1.")
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _exact_version(cls, value: object) -> object:
+        if type(value) is not int:  # YAML's `true` and `1.0` would pass as 1
+            raise ValueError("input should be 1")
+        return value
     platform: PlatformSpec | None = None
     backend: BackendSpec = BackendSpec()
