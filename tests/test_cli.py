@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.config import load_config
 from reconciler.state import LocalBackend, StateDocument
 from reconciler.state.records import installation_record, partner_record
-from reconciler.config import load_config
 from tests.conftest import run, snapshot
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr

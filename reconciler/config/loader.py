@@ -15,7 +15,7 @@ import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,14 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from reconciler.catalog import Catalog, Connector, load_catalog
 from reconciler.config.desired import DesiredInstallation, DesiredPartner, DesiredState
-from reconciler.config.schema import NAME_PATTERN, IncludedFile, InstallationSpec, PartnerSpec, RootFile, TenantSpec
+from reconciler.config.schema import (
+    NAME_PATTERN,
+    IncludedFile,
+    InstallationSpec,
+    PartnerSpec,
+    RootFile,
+    TenantSpec,
+)
 from reconciler.errors import ConfigError, ConfigIssue, Location
 from reconciler.yamlio import YamlSyntaxError, load_yaml_text, locate
 
