@@ -8,6 +8,8 @@ OAuth or CLI libraries. Output is sorted by address — partners before installa
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from typing import Any
 
 from reconciler.catalog import Catalog, load_catalog
@@ -16,7 +18,7 @@ from reconciler.errors import PlanError
 from reconciler.plan import Action, Plan, ResourceChange, StateRef
 from reconciler.state.model import InstallationRecord, PartnerRecord, StateDocument
 
-__all__ = ["PENDING_LIFETIME", "SENSITIVE", "installation_view", "make_plan", "partner_view"]
+__all__ = ["PENDING_LIFETIME", "SENSITIVE", "target_digest", "installation_view", "make_plan", "partner_view"]
 
 SENSITIVE = "(sensitive)"
 PENDING_LIFETIME = dt.timedelta(days=7)
@@ -97,6 +99,13 @@ def installation_view(installation: DesiredInstallation | InstallationRecord) ->
     return view
 
 
+def target_digest(installation: DesiredInstallation) -> str:
+    """A digest of everything an authorization of `installation` would record: a pending authorization is
+    still good exactly while the configuration keeps this digest."""
+    canonical = json.dumps(installation_view(installation), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
 def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
@@ -162,23 +171,24 @@ def _installation_change(
         return ResourceChange(address, Action.DELETE, ("removed from configuration",), before, None)
     after = installation_view(want)
     connector = catalog.get(want.connector)
-    reauthorize = _reauthorize_reasons(want, have, connector, now)
+    pending = have.pending
+    if pending is not None and pending.target_digest == target_digest(want):
+        if now < pending.expires_at:
+            reason = f"authorization pending since {_iso(pending.since)} (link valid until {_iso(pending.expires_at)})"
+            return ResourceChange(address, Action.NOOP, (reason,), before, after, pending=True)
+        reason = f"pending authorization expired on {_iso(pending.expires_at)}"
+        return ResourceChange(address, Action.REAUTHORIZE, (reason,), before, after)
+    reauthorize = _reauthorize_reasons(want, have, connector)
     update = _update_reasons(want, have)
     if reauthorize:
         return ResourceChange(address, Action.REAUTHORIZE, reauthorize + update, before, after)
     warnings = _grant_warnings(want, have, connector)
-    if have.status == "pending_authorization":
-        since = _iso(have.pending_since) or "an earlier apply"
-        reason = f"authorization pending since {since}"
-        return ResourceChange(address, Action.NOOP, (reason, *update), before, after, warnings, pending=True)
     if update:
         return ResourceChange(address, Action.UPDATE, update, before, after, warnings)
     return ResourceChange(address, Action.NOOP, ("up to date",), before, after, warnings)
 
 
-def _reauthorize_reasons(
-    want: DesiredInstallation, have: InstallationRecord, connector: Any, now: dt.datetime
-) -> tuple[str, ...]:
+def _reauthorize_reasons(want: DesiredInstallation, have: InstallationRecord, connector: Any) -> tuple[str, ...]:
     """Why the recorded tokens no longer stand for what is declared (each forces a new consent)."""
     reasons: list[str] = []
     if want.connector != have.connector:
@@ -195,8 +205,8 @@ def _reauthorize_reasons(
     if want.token_origin != have.token_origin:
         reasons.append(f"token endpoint changed: {have.token_origin} -> {want.token_origin}")
     reasons.extend(_set_reasons("scopes", have.requested_scopes, want.scopes))
-    if have.status == "pending_authorization" and have.pending_since and now - have.pending_since > PENDING_LIFETIME:
-        reasons.append(f"pending authorization expired on {_iso(have.pending_since + PENDING_LIFETIME)}")
+    if have.status == "pending_authorization" and not reasons:
+        reasons.append("pending authorization no longer matches the configuration")
     if have.status == "authorized" and set(want.scopes) == set(have.requested_scopes):
         granted = connector.closure(have.granted_scopes) if connector else frozenset(have.granted_scopes)
         missing = sorted(set(want.scopes) - granted)

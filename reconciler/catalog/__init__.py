@@ -54,6 +54,13 @@ class ScopeSpec(_Frozen):
     implies: tuple[str, ...] = ()
 
 
+class VerifyCheck(_Frozen):
+    """A REST call (relative to api_url, with `{parameter}` placeholders) a fresh token must pass."""
+
+    path: str
+    needs_any: tuple[str, ...] = ()  # scopes (or scopes implying them) the call needs; without: only a warning
+
+
 class Connector(_Frozen):
     name: str
     display_name: str
@@ -62,6 +69,7 @@ class Connector(_Frozen):
     parameters: dict[str, ParameterSpec]
     recommended_scopes: tuple[str, ...] = ()
     scopes: dict[str, ScopeSpec]
+    verify: dict[str, VerifyCheck] = Field(default_factory=dict)
 
     _closures: dict[frozenset[str], frozenset[str]] = PrivateAttr(default_factory=dict)
 

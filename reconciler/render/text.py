@@ -44,7 +44,7 @@ def render_text(doc: PlanDocument, *, color: bool = False) -> str:
             out += _change_block(change, paint)
     pending = [c for c in doc.changes if c.pending]
     if pending:
-        out.append(bold("Pending authorizations (apply completes them; --detailed-exitcode ignores them):"))
+        out.append(bold("Pending authorizations (complete them with `reconciler authorize`; --detailed-exitcode ignores them):"))
         out += [f"  {c.address}: {c.reasons[0]}" for c in pending]
         out.append("")
     warnings = [f"{c.address}: {w}" for c in doc.changes for w in c.warnings] + list(doc.warnings)

@@ -21,6 +21,7 @@ __all__ = [
     "FORMAT_VERSION",
     "InstallationRecord",
     "PartnerRecord",
+    "PendingRecord",
     "Record",
     "StateDocument",
     "decode_state",
@@ -55,6 +56,16 @@ class PartnerRecord(_Record):
         return f"partner.{self.name}"
 
 
+class PendingRecord(_Record):
+    """A deferred authorization waiting for its user (the secrets of it are sealed with the credentials)."""
+
+    since: dt.datetime
+    expires_at: dt.datetime
+    target_digest: str  # digest of the declared attributes the authorization will record
+    client_id: str
+    requested_scopes: tuple[str, ...]
+
+
 class InstallationRecord(_Record):
     """An installation as last applied: what was asked, what the provider granted, with which client."""
 
@@ -76,7 +87,8 @@ class InstallationRecord(_Record):
     authorized_at: dt.datetime | None = None
     authorized_by: str | None = None
     expires_at: dt.datetime | None = None
-    pending_since: dt.datetime | None = None
+    verified_at: dt.datetime | None = None
+    pending: PendingRecord | None = None
 
     @property
     def address(self) -> str:
@@ -104,6 +116,15 @@ class StateDocument(BaseModel):
 
     def with_resources(self, resources: dict[str, PartnerRecord | InstallationRecord]) -> StateDocument:
         return self.model_copy(update={"resources": dict(sorted(resources.items()))})
+
+    def with_record(self, address: str, record: PartnerRecord | InstallationRecord | None) -> StateDocument:
+        """A copy with one address set (or removed, for None)."""
+        resources = dict(self.resources)
+        if record is None:
+            resources.pop(address, None)
+        else:
+            resources[address] = record
+        return self.with_resources(resources)
 
 
 # One function per format version, upgrading a raw document from version N to N+1.

@@ -1,0 +1,133 @@
+"""Encryption at rest: the state key, and AES-256-GCM sealing bound to where a blob belongs.
+
+Owns: finding the key (RECONCILER_STATE_KEY, RECONCILER_STATE_PASSPHRASE with scrypt and a stored salt, or a
+generated key file for local single-user state), key ids, seal/open. Associated data binds each blob to its
+lineage, environment, address and client id, so a blob copied elsewhere does not open.
+Must not: log, print, or put key or plaintext material in exception messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from reconciler.errors import ReconcilerError
+
+__all__ = ["StateKeyError", "StateKey", "load_state_key", "open_blob", "seal"]
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
+
+
+class StateKeyError(ReconcilerError):
+    """The state key is missing, malformed, or not the key the state was sealed with."""
+
+
+@dataclass(frozen=True)
+class StateKey:
+    key: bytes = field(repr=False)
+    source: str  # "RECONCILER_STATE_KEY", "RECONCILER_STATE_PASSPHRASE" or the key file's path
+    created: bool = False
+
+    @property
+    def key_id(self) -> str:
+        return hashlib.sha256(b"reconciler-key-id" + self.key).hexdigest()[:16]
+
+
+def load_state_key(
+    environ: Mapping[str, str], *, key_file: Path, salt_file: Path, create: bool, allow_key_file: bool = True
+) -> StateKey | None:
+    """The key to seal and open credentials. None when no key exists and `create` is False."""
+    if environ.get("RECONCILER_STATE_KEY"):
+        try:
+            key = base64.b64decode(environ["RECONCILER_STATE_KEY"], validate=True)
+        except (binascii.Error, ValueError):
+            raise StateKeyError("RECONCILER_STATE_KEY is not valid base64", hint="generate one: openssl rand -base64 32") from None
+        if len(key) != 32:
+            raise StateKeyError(f"RECONCILER_STATE_KEY must decode to 32 bytes, not {len(key)}")
+        return StateKey(key, "RECONCILER_STATE_KEY")
+    if environ.get("RECONCILER_STATE_PASSPHRASE"):
+        salt = _salt(salt_file, create)
+        if salt is None:
+            return None
+        kdf = Scrypt(salt=salt, length=32, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P)
+        return StateKey(kdf.derive(environ["RECONCILER_STATE_PASSPHRASE"].encode()), "RECONCILER_STATE_PASSPHRASE")
+    if not allow_key_file:
+        raise StateKeyError(
+            "this backend needs an explicit key", hint="set RECONCILER_STATE_KEY or RECONCILER_STATE_PASSPHRASE"
+        )
+    if key_file.exists():
+        try:
+            key = base64.b64decode(key_file.read_text().strip(), validate=True)
+        except (OSError, binascii.Error, ValueError):
+            raise StateKeyError(f"{key_file}: not a readable state key file") from None
+        if len(key) != 32:
+            raise StateKeyError(f"{key_file}: a state key must be 32 bytes")
+        return StateKey(key, str(key_file))
+    if not create:
+        return None
+    key = AESGCM.generate_key(bit_length=256)
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(base64.b64encode(key).decode() + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return StateKey(key, str(key_file), created=True)
+
+
+def _salt(salt_file: Path, create: bool) -> bytes | None:
+    if salt_file.exists():
+        try:
+            data = json.loads(salt_file.read_text())
+            return base64.b64decode(data["salt"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise StateKeyError(f"{salt_file}: unreadable passphrase salt") from None
+    if not create:
+        return None
+    salt = secrets.token_bytes(16)
+    salt_file.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"kdf": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P, "salt": base64.b64encode(salt).decode()}
+    salt_file.write_text(json.dumps(payload) + "\n")
+    return salt
+
+
+def associated_data(lineage: str, environment: str, address: str, client_id: str) -> bytes:
+    return "\n".join(("reconciler/v1", lineage, environment, address, client_id)).encode()
+
+
+def seal(key: StateKey, plaintext: bytes, aad: bytes) -> dict[str, str]:
+    nonce = secrets.token_bytes(12)
+    ciphertext = AESGCM(key.key).encrypt(nonce, plaintext, aad)
+    return {
+        "alg": "AES-256-GCM",
+        "kid": key.key_id,
+        "nonce": base64.b64encode(nonce).decode(),
+        "ciphertext": base64.b64encode(ciphertext).decode(),
+    }
+
+
+def open_blob(key: StateKey, blob: Mapping[str, str], aad: bytes, where: str) -> bytes:
+    if blob.get("kid") != key.key_id:
+        raise StateKeyError(
+            f"{where}: sealed with key id {blob.get('kid')}, but the current state key is {key.key_id}",
+            hint=f"use the key the state was written with (now from {key.source}); nothing was changed",
+        )
+    try:
+        nonce = base64.b64decode(blob["nonce"])
+        ciphertext = base64.b64decode(blob["ciphertext"])
+        return AESGCM(key.key).decrypt(nonce, ciphertext, aad)
+    except (InvalidTag, KeyError, ValueError, binascii.Error):
+        raise StateKeyError(
+            f"{where}: sealed credentials do not open here (copied from another address, or tampered with)"
+        ) from None
