@@ -15,12 +15,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	@export ADO_CLIENT_ID=$${ADO_CLIENT_ID:-3f2a1b7c-demo-app} ADO_CLIENT_SECRET=$${ADO_CLIENT_SECRET:-demo-secret-not-real}; \
-	set -e; \
-	echo '$$ reconciler -C examples/quickstart validate'; \
-	$(BIN)/reconciler -C examples/quickstart validate; \
-	echo; echo '$$ reconciler -C examples/quickstart plan'; \
-	$(BIN)/reconciler -C examples/quickstart plan
+	bash examples/quickstart/demo.sh
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -20,9 +20,9 @@ from typing import Any
 import click
 
 from reconciler import __version__
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, UsageError
 
-EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_PENDING = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -167,6 +167,275 @@ def schema() -> int:
 
     document = {"$schema": "https://json-schema.org/draft/2020-12/schema", **RootFile.model_json_schema()}
     click.echo(json.dumps(document, indent=2))
+    return EXIT_OK
+
+
+class _EchoHooks:
+    """Executor progress on stderr; authorization links (results a user acts on) on stdout."""
+
+    def step(self, address: str, message: str) -> None:
+        click.echo(f"{address}: {message}", err=True)
+
+    def link(self, address: str, url: str) -> None:
+        click.echo(f"{address}: authorization pending — open this link to sign in:\n  {url}")
+
+    def warning(self, address: str, message: str) -> None:
+        click.echo(f"warning: {address}: {message}", err=True)
+
+
+def _announce(label: str, url: str) -> None:
+    click.echo(f"\nAuthorize {label} — open this URL in a browser:\n  {url}\n", err=True)
+
+
+def _consent(mode: str, timeout: float):  # type: ignore[no-untyped-def]
+    from reconciler.auth.consent import BrowserConsent, PasteConsent
+
+    if mode == "defer":
+        return None
+
+    def read_answer(prompt: str) -> str:
+        return click.prompt(prompt, err=True, default="", show_default=False)
+
+    paste = PasteConsent(_announce, read_answer)
+    if mode == "paste":
+        return paste
+    return BrowserConsent(_announce, lambda m: click.echo(f"note: {m}", err=True), paste, timeout=timeout)
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+AUTH_MODE = click.option(
+    "--auth-mode",
+    type=click.Choice(["browser", "paste", "defer"]),
+    default=None,
+    help="How users authorize: browser (loopback redirect), paste (the redirected URL), defer (record links; "
+    "exit 3). Default: browser on a terminal, else defer.",
+)
+AUTH_TIMEOUT = click.option(
+    "--auth-timeout", type=click.FloatRange(min=1), default=300, show_default=True, help="Seconds to wait for a browser."
+)
+REQUIRE_SCOPES = click.option("--require-scopes", is_flag=True, help="A grant narrower than requested is an error.")
+LOCK_TIMEOUT = click.option(
+    "--lock-timeout", type=click.FloatRange(min=0), default=0, show_default=True, help="Seconds to wait for the state lock."
+)
+
+
+@cli.command()
+@click.option("--auto-approve", is_flag=True, help="Apply without asking for confirmation.")
+@AUTH_MODE
+@AUTH_TIMEOUT
+@REQUIRE_SCOPES
+@LOCK_TIMEOUT
+@click.pass_obj
+def apply(opts: Options, auto_approve: bool, auth_mode: str | None, auth_timeout: float, require_scopes: bool,
+          lock_timeout: float) -> int:
+    """Plan, confirm, then make it so: run the due authorizations and record tokens (sealed) and granted scopes.
+
+    State is written after every completed step; an error stops the run and keeps everything done before it.
+    Exit 0 when done, 3 when authorizations are still pending, 1 on error.
+
+    \b
+    Examples:
+      reconciler apply
+      reconciler apply --auto-approve --auth-mode defer     # in CI: post the links, exit 3
+      BROWSER="reconciler sandbox approve %s" reconciler apply --auto-approve   # sandbox demo
+    """
+    from reconciler.render import render_text
+    from reconciler.workflow import run_apply
+
+    mode = auth_mode or ("browser" if _interactive() else "defer")
+    if not auto_approve and not sys.stdin.isatty():
+        raise UsageError("apply needs confirmation, and there is no terminal to ask", hint="pass --auto-approve")
+
+    def confirm(document) -> bool:  # type: ignore[no-untyped-def]
+        click.echo(render_text(document, color=opts.use_color()), nl=False, color=opts.use_color())
+        if not document.has_changes:
+            return False
+        if auto_approve:
+            return True
+        return click.confirm("\nApply these changes?", default=False, err=True)
+
+    outcome = run_apply(
+        opts.config_dir,
+        environ=os.environ,
+        clock=_now,
+        consent=_consent(mode, auth_timeout),
+        hooks=_EchoHooks(),
+        confirm=confirm,
+        require_scopes=require_scopes,
+        lock_timeout=lock_timeout,
+        on_key_created=lambda path: click.echo(
+            f"note: created the state key {path} (mode 0600, git-ignored); back it up, or set RECONCILER_STATE_KEY",
+            err=True,
+        ),
+    )
+    return _finish(outcome)
+
+
+@cli.command()
+@click.argument("addresses", nargs=-1)
+@click.option("--reissue", is_flag=True, help="Replace the pending authorization with a new link.")
+@AUTH_MODE
+@AUTH_TIMEOUT
+@REQUIRE_SCOPES
+@LOCK_TIMEOUT
+@click.pass_obj
+def authorize(opts: Options, addresses: tuple[str, ...], reissue: bool, auth_mode: str | None, auth_timeout: float,
+              require_scopes: bool, lock_timeout: float) -> int:
+    """Complete pending (deferred) authorizations — all, or the given addresses (globs allowed).
+
+    \b
+    Examples:
+      reconciler authorize
+      reconciler authorize 'installation.acme.*' --auth-mode paste
+      reconciler authorize installation.acme.ado-main --reissue
+    """
+    from reconciler.workflow import run_authorize
+
+    mode = auth_mode or ("browser" if _interactive() else "paste")
+    if mode == "defer" and not reissue:
+        raise UsageError("authorize completes authorizations: use --auth-mode browser or paste (or --reissue)")
+    outcome = run_authorize(
+        opts.config_dir,
+        list(addresses),
+        environ=os.environ,
+        clock=_now,
+        consent=None if reissue else _consent(mode, auth_timeout),
+        hooks=_EchoHooks(),
+        reissue=reissue,
+        require_scopes=require_scopes,
+        lock_timeout=lock_timeout,
+    )
+    return _finish(outcome)
+
+
+def _finish(outcome) -> int:  # type: ignore[no-untyped-def]
+    result = outcome.result
+    if result is None:
+        return EXIT_OK
+    pending = [address for address, _ in result.pending]
+    parts = [f"{len(result.completed)} completed"]
+    if pending:
+        parts.append(f"{len(pending)} pending authorization{'s' if len(pending) != 1 else ''}")
+    if result.warnings:
+        parts.append(f"{len(result.warnings)} warning{'s' if len(result.warnings) != 1 else ''}")
+    if result.error is not None:
+        click.echo(f"Apply stopped: {', '.join(parts)}; everything completed is saved in state.", err=True)
+        raise result.error
+    click.echo(f"Apply complete: {', '.join(parts)}.")
+    if pending:
+        click.echo("Complete pending ones with `reconciler authorize` (or open the links above).")
+        return EXIT_PENDING
+    return EXIT_OK
+
+
+@cli.group()
+def state() -> None:
+    """Inspect recorded state (never token material)."""
+
+
+@state.command("list")
+@click.pass_obj
+def state_list(opts: Options) -> int:
+    """List the addresses recorded in state, with their status."""
+    from reconciler.state.model import InstallationRecord
+    from reconciler.workflow import read_state
+
+    doc = read_state(opts.config_dir, environ=os.environ)
+    for address, record in (doc.resources.items() if doc else ()):
+        status = record.status if isinstance(record, InstallationRecord) else "recorded"
+        if isinstance(record, InstallationRecord) and record.pending is not None and record.status == "authorized":
+            status += " (re-authorization pending)"
+        click.echo(f"{address}\t{status}")
+    return EXIT_OK
+
+
+@state.command("show")
+@click.argument("address")
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+@click.pass_obj
+def state_show(opts: Options, address: str, as_json: bool) -> int:
+    """Show one recorded address: status, requested and granted scopes, client id, times.
+
+    \b
+    Examples:
+      reconciler state show installation.acme.ado-main
+      reconciler state show installation.acme.ado-main --json | jq .granted_scopes
+    """
+    from reconciler.workflow import read_state
+
+    doc = read_state(opts.config_dir, environ=os.environ)
+    record = doc.resources.get(address) if doc else None
+    if record is None:
+        raise UsageError(f"{address} is not in state", hint="`reconciler state list` shows what is")
+    data = record.model_dump(mode="json", exclude_none=True)
+    if as_json:
+        click.echo(json.dumps({"address": address, **data}, indent=2))
+        return EXIT_OK
+    click.echo(f"# {address}")
+    width = max(len(k) for k in data)
+    for key, value in data.items():
+        shown = ", ".join(value) if isinstance(value, list) else json.dumps(value) if isinstance(value, dict) else value
+        click.echo(f"{key.ljust(width)}  {shown}")
+    return EXIT_OK
+
+
+@cli.group()
+def sandbox() -> None:
+    """The built-in sandbox provider: Azure DevOps OAuth and Entra ID on 127.0.0.1, for demos and tests."""
+
+
+@sandbox.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (keep it loopback).")
+@click.option("--port", type=int, default=8765, show_default=True, help="Port (0: any free port).")
+@click.option("--seed", type=click.Path(exists=True, dir_okay=False), help="YAML of apps and organizations to register.")
+def sandbox_serve(host: str, port: int, seed: str | None) -> int:
+    """Serve the sandbox provider until interrupted (see docs/sandbox.md).
+
+    \b
+    Examples:
+      reconciler sandbox serve --seed examples/quickstart/sandbox.yaml
+    """
+    from reconciler.sandbox import SandboxServer, load_seed
+
+    try:
+        server = SandboxServer(host, port)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    if seed:
+        load_seed(server.provider, Path(seed))
+    click.echo(f"Sandbox provider listening on {server.url} (Ctrl-C to stop)", err=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.httpd.server_close()
+    return EXIT_OK
+
+
+@sandbox.command("approve")
+@click.argument("url")
+@click.option("--deny", is_flag=True, help="Click Deny instead of Approve.")
+@click.option("--no-follow", is_flag=True, help="Print the callback URL instead of opening it.")
+def sandbox_approve(url: str, deny: bool, no_follow: bool) -> int:
+    """Answer a sandbox consent page like a user would (usable as BROWSER="reconciler sandbox approve %s").
+
+    \b
+    Examples:
+      BROWSER="reconciler sandbox approve %s" reconciler apply --auto-approve
+      reconciler sandbox approve "$URL" --no-follow    # prints the URL to paste
+    """
+    from reconciler.sandbox.agent import ConsentAgentError, answer_consent
+
+    try:
+        landing = answer_consent(url, approve=not deny, follow=not no_follow)
+    except (ConsentAgentError, OSError) as exc:
+        raise UsageError(f"sandbox approve: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - httpx errors: a plain line, not a traceback
+        raise UsageError(f"sandbox approve: {type(exc).__name__}") from None
+    if no_follow:
+        click.echo(landing)
     return EXIT_OK
 
 

@@ -34,7 +34,7 @@ from reconciler.config.schema import (
 from reconciler.errors import ConfigError, ConfigIssue, Location
 from reconciler.yamlio import YamlSyntaxError, load_yaml_text, locate
 
-__all__ = ["CONFIG_FILE", "LoadedConfig", "load_config"]
+__all__ = ["CONFIG_FILE", "LoadedConfig", "load_config", "load_root"]
 
 CONFIG_FILE = "reconciler.yaml"
 MAX_FILE_BYTES = 16 * 1024 * 1024
@@ -74,6 +74,18 @@ def load_config(
 ) -> LoadedConfig:
     """Load and validate the configuration in `config_dir`; raise `ConfigError` listing every problem."""
     return _Loader(Path(config_dir), environ, catalog or load_catalog(), today).run()
+
+
+def load_root(config_dir: Path) -> RootFile:
+    """Only the root file, validated (for commands that need the backend settings, not the secrets)."""
+    loader = _Loader(Path(config_dir), {}, load_catalog(), None)
+    root_path = loader.config_dir / CONFIG_FILE
+    if not root_path.is_file():
+        raise ConfigError([ConfigIssue(Location(display_path(root_path)), "", f"no {CONFIG_FILE} here")])
+    loaded = loader._read(root_path, RootFile)
+    loader._fail_if_issues()
+    assert loaded is not None and isinstance(loaded[1], RootFile)
+    return loaded[1]
 
 
 def display_path(path: Path) -> str:

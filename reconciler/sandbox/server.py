@@ -217,10 +217,13 @@ class SandboxServer:
 
 
 def load_seed(provider: Provider, path: Path) -> None:
-    """Register the apps and organizations listed in a seed file (YAML or JSON; see docs/sandbox.md)."""
+    """Register the apps and organizations listed in a seed file (YAML or JSON; `${NAME}` is taken from the
+    environment; see docs/sandbox.md)."""
+    import os
+
     import yaml
 
-    data = yaml.safe_load(path.read_text()) or {}
+    data = yaml.safe_load(os.path.expandvars(path.read_text())) or {}
     for app in data.get("apps", []):
         provider.register_app(app)
     for organization, projects in (data.get("organizations") or {}).items():

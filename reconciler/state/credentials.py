@@ -23,7 +23,7 @@ from reconciler.crypto import StateKey, associated_data, open_blob, seal
 from reconciler.errors import StaleStateError, StateError
 from reconciler.state.local import _atomic_write
 
-__all__ = ["Credentials", "LocalCredentialStore", "PendingAuthorization", "TokenSet", "Vault"]
+__all__ = ["LocalCredentialStore", "PendingAuthorization", "SealedRecord", "TokenSet", "Vault"]
 
 
 class _Sealed(BaseModel):
@@ -53,11 +53,6 @@ class PendingAuthorization(_Sealed):
     expires_at: dt.datetime
 
 
-class Credentials(_Sealed):
-    tokens: TokenSet | None = None
-    pending: PendingAuthorization | None = None
-
-
 def _reveal(value: Any) -> Any:
     if isinstance(value, SecretStr):
         return value.get_secret_value()
@@ -70,8 +65,21 @@ def _reveal(value: Any) -> Any:
     return value
 
 
+Blob = dict[str, str]
+
+
+class SealedRecord(BaseModel):
+    """One address's record as stored: a generation and up to two sealed blobs (current tokens, pending)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    generation: int
+    tokens: Blob | None = None
+    pending: Blob | None = None
+
+
 class LocalCredentialStore:
-    """`<dir>/<env>.credentials/<address>.json`: {"generation": n, "sealed": {...}} per address."""
+    """`<dir>/<env>.credentials/<address>.json`, one `SealedRecord` per address."""
 
     def __init__(self, directory: Path, environment: str) -> None:
         self.directory = Path(directory) / f"{environment}.credentials"
@@ -79,13 +87,12 @@ class LocalCredentialStore:
     def _path(self, address: str) -> Path:
         return self.directory / f"{address}.json"
 
-    def get(self, address: str) -> tuple[int, dict[str, str]] | None:
+    def get(self, address: str) -> SealedRecord | None:
         try:
-            data = json.loads(self._path(address).read_bytes())
-            return int(data["generation"]), dict(data["sealed"])
+            return SealedRecord.model_validate_json(self._path(address).read_bytes())
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValidationError):
             raise StateError(f"{self._path(address)}: unreadable credentials record; it was not changed") from None
 
     @contextmanager
@@ -98,19 +105,19 @@ class LocalCredentialStore:
         finally:
             os.close(fd)
 
-    def put(self, address: str, sealed: dict[str, str], *, expected_generation: int | None) -> int:
-        """Write the record if its generation is still `expected_generation` (None: no record yet)."""
+    def put(self, address: str, tokens: Blob | None, pending: Blob | None, *, expected_generation: int | None) -> int:
+        """Replace the record if its generation is still `expected_generation` (None: no record yet)."""
         with self._guard():
             current = self.get(address)
-            have = current[0] if current else None
+            have = current.generation if current else None
             if have != expected_generation:
                 raise StaleStateError(f"credentials of {address} changed meanwhile (generation {have})")
-            generation = (have or 0) + 1
+            record = SealedRecord(generation=(have or 0) + 1, tokens=tokens, pending=pending)
             try:
-                _atomic_write(self._path(address), json.dumps({"generation": generation, "sealed": sealed}).encode())
+                _atomic_write(self._path(address), record.model_dump_json(exclude_none=True).encode())
             except OSError as exc:
                 raise StateError(f"cannot write credentials of {address}: {exc.strerror}") from None
-            return generation
+            return record.generation
 
     def delete(self, address: str) -> None:
         with self._guard():
@@ -123,27 +130,37 @@ class LocalCredentialStore:
 
 
 class Vault:
-    """Seals and opens `Credentials` for one state (lineage + environment) with the state key."""
+    """Seals and opens credentials of one state (lineage + environment). Each blob is bound to its address and
+    to the client id it was issued to, so tokens and a pending re-authorization for a new client coexist."""
 
     def __init__(self, store: LocalCredentialStore, key: StateKey, *, lineage: str, environment: str) -> None:
         self.store, self.key, self.lineage, self.environment = store, key, lineage, environment
 
-    def read(self, address: str, client_id: str) -> tuple[int, Credentials] | None:
-        record = self.store.get(address)
-        if record is None:
-            return None
-        generation, blob = record
-        aad = associated_data(self.lineage, self.environment, address, client_id)
-        plaintext = open_blob(self.key, blob, aad, f"credentials of {address}")
-        try:
-            return generation, Credentials.model_validate_json(plaintext)
-        except ValidationError:
-            raise StateError(f"credentials of {address}: unexpected content") from None
+    def _aad(self, address: str, client_id: str, part: str) -> bytes:
+        return associated_data(self.lineage, self.environment, address, client_id) + f"\n{part}".encode()
 
-    def write(self, address: str, client_id: str, credentials: Credentials, *, expected_generation: int | None) -> int:
-        aad = associated_data(self.lineage, self.environment, address, client_id)
-        plaintext = json.dumps(_reveal(credentials.model_dump())).encode()
-        return self.store.put(address, seal(self.key, plaintext, aad), expected_generation=expected_generation)
+    def record(self, address: str) -> SealedRecord | None:
+        return self.store.get(address)
+
+    def seal_tokens(self, address: str, client_id: str, tokens: TokenSet) -> Blob:
+        plaintext = json.dumps(_reveal(tokens.model_dump())).encode()
+        return seal(self.key, plaintext, self._aad(address, client_id, "tokens"))
+
+    def seal_pending(self, address: str, client_id: str, pending: PendingAuthorization) -> Blob:
+        plaintext = json.dumps(_reveal(pending.model_dump())).encode()
+        return seal(self.key, plaintext, self._aad(address, client_id, "pending"))
+
+    def open_tokens(self, address: str, client_id: str, blob: Blob) -> TokenSet:
+        plaintext = open_blob(self.key, blob, self._aad(address, client_id, "tokens"), f"tokens of {address}")
+        return TokenSet.model_validate_json(plaintext)
+
+    def open_pending(self, address: str, client_id: str, blob: Blob) -> PendingAuthorization:
+        where = f"pending authorization of {address}"
+        plaintext = open_blob(self.key, blob, self._aad(address, client_id, "pending"), where)
+        return PendingAuthorization.model_validate_json(plaintext)
+
+    def put(self, address: str, tokens: Blob | None, pending: Blob | None, *, expected_generation: int | None) -> int:
+        return self.store.put(address, tokens, pending, expected_generation=expected_generation)
 
     def forget(self, address: str) -> None:
         self.store.delete(address)

@@ -1,0 +1,357 @@
+"""The executor: carries out a Plan, one change at a time, persisting state after every completed step.
+
+Owns: the order of effects per change (authorize -> exchange -> verify -> seal tokens -> record), deferred
+authorizations, in-place updates verified against the provider, deletes, and what an interrupted run leaves
+behind (everything completed before the failure, never a record without its tokens). Reports through `ApplyHooks`;
+never prints or prompts (the consent step it is given may). Side effects come in through `Services`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import httpx
+
+from reconciler.auth.consent import ConsentStep
+from reconciler.auth.errors import ProviderError
+from reconciler.auth.flows import AuthorizationRequest, Flow, FlowSettings, make_flow
+from reconciler.auth.verify import verify_token
+from reconciler.catalog import Catalog, Connector
+from reconciler.config.desired import DesiredInstallation, DesiredState
+from reconciler.errors import ReconcilerError, StaleStateError
+from reconciler.plan import Action, Plan, ResourceChange
+from reconciler.planner import PENDING_LIFETIME, target_digest
+from reconciler.state.backend import StateBackend
+from reconciler.state.credentials import PendingAuthorization, TokenSet, Vault
+from reconciler.state.model import InstallationRecord, PendingRecord, StateDocument
+from reconciler.state.records import installation_record, partner_record
+
+__all__ = ["ApplyError", "ApplyHooks", "ApplyResult", "Services", "apply_plan", "authorize_pending"]
+
+REFRESH_MARGIN = dt.timedelta(minutes=2)
+
+
+class ApplyError(ReconcilerError):
+    """A step failed; everything before it is persisted."""
+
+
+class ApplyHooks(Protocol):
+    def step(self, address: str, message: str) -> None:
+        """Progress of one address."""
+
+    def link(self, address: str, url: str) -> None:
+        """An authorization link for a user to open (deferred mode)."""
+
+    def warning(self, address: str, message: str) -> None:
+        """Something the user should know; not a failure."""
+
+
+@dataclass(frozen=True)
+class Services:
+    """The side effects the executor may use, chosen by the caller."""
+
+    backend: StateBackend
+    vault_for: Callable[[str], Vault]  # lineage -> vault
+    http: httpx.Client
+    consent: ConsentStep | None  # None: defer every authorization
+    now: Callable[[], dt.datetime]
+    catalog: Catalog
+
+
+@dataclass
+class ApplyResult:
+    state: StateDocument | None
+    completed: list[str] = field(default_factory=list)
+    pending: list[tuple[str, str]] = field(default_factory=list)  # (address, authorization URL)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+    error: ReconcilerError | None = None
+
+
+class _Run:
+    """One apply: the current document, the vault, and the helpers every step shares."""
+
+    def __init__(
+        self, desired: DesiredState, services: Services, hooks: ApplyHooks, doc: StateDocument, require_scopes: bool
+    ) -> None:
+        self.desired, self.services, self.hooks, self.doc = desired, services, hooks, doc
+        self.require_scopes = require_scopes
+        self.exists = doc.serial > 0
+        self.vault = services.vault_for(doc.lineage)
+        self.result = ApplyResult(state=doc if self.exists else None)
+
+    # -- persistence -------------------------------------------------------------------------------------------
+
+    def save(self, doc: StateDocument) -> None:
+        expected = self.doc.serial if self.exists else None
+        with_serial = doc.model_copy(update={"serial": self.doc.serial})
+        self.doc = self.services.backend.write(with_serial, expected_serial=expected)
+        self.exists = True
+        self.result.state = self.doc
+
+    def warn(self, address: str, message: str) -> None:
+        self.result.warnings.append((address, message))
+        self.hooks.warning(address, message)
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+
+    def connector(self, installation: DesiredInstallation) -> Connector:
+        return self.services.catalog.connectors[installation.connector]
+
+    def flow(self, installation: DesiredInstallation) -> Flow:
+        partner = self.desired.partners[f"partner.{installation.partner}"]
+        secret = installation.client_secret
+        if secret is None:
+            raise ApplyError(f"{installation.address}: no client secret resolved")
+        settings = FlowSettings(
+            flavour=self.connector(installation).auth[installation.auth],
+            client_id=installation.client_id,
+            client_secret=secret,
+            redirect_uri=installation.redirect_uri,
+            authorize_url=partner.authorize_url,
+            token_url=installation.token_url,
+            scopes=installation.scopes,
+        )
+        return make_flow(settings, self.services.http, self.services.now)
+
+    def api_url(self, installation: DesiredInstallation) -> str:
+        return self.desired.partners[f"partner.{installation.partner}"].api_url
+
+    def installation_record(self, address: str) -> InstallationRecord | None:
+        record = self.doc.resources.get(address)
+        return record if isinstance(record, InstallationRecord) else None
+
+    # -- steps -------------------------------------------------------------------------------------------------
+
+    def partner(self, change: ResourceChange) -> None:
+        if change.action is Action.DELETE:
+            self.save(self.doc.with_record(change.address, None))
+        else:
+            self.save(self.doc.with_record(change.address, partner_record(self.desired.partners[change.address])))
+        self.hooks.step(change.address, "deleted" if change.action is Action.DELETE else f"{change.action.value}d")
+
+    def delete_installation(self, address: str) -> None:
+        self.save(self.doc.with_record(address, None))
+        self.vault.forget(address)  # after the document: a crash leaves an orphan blob, never a record without one
+        self.hooks.step(address, "deleted; its tokens are forgotten")
+
+    def defer(self, installation: DesiredInstallation) -> None:
+        address = installation.address
+        now = self.services.now()
+        request = self.flow(installation).authorization_request()
+        pending = PendingAuthorization(
+            state=request.state,
+            code_verifier=request.code_verifier,
+            authorize_url=request.url,
+            redirect_uri=request.redirect_uri,
+            client_id=request.client_id,
+            scopes=request.scopes,
+            created_at=now,
+            expires_at=now + PENDING_LIFETIME,
+        )
+        sealed = self.vault.record(address)
+        blob = self.vault.seal_pending(address, installation.client_id, pending)
+        self.vault.put(address, sealed.tokens if sealed else None, blob, expected_generation=_generation(sealed))
+        marker = PendingRecord(
+            since=now,
+            expires_at=pending.expires_at,
+            target_digest=target_digest(installation),
+            client_id=installation.client_id,
+            requested_scopes=installation.scopes,
+        )
+        current = self.installation_record(address)
+        if current is not None and current.status == "authorized":
+            record = current.model_copy(update={"pending": marker})
+        else:
+            record = installation_record(installation, granted=(), authorized_at=now).model_copy(
+                update={"status": "pending_authorization", "authorized_at": None, "pending": marker}
+            )
+        self.save(self.doc.with_record(address, record))
+        self.result.pending.append((address, request.url))
+        self.hooks.link(address, request.url)
+
+    def authorize(self, installation: DesiredInstallation, request: AuthorizationRequest | None = None) -> None:
+        """Interactive authorization, exchange, verification, then tokens sealed and the record written."""
+        address = installation.address
+        consent = self.services.consent
+        assert consent is not None
+        flow = self.flow(installation)
+        request = request or flow.authorization_request()
+        code = consent.obtain(request, address)
+        tokens = flow.exchange(code, request)
+        self.record_tokens(installation, tokens)
+
+    def record_tokens(self, installation: DesiredInstallation, tokens: TokenSet) -> None:
+        address = installation.address
+        connector = self.connector(installation)
+        if tokens.scope:
+            granted = connector.normalise_granted(installation.auth, tokens.scope)
+        else:
+            granted = installation.scopes
+            self.warn(address, "the provider did not say which scopes it granted; recording the requested ones")
+        missing = sorted(set(installation.scopes) - connector.closure(granted))
+        if missing and self.require_scopes:
+            raise ApplyError(f"{address}: the provider granted fewer scopes than asked (missing: {', '.join(missing)})")
+        if missing:
+            self.warn(address, f"granted fewer scopes than asked (missing: {', '.join(missing)}); recorded as granted")
+        if tokens.refresh_token is None:
+            self.warn(address, "the provider issued no refresh token: this installation cannot be refreshed")
+        verification = verify_token(
+            self.services.http, connector, self.api_url(installation), installation.parameters, granted, tokens
+        )
+        for message in verification.warnings:
+            self.warn(address, message)
+        now = self.services.now()
+        sealed = self.vault.record(address)
+        blob = self.vault.seal_tokens(address, installation.client_id, tokens)
+        self.vault.put(address, blob, None, expected_generation=_generation(sealed))
+        record = installation_record(
+            installation,
+            granted=granted,
+            authorized_at=now,
+            expires_at=tokens.expires_at,
+            authorized_by=verification.user,
+        ).model_copy(update={"verified_at": now})
+        self.save(self.doc.with_record(address, record))
+        self.result.completed.append(address)
+        self.hooks.step(address, f"authorized (granted: {', '.join(granted) or 'none'})")
+
+    def update_installation(self, installation: DesiredInstallation) -> None:
+        """Parameters or secret reference changed: verify the current token against the new declaration."""
+        address = installation.address
+        record = self.installation_record(address)
+        assert record is not None
+        sealed = self.vault.record(address)
+        if sealed is None or sealed.tokens is None:
+            raise ApplyError(f"{address}: no tokens recorded", hint=f"re-authorize with --replace {address}")
+        tokens = self.vault.open_tokens(address, record.client_id, sealed.tokens)
+        now = self.services.now()
+        if tokens.expires_at is not None and tokens.expires_at <= now + REFRESH_MARGIN:
+            tokens = self.flow(installation).refresh(tokens)
+            blob = self.vault.seal_tokens(address, record.client_id, tokens)
+            self.vault.put(address, blob, sealed.pending, expected_generation=sealed.generation)  # rotated: store now
+        verification = verify_token(
+            self.services.http,
+            self.connector(installation),
+            self.api_url(installation),
+            installation.parameters,
+            record.granted_scopes,
+            tokens,
+        )
+        for message in verification.warnings:
+            self.warn(address, message)
+        updated = record.model_copy(
+            update={
+                "parameters": dict(installation.parameters),
+                "client_secret_ref": installation.client_secret_ref,
+                "credentials_source": installation.credentials_source,
+                "expires_at": tokens.expires_at,
+                "verified_at": now,
+            }
+        )
+        self.save(self.doc.with_record(address, updated))
+        self.result.completed.append(address)
+        self.hooks.step(address, "updated and verified")
+
+
+def _generation(sealed: object) -> int | None:
+    return getattr(sealed, "generation", None)
+
+
+def _current_document(plan: Plan, backend: StateBackend) -> StateDocument:
+    current = backend.read()
+    if plan.state.lineage is None:
+        if current is not None:
+            raise StaleStateError("state was created after this plan was made", hint="plan again")
+        return StateDocument.new(plan.environment)
+    if current is None or current.lineage != plan.state.lineage or current.serial != plan.state.serial:
+        raise StaleStateError("state changed after this plan was made", hint="plan again")
+    return current
+
+
+def apply_plan(
+    plan: Plan,
+    desired: DesiredState,
+    services: Services,
+    hooks: ApplyHooks,
+    *,
+    require_scopes: bool = False,
+) -> ApplyResult:
+    """Carry out `plan` in order. Call with the state lock held. Returns what was achieved, and the error that
+    stopped the run (if any) — everything completed before it is persisted."""
+    run = _Run(desired, services, hooks, _current_document(plan, services.backend), require_scopes)
+    for change in plan.changes:
+        if change.action is Action.NOOP:
+            continue
+        try:
+            _carry_out(run, change)
+        except ReconcilerError as exc:
+            run.result.error = ApplyError(f"{change.address}: {exc.message}", hint=exc.hint)
+            run.result.error.__cause__ = exc
+            break
+    run.result.pending.extend(
+        (c.address, "") for c in plan.changes if c.pending and c.address not in dict(run.result.pending)
+    )
+    return run.result
+
+
+def _carry_out(run: _Run, change: ResourceChange) -> None:
+    if change.kind == "partner":
+        return run.partner(change)
+    if change.action is Action.DELETE:
+        return run.delete_installation(change.address)
+    installation = run.desired.installations[change.address]
+    if change.action is Action.UPDATE:
+        return run.update_installation(installation)
+    if run.services.consent is None:
+        return run.defer(installation)
+    return run.authorize(installation)
+
+
+def authorize_pending(
+    addresses: list[str],
+    desired: DesiredState,
+    services: Services,
+    hooks: ApplyHooks,
+    *,
+    reissue: bool = False,
+    require_scopes: bool = False,
+) -> ApplyResult:
+    """Complete (or, with `reissue`, replace) the pending authorizations of `addresses`. Lock held by the caller."""
+    doc = services.backend.read()
+    if doc is None:
+        raise ApplyError("no state yet: nothing is pending", hint="run `reconciler apply` first")
+    run = _Run(desired, services, hooks, doc, require_scopes)
+    for address in addresses:
+        try:
+            record = run.installation_record(address)
+            installation = desired.installations.get(address)
+            if record is None or record.pending is None:
+                raise ApplyError("no pending authorization")
+            if installation is None or record.pending.target_digest != target_digest(installation):
+                raise ApplyError("the pending authorization no longer matches the configuration", hint="run apply")
+            if reissue or services.consent is None:
+                run.defer(installation)
+                continue
+            if services.now() >= record.pending.expires_at:
+                raise ApplyError("the pending authorization expired", hint="reissue it with --reissue")
+            sealed = run.vault.record(address)
+            if sealed is None or sealed.pending is None:
+                raise ApplyError("the pending authorization's sealed record is missing", hint="reissue it with --reissue")
+            pending = run.vault.open_pending(address, record.pending.client_id, sealed.pending)
+            request = AuthorizationRequest(
+                url=pending.authorize_url,
+                state=pending.state,
+                redirect_uri=pending.redirect_uri,
+                client_id=pending.client_id,
+                scopes=pending.scopes,
+                code_verifier=pending.code_verifier if pending.code_verifier else None,
+            )
+            run.authorize(installation, request)
+        except (ReconcilerError, ProviderError) as exc:
+            run.result.error = ApplyError(f"{address}: {exc.message}", hint=exc.hint)
+            break
+    return run.result
+

@@ -1,0 +1,1 @@
+"""OAuth: flows (`flows`), failure classification (`errors`), consent steps (`consent`), token checks (`verify`)."""

@@ -1,0 +1,194 @@
+"""Consent: getting the user's authorization code for an `AuthorizationRequest`.
+
+- `BrowserConsent`: opens the system browser (Python's `webbrowser`, so `BROWSER` is honoured), prints the URL
+  too, and receives the redirect on a loopback listener bound to 127.0.0.1 when the redirect URI is
+  `http://127.0.0.1:<port>/...` or `http://localhost:<port>/...`; otherwise falls back to paste.
+- `PasteConsent`: prints the URL and reads back the URL the user landed on (or, in PKCE flows only, the bare code).
+`state` is checked in both; an `error=` answer is a clear refusal. Deferred consent is the executor's business
+(it records a pending authorization instead of asking anyone).
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+import webbrowser
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+from reconciler.auth.errors import ConsentError
+from reconciler.auth.flows import AuthorizationRequest
+
+__all__ = ["BrowserConsent", "ConsentStep", "LoopbackReceiver", "PasteConsent", "parse_callback"]
+
+CLOSE_PAGE = (
+    "<!doctype html><html><head><meta charset='utf-8'><title>reconciler</title></head><body style='font-family:"
+    "sans-serif;margin:3em'><h1>{title}</h1><p>{text}</p></body></html>"
+)
+
+
+class ConsentStep(Protocol):
+    def obtain(self, request: AuthorizationRequest, label: str) -> str:
+        """The authorization code for `request` (label names the installation to the user)."""
+
+
+def parse_callback(answer: str, request: AuthorizationRequest) -> str:
+    """The code from a callback URL (or a bare code, PKCE only); state checked, `error=` reported."""
+    answer = answer.strip()
+    if not answer:
+        raise ConsentError("no answer was given")
+    if "://" not in answer and "?" not in answer and "code=" not in answer:
+        if not request.pkce:
+            raise ConsentError(
+                "paste the whole URL you were redirected to: this flow has no PKCE, so the state must be checked"
+            )
+        return answer
+    query = parse_qs(urlsplit(answer).query if "?" in answer else answer)
+    state = (query.get("state") or [""])[0]
+    if not hmac.compare_digest(state, request.state.get_secret_value()):
+        raise ConsentError("the answer's state does not match this authorization (a stale or forged redirect)")
+    if "error" in query:
+        error = query["error"][0]
+        description = (query.get("error_description") or [""])[0]
+        category = "denied" if error == "access_denied" else "scope" if error.lower() == "invalidscope" else "consent"
+        message = "the user denied the authorization" if category == "denied" else f"the provider refused: {error}"
+        raise ConsentError(message + (f" ({description})" if description and category != "denied" else ""), category=category)
+    code = (query.get("code") or [""])[0]
+    if not code:
+        raise ConsentError("the redirect carries no code")
+    return code
+
+
+def loopback_target(redirect_uri: str) -> tuple[int, str] | None:
+    """(port, path) when the redirect URI is a loopback address with an explicit port."""
+    parts = urlsplit(redirect_uri)
+    if parts.scheme == "http" and parts.hostname in {"127.0.0.1", "localhost"} and parts.port:
+        return parts.port, parts.path or "/"
+    return None
+
+
+@dataclass
+class _Outcome:
+    code: str | None = None
+    error: ConsentError | None = None
+
+
+class LoopbackReceiver:
+    """One-shot HTTP listener on 127.0.0.1: serves until a request on `path` carries the expected state."""
+
+    def __init__(self, port: int, path: str, request: AuthorizationRequest, report: Callable[[str], None]) -> None:
+        self.request, self.path, self.report = request, path, report
+        self.outcome = _Outcome()
+        self.done = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the query holds a code
+                return
+
+            def do_GET(self) -> None:  # noqa: N802
+                receiver._handle(self)
+
+        try:
+            self.server = HTTPServer(("127.0.0.1", port), Handler)
+        except OSError as exc:
+            raise ConsentError(
+                f"cannot listen on 127.0.0.1:{port} for the redirect ({exc.strerror})",
+                hint="free the port, or use --auth-mode paste",
+            ) from None
+        self.thread = threading.Thread(target=self._serve, name="loopback-receiver", daemon=True)
+
+    def _serve(self) -> None:
+        while not self.done.is_set():
+            self.server.handle_request()
+
+    def _reply(self, handler: BaseHTTPRequestHandler, status: int, title: str, text: str) -> None:
+        body = CLOSE_PAGE.format(title=title, text=text).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "text/html; charset=utf-8")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        if handler.client_address[0] != "127.0.0.1":
+            self.report("refused a redirect from a non-loopback address")
+            return self._reply(handler, 403, "Refused", "Only this machine may answer.")
+        url = urlsplit(handler.path)
+        if url.path != self.path:
+            return self._reply(handler, 404, "Not found", "This is not the authorization callback.")
+        try:
+            code = parse_callback(handler.path, self.request)
+        except ConsentError as exc:
+            if "state" in str(exc):
+                self.report(f"refused a redirect with the wrong state on 127.0.0.1:{self.server.server_port}")
+                return self._reply(handler, 400, "Refused", "This answer does not belong to the pending sign-in.")
+            self.outcome.error = exc
+            self._reply(handler, 200, "Authorization not granted", "You may close this window.")
+        else:
+            self.outcome.code = code
+            self._reply(handler, 200, "Authorization received", "You may close this window and return to the terminal.")
+        self.done.set()
+
+    def __enter__(self) -> LoopbackReceiver:
+        self.server.timeout = 0.2
+        self.thread.start()
+        return self
+
+    def wait(self, timeout: float) -> str:
+        if not self.done.wait(timeout):
+            raise ConsentError(f"no authorization arrived within {timeout:g} s", hint="retry, or raise --auth-timeout")
+        if self.outcome.error is not None:
+            raise self.outcome.error
+        assert self.outcome.code is not None
+        return self.outcome.code
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join(2)
+        self.server.server_close()
+
+
+class PasteConsent:
+    """Print the URL; read back the URL the user was redirected to."""
+
+    def __init__(self, announce: Callable[[str, str], None], read_answer: Callable[[str], str]) -> None:
+        self.announce, self.read_answer = announce, read_answer
+
+    def obtain(self, request: AuthorizationRequest, label: str) -> str:
+        self.announce(label, request.url)
+        prompt = "Paste the URL you were redirected to" + (" (or the code)" if request.pkce else "")
+        return parse_callback(self.read_answer(prompt), request)
+
+
+class BrowserConsent:
+    """Open the browser; receive the redirect on loopback, or fall back to paste for other redirect URIs."""
+
+    def __init__(
+        self,
+        announce: Callable[[str, str], None],
+        report: Callable[[str], None],
+        paste: PasteConsent,
+        *,
+        timeout: float = 300.0,
+        open_url: Callable[[str], Any] = webbrowser.open,
+    ) -> None:
+        self.announce, self.report, self.paste, self.timeout, self.open_url = announce, report, paste, timeout, open_url
+
+    def obtain(self, request: AuthorizationRequest, label: str) -> str:
+        target = loopback_target(request.redirect_uri)
+        if target is None:
+            self.report(f"the redirect URI {request.redirect_uri} is not a loopback address: paste mode")
+            return self.paste.obtain(request, label)
+        port, path = target
+        with LoopbackReceiver(port, path, request, self.report) as receiver:
+            self.announce(label, request.url)
+            try:
+                self.open_url(request.url)
+            except Exception:  # noqa: BLE001 - no browser is fine: the URL is printed
+                self.report("could not open a browser; open the URL above yourself")
+            return receiver.wait(self.timeout)

@@ -1,0 +1,70 @@
+"""Provider failures, classified so callers act on whose fault it is — never on message text.
+
+Categories: `partner` (invalid_client & co: the partner's app or secret; never re-authorize installations for
+it), `grant` (invalid_grant: this installation must re-authorize), `denied` (the user said no), `scope`
+(InvalidScope), `transient` (429, 5xx, timeouts, an HTML sign-in page: retry later), `protocol` (an answer that
+fits no documented format), `verify` (the token does not reach what was declared).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import httpx
+
+from reconciler.errors import ReconcilerError
+
+__all__ = ["ConsentError", "ProviderError", "classify_error", "transient"]
+
+Category = Literal["partner", "grant", "denied", "scope", "transient", "protocol", "verify", "config"]
+PARTNER_ERRORS = {"invalid_client", "unauthorized_client"}
+PARTNER_AADSTS = ("AADSTS7000215", "AADSTS7000222", "AADSTS700016", "AADSTS7000218")
+
+
+class ProviderError(ReconcilerError):
+    def __init__(self, message: str, *, category: Category, hint: str | None = None, status: int | None = None):
+        super().__init__(message, hint=hint)
+        self.category = category
+        self.status = status
+
+
+class ConsentError(ReconcilerError):
+    """The interactive step failed: denied, wrong state, timed out, or an unusable pasted answer."""
+
+    def __init__(self, message: str, *, category: str = "consent", hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.category = category
+
+
+def classify_error(status: int, data: dict[str, Any] | None, *, html: bool = False) -> ProviderError:
+    """A `ProviderError` for a token endpoint's non-success answer (either dialect's error keys)."""
+    if data is not None:
+        error = str(data.get("error") or data.get("Error") or "")
+        description = str(data.get("error_description") or data.get("ErrorDescription") or "").splitlines()
+        detail = f"{error}: {description[0]}" if description and description[0] else error
+        if error in PARTNER_ERRORS or any(code in detail for code in PARTNER_AADSTS):
+            return ProviderError(
+                f"the provider rejected the partner's client credentials ({detail})",
+                category="partner",
+                hint="check the partner's client_id and client_secret (Azure DevOps secrets expire after 60 days)",
+                status=status,
+            )
+        if error == "invalid_grant":
+            return ProviderError(f"the provider rejected the grant ({detail})", category="grant", status=status)
+        if error.lower() in {"invalidscope", "invalid_scope"}:
+            return ProviderError(f"the provider refused the scopes ({detail})", category="scope", status=status)
+        if error and status < 500 and status != 429:
+            return ProviderError(f"the provider refused the request ({detail})", category="protocol", status=status)
+    if status == 429 or status >= 500:
+        return ProviderError(f"the provider is unavailable (HTTP {status}); try again later", category="transient", status=status)
+    if status == 203 or html:
+        return ProviderError(
+            f"the provider answered with a sign-in page (HTTP {status}) instead of JSON", category="transient", status=status
+        )
+    return ProviderError(f"the provider answered HTTP {status} with no usable JSON", category="protocol", status=status)
+
+
+def transient(what: str, exc: httpx.HTTPError) -> ProviderError:
+    """A network failure, named by what was being reached (never the request, which may hold secrets)."""
+    reason = "timed out" if isinstance(exc, httpx.TimeoutException) else "could not be reached"
+    return ProviderError(f"{what} {reason} ({type(exc).__name__})", category="transient")

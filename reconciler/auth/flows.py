@@ -1,0 +1,225 @@
+"""OAuth flows: Azure DevOps OAuth (assertion flow, plain httpx form posts) and Entra ID (code + PKCE via authlib),
+with refresh for both.
+
+Owns: authorization URLs, code exchange and refresh on the exact documented wire formats, normalising the
+providers' answers into `TokenSet` (string `expires_in`, `jwt-bearer` token type, capitalised `Error` keys), and
+classifying every failure into `ProviderError` (partner fault, grant rejected, transient, ...). Foreign exceptions
+(httpx, authlib, JSON) are mapped here and never leak; no message carries a request body, code or token.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlencode, urlsplit
+
+import httpx
+from pydantic import SecretStr
+
+from reconciler.auth.errors import ProviderError, classify_error, transient
+from reconciler.catalog import AuthFlavour
+from reconciler.state.credentials import TokenSet
+
+import authlib.deprecate  # noqa: E402,F401 - installs authlib's own "always" filter first, so ours below wins
+
+with warnings.catch_warnings():  # authlib announces its own move to another HTTP package; not our concern
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from authlib.common.errors import AuthlibBaseError
+    from authlib.integrations.httpx_client import OAuth2Client
+    from authlib.oauth2.rfc7636 import create_s256_code_challenge
+
+__all__ = ["AuthorizationRequest", "EntraFlow", "Flow", "FlowSettings", "LegacyFlow", "make_flow"]
+
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+@dataclass(frozen=True)
+class AuthorizationRequest:
+    """One authorization to obtain: the URL for the user, and what the callback must match."""
+
+    url: str
+    state: SecretStr
+    redirect_uri: str
+    client_id: str
+    scopes: tuple[str, ...]
+    code_verifier: SecretStr | None = None
+
+    @property
+    def pkce(self) -> bool:
+        return self.code_verifier is not None
+
+
+@dataclass(frozen=True)
+class FlowSettings:
+    """Everything a flow needs for one installation (its client, endpoints and scopes)."""
+
+    flavour: AuthFlavour
+    client_id: str
+    client_secret: SecretStr = field(repr=False)
+    redirect_uri: str
+    authorize_url: str
+    token_url: str
+    scopes: tuple[str, ...]
+    timeout: float = 30.0
+
+
+class Flow(Protocol):
+    settings: FlowSettings
+
+    def authorization_request(self, *, state: str | None = None, code_verifier: str | None = None) -> AuthorizationRequest:
+        """A new authorization request (or the same one again, given its state and verifier)."""
+
+    def exchange(self, code: str, request: AuthorizationRequest) -> TokenSet:
+        """Trade an authorization code for tokens."""
+
+    def refresh(self, tokens: TokenSet) -> TokenSet:
+        """New tokens from the refresh token (which the provider rotates: store the result at once)."""
+
+
+def make_flow(settings: FlowSettings, http: httpx.Client, now: Callable[[], dt.datetime]) -> Flow:
+    if settings.flavour.flow == "azure-devops-assertion":
+        return LegacyFlow(settings, http, now)
+    return EntraFlow(settings, http, now)
+
+
+class LegacyFlow:
+    """Azure DevOps OAuth 2.0: response_type=Assertion, the client secret as client_assertion, no PKCE."""
+
+    def __init__(self, settings: FlowSettings, http: httpx.Client, now: Callable[[], dt.datetime]) -> None:
+        self.settings, self.http, self.now = settings, http, now
+
+    def authorization_request(self, *, state: str | None = None, code_verifier: str | None = None) -> AuthorizationRequest:
+        s = self.settings
+        state = state or secrets.token_urlsafe(24)
+        query = urlencode(
+            {
+                "client_id": s.client_id,
+                "response_type": "Assertion",
+                "state": state,
+                "scope": " ".join(s.scopes),
+                "redirect_uri": s.redirect_uri,
+            }
+        )
+        url = f"{s.authorize_url}{'&' if '?' in s.authorize_url else '?'}{query}"
+        return AuthorizationRequest(url, SecretStr(state), s.redirect_uri, s.client_id, s.scopes)
+
+    def exchange(self, code: str, request: AuthorizationRequest) -> TokenSet:
+        return self._post({"grant_type": JWT_BEARER, "assertion": code})
+
+    def refresh(self, tokens: TokenSet) -> TokenSet:
+        if tokens.refresh_token is None:
+            raise ProviderError("no refresh token is recorded", category="grant")
+        return self._post({"grant_type": "refresh_token", "assertion": tokens.refresh_token.get_secret_value()})
+
+    def _post(self, grant: dict[str, str]) -> TokenSet:
+        s = self.settings
+        form = {
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": s.client_secret.get_secret_value(),
+            **grant,
+            "redirect_uri": s.redirect_uri,
+        }
+        try:
+            response = self.http.post(s.token_url, data=form, headers={"Accept": "application/json"}, timeout=s.timeout)
+        except httpx.HTTPError as exc:
+            raise transient(f"token endpoint {_origin(s.token_url)}", exc) from None
+        return normalise_token_response(response.status_code, response.headers.get("content-type", ""), response.content, self.now())
+
+
+class EntraFlow:
+    """Microsoft Entra ID: authorization code + PKCE (S256), client_secret_post, rotating refresh tokens."""
+
+    def __init__(self, settings: FlowSettings, http: httpx.Client, now: Callable[[], dt.datetime]) -> None:
+        self.settings, self.http, self.now = settings, http, now
+        flavour = settings.flavour
+        self.scope = " ".join([*(flavour.scope_prefix + scope for scope in settings.scopes), *flavour.extra_scopes])
+
+    def _client(self, responses: list[httpx.Response]) -> Any:
+        s = self.settings
+        return OAuth2Client(
+            client_id=s.client_id,
+            client_secret=s.client_secret.get_secret_value(),
+            scope=self.scope,
+            redirect_uri=s.redirect_uri,
+            code_challenge_method="S256",
+            token_endpoint_auth_method="client_secret_post",
+            timeout=s.timeout,
+            event_hooks={"response": [lambda r: (r.read(), responses.append(r))]},
+        )
+
+    def authorization_request(self, *, state: str | None = None, code_verifier: str | None = None) -> AuthorizationRequest:
+        s = self.settings
+        verifier = code_verifier or secrets.token_urlsafe(64)
+        with self._client([]) as client:
+            url, state = client.create_authorization_url(
+                s.authorize_url, state=state or secrets.token_urlsafe(24), code_verifier=verifier, response_mode="query"
+            )
+        if f"code_challenge={create_s256_code_challenge(verifier)}" not in url:
+            raise ProviderError("could not build a PKCE authorization URL", category="protocol")
+        return AuthorizationRequest(url, SecretStr(state), s.redirect_uri, s.client_id, s.scopes, SecretStr(verifier))
+
+    def exchange(self, code: str, request: AuthorizationRequest) -> TokenSet:
+        if request.code_verifier is None:
+            raise ProviderError("the Entra ID flow needs a PKCE verifier", category="protocol")
+        verifier = request.code_verifier.get_secret_value()
+        return self._fetch(lambda c: c.fetch_token(self.settings.token_url, code=code, code_verifier=verifier, scope=self.scope))
+
+    def refresh(self, tokens: TokenSet) -> TokenSet:
+        if tokens.refresh_token is None:
+            raise ProviderError("no refresh token is recorded", category="grant")
+        token = tokens.refresh_token.get_secret_value()
+        result = self._fetch(lambda c: c.refresh_token(self.settings.token_url, refresh_token=token, scope=self.scope))
+        if result.refresh_token is None:  # Entra may keep the refresh token; then the old one stays valid
+            result = result.model_copy(update={"refresh_token": tokens.refresh_token})
+        return result
+
+    def _fetch(self, call: Callable[[Any], Any]) -> TokenSet:
+        responses: list[httpx.Response] = []
+        try:
+            with self._client(responses) as client:
+                call(client)
+        except (httpx.TransportError, httpx.TimeoutException) as exc:
+            raise transient(f"token endpoint {_origin(self.settings.token_url)}", exc) from None
+        except (httpx.HTTPError, AuthlibBaseError, ValueError, KeyError, TypeError):
+            pass  # authlib raises on error answers; the answer itself is classified below
+        if not responses:
+            raise ProviderError("the token request could not be made", category="protocol")
+        last = responses[-1]
+        return normalise_token_response(last.status_code, last.headers.get("content-type", ""), last.content, self.now())
+
+
+def normalise_token_response(status: int, content_type: str, body: bytes, now: dt.datetime) -> TokenSet:
+    """One TokenSet from either dialect's token response; any other answer is a classified `ProviderError`."""
+    import json
+
+    data: Any = None
+    if "json" in content_type or body[:1] in (b"{", b"["):
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+    if status != 200 or not isinstance(data, dict) or "access_token" not in data:
+        raise classify_error(status, data if isinstance(data, dict) else None, html="html" in content_type)
+    try:
+        expires_in = int(data.get("expires_in", 3600))  # Azure DevOps OAuth sends a string
+    except (TypeError, ValueError):
+        raise ProviderError("the token response has an invalid expires_in", category="protocol") from None
+    token_type = str(data.get("token_type") or "Bearer")
+    refresh = data.get("refresh_token")
+    return TokenSet(
+        access_token=SecretStr(str(data["access_token"])),
+        refresh_token=SecretStr(str(refresh)) if refresh else None,
+        token_type="Bearer" if token_type.lower() in {"jwt-bearer", "bearer"} else token_type,
+        expires_at=now + dt.timedelta(seconds=expires_in),
+        scope=tuple(str(data.get("scope") or "").split()),
+    )
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"

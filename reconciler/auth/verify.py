@@ -1,0 +1,69 @@
+"""Verification: a fresh token must reach the declared organization (mandatory) and project (a warning when the
+declared scopes cannot allow the check). Checks come from the connector catalog's `verify` entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+import httpx
+
+from reconciler.auth.errors import ProviderError, classify_error, transient
+from reconciler.catalog import Connector
+from reconciler.state.credentials import TokenSet
+
+__all__ = ["Verification", "verify_token"]
+
+
+@dataclass
+class Verification:
+    user: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def verify_token(
+    http: httpx.Client,
+    connector: Connector,
+    api_url: str,
+    parameters: Mapping[str, str],
+    scopes: tuple[str, ...],
+    tokens: TokenSet,
+    *,
+    timeout: float = 30.0,
+) -> Verification:
+    result = Verification()
+    headers = {"Authorization": f"Bearer {tokens.access_token.get_secret_value()}", "Accept": "application/json"}
+    granted = connector.closure(scopes)
+    for name, check in connector.verify.items():
+        path = check.path.format(**{k: quote(v, safe="") for k, v in parameters.items()})
+        target = f"{name} {parameters[name]}" if name in parameters else name
+        try:
+            response = http.get(f"{api_url.rstrip('/')}/{path}", headers=headers, timeout=timeout)
+        except httpx.HTTPError as exc:
+            raise transient(f"{name} check at {api_url}", exc) from None
+        content_type = response.headers.get("content-type", "")
+        if response.status_code == 200 and "json" in content_type:
+            if name == "organization":
+                user = response.json().get("authenticatedUser", {})
+                result.user = user.get("providerDisplayName") if isinstance(user, dict) else None
+            continue
+        allowed = not check.needs_any or any(scope in granted for scope in check.needs_any)
+        if response.status_code in (401, 403) and not allowed:
+            needs = ", ".join(check.needs_any)
+            result.warnings.append(f"could not verify {target}: the scopes do not include {needs}")
+            continue
+        if response.status_code == 404:
+            raise ProviderError(f"{target} was not found with this token", category="verify", status=404)
+        if response.status_code in (401, 403):
+            body = response.text[:300]
+            hint = None
+            if "TF400813" in body:
+                hint = "the organization may have disabled third-party application access via OAuth"
+            raise ProviderError(
+                f"the token does not reach {target} (HTTP {response.status_code})", category="verify", hint=hint
+            )
+        error = classify_error(response.status_code, None, html="html" in content_type)
+        raise ProviderError(f"{name} check: {error.message}", category=error.category, status=response.status_code)
+    return result
