@@ -130,11 +130,13 @@ class _Run:
             self.save(self.doc.with_record(change.address, None))
         else:
             self.save(self.doc.with_record(change.address, partner_record(self.desired.partners[change.address])))
+        self.result.completed.append(change.address)
         self.hooks.step(change.address, "deleted" if change.action is Action.DELETE else f"{change.action.value}d")
 
     def delete_installation(self, address: str) -> None:
         self.save(self.doc.with_record(address, None))
         self.vault.forget(address)  # after the document: a crash leaves an orphan blob, never a record without one
+        self.result.completed.append(address)
         self.hooks.step(address, "deleted; its tokens are forgotten")
 
     def defer(self, installation: DesiredInstallation) -> None:
@@ -228,18 +230,31 @@ class _Run:
             raise ApplyError(f"{address}: no tokens recorded", hint=f"re-authorize with --replace {address}")
         tokens = self.vault.open_tokens(address, record.client_id, sealed.tokens)
         now = self.services.now()
+        generation = sealed.generation
+
+        def refresh() -> TokenSet:
+            nonlocal generation
+            fresh = self.flow(installation).refresh(tokens)
+            blob = self.vault.seal_tokens(address, record.client_id, fresh)
+            generation = self.vault.put(address, blob, sealed.pending, expected_generation=generation)  # store at once
+            return fresh
+
         if tokens.expires_at is not None and tokens.expires_at <= now + REFRESH_MARGIN:
-            tokens = self.flow(installation).refresh(tokens)
-            blob = self.vault.seal_tokens(address, record.client_id, tokens)
-            self.vault.put(address, blob, sealed.pending, expected_generation=sealed.generation)  # rotated: store now
-        verification = verify_token(
+            tokens = refresh()
+        check = (
             self.services.http,
             self.connector(installation),
             self.api_url(installation),
             installation.parameters,
             record.granted_scopes,
-            tokens,
         )
+        try:
+            verification = verify_token(*check, tokens)
+        except ProviderError as exc:
+            if exc.status not in (203, 401) or tokens.refresh_token is None:
+                raise
+            tokens = refresh()  # expired or revoked early: one refresh, then the same check again
+            verification = verify_token(*check, tokens)
         for message in verification.warnings:
             self.warn(address, message)
         updated = record.model_copy(

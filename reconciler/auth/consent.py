@@ -175,7 +175,7 @@ class BrowserConsent:
         paste: PasteConsent,
         *,
         timeout: float = 300.0,
-        open_url: Callable[[str], Any] = webbrowser.open,
+        open_url: Callable[[str], Any] | None = None,
     ) -> None:
         self.announce, self.report, self.paste, self.timeout, self.open_url = announce, report, paste, timeout, open_url
 
@@ -188,7 +188,7 @@ class BrowserConsent:
         with LoopbackReceiver(port, path, request, self.report) as receiver:
             self.announce(label, request.url)
             try:
-                self.open_url(request.url)
+                (self.open_url or webbrowser.open)(request.url)
             except Exception:  # noqa: BLE001 - no browser is fine: the URL is printed
                 self.report("could not open a browser; open the URL above yourself")
             return receiver.wait(self.timeout)

@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
+import authlib.deprecate  # noqa: E402,F401 - installs authlib's own "always" filter first, so ours below wins
 import httpx
 from pydantic import SecretStr
 
 from reconciler.auth.errors import ProviderError, classify_error, transient
 from reconciler.catalog import AuthFlavour
 from reconciler.state.credentials import TokenSet
-
-import authlib.deprecate  # noqa: E402,F401 - installs authlib's own "always" filter first, so ours below wins
 
 with warnings.catch_warnings():  # authlib announces its own move to another HTTP package; not our concern
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -62,7 +62,10 @@ def verify_token(
             if "TF400813" in body:
                 hint = "the organization may have disabled third-party application access via OAuth"
             raise ProviderError(
-                f"the token does not reach {target} (HTTP {response.status_code})", category="verify", hint=hint
+                f"the token does not reach {target} (HTTP {response.status_code})",
+                category="verify",
+                hint=hint,
+                status=response.status_code,
             )
         error = classify_error(response.status_code, None, html="html" in content_type)
         raise ProviderError(f"{name} check: {error.message}", category=error.category, status=response.status_code)

@@ -124,7 +124,8 @@ class Provider:
         self.grants: dict[str, Grant] = {}
         self.by_access: dict[str, Grant] = {}
         self.by_refresh: dict[str, Grant] = {}
-        self.auto_approve = False
+        self.faults: dict[str, list[int]] = {}  # endpoint ("token", "api") -> HTTP statuses to answer next
+        self.issued: list[str] = []  # every code, token and verifier seen: tests search outputs for them
 
     # -- admin ------------------------------------------------------------------------------------------------
 
@@ -178,6 +179,16 @@ class Provider:
             for grant in hits:
                 grant.access_expires_at = _now() - dt.timedelta(seconds=1)
             return len(hits)
+
+    def add_fault(self, endpoint: str, statuses: list[int]) -> None:
+        """Answer the next requests to `endpoint` ("token" or "api") with these HTTP statuses."""
+        with self.lock:
+            self.faults.setdefault(endpoint, []).extend(statuses)
+
+    def next_fault(self, endpoint: str) -> int | None:
+        with self.lock:
+            queue = self.faults.get(endpoint)
+            return queue.pop(0) if queue else None
 
     def live_grants(self) -> list[dict[str, object]]:
         with self.lock:
@@ -245,6 +256,7 @@ class Provider:
         )
         with self.lock:
             self.codes[code.value] = code
+            self.issued.append(code.value)
         return _with_query(consent.redirect_uri, code=code.value, state=consent.state)
 
     def consent(self, consent_id: str) -> Consent | None:
@@ -338,6 +350,7 @@ class Provider:
             redirect_uri=code.redirect_uri,
         )
         code.grant = grant
+        self.issued += [t for t in (grant.access_token, grant.refresh_token, verifier) if t]
         self.grants[grant.id] = grant
         self.by_access[grant.access_token] = grant
         if grant.refresh_token:
@@ -355,6 +368,7 @@ class Provider:
         grant.access_token, grant.refresh_token = _token("at"), _token("rt")
         grant.access_expires_at = _now() + ACCESS_LIFETIME
         grant.refreshes += 1
+        self.issued += [grant.access_token, grant.refresh_token]
         self.by_access[grant.access_token] = grant
         self.by_refresh[grant.refresh_token] = grant
         return grant

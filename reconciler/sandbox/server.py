@@ -109,6 +109,9 @@ class _Handler(BaseHTTPRequestHandler):
         if len(parts) == 4 and parts[1:] == ["oauth2", "v2.0", "authorize"]:
             return self._authorize(ENTRA, params)
         if len(parts) >= 3 and parts[1] == "_apis" and parts[0] != "_sandbox":
+            fault = self.provider.next_fault("api")
+            if fault is not None:
+                return self._json(fault, {"message": "sandbox fault"})
             status, body = self.provider.api(self.headers.get("Authorization"), parts[0], "/".join(parts[2:]))
             return self._html(status, body) if isinstance(body, str) else self._json(status, body)
         if parts == ["_sandbox", "grants"]:
@@ -145,6 +148,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._html(200, _consent_page(self.provider, consent.id))
 
     def _token(self, handler: Any, flavour: str) -> None:
+        fault = self.provider.next_fault("token")
+        if fault is not None:
+            self._body()
+            return self._json(fault, {"message": "sandbox fault"}) if fault != 203 else self._html(203, "<html>Sign in</html>")
         try:
             body = handler(self._form())
         except OAuthFailure as failure:
@@ -177,6 +184,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, {"client_id": parts[1]})
         if parts == ["revoke"]:
             return self._json(200, {"revoked": provider.revoke(data.get("grant_id"), data.get("client_id"))})
+        if parts == ["faults"]:
+            provider.add_fault(str(data["endpoint"]), [int(s) for s in data["statuses"]])
+            return self._json(200, {"queued": len(data["statuses"])})
         if parts == ["expire"]:
             return self._json(200, {"expired": provider.expire(data.get("grant_id"))})
         self._json(404, {"message": "not found"})

@@ -1,0 +1,297 @@
+"""Apply end to end, over real HTTP against the sandbox provider on 127.0.0.1, for both auth flavours.
+
+Consent is given by a scripted user agent standing in for the browser (it fetches the consent page, clicks
+Approve or Deny, and follows the redirect to reconciler's loopback listener); tests/test_browser.py does the same
+with a real headless Chromium.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.parse
+import webbrowser
+from pathlib import Path
+
+import pytest
+
+from reconciler.sandbox import SandboxServer
+from tests.conftest import run
+from tests.sandbox_support import (
+    ENTRA_SECRET,
+    ENV,
+    LEGACY_SECRET,
+    ScriptedBrowser,
+    all_text_under,
+    config_text,
+    free_port,
+    installation,
+    register,
+    sandbox,  # noqa: F401 - fixture
+)
+
+APPLY = ["-C", ".", "apply", "--auto-approve", "--auth-mode", "browser", "--auth-timeout", "20"]
+PLAN_EXIT = ["-C", ".", "plan", "--detailed-exitcode"]
+
+
+@pytest.fixture
+def setup(sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]  # noqa: F811
+    """A config directory for the sandbox, the scripted browser installed, and a writer for the config."""
+    port = free_port()
+    register(sandbox, port)
+    browser = ScriptedBrowser()
+    monkeypatch.setattr(webbrowser, "open", browser)
+    monkeypatch.chdir(tmp_path)
+
+    def write(installations: str) -> None:
+        (tmp_path / "reconciler.yaml").write_text(config_text(sandbox.url, port, installations))
+
+    return sandbox, tmp_path, write, browser
+
+
+def _state(directory: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads((directory / "state" / "default.json").read_text())
+
+
+def _secrets_absent(outputs: str, directory: Path, sandbox: SandboxServer) -> None:
+    """Every token, code, verifier and client secret is absent, in plain, base64 and URL-encoded forms."""
+    haystack = outputs + all_text_under(directory / "state")
+    values = [*sandbox.provider.issued, LEGACY_SECRET, ENTRA_SECRET]
+    assert len(sandbox.provider.issued) >= 3
+    for value in values:
+        for form in {value, base64.b64encode(value.encode()).decode(), urllib.parse.quote(value, safe="")}:
+            assert form not in haystack
+
+
+@pytest.mark.parametrize("partner", ["legacy", "entra"])
+def test_apply_records_tokens_and_granted_scopes_then_converges(setup, partner: str) -> None:  # type: ignore[no-untyped-def]
+    """apply -> tokens sealed, granted scopes recorded -> plan exits 0 -> scope change plans reauthorize -> apply -> 0."""
+    sandbox, directory, write, browser = setup
+    write(installation("acme", "ado", partner, "acme-org", "Platform", ["vso.work_full", "vso.project"]))
+    outputs = []
+
+    first = run(APPLY, ENV)
+    outputs.append(first.stdout + first.stderr)
+    assert first.exit_code == 0, first.stderr
+    assert "Apply complete: 3 completed" in first.stdout
+    assert len(browser.opened) == 1 and not browser.errors
+    record = _state(directory)["resources"]["installation.acme.ado"]
+    assert record["status"] == "authorized"
+    assert record["granted_scopes"] == ["vso.project", "vso.work_full"]
+    assert record["authorized_by"] == "sandbox.user@example.com"
+    sealed = json.loads((directory / "state" / "default.credentials" / "installation.acme.ado.json").read_text())
+    assert sealed["tokens"]["alg"] == "AES-256-GCM" and "pending" not in sealed
+    assert oct((directory / "state" / "default.key").stat().st_mode & 0o777) == "0o600"
+
+    again = run(PLAN_EXIT, ENV)
+    outputs.append(again.stdout + again.stderr)
+    assert again.exit_code == 0, again.stdout
+    assert "No changes." in again.stdout
+
+    write(installation("acme", "ado", partner, "acme-org", "Platform", ["vso.work_full", "vso.project", "vso.code"]))
+    changed = run(PLAN_EXIT, ENV)
+    outputs.append(changed.stdout + changed.stderr)
+    assert changed.exit_code == 2
+    assert "installation.acme.ado must be re-authorized" in changed.stdout and "scopes added: vso.code" in changed.stdout
+
+    second = run(APPLY, ENV)
+    outputs.append(second.stdout + second.stderr)
+    assert second.exit_code == 0, second.stderr
+    assert _state(directory)["resources"]["installation.acme.ado"]["granted_scopes"] == [
+        "vso.code",
+        "vso.project",
+        "vso.work_full",
+    ]
+    final = run(PLAN_EXIT, ENV)
+    assert final.exit_code == 0, final.stdout
+    live = [g for g in sandbox.provider.live_grants() if not g["revoked"]]
+    assert ["vso.code", "vso.project", "vso.work_full"] in [g["scopes"] for g in live]
+    _secrets_absent("\n".join(outputs) + final.stdout + final.stderr, directory, sandbox)
+
+
+def test_deny_records_nothing_for_the_installation(setup) -> None:  # type: ignore[no-untyped-def]
+    """Deny on the consent page: a clear error, exit 1, the partner (done before) kept, no installation record."""
+    sandbox, directory, write, browser = setup
+    browser.approve = False
+    write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"]))
+    result = run(APPLY, ENV)
+    assert result.exit_code == 1
+    assert "installation.acme.ado: the user denied the authorization" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    resources = _state(directory)["resources"]
+    assert "partner.legacy" in resources and "installation.acme.ado" not in resources
+    assert not (directory / "state" / "default.credentials" / "installation.acme.ado.json").exists()
+
+
+def test_unknown_organization_fails_verification_and_records_nothing(setup) -> None:  # type: ignore[no-untyped-def]
+    """A token that cannot reach the declared organization is an error naming it; the installation is not recorded."""
+    sandbox, directory, write, browser = setup
+    write(installation("acme", "ado", "legacy", "nope-org", "Platform", ["vso.work_full"]))
+    result = run(APPLY, ENV)
+    assert result.exit_code == 1
+    assert "installation.acme.ado: organization nope-org was not found" in result.stderr
+    assert "installation.acme.ado" not in _state(directory)["resources"]
+
+
+def test_narrower_grant_is_recorded_and_reported(setup) -> None:  # type: ignore[no-untyped-def]
+    """The provider grants fewer scopes: apply records what was granted and warns; the plan keeps reauthorize."""
+    sandbox, directory, write, browser = setup
+    sandbox.provider.set_grant_only("11111111-2222-4333-8444-legacyapp001", ["vso.work_full"])
+    write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.code"]))
+    result = run(APPLY, ENV)
+    assert result.exit_code == 0, result.stderr
+    assert "granted fewer scopes than asked (missing: vso.code)" in result.stderr
+    assert _state(directory)["resources"]["installation.acme.ado"]["granted_scopes"] == ["vso.work_full"]
+    plan = run(PLAN_EXIT, ENV)
+    assert plan.exit_code == 2 and "scopes not granted: vso.code" in plan.stdout
+
+
+def test_require_scopes_makes_a_narrower_grant_an_error(setup) -> None:  # type: ignore[no-untyped-def]
+    """--require-scopes: a narrower grant fails the step and records nothing for it."""
+    sandbox, directory, write, browser = setup
+    sandbox.provider.set_grant_only("11111111-2222-4333-8444-legacyapp001", ["vso.work_full"])
+    write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.code"]))
+    result = run([*APPLY, "--require-scopes"], ENV)
+    assert result.exit_code == 1
+    assert "granted fewer scopes than asked (missing: vso.code)" in result.stderr
+    assert "installation.acme.ado" not in _state(directory)["resources"]
+
+
+@pytest.mark.parametrize(
+    ("statuses", "message"),
+    [([500], "unavailable (HTTP 500)"), ([400], "HTTP 400"), ([203], "sign-in page (HTTP 203)")],
+)
+def test_token_endpoint_failures_are_clear_and_lose_nothing(setup, statuses: list[int], message: str) -> None:  # type: ignore[no-untyped-def]
+    """Token endpoint faults: a clear error naming the installation; what was done before is kept."""
+    sandbox, directory, write, browser = setup
+    write(
+        installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"])
+        + installation("globex", "ado", "legacy", "globex", "Operations", ["vso.work_full"])
+    )
+    assert run(["-C", ".", "apply", "--auto-approve", "--auth-mode", "browser"], ENV).exit_code == 0
+    before = _state(directory)
+    write(
+        installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"])
+        + installation("globex", "ado", "legacy", "globex", "Operations", ["vso.work_full"])
+        + installation("initech", "ado", "legacy", "acme-org", "Web", ["vso.work_full"])
+    )
+    sandbox.provider.add_fault("token", statuses)
+    result = run(APPLY, ENV)
+    assert result.exit_code == 1
+    assert "installation.initech.ado:" in result.stderr and message in result.stderr
+    after = _state(directory)
+    assert after["resources"] == before["resources"]
+
+
+def test_wrong_client_secret_is_a_partner_fault(setup) -> None:  # type: ignore[no-untyped-def]
+    """invalid_client from the token endpoint is reported as the partner's credentials, with a hint."""
+    sandbox, directory, write, browser = setup
+    sandbox.provider.rotate_secret("11111111-2222-4333-8444-legacyapp001", "a-new-secret-the-config-lacks")
+    write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"]))
+    result = run(APPLY, ENV)
+    assert result.exit_code == 1
+    assert "rejected the partner's client credentials (invalid_client" in result.stderr
+    assert "client_secret" in result.stderr  # the hint
+
+
+def test_wrong_state_key_is_a_clear_error_and_changes_nothing(setup) -> None:  # type: ignore[no-untyped-def]
+    """Opening sealed tokens with another key fails clearly (an update needs them) and writes nothing."""
+    sandbox, directory, write, browser = setup
+    write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.project"]))
+    assert run(APPLY, ENV).exit_code == 0
+    write(installation("acme", "ado", "legacy", "acme-org", "Web", ["vso.work_full", "vso.project"]))
+    before = all_text_under(directory / "state")
+    other_key = base64.b64encode(b"k" * 32).decode()
+    result = run(APPLY, {**ENV, "RECONCILER_STATE_KEY": other_key})
+    assert result.exit_code == 1
+    assert "sealed with key id" in result.stderr and "nothing was changed" in result.stderr
+    assert all_text_under(directory / "state") == before
+    ok = run(APPLY, ENV)
+    assert ok.exit_code == 0, ok.stderr
+    assert _state(directory)["resources"]["installation.acme.ado"]["parameters"]["project"] == "Web"
+
+
+def test_update_verifies_the_new_project(setup) -> None:  # type: ignore[no-untyped-def]
+    """Changing the project is an in-place update verified against the provider: an unknown project fails."""
+    sandbox, directory, write, browser = setup
+    write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.project"]))
+    assert run(APPLY, ENV).exit_code == 0
+    write(installation("acme", "ado", "legacy", "acme-org", "Missing", ["vso.work_full", "vso.project"]))
+    result = run(APPLY, ENV)
+    assert result.exit_code == 1 and "project Missing was not found" in result.stderr
+    assert _state(directory)["resources"]["installation.acme.ado"]["parameters"]["project"] == "Platform"
+    assert len(browser.opened) == 1  # an update never asks for consent
+
+
+def test_expired_token_is_refreshed_on_update_and_rotation_is_stored(setup) -> None:  # type: ignore[no-untyped-def]
+    """An update with an expired access token refreshes first and stores the rotated refresh token at once."""
+    sandbox, directory, write, browser = setup
+    write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.project"]))
+    assert run(APPLY, ENV).exit_code == 0
+    sandbox.provider.expire()
+    for project in ("Web", "Platform"):
+        write(installation("acme", "ado", "legacy", "acme-org", project, ["vso.work_full", "vso.project"]))
+        result = run(APPLY, ENV)
+        assert result.exit_code == 0, result.stderr
+        sandbox.provider.expire()
+    assert [g["refreshes"] for g in sandbox.provider.live_grants()] == [2]
+
+
+def test_delete_forgets_tokens(setup) -> None:  # type: ignore[no-untyped-def]
+    """Removing an installation deletes its record and its sealed tokens."""
+    sandbox, directory, write, browser = setup
+    write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"]))
+    assert run(APPLY, ENV).exit_code == 0
+    write("  {}\n")
+    (directory / "reconciler.yaml").write_text((directory / "reconciler.yaml").read_text().replace("tenants:\n  {}\n", "tenants: {}\n"))
+    result = run(APPLY, ENV)
+    assert result.exit_code == 0, result.stderr
+    assert "installation.acme.ado: deleted" in result.stderr
+    assert "installation.acme.ado" not in _state(directory)["resources"]
+    assert not (directory / "state" / "default.credentials" / "installation.acme.ado.json").exists()
+
+
+def test_defer_then_authorize(setup) -> None:  # type: ignore[no-untyped-def]
+    """defer records pending authorizations, prints links and exits 3; `authorize` completes them later."""
+    sandbox, directory, write, browser = setup
+    write(installation("acme", "ado", "entra", "acme-org", "Platform", ["vso.work_full"]))
+    deferred = run(["-C", ".", "apply", "--auto-approve", "--auth-mode", "defer"], ENV)
+    assert deferred.exit_code == 3, deferred.stderr
+    assert "authorization pending" in deferred.stdout and "/organizations/oauth2/v2.0/authorize?" in deferred.stdout
+    assert browser.opened == []
+    record = _state(directory)["resources"]["installation.acme.ado"]
+    assert record["status"] == "pending_authorization" and record["pending"]["requested_scopes"] == ["vso.work_full"]
+    plan = run(PLAN_EXIT, ENV)
+    assert plan.exit_code == 0 and "Pending authorizations" in plan.stdout
+    link = [line.strip() for line in deferred.stdout.splitlines() if "oauth2/v2.0/authorize?" in line][0]
+
+    done = run(["-C", ".", "authorize", "--auth-mode", "browser", "--auth-timeout", "20"], ENV)
+    assert done.exit_code == 0, done.stderr
+    assert browser.opened == [link]  # the same link as posted: it stays valid
+    record = _state(directory)["resources"]["installation.acme.ado"]
+    assert record["status"] == "authorized" and "pending" not in record
+    final = run(PLAN_EXIT, ENV)
+    assert final.exit_code == 0 and "Pending" not in final.stdout
+
+
+def test_apply_without_terminal_needs_auto_approve(setup) -> None:  # type: ignore[no-untyped-def]
+    """With no terminal to confirm on, apply refuses unless --auto-approve is given, and writes nothing."""
+    sandbox, directory, write, browser = setup
+    write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"]))
+    result = run(["-C", ".", "apply"], ENV)
+    assert result.exit_code == 1 and "--auto-approve" in result.stderr
+    assert not (directory / "state").exists()
+
+
+def test_state_show_never_prints_token_material(setup) -> None:  # type: ignore[no-untyped-def]
+    """state show prints status, scopes, client id and times, and no token."""
+    sandbox, directory, write, browser = setup
+    write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"]))
+    assert run(APPLY, ENV).exit_code == 0
+    text = run(["-C", ".", "state", "show", "installation.acme.ado"]).stdout
+    data = json.loads(run(["-C", ".", "state", "show", "installation.acme.ado", "--json"]).stdout)
+    assert "granted_scopes" in text and data["status"] == "authorized" and data["client_id"]
+    for value in sandbox.provider.issued:
+        assert value not in text + json.dumps(data)
+    missing = run(["-C", ".", "state", "show", "installation.nope.x"])
+    assert missing.exit_code == 1 and "not in state" in missing.stderr
