@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
 from reconciler.cli import cli
+from reconciler.sandbox import SandboxServer
 
 UPDATE_GOLDEN = os.environ.get("UPDATE_GOLDEN") == "1"
 
@@ -48,3 +49,10 @@ def write_config(tmp_path: Path):  # type: ignore[no-untyped-def]
         return tmp_path
 
     return write
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxServer]:
+    """A sandbox provider serving on a free 127.0.0.1 port for the test's duration."""
+    with SandboxServer() as server:
+        yield server

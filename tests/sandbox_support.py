@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import pytest
 
 from reconciler.sandbox import SandboxServer
 from reconciler.sandbox.agent import answer_consent
@@ -63,13 +60,6 @@ def installation(tenant: str, name: str, partner: str, organization: str, projec
         f"        parameters: {{organization: {organization}, project: {project}}}\n"
         f"        scopes: [{', '.join(scopes)}]\n"
     )
-
-
-@pytest.fixture
-def sandbox() -> Iterator[SandboxServer]:
-    """A sandbox provider on a free loopback port, with both apps and a few organizations registered."""
-    with SandboxServer() as server:
-        yield server
 
 
 def register(server: SandboxServer, callback_port: int) -> None:

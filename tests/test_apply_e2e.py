@@ -27,7 +27,6 @@ from tests.sandbox_support import (
     free_port,
     installation,
     register,
-    sandbox,  # noqa: F401 - fixture
 )
 
 APPLY = ["-C", ".", "apply", "--auto-approve", "--auth-mode", "browser", "--auth-timeout", "20"]
@@ -35,7 +34,7 @@ PLAN_EXIT = ["-C", ".", "plan", "--detailed-exitcode"]
 
 
 @pytest.fixture
-def setup(sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]  # noqa: F811
+def setup(sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """A config directory for the sandbox, the scripted browser installed, and a writer for the config."""
     port = free_port()
     register(sandbox, port)
