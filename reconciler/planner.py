@@ -12,7 +12,7 @@ import hashlib
 import json
 from typing import Any
 
-from reconciler.catalog import Catalog, load_catalog
+from reconciler.catalog import Catalog, Connector
 from reconciler.config.desired import DesiredInstallation, DesiredPartner, DesiredState
 from reconciler.errors import PlanError
 from reconciler.plan import Action, Plan, ResourceChange, StateRef
@@ -29,23 +29,29 @@ def make_plan(
     recorded: StateDocument | None,
     *,
     now: dt.datetime,
+    catalog: Catalog,
     state_location: str = "state",
-    catalog: Catalog | None = None,
 ) -> Plan:
     """Diff `desired` against `recorded` (None: no state yet) and return every address's action."""
-    catalog = catalog or load_catalog()
     records = recorded.resources if recorded is not None else {}
     recorded_partners = {a: r for a, r in records.items() if isinstance(r, PartnerRecord)}
     recorded_installations = {a: r for a, r in records.items() if isinstance(r, InstallationRecord)}
 
-    changes: list[ResourceChange] = []
-    for address in sorted(desired.partners.keys() | recorded_partners.keys()):
-        changes.append(_partner_change(address, desired.partners.get(address), recorded_partners.get(address)))
-    _check_partners_in_use(desired, changes)
-    for address in sorted(desired.installations.keys() | recorded_installations.keys()):
-        want = desired.installations.get(address)
-        have = recorded_installations.get(address)
-        changes.append(_installation_change(address, want, have, now=now, catalog=catalog))
+    partners = [
+        _partner_change(address, desired.partners.get(address), recorded_partners.get(address))
+        for address in sorted(desired.partners.keys() | recorded_partners.keys())
+    ]
+    _check_partners_in_use(desired, partners)
+    installations = [
+        _installation_change(
+            address, desired.installations.get(address), recorded_installations.get(address), now=now, catalog=catalog
+        )
+        for address in sorted(desired.installations.keys() | recorded_installations.keys())
+    ]
+    # Partners first, so installations find their partner; partner deletes last, after the installations
+    # that may still need the partner's client to be revoked.
+    removed = [c for c in partners if c.action is Action.DELETE]
+    changes = [c for c in partners if c.action is not Action.DELETE] + installations + removed
 
     state = StateRef(state_location, recorded.lineage, recorded.serial) if recorded else StateRef(state_location)
     return Plan(environment=desired.environment, state=state, changes=tuple(changes))
@@ -86,7 +92,7 @@ def installation_view(installation: DesiredInstallation | InstallationRecord) ->
         "client_id": installation.client_id,
         "credentials_source": installation.credentials_source,
         "redirect_uri": installation.redirect_uri,
-        "token_origin": installation.token_origin,
+        "token_url": installation.token_url,
     }
     if installation.credentials_source == "installation":  # a partner's own secret is shown on the partner
         view["client_secret"] = SENSITIVE
@@ -100,9 +106,19 @@ def installation_view(installation: DesiredInstallation | InstallationRecord) ->
 
 
 def target_digest(installation: DesiredInstallation) -> str:
-    """A digest of everything an authorization of `installation` would record: a pending authorization is
-    still good exactly while the configuration keeps this digest."""
-    canonical = json.dumps(installation_view(installation), sort_keys=True, separators=(",", ":"))
+    """A digest of what an authorization of `installation` is for: a pending authorization is still good exactly
+    while the configuration keeps this digest. Versioned, and independent of what plans display."""
+    target = {
+        "v": 1,
+        "connector": installation.connector,
+        "auth": installation.auth,
+        "client_id": installation.client_id,
+        "redirect_uri": installation.redirect_uri,
+        "token_url": installation.token_url,
+        "scopes": sorted(installation.scopes),
+        "parameters": dict(sorted(installation.parameters.items())),
+    }
+    canonical = json.dumps(target, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
@@ -170,7 +186,7 @@ def _installation_change(
     if want is None:
         return ResourceChange(address, Action.DELETE, ("removed from configuration",), before, None)
     after = installation_view(want)
-    connector = catalog.get(want.connector)
+    connector = catalog.connectors[want.connector]
     pending = have.pending
     if pending is not None and pending.target_digest == target_digest(want):
         if now < pending.expires_at:
@@ -188,13 +204,11 @@ def _installation_change(
     return ResourceChange(address, Action.NOOP, ("up to date",), before, after, warnings)
 
 
-def _reauthorize_reasons(want: DesiredInstallation, have: InstallationRecord, connector: Any) -> tuple[str, ...]:
+def _reauthorize_reasons(want: DesiredInstallation, have: InstallationRecord, connector: Connector) -> tuple[str, ...]:
     """Why the recorded tokens no longer stand for what is declared (each forces a new consent)."""
     reasons: list[str] = []
     if want.connector != have.connector:
         reasons.append(f"connector changed: {have.connector} -> {want.connector}")
-    if want.partner != have.partner:
-        reasons.append(f"partner changed: {have.partner} -> {want.partner}")
     if want.auth != have.auth:
         reasons.append(f"auth changed: {have.auth} -> {want.auth}")
     if want.client_id != have.client_id:
@@ -202,13 +216,13 @@ def _reauthorize_reasons(want: DesiredInstallation, have: InstallationRecord, co
         reasons.append(f"{source}client_id changed")
     if want.redirect_uri != have.redirect_uri:
         reasons.append("redirect_uri changed")
-    if want.token_origin != have.token_origin:
-        reasons.append(f"token endpoint changed: {have.token_origin} -> {want.token_origin}")
+    if want.token_url != have.token_url:
+        reasons.append(f"token endpoint changed: {have.token_url} -> {want.token_url}")
     reasons.extend(_set_reasons("scopes", have.requested_scopes, want.scopes))
     if have.status == "pending_authorization" and not reasons:
         reasons.append("pending authorization no longer matches the configuration")
     if have.status == "authorized" and set(want.scopes) == set(have.requested_scopes):
-        granted = connector.closure(have.granted_scopes) if connector else frozenset(have.granted_scopes)
+        granted = connector.closure(connector.normalise_granted(have.auth, have.granted_scopes))
         missing = sorted(set(want.scopes) - granted)
         if missing:
             reasons.append("scopes not granted: " + ", ".join(missing))
@@ -218,10 +232,12 @@ def _reauthorize_reasons(want: DesiredInstallation, have: InstallationRecord, co
 def _update_reasons(want: DesiredInstallation, have: InstallationRecord) -> tuple[str, ...]:
     """Changes applied in place (verified against the provider), without a new consent."""
     reasons: list[str] = []
+    if want.partner != have.partner:  # same client and endpoints (else a re-authorization): a rename
+        reasons.append(f"partner changed: {have.partner} -> {want.partner}")
     for key in sorted(want.parameters.keys() | have.parameters.keys()):
         old, new = have.parameters.get(key), want.parameters.get(key)
         if old != new:
-            reasons.append(f"{key} changed: {old or '(none)'} -> {new or '(none)'}")
+            reasons.append(f"{key} changed: {_quote(old)} -> {_quote(new)}")
     if want.client_secret_ref != have.client_secret_ref and want.credentials_source == "installation":
         reasons.append("client_secret reference changed")
     if want.credentials_source != have.credentials_source and want.client_id == have.client_id:
@@ -229,14 +245,19 @@ def _update_reasons(want: DesiredInstallation, have: InstallationRecord) -> tupl
     return tuple(reasons)
 
 
-def _grant_warnings(want: DesiredInstallation, have: InstallationRecord, connector: Any) -> tuple[str, ...]:
+def _grant_warnings(want: DesiredInstallation, have: InstallationRecord, connector: Connector) -> tuple[str, ...]:
     """A grant wider than the declaration is reported, never planned (Entra keeps earlier consent)."""
-    if connector is None or have.status != "authorized":
+    if have.status != "authorized":
         return ()
     declared = connector.closure(want.scopes)
-    granted = connector.normalise_granted(have.auth, have.granted_scopes) if have.auth in connector.auth else ()
+    granted = connector.normalise_granted(have.auth, have.granted_scopes)
     extra = sorted(s for s in granted if s not in declared)
     return (f"consent still held: {', '.join(extra)}",) if extra else ()
+
+
+def _quote(value: str | None) -> str:
+    """A value inside a reason, quoted so that no name can pass for plan text."""
+    return json.dumps(value) if value is not None else "(none)"
 
 
 def _set_reasons(label: str, old: tuple[str, ...] | list[str], new: tuple[str, ...] | list[str]) -> list[str]:

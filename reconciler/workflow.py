@@ -16,6 +16,7 @@ import httpx
 
 from reconciler.apply import ApplyHooks, ApplyResult
 from reconciler.auth.consent import ConsentStep
+from reconciler.catalog import load_catalog
 from reconciler.config import LoadedConfig, load_config
 from reconciler.config.loader import display_path, load_root
 from reconciler.config.schema import RootFile
@@ -48,7 +49,7 @@ def plan_config(config_dir: Path, *, environ: Mapping[str, str], now: dt.datetim
     """Load, read state, plan: everything `reconciler plan` shows, as data."""
     loaded = load_config(config_dir, environ=environ, today=now.date())
     backend = open_backend(config_dir, loaded.root)
-    plan = make_plan(loaded.desired, backend.read(), now=now, state_location=backend.describe())
+    plan = make_plan(loaded.desired, backend.read(), now=now, catalog=load_catalog(), state_location=backend.describe())
     document = to_document(plan, warnings=[str(w) for w in loaded.warnings])
     return PlanResult(loaded, backend, plan, document)
 
@@ -130,7 +131,7 @@ def run_apply(
     loaded = load_config(config_dir, environ=environ, today=now.date())
     backend = open_backend(config_dir, loaded.root)
     with backend.lock("apply", timeout=lock_timeout):
-        plan = make_plan(loaded.desired, backend.read(), now=now, state_location=backend.describe())
+        plan = make_plan(loaded.desired, backend.read(), now=now, catalog=load_catalog(), state_location=backend.describe())
         document = to_document(plan, warnings=[str(w) for w in loaded.warnings])
         if not confirm(document):
             if document.has_changes:

@@ -16,7 +16,7 @@ import yaml
 _BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
-__all__ = ["YamlSyntaxError", "load_yaml_text", "locate"]
+__all__ = ["YamlSyntaxError", "compose", "load_yaml_text", "locate"]
 
 
 @dataclass
@@ -99,15 +99,20 @@ def _refuse_tab_indentation(text: str) -> None:
             raise YamlSyntaxError("tab used for indentation; YAML allows spaces only", number, column)
 
 
-def locate(text: str, key_path: Sequence[str | int], *, at_key: bool = False) -> tuple[int, int] | None:
-    """Line and column (1-based) of `key_path` in `text`, or of the deepest part of it that exists.
+def compose(text: str) -> yaml.Node | None:
+    """The node tree of `text`, with positions (slow: only for files that have a problem)."""
+    try:
+        return yaml.compose(text, Loader=_BaseLoader)
+    except (yaml.YAMLError, RecursionError):
+        return None
+
+
+def locate(tree: yaml.Node | None, key_path: Sequence[str | int], *, at_key: bool = False) -> tuple[int, int] | None:
+    """Line and column (1-based) of `key_path` in a composed tree, or of the deepest part of it that exists.
 
     With `at_key`, point at the last key itself rather than its value (for "unknown key" errors).
     """
-    try:
-        node: yaml.Node | None = yaml.compose(text, Loader=_BaseLoader)
-    except (yaml.YAMLError, RecursionError):
-        return None
+    node = tree
     if node is None:
         return None
     mark = node.start_mark

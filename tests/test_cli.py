@@ -168,17 +168,19 @@ def test_schema_is_json_schema_of_the_root_file() -> None:
 
 
 @pytest.mark.parametrize("example", ["quickstart", "many-tenants"])
-def test_examples_validate_and_plan(example: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The shipped examples are valid and plan cleanly."""
-    monkeypatch.chdir(ROOT)
+def test_examples_validate_and_plan(example: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped examples are valid and plan cleanly (on a copy, so local demo state cannot interfere)."""
+    import shutil
+
+    shutil.copytree(ROOT / "examples" / example, tmp_path / example, ignore=shutil.ignore_patterns("state"))
+    monkeypatch.chdir(tmp_path)
     env = {"ADO_CLIENT_ID": "demo-app", "ADO_CLIENT_SECRET": "demo-secret", "ENTRA_CLIENT_SECRET": "entra-demo"}
-    directory = f"examples/{example}"
-    before = snapshot(ROOT / directory)
-    assert run(["-C", directory, "validate"], env).exit_code == 0
-    result = run(["-C", directory, "plan"], env)
+    before = snapshot(tmp_path)
+    assert run(["-C", example, "validate"], env).exit_code == 0
+    result = run(["-C", example, "plan"], env)
     assert result.exit_code == 0, result.stderr
     assert "to create" in result.stdout
-    assert snapshot(ROOT / directory) == before
+    assert snapshot(tmp_path) == before
 
 
 def test_python_dash_m_and_version() -> None:

@@ -14,6 +14,7 @@ import pytest
 from reconciler.errors import StaleStateError, StateError, StateLockedError
 from reconciler.state import LocalBackend, PartnerRecord, StateDocument, decode_state, encode_state
 
+LINEAGE = b"0f5a2c3e-1b7d-4e8f-9a6b-2c4d6e8f0a1b"
 PARTNER = PartnerRecord(
     name="ado",
     connector="microsoft-azure-devops",
@@ -65,12 +66,28 @@ def test_stale_serial_is_refused_and_nothing_written(tmp_path: Path) -> None:
     """A write based on an older serial fails and leaves the file as it was (no lost update)."""
     backend = LocalBackend(tmp_path, "default")
     first = _write(backend, StateDocument.new("default"), None)
-    second = _write(backend, first, first.serial)
+    second = _write(backend, first.with_resources({PARTNER.address: PARTNER}), first.serial)
     before = backend.path.read_bytes()
     with pytest.raises(StaleStateError, match="serial moved from 1 to 2"):
-        _write(backend, first.with_resources({PARTNER.address: PARTNER}), first.serial)
+        _write(backend, first.with_resources({}), first.serial)
     assert backend.path.read_bytes() == before
     assert backend.read() == second
+
+
+def test_unchanged_document_keeps_its_serial(tmp_path: Path) -> None:
+    """Writing the same resources again changes nothing on disk: the serial moves only with the document."""
+    backend = LocalBackend(tmp_path, "default")
+    first = _write(backend, StateDocument.new("default").with_resources({PARTNER.address: PARTNER}), None)
+    before = backend.path.read_bytes()
+    assert _write(backend, first, first.serial).serial == first.serial
+    assert backend.path.read_bytes() == before
+
+
+def test_write_of_another_environment_is_refused(tmp_path: Path) -> None:
+    """A document of environment 'prod' is never written into default.json."""
+    with pytest.raises(StateError, match="refusing to write environment 'prod'"):
+        _write(LocalBackend(tmp_path, "default"), StateDocument.new("prod"), None)
+    assert not (tmp_path / "default.json").exists()
 
 
 def test_write_refuses_other_lineage(tmp_path: Path) -> None:
@@ -103,9 +120,12 @@ def test_write_without_lock_is_refused(tmp_path: Path) -> None:
         (b"[1, 2]", "not a reconciler state file"),
         (b'{"format_version": 99, "lineage": "x", "serial": 1}', "newer than this reconciler"),
         (b'{"format_version": 0, "lineage": "x", "serial": 1}', "not supported"),
-        (b'{"format_version": 1, "lineage": "x", "serial": -1, "environment": "default"}', "invalid state at serial"),
+        (b'{"format_version": 1, "lineage": "x", "serial": 1, "environment": "default"}', "invalid state at lineage"),
+        (b'{"format_version": true, "lineage": "x", "serial": 1}', "not a reconciler state file"),
+        (b'{"format_version": 1, "lineage": "' + LINEAGE + b'", "serial": "3", "environment": "default"}', "at serial"),
+        (b"[" * 100000, "nested too deeply"),
         (
-            b'{"format_version": 1, "lineage": "x", "serial": 1, "environment": "default", "resources": '
+            b'{"format_version": 1, "lineage": "' + LINEAGE + b'", "serial": 1, "environment": "default", "resources": '
             b'{"partner.other": ' + PARTNER.model_dump_json().encode() + b"}}",
             "records partner.ado",
         ),

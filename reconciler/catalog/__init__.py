@@ -141,7 +141,7 @@ def load_catalog() -> Catalog:
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if not entry.name.endswith(".yaml"):
             continue
-        data = yaml.load(entry.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader)
+        data = yaml.load(entry.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         try:
             connector = Connector.model_validate(data)
         except ValidationError as exc:

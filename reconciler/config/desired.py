@@ -84,10 +84,6 @@ class DesiredInstallation:
     def address(self) -> str:
         return installation_address(self.tenant, self.name)
 
-    @property
-    def token_origin(self) -> str:
-        return url_origin(self.token_url)
-
 
 @dataclass(frozen=True)
 class DesiredState:

@@ -15,7 +15,7 @@ import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from reconciler.config.schema import (
     TenantSpec,
 )
 from reconciler.errors import ConfigError, ConfigIssue, Location
-from reconciler.yamlio import YamlSyntaxError, load_yaml_text, locate
+from reconciler.yamlio import YamlSyntaxError, compose, load_yaml_text, locate
 
 __all__ = ["CONFIG_FILE", "LoadedConfig", "load_config", "load_root"]
 
@@ -53,6 +53,14 @@ class SourceFile:
     path: Path
     display: str
     text: str
+    _tree: object = field(default=None, repr=False)
+    _composed: bool = field(default=False, repr=False)
+
+    def tree(self):  # type: ignore[no-untyped-def]
+        """The file's node tree with positions, composed once, on the first problem reported in it."""
+        if not self._composed:
+            self._tree, self._composed = compose(self.text), True
+        return self._tree
 
 
 @dataclass
@@ -136,7 +144,7 @@ class _Loader:
         at_key: bool = False,
         warning: bool = False,
     ) -> None:
-        position = locate(src.text, path, at_key=at_key) if src.text else None
+        position = locate(src.tree(), path, at_key=at_key) if src.text else None
         line, column = position if position else (None, None)
         issue = ConfigIssue(Location(src.display, line, column), key_path_text(path), message, hint)
         (self.warnings if warning else self.issues).append(issue)
@@ -513,14 +521,12 @@ class _Loader:
         self,
         tenants: dict[str, tuple[SourceFile, TenantSpec]],
         desired_partners: dict[str, DesiredPartner],
-        declared_partners: Mapping[str, object],
+        declared_partners: Mapping[str, tuple[SourceFile, PartnerSpec]],
     ) -> dict[str, DesiredInstallation]:
         out: dict[str, DesiredInstallation] = {}
         by_connector: dict[str, list[str]] = {}
-        for name in declared_partners:
-            partner = desired_partners.get(name)
-            connector = partner.connector if partner else name
-            by_connector.setdefault(connector, []).append(name)
+        for name, (_, spec) in declared_partners.items():
+            by_connector.setdefault(spec.connector or name, []).append(name)
         for tenant_name, (src, tenant) in tenants.items():
             for name, spec in tenant.installations.items():
                 path: KeyPath = ("tenants", tenant_name, "installations", name)

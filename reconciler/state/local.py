@@ -57,6 +57,8 @@ class LocalBackend:
     def write(self, doc: StateDocument, *, expected_serial: int | None) -> StateDocument:
         if self._held is None:
             raise StateError("state write attempted without holding the lock (a bug)")
+        if doc.environment != self.environment:
+            raise StateError(f"{self._display}: refusing to write environment '{doc.environment}' here")
         current = self.read()
         if current is None and expected_serial is not None:
             raise StaleStateError(f"{self._display}: state disappeared (expected serial {expected_serial})")
@@ -71,6 +73,8 @@ class LocalBackend:
                 raise StaleStateError(
                     f"{self._display}: serial moved from {expected_serial} to {current.serial} (another writer)"
                 )
+        if current is not None and current.resources == doc.resources:
+            return current  # nothing changed: the serial moves only when the document does
         new = doc.model_copy(update={"serial": (current.serial if current else doc.serial) + 1})
         try:
             self.directory.mkdir(parents=True, exist_ok=True)

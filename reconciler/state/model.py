@@ -7,13 +7,12 @@ token refresh never rewrites — or bumps the serial of — this document).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from reconciler.errors import StateError
 
@@ -59,8 +58,8 @@ class PartnerRecord(_Record):
 class PendingRecord(_Record):
     """A deferred authorization waiting for its user (the secrets of it are sealed with the credentials)."""
 
-    since: dt.datetime
-    expires_at: dt.datetime
+    since: AwareDatetime
+    expires_at: AwareDatetime
     target_digest: str  # digest of the declared attributes the authorization will record
     client_id: str
     requested_scopes: tuple[str, ...]
@@ -82,12 +81,12 @@ class InstallationRecord(_Record):
     client_secret_ref: str
     credentials_source: Literal["partner", "installation"] = "partner"
     redirect_uri: str
-    token_origin: str
+    token_url: str
     status: Literal["authorized", "pending_authorization"] = "authorized"
-    authorized_at: dt.datetime | None = None
+    authorized_at: AwareDatetime | None = None
     authorized_by: str | None = None
-    expires_at: dt.datetime | None = None
-    verified_at: dt.datetime | None = None
+    expires_at: AwareDatetime | None = None
+    verified_at: AwareDatetime | None = None
     pending: PendingRecord | None = None
 
     @property
@@ -104,8 +103,8 @@ class StateDocument(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     format_version: Literal[1] = FORMAT_VERSION
-    lineage: str
-    serial: int = Field(ge=0)
+    lineage: str = Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+    serial: StrictInt = Field(ge=0)
     environment: str
     resources: dict[str, Record] = Field(default_factory=dict)
 
@@ -138,16 +137,18 @@ def encode_state(doc: StateDocument) -> bytes:
 
 def decode_state(raw: bytes, where: str) -> StateDocument:
     """Parse a state document, upgrading older formats; every problem is a `StateError` naming `where`."""
-    restore = f"the file is left as it is; restore {where}.backup or move the file away"
+    restore = f"the file is left as it is; restore {where}.backup (if there is one) or move the file away"
     try:
         data = json.loads(raw)
+    except RecursionError:
+        raise StateError(f"{where}: state file is nested too deeply to be a reconciler state", hint=restore) from None
     except UnicodeDecodeError:
         raise StateError(f"{where}: state file is not valid UTF-8", hint=restore) from None
     except json.JSONDecodeError as exc:
         raise StateError(
             f"{where}:{exc.lineno}:{exc.colno}: state file is not valid JSON ({exc.msg})", hint=restore
         ) from None
-    if not isinstance(data, dict) or not isinstance(data.get("format_version"), int):
+    if not isinstance(data, dict) or type(data.get("format_version")) is not int:
         raise StateError(f"{where}: not a reconciler state file (no format_version)", hint=restore)
     version = data["format_version"]
     if version > FORMAT_VERSION:

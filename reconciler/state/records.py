@@ -52,7 +52,7 @@ def installation_record(
         client_secret_ref=installation.client_secret_ref,
         credentials_source=installation.credentials_source,  # type: ignore[arg-type]
         redirect_uri=installation.redirect_uri,
-        token_origin=installation.token_origin,
+        token_url=installation.token_url,
         authorized_at=authorized_at,
         authorized_by=authorized_by,
         expires_at=expires_at,
