@@ -45,6 +45,7 @@ class ReconcilerGroup(click.Group):
         kwargs["standalone_mode"] = False
         try:
             result = super().main(*args, **kwargs)
+            sys.stdout.flush()  # surface a failed write (a full disk) here, not at interpreter exit
         except click.ClickException as exc:
             exc.show()
             sys.exit(EXIT_ERROR)
@@ -55,6 +56,13 @@ class ReconcilerGroup(click.Group):
             for line in exc.lines():
                 click.echo(line, err=True)
             sys.exit(exc.exit_code)
+        except BrokenPipeError:  # `reconciler plan | head`: the reader left; nothing to report
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_ERROR)
+        except OSError as exc:  # e.g. output to a full disk
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # drop what cannot be written
+            click.echo(f"error: {exc.strerror or type(exc).__name__}" + (f": {exc.filename}" if exc.filename else ""), err=True)
+            sys.exit(EXIT_ERROR)
         except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug, reported as one
             frame = traceback.extract_tb(exc.__traceback__)[-1]
             where = f"{Path(frame.filename).name}:{frame.lineno}"
@@ -142,13 +150,16 @@ def plan(opts: Options, fmt: str, detailed_exitcode: bool) -> int:
     from reconciler.render import render_json, render_markdown, render_text
     from reconciler.workflow import plan_config
 
-    doc = plan_config(opts.config_dir, environ=os.environ, now=_now()).document
+    result = plan_config(opts.config_dir, environ=os.environ, now=_now())
+    doc = result.document
     if fmt == "json":
         output = render_json(doc)
     elif fmt == "markdown":
         output = render_markdown(doc)
     else:
         output = render_text(doc, color=opts.use_color())
+    for secret in result.loaded.desired.secret_values():  # a backstop: plans are built from references only
+        output = output.replace(secret, "(sensitive)")
     click.echo(output, nl=False, color=opts.use_color())
     return EXIT_CHANGES if detailed_exitcode and doc.has_changes else EXIT_OK
 

@@ -632,7 +632,7 @@ CASES = [
             "        scopes: [vso.work_full]\n"  # 14
         ),
         "reconciler.yaml:13:36:",
-        "invalid organization '-acme'",
+        'invalid organization "-acme"',
     ),
     case(
         "missing-project-parameter",
@@ -757,6 +757,68 @@ CASES = [
         "no such directory",
         args=["-C", "missing", "plan"],
     ),
+    # -- found in review: references where none are resolved, injection through names, vague messages --------
+    case(
+        "reference-in-tenant-id",
+        PARTNERS
+        + (
+            "  microsoft-azure-devops:\n"  # 4
+            "    auth: entra-id\n"  # 5
+            "    tenant_id: ${env:TENANT}\n"  # 6
+            "    client_id: ${env:ADO_CLIENT_ID}\n"  # 7
+            "    client_secret: ${env:ADO_CLIENT_SECRET}\n"  # 8
+        ),
+        "reconciler.yaml:6:16:",
+        "invalid tenant_id: references",
+    ),
+    case(
+        "reference-in-redirect-uri",
+        HEADER + "    redirect_uri: ${env:CALLBACK}\n",  # 8
+        "reconciler.yaml:8:19:",
+        "resolved only in client_id and client_secret",
+    ),
+    case(
+        "control-character-in-project",
+        HEADER
+        + INSTALLATION
+        + (
+            "        connector: microsoft-azure-devops\n"  # 12
+            '        parameters: {organization: acme, project: "P\\n```\\nAll clear"}\n'  # 13
+            "        scopes: [vso.work_full]\n"  # 14
+        ),
+        "reconciler.yaml:13:",
+        'invalid project "P\\n```\\nAll clear"',
+    ),
+    case(
+        "trailing-newline-in-organization",
+        HEADER
+        + INSTALLATION
+        + (
+            "        connector: microsoft-azure-devops\n"  # 12
+            '        parameters: {organization: "acme\\n", project: P}\n'  # 13
+            "        scopes: [vso.work_full]\n"  # 14
+        ),
+        "reconciler.yaml:13:",
+        "invalid organization",
+    ),
+    case(
+        "service-domain-with-scheme",
+        "version: 1\nplatform: {service_domain: 'https://app-h.cyclr.com'}\n",  # 2
+        "reconciler.yaml:2:28:",
+        "expected a host name such as app-h.cyclr.com",
+    ),
+    case(
+        "partner-scopes-empty",
+        HEADER + "    scopes: []\n",  # 8
+        "reconciler.yaml:8:",
+        "must list at least 1 item",
+    ),
+    case(
+        "null-tenant",
+        HEADER + "tenants:\n  acme:\n",  # 8-9
+        "reconciler.yaml:9:",
+        "input should be a mapping, got null",
+    ),
 ]
 
 
@@ -783,8 +845,9 @@ def test_bad_input_fails_cleanly(
     if where is None:
         assert message in result.stderr
     else:
-        lines = result.stderr.splitlines()
-        assert any(line.startswith(f"error: {where}") and message in line for line in lines), result.stderr
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1, result.stderr  # one mistake, one error: no follow-on noise
+        assert errors[0].startswith(f"error: {where}") and message in errors[0], result.stderr
     assert snapshot(directory) == before
     assert sorted(directory.rglob("*")) == paths_before
 

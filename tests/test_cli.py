@@ -201,3 +201,38 @@ def test_internal_errors_are_reported_as_bugs_without_message(config_dir: Path, 
     assert result.exit_code == 1
     assert "internal error: RuntimeError" in result.stderr and "bug" in result.stderr
     assert PARTNER_SECRET not in result.stderr + result.stdout
+
+
+def test_a_secret_in_a_shown_field_is_refused(config_dir: Path) -> None:
+    """client_id pointing at the secret's variable is refused before anything could print it."""
+    (config_dir / "reconciler.yaml").write_text(CONFIG.replace("${env:ADO_CLIENT_ID}", "${env:ADO_CLIENT_SECRET}"))
+    for args in (["validate"], ["plan"], ["plan", "--format", "json"], ["plan", "--format", "markdown"]):
+        result = run(["-C", ".", *args], ENV)
+        assert result.exit_code == 1
+        assert "reconciler.yaml:6:16: partners.microsoft-azure-devops.client_id: client_id resolves to the same" in result.stderr
+        assert PARTNER_SECRET not in result.stdout + result.stderr
+
+
+def test_include_glob_that_also_matches_the_root_file(write_config, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """`include: ["*.yaml"]` next to reconciler.yaml includes the other files and skips the root itself."""
+    root = CONFIG.split("tenants:")[0] + 'include: ["*.yaml"]\n'
+    tenant = "tenants:\n" + CONFIG.split("tenants:\n")[1].split("  initech:")[0]
+    directory = write_config({"reconciler.yaml": root, "acme.yaml": tenant, "secrets/initech": INSTALL_SECRET})
+    monkeypatch.chdir(directory)
+    result = run(["-C", ".", "validate"], ENV)
+    assert result.exit_code == 0, result.stderr
+    assert "1 tenant, 1 installation in 2 files" in result.stdout
+
+
+def test_output_to_a_full_disk_is_one_line(config_dir: Path) -> None:
+    """Writing the plan to a full device is a one-line error, not a bug report."""
+    with open("/dev/full", "w") as full:
+        out = subprocess.run(
+            [sys.executable, "-m", "reconciler", "-C", str(config_dir), "plan"],
+            env={**ENV, "PATH": "/usr/bin:/bin"},
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    assert out.returncode == 1
+    assert out.stderr.startswith("error: No space left on device") and "bug" not in out.stderr

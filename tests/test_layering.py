@@ -27,6 +27,7 @@ def _imports(path: Path) -> set[str]:
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module)
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}
     return names
 
 
@@ -44,3 +45,17 @@ def test_every_module_opens_with_a_docstring() -> None:
     """Each module says what it owns."""
     for file in PACKAGE.rglob("*.py"):
         assert ast.get_docstring(ast.parse(file.read_text())), file
+
+
+def test_the_planner_needs_no_io_libraries_at_all() -> None:
+    """Importing the planner (and everything it imports) loads no HTTP, OAuth or CLI library."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, reconciler.planner\n"
+        "bad = [m for m in ('httpx', 'authlib', 'click', 'rich') if m in sys.modules]\n"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""

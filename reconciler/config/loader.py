@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import glob
+import json
 import os
 import re
 import types
@@ -37,6 +38,11 @@ from reconciler.yamlio import YamlSyntaxError, compose, load_yaml_text, locate
 __all__ = ["CONFIG_FILE", "LoadedConfig", "load_config", "load_root"]
 
 CONFIG_FILE = "reconciler.yaml"
+NO_REFERENCE = "references (${env:...}, ${file:...}) are resolved only in client_id and client_secret"
+_TENANT_ID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|organizations|common|consumers"
+    r"|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+"
+)
 MAX_FILE_BYTES = 16 * 1024 * 1024
 SECRET_EXPIRY_WARNING = dt.timedelta(days=14)
 _REFERENCE = re.compile(r"^\$\{(env|file):([^}]*)\}$")
@@ -129,6 +135,8 @@ class _Loader:
         self.seen: set[Path] = set()
         self.files: list[tuple[SourceFile, IncludedFile]] = []
         self._resolved: dict[str, str | None] = {}
+        self._secret_values: set[str] = set()
+        self._plain_values: list[tuple[SourceFile, KeyPath, str]] = []
         secret_dirs = [d for d in environ.get("RECONCILER_SECRET_DIRS", "").split(os.pathsep) if d]
         self.secret_roots = [config_dir.resolve(), *(Path(d).resolve() for d in secret_dirs)]
 
@@ -158,7 +166,8 @@ class _Loader:
     def run(self) -> LoadedConfig:
         root_path = self.config_dir / CONFIG_FILE
         if not self.config_dir.is_dir():
-            raise ConfigError([ConfigIssue(Location(display_path(self.config_dir)), "", "no such directory")])
+            what = "is a file, not a directory" if self.config_dir.exists() else "no such directory"
+            raise ConfigError([ConfigIssue(Location(display_path(self.config_dir)), "", what, "pass -C DIR")])
         if not root_path.is_file():
             raise ConfigError(
                 [
@@ -183,6 +192,7 @@ class _Loader:
         self._fail_if_issues()
         desired_partners = self._partners(partners, root)
         installations = self._installations(tenants, desired_partners, partners)
+        self._check_secrets_stay_secret()
         self._fail_if_issues()
         desired = DesiredState(
             partners={p.address: p for p in desired_partners.values()},
@@ -253,10 +263,13 @@ class _Loader:
             self._issue(src, loc, str(error.get("ctx", {}).get("error", error["msg"])))
         elif kind == "too_short":
             self._issue(src, loc, "must list at least 1 item")
+        elif kind == "string_pattern_mismatch" and loc[-1:] == ("service_domain",):
+            self._issue(src, loc, "expected a host name such as app-h.cyclr.com (no https://, no path)")
         elif kind == "string_pattern_mismatch" and NAME_PATTERN in str(error.get("ctx", {}).get("pattern", "")):
             self._issue(src, loc, "invalid name: use letters, digits, '-' and '_'")
         else:
             message = error["msg"].replace("valid tuple", "list").replace("valid dictionary", "mapping")
+            message = re.sub(r" or instance of \w+", "", message)
             message = message[0].lower() + message[1:]
             hint = None
             if kind.endswith("_type"):
@@ -269,7 +282,9 @@ class _Loader:
     def _include(self, src: SourceFile, patterns: Sequence[str], stack: tuple[Path, ...]) -> None:
         for index, pattern in enumerate(patterns):
             base = src.path.parent
-            matches = sorted(Path(m) for m in glob.glob(str(base / pattern), recursive=True) if Path(m).is_file())
+            found = glob.glob(pattern, root_dir=base, recursive=True) if not Path(pattern).is_absolute() else glob.glob(pattern, recursive=True)
+            matches = sorted(base / m for m in found if (base / m).is_file())
+            wildcard = glob.has_magic(pattern)
             if not matches:
                 self._issue(
                     src,
@@ -280,6 +295,8 @@ class _Loader:
                 continue
             for match in matches:
                 resolved = match.resolve()
+                if wildcard and (resolved in stack or resolved in self.seen):
+                    continue  # a glob that also matches the including file (or one loaded already)
                 if resolved in stack:
                     chain = " -> ".join(display_path(p) for p in (*stack, resolved))
                     self._issue(src, ("include", index), f"include cycle: {chain}")
@@ -331,11 +348,27 @@ class _Loader:
             resolved = self._resolved[value]
             if resolved is None:
                 self._issue(src, path, f"cannot resolve {value}")
-            return resolved
-        kind, argument = match.groups()
-        resolved = self._env(src, path, argument) if kind == "env" else self._file(src, path, argument)
-        self._resolved[value] = resolved
+        else:
+            kind, argument = match.groups()
+            resolved = self._env(src, path, argument) if kind == "env" else self._file(src, path, argument)
+            self._resolved[value] = resolved
+        if resolved is not None:
+            if secret:
+                self._secret_values.add(resolved)
+            else:
+                self._plain_values.append((src, path, resolved))
         return resolved
+
+    def _check_secrets_stay_secret(self) -> None:
+        """A value that is a secret somewhere must not also fill a field that plans show."""
+        for src, path, value in self._plain_values:
+            if value in self._secret_values:
+                self._issue(
+                    src,
+                    path,
+                    f"{path[-1]} resolves to the same value as a client_secret; it would be shown in plans",
+                    "point it at the client id, not the secret",
+                )
 
     def _env(self, src: SourceFile, path: KeyPath, name: str) -> str | None:
         if not _ENV_NAME.match(name):
@@ -415,6 +448,14 @@ class _Loader:
         if spec.tenant_id and "tenant_id" not in flavour.requires:
             self._issue(src, (*path, "tenant_id"), f"tenant_id does not apply to auth {spec.auth}")
             ok = False
+        elif spec.tenant_id and not _TENANT_ID.fullmatch(spec.tenant_id):
+            self._issue(
+                src,
+                (*path, "tenant_id"),
+                "invalid tenant_id" + (f": {NO_REFERENCE}" if "${" in spec.tenant_id else ""),
+                "a tenant GUID, a domain such as contoso.onmicrosoft.com, or organizations, common, consumers",
+            )
+            ok = False
         if (spec.client_id is None) != (spec.client_secret is None):
             missing = "client_secret" if spec.client_secret is None else "client_id"
             self._issue(
@@ -474,7 +515,7 @@ class _Loader:
         overrides = spec.endpoints.model_dump(exclude_none=True) if spec.endpoints else {}
         ok = True
         for key, url in overrides.items():
-            problem = _url_problem(url, allow_http_loopback=True)
+            problem = NO_REFERENCE if "${" in url else _url_problem(url, allow_http_loopback=True)
             if problem:
                 self._issue(src, (*path, "endpoints", key), problem)
                 ok = False
@@ -498,7 +539,7 @@ class _Loader:
             return f"https://{root.platform.service_domain}/connector/callback"
         uri = spec.redirect_uri
         allow_http = loopback_ok or overridden
-        problem = _url_problem(uri, allow_http_loopback=allow_http)
+        problem = NO_REFERENCE if "${" in uri else _url_problem(uri, allow_http_loopback=allow_http)
         if problem:
             hint = None
             if not allow_http and uri.startswith("http://"):
@@ -638,8 +679,11 @@ class _Loader:
             if param is None:
                 hint = did_you_mean(key, list(connector.parameters)) or "expected: " + ", ".join(connector.parameters)
                 self._issue(src, (*path, "parameters", key), f"unknown parameter '{key}'", hint, at_key=True)
-            elif param.pattern and not re.match(param.pattern, value):
-                self._issue(src, (*path, "parameters", key), f"invalid {key} '{value}' ({param.description})")
+            elif param.pattern and not re.fullmatch(param.pattern, value):
+                shown = json.dumps(value) if len(value) <= 80 else json.dumps(value[:80]) + "..."
+                self._issue(src, (*path, "parameters", key), f"invalid {key} {shown} ({param.description})")
+            elif "${" in value:
+                self._issue(src, (*path, "parameters", key), NO_REFERENCE)
         for key, param in connector.parameters.items():
             if param.required and key not in parameters:
                 where = (*path, "parameters") if parameters else path

@@ -56,7 +56,7 @@ class PartnerSpec(_Strict):
     redirect_uri: NonEmpty | None = Field(
         None, description="Callback registered with the app; default https://<service_domain>/connector/callback."
     )
-    scopes: Strings | None = Field(
+    scopes: Annotated[Strings, Field(min_length=1)] | None = Field(
         None, description="Scopes registered with the app; installations may ask only these."
     )
     endpoints: EndpointsSpec | None = None
