@@ -294,3 +294,30 @@ def test_state_show_never_prints_token_material(setup) -> None:  # type: ignore[
         assert value not in text + json.dumps(data)
     missing = run(["-C", ".", "state", "show", "installation.nope.x"])
     assert missing.exit_code == 1 and "not in state" in missing.stderr
+
+
+def test_passphrase_key_seals_and_a_wrong_passphrase_is_refused(setup) -> None:  # type: ignore[no-untyped-def]
+    """RECONCILER_STATE_PASSPHRASE derives the key (salt stored beside the state); another passphrase cannot
+    open the tokens and changes nothing; no key file is generated."""
+    sandbox, directory, write, browser = setup
+    env = {**ENV, "RECONCILER_STATE_PASSPHRASE": "correct horse battery staple"}
+    write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.project"]))
+    assert run(APPLY, env).exit_code == 0
+    assert (directory / "state" / "default.kdf.json").exists()
+    assert not (directory / "state" / "default.key").exists()
+    write(installation("acme", "ado", "legacy", "acme-org", "Web", ["vso.work_full", "vso.project"]))
+    before = all_text_under(directory / "state")
+    wrong = run(APPLY, {**ENV, "RECONCILER_STATE_PASSPHRASE": "wrong"})
+    assert wrong.exit_code == 1 and "sealed with key id" in wrong.stderr
+    assert all_text_under(directory / "state") == before
+    assert run(APPLY, env).exit_code == 0
+
+
+@pytest.mark.parametrize(("value", "message"), [("bm90LWJhc2U2NA", "not valid base64"), ("c2hvcnQ=", "32 bytes")])
+def test_malformed_state_key_is_a_clear_error(setup, value: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    """A malformed RECONCILER_STATE_KEY is a one-line error before any authorization."""
+    sandbox, directory, write, browser = setup
+    write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"]))
+    result = run(APPLY, {**ENV, "RECONCILER_STATE_KEY": value})
+    assert result.exit_code == 1 and message in result.stderr and "Traceback" not in result.stderr
+    assert browser.opened == []
