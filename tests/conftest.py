@@ -56,3 +56,31 @@ def sandbox() -> Iterator[SandboxServer]:
     """A sandbox provider serving on a free 127.0.0.1 port for the test's duration."""
     with SandboxServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A real PostgreSQL 15 started for this test session on a free 127.0.0.1 port, stopped afterwards."""
+    from tests.postgres_server import PostgresServer
+    from tests.sandbox_support import free_port
+
+    server = PostgresServer(free_port()).start()
+    try:
+        yield server.dsn
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_database(postgres_dsn: str) -> Iterator[str]:
+    """A fresh, empty database on the session's server; its DSN."""
+    import uuid
+
+    import psycopg
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield postgres_dsn.replace("dbname=postgres", f"dbname={name}")
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")

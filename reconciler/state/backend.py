@@ -13,7 +13,7 @@ import socket
 import uuid
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from reconciler.state.model import StateDocument
 
@@ -65,3 +65,12 @@ class StateBackend(Protocol):
 
     def lock(self, operation: str, *, timeout: float = 0.0) -> AbstractContextManager[LockInfo]:
         """Hold the state lock for `operation`; raise `StateLockedError` naming the holder on contention."""
+
+    def import_document(self, doc: StateDocument) -> None:
+        """Store `doc` with its own serial (moving state between backends). Lock held."""
+
+    def force_unlock(self, lock_id: str) -> str:
+        """Release the lock `lock_id` whose holder is stuck; returns who held it."""
+
+    def credential_store(self) -> Any:
+        """The sealed credentials of this state."""

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
@@ -78,6 +78,20 @@ class SealedRecord(BaseModel):
     pending: Blob | None = None
 
 
+class CredentialStore(Protocol):
+    """Where sealed credential records live (local files or PostgreSQL rows)."""
+
+    def get(self, address: str) -> SealedRecord | None: ...
+
+    def put(self, address: str, tokens: Blob | None, pending: Blob | None, *, expected_generation: int | None) -> int: ...
+
+    def put_record(self, address: str, record: SealedRecord) -> None: ...
+
+    def delete(self, address: str) -> None: ...
+
+    def addresses(self) -> list[str]: ...
+
+
 class LocalCredentialStore:
     """`<dir>/<env>.credentials/<address>.json`, one `SealedRecord` per address."""
 
@@ -119,6 +133,11 @@ class LocalCredentialStore:
                 raise StateError(f"cannot write credentials of {address}: {exc.strerror}") from None
             return record.generation
 
+    def put_record(self, address: str, record: SealedRecord) -> None:
+        """Store a record as it is (for `state push`)."""
+        with self._guard():
+            _atomic_write(self._path(address), record.model_dump_json(exclude_none=True).encode())
+
     def delete(self, address: str) -> None:
         with self._guard():
             self._path(address).unlink(missing_ok=True)
@@ -133,7 +152,7 @@ class Vault:
     """Seals and opens credentials of one state (lineage + environment). Each blob is bound to its address and
     to the client id it was issued to, so tokens and a pending re-authorization for a new client coexist."""
 
-    def __init__(self, store: LocalCredentialStore, key: StateKey, *, lineage: str, environment: str) -> None:
+    def __init__(self, store: CredentialStore, key: StateKey, *, lineage: str, environment: str) -> None:
         self.store, self.key, self.lineage, self.environment = store, key, lineage, environment
 
     def _aad(self, address: str, client_id: str, part: str) -> bytes:

@@ -121,6 +121,50 @@ class LocalBackend:
         finally:
             os.close(fd)
 
+    def import_document(self, doc: StateDocument) -> None:
+        """Store `doc` as it is (same serial), for `state push`: only over nothing, or an older serial of the same
+        lineage. Call with the lock held."""
+        current = self.read()
+        if current is not None and (current.lineage != doc.lineage or current.serial > doc.serial):
+            raise StaleStateError(
+                f"{self._display}: holds lineage {current.lineage} serial {current.serial}; refusing to replace it"
+            )
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if current is not None:
+            _atomic_write(self.backup_path, self.path.read_bytes())
+        _atomic_write(self.path, encode_state(doc))
+
+    def force_unlock(self, lock_id: str) -> str:
+        """Clear lock information left behind. A live holder keeps its OS lock: stop that process instead."""
+        if not self.lock_path.exists():
+            raise StateError(f"state {self._display} is not locked")
+        fd = os.open(self.lock_path, os.O_RDWR)
+        try:
+            holder = self._holder(fd)
+            try:
+                data = json.loads(os.pread(fd, 4096, 0) or b"{}")
+            except ValueError:
+                data = {}
+            if data.get("id") != lock_id:
+                raise StateError(f"state {self._display}: the lock is {data.get('id') or 'not held'}, not {lock_id}")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise StateLockedError(
+                    f"state {self._display} is {holder}, and that process is alive",
+                    hint="stop it: the kernel releases a local lock the moment its holder exits",
+                ) from None
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return holder
+        finally:
+            os.close(fd)
+
+    def credential_store(self):  # type: ignore[no-untyped-def]
+        from reconciler.state.credentials import LocalCredentialStore
+
+        return LocalCredentialStore(self.directory, self.environment)
+
     def _holder(self, fd: int) -> str:
         try:
             data = json.loads(os.pread(fd, 4096, 0) or b"{}")

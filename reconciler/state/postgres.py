@@ -1,0 +1,353 @@
+"""Shared state in PostgreSQL: one row per environment, compare-and-swap on `serial`, session advisory locks.
+
+Owns: the tables (created on first use), the document row and its one-version backup, sealed credential rows
+(compare-and-swap on `generation`), and the lock: a *session* advisory lock on a dedicated connection, so a crashed
+or killed process never leaves a stuck lock (the server releases it with the session). Needs a direct connection,
+not a transaction pooler. Must not: know the configuration or the plan; put a DSN (it may hold a password) in a
+message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from reconciler.errors import StaleStateError, StateError, StateLockedError
+from reconciler.state.backend import LockInfo
+from reconciler.state.credentials import Blob, SealedRecord
+from reconciler.state.model import StateDocument, decode_state, encode_state
+
+__all__ = ["PostgresBackend", "PostgresCredentialStore"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS reconciler_state (
+    environment text PRIMARY KEY,
+    lineage text NOT NULL,
+    serial bigint NOT NULL,
+    document text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS reconciler_state_backup (
+    environment text PRIMARY KEY,
+    serial bigint NOT NULL,
+    document text NOT NULL,
+    saved_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS reconciler_credentials (
+    environment text NOT NULL,
+    address text NOT NULL,
+    generation bigint NOT NULL,
+    tokens jsonb,
+    pending jsonb,
+    PRIMARY KEY (environment, address)
+);
+CREATE TABLE IF NOT EXISTS reconciler_locks (
+    environment text PRIMARY KEY,
+    info jsonb NOT NULL,
+    backend_pid integer NOT NULL
+);
+"""
+
+
+def _psycopg():  # type: ignore[no-untyped-def]
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - a dependency of the package
+        raise StateError("the postgres backend needs psycopg (pip install 'psycopg[binary]')") from None
+    return psycopg
+
+
+def _connect(dsn: str, where: str):  # type: ignore[no-untyped-def]
+    psycopg = _psycopg()
+    try:
+        return psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+    except psycopg.Error as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = reason.replace(dsn, "<dsn>")
+        raise StateError(f"{where}: cannot connect to PostgreSQL ({_scrub(reason)})") from None
+
+
+def _scrub(text: str) -> str:
+    """Connection errors can echo parts of the DSN; keep only the server's reason."""
+    import re
+
+    return re.sub(r"password=\S+|://[^@\s]+@", "<redacted>", text)
+
+
+def _lock_key(environment: str) -> int:
+    digest = hashlib.sha256(f"reconciler-state-lock:{environment}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class PostgresBackend:
+    """One environment's state in PostgreSQL."""
+
+    def __init__(self, dsn: str, environment: str) -> None:
+        self._dsn = dsn
+        self.environment = environment
+        self._where = f"postgres state '{environment}'"
+        self._conn: Any = None  # the lock's session while the lock is held
+        self._held: LockInfo | None = None
+        self._schema_ready = False
+
+    def describe(self) -> str:
+        return self._where
+
+    @contextmanager
+    def _session(self) -> Iterator[Any]:
+        if self._conn is not None:
+            yield self._conn
+            return
+        conn = _connect(self._dsn, self._where)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def _ensure_schema(self, conn: Any) -> None:
+        if not self._schema_ready:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("reconciler-schema"),))
+                conn.execute(SCHEMA)
+            self._schema_ready = True
+
+    def _run(self, work: Any) -> Any:
+        psycopg = _psycopg()
+        with self._session() as conn:
+            try:
+                self._ensure_schema(conn)
+                return work(conn)
+            except psycopg.Error as exc:
+                raise StateError(f"{self._where}: database error ({type(exc).__name__})") from None
+
+    # -- document ----------------------------------------------------------------------------------------------
+
+    def read(self) -> StateDocument | None:
+        def work(conn: Any) -> StateDocument | None:
+            row = conn.execute(
+                "SELECT document FROM reconciler_state WHERE environment = %s", (self.environment,)
+            ).fetchone()
+            return decode_state(row[0].encode(), self._where) if row else None
+
+        return self._run(work)  # type: ignore[no-any-return]
+
+    def write(self, doc: StateDocument, *, expected_serial: int | None) -> StateDocument:
+        if self._held is None:
+            raise StateError("state write attempted without holding the lock (a bug)")
+        if doc.environment != self.environment:
+            raise StateError(f"{self._where}: refusing to write environment '{doc.environment}' here")
+
+        def work(conn: Any) -> StateDocument:
+            with conn.transaction():
+                row = conn.execute(
+                    "SELECT lineage, serial, document FROM reconciler_state WHERE environment = %s FOR UPDATE",
+                    (self.environment,),
+                ).fetchone()
+                if row is None:
+                    if expected_serial is not None:
+                        raise StaleStateError(f"{self._where}: state disappeared (expected serial {expected_serial})")
+                    new = doc.model_copy(update={"serial": doc.serial + 1})
+                    conn.execute(
+                        "INSERT INTO reconciler_state (environment, lineage, serial, document) VALUES (%s, %s, %s, %s)",
+                        (self.environment, new.lineage, new.serial, encode_state(new).decode()),
+                    )
+                    return new
+                lineage, serial, document = row
+                if expected_serial is None:
+                    raise StaleStateError(f"{self._where}: state was created meanwhile (serial {serial})")
+                if lineage != doc.lineage:
+                    raise StaleStateError(f"{self._where}: lineage {lineage} differs from {doc.lineage}")
+                if serial != expected_serial:
+                    raise StaleStateError(
+                        f"{self._where}: serial moved from {expected_serial} to {serial} (another writer)"
+                    )
+                current = decode_state(document.encode(), self._where)
+                if current.resources == doc.resources:
+                    return current
+                new = doc.model_copy(update={"serial": serial + 1})
+                conn.execute(
+                    "INSERT INTO reconciler_state_backup (environment, serial, document) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (environment) DO UPDATE SET serial = EXCLUDED.serial, "
+                    "document = EXCLUDED.document, saved_at = now()",
+                    (self.environment, serial, document),
+                )
+                updated = conn.execute(
+                    "UPDATE reconciler_state SET serial = %s, document = %s, updated_at = now() "
+                    "WHERE environment = %s AND serial = %s AND lineage = %s",
+                    (new.serial, encode_state(new).decode(), self.environment, serial, lineage),
+                )
+                if updated.rowcount != 1:
+                    raise StaleStateError(f"{self._where}: serial moved during the write (another writer)")
+                return new
+
+        return self._run(work)  # type: ignore[no-any-return]
+
+    def import_document(self, doc: StateDocument) -> None:
+        """Store `doc` as it is (same serial), for `state push`: only over nothing, or an older serial of the same
+        lineage. Call with the lock held."""
+
+        def work(conn: Any) -> None:
+            with conn.transaction():
+                row = conn.execute(
+                    "SELECT lineage, serial FROM reconciler_state WHERE environment = %s FOR UPDATE",
+                    (self.environment,),
+                ).fetchone()
+                if row is not None and (row[0] != doc.lineage or row[1] > doc.serial):
+                    raise StaleStateError(
+                        f"{self._where}: holds lineage {row[0]} serial {row[1]}; refusing to replace it"
+                    )
+                conn.execute(
+                    "INSERT INTO reconciler_state (environment, lineage, serial, document) VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT (environment) DO UPDATE SET lineage = EXCLUDED.lineage, serial = EXCLUDED.serial, "
+                    "document = EXCLUDED.document, updated_at = now()",
+                    (self.environment, doc.lineage, doc.serial, encode_state(doc).decode()),
+                )
+
+        self._run(work)
+
+    # -- lock --------------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def lock(self, operation: str, *, timeout: float = 0.0) -> Iterator[LockInfo]:
+        psycopg = _psycopg()
+        conn = _connect(self._dsn, self._where)
+        try:
+            self._ensure_schema(conn)
+            key = _lock_key(self.environment)
+            deadline = time.monotonic() + timeout
+            while not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+                if time.monotonic() >= deadline:
+                    raise StateLockedError(
+                        f"{self._where} is locked: {self._holder(conn)}",
+                        hint="wait and retry, pass --lock-timeout, or force-unlock if that process is stuck",
+                    )
+                time.sleep(0.1)
+            info = LockInfo.for_current_process(operation)
+            backend_pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+            conn.execute(
+                "INSERT INTO reconciler_locks (environment, info, backend_pid) VALUES (%s, %s, %s) "
+                "ON CONFLICT (environment) DO UPDATE SET info = EXCLUDED.info, backend_pid = EXCLUDED.backend_pid",
+                (self.environment, json.dumps(info.as_dict()), backend_pid),
+            )
+            self._conn, self._held = conn, info
+            try:
+                yield info
+            finally:
+                self._conn, self._held = None, None
+                try:
+                    conn.execute("DELETE FROM reconciler_locks WHERE environment = %s", (self.environment,))
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                except psycopg.Error:
+                    pass  # closing the session releases the lock anyway
+        except psycopg.Error as exc:
+            raise StateError(f"{self._where}: database error while locking ({type(exc).__name__})") from None
+        finally:
+            conn.close()
+
+    def _holder(self, conn: Any) -> str:
+        row = conn.execute("SELECT info FROM reconciler_locks WHERE environment = %s", (self.environment,)).fetchone()
+        if row is None:
+            return "held by another session (no holder information)"
+        data = row[0] if isinstance(row[0], dict) else json.loads(row[0])
+        return LockInfo(**data).describe()
+
+    def force_unlock(self, lock_id: str) -> str:
+        """End the session holding the lock `lock_id` (its process is stuck); returns who held it."""
+
+        def work(conn: Any) -> str:
+            row = conn.execute(
+                "SELECT info, backend_pid FROM reconciler_locks WHERE environment = %s", (self.environment,)
+            ).fetchone()
+            if row is None:
+                raise StateError(f"{self._where} is not locked")
+            data = row[0] if isinstance(row[0], dict) else json.loads(row[0])
+            info = LockInfo(**data)
+            if info.id != lock_id:
+                raise StateError(f"{self._where}: the lock is {info.id}, not {lock_id}")
+            conn.execute("SELECT pg_terminate_backend(%s)", (row[1],))
+            conn.execute("DELETE FROM reconciler_locks WHERE environment = %s", (self.environment,))
+            return info.describe()
+
+        return self._run(work)  # type: ignore[no-any-return]
+
+    def credential_store(self) -> PostgresCredentialStore:
+        return PostgresCredentialStore(self)
+
+
+class PostgresCredentialStore:
+    """Sealed credential rows, one per (environment, address), compare-and-swap on generation."""
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self.backend = backend
+        self.environment = backend.environment
+
+    def get(self, address: str) -> SealedRecord | None:
+        def work(conn: Any) -> SealedRecord | None:
+            row = conn.execute(
+                "SELECT generation, tokens, pending FROM reconciler_credentials WHERE environment = %s AND address = %s",
+                (self.environment, address),
+            ).fetchone()
+            return SealedRecord(generation=row[0], tokens=row[1], pending=row[2]) if row else None
+
+        return self.backend._run(work)  # type: ignore[no-any-return]
+
+    def put(self, address: str, tokens: Blob | None, pending: Blob | None, *, expected_generation: int | None) -> int:
+        def work(conn: Any) -> int:
+            payload = (json.dumps(tokens) if tokens else None, json.dumps(pending) if pending else None)
+            if expected_generation is None:
+                cursor = conn.execute(
+                    "INSERT INTO reconciler_credentials (environment, address, generation, tokens, pending) "
+                    "VALUES (%s, %s, 1, %s, %s) ON CONFLICT DO NOTHING",
+                    (self.environment, address, *payload),
+                )
+                generation = 1
+            else:
+                generation = expected_generation + 1
+                cursor = conn.execute(
+                    "UPDATE reconciler_credentials SET generation = %s, tokens = %s, pending = %s "
+                    "WHERE environment = %s AND address = %s AND generation = %s",
+                    (generation, *payload, self.environment, address, expected_generation),
+                )
+            if cursor.rowcount != 1:
+                raise StaleStateError(f"credentials of {address} changed meanwhile")
+            return generation
+
+        return self.backend._run(work)  # type: ignore[no-any-return]
+
+    def put_record(self, address: str, record: SealedRecord) -> None:
+        """Store a record as it is (for `state push`)."""
+
+        def work(conn: Any) -> None:
+            conn.execute(
+                "INSERT INTO reconciler_credentials (environment, address, generation, tokens, pending) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (environment, address) DO UPDATE SET "
+                "generation = EXCLUDED.generation, tokens = EXCLUDED.tokens, pending = EXCLUDED.pending",
+                (
+                    self.environment,
+                    address,
+                    record.generation,
+                    json.dumps(record.tokens) if record.tokens else None,
+                    json.dumps(record.pending) if record.pending else None,
+                ),
+            )
+
+        self.backend._run(work)
+
+    def delete(self, address: str) -> None:
+        self.backend._run(
+            lambda conn: conn.execute(
+                "DELETE FROM reconciler_credentials WHERE environment = %s AND address = %s", (self.environment, address)
+            )
+        )
+
+    def addresses(self) -> list[str]:
+        rows = self.backend._run(
+            lambda conn: conn.execute(
+                "SELECT address FROM reconciler_credentials WHERE environment = %s ORDER BY address", (self.environment,)
+            ).fetchall()
+        )
+        return [row[0] for row in rows]
