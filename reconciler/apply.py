@@ -9,6 +9,7 @@ never prints or prompts (the consent step it is given may). Side effects come in
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -21,7 +22,7 @@ from reconciler.auth.flows import AuthorizationRequest, Flow, FlowSettings, make
 from reconciler.auth.verify import verify_token
 from reconciler.catalog import Catalog, Connector
 from reconciler.config.desired import DesiredInstallation, DesiredState
-from reconciler.errors import ReconcilerError, StaleStateError
+from reconciler.errors import ReconcilerError, StaleStateError, StateError
 from reconciler.plan import Action, Plan, ResourceChange
 from reconciler.planner import PENDING_LIFETIME, target_digest
 from reconciler.state.backend import StateBackend
@@ -206,9 +207,17 @@ class _Run:
         for message in verification.warnings:
             self.warn(address, message)
         now = self.services.now()
+        # Two phases, so that a crash anywhere leaves tokens the document's client id opens: stage the new tokens
+        # beside the current ones, write the document, then promote them.
         sealed = self.vault.record(address)
         blob = self.vault.seal_tokens(address, installation.client_id, tokens)
-        self.vault.put(address, blob, None, expected_generation=_generation(sealed))
+        staged = self.vault.put(
+            address,
+            sealed.tokens if sealed else None,
+            sealed.pending if sealed else None,
+            staged=blob,
+            expected_generation=_generation(sealed),
+        )
         record = installation_record(
             installation,
             granted=granted,
@@ -217,6 +226,7 @@ class _Run:
             authorized_by=verification.user,
         ).model_copy(update={"verified_at": now})
         self.save(self.doc.with_record(address, record))
+        self.vault.put(address, blob, None, expected_generation=staged)
         self.result.completed.append(address)
         self.hooks.step(address, f"authorized (granted: {', '.join(granted) or 'none'})")
 
@@ -226,17 +236,25 @@ class _Run:
         record = self.installation_record(address)
         assert record is not None
         sealed = self.vault.record(address)
-        if sealed is None or sealed.tokens is None:
+        if sealed is None or (sealed.tokens is None and sealed.staged is None):
             raise ApplyError(f"{address}: no tokens recorded", hint=f"re-authorize with --replace {address}")
-        tokens = self.vault.open_tokens(address, record.client_id, sealed.tokens)
+        tokens = self.vault.current_tokens(address, record.client_id, sealed)
         now = self.services.now()
         generation = sealed.generation
 
         def refresh() -> TokenSet:
             nonlocal generation
-            fresh = self.flow(installation).refresh(tokens)
+            try:
+                fresh = self.flow(installation).refresh(tokens)
+            except ProviderError as exc:
+                if exc.category != "grant":
+                    raise
+                raise ApplyError(
+                    f"{address}: the refresh token was rejected ({exc.message})",
+                    hint=f"this installation must sign in again: reconciler apply --replace {address}",
+                ) from None
             blob = self.vault.seal_tokens(address, record.client_id, fresh)
-            generation = self.vault.put(address, blob, sealed.pending, expected_generation=generation)  # store at once
+            generation = _store_rotated(self.vault, address, blob, sealed.pending, generation)
             return fresh
 
         if tokens.expires_at is not None and tokens.expires_at <= now + REFRESH_MARGIN:
@@ -269,6 +287,24 @@ class _Run:
         self.save(self.doc.with_record(address, updated))
         self.result.completed.append(address)
         self.hooks.step(address, "updated and verified")
+
+
+def _store_rotated(vault: Vault, address: str, blob: dict[str, str], pending: object, generation: int) -> int:
+    """Store a rotated refresh token at once: the provider already invalidated the previous one, so a failed write
+    is retried before it is given up (and then the installation has to sign in again)."""
+    for attempt in range(4):
+        try:
+            return vault.put(address, blob, pending, expected_generation=generation)  # type: ignore[arg-type]
+        except StaleStateError:
+            raise
+        except StateError:
+            if attempt == 3:
+                raise ApplyError(
+                    f"{address}: the provider rotated the refresh token and it could not be stored",
+                    hint=f"free the disk, then re-authorize: reconciler apply --replace {address}",
+                ) from None
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def _generation(sealed: object) -> int | None:

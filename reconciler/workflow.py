@@ -57,19 +57,68 @@ def plan_config(config_dir: Path, *, environ: Mapping[str, str], now: dt.datetim
 # -- apply and authorize ---------------------------------------------------------------------------------------
 
 
-def state_key(config_dir: Path, loaded: LoadedConfig, environ: Mapping[str, str], *, create: bool, environment: str = DEFAULT_ENVIRONMENT):  # type: ignore[no-untyped-def]
-    """The state key (see `reconciler.crypto`): from the environment, or the local key file beside the state."""
-    from reconciler.crypto import load_state_key
+def open_vault(  # type: ignore[no-untyped-def]
+    backend: StateBackend,
+    key_dir: Path | None,
+    environ: Mapping[str, str],
+    *,
+    lineage: str,
+    environment: str,
+    on_key_created: Callable[[str], None],
+):
+    """The vault of a state: its credential store and the state key, checked against what is already sealed.
 
-    directory = config_dir / loaded.root.backend.path
+    A key that is not the one the existing credentials were sealed with is refused before anything is written,
+    and no key is generated for a state that already holds sealed credentials (its key file is lost)."""
+    from reconciler.crypto import StateKeyError, load_state_key
+    from reconciler.state.credentials import Vault
+
+    store = backend.credential_store()
+    sealed_kid = _sealed_key_id(store)
     key = load_state_key(
-        environ, key_file=directory / f"{environment}.key", salt_file=directory / f"{environment}.kdf.json", create=create
+        environ,
+        key_file=(key_dir or Path(".")) / f"{environment}.key",
+        salt_file=(key_dir or Path(".")) / f"{environment}.kdf.json",
+        create=sealed_kid is None,
+        allow_key_file=key_dir is not None,
     )
-    if key is not None and key.created:
-        ignore = directory / ".gitignore"
-        if not ignore.exists():
-            ignore.write_text("# state keys never go into git\n*.key\n")
-    return key
+    if key is None and environ.get("RECONCILER_STATE_PASSPHRASE"):
+        raise StateKeyError(
+            f"{backend.describe()}: credentials are sealed with key id {sealed_kid}, not with a passphrase "
+            "(there is no passphrase salt beside the state)",
+            hint="use the key the state was written with; nothing was changed",
+        )
+    if key is None:
+        raise StateKeyError(
+            f"{backend.describe()} holds sealed credentials, but there is no state key",
+            hint=f"set RECONCILER_STATE_KEY or RECONCILER_STATE_PASSPHRASE, or restore {key_dir}/{environment}.key",
+        )
+    if sealed_kid is not None and sealed_kid != key.key_id:
+        raise StateKeyError(
+            f"{backend.describe()}: credentials are sealed with key id {sealed_kid}, but the current state key "
+            f"(from {key.source}) is {key.key_id}",
+            hint="use the key the state was written with; nothing was changed",
+        )
+    if key.created and key_dir is not None:
+        _git_ignore_keys(key_dir)
+        on_key_created(key.source)
+    return Vault(store, key, lineage=lineage, environment=environment)
+
+
+def _sealed_key_id(store) -> str | None:  # type: ignore[no-untyped-def]
+    for address in store.addresses()[:1]:
+        record = store.get(address)
+        blob = (record.tokens or record.pending) if record else None
+        if blob:
+            return str(blob.get("kid"))
+    return None
+
+
+def _git_ignore_keys(directory: Path) -> None:
+    ignore = directory / ".gitignore"
+    lines = ignore.read_text().splitlines() if ignore.exists() else ["# state keys never go into git"]
+    if "*.key" not in lines:
+        ignore.write_text("\n".join([*lines, "*.key"]) + "\n")
 
 
 def services_for(  # type: ignore[no-untyped-def]
@@ -84,18 +133,15 @@ def services_for(  # type: ignore[no-untyped-def]
     on_key_created,
     environment: str = DEFAULT_ENVIRONMENT,
 ):
-    """The executor's side effects for this configuration (the key is created lazily, on the first seal)."""
+    """The executor's side effects for this configuration (the key is checked or created on first use)."""
     from reconciler.apply import Services
-    from reconciler.catalog import load_catalog
-    from reconciler.state.credentials import LocalCredentialStore, Vault
 
-    directory = config_dir / loaded.root.backend.path
+    key_dir = config_dir / loaded.root.backend.path if isinstance(backend, LocalBackend) else None
 
-    def vault_for(lineage: str) -> Vault:
-        key = state_key(config_dir, loaded, environ, create=True, environment=environment)
-        if key.created:
-            on_key_created(key.source)
-        return Vault(LocalCredentialStore(directory, environment), key, lineage=lineage, environment=environment)
+    def vault_for(lineage: str):  # type: ignore[no-untyped-def]
+        return open_vault(
+            backend, key_dir, environ, lineage=lineage, environment=environment, on_key_created=on_key_created
+        )
 
     return Services(backend=backend, vault_for=vault_for, http=http, consent=consent, now=clock, catalog=load_catalog())
 

@@ -321,3 +321,98 @@ def test_malformed_state_key_is_a_clear_error(setup, value: str, message: str) -
     result = run(APPLY, {**ENV, "RECONCILER_STATE_KEY": value})
     assert result.exit_code == 1 and message in result.stderr and "Traceback" not in result.stderr
     assert browser.opened == []
+
+
+def test_wrong_key_is_refused_before_any_authorization(setup) -> None:  # type: ignore[no-untyped-def]
+    """With sealed credentials present, another key is refused before a new installation is authorized or written."""
+    sandbox, directory, write, browser = setup
+    write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"]))
+    assert run(APPLY, ENV).exit_code == 0
+    write(
+        installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"])
+        + installation("globex", "ado", "legacy", "globex", "Operations", ["vso.work_full"])
+    )
+    before = all_text_under(directory / "state")
+    result = run(APPLY, {**ENV, "RECONCILER_STATE_PASSPHRASE": "a typo"})
+    assert result.exit_code == 1 and "credentials are sealed with key id" in result.stderr
+    assert "internal error" not in result.stderr
+    assert all_text_under(directory / "state") == before and len(browser.opened) == 1
+
+
+def test_lost_key_file_is_not_silently_replaced(setup) -> None:  # type: ignore[no-untyped-def]
+    """If the generated key file disappears, apply refuses instead of generating a new key over sealed tokens."""
+    sandbox, directory, write, browser = setup
+    write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.project"]))
+    assert run(APPLY, ENV).exit_code == 0
+    (directory / "state" / "default.key").unlink()
+    write(installation("acme", "ado", "legacy", "acme-org", "Web", ["vso.work_full", "vso.project"]))
+    result = run(APPLY, ENV)
+    assert result.exit_code == 1 and "there is no state key" in result.stderr
+    assert not (directory / "state" / "default.key").exists()
+
+
+def test_key_file_is_git_ignored_even_with_an_existing_gitignore(setup) -> None:  # type: ignore[no-untyped-def]
+    """A state directory's own .gitignore gains `*.key` when the key file is generated."""
+    sandbox, directory, write, browser = setup
+    (directory / "state").mkdir()
+    (directory / "state" / ".gitignore").write_text("*.backup\n")
+    write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"]))
+    result = run(APPLY, ENV)
+    assert result.exit_code == 0 and "created the state key" in result.stderr
+    assert (directory / "state" / ".gitignore").read_text().splitlines() == ["*.backup", "*.key"]
+
+
+def test_crash_between_staged_tokens_and_document_keeps_working_tokens(setup, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A re-authorization to a new client that dies after staging its tokens but before the document write leaves
+    the old tokens usable; one that dies after the document but before promotion uses the staged tokens."""
+    from reconciler.state.local import LocalBackend
+
+    sandbox, directory, write, browser = setup
+    write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.project"]))
+    assert run(APPLY, ENV).exit_code == 0
+    write(installation("acme", "ado", "entra", "acme-org", "Platform", ["vso.work_full", "vso.project"]))
+    real_write = LocalBackend.write
+
+    def dying_write(self, doc, *, expected_serial):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt  # the process dies here
+
+    monkeypatch.setattr(LocalBackend, "write", dying_write)
+    assert run(APPLY, ENV).exit_code == 1
+    monkeypatch.setattr(LocalBackend, "write", real_write)
+    record = _state(directory)["resources"]["installation.acme.ado"]
+    assert record["partner"] == "legacy"  # the document still names the old client
+    write(installation("acme", "ado", "legacy", "acme-org", "Web", ["vso.work_full", "vso.project"]))
+    assert run(APPLY, ENV).exit_code == 0  # an update opens the old tokens
+
+    from reconciler.state.credentials import Vault
+
+    write(installation("acme", "ado", "entra", "acme-org", "Web", ["vso.work_full", "vso.project"]))
+    real_put = Vault.put
+    calls = []
+
+    def put_then_die(self, address, tokens, pending, *, expected_generation, staged=None):  # type: ignore[no-untyped-def]
+        calls.append(staged is not None)
+        if len(calls) == 2:  # the promotion after the document write
+            raise KeyboardInterrupt
+        return real_put(self, address, tokens, pending, expected_generation=expected_generation, staged=staged)
+
+    monkeypatch.setattr(Vault, "put", put_then_die)
+    assert run(APPLY, ENV).exit_code == 1
+    monkeypatch.setattr(Vault, "put", real_put)
+    assert _state(directory)["resources"]["installation.acme.ado"]["client_id"] == "22222222-3333-4444-8555-entraapp0001"
+    sandbox.provider.expire()
+    write(installation("acme", "ado", "entra", "acme-org", "Platform", ["vso.work_full", "vso.project"]))
+    result = run(APPLY, ENV)
+    assert result.exit_code == 0, result.stderr  # the staged tokens open with the new client, and refresh works
+
+
+def test_revoked_token_on_update_says_sign_in_again(setup) -> None:  # type: ignore[no-untyped-def]
+    """A revoked grant: the update's check fails, the refresh is rejected, and the error says to re-authorize."""
+    sandbox, directory, write, browser = setup
+    write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.project"]))
+    assert run(APPLY, ENV).exit_code == 0
+    sandbox.provider.revoke()
+    write(installation("acme", "ado", "legacy", "acme-org", "Web", ["vso.work_full", "vso.project"]))
+    result = run(APPLY, ENV)
+    assert result.exit_code == 1
+    assert "refresh token was rejected" in result.stderr and "--replace installation.acme.ado" in result.stderr

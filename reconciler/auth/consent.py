@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import errno
 import hmac
+import socket
 import threading
 import webbrowser
 from collections.abc import Callable
@@ -35,6 +37,10 @@ class ConsentStep(Protocol):
         """The authorization code for `request` (label names the installation to the user)."""
 
 
+class StateMismatch(ConsentError):
+    """The callback's `state` is not the one this authorization sent: stale, or forged."""
+
+
 def parse_callback(answer: str, request: AuthorizationRequest) -> str:
     """The code from a callback URL (or a bare code, PKCE only); state checked, `error=` reported."""
     answer = answer.strip()
@@ -48,8 +54,8 @@ def parse_callback(answer: str, request: AuthorizationRequest) -> str:
         return answer
     query = parse_qs(urlsplit(answer).query if "?" in answer else answer)
     state = (query.get("state") or [""])[0]
-    if not hmac.compare_digest(state, request.state.get_secret_value()):
-        raise ConsentError("the answer's state does not match this authorization (a stale or forged redirect)")
+    if not hmac.compare_digest(state.encode(), request.state.get_secret_value().encode()):
+        raise StateMismatch("the answer's state does not match this authorization (a stale or forged redirect)")
     if "error" in query:
         error = query["error"][0]
         description = (query.get("error_description") or [""])[0]
@@ -70,6 +76,26 @@ def loopback_target(redirect_uri: str) -> tuple[int, str] | None:
     return None
 
 
+def _reserve_ipv6(port: int) -> socket.socket | None:
+    """For a `localhost` redirect a browser may try [::1] first: hold that port (bound, not listening) so no other
+    process can take the code there; the browser falls back to 127.0.0.1, where the receiver listens."""
+    try:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    except OSError:
+        return None  # no IPv6 on this machine: nothing to reserve
+    try:
+        sock.bind(("::1", port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return None
+        raise ConsentError(
+            f"another process listens on [::1]:{port}, where a browser may send the redirect for localhost",
+            hint="use a http://127.0.0.1:<port>/ redirect URI, or --auth-mode paste",
+        ) from None
+    return sock
+
+
 @dataclass
 class _Outcome:
     code: str | None = None
@@ -86,6 +112,8 @@ class LoopbackReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = 5  # an idle connection (a browser's speculative pre-connect) must not block the real one
+
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the query holds a code
                 return
 
@@ -123,10 +151,10 @@ class LoopbackReceiver:
             return self._reply(handler, 404, "Not found", "This is not the authorization callback.")
         try:
             code = parse_callback(handler.path, self.request)
+        except StateMismatch:
+            self.report(f"refused a redirect with the wrong state on 127.0.0.1:{self.server.server_port}")
+            return self._reply(handler, 400, "Refused", "This answer does not belong to the pending sign-in.")
         except ConsentError as exc:
-            if "state" in str(exc):
-                self.report(f"refused a redirect with the wrong state on 127.0.0.1:{self.server.server_port}")
-                return self._reply(handler, 400, "Refused", "This answer does not belong to the pending sign-in.")
             self.outcome.error = exc
             self._reply(handler, 200, "Authorization not granted", "You may close this window.")
         else:
@@ -141,7 +169,10 @@ class LoopbackReceiver:
 
     def wait(self, timeout: float) -> str:
         if not self.done.wait(timeout):
-            raise ConsentError(f"no authorization arrived within {timeout:g} s", hint="retry, or raise --auth-timeout")
+            raise ConsentError(
+                f"no authorization arrived within {timeout:g} s",
+                hint="retry, raise --auth-timeout, or use --auth-mode paste (e.g. over SSH)",
+            )
         if self.outcome.error is not None:
             raise self.outcome.error
         assert self.outcome.code is not None
@@ -185,10 +216,17 @@ class BrowserConsent:
             self.report(f"the redirect URI {request.redirect_uri} is not a loopback address: paste mode")
             return self.paste.obtain(request, label)
         port, path = target
-        with LoopbackReceiver(port, path, request, self.report) as receiver:
-            self.announce(label, request.url)
-            try:
-                (self.open_url or webbrowser.open)(request.url)
-            except Exception:  # noqa: BLE001 - no browser is fine: the URL is printed
-                self.report("could not open a browser; open the URL above yourself")
-            return receiver.wait(self.timeout)
+        reserved = _reserve_ipv6(port) if urlsplit(request.redirect_uri).hostname == "localhost" else None
+        try:
+            with LoopbackReceiver(port, path, request, self.report) as receiver:
+                self.announce(label, request.url)
+                try:
+                    opened = (self.open_url or webbrowser.open)(request.url)
+                except Exception:  # noqa: BLE001 - no browser is fine: the URL is printed
+                    opened = False
+                if opened is False:
+                    self.report("could not open a browser; open the URL above yourself")
+                return receiver.wait(self.timeout)
+        finally:
+            if reserved is not None:
+                reserved.close()

@@ -45,8 +45,14 @@ def verify_token(
             raise transient(f"{name} check at {api_url}", exc) from None
         content_type = response.headers.get("content-type", "")
         if response.status_code == 200 and "json" in content_type:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):
+                raise ProviderError(f"{name} check: the provider answered with unusable JSON", category="protocol")
             if name == "organization":
-                user = response.json().get("authenticatedUser", {})
+                user = body.get("authenticatedUser", {})
                 result.user = user.get("providerDisplayName") if isinstance(user, dict) else None
             continue
         allowed = not check.needs_any or any(scope in granted for scope in check.needs_any)

@@ -98,7 +98,6 @@ class Grant:
             "revoked": self.revoked,
             "access_expires_at": self.access_expires_at.isoformat(),
             "refreshes": self.refreshes,
-            "access_token": self.access_token,
         }
 
 
@@ -218,6 +217,9 @@ class Provider:
                 raise ValueError("PKCE with code_challenge_method=S256 is required")
             raw = params.get("scope", "").split()
             offline = "offline_access" in raw
+            bare = [s for s in raw if s not in ENTRA_EXTRA and not s.startswith(ADO_RESOURCE)]
+            if bare:  # Entra knows Azure DevOps scopes only with the resource prefix
+                raise ValueError(f"AADSTS70011: invalid scope {bare[0]} (expected {ADO_RESOURCE}{bare[0]})")
             requested = [s.removeprefix(ADO_RESOURCE) for s in raw if s not in ENTRA_EXTRA]
             challenge = params["code_challenge"]
         consent = Consent(secrets.token_urlsafe(16), app, params["state"], requested, redirect, challenge, offline)
@@ -305,6 +307,8 @@ class Provider:
             if form.get("client_secret") != app.client_secret:
                 raise OAuthFailure("invalid_client", "AADSTS7000215: Invalid client secret provided.", 401, 7000215)
             grant_type = form.get("grant_type")
+            if not form.get("scope"):
+                raise OAuthFailure("invalid_request", "AADSTS900144: The request body must contain 'scope'.", 400, 900144)
             if grant_type == "authorization_code":
                 if not form.get("code_verifier"):
                     raise OAuthFailure("invalid_request", "AADSTS50148: code_verifier is required.", 400, 50148)
@@ -317,7 +321,9 @@ class Provider:
                 "token_type": "Bearer",
                 "expires_in": int((grant.access_expires_at - _now()).total_seconds()),
                 "ext_expires_in": 3599,
-                "scope": " ".join([*(ADO_RESOURCE + s for s in grant.scopes), "offline_access"]),
+                "scope": " ".join(
+                    [*(ADO_RESOURCE + s for s in grant.scopes), *(["offline_access"] if grant.refresh_token else [])]
+                ),
                 "access_token": grant.access_token,
             }
             if grant.refresh_token:

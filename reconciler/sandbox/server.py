@@ -19,12 +19,12 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from reconciler.sandbox.provider import ENTRA, LEGACY, OAuthFailure, Provider
 
-__all__ = ["SandboxServer", "load_seed"]
+__all__ = ["SandboxServer", "SeedError", "load_seed"]
 
 _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>Sandbox sign-in — {title}</title>
@@ -233,8 +233,34 @@ def load_seed(provider: Provider, path: Path) -> None:
 
     import yaml
 
-    data = yaml.safe_load(os.path.expandvars(path.read_text())) or {}
-    for app in data.get("apps", []):
-        provider.register_app(app)
-    for organization, projects in (data.get("organizations") or {}).items():
-        provider.register_org(str(organization), [str(p) for p in projects or []])
+    from pydantic import BaseModel, ConfigDict, ValidationError
+
+    class SeedApp(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        client_id: str
+        client_secret: str
+        flavour: Literal["azure-devops-oauth", "entra-id"] = "azure-devops-oauth"
+        redirect_uris: list[str]
+        scopes: list[str] | None = None
+        grant_only: list[str] | None = None
+
+    class Seed(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        apps: list[SeedApp] = []
+        organizations: dict[str, list[str]] = {}
+
+    try:
+        seed = Seed.model_validate(yaml.safe_load(os.path.expandvars(path.read_text())) or {})
+    except (OSError, yaml.YAMLError) as exc:
+        raise SeedError(f"{path}: cannot read the seed file ({type(exc).__name__})") from None
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise SeedError(f"{path}: {'.'.join(map(str, error['loc']))}: {error['msg']}") from None
+    for app in seed.apps:
+        provider.register_app(app.model_dump())
+    for organization, projects in seed.organizations.items():
+        provider.register_org(organization, projects)
+
+
+class SeedError(Exception):
+    """The seed file is unreadable or does not have the documented shape."""

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
-from reconciler.crypto import StateKey, associated_data, open_blob, seal
+from reconciler.crypto import StateKey, StateKeyError, associated_data, open_blob, seal
 from reconciler.errors import StaleStateError, StateError
 from reconciler.state.local import _atomic_write
 
@@ -76,6 +76,7 @@ class SealedRecord(BaseModel):
     generation: int
     tokens: Blob | None = None
     pending: Blob | None = None
+    staged: Blob | None = None  # new tokens written before the document that names their client (two-phase)
 
 
 class CredentialStore(Protocol):
@@ -83,7 +84,15 @@ class CredentialStore(Protocol):
 
     def get(self, address: str) -> SealedRecord | None: ...
 
-    def put(self, address: str, tokens: Blob | None, pending: Blob | None, *, expected_generation: int | None) -> int: ...
+    def put(
+        self,
+        address: str,
+        tokens: Blob | None,
+        pending: Blob | None,
+        *,
+        expected_generation: int | None,
+        staged: Blob | None = None,
+    ) -> int: ...
 
     def put_record(self, address: str, record: SealedRecord) -> None: ...
 
@@ -119,14 +128,22 @@ class LocalCredentialStore:
         finally:
             os.close(fd)
 
-    def put(self, address: str, tokens: Blob | None, pending: Blob | None, *, expected_generation: int | None) -> int:
+    def put(
+        self,
+        address: str,
+        tokens: Blob | None,
+        pending: Blob | None,
+        *,
+        expected_generation: int | None,
+        staged: Blob | None = None,
+    ) -> int:
         """Replace the record if its generation is still `expected_generation` (None: no record yet)."""
         with self._guard():
             current = self.get(address)
             have = current.generation if current else None
             if have != expected_generation:
                 raise StaleStateError(f"credentials of {address} changed meanwhile (generation {have})")
-            record = SealedRecord(generation=(have or 0) + 1, tokens=tokens, pending=pending)
+            record = SealedRecord(generation=(have or 0) + 1, tokens=tokens, pending=pending, staged=staged)
             try:
                 _atomic_write(self._path(address), record.model_dump_json(exclude_none=True).encode())
             except OSError as exc:
@@ -178,8 +195,27 @@ class Vault:
         plaintext = open_blob(self.key, blob, self._aad(address, client_id, "pending"), where)
         return PendingAuthorization.model_validate_json(plaintext)
 
-    def put(self, address: str, tokens: Blob | None, pending: Blob | None, *, expected_generation: int | None) -> int:
-        return self.store.put(address, tokens, pending, expected_generation=expected_generation)
+    def put(
+        self,
+        address: str,
+        tokens: Blob | None,
+        pending: Blob | None,
+        *,
+        expected_generation: int | None,
+        staged: Blob | None = None,
+    ) -> int:
+        return self.store.put(address, tokens, pending, expected_generation=expected_generation, staged=staged)
+
+    def current_tokens(self, address: str, client_id: str, record: SealedRecord) -> TokenSet:
+        """The tokens the document's client id opens: the current blob, or new ones staged just before a crash."""
+        try:
+            if record.tokens is None:
+                raise StateKeyError(f"tokens of {address}: none recorded")
+            return self.open_tokens(address, client_id, record.tokens)
+        except StateKeyError:
+            if record.staged is None:
+                raise
+            return self.open_tokens(address, client_id, record.staged)
 
     def forget(self, address: str) -> None:
         self.store.delete(address)

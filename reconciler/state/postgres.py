@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS reconciler_credentials (
     generation bigint NOT NULL,
     tokens jsonb,
     pending jsonb,
+    staged jsonb,
     PRIMARY KEY (environment, address)
 );
 CREATE TABLE IF NOT EXISTS reconciler_locks (
@@ -288,27 +289,36 @@ class PostgresCredentialStore:
     def get(self, address: str) -> SealedRecord | None:
         def work(conn: Any) -> SealedRecord | None:
             row = conn.execute(
-                "SELECT generation, tokens, pending FROM reconciler_credentials WHERE environment = %s AND address = %s",
+                "SELECT generation, tokens, pending, staged FROM reconciler_credentials "
+                "WHERE environment = %s AND address = %s",
                 (self.environment, address),
             ).fetchone()
-            return SealedRecord(generation=row[0], tokens=row[1], pending=row[2]) if row else None
+            return SealedRecord(generation=row[0], tokens=row[1], pending=row[2], staged=row[3]) if row else None
 
         return self.backend._run(work)  # type: ignore[no-any-return]
 
-    def put(self, address: str, tokens: Blob | None, pending: Blob | None, *, expected_generation: int | None) -> int:
+    def put(
+        self,
+        address: str,
+        tokens: Blob | None,
+        pending: Blob | None,
+        *,
+        expected_generation: int | None,
+        staged: Blob | None = None,
+    ) -> int:
         def work(conn: Any) -> int:
-            payload = (json.dumps(tokens) if tokens else None, json.dumps(pending) if pending else None)
+            payload = tuple(json.dumps(blob) if blob else None for blob in (tokens, pending, staged))
             if expected_generation is None:
                 cursor = conn.execute(
-                    "INSERT INTO reconciler_credentials (environment, address, generation, tokens, pending) "
-                    "VALUES (%s, %s, 1, %s, %s) ON CONFLICT DO NOTHING",
+                    "INSERT INTO reconciler_credentials (environment, address, generation, tokens, pending, staged) "
+                    "VALUES (%s, %s, 1, %s, %s, %s) ON CONFLICT DO NOTHING",
                     (self.environment, address, *payload),
                 )
                 generation = 1
             else:
                 generation = expected_generation + 1
                 cursor = conn.execute(
-                    "UPDATE reconciler_credentials SET generation = %s, tokens = %s, pending = %s "
+                    "UPDATE reconciler_credentials SET generation = %s, tokens = %s, pending = %s, staged = %s "
                     "WHERE environment = %s AND address = %s AND generation = %s",
                     (generation, *payload, self.environment, address, expected_generation),
                 )
@@ -323,15 +333,15 @@ class PostgresCredentialStore:
 
         def work(conn: Any) -> None:
             conn.execute(
-                "INSERT INTO reconciler_credentials (environment, address, generation, tokens, pending) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (environment, address) DO UPDATE SET "
-                "generation = EXCLUDED.generation, tokens = EXCLUDED.tokens, pending = EXCLUDED.pending",
+                "INSERT INTO reconciler_credentials (environment, address, generation, tokens, pending, staged) "
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (environment, address) DO UPDATE SET "
+                "generation = EXCLUDED.generation, tokens = EXCLUDED.tokens, pending = EXCLUDED.pending, "
+                "staged = EXCLUDED.staged",
                 (
                     self.environment,
                     address,
                     record.generation,
-                    json.dumps(record.tokens) if record.tokens else None,
-                    json.dumps(record.pending) if record.pending else None,
+                    *(json.dumps(b) if b else None for b in (record.tokens, record.pending, record.staged)),
                 ),
             )
 
