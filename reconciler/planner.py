@@ -7,7 +7,9 @@ OAuth or CLI libraries. Output is sorted by address — partners before installa
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import fnmatch
 import hashlib
 import json
 from typing import Any
@@ -31,8 +33,12 @@ def make_plan(
     now: dt.datetime,
     catalog: Catalog,
     state_location: str = "state",
+    allow_delete: frozenset[str] = frozenset(),
 ) -> Plan:
-    """Diff `desired` against `recorded` (None: no state yet) and return every address's action."""
+    """Diff `desired` against `recorded` (None: no state yet) and return every address's action.
+
+    Deleting a protected installation raises `PlanError` unless an `allow_delete` glob (fnmatch) matches its address.
+    """
     records = recorded.resources if recorded is not None else {}
     recorded_partners = {a: r for a, r in records.items() if isinstance(r, PartnerRecord)}
     recorded_installations = {a: r for a, r in records.items() if isinstance(r, InstallationRecord)}
@@ -48,6 +54,7 @@ def make_plan(
         )
         for address in sorted(desired.installations.keys() | recorded_installations.keys())
     ]
+    installations = _check_protected_deletes(desired, installations, recorded_installations, allow_delete)
     # Partners first, so installations find their partner; partner deletes last, after the installations
     # that may still need the partner's client to be revoked.
     removed = [c for c in partners if c.action is Action.DELETE]
@@ -97,6 +104,8 @@ def installation_view(installation: DesiredInstallation | InstallationRecord) ->
     if installation.credentials_source == "installation":  # a partner's own secret is shown on the partner
         view["client_secret"] = SENSITIVE
         view["client_secret_ref"] = installation.client_secret_ref
+    if installation.protected:  # shown only when set, so that unprotected plans read as before
+        view["protected"] = True
     if isinstance(installation, InstallationRecord):
         view["granted_scopes"] = list(installation.granted_scopes)
         view["status"] = installation.status
@@ -242,7 +251,41 @@ def _update_reasons(want: DesiredInstallation, have: InstallationRecord) -> tupl
         reasons.append("client_secret reference changed")
     if want.credentials_source != have.credentials_source and want.client_id == have.client_id:
         reasons.append(f"credentials now from the {want.credentials_source}")
+    if want.protected != have.protected:  # recorded, so that the protection of what state holds is known
+        reasons.append("protection added" if want.protected else "protection removed")
     return tuple(reasons)
+
+
+def _check_protected_deletes(
+    desired: DesiredState,
+    changes: list[ResourceChange],
+    recorded: dict[str, InstallationRecord],
+    allow_delete: frozenset[str],
+) -> list[ResourceChange]:
+    """Deleting an installation that state records as protected (or whose tenant is still declared protected) is
+    an error unless `allow_delete` names it; the allowed ones say so in their reasons."""
+    out: list[ResourceChange] = []
+    refused: list[str] = []
+    for change in changes:
+        record = recorded.get(change.address)
+        protected = record is not None and (record.protected or record.tenant in desired.protected_tenants)
+        if change.action is not Action.DELETE or not protected:
+            out.append(change)
+            continue
+        allowed_by = [pattern for pattern in sorted(allow_delete) if fnmatch.fnmatchcase(change.address, pattern)]
+        if not allowed_by:
+            refused.append(change.address)
+            continue
+        reason = f"protected: deletion allowed by --allow-delete {allowed_by[0]}"
+        out.append(dataclasses.replace(change, reasons=(*change.reasons, reason)))
+    if refused:
+        noun = "installation" if len(refused) == 1 else "installations"
+        raise PlanError(
+            f"the plan would delete protected {noun}: {', '.join(refused)}",
+            hint="pass --allow-delete ADDRESS for each (globs such as 'installation.acme.*' work), "
+            "or apply protect: false first and delete in a later change",
+        )
+    return out
 
 
 def _grant_warnings(want: DesiredInstallation, have: InstallationRecord, connector: Connector) -> tuple[str, ...]:

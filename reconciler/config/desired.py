@@ -78,6 +78,7 @@ class DesiredInstallation:
     credentials_source: str  # "partner" | "installation"
     redirect_uri: str
     token_url: str
+    protected: bool = False  # `protect: true` on the installation or its tenant: deleting it needs --allow-delete
     client_secret: SecretStr | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -92,6 +93,7 @@ class DesiredState:
     partners: Mapping[str, DesiredPartner]
     installations: Mapping[str, DesiredInstallation]
     environment: str = "default"
+    protected_tenants: frozenset[str] = frozenset()  # tenants declared with `protect: true`
 
     def secret_values(self) -> set[str]:
         """Every resolved secret value, for redaction of anything shown to a user."""

@@ -1,9 +1,10 @@
 """Configuration loading: YAML files -> validated, secret-resolved `DesiredState`.
 
-Owns: reading `reconciler.yaml` and its `include:` files, schema validation, the checks that need the catalog
-or several files at once, `${env:}`/`${file:}` resolution, and locating every problem as file:line:column plus
-key path. Files are parsed on the fast path; positions are found only for the files that have a problem.
-Must not: write anything, touch state, or reach the network.
+Owns: reading `reconciler.yaml` and its `include:` files, merging an environment overlay
+(`environments/<name>.yaml`) over them, schema validation, the checks that need the catalog or several files at
+once, `${env:}`/`${file:}` resolution, and locating every problem as file:line:column plus key path — in the file
+that wrote the value, overlay or base. Files are parsed on the fast path; positions are found only for the files
+that have a problem. Must not: write anything, touch state, or reach the network.
 """
 
 from __future__ import annotations
@@ -35,9 +36,21 @@ from reconciler.config.schema import (
 from reconciler.errors import ConfigError, ConfigIssue, Location
 from reconciler.yamlio import YamlSyntaxError, compose, load_yaml_text, locate
 
-__all__ = ["CONFIG_FILE", "LoadedConfig", "load_config", "load_root"]
+__all__ = [
+    "CONFIG_FILE",
+    "DEFAULT_ENVIRONMENT",
+    "ENVIRONMENTS_DIR",
+    "LoadedConfig",
+    "environment_names",
+    "load_config",
+    "load_root",
+]
 
 CONFIG_FILE = "reconciler.yaml"
+ENVIRONMENTS_DIR = "environments"
+DEFAULT_ENVIRONMENT = "default"
+ENVIRONMENT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_SECTIONS = ("partners", "tenants")
 NO_REFERENCE = "references (${env:...}, ${file:...}) are resolved only in client_id and client_secret"
 _TENANT_ID = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|organizations|common|consumers"
@@ -61,6 +74,20 @@ class SourceFile:
     text: str
     _tree: object = field(default=None, repr=False)
     _composed: bool = field(default=False, repr=False)
+    # Set on a file an environment overlay was merged into: the overlay, and the key paths whose value it wrote
+    # (or removed). A problem at or below one of those paths is located in the overlay.
+    overlay: SourceFile | None = field(default=None, repr=False)
+    overlaid: frozenset[KeyPath] = field(default=frozenset(), repr=False)
+
+    def origin(self, path: KeyPath) -> SourceFile:
+        """The file that wrote the value at `path`: the overlay when it set (or removed) it or a parent of it."""
+        if self.overlay is not None and any(path[:n] in self.overlaid for n in range(1, len(path) + 1)):
+            return self.overlay
+        return self
+
+    def missing_at(self, path: KeyPath, key: str) -> KeyPath:
+        """Where to report that `key` is missing under `path`: on the overlay's `key: null` if it removed it."""
+        return (*path, key) if self.origin((*path, key)) is not self.origin(path) else path
 
     def tree(self):  # type: ignore[no-untyped-def]
         """The file's node tree with positions, composed once, on the first problem reported in it."""
@@ -71,7 +98,8 @@ class SourceFile:
 
 @dataclass
 class LoadedConfig:
-    """The result of loading: the desired state, non-fatal warnings, and the files that were read."""
+    """The result of loading: the desired state, non-fatal warnings, the files that were read (the environment
+    overlay last), and the root file with the overlay merged in (its `backend` is the environment's)."""
 
     desired: DesiredState
     warnings: list[ConfigIssue]
@@ -85,21 +113,44 @@ def load_config(
     environ: Mapping[str, str],
     today: dt.date | None = None,
     catalog: Catalog | None = None,
+    environment: str | None = None,
 ) -> LoadedConfig:
-    """Load and validate the configuration in `config_dir`; raise `ConfigError` listing every problem."""
-    return _Loader(Path(config_dir), environ, catalog or load_catalog(), today).run()
+    """Load and validate the configuration in `config_dir`; raise `ConfigError` listing every problem.
+
+    With `environment`, `environments/<environment>.yaml` is merged over the files before validation: mappings
+    merge by key, lists and other values are replaced, a null removes the key. An unknown name is an error;
+    `default` without such a file is the base configuration.
+    """
+    return _Loader(Path(config_dir), environ, catalog or load_catalog(), today, environment).run()
 
 
-def load_root(config_dir: Path) -> RootFile:
-    """Only the root file, validated (for commands that need the backend settings, not the secrets)."""
-    loader = _Loader(Path(config_dir), {}, load_catalog(), None)
+def load_root(config_dir: Path, *, environment: str | None = None) -> RootFile:
+    """Only the root file (with the environment overlay merged in), validated: for commands that need the backend
+    settings, not the secrets. Overlay entries for partners and tenants of included files are not applied."""
+    loader = _Loader(Path(config_dir), {}, load_catalog(), None, environment)
     root_path = loader.config_dir / CONFIG_FILE
     if not root_path.is_file():
         raise ConfigError([ConfigIssue(Location(display_path(root_path)), "", f"no {CONFIG_FILE} here")])
-    loaded = loader._read(root_path, RootFile)
+    overlay_path = loader._overlay_path()
+    raw = loader._read(root_path, RootFile)
+    overlay = loader._read(overlay_path, None) if overlay_path is not None else None
     loader._fail_if_issues()
-    assert loaded is not None and isinstance(loaded[1], RootFile)
-    return loaded[1]
+    assert raw is not None
+    documents = [raw]
+    if overlay is not None:
+        documents = loader._apply_overlay(documents, *overlay, complete=False)
+    root = loader._validate(*documents[0], RootFile)
+    loader._fail_if_issues()
+    assert isinstance(root, RootFile)
+    return root
+
+
+def environment_names(config_dir: Path) -> list[str]:
+    """The environments a configuration defines: the names of `environments/*.yaml`, sorted."""
+    directory = Path(config_dir) / ENVIRONMENTS_DIR
+    if not directory.is_dir():
+        return []
+    return sorted(p.stem for p in directory.glob("*.yaml") if p.is_file() and ENVIRONMENT_NAME.fullmatch(p.stem))
 
 
 def display_path(path: Path) -> str:
@@ -125,11 +176,19 @@ def did_you_mean(unknown: str, known: Sequence[str]) -> str | None:
 
 
 class _Loader:
-    def __init__(self, config_dir: Path, environ: Mapping[str, str], catalog: Catalog, today: dt.date | None):
+    def __init__(
+        self,
+        config_dir: Path,
+        environ: Mapping[str, str],
+        catalog: Catalog,
+        today: dt.date | None,
+        environment: str | None = None,
+    ):
         self.config_dir = config_dir
         self.environ = environ
         self.catalog = catalog
         self.today = today
+        self.environment = environment
         self.issues: list[ConfigIssue] = []
         self.warnings: list[ConfigIssue] = []
         self.seen: set[Path] = set()
@@ -152,6 +211,7 @@ class _Loader:
         at_key: bool = False,
         warning: bool = False,
     ) -> None:
+        src = src.origin(path)
         position = locate(src.tree(), path, at_key=at_key) if src.text else None
         line, column = position if position else (None, None)
         issue = ConfigIssue(Location(src.display, line, column), key_path_text(path), message, hint)
@@ -179,15 +239,25 @@ class _Loader:
                     )
                 ]
             )
+        overlay_path = self._overlay_path()
         self.seen.add(root_path.resolve())
-        loaded = self._read(root_path, RootFile)
+        raw = self._read(root_path, RootFile)
         self._fail_if_issues()
-        assert loaded is not None
-        root_src, root = loaded
+        assert raw is not None
+        documents = [raw]
+        self._include(raw[0], _include_patterns(raw[1]), (root_path.resolve(),), documents)
+        overlay = self._read(overlay_path, None) if overlay_path is not None else None
+        self._fail_if_issues()  # the files as read: merging or validating broken ones would only add noise
+        if overlay is not None:
+            documents = self._apply_overlay(documents, *overlay)
+            self._fail_if_issues()
+        for index, (src, data) in enumerate(documents):
+            doc = self._validate(src, data, RootFile if index == 0 else IncludedFile)
+            if doc is not None:
+                self.files.append((src, doc))
+        self._fail_if_issues()
+        root = self.files[0][1]
         assert isinstance(root, RootFile)
-        self.files.append((root_src, root))
-        self._include(root_src, root.include, (root_path.resolve(),))
-        self._fail_if_issues()
         partners, tenants = self._merge()
         self._fail_if_issues()
         desired_partners = self._partners(partners, root)
@@ -197,10 +267,14 @@ class _Loader:
         desired = DesiredState(
             partners={p.address: p for p in desired_partners.values()},
             installations=installations,
+            environment=self.environment or DEFAULT_ENVIRONMENT,
+            protected_tenants=frozenset(name for name, (_, tenant) in tenants.items() if tenant.protect),
         )
-        return LoadedConfig(desired, self.warnings, [s.display for s, _ in self.files], root)
+        files = [s.display for s, _ in self.files] + ([overlay[0].display] if overlay is not None else [])
+        return LoadedConfig(desired, self.warnings, files, root)
 
-    def _read(self, path: Path, model: type[IncludedFile]) -> tuple[SourceFile, IncludedFile] | None:
+    def _read(self, path: Path, model: type[IncludedFile] | None) -> tuple[SourceFile, dict[str, Any]] | None:
+        """A file's text parsed into plain data (a mapping); `model` None is an overlay, which may be empty."""
         display = display_path(path)
         empty = SourceFile(path, display, "")
         try:
@@ -225,6 +299,8 @@ class _Loader:
         except YamlSyntaxError as exc:
             self.issues.append(ConfigIssue(Location(display, exc.line, exc.column), "", exc.message))
             return None
+        if data is None and model is None:
+            return src, {}  # an environment that differs in nothing (but its state)
         if data is None:
             expected = "version: 1 and partners/tenants" if model is RootFile else "partners: or tenants:"
             self._issue(src, (), f"file is empty; expected {expected}")
@@ -234,8 +310,11 @@ class _Loader:
                 ConfigIssue(Location(display, 1, 1), "", f"expected a mapping at the top level, got {_kind(data)}")
             )
             return None
+        return src, data
+
+    def _validate(self, src: SourceFile, data: dict[str, Any], model: type[IncludedFile]) -> IncludedFile | None:
         try:
-            return src, model.model_validate(data)
+            return model.model_validate(data)
         except ValidationError as exc:
             for error in exc.errors(include_url=False):
                 self._validation_issue(src, model, error)
@@ -258,7 +337,7 @@ class _Loader:
                 hint = "expected one of: " + ", ".join(allowed)
             self._issue(src, loc, f"unknown key '{loc[-1]}'", hint, at_key=True)
         elif kind == "missing":
-            self._issue(src, loc[:-1], f"missing required key '{loc[-1]}'")
+            self._issue(src, src.missing_at(loc[:-1], str(loc[-1])), f"missing required key '{loc[-1]}'")
         elif kind == "value_error":
             self._issue(src, loc, str(error.get("ctx", {}).get("error", error["msg"])))
         elif kind == "too_short":
@@ -279,8 +358,14 @@ class _Loader:
                     hint = "quote the value to make it a string"
             self._issue(src, loc, message, hint)
 
-    def _include(self, src: SourceFile, patterns: Sequence[str], stack: tuple[Path, ...]) -> None:
-        for index, pattern in enumerate(patterns):
+    def _include(
+        self,
+        src: SourceFile,
+        patterns: Sequence[tuple[int, str]],
+        stack: tuple[Path, ...],
+        documents: list[tuple[SourceFile, dict[str, Any]]],
+    ) -> None:
+        for index, pattern in patterns:
             base = src.path.parent
             found = glob.glob(pattern, root_dir=base, recursive=True) if not Path(pattern).is_absolute() else glob.glob(pattern, recursive=True)
             matches = sorted(base / m for m in found if (base / m).is_file())
@@ -306,8 +391,84 @@ class _Loader:
                 self.seen.add(resolved)
                 loaded = self._read(match, IncludedFile)
                 if loaded is not None:
-                    self.files.append(loaded)
-                    self._include(loaded[0], loaded[1].include, (*stack, resolved))
+                    documents.append(loaded)
+                    self._include(loaded[0], _include_patterns(loaded[1]), (*stack, resolved), documents)
+
+    # -- environments ------------------------------------------------------------------------------------------
+
+    def _overlay_path(self) -> Path | None:
+        """The overlay file of the environment asked for (None: the base configuration alone)."""
+        name = self.environment
+        if name is None:
+            return None
+        directory = self.config_dir / ENVIRONMENTS_DIR
+        where = Location(display_path(directory))
+        if not ENVIRONMENT_NAME.fullmatch(name):
+            message = f"invalid environment name {json.dumps(name)}"
+            hint = "use lowercase letters, digits, '-' and '_' (at most 63, starting with a letter or digit)"
+            raise ConfigError([ConfigIssue(where, "", message, hint)])
+        path = directory / f"{name}.yaml"
+        if path.is_file():
+            return path
+        if name == DEFAULT_ENVIRONMENT:
+            return None
+        known = environment_names(self.config_dir)
+        if (directory / f"{name}.yml").is_file():
+            hint = f"rename {ENVIRONMENTS_DIR}/{name}.yml to {name}.yaml"
+        elif known:
+            suggestion = did_you_mean(name, known)
+            hint = (f"{suggestion} " if suggestion else "") + "environments defined: " + ", ".join(known)
+        else:
+            hint = f"no environment is defined; add {ENVIRONMENTS_DIR}/{name}.yaml to define one"
+        message = f"unknown environment '{name}': there is no {ENVIRONMENTS_DIR}/{name}.yaml"
+        raise ConfigError([ConfigIssue(where, "", message, hint)])
+
+    def _apply_overlay(
+        self,
+        documents: list[tuple[SourceFile, dict[str, Any]]],
+        overlay: SourceFile,
+        data: dict[str, Any],
+        *,
+        complete: bool = True,
+    ) -> list[tuple[SourceFile, dict[str, Any]]]:
+        """The documents with the overlay merged in: each partner and tenant into the file that declares it, new
+        ones and everything else into the root file. `complete` False: `documents` is only the root file, and
+        entries it does not declare are left out."""
+        parts: list[dict[str, Any]] = [{} for _ in documents]
+        for key, value in data.items():
+            if key == "include":
+                hint = f"list the file in the include: of {CONFIG_FILE}, or move its content into the overlay"
+                self._issue(overlay, (key,), "an environment overlay cannot include files", hint, at_key=True)
+            elif key in _SECTIONS and value is None:  # `tenants: null`: none at all, wherever declared
+                holders = [part for part, (_, doc) in zip(parts, documents) if key in doc] or parts[:1]
+                for part in holders:
+                    part[key] = None
+            elif key in _SECTIONS and isinstance(value, dict):
+                for name, entry in value.items():
+                    holder = next(
+                        (i for i, (_, doc) in enumerate(documents) if isinstance(doc.get(key), dict) and name in doc[key]),
+                        0 if complete else None,
+                    )
+                    if holder is not None:
+                        parts[holder].setdefault(key, {})[name] = entry
+            else:
+                parts[0][key] = value
+        merged = []
+        for (src, doc), part in zip(documents, parts):
+            written: set[KeyPath] = set()
+            missing: list[KeyPath] = []
+            merged.append((src, _overlaid(doc, part, (), written, missing)))
+            src.overlay, src.overlaid = overlay, frozenset(written)
+            for path in missing if complete else ():
+                self._issue(
+                    overlay,
+                    path,
+                    f"null removes {key_path_text(path)}, which the base configuration does not set",
+                    "check the name; the line has no effect",
+                    at_key=True,
+                    warning=True,
+                )
+        return merged
 
     def _merge(
         self,
@@ -443,7 +604,8 @@ class _Loader:
             return None
         ok = True
         if "tenant_id" in flavour.requires and not spec.tenant_id:
-            self._issue(src, path, f"auth {spec.auth} needs tenant_id (the Entra tenant GUID, or 'organizations')")
+            message = f"auth {spec.auth} needs tenant_id (the Entra tenant GUID, or 'organizations')"
+            self._issue(src, src.missing_at(path, "tenant_id"), message)
             ok = False
         if spec.tenant_id and "tenant_id" not in flavour.requires:
             self._issue(src, (*path, "tenant_id"), f"tenant_id does not apply to auth {spec.auth}")
@@ -460,7 +622,7 @@ class _Loader:
             missing = "client_secret" if spec.client_secret is None else "client_id"
             self._issue(
                 src,
-                path,
+                src.missing_at(path, missing),
                 f"client_id and client_secret go together: {missing} is missing",
                 "set both, or omit both so that each installation brings credentials",
             )
@@ -574,7 +736,8 @@ class _Loader:
                 partner_name = self._partner_of(src, path, spec, by_connector, declared_partners)
                 if partner_name is None or partner_name not in desired_partners:
                     continue  # the reason was reported (here or on the partner)
-                installation = self._installation(src, path, tenant_name, name, spec, desired_partners[partner_name])
+                partner = desired_partners[partner_name]
+                installation = self._installation(src, path, tenant_name, name, spec, partner, tenant.protect)
                 if installation is not None:
                     out[installation.address] = installation
         return out
@@ -594,7 +757,7 @@ class _Loader:
                 return None
             return spec.partner
         if spec.connector is None:
-            self._issue(src, path, "missing required key 'connector' (or name a `partner:`)")
+            self._issue(src, src.missing_at(path, "connector"), "missing required key 'connector' (or name a `partner:`)")
             return None
         candidates = by_connector.get(spec.connector, [])
         if not candidates:
@@ -627,9 +790,13 @@ class _Loader:
         name: str,
         spec: InstallationSpec,
         partner: DesiredPartner,
+        tenant_protected: bool = False,
     ) -> DesiredInstallation | None:
         connector = self.catalog.connectors[partner.connector]
         before = len(self.issues)
+        if tenant_protected and "protect" in spec.model_fields_set and not spec.protect:
+            message = f"protect: false has no effect: tenant '{tenant}' protects all its installations"
+            self._issue(src, (*path, "protect"), message, "remove it, or the tenant's protect: true", warning=True)
         if spec.connector is not None and spec.connector != partner.connector:
             self._issue(
                 src,
@@ -650,7 +817,7 @@ class _Loader:
         else:
             self._issue(
                 src,
-                path,
+                src.missing_at(path, "credentials"),
                 f"no client credentials: partner '{partner.name}' leaves client_id/client_secret blank",
                 "add credentials: {client_id: ..., client_secret: ${env:...}} to this installation",
             )
@@ -670,6 +837,7 @@ class _Loader:
             credentials_source=source,
             redirect_uri=partner.redirect_uri,
             token_url=partner.token_url,
+            protected=spec.protect or tenant_protected,
             client_secret=SecretStr(secret) if secret is not None else partner.client_secret,
         )
 
@@ -686,7 +854,7 @@ class _Loader:
                 self._issue(src, (*path, "parameters", key), NO_REFERENCE)
         for key, param in connector.parameters.items():
             if param.required and key not in parameters:
-                where = (*path, "parameters") if parameters else path
+                where = src.missing_at((*path, "parameters"), key) if parameters else src.missing_at(path, "parameters")
                 self._issue(src, where, f"missing parameter '{key}' ({param.display_name})")
 
     def _scopes(
@@ -714,6 +882,41 @@ class _Loader:
             names = ", ".join(f"{s} ({connector.scopes[s].name})" for s in missing)
             self._issue(src, (*path, "scopes"), f"without {names} most methods of {connector.display_name} fail", warning=True)
         return tuple(sorted(seen))
+
+
+def _include_patterns(data: Mapping[str, Any]) -> list[tuple[int, str]]:
+    """The include patterns of a file as read, with their index (a malformed `include:` is left to the schema)."""
+    value = data.get("include")
+    if not isinstance(value, list):
+        return []
+    return [(index, pattern) for index, pattern in enumerate(value) if isinstance(pattern, str) and pattern]
+
+
+def _overlaid(
+    base: Mapping[str, Any], over: Mapping[str, Any], path: KeyPath, written: set[KeyPath], missing: list[KeyPath]
+) -> dict[str, Any]:
+    """`over` merged over `base`: mappings by key (recursively), anything else replaced, a null value removes its
+    key. Adds to `written` every path whose value `over` set or removed, to `missing` each null with nothing to
+    remove."""
+    merged = dict(base)
+    for key, value in over.items():
+        where = (*path, key)
+        if value is None:
+            if key in merged:
+                del merged[key]
+                written.add(where)
+            else:
+                missing.append(where)
+        elif isinstance(value, dict):
+            into = merged.get(key)
+            if not isinstance(into, dict):
+                into = {}
+                written.add(where)
+            merged[key] = _overlaid(into, value, where, written, missing)
+        else:
+            merged[key] = value
+            written.add(where)
+    return merged
 
 
 def _url_problem(url: str, *, allow_http_loopback: bool) -> str | None:

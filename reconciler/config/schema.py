@@ -77,10 +77,14 @@ class InstallationSpec(_Strict):
     parameters: dict[Name, str] = Field(default_factory=dict, description="Install parameters: organization, project.")
     scopes: Strings = Field(min_length=1)
     credentials: CredentialsSpec | None = None
+    protect: bool = Field(False, description="A plan that would delete it fails unless --allow-delete names it.")
 
 
 class TenantSpec(_Strict):
+    """One tenant: its installations, and whether all of them are protected from deletion."""
+
     installations: dict[Name, InstallationSpec] = Field(default_factory=dict)
+    protect: bool = Field(False, description="Protect every installation of the tenant (as `protect: true` on each).")
 
 
 class PlatformSpec(_Strict):

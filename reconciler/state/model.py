@@ -88,6 +88,7 @@ class InstallationRecord(_Record):
     expires_at: AwareDatetime | None = None
     verified_at: AwareDatetime | None = None
     pending: PendingRecord | None = None
+    protected: bool = False  # declared `protect: true` when last applied: deleting it needs --allow-delete
 
     @property
     def address(self) -> str:

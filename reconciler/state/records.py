@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from reconciler.config.desired import DesiredInstallation, DesiredPartner
 from reconciler.state.model import InstallationRecord, PartnerRecord
 
-__all__ = ["installation_record", "partner_record"]
+__all__ = ["installation_record", "partner_record", "updated_installation_record"]
 
 
 def partner_record(partner: DesiredPartner) -> PartnerRecord:
@@ -56,4 +56,18 @@ def installation_record(
         authorized_at=authorized_at,
         authorized_by=authorized_by,
         expires_at=expires_at,
+        protected=installation.protected,
+    )
+
+
+def updated_installation_record(record: InstallationRecord, installation: DesiredInstallation) -> InstallationRecord:
+    """The record after an in-place update (no new consent): the declared attributes an `update` may change."""
+    return record.model_copy(
+        update={
+            "partner": installation.partner,
+            "parameters": dict(installation.parameters),
+            "client_secret_ref": installation.client_secret_ref,
+            "credentials_source": installation.credentials_source,
+            "protected": installation.protected,
+        }
     )
