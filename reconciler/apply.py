@@ -28,7 +28,7 @@ from reconciler.planner import PENDING_LIFETIME, target_digest
 from reconciler.state.backend import StateBackend
 from reconciler.state.credentials import PendingAuthorization, TokenSet, Vault
 from reconciler.state.model import InstallationRecord, PendingRecord, StateDocument
-from reconciler.state.records import installation_record, partner_record
+from reconciler.state.records import installation_record, partner_record, updated_installation_record
 
 __all__ = ["ApplyError", "ApplyHooks", "ApplyResult", "Services", "apply_plan", "authorize_pending"]
 
@@ -275,14 +275,8 @@ class _Run:
             verification = verify_token(*check, tokens)
         for message in verification.warnings:
             self.warn(address, message)
-        updated = record.model_copy(
-            update={
-                "parameters": dict(installation.parameters),
-                "client_secret_ref": installation.client_secret_ref,
-                "credentials_source": installation.credentials_source,
-                "expires_at": tokens.expires_at,
-                "verified_at": now,
-            }
+        updated = updated_installation_record(record, installation).model_copy(
+            update={"expires_at": tokens.expires_at, "verified_at": now}
         )
         self.save(self.doc.with_record(address, updated))
         self.result.completed.append(address)

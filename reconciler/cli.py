@@ -31,6 +31,12 @@ class Options:
 
     config_dir: Path
     color: bool | None
+    environment: str | None = None
+
+    def workspace(self):  # type: ignore[no-untyped-def]
+        from reconciler.workflow import Workspace
+
+        return Workspace(self.config_dir, os.environ, self.environment, _now)
 
     def use_color(self) -> bool:
         if self.color is not None:
@@ -84,19 +90,48 @@ class ReconcilerGroup(click.Group):
     metavar="DIR",
     help="Configuration directory (holds reconciler.yaml). Default: the current directory.",
 )
+@click.option(
+    "--env",
+    "environment",
+    envvar="RECONCILER_ENV",
+    metavar="NAME",
+    help="Environment: environments/NAME.yaml merged over the configuration, with its own state "
+    "(also RECONCILER_ENV).",
+)
 @click.option("--color/--no-color", default=None, help="Colour output (default: only on a terminal).")
 @click.version_option(__version__, prog_name="reconciler")
 @click.pass_context
-def cli(ctx: click.Context, config_dir: str, color: bool | None) -> None:
+def cli(ctx: click.Context, config_dir: str, environment: str | None, color: bool | None) -> None:
     """Declare connector installations in YAML; plan and apply them like Terraform.
 
     \b
     Examples:
       reconciler validate
       reconciler plan
-      reconciler -C envs/prod plan --format markdown > plan.md
+      reconciler --env prod plan --format markdown > plan.md
     """
-    ctx.obj = Options(config_dir=Path(config_dir), color=color)
+    ctx.obj = Options(config_dir=Path(config_dir), color=color, environment=environment or None)
+
+
+def _address_options(func):  # type: ignore[no-untyped-def]
+    """--target / --exclude / --replace / --allow-delete, shared by plan and apply."""
+    options = [
+        click.option("--target", multiple=True, metavar="ADDRESS", help="Only these addresses (globs; repeatable)."),
+        click.option("--exclude", multiple=True, metavar="ADDRESS", help="Leave these addresses out (globs)."),
+        click.option("--replace", multiple=True, metavar="ADDRESS", help="Force a re-authorization (globs)."),
+        click.option(
+            "--allow-delete", multiple=True, metavar="ADDRESS", help="Allow deleting these protected installations."
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _plan_options(target, exclude, replace, allow_delete):  # type: ignore[no-untyped-def]
+    from reconciler.workflow import Options as PlanOptions
+
+    return PlanOptions(frozenset(target), frozenset(exclude), frozenset(replace), frozenset(allow_delete))
 
 
 def _now() -> dt.datetime:
@@ -115,7 +150,7 @@ def validate(opts: Options) -> int:
     """
     from reconciler.config import load_config
 
-    loaded = load_config(opts.config_dir, environ=os.environ, today=_now().date())
+    loaded = load_config(opts.config_dir, environ=os.environ, today=_now().date(), environment=opts.environment)
     for warning in loaded.warnings:
         click.echo(f"warning: {warning}", err=True)
     desired = loaded.desired
@@ -137,29 +172,63 @@ def validate(opts: Options) -> int:
     help="text for a terminal, json for automation (docs/plan-json.md), markdown for a pull request.",
 )
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when there are no changes, 2 when there are.")
+@click.option(
+    "--split-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="With --format markdown, also write the comment in numbered parts that each fit a GitHub comment: "
+    "DIR/plan-1.md, plan-2.md, ... (earlier plan-N.md files in DIR are replaced).",
+)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also save the plan, for `apply FILE`.")
+@_address_options
 @click.pass_obj
-def plan(opts: Options, fmt: str, detailed_exitcode: bool) -> int:
-    """Show what apply would change. Reads state, writes nothing, needs no network.
+def plan(opts: Options, fmt: str, detailed_exitcode: bool, split_dir: Path | None, out: Path | None,
+         target: tuple[str, ...], exclude: tuple[str, ...], replace: tuple[str, ...],
+         allow_delete: tuple[str, ...]) -> int:
+    """Show what apply would change. Reads state, writes nothing (but --split-dir files), needs no network.
 
     \b
     Examples:
       reconciler plan
       reconciler plan --format json | jq '.summary'
       reconciler plan --format markdown --detailed-exitcode > comment.md
+      reconciler plan --format markdown --split-dir comment-parts > comment.md
+      reconciler plan --out plan.bin && reconciler apply plan.bin
+      reconciler plan --target 'installation.acme.*'
     """
     from reconciler.render import render_json, render_markdown, render_text
-    from reconciler.workflow import plan_config
+    from reconciler.render.markdown import render_markdown_parts
+    from reconciler.workflow import plan_config, save_plan
 
-    result = plan_config(opts.config_dir, environ=os.environ, now=_now())
+    if split_dir is not None and fmt != "markdown":
+        raise UsageError("--split-dir writes Markdown parts", hint="add --format markdown")
+    workspace = opts.workspace()
+    result = plan_config(workspace, _plan_options(target, exclude, replace, allow_delete))
     doc = result.document
+    if out is not None:
+        save_plan(workspace, result, out)
+        click.echo(f"Saved the plan to {out}; apply exactly it with `reconciler apply {out}`.", err=True)
     if fmt == "json":
         output = render_json(doc)
     elif fmt == "markdown":
         output = render_markdown(doc)
     else:
         output = render_text(doc, color=opts.use_color())
-    for secret in result.loaded.desired.secret_values():  # a backstop: plans are built from references only
-        output = output.replace(secret, "(sensitive)")
+
+    def redact(text: str) -> str:  # a backstop: plans are built from references only
+        for secret in result.loaded.desired.secret_values():
+            text = text.replace(secret, "(sensitive)")
+        return text
+
+    output = redact(output)
+    if split_dir is not None:
+        split_dir.mkdir(parents=True, exist_ok=True)
+        for stale in split_dir.glob("plan-*.md"):
+            if stale.stem.removeprefix("plan-").isdigit():
+                stale.unlink()
+        for number, part in enumerate(render_markdown_parts(doc), start=1):
+            (split_dir / f"plan-{number}.md").write_text(redact(part), encoding="utf-8")
+            click.echo(str(split_dir / f"plan-{number}.md"), err=True)
     click.echo(output, nl=False, color=opts.use_color())
     return EXIT_CHANGES if detailed_exitcode and doc.has_changes else EXIT_OK
 
@@ -234,14 +303,17 @@ LOCK_TIMEOUT = click.option(
 
 
 @cli.command()
+@click.argument("plan_file", required=False, type=click.Path(dir_okay=False, path_type=Path), metavar="[PLANFILE]")
 @click.option("--auto-approve", is_flag=True, help="Apply without asking for confirmation.")
 @AUTH_MODE
 @AUTH_TIMEOUT
 @REQUIRE_SCOPES
 @LOCK_TIMEOUT
+@_address_options
 @click.pass_obj
-def apply(opts: Options, auto_approve: bool, auth_mode: str | None, auth_timeout: float, require_scopes: bool,
-          lock_timeout: float) -> int:
+def apply(opts: Options, plan_file: Path | None, auto_approve: bool, auth_mode: str | None, auth_timeout: float,
+          require_scopes: bool, lock_timeout: float, target: tuple[str, ...], exclude: tuple[str, ...],
+          replace: tuple[str, ...], allow_delete: tuple[str, ...]) -> int:
     """Plan, confirm, then make it so: run the due authorizations and record tokens (sealed) and granted scopes.
 
     State is written after every completed step; an error stops the run and keeps everything done before it.
@@ -251,12 +323,15 @@ def apply(opts: Options, auto_approve: bool, auth_mode: str | None, auth_timeout
     Examples:
       reconciler apply
       reconciler apply --auto-approve --auth-mode defer     # in CI: post the links, exit 3
+      reconciler apply plan.bin --auto-approve --auth-mode defer   # exactly a saved, reviewed plan
       BROWSER="reconciler sandbox approve %s" reconciler apply --auto-approve   # sandbox demo
     """
     from reconciler.render import render_text
     from reconciler.workflow import run_apply
 
     mode = auth_mode or ("browser" if _interactive() else "defer")
+    if plan_file is not None and (target or exclude or replace or allow_delete):
+        raise UsageError("a saved plan is applied as it was made", hint="give --target & co. to `plan --out`")
     if not auto_approve and not sys.stdin.isatty():
         raise UsageError("apply needs confirmation, and there is no terminal to ask", hint="pass --auto-approve")
 
@@ -269,9 +344,9 @@ def apply(opts: Options, auto_approve: bool, auth_mode: str | None, auth_timeout
         return click.confirm("\nApply these changes?", default=False, err=True)
 
     outcome = run_apply(
-        opts.config_dir,
-        environ=os.environ,
-        clock=_now,
+        opts.workspace(),
+        options=_plan_options(target, exclude, replace, allow_delete),
+        plan_file=plan_file,
         consent=_consent(mode, auth_timeout),
         hooks=_EchoHooks(),
         confirm=confirm,
@@ -309,10 +384,8 @@ def authorize(opts: Options, addresses: tuple[str, ...], reissue: bool, auth_mod
     if mode == "defer" and not reissue:
         raise UsageError("authorize completes authorizations: use --auth-mode browser or paste (or --reissue)")
     outcome = run_authorize(
-        opts.config_dir,
+        opts.workspace(),
         list(addresses),
-        environ=os.environ,
-        clock=_now,
         consent=None if reissue else _consent(mode, auth_timeout),
         hooks=_EchoHooks(),
         reissue=reissue,
@@ -354,7 +427,7 @@ def state_list(opts: Options) -> int:
     from reconciler.state.model import InstallationRecord
     from reconciler.workflow import read_state
 
-    doc = read_state(opts.config_dir, environ=os.environ)
+    doc = read_state(opts.workspace())
     for address, record in (doc.resources.items() if doc else ()):
         status = record.status if isinstance(record, InstallationRecord) else "recorded"
         if isinstance(record, InstallationRecord) and record.pending is not None and record.status == "authorized":
@@ -377,7 +450,7 @@ def state_show(opts: Options, address: str, as_json: bool) -> int:
     """
     from reconciler.workflow import read_state
 
-    doc = read_state(opts.config_dir, environ=os.environ)
+    doc = read_state(opts.workspace())
     record = doc.resources.get(address) if doc else None
     if record is None:
         raise UsageError(f"{address} is not in state", hint="`reconciler state list` shows what is")
@@ -393,6 +466,118 @@ def state_show(opts: Options, address: str, as_json: bool) -> int:
     return EXIT_OK
 
 
+@state.command("rm")
+@click.argument("addresses", nargs=-1, required=True)
+@LOCK_TIMEOUT
+@click.pass_obj
+def state_rm(opts: Options, addresses: tuple[str, ...], lock_timeout: float) -> int:
+    """Forget addresses (globs) without revoking their tokens at the provider.
+
+    \b
+    Examples:
+      reconciler state rm installation.acme.old-board
+    """
+    from reconciler.workflow import state_rm as remove
+
+    for address in remove(opts.workspace(), list(addresses), lock_timeout=lock_timeout):
+        click.echo(f"Removed {address}")
+    return EXIT_OK
+
+
+@state.command("mv")
+@click.argument("old")
+@click.argument("new")
+@LOCK_TIMEOUT
+@click.pass_obj
+def state_mv(opts: Options, old: str, new: str, lock_timeout: float) -> int:
+    """Rename an installation in state without re-authorizing it (its tokens move with it).
+
+    \b
+    Examples:
+      reconciler state mv installation.acme.ado installation.acme.ado-main
+    """
+    from reconciler.workflow import state_mv as move
+
+    move(opts.workspace(), old, new, lock_timeout=lock_timeout)
+    click.echo(f"Moved {old} to {new}")
+    return EXIT_OK
+
+
+@state.command("pull")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@LOCK_TIMEOUT
+@click.pass_obj
+def state_pull(opts: Options, directory: Path, lock_timeout: float) -> int:
+    """Copy the configured backend's state, with its sealed credentials, into a local directory.
+
+    \b
+    Examples:
+      reconciler state pull backup/
+    """
+    from reconciler.workflow import state_pull as pull
+
+    doc = pull(opts.workspace(), directory, lock_timeout=lock_timeout)
+    click.echo(f"Pulled lineage {doc.lineage} serial {doc.serial} ({len(doc.resources)} resources) into {directory}")
+    return EXIT_OK
+
+
+@state.command("push")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@LOCK_TIMEOUT
+@click.pass_obj
+def state_push(opts: Options, directory: Path, lock_timeout: float) -> int:
+    """Copy local state (from `state pull`, or a local backend's directory) into the configured backend.
+
+    Lineage and serial are kept; a backend holding another lineage or a newer serial is never overwritten.
+
+    \b
+    Examples:
+      reconciler state push state/     # move local state to the PostgreSQL backend named in reconciler.yaml
+    """
+    from reconciler.workflow import state_push as push
+
+    doc = push(opts.workspace(), directory, lock_timeout=lock_timeout)
+    click.echo(f"Pushed lineage {doc.lineage} serial {doc.serial} ({len(doc.resources)} resources)")
+    return EXIT_OK
+
+
+@cli.command("force-unlock")
+@click.argument("lock_id")
+@click.pass_obj
+def force_unlock(opts: Options, lock_id: str) -> int:
+    """Release the state lock LOCK_ID whose holder is stuck (the id is in the "locked" message).
+
+    \b
+    Examples:
+      reconciler force-unlock 6f1c2a9e-...
+    """
+    from reconciler.workflow import force_unlock as release
+
+    click.echo(f"Released the lock {release(opts.workspace(), lock_id)}")
+    return EXIT_OK
+
+
+@cli.command()
+@click.argument("plan_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), metavar="PLANFILE")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
+@click.pass_obj
+def show(opts: Options, plan_file: Path, fmt: str) -> int:
+    """Render a saved plan (after checking its signature) in any format.
+
+    \b
+    Examples:
+      reconciler show plan.bin --format markdown
+    """
+    from reconciler.render import render_json, render_markdown, render_text
+    from reconciler.workflow import show_plan
+
+    doc = show_plan(opts.workspace(), plan_file)
+    renderers = {"json": render_json, "markdown": render_markdown}
+    output = renderers[fmt](doc) if fmt in renderers else render_text(doc, color=opts.use_color())
+    click.echo(output, nl=False, color=opts.use_color())
+    return EXIT_OK
+
+
 @cli.group()
 def sandbox() -> None:
     """The built-in sandbox provider: Azure DevOps OAuth and Entra ID on 127.0.0.1, for demos and tests."""
@@ -400,7 +585,7 @@ def sandbox() -> None:
 
 @sandbox.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (keep it loopback).")
-@click.option("--port", type=int, default=8765, show_default=True, help="Port (0: any free port).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="Port (0: any free port).")
 @click.option("--seed", type=click.Path(exists=True, dir_okay=False), help="YAML of apps and organizations to register.")
 def sandbox_serve(host: str, port: int, seed: str | None) -> int:
     """Serve the sandbox provider until interrupted (see docs/sandbox.md).
@@ -410,13 +595,20 @@ def sandbox_serve(host: str, port: int, seed: str | None) -> int:
       reconciler sandbox serve --seed examples/quickstart/sandbox.yaml
     """
     from reconciler.sandbox import SandboxServer, load_seed
+    from reconciler.sandbox.server import SeedError
 
+    if host not in {"127.0.0.1", "localhost", "::1"}:
+        raise UsageError(f"the sandbox serves loopback only, not {host}", hint="it hands out test tokens to anyone")
     try:
         server = SandboxServer(host, port)
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     if seed:
-        load_seed(server.provider, Path(seed))
+        try:
+            load_seed(server.provider, Path(seed))
+        except SeedError as exc:
+            server.httpd.server_close()
+            raise UsageError(str(exc)) from None
     click.echo(f"Sandbox provider listening on {server.url} (Ctrl-C to stop)", err=True)
     try:
         server.serve_forever()

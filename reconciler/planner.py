@@ -20,7 +20,15 @@ from reconciler.errors import PlanError
 from reconciler.plan import Action, Plan, ResourceChange, StateRef
 from reconciler.state.model import InstallationRecord, PartnerRecord, StateDocument
 
-__all__ = ["PENDING_LIFETIME", "SENSITIVE", "target_digest", "installation_view", "make_plan", "partner_view"]
+__all__ = [
+    "PENDING_LIFETIME",
+    "SENSITIVE",
+    "installation_view",
+    "make_plan",
+    "partner_view",
+    "select",
+    "target_digest",
+]
 
 SENSITIVE = "(sensitive)"
 PENDING_LIFETIME = dt.timedelta(days=7)
@@ -34,6 +42,7 @@ def make_plan(
     catalog: Catalog,
     state_location: str = "state",
     allow_delete: frozenset[str] = frozenset(),
+    replace: frozenset[str] = frozenset(),
 ) -> Plan:
     """Diff `desired` against `recorded` (None: no state yet) and return every address's action.
 
@@ -55,6 +64,8 @@ def make_plan(
         for address in sorted(desired.installations.keys() | recorded_installations.keys())
     ]
     installations = _check_protected_deletes(desired, installations, recorded_installations, allow_delete)
+    if replace:
+        installations = [_replaced(change, replace) for change in installations]
     # Partners first, so installations find their partner; partner deletes last, after the installations
     # that may still need the partner's client to be revoked.
     removed = [c for c in partners if c.action is Action.DELETE]
@@ -136,6 +147,42 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 
 # -- partners ---------------------------------------------------------------------------------------------------
+
+
+def select(plan: Plan, *, targets: frozenset[str] = frozenset(), excludes: frozenset[str] = frozenset()) -> Plan:
+    """The plan restricted to addresses matching `targets` (globs; all when empty) and not `excludes`. A targeted
+    installation keeps its partner's change, which it needs; everything else becomes a no-op "not targeted"."""
+
+    def hit(address: str, patterns: frozenset[str]) -> bool:
+        return any(fnmatch.fnmatchcase(address, pattern) for pattern in patterns)
+
+    chosen = {
+        c.address for c in plan.changes if (not targets or hit(c.address, targets)) and not hit(c.address, excludes)
+    }
+    needed = {f"partner.{_partner_of(c)}" for c in plan.changes if c.address in chosen and _partner_of(c)}
+    chosen |= {a for a in needed if not hit(a, excludes)}
+    changes = tuple(
+        c
+        if c.address in chosen or c.action is Action.NOOP
+        else ResourceChange(c.address, Action.NOOP, ("not targeted",), c.before, c.before)
+        for c in plan.changes
+    )
+    return Plan(plan.environment, plan.state, changes)
+
+
+def _partner_of(change: ResourceChange) -> str | None:
+    view = change.after or change.before or {}
+    return view.get("partner") if change.kind == "installation" else None
+
+
+def _replaced(change: ResourceChange, patterns: frozenset[str]) -> ResourceChange:
+    """--replace: an existing installation is re-authorized even when nothing else asks for it."""
+    if change.kind != "installation" or change.action not in (Action.NOOP, Action.UPDATE) or change.before is None:
+        return change
+    if not any(fnmatch.fnmatchcase(change.address, pattern) for pattern in patterns):
+        return change
+    reasons = ("re-authorization requested (--replace)",) + (change.reasons if change.action is Action.UPDATE else ())
+    return ResourceChange(change.address, Action.REAUTHORIZE, reasons, change.before, change.after)
 
 
 def _partner_change(address: str, want: DesiredPartner | None, have: PartnerRecord | None) -> ResourceChange:

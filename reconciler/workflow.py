@@ -1,4 +1,4 @@
-"""Workflows shared by the CLI and tests: load the configuration, open the state backend, plan.
+"""Workflows shared by the CLI and tests: load the configuration, open the state backend, plan, apply.
 
 Owns: composing the layers for one command. Must not: print, prompt, read the clock or the environment
 itself (both are passed in), or know about click.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -18,17 +18,42 @@ from reconciler.apply import ApplyHooks, ApplyResult
 from reconciler.auth.consent import ConsentStep
 from reconciler.catalog import load_catalog
 from reconciler.config import LoadedConfig, load_config
-from reconciler.config.loader import display_path, load_root
-from reconciler.config.schema import RootFile
+from reconciler.config.loader import display_path, load_root, resolve_reference
+from reconciler.config.schema import LocalBackendSpec, RootFile
 from reconciler.errors import ReconcilerError, UsageError
 from reconciler.plan import Plan
-from reconciler.planner import make_plan
+from reconciler.planner import make_plan, select
 from reconciler.render.document import PlanDocument, to_document
 from reconciler.state import LocalBackend, StateBackend, StateDocument
 
-__all__ = ["PlanResult", "open_backend", "plan_config"]
+__all__ = ["Options", "PlanResult", "Workspace", "open_backend", "plan_config"]
 
 DEFAULT_ENVIRONMENT = "default"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where a command works: the configuration directory, the environment variables it may read, the
+    environment (None: the base configuration), and the clock."""
+
+    config_dir: Path
+    environ: Mapping[str, str]
+    environment: str | None = None
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)
+
+    @property
+    def environment_name(self) -> str:
+        return self.environment or DEFAULT_ENVIRONMENT
+
+
+@dataclass(frozen=True)
+class Options:
+    """What to plan: address globs to target, exclude, force re-authorization of, and allow deleting."""
+
+    targets: frozenset[str] = field(default_factory=frozenset)
+    excludes: frozenset[str] = field(default_factory=frozenset)
+    replace: frozenset[str] = field(default_factory=frozenset)
+    allow_delete: frozenset[str] = field(default_factory=frozenset)
 
 
 @dataclass(frozen=True)
@@ -39,39 +64,100 @@ class PlanResult:
     document: PlanDocument
 
 
-def open_backend(config_dir: Path, root: RootFile, environment: str = DEFAULT_ENVIRONMENT) -> LocalBackend:
-    """The state backend the configuration names (local: `<config dir>/<backend.path>/<env>.json`)."""
-    directory = config_dir / root.backend.path
-    return LocalBackend(directory, environment, display_dir=display_path(directory))
+def open_backend(ws: Workspace, root: RootFile) -> StateBackend:
+    """The state backend the configuration names, for the workspace's environment."""
+    spec = root.backend
+    if isinstance(spec, LocalBackendSpec):
+        directory = ws.config_dir / spec.path
+        return LocalBackend(directory, ws.environment_name, display_dir=display_path(directory))
+    from reconciler.state.postgres import PostgresBackend
+
+    dsn = resolve_reference(spec.dsn, config_dir=ws.config_dir, environ=ws.environ, where="backend.dsn")
+    return PostgresBackend(dsn, ws.environment_name)
 
 
-def plan_config(config_dir: Path, *, environ: Mapping[str, str], now: dt.datetime) -> PlanResult:
+def key_directory(ws: Workspace, root: RootFile) -> Path | None:
+    """Where a generated state key may live: beside local state only (a shared backend needs an explicit key)."""
+    return ws.config_dir / root.backend.path if isinstance(root.backend, LocalBackendSpec) else None
+
+
+def _load(ws: Workspace) -> LoadedConfig:
+    return load_config(ws.config_dir, environ=ws.environ, today=ws.clock().date(), environment=ws.environment)
+
+
+def _plan(ws: Workspace, loaded: LoadedConfig, backend: StateBackend, options: Options) -> Plan:
+    plan = make_plan(
+        loaded.desired,
+        backend.read(),
+        now=ws.clock(),
+        catalog=load_catalog(),
+        state_location=backend.describe(),
+        allow_delete=options.allow_delete,
+        replace=options.replace,
+    )
+    if options.targets or options.excludes:
+        plan = select(plan, targets=options.targets, excludes=options.excludes)
+    return plan
+
+
+def plan_config(ws: Workspace, options: Options = Options()) -> PlanResult:
     """Load, read state, plan: everything `reconciler plan` shows, as data."""
-    loaded = load_config(config_dir, environ=environ, today=now.date())
-    backend = open_backend(config_dir, loaded.root)
-    plan = make_plan(loaded.desired, backend.read(), now=now, catalog=load_catalog(), state_location=backend.describe())
-    document = to_document(plan, warnings=[str(w) for w in loaded.warnings])
-    return PlanResult(loaded, backend, plan, document)
+    loaded = _load(ws)
+    backend = open_backend(ws, loaded.root)
+    plan = _plan(ws, loaded, backend, options)
+    return PlanResult(loaded, backend, plan, to_document(plan, warnings=[str(w) for w in loaded.warnings]))
 
 
-# -- apply and authorize ---------------------------------------------------------------------------------------
+def save_plan(ws: Workspace, result: PlanResult, path: Path) -> None:
+    """Write `result` as a saved plan (signed with the state key, created for new local state)."""
+    from reconciler.planfile import write_plan_file
+
+    key = state_key(ws, result.loaded.root, result.backend, on_key_created=lambda source: None)
+    write_plan_file(path, result.document, result.loaded.desired, key)
 
 
-def open_vault(  # type: ignore[no-untyped-def]
+def show_plan(ws: Workspace, path: Path) -> PlanDocument:
+    """The document of a saved plan, after checking its signature."""
+    return _read_saved(ws, path, load_root(ws.config_dir, environment=ws.environment)).document
+
+
+def _read_saved(ws: Workspace, path: Path, root: RootFile):  # type: ignore[no-untyped-def]
+    from reconciler.planfile import read_plan_file
+
+    backend = open_backend(ws, root)
+    key = state_key(ws, root, backend, on_key_created=lambda source: None, create=False)
+    return read_plan_file(
+        path,
+        key=key,
+        environment=ws.environment_name,
+        resolve_secret=lambda ref: resolve_reference(ref, config_dir=ws.config_dir, environ=ws.environ, where=str(path)),
+    )
+
+
+# -- keys and credentials ----------------------------------------------------------------------------------------
+
+
+def state_key(  # type: ignore[no-untyped-def]
+    ws: Workspace, root: RootFile, backend: StateBackend, *, on_key_created: Callable[[str], None], create: bool = True
+):
+    """The state key, checked against what is already sealed (see `open_key`)."""
+    return open_key(backend, key_directory(ws, root), ws.environ, ws.environment_name, on_key_created, create=create)
+
+
+def open_key(  # type: ignore[no-untyped-def]
     backend: StateBackend,
     key_dir: Path | None,
     environ: Mapping[str, str],
-    *,
-    lineage: str,
     environment: str,
     on_key_created: Callable[[str], None],
+    *,
+    create: bool = True,
 ):
-    """The vault of a state: its credential store and the state key, checked against what is already sealed.
+    """The state key, checked against the credentials already sealed in `backend`.
 
     A key that is not the one the existing credentials were sealed with is refused before anything is written,
     and no key is generated for a state that already holds sealed credentials (its key file is lost)."""
     from reconciler.crypto import StateKeyError, load_state_key
-    from reconciler.state.credentials import Vault
 
     store = backend.credential_store()
     sealed_kid = _sealed_key_id(store)
@@ -79,9 +165,11 @@ def open_vault(  # type: ignore[no-untyped-def]
         environ,
         key_file=(key_dir or Path(".")) / f"{environment}.key",
         salt_file=(key_dir or Path(".")) / f"{environment}.kdf.json",
-        create=sealed_kid is None,
+        create=create and sealed_kid is None,
         allow_key_file=key_dir is not None,
     )
+    if key is None and not create and sealed_kid is None:
+        return None
     if key is None and environ.get("RECONCILER_STATE_PASSPHRASE"):
         raise StateKeyError(
             f"{backend.describe()}: credentials are sealed with key id {sealed_kid}, not with a passphrase "
@@ -102,7 +190,7 @@ def open_vault(  # type: ignore[no-untyped-def]
     if key.created and key_dir is not None:
         _git_ignore_keys(key_dir)
         on_key_created(key.source)
-    return Vault(store, key, lineage=lineage, environment=environment)
+    return key
 
 
 def _sealed_key_id(store) -> str | None:  # type: ignore[no-untyped-def]
@@ -122,28 +210,25 @@ def _git_ignore_keys(directory: Path) -> None:
 
 
 def services_for(  # type: ignore[no-untyped-def]
-    config_dir: Path,
-    loaded: LoadedConfig,
+    ws: Workspace,
+    root: RootFile,
     backend: StateBackend,
     *,
-    environ: Mapping[str, str],
     http,
     consent,
-    clock,
     on_key_created,
-    environment: str = DEFAULT_ENVIRONMENT,
 ):
-    """The executor's side effects for this configuration (the key is checked or created on first use)."""
+    """The executor's side effects (the key is checked, or created, on first use)."""
     from reconciler.apply import Services
+    from reconciler.state.credentials import Vault
 
-    key_dir = config_dir / loaded.root.backend.path if isinstance(backend, LocalBackend) else None
+    def vault_for(lineage: str) -> Vault:
+        key = state_key(ws, root, backend, on_key_created=on_key_created)
+        return Vault(backend.credential_store(), key, lineage=lineage, environment=ws.environment_name)
 
-    def vault_for(lineage: str):  # type: ignore[no-untyped-def]
-        return open_vault(
-            backend, key_dir, environ, lineage=lineage, environment=environment, on_key_created=on_key_created
-        )
-
-    return Services(backend=backend, vault_for=vault_for, http=http, consent=consent, now=clock, catalog=load_catalog())
+    return Services(
+        backend=backend, vault_for=vault_for, http=http, consent=consent, now=ws.clock, catalog=load_catalog()
+    )
 
 
 @dataclass
@@ -153,50 +238,74 @@ class RunOutcome:
     result: ApplyResult | None
 
 
-def read_state(config_dir: Path, *, environ: Mapping[str, str]) -> StateDocument | None:
-    """The recorded state of the configuration in `config_dir` (needs no secrets)."""
-    return open_backend(config_dir, load_root(config_dir)).read()
+def read_state(ws: Workspace) -> StateDocument | None:
+    """The recorded state of the workspace (needs no secrets, except a shared backend's DSN)."""
+    return open_backend(ws, load_root(ws.config_dir, environment=ws.environment)).read()
 
 
 def run_apply(
-    config_dir: Path,
+    ws: Workspace,
     *,
-    environ: Mapping[str, str],
-    clock: Callable[[], dt.datetime],
+    options: Options,
     consent: ConsentStep | None,
     hooks: ApplyHooks,
     confirm: Callable[[PlanDocument], bool],
     require_scopes: bool,
     lock_timeout: float,
     on_key_created: Callable[[str], None],
+    plan_file: Path | None = None,
 ) -> RunOutcome:
-    """Load, lock, plan, confirm (the callback shows the plan), and carry it out."""
+    """Lock, plan (or read the saved plan), confirm (the callback shows the plan), and carry it out."""
     from reconciler.apply import ApplyResult, apply_plan
 
-    now = clock()
-    loaded = load_config(config_dir, environ=environ, today=now.date())
-    backend = open_backend(config_dir, loaded.root)
+    if plan_file is not None:
+        root = load_root(ws.config_dir, environment=ws.environment)
+        saved = _read_saved(ws, plan_file, root)
+        backend, desired, plan, document = open_backend(ws, root), saved.desired, saved.plan, saved.document
+    else:
+        loaded = _load(ws)
+        root, desired, backend = loaded.root, loaded.desired, open_backend(ws, loaded.root)
     with backend.lock("apply", timeout=lock_timeout):
-        plan = make_plan(loaded.desired, backend.read(), now=now, catalog=load_catalog(), state_location=backend.describe())
-        document = to_document(plan, warnings=[str(w) for w in loaded.warnings])
+        if plan_file is not None:
+            _check_fresh(plan_file, plan, backend)
+        else:
+            plan = _plan(ws, loaded, backend, options)
+            document = to_document(plan, warnings=[str(w) for w in loaded.warnings])
         if not confirm(document):
             if document.has_changes:
                 raise ReconcilerError("apply cancelled; nothing was changed")
             return RunOutcome(ApplyResult(state=None, pending=[(c.address, "") for c in plan.changes if c.pending]))
         with httpx.Client(timeout=30.0) as http:
-            services = services_for(
-                config_dir, loaded, backend, environ=environ, http=http, consent=consent, clock=clock,
-                on_key_created=on_key_created,
-            )
-            return RunOutcome(apply_plan(plan, loaded.desired, services, hooks, require_scopes=require_scopes))
+            services = services_for(ws, root, backend, http=http, consent=consent, on_key_created=on_key_created)
+            return RunOutcome(apply_plan(plan, desired, services, hooks, require_scopes=require_scopes))
+
+
+def _check_fresh(path: Path, plan: Plan, backend: StateBackend) -> None:
+    """A saved plan applies only to the state it was made against — including "no state at all"."""
+    from reconciler.planfile import PlanFileError
+
+    current = backend.read()
+    if plan.state.lineage is None and current is not None:
+        raise PlanFileError(
+            f"{path}: the plan was made when there was no state, but {backend.describe()} now exists "
+            f"(serial {current.serial})",
+            hint="plan again; nothing was changed",
+        )
+    if plan.state.lineage is not None and (
+        current is None or current.lineage != plan.state.lineage or current.serial != plan.state.serial
+    ):
+        now_at = f"lineage {current.lineage} serial {current.serial}" if current else "no state"
+        raise PlanFileError(
+            f"{path}: the state moved since the plan was made (planned against serial {plan.state.serial}, "
+            f"now {now_at})",
+            hint="plan again; nothing was changed",
+        )
 
 
 def run_authorize(
-    config_dir: Path,
+    ws: Workspace,
     patterns: list[str],
     *,
-    environ: Mapping[str, str],
-    clock: Callable[[], dt.datetime],
     consent: ConsentStep | None,
     hooks: ApplyHooks,
     reissue: bool,
@@ -207,8 +316,8 @@ def run_authorize(
     from reconciler.apply import authorize_pending
     from reconciler.state.model import InstallationRecord
 
-    loaded = load_config(config_dir, environ=environ, today=clock().date())
-    backend = open_backend(config_dir, loaded.root)
+    loaded = _load(ws)
+    backend = open_backend(ws, loaded.root)
     with backend.lock("authorize", timeout=lock_timeout):
         doc = backend.read()
         pending = [
@@ -221,10 +330,104 @@ def run_authorize(
         if not selected:
             return RunOutcome(None)
         with httpx.Client(timeout=30.0) as http:
-            services = services_for(
-                config_dir, loaded, backend, environ=environ, http=http, consent=consent, clock=clock,
-                on_key_created=lambda path: None,
-            )
+            services = services_for(ws, loaded.root, backend, http=http, consent=consent, on_key_created=lambda p: None)
             return RunOutcome(
                 authorize_pending(selected, loaded.desired, services, hooks, reissue=reissue, require_scopes=require_scopes)
             )
+
+
+# -- state commands ----------------------------------------------------------------------------------------------
+
+
+def state_rm(ws: Workspace, patterns: list[str], *, lock_timeout: float) -> list[str]:
+    """Forget addresses (globs) without revoking anything: their records and sealed credentials go."""
+    backend = open_backend(ws, load_root(ws.config_dir, environment=ws.environment))
+    with backend.lock("state rm", timeout=lock_timeout):
+        doc = backend.read()
+        if doc is None:
+            raise UsageError("there is no state yet")
+        gone = [a for a in doc.resources if any(fnmatch.fnmatchcase(a, p) for p in patterns)]
+        missing = [p for p in patterns if not any(fnmatch.fnmatchcase(a, p) for a in doc.resources)]
+        if missing:
+            raise UsageError(f"not in state: {', '.join(missing)}", hint="`reconciler state list` shows what is")
+        backend.write(doc.with_resources({a: r for a, r in doc.resources.items() if a not in gone}), expected_serial=doc.serial)
+        store = backend.credential_store()
+        for address in gone:
+            store.delete(address)
+        return gone
+
+
+def state_mv(ws: Workspace, old: str, new: str, *, lock_timeout: float) -> None:
+    """Rename an installation without re-authorizing: its record moves and its credentials are re-sealed for the
+    new address (a blob opens only where it was sealed)."""
+    from reconciler.state.credentials import Vault
+    from reconciler.state.model import InstallationRecord
+
+    root = load_root(ws.config_dir, environment=ws.environment)
+    backend = open_backend(ws, root)
+    parts = new.split(".")
+    if len(parts) != 3 or parts[0] != "installation" or not all(parts):
+        raise UsageError(f"{new} is not an installation address (installation.<tenant>.<name>)")
+    with backend.lock("state mv", timeout=lock_timeout):
+        doc = backend.read()
+        record = doc.resources.get(old) if doc else None
+        if doc is None or not isinstance(record, InstallationRecord):
+            raise UsageError(f"{old} is not an installation in state")
+        if new in doc.resources:
+            raise UsageError(f"{new} is already in state")
+        key = state_key(ws, root, backend, on_key_created=lambda source: None)
+        vault = Vault(backend.credential_store(), key, lineage=doc.lineage, environment=ws.environment_name)
+        sealed = vault.record(old)
+        if sealed is not None:
+            tokens = vault.current_tokens(old, record.client_id, sealed) if sealed.tokens or sealed.staged else None
+            pending = (
+                vault.open_pending(old, record.pending.client_id, sealed.pending)
+                if sealed.pending and record.pending
+                else None
+            )
+            vault.put(
+                new,
+                vault.seal_tokens(new, record.client_id, tokens) if tokens else None,
+                vault.seal_pending(new, record.pending.client_id, pending) if pending and record.pending else None,
+                expected_generation=None,
+            )
+        moved = record.model_copy(update={"tenant": parts[1], "name": parts[2]})
+        resources = {a: r for a, r in doc.resources.items() if a != old}
+        backend.write(doc.with_resources({**resources, new: moved}), expected_serial=doc.serial)
+        if sealed is not None:
+            vault.forget(old)
+
+
+def state_pull(ws: Workspace, directory: Path, *, lock_timeout: float) -> StateDocument:
+    """Copy the configured backend's state (document and sealed credentials, as they are) to a local directory."""
+    source = open_backend(ws, load_root(ws.config_dir, environment=ws.environment))
+    target = LocalBackend(directory, ws.environment_name)
+    with source.lock("state pull", timeout=lock_timeout):
+        return _copy_state(source, target, lock_timeout)
+
+
+def state_push(ws: Workspace, directory: Path, *, lock_timeout: float) -> StateDocument:
+    """Copy local state (document and sealed credentials) into the configured backend, keeping lineage and serial.
+    Refused when the backend holds another lineage or a newer serial."""
+    source = LocalBackend(directory, ws.environment_name)
+    target = open_backend(ws, load_root(ws.config_dir, environment=ws.environment))
+    return _copy_state(source, target, lock_timeout)
+
+
+def _copy_state(source: StateBackend, target: StateBackend, lock_timeout: float) -> StateDocument:
+    doc = source.read()
+    if doc is None:
+        raise UsageError(f"there is no state at {source.describe()}")
+    with target.lock("state push", timeout=lock_timeout):
+        target.import_document(doc)
+        sink, store = target.credential_store(), source.credential_store()
+        for address in store.addresses():
+            record = store.get(address)
+            if record is not None:
+                sink.put_record(address, record)
+    return doc
+
+
+def force_unlock(ws: Workspace, lock_id: str) -> str:
+    """Release a lock whose holder is stuck; returns who held it."""
+    return open_backend(ws, load_root(ws.config_dir, environment=ws.environment)).force_unlock(lock_id)

@@ -13,7 +13,7 @@ from deepdiff import DeepDiff
 
 from reconciler.errors import ReconcilerError
 from reconciler.render import render_json, render_markdown, render_text
-from reconciler.workflow import plan_config
+from reconciler.workflow import Workspace, plan_config
 from tests.conftest import UPDATE_GOLDEN, read_env_file, snapshot
 
 CASES = Path(__file__).parent / "cases"
@@ -23,7 +23,7 @@ NOW = dt.datetime(2026, 11, 2, 9, 30, tzinfo=dt.timezone.utc)
 def _outputs(case: Path) -> dict[str, str]:
     environ = read_env_file(case / "env")
     try:
-        doc = plan_config(Path("."), environ=environ, now=NOW).document
+        doc = plan_config(Workspace(Path("."), environ, clock=lambda: NOW)).document
     except ReconcilerError as exc:
         return {"error.txt": "\n".join(exc.lines()) + "\n"}
     return {"plan.json": render_json(doc), "plan.txt": render_text(doc), "plan.md": render_markdown(doc)}

@@ -44,6 +44,7 @@ __all__ = [
     "environment_names",
     "load_config",
     "load_root",
+    "resolve_reference",
 ]
 
 CONFIG_FILE = "reconciler.yaml"
@@ -143,6 +144,16 @@ def load_root(config_dir: Path, *, environment: str | None = None) -> RootFile:
     loader._fail_if_issues()
     assert isinstance(root, RootFile)
     return root
+
+
+def resolve_reference(value: str, *, config_dir: Path, environ: Mapping[str, str], where: str) -> str:
+    """The value of one `${env:NAME}`/`${file:PATH}` reference (a DSN, or a secret a saved plan names)."""
+    loader = _Loader(Path(config_dir), environ, load_catalog(), None)
+    src = SourceFile(Path(where), where, "")
+    resolved = loader._value(src, (where,), value, secret=True)
+    loader._fail_if_issues()
+    assert resolved is not None
+    return resolved
 
 
 def environment_names(config_dir: Path) -> list[str]:

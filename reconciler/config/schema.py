@@ -9,10 +9,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, field_validator
 
 __all__ = [
     "BackendSpec",
+    "LocalBackendSpec",
+    "PostgresBackendSpec",
     "CredentialsSpec",
     "EndpointsSpec",
     "IncludedFile",
@@ -93,9 +95,30 @@ class PlatformSpec(_Strict):
     )
 
 
-class BackendSpec(_Strict):
+class LocalBackendSpec(_Strict):
+    """State in local files (the default): `<path>/<environment>.json` beside the configuration."""
+
     type: Literal["local"] = "local"
     path: NonEmpty = Field("state", description="Directory of local state, relative to the config directory.")
+
+
+class PostgresBackendSpec(_Strict):
+    """Shared state in PostgreSQL (one row per environment; session advisory locks; a direct connection)."""
+
+    type: Literal["postgres"]
+    dsn: NonEmpty = Field(description="Connection string, by reference: ${env:RECONCILER_PG_DSN}.")
+
+
+def _backend_type(value: object) -> str:
+    """`type` picks the backend; omitted, it is local (so `backend: {path: other}` stays valid)."""
+    found = value.get("type", "local") if isinstance(value, dict) else getattr(value, "type", "local")
+    return found if isinstance(found, str) else "?"
+
+
+BackendSpec = Annotated[
+    Annotated[LocalBackendSpec, Tag("local")] | Annotated[PostgresBackendSpec, Tag("postgres")],
+    Discriminator(_backend_type, custom_error_type="backend_type", custom_error_message="type must be local or postgres"),
+]
 
 
 class IncludedFile(_Strict):
@@ -120,4 +143,4 @@ class RootFile(IncludedFile):
             raise ValueError("input should be 1")
         return value
     platform: PlatformSpec | None = None
-    backend: BackendSpec = BackendSpec()
+    backend: BackendSpec = LocalBackendSpec()

@@ -58,7 +58,8 @@ def render_markdown_parts(
 ) -> list[str]:
     """The comment in numbered parts of at most `limit` characters each; just `[render_markdown(doc)]` when that
     fits. The summary and warnings come first, in part 1; a tenant section that fits in a part is never split, a
-    larger one is split between changes, its `<details>` and code fence closed and reopened around the break."""
+    larger one is split between changes, its `<details>` and code fence closed and reopened around the break.
+    A `limit` too small to hold a section's opening and closing lines raises ValueError."""
     whole = render_markdown(doc, links)
     if len(whole) <= limit:
         return [whole]

@@ -232,7 +232,6 @@ def load_seed(provider: Provider, path: Path) -> None:
     import os
 
     import yaml
-
     from pydantic import BaseModel, ConfigDict, ValidationError
 
     class SeedApp(BaseModel):

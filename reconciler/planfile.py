@@ -1,0 +1,172 @@
+"""Saved plans: `plan --out FILE` writes one; `apply FILE` applies exactly it, or refuses it as stale or tampered.
+
+Owns: the plan file's versioned format — the plan document it shows, the desired values it was made from (secret
+references, never values), the state lineage and serial it was made against, the configuration digest — and its
+HMAC, keyed from the state key, so that a file edited after review does not apply. Must not: hold secret values,
+or decide anything the planner decides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from reconciler import __version__
+from reconciler.config.desired import DesiredInstallation, DesiredPartner, DesiredState
+from reconciler.crypto import StateKey
+from reconciler.errors import ReconcilerError
+from reconciler.plan import Action, Plan, ResourceChange, StateRef
+from reconciler.render.document import PlanDocument
+
+__all__ = ["PLAN_FILE_VERSION", "PlanFileError", "SavedPlan", "config_digest", "read_plan_file", "write_plan_file"]
+
+PLAN_FILE_VERSION = 1
+MAGIC = "reconciler-plan"
+
+
+class PlanFileError(ReconcilerError):
+    """A saved plan cannot be used: unreadable, from another version or environment, tampered with, or stale."""
+
+
+@dataclass(frozen=True)
+class SavedPlan:
+    document: PlanDocument
+    plan: Plan
+    desired: DesiredState
+    config_digest: str
+
+
+def _desired_data(desired: DesiredState) -> dict[str, Any]:
+    def strip(item: Any) -> dict[str, Any]:
+        data = {f.name: getattr(item, f.name) for f in dataclasses.fields(item) if f.name != "client_secret"}
+        return json.loads(json.dumps(data, default=_plain))
+
+    return {
+        "environment": desired.environment,
+        "partners": {address: strip(p) for address, p in sorted(desired.partners.items())},
+        "installations": {address: strip(i) for address, i in sorted(desired.installations.items())},
+    }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (tuple, frozenset, set)):
+        return sorted(value) if isinstance(value, (set, frozenset)) else list(value)
+    if hasattr(value, "items"):
+        return dict(value.items())
+    raise TypeError(f"cannot save {type(value).__name__} in a plan file")
+
+
+def config_digest(desired: DesiredState) -> str:
+    """A digest of everything the configuration declares (references, not secret values)."""
+    canonical = json.dumps(_desired_data(desired), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _mac(key: StateKey, body: dict[str, Any]) -> str:
+    mac_key = hashlib.sha256(b"reconciler-plan-hmac\n" + key.key).digest()
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(mac_key, canonical, hashlib.sha256).hexdigest()
+
+
+def write_plan_file(path: Path, document: PlanDocument, desired: DesiredState, key: StateKey) -> None:
+    body = {
+        "magic": MAGIC,
+        "format_version": PLAN_FILE_VERSION,
+        "reconciler_version": __version__,
+        "environment": document.environment,
+        "state": {"lineage": document.state.lineage, "serial": document.state.serial},
+        "config_digest": config_digest(desired),
+        "desired": _desired_data(desired),
+        "plan": document.model_dump(mode="json"),
+    }
+    payload = {**body, "hmac": _mac(key, body), "key_id": key.key_id}
+    try:
+        Path(path).write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    except OSError as exc:
+        raise PlanFileError(f"{path}: cannot write the plan file: {exc.strerror}") from None
+
+
+def read_plan_file(
+    path: Path,
+    *,
+    key: StateKey | None,
+    environment: str,
+    resolve_secret: Callable[[str], str],
+) -> SavedPlan:
+    """Read and check a saved plan; `resolve_secret` turns each `${env:}`/`${file:}` reference it names into a value.
+    With `key` None (no key available) the HMAC cannot be checked and the plan is refused."""
+    try:
+        payload = json.loads(Path(path).read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a plan file"
+        raise PlanFileError(f"{path}: cannot read the plan file ({reason})") from None
+    if not isinstance(payload, dict) or payload.get("magic") != MAGIC:
+        raise PlanFileError(f"{path}: not a reconciler plan file")
+    if payload.get("format_version") != PLAN_FILE_VERSION:
+        raise PlanFileError(
+            f"{path}: plan file format {payload.get('format_version')!r}; this reconciler reads {PLAN_FILE_VERSION}",
+            hint="plan again with this version",
+        )
+    if payload.get("environment") != environment:
+        raise PlanFileError(
+            f"{path}: the plan is for environment '{payload.get('environment')}', not '{environment}'",
+            hint=f"apply it with --env {payload.get('environment')}",
+        )
+    body = {k: v for k, v in payload.items() if k not in {"hmac", "key_id"}}
+    if key is None:
+        raise PlanFileError(f"{path}: no state key to check the plan's signature with", hint="set the state key")
+    if not hmac.compare_digest(str(payload.get("hmac", "")), _mac(key, body)):
+        raise PlanFileError(
+            f"{path}: the plan file was changed after it was made, or was made with another state key",
+            hint="plan again; nothing was changed",
+        )
+    try:
+        document = PlanDocument.model_validate(body["plan"])
+        desired = _rebuild_desired(body["desired"], resolve_secret)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PlanFileError(f"{path}: the plan file is inconsistent ({type(exc).__name__})") from None
+    if config_digest(desired) != body.get("config_digest"):
+        raise PlanFileError(f"{path}: the plan file's configuration does not match its digest")
+    return SavedPlan(document, plan_from_document(document), desired, body["config_digest"])
+
+
+def _rebuild_desired(data: dict[str, Any], resolve_secret: Callable[[str], str]) -> DesiredState:
+    def secret(item: dict[str, Any]) -> SecretStr | None:
+        ref = item.get("client_secret_ref")
+        return SecretStr(resolve_secret(ref)) if ref else None
+
+    partners = {}
+    for address, item in data["partners"].items():
+        fields = {**item, "scopes": tuple(item["scopes"]) if item.get("scopes") is not None else None}
+        partners[address] = DesiredPartner(**fields, client_secret=secret(item))
+    installations = {}
+    for address, item in data["installations"].items():
+        fields = {**item, "scopes": tuple(item["scopes"]), "parameters": dict(item["parameters"])}
+        installations[address] = DesiredInstallation(**fields, client_secret=secret(item))
+    return DesiredState(partners=partners, installations=installations, environment=data["environment"])
+
+
+def plan_from_document(document: PlanDocument) -> Plan:
+    """The executor's Plan from the saved document (the document is what was reviewed)."""
+    changes = tuple(
+        ResourceChange(
+            address=c.address,
+            action=Action(c.action),
+            reasons=tuple(c.reasons),
+            before=c.before,
+            after=c.after,
+            warnings=tuple(c.warnings),
+            pending=c.pending,
+        )
+        for c in document.changes
+    )
+    state = StateRef(document.state.location, document.state.lineage, document.state.serial)
+    return Plan(environment=document.environment, state=state, changes=changes)
