@@ -8,6 +8,7 @@ state logic. Expected errors print as one line each; anything else is reported a
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -128,6 +129,40 @@ def _address_options(func):  # type: ignore[no-untyped-def]
     return func
 
 
+def _refresh_options(func):  # type: ignore[no-untyped-def]
+    """--parallelism / --window / --lock-timeout for commands that refresh tokens."""
+    options = [
+        click.option("--parallelism", type=click.IntRange(1, 256), default=10, show_default=True,
+                     help="Installations checked at once."),
+        click.option("--window", type=click.FloatRange(min=0), default=15, show_default=True,
+                     help="Refresh tokens expiring within this many minutes."),
+        click.option("--lock-timeout", type=click.FloatRange(min=0), default=0, show_default=True,
+                     help="Seconds to wait for the state lock."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _refresh_settings(parallelism: int, window: float):  # type: ignore[no-untyped-def]
+    from reconciler.refresh import RefreshSettings
+
+    return RefreshSettings(window=dt.timedelta(minutes=window), parallelism=parallelism)
+
+
+@contextlib.contextmanager
+def _progress(label: str):  # type: ignore[no-untyped-def]
+    """A rich progress bar on a terminal (stderr); nothing on a pipe."""
+    if not sys.stderr.isatty():
+        yield lambda done, total: None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
 def _plan_options(target, exclude, replace, allow_delete):  # type: ignore[no-untyped-def]
     from reconciler.workflow import Options as PlanOptions
 
@@ -180,12 +215,14 @@ def validate(opts: Options) -> int:
     "DIR/plan-1.md, plan-2.md, ... (earlier plan-N.md files in DIR are replaced).",
 )
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also save the plan, for `apply FILE`.")
+@click.option("--refresh", "refresh", is_flag=True, help="Refresh expiring tokens and check each at the provider first.")
+@_refresh_options
 @_address_options
 @click.pass_obj
-def plan(opts: Options, fmt: str, detailed_exitcode: bool, split_dir: Path | None, out: Path | None,
-         target: tuple[str, ...], exclude: tuple[str, ...], replace: tuple[str, ...],
-         allow_delete: tuple[str, ...]) -> int:
-    """Show what apply would change. Reads state, writes nothing (but --split-dir files), needs no network.
+def plan(opts: Options, fmt: str, detailed_exitcode: bool, split_dir: Path | None, out: Path | None, refresh: bool,
+         parallelism: int, window: float, lock_timeout: float, target: tuple[str, ...], exclude: tuple[str, ...],
+         replace: tuple[str, ...], allow_delete: tuple[str, ...]) -> int:
+    """Show what apply would change. Offline and read-only, unless --refresh (which stores rotated tokens).
 
     \b
     Examples:
@@ -203,7 +240,25 @@ def plan(opts: Options, fmt: str, detailed_exitcode: bool, split_dir: Path | Non
     if split_dir is not None and fmt != "markdown":
         raise UsageError("--split-dir writes Markdown parts", hint="add --format markdown")
     workspace = opts.workspace()
-    result = plan_config(workspace, _plan_options(target, exclude, replace, allow_delete))
+    options = _plan_options(target, exclude, replace, allow_delete)
+    partner_faults: list[str] = []
+    if refresh:
+        from reconciler.workflow import run_refresh
+
+        with _progress("Refreshing") as progress:
+            refreshed = run_refresh(
+                workspace,
+                options=options,
+                settings=_refresh_settings(parallelism, window),
+                progress=progress,
+                lock_timeout=lock_timeout,
+                record=False,
+            )
+        assert refreshed.plan is not None
+        result = refreshed.plan
+        partner_faults = sorted({f.partner for f in refreshed.findings if f.outcome == "partner" and f.partner})
+    else:
+        result = plan_config(workspace, options)
     doc = result.document
     if out is not None:
         save_plan(workspace, result, out)
@@ -230,7 +285,61 @@ def plan(opts: Options, fmt: str, detailed_exitcode: bool, split_dir: Path | Non
             (split_dir / f"plan-{number}.md").write_text(redact(part), encoding="utf-8")
             click.echo(str(split_dir / f"plan-{number}.md"), err=True)
     click.echo(output, nl=False, color=opts.use_color())
+    if partner_faults:
+        raise ReconcilerError(
+            f"the provider rejected the client credentials of partner(s) {', '.join(partner_faults)}: their "
+            "installations were not re-planned",
+            hint="rotate the partner's client secret; users need not sign in again",
+        )
     return EXIT_CHANGES if detailed_exitcode and doc.has_changes else EXIT_OK
+
+
+@cli.command()
+@_refresh_options
+@click.option("--target", multiple=True, metavar="ADDRESS", help="Only these addresses (globs; repeatable).")
+@click.option("--exclude", multiple=True, metavar="ADDRESS", help="Leave these addresses out (globs).")
+@click.pass_obj
+def refresh(opts: Options, parallelism: int, window: float, lock_timeout: float, target: tuple[str, ...],
+            exclude: tuple[str, ...]) -> int:
+    """Refresh tokens that expire soon, check every installation at the provider, and record what was found.
+
+    Only state changes: rotated tokens are stored, and installations whose token was revoked or whose refresh
+    token was rejected are marked, so that `plan` (even offline) asks to re-authorize them. A rejected partner
+    secret is an error on the partner, never a re-authorization of its installations.
+
+    \b
+    Examples:
+      reconciler refresh
+      reconciler refresh --parallelism 32 --target 'installation.acme.*'
+    """
+    from reconciler.workflow import Options as PlanOptions
+    from reconciler.workflow import run_refresh
+
+    with _progress("Refreshing") as progress:
+        outcome = run_refresh(
+            opts.workspace(),
+            options=PlanOptions(targets=frozenset(target), excludes=frozenset(exclude)),
+            settings=_refresh_settings(parallelism, window),
+            progress=progress,
+            lock_timeout=lock_timeout,
+            record=True,
+        )
+    counts: dict[str, int] = {}
+    for finding in outcome.findings:
+        counts[finding.outcome] = counts.get(finding.outcome, 0) + 1
+        if finding.outcome not in ("ok", "refreshed"):
+            click.echo(f"{finding.address}: {finding.drift or finding.message}", err=True)
+    labels = {"ok": "fine", "refreshed": "refreshed", "revoked": "revoked", "rejected": "refresh rejected",
+              "partner": "partner fault", "transient": "could not be checked", "skipped": "skipped"}
+    summary = ", ".join(f"{counts[k]} {label}" for k, label in labels.items() if counts.get(k))
+    click.echo(f"Refresh complete: {summary or 'nothing to refresh'}.")
+    partners = sorted({f.partner for f in outcome.findings if f.outcome == "partner" and f.partner})
+    if partners:
+        raise ReconcilerError(
+            f"the provider rejected the client credentials of partner(s) {', '.join(partners)}",
+            hint="rotate the partner's client secret; users need not sign in again",
+        )
+    return EXIT_OK
 
 
 @cli.command()

@@ -12,6 +12,7 @@ import datetime as dt
 import fnmatch
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from reconciler.catalog import Catalog, Connector
@@ -43,10 +44,13 @@ def make_plan(
     state_location: str = "state",
     allow_delete: frozenset[str] = frozenset(),
     replace: frozenset[str] = frozenset(),
+    refreshed: Mapping[str, str] | None = None,
 ) -> Plan:
     """Diff `desired` against `recorded` (None: no state yet) and return every address's action.
 
     Deleting a protected installation raises `PlanError` unless an `allow_delete` glob (fnmatch) matches its address.
+    `refreshed` maps addresses to what a refresh just found at the provider ("token revoked", "refresh token
+    rejected"): those installations must re-authorize, as must any whose record carries such a finding.
     """
     records = recorded.resources if recorded is not None else {}
     recorded_partners = {a: r for a, r in records.items() if isinstance(r, PartnerRecord)}
@@ -57,9 +61,15 @@ def make_plan(
         for address in sorted(desired.partners.keys() | recorded_partners.keys())
     ]
     _check_partners_in_use(desired, partners)
+    drift = refreshed or {}
     installations = [
         _installation_change(
-            address, desired.installations.get(address), recorded_installations.get(address), now=now, catalog=catalog
+            address,
+            desired.installations.get(address),
+            recorded_installations.get(address),
+            now=now,
+            catalog=catalog,
+            drift=drift.get(address),
         )
         for address in sorted(desired.installations.keys() | recorded_installations.keys())
     ]
@@ -234,6 +244,7 @@ def _installation_change(
     *,
     now: dt.datetime,
     catalog: Catalog,
+    drift: str | None = None,
 ) -> ResourceChange:
     if have is None:
         assert want is not None
@@ -251,6 +262,9 @@ def _installation_change(
         reason = f"pending authorization expired on {_iso(pending.expires_at)}"
         return ResourceChange(address, Action.REAUTHORIZE, (reason,), before, after)
     reauthorize = _reauthorize_reasons(want, have, connector)
+    drift = drift or have.drift
+    if drift and have.status == "authorized":
+        reauthorize = (*reauthorize, drift)
     update = _update_reasons(want, have)
     if reauthorize:
         return ResourceChange(address, Action.REAUTHORIZE, reauthorize + update, before, after)

@@ -431,3 +431,89 @@ def _copy_state(source: StateBackend, target: StateBackend, lock_timeout: float)
 def force_unlock(ws: Workspace, lock_id: str) -> str:
     """Release a lock whose holder is stuck; returns who held it."""
     return open_backend(ws, load_root(ws.config_dir, environment=ws.environment)).force_unlock(lock_id)
+
+
+# -- refresh -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RefreshOutcome:
+    findings: list  # list[Finding]
+    plan: PlanResult | None = None
+    recorded: int = 0  # records whose drift changed in state
+
+
+def run_refresh(
+    ws: Workspace,
+    *,
+    options: Options,
+    settings,  # type: ignore[no-untyped-def]
+    progress: Callable[[int, int], None],
+    lock_timeout: float,
+    record: bool,
+) -> RefreshOutcome:
+    """Refresh expiring tokens and check every authorized installation. With `record`, store what was found in
+    state (`reconciler refresh`); otherwise plan with it (`plan --refresh`). Rotated tokens are stored either way."""
+    from reconciler.refresh import refresh_all
+    from reconciler.state.credentials import Vault
+
+    loaded = _load(ws)
+    backend = open_backend(ws, loaded.root)
+    with backend.lock("refresh" if record else "plan --refresh", timeout=lock_timeout):
+        doc = backend.read()
+        findings = []
+        if doc is not None:
+            selected = {
+                a
+                for a in doc.resources
+                if (not options.targets or any(fnmatch.fnmatchcase(a, p) for p in options.targets))
+                and not any(fnmatch.fnmatchcase(a, p) for p in options.excludes)
+            }
+            key = state_key(ws, loaded.root, backend, on_key_created=lambda source: None, create=False)
+            if key is not None:
+                vault = Vault(backend.credential_store(), key, lineage=doc.lineage, environment=ws.environment_name)
+                with httpx.Client(timeout=30.0, limits=httpx.Limits(max_connections=settings.parallelism)) as http:
+                    findings = refresh_all(
+                        doc, loaded.desired, vault, http, load_catalog(),
+                        now=ws.clock, settings=settings, addresses=selected, progress=progress,
+                    )
+        if record:
+            return RefreshOutcome(findings, recorded=_record_drift(backend, findings, ws.clock()) if doc else 0)
+        drift = {f.address: f.drift for f in findings if f.drift}
+        plan = make_plan(
+            loaded.desired,
+            doc,
+            now=ws.clock(),
+            catalog=load_catalog(),
+            state_location=backend.describe(),
+            allow_delete=options.allow_delete,
+            replace=options.replace,
+            refreshed=drift,
+        )
+        if options.targets or options.excludes:
+            plan = select(plan, targets=options.targets, excludes=options.excludes)
+        warnings = [str(w) for w in loaded.warnings] + [
+            f"{f.address}: {f.message}" for f in findings if f.outcome in ("transient", "partner", "skipped")
+        ]
+        return RefreshOutcome(findings, plan=PlanResult(loaded, backend, plan, to_document(plan, warnings=warnings)))
+
+
+def _record_drift(backend: StateBackend, findings: list, now: dt.datetime) -> int:  # type: ignore[type-arg]
+    """Write what refresh found into the records (drift set, or cleared when the token works again)."""
+    from reconciler.state.model import InstallationRecord
+
+    doc = backend.read()
+    if doc is None:
+        return 0
+    resources = dict(doc.resources)
+    changed = 0
+    for finding in findings:
+        record = resources.get(finding.address)
+        if not isinstance(record, InstallationRecord) or finding.outcome not in ("ok", "refreshed", "revoked", "rejected"):
+            continue
+        if record.drift != finding.drift:
+            changed += 1
+            resources[finding.address] = record.model_copy(update={"drift": finding.drift, "checked_at": now})
+    if changed:
+        backend.write(doc.with_resources(resources), expected_serial=doc.serial)
+    return changed

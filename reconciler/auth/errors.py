@@ -14,7 +14,7 @@ import httpx
 
 from reconciler.errors import ReconcilerError
 
-__all__ = ["ConsentError", "ProviderError", "classify_error", "transient"]
+__all__ = ["ConsentError", "ProviderError", "classify_error", "retry_after_seconds", "transient"]
 
 Category = Literal["partner", "grant", "denied", "scope", "transient", "protocol", "verify", "config"]
 PARTNER_ERRORS = {"invalid_client", "unauthorized_client"}
@@ -22,10 +22,19 @@ PARTNER_AADSTS = ("AADSTS7000215", "AADSTS7000222", "AADSTS700016", "AADSTS70002
 
 
 class ProviderError(ReconcilerError):
-    def __init__(self, message: str, *, category: Category, hint: str | None = None, status: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        category: Category,
+        hint: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ):
         super().__init__(message, hint=hint)
         self.category = category
         self.status = status
+        self.retry_after = retry_after  # seconds the provider asked us to wait (429 Retry-After)
 
 
 class ConsentError(ReconcilerError):
@@ -36,7 +45,19 @@ class ConsentError(ReconcilerError):
         self.category = category
 
 
-def classify_error(status: int, data: dict[str, Any] | None, *, html: bool = False) -> ProviderError:
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header in seconds (delta-seconds form; an HTTP date counts as 'soon')."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return 1.0
+
+
+def classify_error(
+    status: int, data: dict[str, Any] | None, *, html: bool = False, retry_after: float | None = None
+) -> ProviderError:
     """A `ProviderError` for a token endpoint's non-success answer (either dialect's error keys)."""
     if data is not None:
         error = str(data.get("error") or data.get("Error") or "")
@@ -56,7 +77,12 @@ def classify_error(status: int, data: dict[str, Any] | None, *, html: bool = Fal
         if error and status < 500 and status != 429:
             return ProviderError(f"the provider refused the request ({detail})", category="protocol", status=status)
     if status == 429 or status >= 500:
-        return ProviderError(f"the provider is unavailable (HTTP {status}); try again later", category="transient", status=status)
+        return ProviderError(
+            f"the provider is unavailable (HTTP {status}); try again later",
+            category="transient",
+            status=status,
+            retry_after=retry_after,
+        )
     if status == 203 or html:
         return ProviderError(
             f"the provider answered with a sign-in page (HTTP {status}) instead of JSON", category="transient", status=status

@@ -21,7 +21,7 @@ import authlib.deprecate  # noqa: E402,F401 - installs authlib's own "always" fi
 import httpx
 from pydantic import SecretStr
 
-from reconciler.auth.errors import ProviderError, classify_error, transient
+from reconciler.auth.errors import ProviderError, classify_error, retry_after_seconds, transient
 from reconciler.catalog import AuthFlavour
 from reconciler.state.credentials import TokenSet
 
@@ -127,7 +127,13 @@ class LegacyFlow:
             response = self.http.post(s.token_url, data=form, headers={"Accept": "application/json"}, timeout=s.timeout)
         except httpx.HTTPError as exc:
             raise transient(f"token endpoint {_origin(s.token_url)}", exc) from None
-        return normalise_token_response(response.status_code, response.headers.get("content-type", ""), response.content, self.now())
+        return normalise_token_response(
+            response.status_code,
+            response.headers.get("content-type", ""),
+            response.content,
+            self.now(),
+            retry_after=retry_after_seconds(response.headers.get("retry-after")),
+        )
 
 
 class EntraFlow:
@@ -189,10 +195,18 @@ class EntraFlow:
         if not responses:
             raise ProviderError("the token request could not be made", category="protocol")
         last = responses[-1]
-        return normalise_token_response(last.status_code, last.headers.get("content-type", ""), last.content, self.now())
+        return normalise_token_response(
+            last.status_code,
+            last.headers.get("content-type", ""),
+            last.content,
+            self.now(),
+            retry_after=retry_after_seconds(last.headers.get("retry-after")),
+        )
 
 
-def normalise_token_response(status: int, content_type: str, body: bytes, now: dt.datetime) -> TokenSet:
+def normalise_token_response(
+    status: int, content_type: str, body: bytes, now: dt.datetime, *, retry_after: float | None = None
+) -> TokenSet:
     """One TokenSet from either dialect's token response; any other answer is a classified `ProviderError`."""
     import json
 
@@ -203,7 +217,9 @@ def normalise_token_response(status: int, content_type: str, body: bytes, now: d
         except ValueError:
             data = None
     if status != 200 or not isinstance(data, dict) or "access_token" not in data:
-        raise classify_error(status, data if isinstance(data, dict) else None, html="html" in content_type)
+        raise classify_error(
+            status, data if isinstance(data, dict) else None, html="html" in content_type, retry_after=retry_after
+        )
     try:
         expires_in = int(data.get("expires_in", 3600))  # Azure DevOps OAuth sends a string
     except (TypeError, ValueError):

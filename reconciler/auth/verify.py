@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import httpx
 
-from reconciler.auth.errors import ProviderError, classify_error, transient
+from reconciler.auth.errors import ProviderError, classify_error, retry_after_seconds, transient
 from reconciler.catalog import Connector
 from reconciler.state.credentials import TokenSet
 
@@ -73,6 +73,16 @@ def verify_token(
                 hint=hint,
                 status=response.status_code,
             )
-        error = classify_error(response.status_code, None, html="html" in content_type)
-        raise ProviderError(f"{name} check: {error.message}", category=error.category, status=response.status_code)
+        error = classify_error(
+            response.status_code,
+            None,
+            html="html" in content_type,
+            retry_after=retry_after_seconds(response.headers.get("retry-after")),
+        )
+        raise ProviderError(
+            f"{name} check: {error.message}",
+            category=error.category,
+            status=response.status_code,
+            retry_after=error.retry_after,
+        )
     return result

@@ -111,7 +111,7 @@ class _Handler(BaseHTTPRequestHandler):
         if len(parts) >= 3 and parts[1] == "_apis" and parts[0] != "_sandbox":
             fault = self.provider.next_fault("api")
             if fault is not None:
-                return self._json(fault, {"message": "sandbox fault"})
+                return self._fault(fault)
             status, body = self.provider.api(self.headers.get("Authorization"), parts[0], "/".join(parts[2:]))
             return self._html(status, body) if isinstance(body, str) else self._json(status, body)
         if parts == ["_sandbox", "grants"]:
@@ -140,6 +140,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(400, {"message": f"bad request: {exc}"})
         self._json(404, {"message": "not found"})
 
+    def _fault(self, status: int) -> None:
+        if status == 203:
+            return self._html(203, "<html><body>Sign in</body></html>")
+        headers = {"Retry-After": "1"} if status == 429 else {}
+        self._send(status, json.dumps({"message": "sandbox fault"}).encode(), "application/json", headers)
+
     def _authorize(self, flavour: str, params: dict[str, str]) -> None:
         try:
             consent = self.provider.begin_consent(flavour, params)
@@ -151,7 +157,7 @@ class _Handler(BaseHTTPRequestHandler):
         fault = self.provider.next_fault("token")
         if fault is not None:
             self._body()
-            return self._json(fault, {"message": "sandbox fault"}) if fault != 203 else self._html(203, "<html>Sign in</html>")
+            return self._fault(fault)
         try:
             body = handler(self._form())
         except OAuthFailure as failure:

@@ -89,6 +89,8 @@ class InstallationRecord(_Record):
     verified_at: AwareDatetime | None = None
     pending: PendingRecord | None = None
     protected: bool = False  # declared `protect: true` when last applied: deleting it needs --allow-delete
+    drift: str | None = None  # what `reconciler refresh` found at the provider ("token revoked", ...); None: fine
+    checked_at: AwareDatetime | None = None
 
     @property
     def address(self) -> str:
