@@ -288,6 +288,8 @@ def _reauthorize_reasons(want: DesiredInstallation, have: InstallationRecord, co
         reasons.append("redirect_uri changed")
     if want.token_url != have.token_url:
         reasons.append(f"token endpoint changed: {have.token_url} -> {want.token_url}")
+    if have.api_url is not None and want.api_url != have.api_url:
+        reasons.append(f"API endpoint changed: {have.api_url} -> {want.api_url}")
     reasons.extend(_set_reasons("scopes", have.requested_scopes, want.scopes))
     if have.status == "pending_authorization" and not reasons:
         reasons.append("pending authorization no longer matches the configuration")

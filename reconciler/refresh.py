@@ -142,7 +142,8 @@ def check_one(
     partner = desired.partners[f"partner.{installation.partner}"]
     if breaker.open(partner.name):
         return Finding(address, "skipped", f"not checked: partner {partner.name}'s credentials were rejected", partner.name)
-    if installation.client_id != record.client_id or installation.client_secret is None:
+    moved = record.api_url is not None and installation.api_url != record.api_url
+    if installation.client_id != record.client_id or installation.client_secret is None or moved:
         return Finding(address, "skipped", "the client changed: the plan re-authorizes it anyway")
     connector = catalog.connectors[installation.connector]
     settings_flow = FlowSettings(

@@ -56,3 +56,19 @@ def test_partner_deletes_come_after_installation_deletes() -> None:
     plan = make_plan(empty, StateDocument.new("default").with_resources(resources), now=NOW, catalog=load_catalog())
     assert [c.action.value for c in plan.changes] == ["delete"] * 3
     assert plan.changes[-1].address == "partner.microsoft-azure-devops"
+
+
+def test_changed_api_endpoint_reauthorizes_instead_of_sending_tokens_elsewhere() -> None:
+    """Tokens are only ever used where they were issued and checked: a new api_url means a new authorization."""
+    desired = _desired()
+    resources = {i.address: installation_record(i, granted=i.scopes, authorized_at=NOW) for i in desired.installations.values()}
+    recorded = StateDocument.new("default").with_resources(resources)
+    moved = dataclasses.replace(
+        desired,
+        installations={
+            a: dataclasses.replace(i, api_url="https://proxy.example.net") for a, i in desired.installations.items()
+        },
+    )
+    plan = make_plan(moved, recorded, now=NOW, catalog=load_catalog())
+    assert {c.action.value for c in plan.changes if c.kind == "installation"} == {"reauthorize"}
+    assert all("API endpoint changed" in " ".join(c.reasons) for c in plan.changes if c.kind == "installation")

@@ -78,6 +78,7 @@ class DesiredInstallation:
     credentials_source: str  # "partner" | "installation"
     redirect_uri: str
     token_url: str
+    api_url: str = ""  # where the token is used (verification, refresh checks): tokens never go anywhere else
     protected: bool = False  # `protect: true` on the installation or its tenant: deleting it needs --allow-delete
     client_secret: SecretStr | None = field(default=None, repr=False, compare=False)
 

@@ -848,6 +848,7 @@ class _Loader:
             credentials_source=source,
             redirect_uri=partner.redirect_uri,
             token_url=partner.token_url,
+            api_url=partner.api_url,
             protected=spec.protect or tenant_protected,
             client_secret=SecretStr(secret) if secret is not None else partner.client_secret,
         )

@@ -88,6 +88,7 @@ class InstallationRecord(_Record):
     expires_at: AwareDatetime | None = None
     verified_at: AwareDatetime | None = None
     pending: PendingRecord | None = None
+    api_url: str | None = None  # the API the tokens were checked against (None: recorded before it was kept)
     protected: bool = False  # declared `protect: true` when last applied: deleting it needs --allow-delete
     drift: str | None = None  # what `reconciler refresh` found at the provider ("token revoked", ...); None: fine
     checked_at: AwareDatetime | None = None

@@ -53,6 +53,7 @@ def installation_record(
         credentials_source=installation.credentials_source,  # type: ignore[arg-type]
         redirect_uri=installation.redirect_uri,
         token_url=installation.token_url,
+        api_url=installation.api_url or None,
         authorized_at=authorized_at,
         authorized_by=authorized_by,
         expires_at=expires_at,
