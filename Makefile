@@ -6,7 +6,9 @@ STAMP  := $(VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test clean browser
+PG_BIN   := /usr/lib/postgresql/15/bin
+
+.PHONY: demo test clean browser postgres
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +26,12 @@ browser:
 	@test -x $(CHROMIUM) || { echo "installing chromium (Debian package) for the browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: $(STAMP) browser
+# The backend tests start their own PostgreSQL 15 from these binaries (initdb + pg_ctl, 127.0.0.1 only).
+postgres:
+	@test -x $(PG_BIN)/initdb || { echo "installing PostgreSQL 15 (Debian package) for the backend tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null; }
+
+test: $(STAMP) browser postgres
 	$(BIN)/python -m pytest
 
 clean:
