@@ -11,11 +11,8 @@ import fnmatch
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
-
-from reconciler.apply import ApplyHooks, ApplyResult
-from reconciler.auth.consent import ConsentStep
 from reconciler.catalog import load_catalog
 from reconciler.config import LoadedConfig, load_config
 from reconciler.config.loader import display_path, load_root, resolve_reference
@@ -25,6 +22,10 @@ from reconciler.plan import Plan
 from reconciler.planner import make_plan, select
 from reconciler.render.document import PlanDocument, to_document
 from reconciler.state import LocalBackend, StateBackend, StateDocument
+
+if TYPE_CHECKING:  # the apply and OAuth layers (httpx, authlib) load only for commands that use them
+    from reconciler.apply import ApplyHooks, ApplyResult
+    from reconciler.auth.consent import ConsentStep
 
 __all__ = ["Options", "PlanResult", "Workspace", "open_backend", "plan_config"]
 
@@ -275,6 +276,8 @@ def run_apply(
             if document.has_changes:
                 raise ReconcilerError("apply cancelled; nothing was changed")
             return RunOutcome(ApplyResult(state=None, pending=[(c.address, "") for c in plan.changes if c.pending]))
+        import httpx
+
         with httpx.Client(timeout=30.0) as http:
             services = services_for(ws, root, backend, http=http, consent=consent, on_key_created=on_key_created)
             return RunOutcome(apply_plan(plan, desired, services, hooks, require_scopes=require_scopes))
@@ -329,6 +332,8 @@ def run_authorize(
             raise UsageError(f"no pending authorization matches {', '.join(unmatched)}")
         if not selected:
             return RunOutcome(None)
+        import httpx
+
         with httpx.Client(timeout=30.0) as http:
             services = services_for(ws, loaded.root, backend, http=http, consent=consent, on_key_created=lambda p: None)
             return RunOutcome(
@@ -471,6 +476,8 @@ def run_refresh(
             }
             key = state_key(ws, loaded.root, backend, on_key_created=lambda source: None, create=False)
             if key is not None:
+                import httpx
+
                 vault = Vault(backend.credential_store(), key, lineage=doc.lineage, environment=ws.environment_name)
                 with httpx.Client(timeout=30.0, limits=httpx.Limits(max_connections=settings.parallelism)) as http:
                     findings = refresh_all(

@@ -56,6 +56,11 @@ class _StrictLoader(_BaseLoader):  # type: ignore[misc, valid-type]
                 raise _error_at("a key must be a plain name, not a list or mapping", key_node.start_mark)
         return super().construct_mapping(node, deep)  # type: ignore[no-any-return]
 
+
+class _LocatingLoader(_StrictLoader):
+    """The strict loader that also names the node whose value cannot be built (slower: used only after the fast
+    load failed that way)."""
+
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)
@@ -64,6 +69,7 @@ class _StrictLoader(_BaseLoader):  # type: ignore[misc, valid-type]
 
 
 _StrictLoader.add_constructor("tag:yaml.org,2002:map", _StrictLoader.construct_yaml_map)
+_LocatingLoader.add_constructor("tag:yaml.org,2002:map", _LocatingLoader.construct_yaml_map)
 
 
 def load_yaml_text(text: str) -> Any:
@@ -71,7 +77,10 @@ def load_yaml_text(text: str) -> Any:
     if "\t" in text:
         _refuse_tab_indentation(text)
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a safe loader subclass
+        try:
+            return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a safe loader subclass
+        except (ValueError, OverflowError):  # a value that cannot be built (2026-02-30): find which, with marks
+            return yaml.load(text, Loader=_LocatingLoader)  # noqa: S506 - a safe loader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"

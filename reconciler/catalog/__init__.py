@@ -13,7 +13,7 @@ from importlib import resources
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reconciler.errors import ReconcilerError
 
@@ -71,14 +71,12 @@ class Connector(_Frozen):
     scopes: dict[str, ScopeSpec]
     verify: dict[str, VerifyCheck] = Field(default_factory=dict)
 
-    _closures: dict[frozenset[str], frozenset[str]] = PrivateAttr(default_factory=dict)
-
     def closure(self, scopes: frozenset[str] | set[str] | tuple[str, ...]) -> frozenset[str]:
         """Every scope the given ones grant, following `implies` transitively (memoised per scope set)."""
-        key = frozenset(scopes)
-        cached = self._closures.get(key)
+        key = (self.name, scopes if isinstance(scopes, frozenset) else frozenset(scopes))
+        cached = _CLOSURES.get(key)
         if cached is None:
-            cached = self._closures[key] = self._expand(key)
+            cached = _CLOSURES[key] = self._expand(key[1])
         return cached
 
     def _expand(self, scopes: frozenset[str]) -> frozenset[str]:
@@ -109,6 +107,10 @@ class Connector(_Frozen):
                 continue
             out.add(scope)
         return tuple(sorted(out))
+
+
+# Scope closures per (connector, scope set): thousands of installations share a handful of scope sets.
+_CLOSURES: dict[tuple[str, frozenset[str]], frozenset[str]] = {}
 
 
 class Catalog(_Frozen):

@@ -166,10 +166,15 @@ def environment_names(config_dir: Path) -> list[str]:
 
 def display_path(path: Path) -> str:
     """A path as the user should see it: relative to the working directory when below it."""
+    absolute = Path(os.path.abspath(path))
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
+        return str(absolute.relative_to(_cwd()))
     except ValueError:
         return str(path)
+
+
+def _cwd() -> Path:
+    return Path(os.path.abspath(os.getcwd()))
 
 
 def key_path_text(path: Sequence[str | int]) -> str:

@@ -77,7 +77,7 @@ def to_document(plan: Plan, warnings: list[str] | tuple[str, ...] = ()) -> PlanD
         has_changes=plan.has_changes,
         summary=SummaryDoc(**plan.summary()),
         changes=[
-            ChangeDoc(
+            ChangeDoc.model_construct(  # built from the planner's own values: no need to validate 10,000 times
                 address=c.address,
                 kind=c.kind,
                 tenant=c.tenant,
