@@ -163,6 +163,7 @@ class _Run:
             target_digest=target_digest(installation),
             client_id=installation.client_id,
             requested_scopes=installation.scopes,
+            authorize_url=request.url,
         )
         current = self.installation_record(address)
         if current is not None and current.status == "authorized":

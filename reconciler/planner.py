@@ -132,6 +132,8 @@ def installation_view(installation: DesiredInstallation | InstallationRecord) ->
         view["status"] = installation.status
         view["authorized_at"] = _iso(installation.authorized_at)
         view["expires_at"] = _iso(installation.expires_at)
+        if installation.pending is not None and installation.pending.authorize_url:
+            view["authorization_url"] = installation.pending.authorize_url
     return view
 
 

@@ -263,6 +263,8 @@ def test_defer_then_authorize(setup) -> None:  # type: ignore[no-untyped-def]
     plan = run(PLAN_EXIT, ENV)
     assert plan.exit_code == 0 and "Pending authorizations" in plan.stdout
     link = [line.strip() for line in deferred.stdout.splitlines() if "oauth2/v2.0/authorize?" in line][0]
+    comment = run(["-C", ".", "plan", "--format", "markdown"], ENV).stdout
+    assert "| Address | Link | Valid until |" in comment and "/organizations/oauth2/v2.0/authorize?" in comment
 
     done = run(["-C", ".", "authorize", "--auth-mode", "browser", "--auth-timeout", "20"], ENV)
     assert done.exit_code == 0, done.stderr

@@ -149,7 +149,10 @@ def _pending_sections(doc: PlanDocument, links: Mapping[str, str]) -> list[_Sect
             continue
         reason = change.reasons[0] if change.reasons else "authorization pending"
         match = _PENDING.match(reason)
-        if match:  # display only: the document carries the expiry inside its reason text
+        url = (change.before or {}).get("authorization_url")
+        if match and isinstance(url, str):
+            rows[change.address] = (_link(url), match["until"])
+        elif match:  # display only: the document carries the expiry inside its reason text
             rows[change.address] = (f"_not stored in the plan (pending since {match['since']})_", match["until"])
         else:
             rows[change.address] = (f"_{_cell(reason)}_", "—")

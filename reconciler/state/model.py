@@ -63,6 +63,9 @@ class PendingRecord(_Record):
     target_digest: str  # digest of the declared attributes the authorization will record
     client_id: str
     requested_scopes: tuple[str, ...]
+    # The link the user opens. It carries `state` (posted in pull requests by design, so a link stays valid); the
+    # PKCE verifier that completes it stays sealed with the credentials.
+    authorize_url: str | None = None
 
 
 class InstallationRecord(_Record):
