@@ -27,7 +27,7 @@ from reconciler.plan import Action, Plan, ResourceChange
 from reconciler.planner import PENDING_LIFETIME, target_digest
 from reconciler.state.backend import StateBackend
 from reconciler.state.credentials import PendingAuthorization, TokenSet, Vault
-from reconciler.state.model import InstallationRecord, PendingRecord, StateDocument
+from reconciler.state.model import InstallationRecord, PartnerRecord, PendingRecord, StateDocument
 from reconciler.state.records import installation_record, partner_record, updated_installation_record
 
 __all__ = ["ApplyError", "ApplyHooks", "ApplyResult", "Services", "apply_plan", "authorize_pending"]
@@ -85,10 +85,11 @@ class _Run:
 
     # -- persistence -------------------------------------------------------------------------------------------
 
-    def save(self, doc: StateDocument) -> None:
+    def save(self, address: str, record: PartnerRecord | InstallationRecord | None) -> None:
+        """Persist one completed step: `address` set to `record` (None: removed)."""
         expected = self.doc.serial if self.exists else None
-        with_serial = doc.model_copy(update={"serial": self.doc.serial})
-        self.doc = self.services.backend.write(with_serial, expected_serial=expected)
+        doc = self.doc.with_record(address, record)
+        self.doc = self.services.backend.write(doc, expected_serial=expected, changed={address})
         self.exists = True
         self.result.state = self.doc
 
@@ -128,14 +129,14 @@ class _Run:
 
     def partner(self, change: ResourceChange) -> None:
         if change.action is Action.DELETE:
-            self.save(self.doc.with_record(change.address, None))
+            self.save(change.address, None)
         else:
-            self.save(self.doc.with_record(change.address, partner_record(self.desired.partners[change.address])))
+            self.save(change.address, partner_record(self.desired.partners[change.address]))
         self.result.completed.append(change.address)
         self.hooks.step(change.address, "deleted" if change.action is Action.DELETE else f"{change.action.value}d")
 
     def delete_installation(self, address: str) -> None:
-        self.save(self.doc.with_record(address, None))
+        self.save(address, None)
         self.vault.forget(address)  # after the document: a crash leaves an orphan blob, never a record without one
         self.result.completed.append(address)
         self.hooks.step(address, "deleted; its tokens are forgotten")
@@ -172,7 +173,7 @@ class _Run:
             record = installation_record(installation, granted=(), authorized_at=now).model_copy(
                 update={"status": "pending_authorization", "authorized_at": None, "pending": marker}
             )
-        self.save(self.doc.with_record(address, record))
+        self.save(address, record)
         self.result.pending.append((address, request.url))
         self.hooks.link(address, request.url)
 
@@ -226,7 +227,7 @@ class _Run:
             expires_at=tokens.expires_at,
             authorized_by=verification.user,
         ).model_copy(update={"verified_at": now})
-        self.save(self.doc.with_record(address, record))
+        self.save(address, record)
         self.vault.put(address, blob, None, expected_generation=staged)
         self.result.completed.append(address)
         self.hooks.step(address, f"authorized (granted: {', '.join(granted) or 'none'})")
@@ -279,7 +280,7 @@ class _Run:
         updated = updated_installation_record(record, installation).model_copy(
             update={"expires_at": tokens.expires_at, "verified_at": now}
         )
-        self.save(self.doc.with_record(address, updated))
+        self.save(address, updated)
         self.result.completed.append(address)
         self.hooks.step(address, "updated and verified")
 

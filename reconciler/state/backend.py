@@ -59,9 +59,12 @@ class StateBackend(Protocol):
     def read(self) -> StateDocument | None:
         """The current document, or None when no state exists yet. Never creates anything."""
 
-    def write(self, doc: StateDocument, *, expected_serial: int | None) -> StateDocument:
+    def write(
+        self, doc: StateDocument, *, expected_serial: int | None, changed: set[str] | None = None
+    ) -> StateDocument:
         """Persist `doc` atomically as the next serial, if the stored serial still equals `expected_serial`
-        (None: no state may exist yet). Call with the lock held. Returns the document as written."""
+        (None: no state may exist yet). `changed` names the addresses that differ from the stored document, so a
+        backend may persist just those. Call with the lock held. Returns the document as written."""
 
     def lock(self, operation: str, *, timeout: float = 0.0) -> AbstractContextManager[LockInfo]:
         """Hold the state lock for `operation`; raise `StateLockedError` naming the holder on contention."""

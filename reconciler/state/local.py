@@ -1,14 +1,19 @@
-"""Local state: `<dir>/<environment>.json`, its `.backup`, and a `.lock` file held with `fcntl.flock`.
+"""Local state: a snapshot `<dir>/<environment>.json`, an append-only `.journal`, a `.backup`, and a `.lock` file
+held with `fcntl.flock`.
 
-Owns: atomic replacement (temp file, fsync, rename, directory fsync), the one-version backup, compare-and-swap
-on `serial`, and the OS lock (released by the kernel if the holder dies). Never overwrites a state file it
-could not read. Must not: know the configuration or the plan.
+Owns: persisting every step cheaply — a write that names what changed appends one checksummed journal record
+(fsync) instead of rewriting everything, so an apply of 10,000 changes stays linear; the journal is folded into
+the snapshot (atomic replacement: temp file, fsync, rename, directory fsync; the previous snapshot kept as the
+backup) once it outgrows the snapshot, and on reading a torn tail is dropped. Also compare-and-swap on `serial`,
+and the OS lock (released by the kernel if the holder dies). Never overwrites a state file it could not read.
+Must not: know the configuration or the plan.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
@@ -16,12 +21,37 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
 
 from reconciler.errors import StaleStateError, StateError, StateLockedError
 from reconciler.state.backend import LockInfo
-from reconciler.state.model import StateDocument, decode_state, encode_state
+from reconciler.state.model import Record, StateDocument, decode_state, encode_state
 
 __all__ = ["LocalBackend"]
+
+JOURNAL_MIN_BYTES = 1 << 20  # fold the journal into the snapshot once it is larger than this and the snapshot
+_RECORD: TypeAdapter[Any] = TypeAdapter(Record)
+
+
+def _journal_record(line: bytes, lineage: str, serial: int) -> dict[str, Any] | None:
+    """The payload of one intact journal line for `serial`, or None (torn, tampered, foreign or out of order)."""
+    try:
+        entry = json.loads(line)
+        payload = entry["p"]
+        body = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        if hashlib.sha256(body.encode()).hexdigest() != entry["c"]:
+            return None
+        if payload["lineage"] != lineage or payload["serial"] != serial:
+            return None
+        if not isinstance(payload["set"], dict) or not isinstance(payload["delete"], list):
+            return None
+        for data in payload["set"].values():
+            _RECORD.validate_python(data)
+        return payload  # type: ignore[no-any-return]
+    except (ValueError, KeyError, TypeError, ValidationError):
+        return None
 
 
 class LocalBackend:
@@ -33,6 +63,10 @@ class LocalBackend:
         self.path = self.directory / f"{environment}.json"
         self.backup_path = self.directory / f"{environment}.json.backup"
         self.lock_path = self.directory / f"{environment}.lock"
+        self.journal_path = self.directory / f"{environment}.journal"
+        self._current: StateDocument | None = None  # what this holder last read or wrote, valid while it holds the lock
+        self._journal_bytes = 0
+        self._snapshot_bytes = 0
         self._display = f"{display_dir.rstrip('/')}/{environment}.json" if display_dir else str(self.path)
         self._held: LockInfo | None = None
 
@@ -40,6 +74,8 @@ class LocalBackend:
         return self._display
 
     def read(self) -> StateDocument | None:
+        if self._held is not None and self._current is not None:
+            return self._current  # nobody else writes while we hold the lock
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
@@ -52,9 +88,48 @@ class LocalBackend:
                 f"{self._display}: holds environment '{doc.environment}', expected '{self.environment}'",
                 hint="the file was copied from another environment; it was not changed",
             )
+        doc = self._replay(doc)
+        self._snapshot_bytes = len(raw)
+        if self._held is not None:
+            self._current = doc
         return doc
 
-    def write(self, doc: StateDocument, *, expected_serial: int | None) -> StateDocument:
+    def _replay(self, doc: StateDocument) -> StateDocument:
+        """The snapshot with every intact journal record after it applied; a torn or foreign tail is ignored."""
+        try:
+            raw = self.journal_path.read_bytes()
+        except FileNotFoundError:
+            self._journal_bytes = 0
+            return doc
+        except OSError as exc:
+            raise StateError(f"{self.journal_path}: cannot read the state journal: {exc.strerror}") from None
+        resources: dict[str, Any] | None = None
+        serial = doc.serial
+        good = 0
+        for line in raw.split(b"\n"):
+            record = _journal_record(line, doc.lineage, serial + 1)
+            if record is None:
+                if serial > doc.serial or not line.strip():
+                    break  # the end, or a torn tail
+                continue  # records already folded into the snapshot
+            if resources is None:
+                resources = dict(doc.resources)
+            for address in record["delete"]:
+                resources.pop(address, None)
+            for address, data in record["set"].items():
+                resources[address] = _RECORD.validate_python(data)
+            serial += 1
+            good += len(line) + 1
+        self._journal_bytes = good
+        if resources is None:
+            return doc
+        return doc.model_copy(update={"resources": resources, "serial": serial})
+
+    def write(
+        self, doc: StateDocument, *, expected_serial: int | None, changed: set[str] | None = None
+    ) -> StateDocument:
+        """Persist `doc` as the next serial. With `changed` (the addresses that differ from the current document)
+        the step is one journal record; without it the snapshot is rewritten."""
         if self._held is None:
             raise StateError("state write attempted without holding the lock (a bug)")
         if doc.environment != self.environment:
@@ -73,19 +148,70 @@ class LocalBackend:
                 raise StaleStateError(
                     f"{self._display}: serial moved from {expected_serial} to {current.serial} (another writer)"
                 )
+        if current is not None and changed is not None:
+            changed = {a for a in changed if current.resources.get(a) != doc.resources.get(a)}
+            if not changed:
+                return current
+            return self._append(current, doc, changed)
         if current is not None and current.resources == doc.resources:
             return current  # nothing changed: the serial moves only when the document does
         new = doc.model_copy(update={"serial": (current.serial if current else doc.serial) + 1})
+        return self._snapshot(new, replace_existing=current is not None)
+
+    def _fold_journal(self) -> None:
+        """At the end of a command, leave one plain snapshot (a crash before this leaves the journal, replayed)."""
+        if self._journal_bytes and self._current is not None:
+            try:
+                self._snapshot(self._current, replace_existing=True)
+            except StateError:
+                pass  # the journal stays and is replayed by the next reader
+
+    def _append(self, current: StateDocument, doc: StateDocument, changed: set[str]) -> StateDocument:
+        new = doc.model_copy(update={"serial": current.serial + 1})
+        payload = {
+            "lineage": new.lineage,
+            "serial": new.serial,
+            "set": {a: doc.resources[a].model_dump(mode="json", exclude_none=True) for a in sorted(changed) if a in doc.resources},
+            "delete": sorted(a for a in changed if a not in doc.resources),
+        }
+        body = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        line = json.dumps({"c": hashlib.sha256(body.encode()).hexdigest(), "p": payload}, sort_keys=True) + "\n"
+        try:
+            with open(self.journal_path, "ab") as handle:
+                handle.write(line.encode())
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            self._current = None  # a torn line may be on disk: read it back before the next write
+            raise StateError(
+                f"{self._display}: cannot write state: {exc.strerror or exc}", hint="the previous state is intact"
+            ) from None
+        self._journal_bytes += len(line)
+        if self._held is not None:
+            self._current = new
+        if self._journal_bytes > max(JOURNAL_MIN_BYTES, self._snapshot_bytes):
+            self._snapshot(new, replace_existing=True)  # fold the journal in: amortised, the cost stays linear
+        return new
+
+    def _snapshot(self, new: StateDocument, *, replace_existing: bool) -> StateDocument:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            if current is not None:
+            if replace_existing and self.path.exists():
                 _atomic_write(self.backup_path, self.path.read_bytes())
-            _atomic_write(self.path, encode_state(new))
+            encoded = encode_state(new)
+            _atomic_write(self.path, encoded)
+            # Records up to new.serial are in the snapshot now; replay skips them even if this truncation is lost.
+            if self.journal_path.exists():
+                _atomic_write(self.journal_path, b"")
         except OSError as exc:
+            self._current = None
             raise StateError(
                 f"{self._display}: cannot write state: {exc.strerror or exc}",
                 hint="the previous state is intact",
             ) from None
+        self._snapshot_bytes, self._journal_bytes = len(encoded), 0
+        if self._held is not None:
+            self._current = new
         return new
 
     @contextmanager
@@ -112,10 +238,13 @@ class LocalBackend:
             os.pwrite(fd, json.dumps(info.as_dict()).encode(), 0)
             os.fsync(fd)
             self._held = info
+            self._current = None
             try:
                 yield info
             finally:
+                self._fold_journal()
                 self._held = None
+                self._current = None
                 os.ftruncate(fd, 0)
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:

@@ -124,13 +124,13 @@ class StateDocument(BaseModel):
         return self.model_copy(update={"resources": dict(sorted(resources.items()))})
 
     def with_record(self, address: str, record: PartnerRecord | InstallationRecord | None) -> StateDocument:
-        """A copy with one address set (or removed, for None)."""
+        """A copy with one address set (or removed, for None). Order does not matter: encoding sorts."""
         resources = dict(self.resources)
         if record is None:
             resources.pop(address, None)
         else:
             resources[address] = record
-        return self.with_resources(resources)
+        return self.model_copy(update={"resources": resources})
 
 
 # One function per format version, upgrading a raw document from version N to N+1.

@@ -136,7 +136,9 @@ class PostgresBackend:
 
         return self._run(work)  # type: ignore[no-any-return]
 
-    def write(self, doc: StateDocument, *, expected_serial: int | None) -> StateDocument:
+    def write(
+        self, doc: StateDocument, *, expected_serial: int | None, changed: set[str] | None = None
+    ) -> StateDocument:
         if self._held is None:
             raise StateError("state write attempted without holding the lock (a bug)")
         if doc.environment != self.environment:
