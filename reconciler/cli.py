@@ -33,11 +33,12 @@ class Options:
     config_dir: Path
     color: bool | None
     environment: str | None = None
+    cache: bool = True
 
     def workspace(self):  # type: ignore[no-untyped-def]
         from reconciler.workflow import Workspace
 
-        return Workspace(self.config_dir, os.environ, self.environment, _now)
+        return Workspace(self.config_dir, os.environ, self.environment, _now, cache=self.cache)
 
     def use_color(self) -> bool:
         if self.color is not None:
@@ -100,9 +101,15 @@ class ReconcilerGroup(click.Group):
     "(also RECONCILER_ENV).",
 )
 @click.option("--color/--no-color", default=None, help="Colour output (default: only on a terminal).")
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    envvar="RECONCILER_NO_CACHE",
+    help="Parse every file again instead of using the parse cache (RECONCILER_CACHE_DIR, default ~/.cache/reconciler).",
+)
 @click.version_option(__version__, prog_name="reconciler")
 @click.pass_context
-def cli(ctx: click.Context, config_dir: str, environment: str | None, color: bool | None) -> None:
+def cli(ctx: click.Context, config_dir: str, environment: str | None, color: bool | None, no_cache: bool) -> None:
     """Declare connector installations in YAML; plan and apply them like Terraform.
 
     \b
@@ -111,7 +118,7 @@ def cli(ctx: click.Context, config_dir: str, environment: str | None, color: boo
       reconciler plan
       reconciler --env prod plan --format markdown > plan.md
     """
-    ctx.obj = Options(config_dir=Path(config_dir), color=color, environment=environment or None)
+    ctx.obj = Options(config_dir=Path(config_dir), color=color, environment=environment or None, cache=not no_cache)
 
 
 def _address_options(func):  # type: ignore[no-untyped-def]
@@ -185,7 +192,13 @@ def validate(opts: Options) -> int:
     """
     from reconciler.config import load_config
 
-    loaded = load_config(opts.config_dir, environ=os.environ, today=_now().date(), environment=opts.environment)
+    loaded = load_config(
+        opts.config_dir,
+        environ=os.environ,
+        today=_now().date(),
+        environment=opts.environment,
+        cache=opts.workspace().parse_cache(),
+    )
     for warning in loaded.warnings:
         click.echo(f"warning: {warning}", err=True)
     desired = loaded.desired

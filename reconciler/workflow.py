@@ -41,6 +41,12 @@ class Workspace:
     environ: Mapping[str, str]
     environment: str | None = None
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)
+    cache: bool = False  # the parse cache (on for the CLI unless --no-cache; off by default for library calls)
+
+    def parse_cache(self):  # type: ignore[no-untyped-def]
+        from reconciler.config.cache import ParseCache, default_cache_dir
+
+        return ParseCache(default_cache_dir(self.environ), load_catalog().version) if self.cache else None
 
     @property
     def environment_name(self) -> str:
@@ -83,7 +89,13 @@ def key_directory(ws: Workspace, root: RootFile) -> Path | None:
 
 
 def _load(ws: Workspace) -> LoadedConfig:
-    return load_config(ws.config_dir, environ=ws.environ, today=ws.clock().date(), environment=ws.environment)
+    return load_config(
+        ws.config_dir,
+        environ=ws.environ,
+        today=ws.clock().date(),
+        environment=ws.environment,
+        cache=ws.parse_cache(),
+    )
 
 
 def _plan(ws: Workspace, loaded: LoadedConfig, backend: StateBackend, options: Options) -> Plan:

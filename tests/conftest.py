@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from reconciler.cli import cli
 from reconciler.sandbox import SandboxServer
 
 UPDATE_GOLDEN = os.environ.get("UPDATE_GOLDEN") == "1"
+# The parse cache of every CLI run in the tests (in-process and subprocesses) stays in a throwaway directory.
+os.environ["RECONCILER_CACHE_DIR"] = tempfile.mkdtemp(prefix="reconciler-test-cache-")
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -23,7 +26,9 @@ def snapshot(root: Path) -> dict[str, bytes]:
 def run(args: list[str], env: Mapping[str, str] | None = None, stdin: str | None = None) -> Result:
     """Run the CLI in-process with exactly `env` as the environment variables the tool may see."""
     runner = CliRunner()
-    clean = {key: None for key in os.environ if key.startswith(("ADO_", "RECONCILER_", "ENTRA_"))}
+    clean = {
+        key: None for key in os.environ if key.startswith(("ADO_", "RECONCILER_", "ENTRA_")) and key != "RECONCILER_CACHE_DIR"
+    }
     return runner.invoke(cli, args, env={**clean, **(env or {})}, input=stdin, catch_exceptions=False)
 
 

@@ -236,3 +236,23 @@ def test_output_to_a_full_disk_is_one_line(config_dir: Path) -> None:
         )
     assert out.returncode == 1
     assert out.stderr.startswith("error: No space left on device") and "bug" not in out.stderr
+
+
+def test_parse_cache_is_used_is_safe_to_corrupt_and_can_be_turned_off(config_dir: Path, tmp_path_factory) -> None:  # type: ignore[no-untyped-def]
+    """The second plan reads parsed files from the cache; a corrupted entry is parsed again; --no-cache writes
+    nothing; the output never differs."""
+    cache = tmp_path_factory.mktemp("cache")
+    env = {**ENV, "RECONCILER_CACHE_DIR": str(cache)}
+    first = run(["-C", ".", "plan", "--format", "json"], env)
+    entries = sorted((cache / "parse").rglob("*.marshal"))
+    assert len(entries) == 1  # one configuration file
+    second = run(["-C", ".", "plan", "--format", "json"], env)
+    assert second.stdout == first.stdout
+    entries[0].write_bytes(b"\x00garbage")
+    third = run(["-C", ".", "plan", "--format", "json"], env)
+    assert third.stdout == first.stdout
+    fresh = tmp_path_factory.mktemp("unused")
+    run(["-C", ".", "--no-cache", "plan"], {**ENV, "RECONCILER_CACHE_DIR": str(fresh)})
+    assert not any(fresh.iterdir())
+    for entry in (cache / "parse").rglob("*.marshal"):
+        assert PARTNER_SECRET.encode() not in entry.read_bytes()  # references, never resolved values

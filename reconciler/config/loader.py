@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from reconciler.catalog import Catalog, Connector, load_catalog
+from reconciler.config.cache import ParseCache
 from reconciler.config.desired import DesiredInstallation, DesiredPartner, DesiredState
 from reconciler.config.schema import (
     NAME_PATTERN,
@@ -115,14 +116,15 @@ def load_config(
     today: dt.date | None = None,
     catalog: Catalog | None = None,
     environment: str | None = None,
+    cache: ParseCache | None = None,
 ) -> LoadedConfig:
     """Load and validate the configuration in `config_dir`; raise `ConfigError` listing every problem.
 
     With `environment`, `environments/<environment>.yaml` is merged over the files before validation: mappings
     merge by key, lists and other values are replaced, a null removes the key. An unknown name is an error;
-    `default` without such a file is the base configuration.
+    `default` without such a file is the base configuration. With `cache`, unchanged files are not parsed again.
     """
-    return _Loader(Path(config_dir), environ, catalog or load_catalog(), today, environment).run()
+    return _Loader(Path(config_dir), environ, catalog or load_catalog(), today, environment, cache).run()
 
 
 def load_root(config_dir: Path, *, environment: str | None = None) -> RootFile:
@@ -199,7 +201,9 @@ class _Loader:
         catalog: Catalog,
         today: dt.date | None,
         environment: str | None = None,
+        cache: ParseCache | None = None,
     ):
+        self.cache = cache
         self.config_dir = config_dir
         self.environ = environ
         self.catalog = catalog
@@ -311,7 +315,7 @@ class _Loader:
             return None
         src = SourceFile(path, display, text)
         try:
-            data = load_yaml_text(text)
+            data = self.cache.load(raw, lambda: load_yaml_text(text)) if self.cache else load_yaml_text(text)
         except YamlSyntaxError as exc:
             self.issues.append(ConfigIssue(Location(display, exc.line, exc.column), "", exc.message))
             return None

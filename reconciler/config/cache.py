@@ -1,0 +1,66 @@
+"""The parse cache: YAML files already parsed, by content, so an unchanged configuration is not parsed again.
+
+Owns: content-addressed entries (SHA-256 of the file's bytes + reconciler version + catalog version) holding the
+parsed data *before* validation and secret resolution, stored with `marshal` (plain data only; a file whose
+data marshal cannot hold is simply not cached). Lives outside the configuration directory
+(`RECONCILER_CACHE_DIR`, else `$XDG_CACHE_HOME/reconciler`, else `~/.cache/reconciler`), is safe to delete,
+and never changes a result: any problem reading or writing it falls back to parsing. Must not: hold secrets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import marshal
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from reconciler import __version__
+
+__all__ = ["ParseCache", "default_cache_dir"]
+
+_FORMAT = b"reconciler-parse-cache-1"
+
+
+def default_cache_dir(environ: Mapping[str, str]) -> Path:
+    if environ.get("RECONCILER_CACHE_DIR"):
+        return Path(environ["RECONCILER_CACHE_DIR"])
+    base = environ.get("XDG_CACHE_HOME") or str(Path(environ.get("HOME") or Path.home()) / ".cache")
+    return Path(base) / "reconciler"
+
+
+class ParseCache:
+    def __init__(self, directory: Path, catalog_version: str) -> None:
+        self.directory = directory / "parse"
+        self._salt = b"\0".join((_FORMAT, __version__.encode(), catalog_version.encode()))
+
+    def _path(self, raw: bytes) -> Path:
+        digest = hashlib.sha256(self._salt + b"\0" + raw).hexdigest()
+        return self.directory / digest[:2] / f"{digest}.marshal"
+
+    def load(self, raw: bytes, parse: Callable[[], Any]) -> Any:
+        """The parsed data of `raw`: from the cache, or from `parse()` (then stored for next time)."""
+        path = self._path(raw)
+        try:
+            return marshal.loads(path.read_bytes())
+        except (OSError, EOFError, ValueError, TypeError):
+            pass
+        data = parse()
+        self._store(path, data)
+        return data
+
+    def _store(self, path: Path, data: Any) -> None:
+        try:
+            blob = marshal.dumps(data)
+        except ValueError:
+            return  # e.g. a date: not plain data, parse again next time
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(blob)
+            os.replace(tmp, path)
+        except OSError:
+            return  # a read-only or full cache directory only costs speed
