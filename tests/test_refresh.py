@@ -11,7 +11,16 @@ import pytest
 
 from reconciler.sandbox import SandboxServer
 from tests.conftest import run
-from tests.sandbox_support import ENV, LEGACY_ID, ScriptedBrowser, all_text_under, config_text, free_port, installation, register
+from tests.sandbox_support import (
+    ENV,
+    LEGACY_ID,
+    ScriptedBrowser,
+    all_text_under,
+    config_text,
+    free_port,
+    installation,
+    register,
+)
 
 KEY = base64.b64encode(b"refresh-key-0123456789abcdef0123").decode()
 RENV = {**ENV, "RECONCILER_STATE_KEY": KEY}

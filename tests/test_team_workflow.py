@@ -14,7 +14,15 @@ import pytest
 
 from reconciler.sandbox import SandboxServer
 from tests.conftest import run
-from tests.sandbox_support import ENV, ScriptedBrowser, all_text_under, config_text, free_port, installation, register
+from tests.sandbox_support import (
+    ENV,
+    ScriptedBrowser,
+    all_text_under,
+    config_text,
+    free_port,
+    installation,
+    register,
+)
 
 KEY = base64.b64encode(b"team-key-0123456789abcdef0123456").decode()
 TEAM_ENV = {**ENV, "RECONCILER_STATE_KEY": KEY}
