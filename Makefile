@@ -8,7 +8,7 @@ CHROMIUM := /usr/bin/chromium
 
 PG_BIN   := /usr/lib/postgresql/15/bin
 
-.PHONY: demo test clean browser postgres
+.PHONY: demo test bench clean browser postgres
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ postgres:
 
 test: $(STAMP) browser postgres
 	$(BIN)/python -m pytest
+
+# Issue 5's benchmark: every figure in one run, a table of ratios with pass/fail, bench/RESULTS.md.
+# Quick check: .venv/bin/python bench/run.py --scale 0.1 --runs 3 (see bench/run.py --help).
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -22,6 +22,10 @@ def summary_line(doc: PlanDocument) -> str:
     return f"Plan: {s.create} to create, {s.update} to update, {s.reauthorize} to reauthorize, {s.delete} to delete."
 
 
+def unchanged_phrase(count: int) -> str:
+    return f"{count} resource matches the configuration." if count == 1 else f"{count} resources match the configuration."
+
+
 def header_line(doc: PlanDocument) -> str:
     state = doc.state
     if not state.exists:
@@ -56,7 +60,7 @@ def render_text(doc: PlanDocument, *, color: bool = False) -> str:
         out.append(bold(summary_line(doc)))
     else:
         unchanged = doc.summary.noop
-        out.append(bold("No changes.") + f" {unchanged} resource{'s' if unchanged != 1 else ''} match the configuration.")
+        out.append(bold("No changes.") + f" {unchanged_phrase(unchanged)}")
     return "\n".join(out) + "\n"
 
 
