@@ -12,6 +12,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -101,6 +102,9 @@ class CredentialStore(Protocol):
     def addresses(self) -> list[str]: ...
 
 
+LOCK_STRIPES = 64
+
+
 class LocalCredentialStore:
     """`<dir>/<env>.credentials/<address>.json`, one `SealedRecord` per address."""
 
@@ -119,9 +123,12 @@ class LocalCredentialStore:
             raise StateError(f"{self._path(address)}: unreadable credentials record; it was not changed") from None
 
     @contextmanager
-    def _guard(self) -> Iterator[None]:
+    def _guard(self, address: str) -> Iterator[None]:
+        """Serialises compare-and-swap on one record: one of `LOCK_STRIPES` lock files, chosen by address, so
+        that concurrent refreshes of different installations do not wait on each other's fsync."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        stripe = zlib.crc32(address.encode()) % LOCK_STRIPES
+        fd = os.open(self.directory / f".lock-{stripe:02d}", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -138,7 +145,7 @@ class LocalCredentialStore:
         staged: Blob | None = None,
     ) -> int:
         """Replace the record if its generation is still `expected_generation` (None: no record yet)."""
-        with self._guard():
+        with self._guard(address):
             current = self.get(address)
             have = current.generation if current else None
             if have != expected_generation:
@@ -152,17 +159,17 @@ class LocalCredentialStore:
 
     def put_record(self, address: str, record: SealedRecord) -> None:
         """Store a record as it is (for `state push`)."""
-        with self._guard():
+        with self._guard(address):
             _atomic_write(self._path(address), record.model_dump_json(exclude_none=True).encode())
 
     def delete(self, address: str) -> None:
-        with self._guard():
+        with self._guard(address):
             self._path(address).unlink(missing_ok=True)
 
     def addresses(self) -> list[str]:
         if not self.directory.exists():
             return []
-        return sorted(p.name.removesuffix(".json") for p in self.directory.glob("*.json"))
+        return sorted(p.name.removesuffix(".json") for p in self.directory.glob("*.json") if not p.name.startswith("."))
 
 
 class Vault:
