@@ -18,7 +18,7 @@ import httpx
 
 from reconciler.auth.consent import ConsentStep
 from reconciler.auth.errors import ProviderError
-from reconciler.auth.flows import AuthorizationRequest, Flow, FlowSettings, make_flow
+from reconciler.auth.flows import AuthorizationRequest, Flow, installation_settings, make_flow
 from reconciler.auth.verify import verify_token
 from reconciler.catalog import Catalog, Connector
 from reconciler.config.desired import DesiredInstallation, DesiredState
@@ -104,18 +104,7 @@ class _Run:
 
     def flow(self, installation: DesiredInstallation) -> Flow:
         partner = self.desired.partners[f"partner.{installation.partner}"]
-        secret = installation.client_secret
-        if secret is None:
-            raise ApplyError(f"{installation.address}: no client secret resolved")
-        settings = FlowSettings(
-            flavour=self.connector(installation).auth[installation.auth],
-            client_id=installation.client_id,
-            client_secret=secret,
-            redirect_uri=installation.redirect_uri,
-            authorize_url=partner.authorize_url,
-            token_url=installation.token_url,
-            scopes=installation.scopes,
-        )
+        settings = installation_settings(installation, partner, self.services.catalog)
         return make_flow(settings, self.services.http, self.services.now)
 
     def api_url(self, installation: DesiredInstallation) -> str:

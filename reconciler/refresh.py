@@ -20,7 +20,7 @@ from typing import Literal
 import httpx
 
 from reconciler.auth.errors import ProviderError
-from reconciler.auth.flows import FlowSettings, make_flow
+from reconciler.auth.flows import installation_settings, make_flow
 from reconciler.auth.verify import verify_token
 from reconciler.catalog import Catalog
 from reconciler.config.desired import DesiredState
@@ -146,16 +146,7 @@ def check_one(
     if installation.client_id != record.client_id or installation.client_secret is None or moved:
         return Finding(address, "skipped", "the client changed: the plan re-authorizes it anyway")
     connector = catalog.connectors[installation.connector]
-    settings_flow = FlowSettings(
-        flavour=connector.auth[installation.auth],
-        client_id=installation.client_id,
-        client_secret=installation.client_secret,
-        redirect_uri=installation.redirect_uri,
-        authorize_url=partner.authorize_url,
-        token_url=installation.token_url,
-        scopes=installation.scopes,
-    )
-    flow = make_flow(settings_flow, http, now)
+    flow = make_flow(installation_settings(installation, partner, catalog), http, now)
     try:
         sealed = vault.record(address)
         if sealed is None or (sealed.tokens is None and sealed.staged is None):

@@ -22,7 +22,8 @@ import httpx
 from pydantic import SecretStr
 
 from reconciler.auth.errors import ProviderError, classify_error, retry_after_seconds, transient
-from reconciler.catalog import AuthFlavour
+from reconciler.catalog import AuthFlavour, Catalog
+from reconciler.config.desired import DesiredInstallation, DesiredPartner
 from reconciler.state.credentials import TokenSet
 
 with warnings.catch_warnings():  # authlib announces its own move to another HTTP package; not our concern
@@ -31,7 +32,15 @@ with warnings.catch_warnings():  # authlib announces its own move to another HTT
     from authlib.integrations.httpx_client import OAuth2Client
     from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
-__all__ = ["AuthorizationRequest", "EntraFlow", "Flow", "FlowSettings", "LegacyFlow", "make_flow"]
+__all__ = [
+    "AuthorizationRequest",
+    "EntraFlow",
+    "Flow",
+    "FlowSettings",
+    "LegacyFlow",
+    "installation_settings",
+    "make_flow",
+]
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -78,6 +87,23 @@ class Flow(Protocol):
 
     def refresh(self, tokens: TokenSet) -> TokenSet:
         """New tokens from the refresh token (which the provider rotates: store the result at once)."""
+
+
+def installation_settings(
+    installation: DesiredInstallation, partner: DesiredPartner, catalog: Catalog
+) -> FlowSettings:
+    """The flow settings of one installation: its client, its partner's endpoints, its scopes."""
+    if installation.client_secret is None:
+        raise ProviderError(f"{installation.address}: no client secret resolved", category="config")
+    return FlowSettings(
+        flavour=catalog.connectors[installation.connector].auth[installation.auth],
+        client_id=installation.client_id,
+        client_secret=installation.client_secret,
+        redirect_uri=installation.redirect_uri,
+        authorize_url=partner.authorize_url,
+        token_url=installation.token_url,
+        scopes=installation.scopes,
+    )
 
 
 def make_flow(settings: FlowSettings, http: httpx.Client, now: Callable[[], dt.datetime]) -> Flow:
