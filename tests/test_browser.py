@@ -22,7 +22,7 @@ TOOL = Path(__file__).parent / "tools" / "chromium_approve.py"
 
 def _apply(directory: Path, decision: str) -> subprocess.CompletedProcess[str]:
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")},
+        **{k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_") or k == "RECONCILER_CACHE_DIR"},
         **ENV,
         "BROWSER": f"{sys.executable} {TOOL} %s",
         "CHROMIUM_DECISION": decision,

@@ -156,7 +156,7 @@ def test_refresh_rotates_and_the_old_refresh_token_dies(sandbox: SandboxServer, 
 
 def _paste_apply(directory: Path, transform) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
     """Run `apply --auth-mode paste` as a process; answer its URL like a user, transformed by `transform`."""
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}, **ENV}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_") or k == "RECONCILER_CACHE_DIR"}, **ENV}
     command = [sys.executable, "-m", "reconciler", "-C", str(directory), "apply", "--auto-approve", "--auth-mode", "paste"]
     process = subprocess.Popen(
         command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -212,7 +212,7 @@ def test_two_concurrent_applies_on_postgres(team, pg_database: str) -> None:  # 
     sandbox, directory, write, browser = team
     _pg_config(write)
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")},
+        **{k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_") or k == "RECONCILER_CACHE_DIR"},
         **TEAM_ENV,
         "RECONCILER_PG_DSN": pg_database,
         "BROWSER": f"{sys.executable} -c 'import time; time.sleep(3)' %s",
