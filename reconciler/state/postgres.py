@@ -1,6 +1,8 @@
-"""Shared state in PostgreSQL: one row per environment, compare-and-swap on `serial`, session advisory locks.
+"""Shared state in PostgreSQL: a header row per environment (lineage, serial) and one row per resource,
+compare-and-swap on `serial`, session advisory locks.
 
-Owns: the tables (created on first use), the document row and its one-version backup, sealed credential rows
+Owns: the tables (created on first use), resource rows (a step rewrites only its own rows, keeping each one's
+previous value in a backup table), sealed credential rows
 (compare-and-swap on `generation`), and the lock: a *session* advisory lock on a dedicated connection, so a crashed
 or killed process never leaves a stuck lock (the server releases it with the session). Needs a direct connection,
 not a transaction pooler. Must not: know the configuration or the plan; put a DSN (it may hold a password) in a
@@ -19,7 +21,7 @@ from typing import Any
 from reconciler.errors import StaleStateError, StateError, StateLockedError
 from reconciler.state.backend import LockInfo
 from reconciler.state.credentials import Blob, SealedRecord
-from reconciler.state.model import StateDocument, decode_state, encode_state
+from reconciler.state.model import StateDocument, decode_state
 
 __all__ = ["PostgresBackend", "PostgresCredentialStore"]
 
@@ -28,14 +30,20 @@ CREATE TABLE IF NOT EXISTS reconciler_state (
     environment text PRIMARY KEY,
     lineage text NOT NULL,
     serial bigint NOT NULL,
-    document text NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now()
 );
-CREATE TABLE IF NOT EXISTS reconciler_state_backup (
-    environment text PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS reconciler_resources (
+    environment text NOT NULL,
+    address text NOT NULL,
+    record jsonb NOT NULL,
+    PRIMARY KEY (environment, address)
+);
+CREATE TABLE IF NOT EXISTS reconciler_resources_backup (
+    environment text NOT NULL,
+    address text NOT NULL,
     serial bigint NOT NULL,
-    document text NOT NULL,
-    saved_at timestamptz NOT NULL DEFAULT now()
+    record jsonb NOT NULL,
+    PRIMARY KEY (environment, address)
 );
 CREATE TABLE IF NOT EXISTS reconciler_credentials (
     environment text NOT NULL,
@@ -127,18 +135,46 @@ class PostgresBackend:
 
     # -- document ----------------------------------------------------------------------------------------------
 
+    def _header(self, conn: Any, *, for_update: bool = False) -> tuple[str, int] | None:
+        row = conn.execute(
+            "SELECT lineage, serial FROM reconciler_state WHERE environment = %s" + (" FOR UPDATE" if for_update else ""),
+            (self.environment,),
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def _rows(self, conn: Any, addresses: list[str] | None = None) -> dict[str, Any]:
+        if addresses is None:
+            rows = conn.execute(
+                "SELECT address, record FROM reconciler_resources WHERE environment = %s", (self.environment,)
+            ).fetchall()
+        else:
+            rows = conn.execute(
+                "SELECT address, record FROM reconciler_resources WHERE environment = %s AND address = ANY(%s)",
+                (self.environment, addresses),
+            ).fetchall()
+        return {address: record for address, record in rows}
+
     def read(self) -> StateDocument | None:
         def work(conn: Any) -> StateDocument | None:
-            row = conn.execute(
-                "SELECT document FROM reconciler_state WHERE environment = %s", (self.environment,)
-            ).fetchone()
-            return decode_state(row[0].encode(), self._where) if row else None
+            header = self._header(conn)
+            if header is None:
+                return None
+            raw = {
+                "format_version": 1,
+                "lineage": header[0],
+                "serial": header[1],
+                "environment": self.environment,
+                "resources": self._rows(conn),
+            }
+            return decode_state(json.dumps(raw).encode(), self._where)
 
         return self._run(work)  # type: ignore[no-any-return]
 
     def write(
         self, doc: StateDocument, *, expected_serial: int | None, changed: set[str] | None = None
     ) -> StateDocument:
+        """One row per resource: a step rewrites only the rows it names (`changed`), so applying 10,000 changes
+        stays linear; the previous value of each rewritten row is kept in `reconciler_resources_backup`."""
         if self._held is None:
             raise StateError("state write attempted without holding the lock (a bug)")
         if doc.environment != self.environment:
@@ -146,20 +182,18 @@ class PostgresBackend:
 
         def work(conn: Any) -> StateDocument:
             with conn.transaction():
-                row = conn.execute(
-                    "SELECT lineage, serial, document FROM reconciler_state WHERE environment = %s FOR UPDATE",
-                    (self.environment,),
-                ).fetchone()
-                if row is None:
+                header = self._header(conn, for_update=True)
+                if header is None:
                     if expected_serial is not None:
                         raise StaleStateError(f"{self._where}: state disappeared (expected serial {expected_serial})")
                     new = doc.model_copy(update={"serial": doc.serial + 1})
                     conn.execute(
-                        "INSERT INTO reconciler_state (environment, lineage, serial, document) VALUES (%s, %s, %s, %s)",
-                        (self.environment, new.lineage, new.serial, encode_state(new).decode()),
+                        "INSERT INTO reconciler_state (environment, lineage, serial) VALUES (%s, %s, %s)",
+                        (self.environment, new.lineage, new.serial),
                     )
+                    self._put_rows(conn, {a: r for a, r in doc.resources.items()}, [])
                     return new
-                lineage, serial, document = row
+                lineage, serial = header
                 if expected_serial is None:
                     raise StaleStateError(f"{self._where}: state was created meanwhile (serial {serial})")
                 if lineage != doc.lineage:
@@ -168,26 +202,50 @@ class PostgresBackend:
                     raise StaleStateError(
                         f"{self._where}: serial moved from {expected_serial} to {serial} (another writer)"
                     )
-                current = decode_state(document.encode(), self._where)
-                if current.resources == doc.resources:
-                    return current
-                new = doc.model_copy(update={"serial": serial + 1})
+                names = sorted(changed) if changed is not None else None
+                stored = self._rows(conn, names)
+                wanted = {
+                    a: r.model_dump(mode="json", exclude_none=True)
+                    for a, r in doc.resources.items()
+                    if names is None or a in changed  # type: ignore[operator]
+                }
+                scope = names if names is not None else sorted(stored.keys() | wanted.keys())
+                upserts = {a: wanted[a] for a in scope if a in wanted and stored.get(a) != wanted[a]}
+                deletes = [a for a in scope if a not in wanted and a in stored]
+                if not upserts and not deletes:
+                    return doc.model_copy(update={"serial": serial})
                 conn.execute(
-                    "INSERT INTO reconciler_state_backup (environment, serial, document) VALUES (%s, %s, %s) "
-                    "ON CONFLICT (environment) DO UPDATE SET serial = EXCLUDED.serial, "
-                    "document = EXCLUDED.document, saved_at = now()",
-                    (self.environment, serial, document),
+                    "INSERT INTO reconciler_resources_backup (environment, address, serial, record) "
+                    "SELECT environment, address, %s, record FROM reconciler_resources "
+                    "WHERE environment = %s AND address = ANY(%s) "
+                    "ON CONFLICT (environment, address) DO UPDATE SET serial = EXCLUDED.serial, record = EXCLUDED.record",
+                    (serial, self.environment, sorted([*upserts, *deletes])),
                 )
-                updated = conn.execute(
-                    "UPDATE reconciler_state SET serial = %s, document = %s, updated_at = now() "
-                    "WHERE environment = %s AND serial = %s AND lineage = %s",
-                    (new.serial, encode_state(new).decode(), self.environment, serial, lineage),
+                self._put_rows(conn, upserts, deletes, dumped=True)
+                conn.execute(
+                    "UPDATE reconciler_state SET serial = %s, updated_at = now() WHERE environment = %s",
+                    (serial + 1, self.environment),
                 )
-                if updated.rowcount != 1:
-                    raise StaleStateError(f"{self._where}: serial moved during the write (another writer)")
-                return new
+                return doc.model_copy(update={"serial": serial + 1})
 
         return self._run(work)  # type: ignore[no-any-return]
+
+    def _put_rows(self, conn: Any, upserts: dict[str, Any], deletes: list[str], *, dumped: bool = False) -> None:
+        if deletes:
+            conn.execute(
+                "DELETE FROM reconciler_resources WHERE environment = %s AND address = ANY(%s)",
+                (self.environment, deletes),
+            )
+        if upserts:
+            with conn.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO reconciler_resources (environment, address, record) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (environment, address) DO UPDATE SET record = EXCLUDED.record",
+                    [
+                        (self.environment, a, json.dumps(r if dumped else r.model_dump(mode="json", exclude_none=True)))
+                        for a, r in upserts.items()
+                    ],
+                )
 
     def import_document(self, doc: StateDocument) -> None:
         """Store `doc` as it is (same serial), for `state push`: only over nothing, or an older serial of the same
@@ -195,20 +253,19 @@ class PostgresBackend:
 
         def work(conn: Any) -> None:
             with conn.transaction():
-                row = conn.execute(
-                    "SELECT lineage, serial FROM reconciler_state WHERE environment = %s FOR UPDATE",
-                    (self.environment,),
-                ).fetchone()
-                if row is not None and (row[0] != doc.lineage or row[1] > doc.serial):
+                header = self._header(conn, for_update=True)
+                if header is not None and (header[0] != doc.lineage or header[1] > doc.serial):
                     raise StaleStateError(
-                        f"{self._where}: holds lineage {row[0]} serial {row[1]}; refusing to replace it"
+                        f"{self._where}: holds lineage {header[0]} serial {header[1]}; refusing to replace it"
                     )
                 conn.execute(
-                    "INSERT INTO reconciler_state (environment, lineage, serial, document) VALUES (%s, %s, %s, %s) "
+                    "INSERT INTO reconciler_state (environment, lineage, serial) VALUES (%s, %s, %s) "
                     "ON CONFLICT (environment) DO UPDATE SET lineage = EXCLUDED.lineage, serial = EXCLUDED.serial, "
-                    "document = EXCLUDED.document, updated_at = now()",
-                    (self.environment, doc.lineage, doc.serial, encode_state(doc).decode()),
+                    "updated_at = now()",
+                    (self.environment, doc.lineage, doc.serial),
                 )
+                conn.execute("DELETE FROM reconciler_resources WHERE environment = %s", (self.environment,))
+                self._put_rows(conn, dict(doc.resources), [])
 
         self._run(work)
 
