@@ -63,6 +63,26 @@ def sandbox() -> Iterator[SandboxServer]:
         yield server
 
 
+@pytest.fixture
+def sandbox_config(sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """A config directory (the working directory) for the sandbox, its apps registered, a scripted browser
+    answering consent pages, and `write(installations, extra="")` for reconciler.yaml."""
+    import webbrowser
+
+    from tests.sandbox_support import ScriptedBrowser, config_text, free_port, register
+
+    port = free_port()
+    register(sandbox, port)
+    browser = ScriptedBrowser()
+    monkeypatch.setattr(webbrowser, "open", browser)
+    monkeypatch.chdir(tmp_path)
+
+    def write(installations: str, extra: str = "") -> None:
+        (tmp_path / "reconciler.yaml").write_text(config_text(sandbox.url, port, installations) + extra)
+
+    return sandbox, tmp_path, write, browser
+
+
 @pytest.fixture(scope="session")
 def postgres_dsn() -> Iterator[str]:
     """A real PostgreSQL 15 started for this test session on a free 127.0.0.1 port, stopped afterwards."""

@@ -9,12 +9,28 @@ from pathlib import Path
 
 from reconciler.sandbox import SandboxServer
 from reconciler.sandbox.agent import answer_consent
+from reconciler.state import PartnerRecord
 
 LEGACY_ID = "11111111-2222-4333-8444-legacyapp001"
 ENTRA_ID = "22222222-3333-4444-8555-entraapp0001"
 LEGACY_SECRET = "legacy-secret-3c1d9e7a5b-UNIQUE"
 ENTRA_SECRET = "entra-secret-8f2b6d4c1a-UNIQUE"
 ENV = {"LEGACY_SECRET": LEGACY_SECRET, "ENTRA_SECRET": ENTRA_SECRET}
+APPLY = ["-C", ".", "apply", "--auto-approve", "--auth-mode", "browser", "--auth-timeout", "20"]
+
+
+# A partner record as state holds it, for backend tests.
+PARTNER = PartnerRecord(
+    name="ado",
+    connector="microsoft-azure-devops",
+    auth="azure-devops-oauth",
+    client_id="app",
+    client_secret_ref="${env:S}",
+    redirect_uri="https://x.example/connector/callback",
+    authorize_url="https://a.example/authorize",
+    token_url="https://a.example/token",
+    api_url="https://dev.azure.com",
+)
 
 
 def free_port() -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import urllib.parse
-import webbrowser
 from pathlib import Path
 
 import pytest
@@ -18,34 +17,20 @@ import pytest
 from reconciler.sandbox import SandboxServer
 from tests.conftest import run
 from tests.sandbox_support import (
+    APPLY,
     ENTRA_SECRET,
     ENV,
     LEGACY_SECRET,
-    ScriptedBrowser,
     all_text_under,
-    config_text,
-    free_port,
     installation,
-    register,
 )
 
-APPLY = ["-C", ".", "apply", "--auto-approve", "--auth-mode", "browser", "--auth-timeout", "20"]
 PLAN_EXIT = ["-C", ".", "plan", "--detailed-exitcode"]
 
 
 @pytest.fixture
-def setup(sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    """A config directory for the sandbox, the scripted browser installed, and a writer for the config."""
-    port = free_port()
-    register(sandbox, port)
-    browser = ScriptedBrowser()
-    monkeypatch.setattr(webbrowser, "open", browser)
-    monkeypatch.chdir(tmp_path)
-
-    def write(installations: str) -> None:
-        (tmp_path / "reconciler.yaml").write_text(config_text(sandbox.url, port, installations))
-
-    return sandbox, tmp_path, write, browser
+def setup(sandbox_config):  # type: ignore[no-untyped-def]
+    return sandbox_config
 
 
 def _state(directory: Path) -> dict:  # type: ignore[type-arg]

@@ -14,20 +14,10 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import StaleStateError, StateError, StateLockedError
-from reconciler.state import LocalBackend, PartnerRecord, StateDocument
+from reconciler.state import LocalBackend, StateDocument
 from reconciler.state.postgres import PostgresBackend
+from tests.sandbox_support import PARTNER
 
-PARTNER = PartnerRecord(
-    name="ado",
-    connector="microsoft-azure-devops",
-    auth="azure-devops-oauth",
-    client_id="app",
-    client_secret_ref="${env:S}",
-    redirect_uri="https://x.example/connector/callback",
-    authorize_url="https://a.example/authorize",
-    token_url="https://a.example/token",
-    api_url="https://dev.azure.com",
-)
 OTHER = PARTNER.model_copy(update={"name": "ado2"})
 
 Factory = Callable[[], object]
@@ -109,6 +99,7 @@ def test_second_writer_fails_fast_naming_the_holder(make_backend) -> None:  # ty
                 pass
         assert time.monotonic() - started < 3
         assert f"pid {os.getpid()}" in str(error.value) and "operation: apply" in str(error.value)
+        assert os.uname().nodename in str(error.value)
         assert info.id in str(error.value)
     with other.lock("plan"):
         pass

@@ -4,27 +4,21 @@ from __future__ import annotations
 
 import base64
 import json
-import webbrowser
-from pathlib import Path
 
 import pytest
 
 from reconciler.sandbox import SandboxServer
 from tests.conftest import run
 from tests.sandbox_support import (
+    APPLY,
     ENV,
     LEGACY_ID,
-    ScriptedBrowser,
     all_text_under,
-    config_text,
-    free_port,
     installation,
-    register,
 )
 
 KEY = base64.b64encode(b"refresh-key-0123456789abcdef0123").decode()
 RENV = {**ENV, "RECONCILER_STATE_KEY": KEY}
-APPLY = ["-C", ".", "apply", "--auto-approve", "--auth-mode", "browser", "--auth-timeout", "20"]
 THREE = (
     installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.project"])
     + installation("globex", "ado", "legacy", "globex", "Operations", ["vso.work_full", "vso.project"])
@@ -33,15 +27,12 @@ THREE = (
 
 
 @pytest.fixture
-def applied(sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def applied(sandbox_config):  # type: ignore[no-untyped-def]
     """Three installations applied against the sandbox."""
-    port = free_port()
-    register(sandbox, port)
-    monkeypatch.setattr(webbrowser, "open", ScriptedBrowser())
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "reconciler.yaml").write_text(config_text(sandbox.url, port, THREE))
+    sandbox, directory, write, browser = sandbox_config
+    write(THREE)
     assert run(APPLY, RENV).exit_code == 0
-    return sandbox, tmp_path
+    return sandbox, directory
 
 
 def _grants(sandbox: SandboxServer) -> dict[str, dict]:  # type: ignore[type-arg]

@@ -1,31 +1,18 @@
-"""Local state backend: atomic writes with a backup, compare-and-swap on serial, locking that names its holder,
-and corrupt or unknown files refused without being touched."""
+"""Local state backend: atomic writes with a backup, compare-and-swap on serial, the journal, and corrupt or
+unknown files refused without being touched (locking is in the backend contract suite, for every backend)."""
 
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
-import time
 from pathlib import Path
 
 import pytest
 
-from reconciler.errors import StaleStateError, StateError, StateLockedError
-from reconciler.state import LocalBackend, PartnerRecord, StateDocument, decode_state, encode_state
+from reconciler.errors import StaleStateError, StateError
+from reconciler.state import LocalBackend, StateDocument, decode_state, encode_state
+from tests.sandbox_support import PARTNER
 
 LINEAGE = b"0f5a2c3e-1b7d-4e8f-9a6b-2c4d6e8f0a1b"
-PARTNER = PartnerRecord(
-    name="ado",
-    connector="microsoft-azure-devops",
-    auth="azure-devops-oauth",
-    client_id="app",
-    client_secret_ref="${env:S}",
-    redirect_uri="https://x.example/connector/callback",
-    authorize_url="https://a.example/authorize",
-    token_url="https://a.example/token",
-    api_url="https://dev.azure.com",
-)
 
 
 def _write(backend: LocalBackend, doc: StateDocument, expected: int | None) -> StateDocument:
@@ -158,63 +145,6 @@ def test_encoding_round_trips(tmp_path: Path) -> None:
     assert decode_state(raw, "x") == doc
     assert encode_state(decode_state(raw, "x")) == raw
     assert json.loads(raw)["format_version"] == 1
-
-
-def _hold_lock(directory: str, ready: multiprocessing.synchronize.Event, release: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
-    backend = LocalBackend(Path(directory), "default")
-    with backend.lock("apply"):
-        ready.set()
-        release.wait(10)
-
-
-def test_second_writer_fails_fast_naming_the_holder(tmp_path: Path) -> None:
-    """While another process holds the lock, a writer fails at once with the holder's pid, host, user, operation."""
-    ctx = multiprocessing.get_context("fork")
-    ready, release = ctx.Event(), ctx.Event()
-    holder = ctx.Process(target=_hold_lock, args=(str(tmp_path), ready, release))
-    holder.start()
-    try:
-        assert ready.wait(10)
-        backend = LocalBackend(tmp_path, "default")
-        started = time.monotonic()
-        with pytest.raises(StateLockedError) as info:
-            with backend.lock("plan"):
-                pass
-        assert time.monotonic() - started < 2
-        text = str(info.value)
-        assert f"pid {holder.pid}" in text and "operation: apply" in text and os.uname().nodename in text
-    finally:
-        release.set()
-        holder.join(10)
-
-
-def test_lock_waits_up_to_timeout_then_succeeds(tmp_path: Path) -> None:
-    """With a timeout, a writer waits for the holder to finish and then gets the lock."""
-    ctx = multiprocessing.get_context("fork")
-    ready, release = ctx.Event(), ctx.Event()
-    holder = ctx.Process(target=_hold_lock, args=(str(tmp_path), ready, release))
-    holder.start()
-    try:
-        assert ready.wait(10)
-        ctx.Process(target=lambda: (time.sleep(0.3), release.set())).start()
-        with LocalBackend(tmp_path, "default").lock("apply", timeout=10) as info:
-            assert info.pid == os.getpid()
-    finally:
-        release.set()
-        holder.join(10)
-
-
-def test_lock_is_released_when_holder_dies(tmp_path: Path) -> None:
-    """A killed holder leaves no stuck lock: the kernel releases flock."""
-    ctx = multiprocessing.get_context("fork")
-    ready, release = ctx.Event(), ctx.Event()
-    holder = ctx.Process(target=_hold_lock, args=(str(tmp_path), ready, release))
-    holder.start()
-    assert ready.wait(10)
-    holder.kill()
-    holder.join(10)
-    with LocalBackend(tmp_path, "default").lock("apply") as info:
-        assert info.operation == "apply"
 
 
 def _many(n: int) -> dict:  # type: ignore[type-arg]

@@ -7,43 +7,28 @@ import json
 import os
 import subprocess
 import sys
-import webbrowser
 from pathlib import Path
 
 import pytest
 
-from reconciler.sandbox import SandboxServer
 from tests.conftest import run
 from tests.sandbox_support import (
+    APPLY,
     ENV,
-    ScriptedBrowser,
     all_text_under,
-    config_text,
-    free_port,
     installation,
-    register,
 )
 
 KEY = base64.b64encode(b"team-key-0123456789abcdef0123456").decode()
 TEAM_ENV = {**ENV, "RECONCILER_STATE_KEY": KEY}
-APPLY = ["-C", ".", "apply", "--auto-approve", "--auth-mode", "browser", "--auth-timeout", "20"]
 TWO = installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"]) + installation(
     "globex", "ado", "legacy", "globex", "Operations", ["vso.work_full"]
 )
 
 
 @pytest.fixture
-def team(sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    port = free_port()
-    register(sandbox, port)
-    browser = ScriptedBrowser()
-    monkeypatch.setattr(webbrowser, "open", browser)
-    monkeypatch.chdir(tmp_path)
-
-    def write(installations: str, extra: str = "") -> None:
-        (tmp_path / "reconciler.yaml").write_text(config_text(sandbox.url, port, installations) + extra)
-
-    return sandbox, tmp_path, write, browser
+def team(sandbox_config):  # type: ignore[no-untyped-def]
+    return sandbox_config
 
 
 def _state(directory: Path, name: str = "default") -> dict:  # type: ignore[type-arg]
