@@ -369,6 +369,8 @@ def _quote(value: str | None) -> str:
 
 
 def _set_reasons(label: str, old: tuple[str, ...] | list[str], new: tuple[str, ...] | list[str]) -> list[str]:
+    if old == new:
+        return []
     added, removed = sorted(set(new) - set(old)), sorted(set(old) - set(new))
     out = []
     if added:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import functools
+import gc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from reconciler.catalog import load_catalog
 from reconciler.config import LoadedConfig, load_config
@@ -88,6 +90,29 @@ def key_directory(ws: Workspace, root: RootFile) -> Path | None:
     return ws.config_dir / root.backend.path if isinstance(root.backend, LocalBackendSpec) else None
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _bulk(phase: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Loading and planning allocate about a million objects and free none of them in cycles: the cyclic garbage
+    collector would only rescan the growing heap, again and again (a third of a 10,000-installation plan), so it
+    is paused for the phase."""
+
+    @functools.wraps(phase)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return phase(*args, **kwargs)
+        finally:
+            if enabled:
+                gc.enable()
+
+    return run
+
+
+@_bulk
 def _load(ws: Workspace) -> LoadedConfig:
     return load_config(
         ws.config_dir,
@@ -98,6 +123,7 @@ def _load(ws: Workspace) -> LoadedConfig:
     )
 
 
+@_bulk
 def _plan(ws: Workspace, loaded: LoadedConfig, backend: StateBackend, options: Options) -> Plan:
     plan = make_plan(
         loaded.desired,
@@ -113,6 +139,7 @@ def _plan(ws: Workspace, loaded: LoadedConfig, backend: StateBackend, options: O
     return plan
 
 
+@_bulk
 def plan_config(ws: Workspace, options: Options = Options()) -> PlanResult:
     """Load, read state, plan: everything `reconciler plan` shows, as data."""
     loaded = _load(ws)

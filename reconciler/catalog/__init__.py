@@ -97,7 +97,14 @@ class Connector(_Frozen):
         return matches[0] if matches else None
 
     def normalise_granted(self, flavour: str, granted: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-        """Granted scopes without protocol decoration (resource prefix, offline_access, ...), sorted."""
+        """Granted scopes without protocol decoration (resource prefix, offline_access, ...), sorted (memoised)."""
+        key = (self.name, flavour, tuple(granted))
+        cached = _NORMALISED.get(key)
+        if cached is None:
+            cached = _NORMALISED[key] = self._normalise_granted(flavour, key[2])
+        return cached
+
+    def _normalise_granted(self, flavour: str, granted: tuple[str, ...]) -> tuple[str, ...]:
         spec = self.auth[flavour]
         out: set[str] = set()
         for scope in granted:
@@ -111,6 +118,7 @@ class Connector(_Frozen):
 
 # Scope closures per (connector, scope set): thousands of installations share a handful of scope sets.
 _CLOSURES: dict[tuple[str, frozenset[str]], frozenset[str]] = {}
+_NORMALISED: dict[tuple[str, str, tuple[str, ...]], tuple[str, ...]] = {}
 
 
 class Catalog(_Frozen):
