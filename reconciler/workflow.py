@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from reconciler.catalog import load_catalog
 from reconciler.config import LoadedConfig, load_config
-from reconciler.config.loader import display_path, load_root, resolve_reference
+from reconciler.config.loader import display_path, load_root, parse_includes_ahead, resolve_reference
 from reconciler.config.schema import LocalBackendSpec, RootFile
 from reconciler.errors import ReconcilerError, UsageError
 from reconciler.plan import Plan
@@ -113,21 +113,33 @@ def _bulk(phase: Callable[_P, _R]) -> Callable[_P, _R]:
 
 
 @_bulk
-def _load(ws: Workspace) -> LoadedConfig:
-    return load_config(
-        ws.config_dir,
-        environ=ws.environ,
-        today=ws.clock().date(),
-        environment=ws.environment,
-        cache=ws.parse_cache(),
-    )
+def _load(ws: Workspace, meanwhile: Callable[[], object] | None = None) -> LoadedConfig:
+    """The configuration; where it pays, included files are parsed on a second core while `meanwhile()` runs."""
+    cache = ws.parse_cache()
+    ahead = parse_includes_ahead(ws.config_dir, cache, ws.environ)
+    try:
+        if ahead is not None and meanwhile is not None:
+            meanwhile()
+        return load_config(
+            ws.config_dir,
+            environ=ws.environ,
+            today=ws.clock().date(),
+            environment=ws.environment,
+            cache=cache,
+            ahead=ahead,
+        )
+    finally:
+        if ahead is not None:
+            ahead.close()
 
 
 @_bulk
-def _plan(ws: Workspace, loaded: LoadedConfig, backend: StateBackend, options: Options) -> Plan:
+def _plan(
+    ws: Workspace, loaded: LoadedConfig, backend: StateBackend, options: Options, recorded: StateDocument | None
+) -> Plan:
     plan = make_plan(
         loaded.desired,
-        backend.read(),
+        recorded,
         now=ws.clock(),
         catalog=load_catalog(),
         state_location=backend.describe(),
@@ -142,9 +154,23 @@ def _plan(ws: Workspace, loaded: LoadedConfig, backend: StateBackend, options: O
 @_bulk
 def plan_config(ws: Workspace, options: Options = Options()) -> PlanResult:
     """Load, read state, plan: everything `reconciler plan` shows, as data."""
-    loaded = _load(ws)
-    backend = open_backend(ws, loaded.root)
-    plan = _plan(ws, loaded, backend, options)
+    early: list[tuple[object, StateBackend, StateDocument | None]] = []
+
+    def read_state() -> None:  # while a worker parses: the state named by the root file (and overlay) alone
+        try:
+            root = load_root(ws.config_dir, environment=ws.environment)
+            backend = open_backend(ws, root)
+            early.append((root.backend, backend, backend.read()))
+        except (ReconcilerError, OSError):
+            pass  # read again below, so that problems come in their usual order: the configuration's first
+
+    loaded = _load(ws, meanwhile=read_state)
+    if early and early[0][0] == loaded.root.backend:
+        _, backend, recorded = early[0]
+    else:
+        backend = open_backend(ws, loaded.root)
+        recorded = backend.read()
+    plan = _plan(ws, loaded, backend, options, recorded)
     return PlanResult(loaded, backend, plan, to_document(plan, warnings=[str(w) for w in loaded.warnings]))
 
 
@@ -309,7 +335,7 @@ def run_apply(
         if plan_file is not None:
             _check_fresh(plan_file, plan, backend)
         else:
-            plan = _plan(ws, loaded, backend, options)
+            plan = _plan(ws, loaded, backend, options, backend.read())
             document = to_document(plan, warnings=[str(w) for w in loaded.warnings])
         if not confirm(document):
             if document.has_changes:

@@ -1,14 +1,24 @@
-"""Configuration: YAML files -> validated `DesiredState`. See `loader` (reading) and `schema` (file shape)."""
+"""Configuration: YAML files -> validated `DesiredState`. See `loader` (reading) and `schema` (file shape).
 
-from reconciler.config.desired import DesiredInstallation, DesiredPartner, DesiredState
-from reconciler.config.loader import (
-    CONFIG_FILE,
-    DEFAULT_ENVIRONMENT,
-    ENVIRONMENTS_DIR,
-    LoadedConfig,
-    environment_names,
-    load_config,
-)
+The names below load on first use, so that the light submodules (`cache`, `includes`, `ahead`) import without
+the schema and pydantic: the plan memo's fast path (`reconciler.memo`) needs only those.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from reconciler.config.desired import DesiredInstallation, DesiredPartner, DesiredState
+    from reconciler.config.loader import (
+        CONFIG_FILE,
+        DEFAULT_ENVIRONMENT,
+        ENVIRONMENTS_DIR,
+        LoadedConfig,
+        environment_names,
+        load_config,
+    )
 
 __all__ = [
     "CONFIG_FILE",
@@ -21,3 +31,12 @@ __all__ = [
     "environment_names",
     "load_config",
 ]
+
+_HOME = {"DesiredInstallation": "desired", "DesiredPartner": "desired", "DesiredState": "desired"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(f"{__name__}.{_HOME.get(name, 'loader')}")
+    return getattr(module, name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import glob
+import hashlib
 import json
 import os
 import re
@@ -24,7 +25,9 @@ from typing import Any
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from reconciler.catalog import Catalog, Connector, load_catalog
+from reconciler.config.ahead import MISSING, ParsedAhead, parse_ahead
 from reconciler.config.cache import ParseCache
+from reconciler.config.includes import glob_matches, include_patterns
 from reconciler.config.desired import DesiredInstallation, DesiredPartner, DesiredState
 from reconciler.config.schema import (
     NAME_PATTERN,
@@ -35,6 +38,7 @@ from reconciler.config.schema import (
     TenantSpec,
 )
 from reconciler.errors import ConfigError, ConfigIssue, Location
+from reconciler.references import REFERENCE, Problem, resolve, secret_roots
 from reconciler.yamlio import YamlSyntaxError, compose, load_yaml_text, locate
 
 __all__ = [
@@ -60,8 +64,6 @@ _TENANT_ID = re.compile(
 )
 MAX_FILE_BYTES = 16 * 1024 * 1024
 SECRET_EXPIRY_WARNING = dt.timedelta(days=14)
-_REFERENCE = re.compile(r"^\$\{(env|file):([^}]*)\}$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
 
 KeyPath = tuple[str | int, ...]
@@ -99,6 +101,18 @@ class SourceFile:
 
 
 @dataclass
+class Manifest:
+    """Everything a load depended on, as plain data, so that a later run can tell nothing changed (see
+    `reconciler.memo`): the files read, each include pattern with its matches, files whose absence mattered, and
+    every reference with its value where plans show it (a secret's value is never kept)."""
+
+    files: list[tuple[str, str]] = field(default_factory=list)  # absolute path, SHA-256 of its bytes
+    globs: list[tuple[str, str, list[str]]] = field(default_factory=list)  # directory, pattern, sorted matches
+    absent: list[str] = field(default_factory=list)
+    references: list[tuple[str, bool, str | None]] = field(default_factory=list)  # reference, secret?, shown value
+
+
+@dataclass
 class LoadedConfig:
     """The result of loading: the desired state, non-fatal warnings, the files that were read (the environment
     overlay last), and the root file with the overlay merged in (its `backend` is the environment's)."""
@@ -107,6 +121,7 @@ class LoadedConfig:
     warnings: list[ConfigIssue]
     files: list[str]
     root: RootFile
+    manifest: Manifest = field(default_factory=Manifest)
 
 
 def load_config(
@@ -117,14 +132,44 @@ def load_config(
     catalog: Catalog | None = None,
     environment: str | None = None,
     cache: ParseCache | None = None,
+    ahead: ParsedAhead | None = None,
 ) -> LoadedConfig:
     """Load and validate the configuration in `config_dir`; raise `ConfigError` listing every problem.
 
     With `environment`, `environments/<environment>.yaml` is merged over the files before validation: mappings
     merge by key, lists and other values are replaced, a null removes the key. An unknown name is an error;
-    `default` without such a file is the base configuration. With `cache`, unchanged files are not parsed again.
+    `default` without such a file is the base configuration. With `cache`, unchanged files are not parsed again;
+    with `ahead` (see `parse_includes_ahead`), files a worker has parsed already are not parsed here.
     """
-    return _Loader(Path(config_dir), environ, catalog or load_catalog(), today, environment, cache).run()
+    return _Loader(Path(config_dir), environ, catalog or load_catalog(), today, environment, cache, ahead).run()
+
+
+def parse_includes_ahead(
+    config_dir: Path, cache: ParseCache | None = None, environ: Mapping[str, str] | None = None
+) -> ParsedAhead | None:
+    """A worker on another core parsing the files the root file includes, for `load_config(ahead=...)` (None
+    where that does not pay, or with RECONCILER_PARSE_AHEAD=0 in `environ`). The caller closes it. Nothing is
+    reported here: the loader reports every problem."""
+    if (environ or {}).get("RECONCILER_PARSE_AHEAD", "1") == "0":
+        return None
+    root_path = Path(config_dir) / CONFIG_FILE
+    try:
+        raw = root_path.read_bytes()
+        if len(raw) > MAX_FILE_BYTES:
+            return None
+        text = raw.decode("utf-8-sig")
+        data = cache.load(raw, lambda: load_yaml_text(text)) if cache else load_yaml_text(text)
+    except (OSError, UnicodeDecodeError, YamlSyntaxError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    paths = [path for _, pattern in include_patterns(data) for path in glob_matches(root_path.parent, pattern)]
+
+    def parse(raw: bytes) -> Any:
+        text = raw.decode("utf-8-sig")
+        return cache.load(raw, lambda: load_yaml_text(text)) if cache else load_yaml_text(text)
+
+    return parse_ahead(paths, parse)
 
 
 def load_root(config_dir: Path, *, environment: str | None = None) -> RootFile:
@@ -202,8 +247,10 @@ class _Loader:
         today: dt.date | None,
         environment: str | None = None,
         cache: ParseCache | None = None,
+        ahead: ParsedAhead | None = None,
     ):
         self.cache = cache
+        self.ahead = ahead
         self.config_dir = config_dir
         self.environ = environ
         self.catalog = catalog
@@ -214,10 +261,11 @@ class _Loader:
         self.seen: set[Path] = set()
         self.files: list[tuple[SourceFile, IncludedFile]] = []
         self._resolved: dict[str, str | None] = {}
+        self._secret_references: set[str] = set()
+        self.manifest = Manifest()
         self._secret_values: set[str] = set()
         self._plain_values: list[tuple[SourceFile, KeyPath, str]] = []
-        secret_dirs = [d for d in environ.get("RECONCILER_SECRET_DIRS", "").split(os.pathsep) if d]
-        self.secret_roots = [config_dir.resolve(), *(Path(d).resolve() for d in secret_dirs)]
+        self.secret_roots = secret_roots(config_dir, environ)
 
     # -- reporting ---------------------------------------------------------------------------------------------
 
@@ -265,7 +313,7 @@ class _Loader:
         self._fail_if_issues()
         assert raw is not None
         documents = [raw]
-        self._include(raw[0], _include_patterns(raw[1]), (root_path.resolve(),), documents)
+        self._include(raw[0], include_patterns(raw[1]), (root_path.resolve(),), documents)
         overlay = self._read(overlay_path, None) if overlay_path is not None else None
         self._fail_if_issues()  # the files as read: merging or validating broken ones would only add noise
         if overlay is not None:
@@ -291,7 +339,11 @@ class _Loader:
             protected_tenants=frozenset(name for name, (_, tenant) in tenants.items() if tenant.protect),
         )
         files = [s.display for s, _ in self.files] + ([overlay[0].display] if overlay is not None else [])
-        return LoadedConfig(desired, self.warnings, files, root)
+        self.manifest.references = [
+            (reference, reference in self._secret_references, None if reference in self._secret_references else value)
+            for reference, value in self._resolved.items()
+        ]
+        return LoadedConfig(desired, self.warnings, files, root, self.manifest)
 
     def _read(self, path: Path, model: type[IncludedFile] | None) -> tuple[SourceFile, dict[str, Any]] | None:
         """A file's text parsed into plain data (a mapping); `model` None is an overlay, which may be empty."""
@@ -306,6 +358,7 @@ class _Loader:
         except OSError as exc:
             self._issue(empty, (), f"cannot read file: {exc.strerror or exc}")
             return None
+        self.manifest.files.append((os.path.abspath(path), hashlib.sha256(raw).hexdigest()))
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
@@ -315,7 +368,9 @@ class _Loader:
             return None
         src = SourceFile(path, display, text)
         try:
-            data = self.cache.load(raw, lambda: load_yaml_text(text)) if self.cache else load_yaml_text(text)
+            data = self.ahead.get(path, raw) if self.ahead is not None else MISSING
+            if data is MISSING:
+                data = self.cache.load(raw, lambda: load_yaml_text(text)) if self.cache else load_yaml_text(text)
         except YamlSyntaxError as exc:
             self.issues.append(ConfigIssue(Location(display, exc.line, exc.column), "", exc.message))
             return None
@@ -386,9 +441,8 @@ class _Loader:
         documents: list[tuple[SourceFile, dict[str, Any]]],
     ) -> None:
         for index, pattern in patterns:
-            base = src.path.parent
-            found = glob.glob(pattern, root_dir=base, recursive=True) if not Path(pattern).is_absolute() else glob.glob(pattern, recursive=True)
-            matches = sorted(base / m for m in found if (base / m).is_file())
+            matches = glob_matches(src.path.parent, pattern)
+            self.manifest.globs.append((os.path.abspath(src.path.parent), pattern, [os.path.abspath(m) for m in matches]))
             wildcard = glob.has_magic(pattern)
             if not matches:
                 self._issue(
@@ -412,7 +466,7 @@ class _Loader:
                 loaded = self._read(match, IncludedFile)
                 if loaded is not None:
                     documents.append(loaded)
-                    self._include(loaded[0], _include_patterns(loaded[1]), (*stack, resolved), documents)
+                    self._include(loaded[0], include_patterns(loaded[1]), (*stack, resolved), documents)
 
     # -- environments ------------------------------------------------------------------------------------------
 
@@ -431,6 +485,7 @@ class _Loader:
         if path.is_file():
             return path
         if name == DEFAULT_ENVIRONMENT:
+            self.manifest.absent.append(os.path.abspath(path))
             return None
         known = environment_names(self.config_dir)
         if (directory / f"{name}.yml").is_file():
@@ -510,7 +565,7 @@ class _Loader:
 
     def _value(self, src: SourceFile, path: KeyPath, value: str, *, secret: bool) -> str | None:
         """A literal or `${env:}`/`${file:}` value, resolved. Secrets must be references."""
-        match = _REFERENCE.match(value)
+        match = REFERENCE.match(value)
         if match is None:
             if secret:
                 env_name = re.sub(r"[^A-Z0-9]+", "_", key_path_text(path[-3:]).upper()).strip("_")
@@ -531,8 +586,13 @@ class _Loader:
                 self._issue(src, path, f"cannot resolve {value}")
         else:
             kind, argument = match.groups()
-            resolved = self._env(src, path, argument) if kind == "env" else self._file(src, path, argument)
-            self._resolved[value] = resolved
+            outcome = resolve(kind, argument, config_dir=self.config_dir, environ=self.environ, roots=self.secret_roots)
+            if isinstance(outcome, Problem):
+                self._issue(src, path, outcome.message, outcome.hint)
+                outcome = None
+            resolved = self._resolved[value] = outcome
+        if secret:
+            self._secret_references.add(value)
         if resolved is not None:
             if secret:
                 self._secret_values.add(resolved)
@@ -550,46 +610,6 @@ class _Loader:
                     f"{path[-1]} resolves to the same value as a client_secret; it would be shown in plans",
                     "point it at the client id, not the secret",
                 )
-
-    def _env(self, src: SourceFile, path: KeyPath, name: str) -> str | None:
-        if not _ENV_NAME.match(name):
-            self._issue(src, path, f"invalid environment variable name '{name}' in reference")
-            return None
-        value = self.environ.get(name)
-        if value is None:
-            self._issue(src, path, f"environment variable {name} is not set", f"export {name}=... before running")
-            return None
-        if value == "":
-            self._issue(src, path, f"environment variable {name} is empty")
-            return None
-        return value
-
-    def _file(self, src: SourceFile, path: KeyPath, name: str) -> str | None:
-        if not name:
-            self._issue(src, path, "empty file name in reference")
-            return None
-        target = (self.config_dir / name).resolve()
-        if not any(target == root or root in target.parents for root in self.secret_roots):
-            self._issue(
-                src,
-                path,
-                f"secret file '{name}' is outside the configuration directory",
-                "keep it inside, or list its directory in RECONCILER_SECRET_DIRS",
-            )
-            return None
-        try:
-            value = target.read_text(encoding="utf-8").rstrip("\r\n")
-        except FileNotFoundError:
-            self._issue(src, path, f"secret file '{name}' does not exist")
-            return None
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not readable as UTF-8"
-            self._issue(src, path, f"cannot read secret file '{name}': {reason}")
-            return None
-        if not value:
-            self._issue(src, path, f"secret file '{name}' is empty")
-            return None
-        return value
 
     # -- partners ----------------------------------------------------------------------------------------------
 
@@ -903,14 +923,6 @@ class _Loader:
             names = ", ".join(f"{s} ({connector.scopes[s].name})" for s in missing)
             self._issue(src, (*path, "scopes"), f"without {names} most methods of {connector.display_name} fail", warning=True)
         return tuple(sorted(seen))
-
-
-def _include_patterns(data: Mapping[str, Any]) -> list[tuple[int, str]]:
-    """The include patterns of a file as read, with their index (a malformed `include:` is left to the schema)."""
-    value = data.get("include")
-    if not isinstance(value, list):
-        return []
-    return [(index, pattern) for index, pattern in enumerate(value) if isinstance(pattern, str) and pattern]
 
 
 def _overlaid(
