@@ -180,6 +180,13 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def _redacted(text: str, secrets: frozenset[str] | set[str]) -> str:
+    """A backstop: plans are built from references only, so no secret value should ever be there to replace."""
+    for secret in secrets:
+        text = text.replace(secret, "(sensitive)")
+    return text
+
+
 @cli.command()
 @click.pass_obj
 def validate(opts: Options) -> int:
@@ -246,12 +253,29 @@ def plan(opts: Options, fmt: str, detailed_exitcode: bool, split_dir: Path | Non
       reconciler plan --out plan.bin && reconciler apply plan.bin
       reconciler plan --target 'installation.acme.*'
     """
+    if split_dir is not None and fmt != "markdown":
+        raise UsageError("--split-dir writes Markdown parts", hint="add --format markdown")
+    memo = None
+    if opts.cache and not refresh and out is None and split_dir is None:
+        from reconciler.memo import PlanMemo
+
+        memo = PlanMemo(
+            config_dir=opts.config_dir,
+            environment=opts.environment,
+            environ=os.environ,
+            options=(target, exclude, replace, allow_delete),
+            output_format=fmt,
+            color=opts.use_color(),
+        )
+        hit = memo.lookup(_now())
+        if hit is not None:
+            click.echo(_redacted(hit.output, hit.secret_values), nl=False, color=opts.use_color())
+            return EXIT_CHANGES if detailed_exitcode and hit.has_changes else EXIT_OK
+
     from reconciler.render import render_json, render_markdown, render_text
     from reconciler.render.markdown import render_markdown_parts
     from reconciler.workflow import plan_config, save_plan
 
-    if split_dir is not None and fmt != "markdown":
-        raise UsageError("--split-dir writes Markdown parts", hint="add --format markdown")
     workspace = opts.workspace()
     options = _plan_options(target, exclude, replace, allow_delete)
     partner_faults: list[str] = []
@@ -283,20 +307,26 @@ def plan(opts: Options, fmt: str, detailed_exitcode: bool, split_dir: Path | Non
     else:
         output = render_text(doc, color=opts.use_color())
 
-    def redact(text: str) -> str:  # a backstop: plans are built from references only
-        for secret in result.loaded.desired.secret_values():
-            text = text.replace(secret, "(sensitive)")
-        return text
-
-    output = redact(output)
+    secrets = result.loaded.desired.secret_values()
+    output = _redacted(output, secrets)
     if split_dir is not None:
         split_dir.mkdir(parents=True, exist_ok=True)
         for stale in split_dir.glob("plan-*.md"):
             if stale.stem.removeprefix("plan-").isdigit():
                 stale.unlink()
         for number, part in enumerate(render_markdown_parts(doc), start=1):
-            (split_dir / f"plan-{number}.md").write_text(redact(part), encoding="utf-8")
+            (split_dir / f"plan-{number}.md").write_text(_redacted(part, secrets), encoding="utf-8")
             click.echo(str(split_dir / f"plan-{number}.md"), err=True)
+    if memo is not None:
+        digests = result.backend.read_digests()
+        if digests is not None:
+            memo.store(
+                manifest=result.loaded.manifest,
+                state=digests,
+                valid_until=result.valid_until,
+                output=output,
+                has_changes=doc.has_changes,
+            )
     click.echo(output, nl=False, color=opts.use_color())
     if partner_faults:
         raise ReconcilerError(

@@ -24,6 +24,7 @@ from reconciler.plan import Plan
 from reconciler.planner import make_plan, select
 from reconciler.render.document import PlanDocument, to_document
 from reconciler.state import LocalBackend, StateBackend, StateDocument
+from reconciler.state.model import InstallationRecord
 
 if TYPE_CHECKING:  # the apply and OAuth layers (httpx, authlib) load only for commands that use them
     from reconciler.apply import ApplyHooks, ApplyResult
@@ -71,6 +72,7 @@ class PlanResult:
     backend: StateBackend
     plan: Plan
     document: PlanDocument
+    valid_until: dt.datetime | None = None  # when the clock alone changes this plan (a pending link expires)
 
 
 def open_backend(ws: Workspace, root: RootFile) -> StateBackend:
@@ -135,12 +137,17 @@ def _load(ws: Workspace, meanwhile: Callable[[], object] | None = None) -> Loade
 
 @_bulk
 def _plan(
-    ws: Workspace, loaded: LoadedConfig, backend: StateBackend, options: Options, recorded: StateDocument | None
+    ws: Workspace,
+    loaded: LoadedConfig,
+    backend: StateBackend,
+    options: Options,
+    recorded: StateDocument | None,
+    now: dt.datetime | None = None,
 ) -> Plan:
     plan = make_plan(
         loaded.desired,
         recorded,
-        now=ws.clock(),
+        now=now or ws.clock(),
         catalog=load_catalog(),
         state_location=backend.describe(),
         allow_delete=options.allow_delete,
@@ -170,8 +177,23 @@ def plan_config(ws: Workspace, options: Options = Options()) -> PlanResult:
     else:
         backend = open_backend(ws, loaded.root)
         recorded = backend.read()
-    plan = _plan(ws, loaded, backend, options, recorded)
-    return PlanResult(loaded, backend, plan, to_document(plan, warnings=[str(w) for w in loaded.warnings]))
+    now = ws.clock()
+    plan = _plan(ws, loaded, backend, options, recorded, now)
+    document = to_document(plan, warnings=[str(w) for w in loaded.warnings])
+    return PlanResult(loaded, backend, plan, document, _valid_until(recorded, now))
+
+
+def _valid_until(recorded: StateDocument | None, now: dt.datetime) -> dt.datetime | None:
+    """The first instant after `now` at which a plan of `recorded` changes by the clock alone: a pending
+    authorization's link expires (the planner's only use of the clock)."""
+    if recorded is None:
+        return None
+    expiries = [
+        record.pending.expires_at
+        for record in recorded.resources.values()
+        if isinstance(record, InstallationRecord) and record.pending is not None and record.pending.expires_at > now
+    ]
+    return min(expiries, default=None)
 
 
 def save_plan(ws: Workspace, result: PlanResult, path: Path) -> None:
@@ -382,8 +404,6 @@ def run_authorize(
 ) -> RunOutcome:
     """Complete (or reissue) pending authorizations matching `patterns` (all pending ones when empty)."""
     from reconciler.apply import authorize_pending
-    from reconciler.state.model import InstallationRecord
-
     loaded = _load(ws)
     backend = open_backend(ws, loaded.root)
     with backend.lock("authorize", timeout=lock_timeout):
@@ -431,7 +451,6 @@ def state_mv(ws: Workspace, old: str, new: str, *, lock_timeout: float) -> None:
     """Rename an installation without re-authorizing: its record moves and its credentials are re-sealed for the
     new address (a blob opens only where it was sealed)."""
     from reconciler.state.credentials import Vault
-    from reconciler.state.model import InstallationRecord
 
     root = load_root(ws.config_dir, environment=ws.environment)
     backend = open_backend(ws, root)
@@ -572,8 +591,6 @@ def run_refresh(
 
 def _record_drift(backend: StateBackend, findings: list, now: dt.datetime) -> int:  # type: ignore[type-arg]
     """Write what refresh found into the records (drift set, or cleared when the token works again)."""
-    from reconciler.state.model import InstallationRecord
-
     doc = backend.read()
     if doc is None:
         return 0

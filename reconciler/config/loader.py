@@ -110,6 +110,7 @@ class Manifest:
     globs: list[tuple[str, str, list[str]]] = field(default_factory=list)  # directory, pattern, sorted matches
     absent: list[str] = field(default_factory=list)
     references: list[tuple[str, bool, str | None]] = field(default_factory=list)  # reference, secret?, shown value
+    today: str | None = None  # the date warnings were computed for (a client secret's expiry)
 
 
 @dataclass
@@ -262,7 +263,8 @@ class _Loader:
         self.files: list[tuple[SourceFile, IncludedFile]] = []
         self._resolved: dict[str, str | None] = {}
         self._secret_references: set[str] = set()
-        self.manifest = Manifest()
+        self._clean_scopes: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
+        self.manifest = Manifest(today=today.isoformat() if today else None)
         self._secret_values: set[str] = set()
         self._plain_values: list[tuple[SourceFile, KeyPath, str]] = []
         self.secret_roots = secret_roots(config_dir, environ)
@@ -888,7 +890,7 @@ class _Loader:
             if param is None:
                 hint = did_you_mean(key, list(connector.parameters)) or "expected: " + ", ".join(connector.parameters)
                 self._issue(src, (*path, "parameters", key), f"unknown parameter '{key}'", hint, at_key=True)
-            elif param.pattern and not re.fullmatch(param.pattern, value):
+            elif param.pattern and not _compiled(param.pattern).fullmatch(value):
                 shown = json.dumps(value) if len(value) <= 80 else json.dumps(value[:80]) + "..."
                 self._issue(src, (*path, "parameters", key), f"invalid {key} {shown} ({param.description})")
             elif "${" in value:
@@ -899,6 +901,22 @@ class _Loader:
                 self._issue(src, where, f"missing parameter '{key}' ({param.display_name})")
 
     def _scopes(
+        self, src: SourceFile, path: KeyPath, scopes: Sequence[str], connector: Connector, partner: DesiredPartner
+    ) -> tuple[str, ...]:
+        """The declared scopes, sorted and without repeats, after checking them against the catalog and the
+        partner's registration. Thousands of installations list one of a few scope lists: a list that passed
+        without any remark is not checked again."""
+        key = (partner.name, tuple(scopes))
+        known = self._clean_scopes.get(key)
+        if known is not None:
+            return known
+        remarks = len(self.issues) + len(self.warnings)
+        checked = self._check_scopes(src, path, scopes, connector, partner)
+        if len(self.issues) + len(self.warnings) == remarks:
+            self._clean_scopes[key] = checked
+        return checked
+
+    def _check_scopes(
         self, src: SourceFile, path: KeyPath, scopes: Sequence[str], connector: Connector, partner: DesiredPartner
     ) -> tuple[str, ...]:
         registered = connector.closure(partner.scopes) if partner.scopes is not None else None
@@ -923,6 +941,16 @@ class _Loader:
             names = ", ".join(f"{s} ({connector.scopes[s].name})" for s in missing)
             self._issue(src, (*path, "scopes"), f"without {names} most methods of {connector.display_name} fail", warning=True)
         return tuple(sorted(seen))
+
+
+_PATTERNS: dict[str, re.Pattern[str]] = {}
+
+
+def _compiled(pattern: str) -> re.Pattern[str]:
+    compiled = _PATTERNS.get(pattern)
+    if compiled is None:
+        compiled = _PATTERNS[pattern] = re.compile(pattern)
+    return compiled
 
 
 def _overlaid(

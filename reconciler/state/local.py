@@ -69,9 +69,14 @@ class LocalBackend:
         self._snapshot_bytes = 0
         self._display = f"{display_dir.rstrip('/')}/{environment}.json" if display_dir else str(self.path)
         self._held: LockInfo | None = None
+        self._digests: list[tuple[str, str | None]] | None = None
 
     def describe(self) -> str:
         return self._display
+
+    def read_digests(self) -> list[tuple[str, str | None]] | None:
+        """The SHA-256 of each file the last `read` used, as it was read (None: absent); None before any read."""
+        return self._digests
 
     def read(self) -> StateDocument | None:
         if self._held is not None and self._current is not None:
@@ -79,9 +84,11 @@ class LocalBackend:
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
+            self._digests = [(os.path.abspath(self.path), None)]
             return None
         except OSError as exc:
             raise StateError(f"{self._display}: cannot read state: {exc.strerror or exc}") from None
+        self._digests = [(os.path.abspath(self.path), hashlib.sha256(raw).hexdigest())]
         doc = decode_state(raw, self._display)
         if doc.environment != self.environment:
             raise StateError(
@@ -100,9 +107,13 @@ class LocalBackend:
             raw = self.journal_path.read_bytes()
         except FileNotFoundError:
             self._journal_bytes = 0
+            if self._digests is not None:
+                self._digests.append((os.path.abspath(self.journal_path), None))
             return doc
         except OSError as exc:
             raise StateError(f"{self.journal_path}: cannot read the state journal: {exc.strerror}") from None
+        if self._digests is not None:
+            self._digests.append((os.path.abspath(self.journal_path), hashlib.sha256(raw).hexdigest()))
         resources: dict[str, Any] | None = None
         serial = doc.serial
         good = 0
