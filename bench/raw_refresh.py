@@ -8,7 +8,7 @@ configuration: the rate a client that does nothing but HTTP reaches against the 
 Run in its own process (so the sandbox, served by the benchmark process, does not share a GIL with it):
   python bench/raw_refresh.py JOBS.json --passes 5 --concurrency 32
 JOBS.json: {"token_url", "api_url", "client_secret", "redirect_uri", "items": [{"refresh_token", "organization",
-"project"}, ...]}. Prints one JSON line: {"times": [seconds per pass], "requests": n per pass, "errors": n}.
+"project"}, ...]}. Prints one JSON line: {"times": [seconds per pass], "requests": n per pass, "errors": n, "cpu": [CPU seconds per pass]}.
 Each pass uses the refresh tokens the previous pass received (they rotate), like successive `refresh` runs.
 """
 
@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     api = jobs["api_url"].rstrip("/")
     errors = 0
     times: list[float] = []
+    cpus: list[float] = []  # this process's CPU seconds per pass
     limits = httpx.Limits(max_connections=args.concurrency)
     with httpx.Client(timeout=30.0, limits=limits) as http:
 
@@ -67,10 +68,11 @@ def main(argv: list[str] | None = None) -> int:
 
         with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
             for _ in range(args.passes):
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
                 errors += sum(pool.map(one, items))
                 times.append(time.perf_counter() - started)
-    print(json.dumps({"times": times, "requests": 3 * len(items), "errors": errors}))
+                cpus.append(time.process_time() - cpu)
+    print(json.dumps({"times": times, "cpu": cpus, "requests": 3 * len(items), "errors": errors}))
     return 0 if errors == 0 else 1
 
 

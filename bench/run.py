@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import re
+import resource
 import select
 import shutil
 import signal
@@ -56,6 +57,7 @@ class Sample:
     stdout: str
     stderr: str
     timed_out: bool = False
+    cpu: float = 0.0  # user + system CPU seconds of the process
 
 
 def run_once(cmd: list[str], *, env: dict[str, str], cwd: Path | None = None, timeout: float | None = None) -> Sample:
@@ -72,7 +74,7 @@ def run_once(cmd: list[str], *, env: dict[str, str], cwd: Path | None = None, ti
             elapsed = time.perf_counter() - started
             if not ready:
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            _, status = os.waitpid(proc.pid, 0)
+            _, status, usage = os.wait4(proc.pid, 0)
         finally:
             os.close(pidfd)
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; Popen must not wait for it again
@@ -84,6 +86,7 @@ def run_once(cmd: list[str], *, env: dict[str, str], cwd: Path | None = None, ti
             stdout=out.read().decode("utf-8", "replace"),
             stderr=err.read().decode("utf-8", "replace"),
             timed_out=not ready,
+            cpu=usage.ru_utime + usage.ru_stime,
         )
 
 
@@ -94,6 +97,12 @@ def peak_rss(cmd: list[str], *, env: dict[str, str], what: str) -> float:
     if result["rc"] != 0:
         raise BenchError(f"{what} (peak RSS run): exit code {result['rc']}")
     return float(result["maxrss_kb"]) / 1024  # kilobytes on Linux
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process so far: the benchmark waits on its children, so it is the sandbox serving."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 class BenchError(Exception):
@@ -404,16 +413,28 @@ class Bench:
         expected = f"Refresh complete: {self.n} refreshed."
         cmd = [*self.reconciler, "-C", str(self.plan_dir), "refresh", "--window", "1000", "--parallelism", str(p)]
         try:
-            ours = [checked(run_once(cmd, env=self.env, timeout=self.args.refresh_timeout), "refresh",
-                            lambda s: None if expected in s.stdout else f"expected \"{expected}\"")
-                    for _ in range(self.runs())]
+            ours, served = [], 0.0
+            for _ in range(self.runs()):
+                busy = _own_cpu()
+                ours.append(checked(run_once(cmd, env=self.env, timeout=self.args.refresh_timeout), "refresh",
+                                    lambda s: None if expected in s.stdout else f"expected \"{expected}\""))
+                served += _own_cpu() - busy
             show_times("reconciler refresh", ours)
-            raw = self.raw_refresh(p)
+            busy = _own_cpu()
+            raw, raw_cpu = self.raw_refresh(p)
+            raw_served = _own_cpu() - busy
         except BenchError as exc:
             self.rows.append(error_row(name, ">= 70 % of raw rate", exc))
             return
         t_ours, t_raw = median(ours), statistics.median(raw)
         log(f"  raw httpx: {', '.join(f'{t:.3f}' for t in raw)} s -> median {fmt_s(t_raw)}")
+        # Who limits the rate: the sandbox is one Python process (one core at most, its GIL); a client is another.
+        load = (f"sandbox busy {served / sum(s.seconds for s in ours):.0%} of a core during ours and "
+                f"{raw_served / sum(raw):.0%} during raw; client CPU per token: ours "
+                f"{1000 * statistics.median(s.cpu for s in ours) / self.n:.2f} ms, raw "
+                f"{1000 * statistics.median(raw_cpu) / self.n:.2f} ms; sandbox CPU per token "
+                f"{1000 * raw_served / (self.n * len(raw)):.2f} ms")
+        log(f"  {load}")
         share = t_raw / t_ours
         self.rows.append(Row(
             name,
@@ -427,10 +448,11 @@ class Bench:
               "those 3 requests per token with nothing else"),
              ("ours is the whole CLI run (start-up, configuration, state, unsealing and sealing every token); the raw "
               "figure is its request loop alone, start-up excluded — a stricter comparison for us"),
-             f"the sandbox serves from this process (ThreadingHTTPServer); median of {len(ours)} runs each"],
+             f"the sandbox serves from this process (ThreadingHTTPServer); median of {len(ours)} runs each",
+             load],
         ))
 
-    def raw_refresh(self, parallelism: int) -> list[float]:
+    def raw_refresh(self, parallelism: int) -> tuple[list[float], list[float]]:
         provider = self.sandbox.provider
         items = []
         for t in range(self.shape.tenants):
@@ -449,7 +471,7 @@ class Bench:
         result = json.loads(sample.stdout.strip().splitlines()[-1])
         if result["errors"]:
             raise BenchError(f"raw httpx refresh: {result['errors']} failed requests")
-        return list(result["times"])
+        return list(result["times"]), list(result["cpu"])
 
     # -- terraform ---------------------------------------------------------------------------------------------
 

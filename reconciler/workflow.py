@@ -543,7 +543,7 @@ def run_refresh(
 ) -> RefreshOutcome:
     """Refresh expiring tokens and check every authorized installation. With `record`, store what was found in
     state (`reconciler refresh`); otherwise plan with it (`plan --refresh`). Rotated tokens are stored either way."""
-    from reconciler.refresh import refresh_all
+    from reconciler.refresh import ThreadClients, refresh_all
     from reconciler.state.credentials import Vault
 
     loaded = _load(ws)
@@ -560,10 +560,8 @@ def run_refresh(
             }
             key = state_key(ws, loaded.root, backend, on_key_created=lambda source: None, create=False)
             if key is not None:
-                import httpx
-
                 vault = Vault(backend.credential_store(), key, lineage=doc.lineage, environment=ws.environment_name)
-                with httpx.Client(timeout=30.0, limits=httpx.Limits(max_connections=settings.parallelism)) as http:
+                with ThreadClients(timeout=30.0) as http:
                     findings = refresh_all(
                         doc, loaded.desired, vault, http, load_catalog(),
                         now=ws.clock, settings=settings, addresses=selected, progress=progress,
