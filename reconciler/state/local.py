@@ -31,6 +31,7 @@ from reconciler.state.model import Record, StateDocument, decode_state, encode_s
 
 __all__ = ["LocalBackend"]
 
+HOLDER_GRACE = 1.0  # seconds a loser waits for a holder to name itself (or let go) before failing
 JOURNAL_MIN_BYTES = 1 << 20  # fold the journal into the snapshot once it is larger than this and the snapshot
 _RECORD: TypeAdapter[Any] = TypeAdapter(Record)
 
@@ -227,12 +228,18 @@ class LocalBackend:
                 except OSError as exc:
                     if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                         raise StateError(f"{self.lock_path}: cannot lock: {exc.strerror}") from None
-                    if time.monotonic() >= deadline:
+                    now = time.monotonic()
+                    if now >= deadline:
+                        # A holder names itself just after taking the lock and clears its name just before letting
+                        # go: a loser that finds no name looks again for a moment rather than fail anonymously.
+                        if self._holder_info(fd) is None and now < deadline + HOLDER_GRACE:
+                            time.sleep(0.02)
+                            continue
                         raise StateLockedError(
                             f"state {self._display} is locked: {self._holder(fd)}",
                             hint="wait and retry, pass --lock-timeout, or force-unlock if that process is gone",
                         ) from None
-                    time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+                    time.sleep(min(0.1, max(0.0, deadline - now)))
             info = LockInfo.for_current_process(operation)
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(info.as_dict()).encode(), 0)
@@ -294,12 +301,15 @@ class LocalBackend:
 
         return LocalCredentialStore(self.directory, self.environment)
 
-    def _holder(self, fd: int) -> str:
+    def _holder_info(self, fd: int) -> LockInfo | None:
         try:
-            data = json.loads(os.pread(fd, 4096, 0) or b"{}")
-            return LockInfo(**data).describe()
+            return LockInfo(**json.loads(os.pread(fd, 4096, 0) or b"{}"))
         except (ValueError, TypeError, OSError):
-            return "held by another process (no holder information)"
+            return None
+
+    def _holder(self, fd: int) -> str:
+        info = self._holder_info(fd)
+        return info.describe() if info else "held by another process (no holder information)"
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
