@@ -42,6 +42,7 @@ class Workspace:
     environment: str | None = None
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)
     cache: bool = False  # the parse cache (on for the CLI unless --no-cache; off by default for library calls)
+    http_timeout: float = 30.0  # seconds for each request to a provider (connect, read, write)
 
     def parse_cache(self):  # type: ignore[no-untyped-def]
         from reconciler.config.cache import ParseCache, default_cache_dir
@@ -290,7 +291,7 @@ def run_apply(
             return RunOutcome(ApplyResult(state=None, pending=[(c.address, "") for c in plan.changes if c.pending]))
         import httpx
 
-        with httpx.Client(timeout=30.0) as http:
+        with httpx.Client(timeout=ws.http_timeout) as http:
             services = services_for(ws, root, backend, http=http, consent=consent, on_key_created=on_key_created)
             return RunOutcome(apply_plan(plan, desired, services, hooks, require_scopes=require_scopes))
 
@@ -346,7 +347,7 @@ def run_authorize(
             return RunOutcome(None)
         import httpx
 
-        with httpx.Client(timeout=30.0) as http:
+        with httpx.Client(timeout=ws.http_timeout) as http:
             services = services_for(ws, loaded.root, backend, http=http, consent=consent, on_key_created=lambda p: None)
             return RunOutcome(
                 authorize_pending(selected, loaded.desired, services, hooks, reissue=reissue, require_scopes=require_scopes)
@@ -491,7 +492,7 @@ def run_refresh(
                 import httpx
 
                 vault = Vault(backend.credential_store(), key, lineage=doc.lineage, environment=ws.environment_name)
-                with httpx.Client(timeout=30.0, limits=httpx.Limits(max_connections=settings.parallelism)) as http:
+                with httpx.Client(timeout=ws.http_timeout, limits=httpx.Limits(max_connections=settings.parallelism)) as http:
                     findings = refresh_all(
                         doc, loaded.desired, vault, http, load_catalog(),
                         now=ws.clock, settings=settings, addresses=selected, progress=progress,
