@@ -60,6 +60,7 @@ def _consent_page(provider: Provider, consent_id: str) -> str:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "reconciler-sandbox"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes: no 40 ms delayed-ACK stall
     provider: Provider  # set on the subclass made per server
     delay = 0.0  # seconds to hold the next answer back (the "slow" fault)
 

@@ -67,6 +67,7 @@ class LocalBackend:
         self.journal_path = self.directory / f"{environment}.journal"
         self._current: StateDocument | None = None  # what this holder last read or wrote, valid while it holds the lock
         self._journal_bytes = 0
+        self._journal_tail = 0  # bytes after the journal's last newline: a torn record (a full disk, a power loss)
         self._snapshot_bytes = 0
         self._display = f"{display_dir.rstrip('/')}/{environment}.json" if display_dir else str(self.path)
         self._held: LockInfo | None = None
@@ -100,10 +101,11 @@ class LocalBackend:
         try:
             raw = self.journal_path.read_bytes()
         except FileNotFoundError:
-            self._journal_bytes = 0
+            self._journal_bytes = self._journal_tail = 0
             return doc
         except OSError as exc:
             raise StateError(f"{self.journal_path}: cannot read the state journal: {exc.strerror}") from None
+        self._journal_tail = len(raw) - (raw.rfind(b"\n") + 1)
         resources: dict[str, Any] | None = None
         serial = doc.serial
         good = 0
@@ -178,6 +180,10 @@ class LocalBackend:
         body = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         line = json.dumps({"c": hashlib.sha256(body.encode()).hexdigest(), "p": payload}, sort_keys=True) + "\n"
         try:
+            if self._journal_tail:
+                # A record appended after a torn one would share its line, and replay stops there: drop the tail.
+                os.truncate(self.journal_path, self.journal_path.stat().st_size - self._journal_tail)
+                self._journal_tail = 0
             with open(self.journal_path, "ab") as handle:
                 handle.write(line.encode())
                 handle.flush()
