@@ -245,6 +245,7 @@ class _Run:
 
         def refresh() -> TokenSet:
             nonlocal generation
+            self.vault.ensure_room_for_rotation(address)
             try:
                 fresh = self.retrying(lambda: self.flow(installation).refresh(tokens))
             except ProviderError as exc:
@@ -335,7 +336,8 @@ def apply_plan(
         try:
             _carry_out(run, change)
         except ReconcilerError as exc:
-            run.result.error = ApplyError(f"{change.address}: {exc.message}", hint=exc.hint)
+            message = exc.message if change.address in exc.message else f"{change.address}: {exc.message}"
+            run.result.error = ApplyError(message, hint=exc.hint)
             run.result.error.__cause__ = exc
             break
     run.result.pending.extend(
@@ -398,7 +400,7 @@ def authorize_pending(
             )
             run.authorize(installation, request)
         except (ReconcilerError, ProviderError) as exc:
-            run.result.error = ApplyError(f"{address}: {exc.message}", hint=exc.hint)
+            run.result.error = ApplyError(exc.message if address in exc.message else f"{address}: {exc.message}", hint=exc.hint)
             break
     return run.result
 

@@ -370,8 +370,8 @@ def refresh(opts: Options, parallelism: int, window: float, lock_timeout: float,
         )
     if counts.get("transient"):
         raise ReconcilerError(
-            f"{_count(counts['transient'], 'installation')} could not be refreshed or checked (the provider failed "
-            "or did not answer, listed above); nothing was changed for them",
+            f"{_count(counts['transient'], 'installation')} could not be refreshed or checked (see above); nothing "
+            "was changed for them",
             hint="run `reconciler refresh` again later",
         )
     return EXIT_OK

@@ -185,6 +185,7 @@ def _rotate(
     sleep: Callable[[float], None],
 ) -> TokenSet:
     """Refresh (retrying transient failures) and store the rotated tokens before anything else happens."""
+    vault.ensure_room_for_rotation(address)
     fresh = _retrying(lambda: flow.refresh(tokens), settings, sleep)  # type: ignore[attr-defined]
     assert isinstance(fresh, TokenSet)
     blob = vault.seal_tokens(address, record.client_id, fresh)

@@ -247,9 +247,17 @@ class LocalBackend:
                         ) from None
                     time.sleep(min(0.1, max(0.0, deadline - now)))
             info = LockInfo.for_current_process(operation)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(info.as_dict()).encode(), 0)
-            os.fsync(fd)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(info.as_dict()).encode(), 0)
+                os.fsync(fd)
+            except OSError as exc:  # e.g. a full disk: nothing has been written yet
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                raise StateError(
+                    f"state {self._display}: cannot record the lock holder: {exc.strerror or exc}",
+                    hint="nothing was changed; free some disk space and run again",
+                ) from None
             self._held = info
             self._current = None
             try:
