@@ -12,13 +12,14 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import httpx
 
 from reconciler.auth.consent import ConsentStep
 from reconciler.auth.errors import ProviderError
 from reconciler.auth.flows import AuthorizationRequest, Flow, installation_settings, make_flow
+from reconciler.auth.retry import RetryPolicy, retrying
 from reconciler.auth.verify import verify_token
 from reconciler.catalog import Catalog, Connector
 from reconciler.config.desired import DesiredInstallation, DesiredState
@@ -33,10 +34,12 @@ from reconciler.state.records import installation_record, partner_record, update
 __all__ = ["ApplyError", "ApplyHooks", "ApplyResult", "Services", "apply_plan", "authorize_pending"]
 
 REFRESH_MARGIN = dt.timedelta(minutes=2)
+T = TypeVar("T")
 
 
 class ApplyError(ReconcilerError):
-    """A step failed; everything before it is persisted."""
+    """A step failed; everything before it is persisted. Raised inside a step without the address, which the
+    run puts in front of the message once."""
 
 
 class ApplyHooks(Protocol):
@@ -60,6 +63,8 @@ class Services:
     consent: ConsentStep | None  # None: defer every authorization
     now: Callable[[], dt.datetime]
     catalog: Catalog
+    retry: RetryPolicy = RetryPolicy()  # provider calls that failed transiently (429, 5xx, timeouts) are retried
+    sleep: Callable[[float], None] = time.sleep
 
 
 @dataclass
@@ -109,6 +114,9 @@ class _Run:
 
     def api_url(self, installation: DesiredInstallation) -> str:
         return self.desired.partners[f"partner.{installation.partner}"].api_url
+
+    def retrying(self, call: Callable[[], T]) -> T:
+        return retrying(call, self.services.retry, self.services.sleep)
 
     def installation_record(self, address: str) -> InstallationRecord | None:
         record = self.doc.resources.get(address)
@@ -174,7 +182,7 @@ class _Run:
         flow = self.flow(installation)
         request = request or flow.authorization_request()
         code = consent.obtain(request, address)
-        tokens = flow.exchange(code, request)
+        tokens = self.retrying(lambda: flow.exchange(code, request))
         self.record_tokens(installation, tokens)
 
     def record_tokens(self, installation: DesiredInstallation, tokens: TokenSet) -> None:
@@ -187,13 +195,15 @@ class _Run:
             self.warn(address, "the provider did not say which scopes it granted; recording the requested ones")
         missing = sorted(set(installation.scopes) - connector.closure(granted))
         if missing and self.require_scopes:
-            raise ApplyError(f"{address}: the provider granted fewer scopes than asked (missing: {', '.join(missing)})")
+            raise ApplyError(f"the provider granted fewer scopes than asked (missing: {', '.join(missing)})")
         if missing:
             self.warn(address, f"granted fewer scopes than asked (missing: {', '.join(missing)}); recorded as granted")
         if tokens.refresh_token is None:
             self.warn(address, "the provider issued no refresh token: this installation cannot be refreshed")
-        verification = verify_token(
-            self.services.http, connector, self.api_url(installation), installation.parameters, granted, tokens
+        verification = self.retrying(
+            lambda: verify_token(
+                self.services.http, connector, self.api_url(installation), installation.parameters, granted, tokens
+            )
         )
         for message in verification.warnings:
             self.warn(address, message)
@@ -228,20 +238,21 @@ class _Run:
         assert record is not None
         sealed = self.vault.record(address)
         if sealed is None or (sealed.tokens is None and sealed.staged is None):
-            raise ApplyError(f"{address}: no tokens recorded", hint=f"re-authorize with --replace {address}")
+            raise ApplyError("no tokens recorded", hint=f"re-authorize with --replace {address}")
         tokens = self.vault.current_tokens(address, record.client_id, sealed)
         now = self.services.now()
         generation = sealed.generation
 
         def refresh() -> TokenSet:
             nonlocal generation
+            self.vault.ensure_room_for_rotation(address)
             try:
-                fresh = self.flow(installation).refresh(tokens)
+                fresh = self.retrying(lambda: self.flow(installation).refresh(tokens))
             except ProviderError as exc:
                 if exc.category != "grant":
                     raise
                 raise ApplyError(
-                    f"{address}: the refresh token was rejected ({exc.message})",
+                    f"the refresh token was rejected ({exc.message})",
                     hint=f"this installation must sign in again: reconciler apply --replace {address}",
                 ) from None
             blob = self.vault.seal_tokens(address, record.client_id, fresh)
@@ -260,10 +271,11 @@ class _Run:
         try:
             verification = verify_token(*check, tokens)
         except ProviderError as exc:
-            if exc.status not in (203, 401) or tokens.refresh_token is None:
+            if exc.status in (203, 401) and tokens.refresh_token is not None:
+                tokens = refresh()  # expired or revoked early: one refresh, then the same check again
+            elif exc.category != "transient":
                 raise
-            tokens = refresh()  # expired or revoked early: one refresh, then the same check again
-            verification = verify_token(*check, tokens)
+            verification = self.retrying(lambda: verify_token(*check, tokens))
         for message in verification.warnings:
             self.warn(address, message)
         updated = updated_installation_record(record, installation).model_copy(
@@ -285,7 +297,7 @@ def _store_rotated(vault: Vault, address: str, blob: dict[str, str], pending: ob
         except StateError:
             if attempt == 3:
                 raise ApplyError(
-                    f"{address}: the provider rotated the refresh token and it could not be stored",
+                    "the provider rotated the refresh token and it could not be stored",
                     hint=f"free the disk, then re-authorize: reconciler apply --replace {address}",
                 ) from None
             time.sleep(0.2 * 2**attempt)
@@ -324,7 +336,8 @@ def apply_plan(
         try:
             _carry_out(run, change)
         except ReconcilerError as exc:
-            run.result.error = ApplyError(f"{change.address}: {exc.message}", hint=exc.hint)
+            message = exc.message if change.address in exc.message else f"{change.address}: {exc.message}"
+            run.result.error = ApplyError(message, hint=exc.hint)
             run.result.error.__cause__ = exc
             break
     run.result.pending.extend(
@@ -387,7 +400,7 @@ def authorize_pending(
             )
             run.authorize(installation, request)
         except (ReconcilerError, ProviderError) as exc:
-            run.result.error = ApplyError(f"{address}: {exc.message}", hint=exc.hint)
+            run.result.error = ApplyError(exc.message if address in exc.message else f"{address}: {exc.message}", hint=exc.hint)
             break
     return run.result
 

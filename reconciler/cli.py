@@ -34,11 +34,12 @@ class Options:
     color: bool | None
     environment: str | None = None
     cache: bool = True
+    http_timeout: float = 30.0
 
     def workspace(self):  # type: ignore[no-untyped-def]
         from reconciler.workflow import Workspace
 
-        return Workspace(self.config_dir, os.environ, self.environment, _now, cache=self.cache)
+        return Workspace(self.config_dir, os.environ, self.environment, _now, cache=self.cache, http_timeout=self.http_timeout)
 
     def use_color(self) -> bool:
         if self.color is not None:
@@ -107,9 +108,21 @@ class ReconcilerGroup(click.Group):
     envvar="RECONCILER_NO_CACHE",
     help="Parse every file again instead of using the parse cache (RECONCILER_CACHE_DIR, default ~/.cache/reconciler).",
 )
+@click.option(
+    "--http-timeout",
+    type=click.FloatRange(min=0.1),
+    default=30,
+    show_default=True,
+    envvar="RECONCILER_HTTP_TIMEOUT",
+    metavar="SECONDS",
+    help="Seconds to wait on each request to a provider before it counts as timed out (and is retried) "
+    "(also RECONCILER_HTTP_TIMEOUT).",
+)
 @click.version_option(__version__, prog_name="reconciler")
 @click.pass_context
-def cli(ctx: click.Context, config_dir: str, environment: str | None, color: bool | None, no_cache: bool) -> None:
+def cli(
+    ctx: click.Context, config_dir: str, environment: str | None, color: bool | None, no_cache: bool, http_timeout: float
+) -> None:
     """Declare connector installations in YAML; plan and apply them like Terraform.
 
     \b
@@ -118,7 +131,10 @@ def cli(ctx: click.Context, config_dir: str, environment: str | None, color: boo
       reconciler plan
       reconciler --env prod plan --format markdown > plan.md
     """
-    ctx.obj = Options(config_dir=Path(config_dir), color=color, environment=environment or None, cache=not no_cache)
+    ctx.obj = Options(
+        config_dir=Path(config_dir), color=color, environment=environment or None, cache=not no_cache,
+        http_timeout=http_timeout,
+    )
 
 
 def _address_options(func):  # type: ignore[no-untyped-def]
@@ -381,6 +397,12 @@ def refresh(opts: Options, parallelism: int, window: float, lock_timeout: float,
         raise ReconcilerError(
             f"the provider rejected the client credentials of partner(s) {', '.join(partners)}",
             hint="rotate the partner's client secret; users need not sign in again",
+        )
+    if counts.get("transient"):
+        raise ReconcilerError(
+            f"{_count(counts['transient'], 'installation')} could not be refreshed or checked (see above); nothing "
+            "was changed for them",
+            hint="run `reconciler refresh` again later",
         )
     return EXIT_OK
 

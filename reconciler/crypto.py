@@ -77,13 +77,33 @@ def load_state_key(
     if not create:
         return None
     key = AESGCM.generate_key(bit_length=256)
-    key_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(base64.b64encode(key).decode() + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    if not _create_whole(key_file, (base64.b64encode(key).decode() + "\n").encode()):
+        return load_state_key(environ, key_file=key_file, salt_file=salt_file, create=False)  # another process won
     return StateKey(key, str(key_file), created=True)
+
+
+def _create_whole(path: Path, data: bytes) -> bool:
+    """Create `path` holding `data` (mode 0600) so that it never exists half-written — a crash mid-way leaves no
+    file, never an empty key that wedges every later run. False when `path` exists already (another process)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp{path.suffix}")  # *.key stays ignored
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(tmp, path)  # atomic, and refuses to replace an existing file
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return True
 
 
 def _salt(salt_file: Path, create: bool) -> bytes | None:
@@ -96,9 +116,9 @@ def _salt(salt_file: Path, create: bool) -> bytes | None:
     if not create:
         return None
     salt = secrets.token_bytes(16)
-    salt_file.parent.mkdir(parents=True, exist_ok=True)
     payload = {"kdf": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P, "salt": base64.b64encode(salt).decode()}
-    salt_file.write_text(json.dumps(payload) + "\n")
+    if not _create_whole(salt_file, (json.dumps(payload) + "\n").encode()):
+        return _salt(salt_file, create=False)  # another process won
     return salt
 
 

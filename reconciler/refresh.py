@@ -21,6 +21,7 @@ import httpx
 
 from reconciler.auth.errors import ProviderError
 from reconciler.auth.flows import installation_settings, make_flow
+from reconciler.auth.retry import RetryPolicy, retrying
 from reconciler.auth.verify import verify_token
 from reconciler.catalog import Catalog
 from reconciler.config.desired import DesiredState
@@ -58,15 +59,7 @@ class RefreshSettings:
 
 
 def _retrying(call: Callable[[], object], settings: RefreshSettings, sleep: Callable[[float], None]) -> object:
-    for attempt in range(settings.attempts):
-        try:
-            return call()
-        except ProviderError as exc:
-            if exc.category != "transient" or attempt == settings.attempts - 1:
-                raise
-            wait = exc.retry_after if exc.retry_after is not None else settings.backoff * 2**attempt
-            sleep(min(wait, settings.max_wait))
-    raise AssertionError("unreachable")
+    return retrying(call, RetryPolicy(settings.attempts, settings.backoff, settings.max_wait), sleep)
 
 
 class _Breaker:
@@ -222,6 +215,7 @@ def _rotate(
     sleep: Callable[[float], None],
 ) -> TokenSet:
     """Refresh (retrying transient failures) and store the rotated tokens before anything else happens."""
+    vault.ensure_room_for_rotation(address)
     fresh = _retrying(lambda: flow.refresh(tokens), settings, sleep)  # type: ignore[attr-defined]
     assert isinstance(fresh, TokenSet)
     blob = vault.seal_tokens(address, record.client_id, fresh)

@@ -45,6 +45,7 @@ class Workspace:
     environment: str | None = None
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)
     cache: bool = False  # the parse cache (on for the CLI unless --no-cache; off by default for library calls)
+    http_timeout: float = 30.0  # seconds for each request to a provider (connect, read, write)
 
     def parse_cache(self):  # type: ignore[no-untyped-def]
         from reconciler.config.cache import ParseCache, default_cache_dir
@@ -365,7 +366,7 @@ def run_apply(
             return RunOutcome(ApplyResult(state=None, pending=[(c.address, "") for c in plan.changes if c.pending]))
         import httpx
 
-        with httpx.Client(timeout=30.0) as http:
+        with httpx.Client(timeout=ws.http_timeout) as http:
             services = services_for(ws, root, backend, http=http, consent=consent, on_key_created=on_key_created)
             return RunOutcome(apply_plan(plan, desired, services, hooks, require_scopes=require_scopes))
 
@@ -419,7 +420,7 @@ def run_authorize(
             return RunOutcome(None)
         import httpx
 
-        with httpx.Client(timeout=30.0) as http:
+        with httpx.Client(timeout=ws.http_timeout) as http:
             services = services_for(ws, loaded.root, backend, http=http, consent=consent, on_key_created=lambda p: None)
             return RunOutcome(
                 authorize_pending(selected, loaded.desired, services, hooks, reissue=reissue, require_scopes=require_scopes)
@@ -561,7 +562,7 @@ def run_refresh(
             key = state_key(ws, loaded.root, backend, on_key_created=lambda source: None, create=False)
             if key is not None:
                 vault = Vault(backend.credential_store(), key, lineage=doc.lineage, environment=ws.environment_name)
-                with ThreadClients(timeout=30.0) as http:
+                with ThreadClients(timeout=ws.http_timeout) as http:
                     findings = refresh_all(
                         doc, loaded.desired, vault, http, load_catalog(),
                         now=ws.clock, settings=settings, addresses=selected, progress=progress,

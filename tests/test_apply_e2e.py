@@ -143,10 +143,15 @@ def test_require_scopes_makes_a_narrower_grant_an_error(setup) -> None:  # type:
 
 @pytest.mark.parametrize(
     ("statuses", "message"),
-    [([500], "unavailable (HTTP 500)"), ([400], "HTTP 400"), ([203], "sign-in page (HTTP 203)")],
+    [
+        ([500] * 4, "unavailable (HTTP 500); try again later (4 attempts)"),
+        ([400], "HTTP 400"),
+        ([203] * 4, "sign-in page (HTTP 203) instead of JSON (4 attempts)"),
+    ],
 )
 def test_token_endpoint_failures_are_clear_and_lose_nothing(setup, statuses: list[int], message: str) -> None:  # type: ignore[no-untyped-def]
-    """Token endpoint faults: a clear error naming the installation; what was done before is kept."""
+    """Token endpoint faults that last (transient ones outlast the retries): a clear error naming the installation;
+    what was done before is kept."""
     sandbox, directory, write, browser = setup
     write(
         installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"])

@@ -109,12 +109,15 @@ def test_transient_faults_are_retried(applied, statuses: list[int]) -> None:  # 
 
 
 def test_persistent_fault_loses_nothing(applied) -> None:  # type: ignore[no-untyped-def]
-    """A provider that keeps failing: "could not be checked", no drift recorded, tokens still work afterwards."""
+    """A provider that keeps failing: "could not be checked", exit 1 naming each installation, no drift recorded,
+    tokens still work afterwards."""
     sandbox, directory = applied
     before = all_text_under(directory / "state")
     sandbox.provider.add_fault("token", [500] * 40)
     result = run(["-C", ".", "refresh", "--window", "120", "--parallelism", "2"], RENV)
-    assert result.exit_code == 0 and "could not be checked" in result.stdout
+    assert result.exit_code == 1 and "3 could not be checked" in result.stdout
+    assert "error: 3 installations could not be refreshed or checked" in result.stderr
+    assert "installation.acme.ado: could not refresh: the provider is unavailable (HTTP 500)" in result.stderr
     assert all_text_under(directory / "state") == before
     sandbox.provider.faults["token"] = []
     assert "3 refreshed" in run(["-C", ".", "refresh", "--window", "120"], RENV).stdout

@@ -113,6 +113,7 @@ class LoopbackReceiver:
 
         class Handler(BaseHTTPRequestHandler):
             timeout = 5  # an idle connection (a browser's speculative pre-connect) must not block the real one
+            disable_nagle_algorithm = True  # the page goes out in two writes: no delayed-ACK stall for the browser
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the query holds a code
                 return

@@ -73,7 +73,6 @@ class FlowSettings:
     authorize_url: str
     token_url: str
     scopes: tuple[str, ...]
-    timeout: float = 30.0
 
 
 class Flow(Protocol):
@@ -139,7 +138,10 @@ class LegacyFlow:
     def refresh(self, tokens: TokenSet) -> TokenSet:
         if tokens.refresh_token is None:
             raise ProviderError("no refresh token is recorded", category="grant")
-        return self._post({"grant_type": "refresh_token", "assertion": tokens.refresh_token.get_secret_value()})
+        result = self._post({"grant_type": "refresh_token", "assertion": tokens.refresh_token.get_secret_value()})
+        if result.refresh_token is None:  # no new refresh token issued: the current one stays valid (RFC 6749 6)
+            result = result.model_copy(update={"refresh_token": tokens.refresh_token})
+        return result
 
     def _post(self, grant: dict[str, str]) -> TokenSet:
         s = self.settings
@@ -150,7 +152,7 @@ class LegacyFlow:
             "redirect_uri": s.redirect_uri,
         }
         try:
-            response = self.http.post(s.token_url, data=form, headers={"Accept": "application/json"}, timeout=s.timeout)
+            response = self.http.post(s.token_url, data=form, headers={"Accept": "application/json"})
         except httpx.HTTPError as exc:
             raise transient(f"token endpoint {_origin(s.token_url)}", exc) from None
         return normalise_token_response(
@@ -179,7 +181,7 @@ class EntraFlow:
             redirect_uri=s.redirect_uri,
             code_challenge_method="S256",
             token_endpoint_auth_method="client_secret_post",
-            timeout=s.timeout,
+            timeout=self.http.timeout,  # the caller's client decides, as for every other request
             event_hooks={"response": [lambda r: (r.read(), responses.append(r))]},
         )
 

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from reconciler.catalog import load_catalog
 
-__all__ = ["App", "Grant", "OAuthFailure", "Provider"]
+__all__ = ["App", "Fault", "Grant", "OAuthFailure", "Provider"]
 
 LEGACY = "azure-devops-oauth"
 ENTRA = "entra-id"
@@ -36,6 +36,46 @@ class OAuthFailure(Exception):
     def __init__(self, error: str, description: str, status: int = 400, aadsts: int | None = None) -> None:
         super().__init__(description)
         self.error, self.description, self.status, self.aadsts = error, description, status, aadsts
+
+
+FAULT_ENDPOINTS = ("token", "api")
+FAULT_KINDS = ("status", "signin-page", "slow", "hang", "malformed-json", "no-refresh-token")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """How the sandbox misbehaves for one request (see docs/sandbox.md, "Fault switches").
+
+    `status`: that HTTP status with a JSON error body (429 carries `Retry-After: retry_after`); `signin-page`: HTTP
+    203 with an HTML sign-in page, as Azure DevOps answers for bad credentials; `slow`: the request is carried out
+    at once and its answer sent `seconds` later (a client that gave up by then has lost it); `hang`: no answer at all, the connection held open until the client gives up; `malformed-json`:
+    HTTP 200 `application/json` whose body is cut short; `no-refresh-token` (token endpoint): the real answer
+    without `refresh_token` (a code exchange issues none; a refresh keeps the current one valid, as RFC 6749 6
+    allows)."""
+
+    kind: str
+    status: int = 500
+    seconds: float = 0.0
+    retry_after: str = "1"
+    organization: str | None = None  # api faults only: hit only calls for this organization
+
+    @classmethod
+    def parse(cls, data: object) -> Fault:
+        """A fault from the admin API: an HTTP status (500), a kind ("hang"), or an object with `kind` & co."""
+        if isinstance(data, int) or (isinstance(data, str) and data.isdigit()):
+            return cls("status", status=int(data))
+        if isinstance(data, str):
+            data = {"kind": data}
+        if not isinstance(data, dict) or data.get("kind", "status") not in FAULT_KINDS:
+            raise ValueError(f"a fault is an HTTP status or one of {', '.join(FAULT_KINDS)}")
+        organization = data.get("organization")
+        return cls(
+            kind=str(data.get("kind", "status")),
+            status=int(data.get("status", 500)),
+            seconds=float(data.get("seconds", 0.0)),
+            retry_after=str(data.get("retry_after", "1")),
+            organization=str(organization) if organization is not None else None,
+        )
 
 
 @dataclass
@@ -123,7 +163,7 @@ class Provider:
         self.grants: dict[str, Grant] = {}
         self.by_access: dict[str, Grant] = {}
         self.by_refresh: dict[str, Grant] = {}
-        self.faults: dict[str, list[int]] = {}  # endpoint ("token", "api") -> HTTP statuses to answer next
+        self.faults: dict[str, list[Fault]] = {}  # endpoint ("token", "api") -> faults to answer the next requests with
         self.issued: list[str] = []  # every code, token and verifier seen: tests search outputs for them
 
     # -- admin ------------------------------------------------------------------------------------------------
@@ -181,13 +221,30 @@ class Provider:
 
     def add_fault(self, endpoint: str, statuses: list[int]) -> None:
         """Answer the next requests to `endpoint` ("token" or "api") with these HTTP statuses."""
-        with self.lock:
-            self.faults.setdefault(endpoint, []).extend(statuses)
+        self.add_faults(endpoint, [Fault("status", status=int(s)) for s in statuses])
 
-    def next_fault(self, endpoint: str) -> int | None:
+    def add_faults(self, endpoint: str, faults: list[Fault]) -> int:
+        """Answer the next requests to `endpoint` ("token" or "api") with these faults, one request each; returns
+        how many are queued."""
+        if endpoint not in FAULT_ENDPOINTS:
+            raise ValueError(f"endpoint must be one of {', '.join(FAULT_ENDPOINTS)}")
         with self.lock:
-            queue = self.faults.get(endpoint)
-            return queue.pop(0) if queue else None
+            queue = self.faults.setdefault(endpoint, [])
+            queue.extend(faults)
+            return len(queue)
+
+    def clear_faults(self, endpoint: str) -> None:
+        with self.lock:
+            self.faults.pop(endpoint, None)
+
+    def next_fault(self, endpoint: str, organization: str | None = None) -> Fault | None:
+        """The first queued fault for this request (an `organization` fault only hits that organization's calls)."""
+        with self.lock:
+            queue = self.faults.get(endpoint) or []
+            for index, fault in enumerate(queue):
+                if fault.organization is None or fault.organization == organization:
+                    return queue.pop(index)
+            return None
 
     def live_grants(self) -> list[dict[str, object]]:
         with self.lock:
@@ -267,7 +324,7 @@ class Provider:
 
     # -- token --------------------------------------------------------------------------------------------------
 
-    def legacy_token(self, form: dict[str, str]) -> dict[str, object]:
+    def legacy_token(self, form: dict[str, str], *, withhold_refresh: bool = False) -> dict[str, object]:
         missing = [
             f
             for f in ("client_assertion_type", "client_assertion", "grant_type", "assertion", "redirect_uri")
@@ -286,20 +343,23 @@ class Provider:
                 raise OAuthFailure("invalid_client", "The client secret is invalid or expired.", 401)
             grant_type = form["grant_type"]
             if grant_type == "urn:ietf:params:oauth:grant-type:jwt-bearer":
-                grant = self._redeem(app, form["assertion"], form["redirect_uri"], verifier=None)
+                grant = self._redeem(app, form["assertion"], form["redirect_uri"], None, withhold_refresh)
             elif grant_type == "refresh_token":
-                grant = self._rotate(app, form["assertion"], form["redirect_uri"])
+                grant = self._rotate(app, form["assertion"], form["redirect_uri"], withhold_refresh)
             else:
                 raise OAuthFailure("unsupported_grant_type", f"grant_type {grant_type} is not supported")
-            return {
+            body: dict[str, object] = {
                 "access_token": grant.access_token,
                 "token_type": "jwt-bearer",
                 "expires_in": str(int((grant.access_expires_at - _now()).total_seconds())),
                 "refresh_token": grant.refresh_token,
                 "scope": " ".join([*grant.scopes, "vso.authorization_grant"]),
             }
+            if withhold_refresh or not grant.refresh_token:
+                del body["refresh_token"]
+            return body
 
-    def entra_token(self, form: dict[str, str]) -> dict[str, object]:
+    def entra_token(self, form: dict[str, str], *, withhold_refresh: bool = False) -> dict[str, object]:
         with self.lock:
             app = self.apps.get(form.get("client_id", ""))
             if app is None or app.flavour != ENTRA:
@@ -312,9 +372,11 @@ class Provider:
             if grant_type == "authorization_code":
                 if not form.get("code_verifier"):
                     raise OAuthFailure("invalid_request", "AADSTS50148: code_verifier is required.", 400, 50148)
-                grant = self._redeem(app, form.get("code", ""), form.get("redirect_uri", ""), form["code_verifier"])
+                grant = self._redeem(
+                    app, form.get("code", ""), form.get("redirect_uri", ""), form["code_verifier"], withhold_refresh
+                )
             elif grant_type == "refresh_token":
-                grant = self._rotate(app, form.get("refresh_token", ""), None)
+                grant = self._rotate(app, form.get("refresh_token", ""), None, withhold_refresh)
             else:
                 raise OAuthFailure("unsupported_grant_type", f"AADSTS70003: grant_type {grant_type}.", 400, 70003)
             body: dict[str, object] = {
@@ -326,11 +388,13 @@ class Provider:
                 ),
                 "access_token": grant.access_token,
             }
-            if grant.refresh_token:
+            if grant.refresh_token and not withhold_refresh:
                 body["refresh_token"] = grant.refresh_token
             return body
 
-    def _redeem(self, app: App, code_value: str, redirect_uri: str, verifier: str | None) -> Grant:
+    def _redeem(
+        self, app: App, code_value: str, redirect_uri: str, verifier: str | None, no_refresh: bool = False
+    ) -> Grant:
         code = self.codes.get(code_value)
         if code is None or code.app is not app:
             raise OAuthFailure("invalid_grant", _aad(app, 70000, "The provided authorization code is invalid."))
@@ -351,7 +415,7 @@ class Provider:
             scopes=list(code.scopes),
             user=self.user,
             access_token=_token("at"),
-            refresh_token=_token("rt") if code.offline else None,
+            refresh_token=_token("rt") if code.offline and not no_refresh else None,
             access_expires_at=_now() + ACCESS_LIFETIME,
             redirect_uri=code.redirect_uri,
         )
@@ -363,20 +427,24 @@ class Provider:
             self.by_refresh[grant.refresh_token] = grant
         return grant
 
-    def _rotate(self, app: App, refresh_token: str, redirect_uri: str | None) -> Grant:
+    def _rotate(self, app: App, refresh_token: str, redirect_uri: str | None, keep_refresh: bool = False) -> Grant:
+        """New tokens for a refresh token: both rotate (with `keep_refresh` only the access token, and the refresh
+        token stays valid)."""
         grant = self.by_refresh.get(refresh_token)
         if grant is None or grant.app is not app or grant.revoked or grant.refresh_token != refresh_token:
             raise OAuthFailure("invalid_grant", _aad(app, 70000, "The refresh token is invalid, revoked or used."))
         if redirect_uri is not None and redirect_uri != grant.redirect_uri:
             raise OAuthFailure("invalid_grant", "redirect_uri does not match the authorization.")
-        del self.by_refresh[refresh_token]
         del self.by_access[grant.access_token]
-        grant.access_token, grant.refresh_token = _token("at"), _token("rt")
+        grant.access_token = _token("at")
+        if not keep_refresh:
+            del self.by_refresh[refresh_token]
+            grant.refresh_token = _token("rt")
+            self.by_refresh[grant.refresh_token] = grant
         grant.access_expires_at = _now() + ACCESS_LIFETIME
         grant.refreshes += 1
         self.issued += [grant.access_token, grant.refresh_token]
         self.by_access[grant.access_token] = grant
-        self.by_refresh[grant.refresh_token] = grant
         return grant
 
     # -- REST ---------------------------------------------------------------------------------------------------

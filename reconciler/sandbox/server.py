@@ -8,7 +8,7 @@ Routes (see docs/sandbox.md):
   POST /oauth2/consent                        the consent page's Approve / Deny form
   GET  /<org>/_apis/connectionData            organization check (any valid token)
   GET  /<org>/_apis/projects/<project>        project check (needs vso.project or broader)
-  /_sandbox/...                               admin: apps, organizations, grants, narrower grants, revoke, expire
+  /_sandbox/...                               admin: apps, organizations, grants, narrower grants, revoke, expire, faults
 Must not: be imported by the real flows.
 """
 
@@ -16,15 +16,20 @@ from __future__ import annotations
 
 import html
 import json
+import select
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from reconciler.sandbox.provider import ENTRA, LEGACY, OAuthFailure, Provider
+from reconciler.sandbox.provider import ENTRA, LEGACY, Fault, OAuthFailure, Provider
 
 __all__ = ["SandboxServer", "SeedError", "load_seed"]
+
+HANG_LIMIT = 120.0  # seconds a hung connection is held at most (the client normally gives up long before)
 
 _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>Sandbox sign-in — {title}</title>
@@ -68,6 +73,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "reconciler-sandbox"
     disable_nagle_algorithm = True  # a response is one write; never wait for the client's delayed ACK
     provider: Provider  # set on the subclass made per server
+    delay = 0.0  # seconds to hold the next answer back (the "slow" fault)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet: requests carry secrets
         return
@@ -109,6 +115,9 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        if self.delay:
+            self.server.stopping.wait(self.delay)  # type: ignore[attr-defined]
+            self.delay = 0.0
         lines = [
             f"{self.protocol_version} {status} {self.responses.get(status, ('',))[0]}",
             f"Server: {self.server_version}",
@@ -120,7 +129,10 @@ class _Handler(BaseHTTPRequestHandler):
         ]
         if self.close_connection:
             lines.append("Connection: close")
-        self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        try:
+            self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting (the "slow" fault)
+            self.close_connection = True
 
     def _json(self, status: int, data: object) -> None:
         self._send(status, json.dumps(data).encode(), "application/json; charset=utf-8")
@@ -159,9 +171,9 @@ class _Handler(BaseHTTPRequestHandler):
         if len(parts) == 4 and parts[1:] == ["oauth2", "v2.0", "authorize"]:
             return self._authorize(ENTRA, params)
         if len(parts) >= 3 and parts[1] == "_apis" and parts[0] != "_sandbox":
-            fault = self.provider.next_fault("api")
-            if fault is not None:
-                return self._fault(fault)
+            fault = self.provider.next_fault("api", parts[0])
+            if fault is not None and self._fault(fault):
+                return None
             status, body = self.provider.api(self.headers.get("Authorization"), parts[0], "/".join(parts[2:]))
             return self._html(status, body) if isinstance(body, str) else self._json(status, body)
         if parts == ["_sandbox", "grants"]:
@@ -190,11 +202,41 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(400, {"message": f"bad request: {exc}"})
         self._json(404, {"message": "not found"})
 
-    def _fault(self, status: int) -> None:
-        if status == 203:
-            return self._html(203, "<html><body>Sign in</body></html>")
-        headers = {"Retry-After": "1"} if status == 429 else {}
-        self._send(status, json.dumps({"message": "sandbox fault"}).encode(), "application/json", headers)
+    def _fault(self, fault: Fault) -> bool:
+        """Misbehave as `fault` says; False when the request is then to be answered as usual (slow, or the answer
+        is to be altered by the handler)."""
+        stopping: threading.Event = self.server.stopping  # type: ignore[attr-defined]
+        if fault.kind == "slow":
+            self.delay = fault.seconds  # carried out now, answered late (see `_send`)
+            return False
+        if fault.kind == "no-refresh-token":
+            return False
+        if fault.kind == "hang":
+            self._hang(stopping)
+            return True
+        if fault.kind == "malformed-json":
+            self._send(200, b'{"access_token": "sbx.at.', "application/json; charset=utf-8")
+            return True
+        if fault.kind == "signin-page" or fault.status == 203:
+            self._html(203, "<html><head><title>Sign In</title></head><body><h1>Sign in to your account</h1></body></html>")
+            return True
+        headers = {"Retry-After": fault.retry_after} if fault.status == 429 else {}
+        self._send(fault.status, json.dumps({"message": "sandbox fault"}).encode(), "application/json", headers)
+        return True
+
+    def _hang(self, stopping: threading.Event) -> None:
+        """Answer nothing: hold the connection until the client hangs up (or the server stops)."""
+        self.close_connection = True
+        deadline = time.monotonic() + HANG_LIMIT
+        while time.monotonic() < deadline and not stopping.is_set():
+            ready, _, _ = select.select([self.connection], [], [], 0.1)
+            if ready:
+                try:
+                    if not self.connection.recv(1, socket.MSG_PEEK):
+                        return  # the client gave up
+                except OSError:
+                    return
+                time.sleep(0.1)
 
     def _authorize(self, flavour: str, params: dict[str, str]) -> None:
         try:
@@ -204,12 +246,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._html(200, _consent_page(self.provider, consent.id))
 
     def _token(self, handler: Any, flavour: str) -> None:
+        form = self._form()
         fault = self.provider.next_fault("token")
-        if fault is not None:
-            self._body()
-            return self._fault(fault)
+        if fault is not None and self._fault(fault):
+            return None
         try:
-            body = handler(self._form())
+            body = handler(form, withhold_refresh=fault is not None and fault.kind == "no-refresh-token")
         except OAuthFailure as failure:
             if flavour == LEGACY:
                 return self._json(failure.status, {"Error": failure.error, "ErrorDescription": failure.description})
@@ -241,8 +283,11 @@ class _Handler(BaseHTTPRequestHandler):
         if parts == ["revoke"]:
             return self._json(200, {"revoked": provider.revoke(data.get("grant_id"), data.get("client_id"))})
         if parts == ["faults"]:
-            provider.add_fault(str(data["endpoint"]), [int(s) for s in data["statuses"]])
-            return self._json(200, {"queued": len(data["statuses"])})
+            endpoint = str(data["endpoint"])
+            faults = [Fault.parse(f) for f in [*data.get("statuses", []), *data.get("faults", [])]]
+            if data.get("clear"):
+                provider.clear_faults(endpoint)
+            return self._json(200, {"queued": provider.add_faults(endpoint, faults * int(data.get("repeat", 1)))})
         if parts == ["expire"]:
             return self._json(200, {"expired": provider.expire(data.get("grant_id"))})
         self._json(404, {"message": "not found"})
@@ -256,6 +301,7 @@ class SandboxServer:
         handler = type("Handler", (_Handler,), {"provider": self.provider})
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
+        self.httpd.stopping = threading.Event()  # type: ignore[attr-defined]  # ends slow and hung answers
         self._thread: threading.Thread | None = None
 
     @property
@@ -272,6 +318,7 @@ class SandboxServer:
         self.httpd.serve_forever()
 
     def stop(self) -> None:
+        self.httpd.stopping.set()  # type: ignore[attr-defined]
         self.httpd.shutdown()
         self.httpd.server_close()
 

@@ -103,6 +103,7 @@ class CredentialStore(Protocol):
 
 
 LOCK_STRIPES = 64
+ROOM_FOR_ROTATION = 64 * 1024  # free bytes a local store needs before a refresh token is rotated
 
 
 class LocalCredentialStore:
@@ -154,7 +155,10 @@ class LocalCredentialStore:
             try:
                 _atomic_write(self._path(address), record.model_dump_json(exclude_none=True).encode())
             except OSError as exc:
-                raise StateError(f"cannot write credentials of {address}: {exc.strerror}") from None
+                raise StateError(
+                    f"cannot write credentials of {address}: {exc.strerror}",
+                    hint="they are as they were; free some disk space and run again",
+                ) from None
             return record.generation
 
     def put_record(self, address: str, record: SealedRecord) -> None:
@@ -165,6 +169,14 @@ class LocalCredentialStore:
     def delete(self, address: str) -> None:
         with self._guard(address):
             self._path(address).unlink(missing_ok=True)
+
+    def free_bytes(self) -> int | None:
+        """Free space where the records live (None: unknown)."""
+        try:
+            stat = os.statvfs(self.directory if self.directory.exists() else self.directory.parent)
+        except OSError:
+            return None
+        return stat.f_bavail * stat.f_frsize
 
     def addresses(self) -> list[str]:
         if not self.directory.exists():
@@ -226,3 +238,14 @@ class Vault:
 
     def forget(self, address: str) -> None:
         self.store.delete(address)
+
+    def ensure_room_for_rotation(self, address: str) -> None:
+        """Refuse to rotate a refresh token that could not be stored: the provider invalidates the old one, so on a
+        full disk the installation would be lost, where not refreshing loses nothing."""
+        free = getattr(self.store, "free_bytes", lambda: None)()
+        if free is not None and free < ROOM_FOR_ROTATION:
+            raise StateError(
+                f"not refreshed: {free} bytes free beside the state, too little to store {address}'s rotated "
+                "refresh token (its current one still works)",
+                hint="free some disk space and run again",
+            )

@@ -31,6 +31,7 @@ from reconciler.state.model import Record, StateDocument, decode_state, encode_s
 
 __all__ = ["LocalBackend"]
 
+HOLDER_GRACE = 1.0  # seconds a loser waits for a holder to name itself (or let go) before failing
 JOURNAL_MIN_BYTES = 1 << 20  # fold the journal into the snapshot once it is larger than this and the snapshot
 _RECORD: TypeAdapter[Any] = TypeAdapter(Record)
 
@@ -66,6 +67,7 @@ class LocalBackend:
         self.journal_path = self.directory / f"{environment}.journal"
         self._current: StateDocument | None = None  # what this holder last read or wrote, valid while it holds the lock
         self._journal_bytes = 0
+        self._journal_tail = 0  # bytes after the journal's last newline: a torn record (a full disk, a power loss)
         self._snapshot_bytes = 0
         self._display = f"{display_dir.rstrip('/')}/{environment}.json" if display_dir else str(self.path)
         self._held: LockInfo | None = None
@@ -106,7 +108,7 @@ class LocalBackend:
         try:
             raw = self.journal_path.read_bytes()
         except FileNotFoundError:
-            self._journal_bytes = 0
+            self._journal_bytes = self._journal_tail = 0
             if self._digests is not None:
                 self._digests.append((os.path.abspath(self.journal_path), None))
             return doc
@@ -114,6 +116,7 @@ class LocalBackend:
             raise StateError(f"{self.journal_path}: cannot read the state journal: {exc.strerror}") from None
         if self._digests is not None:
             self._digests.append((os.path.abspath(self.journal_path), hashlib.sha256(raw).hexdigest()))
+        self._journal_tail = len(raw) - (raw.rfind(b"\n") + 1)
         resources: dict[str, Any] | None = None
         serial = doc.serial
         good = 0
@@ -188,6 +191,10 @@ class LocalBackend:
         body = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         line = json.dumps({"c": hashlib.sha256(body.encode()).hexdigest(), "p": payload}, sort_keys=True) + "\n"
         try:
+            if self._journal_tail:
+                # A record appended after a torn one would share its line, and replay stops there: drop the tail.
+                os.truncate(self.journal_path, self.journal_path.stat().st_size - self._journal_tail)
+                self._journal_tail = 0
             with open(self.journal_path, "ab") as handle:
                 handle.write(line.encode())
                 handle.flush()
@@ -238,16 +245,30 @@ class LocalBackend:
                 except OSError as exc:
                     if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                         raise StateError(f"{self.lock_path}: cannot lock: {exc.strerror}") from None
-                    if time.monotonic() >= deadline:
+                    now = time.monotonic()
+                    if now >= deadline:
+                        # A holder names itself just after taking the lock and clears its name just before letting
+                        # go: a loser that finds no name looks again for a moment rather than fail anonymously.
+                        if self._holder_info(fd) is None and now < deadline + HOLDER_GRACE:
+                            time.sleep(0.02)
+                            continue
                         raise StateLockedError(
                             f"state {self._display} is locked: {self._holder(fd)}",
                             hint="wait and retry, pass --lock-timeout, or force-unlock if that process is gone",
                         ) from None
-                    time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+                    time.sleep(min(0.1, max(0.0, deadline - now)))
             info = LockInfo.for_current_process(operation)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(info.as_dict()).encode(), 0)
-            os.fsync(fd)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(info.as_dict()).encode(), 0)
+                os.fsync(fd)
+            except OSError as exc:  # e.g. a full disk: nothing has been written yet
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                raise StateError(
+                    f"state {self._display}: cannot record the lock holder: {exc.strerror or exc}",
+                    hint="nothing was changed; free some disk space and run again",
+                ) from None
             self._held = info
             self._current = None
             try:
@@ -305,12 +326,15 @@ class LocalBackend:
 
         return LocalCredentialStore(self.directory, self.environment)
 
-    def _holder(self, fd: int) -> str:
+    def _holder_info(self, fd: int) -> LockInfo | None:
         try:
-            data = json.loads(os.pread(fd, 4096, 0) or b"{}")
-            return LockInfo(**data).describe()
+            return LockInfo(**json.loads(os.pread(fd, 4096, 0) or b"{}"))
         except (ValueError, TypeError, OSError):
-            return "held by another process (no holder information)"
+            return None
+
+    def _holder(self, fd: int) -> str:
+        info = self._holder_info(fd)
+        return info.describe() if info else "held by another process (no holder information)"
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

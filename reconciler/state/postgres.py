@@ -62,6 +62,9 @@ CREATE TABLE IF NOT EXISTS reconciler_locks (
 """
 
 
+HOLDER_GRACE = 1.0  # seconds a loser waits for the holder to name itself (or let go) before failing
+
+
 def _psycopg():  # type: ignore[no-untyped-def]
     try:
         import psycopg
@@ -283,12 +286,18 @@ class PostgresBackend:
             key = _lock_key(self.environment)
             deadline = time.monotonic() + timeout
             while not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
-                if time.monotonic() >= deadline:
+                now = time.monotonic()
+                if now >= deadline:
+                    # The holder names itself just after taking the lock: a loser that finds no name (or only the
+                    # name a dead session left behind) looks again for a moment rather than fail anonymously.
+                    if self._holder_info(conn) is None and now < deadline + HOLDER_GRACE:
+                        time.sleep(0.02)
+                        continue
                     raise StateLockedError(
                         f"{self._where} is locked: {self._holder(conn)}",
                         hint="wait and retry, pass --lock-timeout, or force-unlock if that process is stuck",
                     )
-                time.sleep(0.1)
+                time.sleep(min(0.1, max(0.0, deadline - now)))
             info = LockInfo.for_current_process(operation)
             backend_pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
             conn.execute(
@@ -311,12 +320,23 @@ class PostgresBackend:
         finally:
             conn.close()
 
-    def _holder(self, conn: Any) -> str:
-        row = conn.execute("SELECT info FROM reconciler_locks WHERE environment = %s", (self.environment,)).fetchone()
+    def _holder_info(self, conn: Any) -> LockInfo | None:
+        """Who holds the lock: the lock row of the session that holds the advisory lock now (a row left by a
+        session that died is not the holder)."""
+        unsigned = _lock_key(self.environment) & 0xFFFFFFFFFFFFFFFF
+        row = conn.execute(
+            "SELECT info FROM reconciler_locks WHERE environment = %s AND backend_pid IN ("
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s AND objid = %s "
+            "AND objsubid = 1)",
+            (self.environment, unsigned >> 32, unsigned & 0xFFFFFFFF),
+        ).fetchone()
         if row is None:
-            return "held by another session (no holder information)"
-        data = row[0] if isinstance(row[0], dict) else json.loads(row[0])
-        return LockInfo(**data).describe()
+            return None
+        return LockInfo(**(row[0] if isinstance(row[0], dict) else json.loads(row[0])))
+
+    def _holder(self, conn: Any) -> str:
+        info = self._holder_info(conn)
+        return info.describe() if info else "held by another session (no holder information)"
 
     def force_unlock(self, lock_id: str) -> str:
         """End the session holding the lock `lock_id` (its process is stuck); returns who held it."""
