@@ -1,4 +1,5 @@
-# make demo — the quickstart end to end against the sandbox; make test — set up and run the tests.
+# make demo — the quickstart end to end against the sandbox; make test — set up and run the tests;
+# make reliability — the reliability suite at full budgets.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -8,7 +9,7 @@ CHROMIUM := /usr/bin/chromium
 
 PG_BIN   := /usr/lib/postgresql/15/bin
 
-.PHONY: demo test bench clean browser postgres
+.PHONY: demo test reliability bench clean browser postgres
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +34,11 @@ postgres:
 
 test: $(STAMP) browser postgres
 	$(BIN)/python -m pytest
+
+# The reliability suite at full budgets (bad input, secrets, OAuth attacks, 10,000 fuzz examples, crashes,
+# concurrency, faults): one line per area with its figures at the end.
+reliability: $(STAMP) postgres
+	$(BIN)/python -m pytest tests/reliability -m 'not quick'
 
 # Issue 5's benchmark: every figure in one run, a table of ratios with pass/fail, bench/RESULTS.md.
 # Quick check: .venv/bin/python bench/run.py --scale 0.1 --runs 3 (see bench/run.py --help).
