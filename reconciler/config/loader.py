@@ -31,6 +31,7 @@ from reconciler.config.schema import (
     IncludedFile,
     InstallationSpec,
     PartnerSpec,
+    PostgresBackendSpec,
     RootFile,
     TenantSpec,
 )
@@ -148,11 +149,18 @@ def load_root(config_dir: Path, *, environment: str | None = None) -> RootFile:
     return root
 
 
-def resolve_reference(value: str, *, config_dir: Path, environ: Mapping[str, str], where: str) -> str:
-    """The value of one `${env:NAME}`/`${file:PATH}` reference (a DSN, or a secret a saved plan names)."""
+def resolve_reference(
+    value: str, *, config_dir: Path, environ: Mapping[str, str], where: Path, key: KeyPath = ()
+) -> str:
+    """The value of one `${env:NAME}`/`${file:PATH}` reference (a DSN, or a secret a saved plan names), written at
+    `key` in the file `where` (a problem is reported there, with its line when `key` is found in it)."""
     loader = _Loader(Path(config_dir), environ, load_catalog(), None)
-    src = SourceFile(Path(where), where, "")
-    resolved = loader._value(src, (where,), value, secret=True)
+    try:
+        text = where.read_text(encoding="utf-8") if key else ""
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    src = SourceFile(where, display_path(where), text)
+    resolved = loader._value(src, key, value, secret=True)
     loader._fail_if_issues()
     assert resolved is not None
     return resolved
@@ -278,6 +286,8 @@ class _Loader:
         self._fail_if_issues()
         root = self.files[0][1]
         assert isinstance(root, RootFile)
+        if isinstance(root.backend, PostgresBackendSpec) and not _REFERENCE.match(root.backend.dsn):
+            self._value(self.files[0][0], ("backend", "dsn"), root.backend.dsn, secret=True)  # refused: a literal
         partners, tenants = self._merge()
         self._fail_if_issues()
         desired_partners = self._partners(partners, root)
@@ -291,6 +301,8 @@ class _Loader:
             protected_tenants=frozenset(name for name, (_, tenant) in tenants.items() if tenant.protect),
         )
         files = [s.display for s, _ in self.files] + ([overlay[0].display] if overlay is not None else [])
+        if self.cache is not None:
+            self.cache.commit()
         return LoadedConfig(desired, self.warnings, files, root)
 
     def _read(self, path: Path, model: type[IncludedFile] | None) -> tuple[SourceFile, dict[str, Any]] | None:
@@ -518,7 +530,7 @@ class _Loader:
                     src,
                     path,
                     "a literal secret is refused: these files live in git",
-                    f"use ${{env:{env_name}}} or ${{file:secrets/{path[-1]}}} instead",
+                    f"use ${{env:{env_name}}} or ${{file:secrets/{path[-1] if path else 'secret'}}} instead",
                 )
                 return None
             if "${" in value:
