@@ -112,7 +112,8 @@ def load_yaml_text(text: str) -> Any:
 
 def _refuse_alias_bomb(text: str) -> None:
     """Count the values the document stands for with every alias expanded, from its events (nothing is built),
-    and refuse it at the alias that takes the count past the limit."""
+    and refuse it at the alias that takes the count past the limit, or at an alias inside its own anchor's value
+    (a loop no consumer of plain data could walk)."""
     written = expanded = 0
     sizes: dict[str, int] = {}  # anchor -> values it stands for
     open_collections: list[tuple[str | None, int]] = []  # (anchor, expanded count when it opened)
@@ -132,6 +133,8 @@ def _refuse_alias_bomb(text: str) -> None:
             if anchor:
                 sizes[anchor] = expanded - start
         elif isinstance(event, yaml.AliasEvent):
+            if any(anchor == event.anchor for anchor, _ in open_collections):
+                raise _error_at(f"invalid YAML: alias *{event.anchor} is inside the value it names (a loop)", event.start_mark)
             expanded += sizes.get(event.anchor, 1)
             if expanded > limit:
                 raise _error_at(

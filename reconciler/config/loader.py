@@ -354,6 +354,8 @@ class _Loader:
 
     def _validation_issue(self, src: SourceFile, model: type[BaseModel], error: Any) -> None:
         loc: KeyPath = tuple(error["loc"])
+        if loc[:1] == ("backend",) and loc[1:2] in (("local",), ("postgres",)):
+            loc = loc[:1] + loc[2:]  # the tag pydantic adds for the backend type is not a key in the file
         at_key = False
         kind = error["type"]
         if loc and loc[-1] == "[key]":

@@ -1073,6 +1073,43 @@ MORE_CONFIG_CASES = [
         "tenants/acme.yaml:6:12:",
         "aliases expand to more than",
     ),
+    case(  # found by fuzzing: a loop through an overlay recursed until Python gave up
+        "alias-loop-in-overlay",
+        {"reconciler.yaml": VALID, "environments/prod.yaml": "tenants: &t\n  acme: *t\n"},  # 1-2
+        "environments/prod.yaml:2:9:",
+        "invalid YAML: alias *t is inside the value it names (a loop)",
+        args=["-C", ".", "--env", "prod", "validate"],
+    ),
+    case(
+        "alias-loop",
+        HEADER + INSTALLATION.removesuffix("      ado:\n") + "      ado: &i {connector: *i}\n",  # 11
+        "reconciler.yaml:11:27:",
+        "invalid YAML: alias *i is inside the value it names (a loop)",
+    ),
+    case(  # found by fuzzing: a newline in a key broke the one-line error
+        "newline-in-key",
+        HEADER + '"tenants\\n": {}\n',  # 8
+        "reconciler.yaml:8:1:",
+        "unknown key 'tenants\\n'",
+    ),
+    case(
+        "terminal-escape-in-key",
+        HEADER + '"\\e[2J\\e[31mtenants": {}\n',  # 8
+        "reconciler.yaml:8:1:",
+        "unknown key '\\x1b[2J\\x1b[31mtenants'",
+    ),
+    case(
+        "bidi-override-in-name",
+        HEADER + 'tenants:\n  "acme\\u202egpj.exe":\n    installations: {}\n',  # 8-10
+        "reconciler.yaml:9:3:",
+        "invalid name 'acme\\u202egpj.exe'",
+    ),
+    case(  # found by fuzzing: the backend's type tag showed up as a key (backend.local.path)
+        "backend-path-wrong-type",
+        VALID + "backend: {path: 3}\n",  # 15
+        "reconciler.yaml:15:17:",
+        "error: reconciler.yaml:15:17: backend.path: input should be a valid string, got a number",
+    ),
     case(
         "undefined-alias",
         HEADER + "    scopes: *registered\n",  # 8
