@@ -47,10 +47,13 @@ def _journal_record(line: bytes, lineage: str, serial: int) -> dict[str, Any] | 
             return None
         if not isinstance(payload["set"], dict) or not isinstance(payload["delete"], list):
             return None
-        for data in payload["set"].values():
-            _RECORD.validate_python(data)
+        if not all(isinstance(address, str) for address in payload["delete"]):
+            return None
+        for address, data in payload["set"].items():
+            if _RECORD.validate_python(data).address != address:
+                return None
         return payload  # type: ignore[no-any-return]
-    except (ValueError, KeyError, TypeError, ValidationError):
+    except (ValueError, KeyError, TypeError, ValidationError, RecursionError):  # a damaged line is a torn one
         return None
 
 

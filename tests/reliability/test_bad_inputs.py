@@ -2166,3 +2166,36 @@ def test_alias_bomb_is_refused_before_anything_is_built() -> None:
         load_yaml_text(_laughs("tenants: *l9\n"))
     assert time.monotonic() - started < 1.0
     assert (info.value.line, info.value.column) == (7, 12)
+
+
+def _journal(payload: Any) -> str:
+    import hashlib
+
+    body = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return json.dumps({"c": hashlib.sha256(body.encode()).hexdigest(), "p": payload}) + "\n"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "[" * 100_000 + "]" * 100_000 + "\n",  # found by fuzzing: recursed past Python's limit
+        _journal({"lineage": LINEAGE, "serial": 4, "set": {}, "delete": [["x"]]}),  # found by fuzzing: unhashable
+        _journal({"lineage": LINEAGE, "serial": 4, "set": {"partner.other": PARTNER_RECORD}, "delete": []}),
+    ],
+    ids=["nested-too-deeply", "delete-not-a-name", "record-under-another-address"],
+)
+def test_damaged_journal_line_is_ignored_like_a_torn_tail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: str
+) -> None:
+    """A journal line that is not a well-formed record is dropped (as a torn tail is): the snapshot is read, plan
+    works, nothing is written."""
+    for rel, content in with_state(VALID_STATE, {"state/default.journal": line}).items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(content if isinstance(content, str) else content.decode())
+    monkeypatch.chdir(tmp_path)
+    run(VALIDATE, ENV)  # warm the parse cache
+    before = tree(tmp_path)
+    result = run(PLAN, ENV)
+    assert result.exit_code == 0, result.stderr
+    assert "state state/default.json (serial 3)" in result.stdout
+    assert tree(tmp_path) == before

@@ -360,3 +360,101 @@ def test_fuzz_config_loader_quick(figures) -> None:  # type: ignore[no-untyped-d
 def test_fuzz_config_loader_full(figures) -> None:  # type: ignore[no-untyped-def]
     """10,000 documents near the schema: every failure is a ReconcilerError."""
     _fuzz(10_000, figures)
+
+
+# -- state files: the snapshot and its journal -------------------------------------------------------------------------
+
+LINEAGE = "11111111-1111-4111-8111-111111111111"
+INSTALLATION_RECORD: dict[str, Any] = {
+    "kind": "installation", "tenant": "acme", "name": "ado", "connector": "microsoft-azure-devops",
+    "partner": "microsoft-azure-devops", "auth": "azure-devops-oauth",
+    "parameters": {"organization": "acme-org", "project": "Platform"}, "requested_scopes": ["vso.work_full"],
+    "granted_scopes": ["vso.work_full"], "client_id": "app-1", "client_secret_ref": "${env:ADO_CLIENT_SECRET}",
+    "redirect_uri": "https://app-h.cyclr.com/connector/callback", "token_url": "https://t.example/token",
+    "authorized_at": "2026-01-01T00:00:00+00:00", "expires_at": "2026-01-01T01:00:00+00:00",
+    "pending": {"since": "2026-01-01T00:00:00+00:00", "expires_at": "2026-01-08T00:00:00+00:00",
+                "target_digest": "d", "client_id": "app-1", "requested_scopes": ["vso.work_full"]},
+}
+STATE_DOC: dict[str, Any] = {
+    "format_version": 1, "lineage": LINEAGE, "serial": 3, "environment": "default",
+    "resources": {"installation.acme.ado": INSTALLATION_RECORD},
+}
+JOURNAL_PAYLOAD: dict[str, Any] = {
+    "lineage": LINEAGE, "serial": 4, "set": {"installation.acme.ado": INSTALLATION_RECORD}, "delete": ["partner.x"],
+}
+
+
+def _journal_line(payload: Any) -> str:
+    """A journal line whose checksum matches its payload (so the payload itself is what gets checked)."""
+    import hashlib
+    import json
+
+    try:
+        body = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+        return json.dumps({"c": hashlib.sha256(body.encode()).hexdigest(), "p": payload}, default=str) + "\n"
+    except (TypeError, ValueError, RecursionError):
+        return repr(payload) + "\n"
+
+
+@st.composite
+def state_files(draw: st.DrawFn) -> tuple[bytes, bytes]:
+    """A state snapshot and journal near the format: mutated documents and records, spliced text."""
+    import json
+
+    def as_json(data: Any) -> str:
+        try:
+            return json.dumps(data, default=str)
+        except (TypeError, ValueError, RecursionError):
+            return repr(data)
+
+    snapshot = as_json(draw(mutated(STATE_DOC))) if draw(st.integers(0, 3)) else as_json(STATE_DOC)
+    lines = [_journal_line(draw(mutated(JOURNAL_PAYLOAD))) for _ in range(draw(st.integers(0, 3)))]
+    journal = "".join(lines)
+    for _ in range(draw(st.sampled_from([0, 0, 1, 2]))):
+        at = draw(st.integers(0, len(journal)))
+        journal = journal[:at] + draw(st.sampled_from([*SPLICES, "[" * 5000, "\n", '{"c":'])) + journal[at:]
+    return snapshot.encode("utf-8", "surrogatepass"), journal.encode("utf-8", "surrogatepass")
+
+
+def _fuzz_state(examples: int, figures) -> None:  # type: ignore[no-untyped-def]
+    from reconciler.errors import StateError
+    from reconciler.state import LocalBackend
+
+    outcomes = Outcomes()
+
+    @_settings(examples)
+    @given(state_files())
+    def body(files: tuple[bytes, bytes]) -> None:
+        outcomes.examples += 1
+        with tempfile.TemporaryDirectory(prefix="fuzz-state-") as scratch:
+            (Path(scratch) / "default.json").write_bytes(files[0])
+            (Path(scratch) / "default.journal").write_bytes(files[1])
+            try:
+                LocalBackend(Path(scratch), "default").read()
+                outcomes.valid += 1
+            except StateError as exc:
+                assert all(one_line(line) == line for line in exc.lines())
+            except Exception as exc:
+                frame = traceback.extract_tb(exc.__traceback__)[-1]
+                outcomes.foreign.setdefault(f"{type(exc).__name__} at {Path(frame.filename).name}:{frame.lineno}", "")
+                raise
+
+    figures.goal("fuzz-state", foreign_exceptions=0)
+    try:
+        body()
+    finally:
+        figures.add("fuzz-state", examples=outcomes.examples, valid=outcomes.valid,
+                    foreign_exceptions=len(outcomes.foreign))
+    assert 0 < outcomes.valid < outcomes.examples
+
+
+@pytest.mark.quick
+def test_fuzz_state_reader_quick(figures) -> None:  # type: ignore[no-untyped-def]
+    """200 state snapshots and journals near the format: read, or a StateError."""
+    _fuzz_state(200, figures)
+
+
+@pytest.mark.slow
+def test_fuzz_state_reader_full(figures) -> None:  # type: ignore[no-untyped-def]
+    """2,000 state snapshots and journals near the format: read, or a StateError."""
+    _fuzz_state(2_000, figures)
