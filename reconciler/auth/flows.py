@@ -224,7 +224,7 @@ class EntraFlow:
                 call(client)
         except (httpx.TransportError, httpx.TimeoutException) as exc:
             raise transient(f"token endpoint {_origin(self.settings.token_url)}", exc) from None
-        except (httpx.HTTPError, AuthlibBaseError, ValueError, KeyError, TypeError):
+        except (httpx.HTTPError, AuthlibBaseError, ValueError, KeyError, TypeError, RecursionError):
             pass  # authlib raises on error answers; the answer itself is classified below
         if not responses:
             raise ProviderError("the token request could not be made", category="protocol")
@@ -251,7 +251,7 @@ def normalise_token_response(
     if "json" in content_type or body[:1] in (b"{", b"["):
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past what is worth reading
             data = None
     if status != 200 or not isinstance(data, dict) or "access_token" not in data:
         raise classify_error(

@@ -275,7 +275,9 @@ class LocalBackend:
             holder = self._holder(fd)
             try:
                 data = json.loads(os.pread(fd, 4096, 0) or b"{}")
-            except ValueError:
+            except (ValueError, RecursionError):
+                data = {}
+            if not isinstance(data, dict):
                 data = {}
             if data.get("id") != lock_id:
                 raise StateError(f"state {self._display}: the lock is {data.get('id') or 'not held'}, not {lock_id}")
@@ -301,7 +303,7 @@ class LocalBackend:
         try:
             data = json.loads(os.pread(fd, 4096, 0) or b"{}")
             return LockInfo(**data).describe()
-        except (ValueError, TypeError, OSError):
+        except (ValueError, TypeError, OSError, RecursionError):
             return "held by another process (no holder information)"
 
 
