@@ -79,8 +79,9 @@ def open_backend(ws: Workspace, root: RootFile) -> StateBackend:
         return LocalBackend(directory, ws.environment_name, display_dir=display_path(directory))
     from reconciler.state.postgres import PostgresBackend
 
+    root_file = ws.config_dir / CONFIG_FILE
     dsn = resolve_reference(
-        spec.dsn, config_dir=ws.config_dir, environ=ws.environ, where=ws.config_dir / CONFIG_FILE, key=("backend", "dsn")
+        spec.dsn, config_dir=ws.config_dir, environ=ws.environ, where=root_file, key=("backend", "dsn")
     )
     return PostgresBackend(dsn, ws.environment_name)
 
@@ -283,7 +284,8 @@ def run_apply(
         loaded = _load(ws)
         root, desired, backend = loaded.root, loaded.desired, open_backend(ws, loaded.root)
     with backend.lock("apply", timeout=lock_timeout):
-        state_key(ws, root, backend, on_key_created=on_key_created, create=False)  # a wrong key fails before confirm
+        if _sealed_key_id(backend.credential_store()) is not None:  # a wrong key fails before the plan is confirmed
+            state_key(ws, root, backend, on_key_created=on_key_created, create=False)
         if plan_file is not None:
             _check_fresh(plan_file, plan, backend)
         else:

@@ -134,7 +134,8 @@ def _refuse_alias_bomb(text: str) -> None:
                 sizes[anchor] = expanded - start
         elif isinstance(event, yaml.AliasEvent):
             if any(anchor == event.anchor for anchor, _ in open_collections):
-                raise _error_at(f"invalid YAML: alias *{event.anchor} is inside the value it names (a loop)", event.start_mark)
+                message = f"invalid YAML: alias *{event.anchor} is inside the value it names (a loop)"
+                raise _error_at(message, event.start_mark)
             expanded += sizes.get(event.anchor, 1)
             if expanded > limit:
                 raise _error_at(

@@ -240,7 +240,7 @@ class PasteConsent:
 
 
 class BrowserConsent:
-    """Open the browser; receive the redirect on loopback, or (given `paste`) fall back to it for other redirect URIs."""
+    """Open the browser; receive the redirect on loopback, or (given `paste`) fall back to it for another redirect."""
 
     def __init__(
         self,

@@ -121,5 +121,5 @@ def redacted(error: ProviderError, values: Iterable[str | None]) -> ProviderErro
     if message == error.message and hint == error.hint:
         return error
     return ProviderError(
-        message, category=error.category, hint=hint, status=error.status, retry_after=error.retry_after  # type: ignore[arg-type]
+        message, category=error.category, hint=hint, status=error.status, retry_after=error.retry_after
     )

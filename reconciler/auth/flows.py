@@ -193,7 +193,8 @@ class EntraFlow:
             url, state = client.create_authorization_url(
                 s.authorize_url, state=state or secrets.token_urlsafe(24), code_verifier=verifier, response_mode="query"
             )
-        if f"code_challenge={create_s256_code_challenge(verifier)}" not in url or "code_challenge_method=S256" not in url:
+        challenge = f"code_challenge={create_s256_code_challenge(verifier)}"
+        if challenge not in url or "code_challenge_method=S256" not in url:
             raise ProviderError("could not build a PKCE (S256) authorization URL", category="protocol")
         return AuthorizationRequest(url, SecretStr(state), s.redirect_uri, s.client_id, s.scopes, SecretStr(verifier))
 
