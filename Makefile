@@ -1,4 +1,5 @@
-# make demo — the quickstart end to end against the sandbox; make test — set up and run the tests.
+# make demo — the quickstart end to end against the sandbox; make test — set up and run the tests;
+# make reliability — the reliability suite at full budgets.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -38,6 +39,11 @@ test: $(STAMP) browser postgres
 # `reliability: <area>: ...` line per area at the end.
 reliability: $(STAMP) postgres
 	$(BIN)/python -m pytest tests/reliability
+
+# The reliability suite at full budgets (bad input, secrets, OAuth attacks, 10,000 fuzz examples, crashes,
+# concurrency, faults): one line per area with its figures at the end.
+reliability: $(STAMP) postgres
+	$(BIN)/python -m pytest tests/reliability -m 'not quick'
 
 # Issue 5's benchmark: every figure in one run, a table of ratios with pass/fail, bench/RESULTS.md.
 # Quick check: .venv/bin/python bench/run.py --scale 0.1 --runs 3 (see bench/run.py --help).

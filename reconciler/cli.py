@@ -441,7 +441,9 @@ def _announce(label: str, url: str) -> None:
     click.echo(f"\nAuthorize {label} — open this URL in a browser:\n  {url}\n", err=True)
 
 
-def _consent(mode: str, timeout: float):  # type: ignore[no-untyped-def]
+def _consent(mode: str, timeout: float, *, chosen: bool = True):  # type: ignore[no-untyped-def]
+    """The consent step of `mode`; `chosen` False (the default mode) lets browser mode fall back to paste for a
+    redirect URI that is not a loopback address."""
     from reconciler.auth.consent import BrowserConsent, PasteConsent
 
     if mode == "defer":
@@ -453,7 +455,8 @@ def _consent(mode: str, timeout: float):  # type: ignore[no-untyped-def]
     paste = PasteConsent(_announce, read_answer)
     if mode == "paste":
         return paste
-    return BrowserConsent(_announce, lambda m: click.echo(f"note: {m}", err=True), paste, timeout=timeout)
+    fallback = None if chosen else paste
+    return BrowserConsent(_announce, lambda m: click.echo(f"note: {m}", err=True), fallback, timeout=timeout)
 
 
 def _interactive() -> bool:
@@ -521,7 +524,7 @@ def apply(opts: Options, plan_file: Path | None, auto_approve: bool, auth_mode: 
         opts.workspace(),
         options=_plan_options(target, exclude, replace, allow_delete),
         plan_file=plan_file,
-        consent=_consent(mode, auth_timeout),
+        consent=_consent(mode, auth_timeout, chosen=auth_mode is not None),
         hooks=_EchoHooks(),
         confirm=confirm,
         require_scopes=require_scopes,
@@ -560,7 +563,7 @@ def authorize(opts: Options, addresses: tuple[str, ...], reissue: bool, auth_mod
     outcome = run_authorize(
         opts.workspace(),
         list(addresses),
-        consent=None if reissue else _consent(mode, auth_timeout),
+        consent=None if reissue else _consent(mode, auth_timeout, chosen=auth_mode is not None),
         hooks=_EchoHooks(),
         reissue=reissue,
         require_scopes=require_scopes,

@@ -111,7 +111,7 @@ def _salt(salt_file: Path, create: bool) -> bytes | None:
         try:
             data = json.loads(salt_file.read_text())
             return base64.b64decode(data["salt"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             raise StateKeyError(f"{salt_file}: unreadable passphrase salt") from None
     if not create:
         return None

@@ -1,12 +1,26 @@
 """The one exception tree. Every error a user can cause is a `ReconcilerError` with a one-line summary.
 
-Owns: error types and their one-line formatting. Must not: import anything from the rest of the package,
-or carry secret values in messages (callers name keys and references, never values).
+Owns: error types and their one-line formatting — control characters a file or a provider put in a message (a
+newline in a key, a terminal escape, a bidi override) are shown escaped, so a message is one line that shows what
+is there. Must not: import anything from the rest of the package, or carry secret values in messages (callers
+name keys and references, never values).
 """
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
+
+_INVISIBLE = {"Cc", "Cf", "Zl", "Zp"}  # controls, format characters (bidi, zero-width), line/paragraph separators
+
+
+def one_line(text: str) -> str:
+    """`text` with every control or invisible formatting character written as an escape (`\\n`, `\\x1b`)."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in _INVISIBLE else c for c in text
+    )
 
 
 class ReconcilerError(Exception):
@@ -21,9 +35,9 @@ class ReconcilerError(Exception):
 
     def lines(self) -> list[str]:
         """The lines the CLI prints for this error (the message, then an optional hint)."""
-        out = [f"error: {self.message}"]
+        out = [f"error: {one_line(self.message)}"]
         if self.hint:
-            out.append(f"  hint: {self.hint}")
+            out.append(f"  hint: {one_line(self.hint)}")
         return out
 
 
@@ -55,7 +69,7 @@ class ConfigIssue:
         text = where + self.message
         if self.hint:
             text += f" ({self.hint})"
-        return text
+        return one_line(text)
 
 
 class ConfigError(ReconcilerError):

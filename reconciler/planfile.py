@@ -105,7 +105,7 @@ def read_plan_file(
     With `key` None (no key available) the HMAC cannot be checked and the plan is refused."""
     try:
         payload = json.loads(Path(path).read_text())
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a plan file"
         raise PlanFileError(f"{path}: cannot read the plan file ({reason})") from None
     if not isinstance(payload, dict) or payload.get("magic") != MAGIC:

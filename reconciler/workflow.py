@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from reconciler.catalog import load_catalog
 from reconciler.config import LoadedConfig, load_config
-from reconciler.config.loader import display_path, load_root, parse_includes_ahead, resolve_reference
+from reconciler.config.loader import CONFIG_FILE, display_path, load_root, parse_includes_ahead, resolve_reference
 from reconciler.config.schema import LocalBackendSpec, RootFile
 from reconciler.errors import ReconcilerError, UsageError
 from reconciler.plan import Plan
@@ -84,7 +84,10 @@ def open_backend(ws: Workspace, root: RootFile) -> StateBackend:
         return LocalBackend(directory, ws.environment_name, display_dir=display_path(directory))
     from reconciler.state.postgres import PostgresBackend
 
-    dsn = resolve_reference(spec.dsn, config_dir=ws.config_dir, environ=ws.environ, where="backend.dsn")
+    root_file = ws.config_dir / CONFIG_FILE
+    dsn = resolve_reference(
+        spec.dsn, config_dir=ws.config_dir, environ=ws.environ, where=root_file, key=("backend", "dsn")
+    )
     return PostgresBackend(dsn, ws.environment_name)
 
 
@@ -199,8 +202,10 @@ def _valid_until(recorded: StateDocument | None, now: dt.datetime) -> dt.datetim
 
 def save_plan(ws: Workspace, result: PlanResult, path: Path) -> None:
     """Write `result` as a saved plan (signed with the state key, created for new local state)."""
-    from reconciler.planfile import write_plan_file
+    from reconciler.planfile import PlanFileError, write_plan_file
 
+    if not path.parent.is_dir():
+        raise PlanFileError(f"{path}: cannot write the plan file: No such file or directory")
     key = state_key(ws, result.loaded.root, result.backend, on_key_created=lambda source: None)
     write_plan_file(path, result.document, result.loaded.desired, key)
 
@@ -219,7 +224,7 @@ def _read_saved(ws: Workspace, path: Path, root: RootFile):  # type: ignore[no-u
         path,
         key=key,
         environment=ws.environment_name,
-        resolve_secret=lambda ref: resolve_reference(ref, config_dir=ws.config_dir, environ=ws.environ, where=str(path)),
+        resolve_secret=lambda ref: resolve_reference(ref, config_dir=ws.config_dir, environ=ws.environ, where=path),
     )
 
 
@@ -355,6 +360,8 @@ def run_apply(
         loaded = _load(ws)
         root, desired, backend = loaded.root, loaded.desired, open_backend(ws, loaded.root)
     with backend.lock("apply", timeout=lock_timeout):
+        if _sealed_key_id(backend.credential_store()) is not None:  # a wrong key fails before the plan is confirmed
+            state_key(ws, root, backend, on_key_created=on_key_created, create=False)
         if plan_file is not None:
             _check_fresh(plan_file, plan, backend)
         else:
@@ -407,6 +414,10 @@ def run_authorize(
     from reconciler.apply import authorize_pending
     loaded = _load(ws)
     backend = open_backend(ws, loaded.root)
+    if backend.read() is None:  # before the lock, which would create the state directory
+        if patterns:
+            raise UsageError(f"no pending authorization matches {', '.join(patterns)}")
+        return RunOutcome(None)
     with backend.lock("authorize", timeout=lock_timeout):
         doc = backend.read()
         pending = [
@@ -433,6 +444,8 @@ def run_authorize(
 def state_rm(ws: Workspace, patterns: list[str], *, lock_timeout: float) -> list[str]:
     """Forget addresses (globs) without revoking anything: their records and sealed credentials go."""
     backend = open_backend(ws, load_root(ws.config_dir, environment=ws.environment))
+    if backend.read() is None:  # before the lock, which would create the state directory
+        raise UsageError("there is no state yet")
     with backend.lock("state rm", timeout=lock_timeout):
         doc = backend.read()
         if doc is None:
@@ -458,6 +471,8 @@ def state_mv(ws: Workspace, old: str, new: str, *, lock_timeout: float) -> None:
     parts = new.split(".")
     if len(parts) != 3 or parts[0] != "installation" or not all(parts):
         raise UsageError(f"{new} is not an installation address (installation.<tenant>.<name>)")
+    if backend.read() is None:  # before the lock, which would create the state directory
+        raise UsageError(f"{old} is not an installation in state")
     with backend.lock("state mv", timeout=lock_timeout):
         doc = backend.read()
         record = doc.resources.get(old) if doc else None
@@ -492,6 +507,8 @@ def state_pull(ws: Workspace, directory: Path, *, lock_timeout: float) -> StateD
     """Copy the configured backend's state (document and sealed credentials, as they are) to a local directory."""
     source = open_backend(ws, load_root(ws.config_dir, environment=ws.environment))
     target = LocalBackend(directory, ws.environment_name)
+    if source.read() is None:  # before the lock, which would create the state directory
+        raise UsageError(f"there is no state at {source.describe()}")
     with source.lock("state pull", timeout=lock_timeout):
         return _copy_state(source, target, lock_timeout)
 

@@ -1,12 +1,14 @@
 """YAML reading: a fast strict loader, and lazy location of key paths for error messages.
 
-Owns: turning bytes into plain Python data (libyaml's C parser when present), refusing duplicate keys, and
-finding the line/column of a key path by re-composing one file with marks — only when an error is reported.
-Must not: know the configuration schema.
+Owns: turning bytes into plain Python data (libyaml's C parser when present), refusing duplicate keys and alias
+bombs (anchors whose aliases would expand a small file into millions of values), and finding the line/column of a
+key path by re-composing one file with marks — only when an error is reported. Must not: know the configuration
+schema.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +31,9 @@ class YamlSyntaxError(Exception):
 
 
 _STR_TAG = "tag:yaml.org,2002:str"
+# Aliases may expand a document to at most this many values, or ten times the values it writes, whichever is more:
+# generous for anchors used to share a scope list, far below what a "billion laughs" expands to.
+MAX_EXPANDED_VALUES = 100_000
 
 
 def _error_at(message: str, mark: Any) -> YamlSyntaxError:
@@ -82,6 +87,8 @@ def load_yaml_text(text: str) -> Any:
         except (_Unusual, yaml.YAMLError, ValueError, OverflowError, TypeError):
             pass  # the full loader below gives the same data, or the error with its position
     try:
+        if "&" in text and "*" in text:  # an alias needs an anchor: only then can the document expand
+            _refuse_alias_bomb(text)
         try:
             return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a safe loader subclass
         except (ValueError, OverflowError):  # a value that cannot be built (2026-02-30): find which, with marks
@@ -91,6 +98,9 @@ def load_yaml_text(text: str) -> Any:
         problem = exc.problem or exc.context or "invalid YAML"
         if exc.context and exc.problem:
             problem = f"{problem} ({exc.context})"
+        if problem == "found undefined alias" and mark is not None:  # libyaml does not say which
+            name = re.match(r"\*([^\s,\[\]{}]+)", text[mark.index :])
+            problem += f" '{name.group(1)}'" if name else ""
         line = mark.line + 1 if mark else None
         column = mark.column + 1 if mark else None
         raise YamlSyntaxError(f"invalid YAML: {problem}", line, column) from None
@@ -103,6 +113,41 @@ def load_yaml_text(text: str) -> Any:
         raise YamlSyntaxError(f"invalid YAML: {str(exc).splitlines()[0]}", None, None) from None
     except RecursionError:
         raise YamlSyntaxError("invalid YAML: nested too deeply", None, None) from None
+
+
+def _refuse_alias_bomb(text: str) -> None:
+    """Count the values the document stands for with every alias expanded, from its events (nothing is built),
+    and refuse it at the alias that takes the count past the limit, or at an alias inside its own anchor's value
+    (a loop no consumer of plain data could walk)."""
+    written = expanded = 0
+    sizes: dict[str, int] = {}  # anchor -> values it stands for
+    open_collections: list[tuple[str | None, int]] = []  # (anchor, expanded count when it opened)
+    limit = MAX_EXPANDED_VALUES
+    for event in yaml.parse(text, Loader=_BaseLoader):
+        if isinstance(event, (yaml.ScalarEvent, yaml.CollectionStartEvent)):
+            written += 1
+            expanded += 1
+            limit = max(MAX_EXPANDED_VALUES, 10 * written)
+            if isinstance(event, yaml.ScalarEvent):
+                if event.anchor:
+                    sizes[event.anchor] = 1
+            else:
+                open_collections.append((event.anchor, expanded - 1))
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, start = open_collections.pop()
+            if anchor:
+                sizes[anchor] = expanded - start
+        elif isinstance(event, yaml.AliasEvent):
+            if any(anchor == event.anchor for anchor, _ in open_collections):
+                message = f"invalid YAML: alias *{event.anchor} is inside the value it names (a loop)"
+                raise _error_at(message, event.start_mark)
+            expanded += sizes.get(event.anchor, 1)
+            if expanded > limit:
+                raise _error_at(
+                    f"invalid YAML: aliases expand to more than {limit:,} values (from {written:,} written): "
+                    "refused as an alias bomb; write the values out instead",
+                    event.start_mark,
+                )
 
 
 # -- the fast path: libyaml's events straight into dicts and lists -----------------------------------------------

@@ -2,15 +2,21 @@
 
 - `BrowserConsent`: opens the system browser (Python's `webbrowser`, so `BROWSER` is honoured), prints the URL
   too, and receives the redirect on a loopback listener bound to 127.0.0.1 when the redirect URI is
-  `http://127.0.0.1:<port>/...` or `http://localhost:<port>/...`; otherwise falls back to paste.
+  `http://127.0.0.1:<port>/...` or `http://localhost:<port>/...`; for another redirect URI it falls back to paste
+  when it was given a fallback (the default mode), and refuses otherwise (`--auth-mode browser` asked for loopback).
 - `PasteConsent`: prints the URL and reads back the URL the user landed on (or, in PKCE flows only, the bare code).
-`state` is checked in both; an `error=` answer is a clear refusal. Deferred consent is the executor's business
-(it records a pending authorization instead of asking anyone).
+Before anyone sees it, the authorization URL is checked against the request: it must send the code to the request's
+redirect URI, carry its state and client id, and — in PKCE flows — its S256 challenge (a downgraded or redirected
+URL is refused). `state` is checked in both; an `error=` answer is a clear refusal. The listener answers only
+requests from 127.0.0.1 addressed to itself (Host 127.0.0.1 or localhost with its port: no DNS rebinding).
+Deferred consent is the executor's business (it records a pending authorization instead of asking anyone).
 """
 
 from __future__ import annotations
 
+import base64
 import errno
+import hashlib
 import hmac
 import socket
 import threading
@@ -23,8 +29,16 @@ from urllib.parse import parse_qs, urlsplit
 
 from reconciler.auth.errors import ConsentError
 from reconciler.auth.flows import AuthorizationRequest
+from reconciler.errors import one_line
 
-__all__ = ["BrowserConsent", "ConsentStep", "LoopbackReceiver", "PasteConsent", "parse_callback"]
+__all__ = [
+    "BrowserConsent",
+    "ConsentStep",
+    "LoopbackReceiver",
+    "PasteConsent",
+    "check_authorization_url",
+    "parse_callback",
+]
 
 CLOSE_PAGE = (
     "<!doctype html><html><head><meta charset='utf-8'><title>reconciler</title></head><body style='font-family:"
@@ -66,6 +80,29 @@ def parse_callback(answer: str, request: AuthorizationRequest) -> str:
     if not code:
         raise ConsentError("the redirect carries no code")
     return code
+
+
+def check_authorization_url(request: AuthorizationRequest) -> None:
+    """Refuse an authorization URL that does not belong to `request`: one that would send the code elsewhere, or
+    carries another state or client, or — for a PKCE flow, or any code flow — lacks the S256 challenge of its
+    verifier (a downgrade to `plain` or to no PKCE)."""
+    query = {key: values[0] for key, values in parse_qs(urlsplit(request.url).query).items()}
+    sent_to = query.get("redirect_uri")
+    if sent_to != request.redirect_uri:
+        raise ConsentError(
+            f"the authorization URL would send the code to {one_line(str(sent_to))}, not to {request.redirect_uri}",
+            hint="refused before opening it; re-issue the authorization",
+        )
+    if query.get("state") != request.state.get_secret_value() or query.get("client_id") != request.client_id:
+        raise ConsentError("the authorization URL carries another state or client id than this authorization")
+    if request.code_verifier is not None or query.get("response_type") == "code":
+        verifier = request.code_verifier.get_secret_value().encode() if request.code_verifier else b""
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier).digest()).rstrip(b"=").decode()
+        if not verifier or query.get("code_challenge_method") != "S256" or query.get("code_challenge") != challenge:
+            raise ConsentError(
+                "the authorization URL lacks this authorization's PKCE S256 challenge: refusing a PKCE downgrade",
+                hint="re-issue the authorization",
+            )
 
 
 def loopback_target(redirect_uri: str) -> tuple[int, str] | None:
@@ -145,8 +182,13 @@ class LoopbackReceiver:
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         if handler.client_address[0] != "127.0.0.1":
-            self.report("refused a redirect from a non-loopback address")
+            self.report(f"refused a redirect from {handler.client_address[0]}: only 127.0.0.1 may answer")
             return self._reply(handler, 403, "Refused", "Only this machine may answer.")
+        host = handler.headers.get("Host", "")
+        if host not in {f"127.0.0.1:{self.server.server_port}", f"localhost:{self.server.server_port}"}:
+            # A page elsewhere whose name resolves to 127.0.0.1 (DNS rebinding) names its own host here.
+            self.report(f"refused a request addressed to {one_line(host[:100])!r}, not to this listener")
+            return self._reply(handler, 403, "Refused", "This listener answers its own address only.")
         url = urlsplit(handler.path)
         if url.path != self.path:
             return self._reply(handler, 404, "Not found", "This is not the authorization callback.")
@@ -192,19 +234,20 @@ class PasteConsent:
         self.announce, self.read_answer = announce, read_answer
 
     def obtain(self, request: AuthorizationRequest, label: str) -> str:
+        check_authorization_url(request)
         self.announce(label, request.url)
         prompt = "Paste the URL you were redirected to" + (" (or the code)" if request.pkce else "")
         return parse_callback(self.read_answer(prompt), request)
 
 
 class BrowserConsent:
-    """Open the browser; receive the redirect on loopback, or fall back to paste for other redirect URIs."""
+    """Open the browser; receive the redirect on loopback, or (given `paste`) fall back to it for another redirect."""
 
     def __init__(
         self,
         announce: Callable[[str, str], None],
         report: Callable[[str], None],
-        paste: PasteConsent,
+        paste: PasteConsent | None,
         *,
         timeout: float = 300.0,
         open_url: Callable[[str], Any] | None = None,
@@ -212,8 +255,16 @@ class BrowserConsent:
         self.announce, self.report, self.paste, self.timeout, self.open_url = announce, report, paste, timeout, open_url
 
     def obtain(self, request: AuthorizationRequest, label: str) -> str:
+        check_authorization_url(request)
         target = loopback_target(request.redirect_uri)
+        if target is None and self.paste is None:
+            raise ConsentError(
+                f"browser mode receives the code on 127.0.0.1, but the redirect URI {request.redirect_uri} sends it "
+                "to another host",
+                hint="use --auth-mode paste (or leave --auth-mode out), or a http://127.0.0.1:<port>/ redirect URI",
+            )
         if target is None:
+            assert self.paste is not None
             self.report(f"the redirect URI {request.redirect_uri} is not a loopback address: paste mode")
             return self.paste.obtain(request, label)
         port, path = target

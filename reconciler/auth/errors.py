@@ -8,13 +8,16 @@ fits no documented format), `verify` (the token does not reach what was declared
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Iterable
 from typing import Any, Literal
+from urllib.parse import quote, quote_plus
 
 import httpx
 
 from reconciler.errors import ReconcilerError
 
-__all__ = ["ConsentError", "ProviderError", "classify_error", "retry_after_seconds", "transient"]
+__all__ = ["ConsentError", "ProviderError", "classify_error", "redacted", "retry_after_seconds", "transient"]
 
 Category = Literal["partner", "grant", "denied", "scope", "transient", "protocol", "verify", "config"]
 PARTNER_ERRORS = {"invalid_client", "unauthorized_client"}
@@ -94,3 +97,29 @@ def transient(what: str, exc: httpx.HTTPError) -> ProviderError:
     """A network failure, named by what was being reached (never the request, which may hold secrets)."""
     reason = "timed out" if isinstance(exc, httpx.TimeoutException) else "could not be reached"
     return ProviderError(f"{what} {reason} ({type(exc).__name__})", category="transient")
+
+
+def _forms(value: str) -> set[str]:
+    """How a value may come back inside a provider's answer: as sent in a form or URL, or base64-encoded."""
+    raw = value.encode()
+    encoded = {base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()}
+    return {value, quote(value, safe=""), quote_plus(value), *encoded, *(e.rstrip("=") for e in encoded)}
+
+
+def redacted(error: ProviderError, values: Iterable[str | None]) -> ProviderError:
+    """`error` with every secret it could echo (a provider that repeats the request in its error description)
+    replaced by `(redacted)`, in each form the provider may have written it."""
+    forms = sorted({f for v in values if v and len(v) >= 4 for f in _forms(v)}, key=len, reverse=True)
+
+    def clean(text: str | None) -> str | None:
+        for form in forms:
+            if text and form in text:
+                text = text.replace(form, "(redacted)")
+        return text
+
+    message, hint = clean(error.message) or "", clean(error.hint)
+    if message == error.message and hint == error.hint:
+        return error
+    return ProviderError(
+        message, category=error.category, hint=hint, status=error.status, retry_after=error.retry_after
+    )

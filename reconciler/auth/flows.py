@@ -21,7 +21,7 @@ import authlib.deprecate  # noqa: E402,F401 - installs authlib's own "always" fi
 import httpx
 from pydantic import SecretStr
 
-from reconciler.auth.errors import ProviderError, classify_error, retry_after_seconds, transient
+from reconciler.auth.errors import ProviderError, classify_error, redacted, retry_after_seconds, transient
 from reconciler.catalog import AuthFlavour, Catalog
 from reconciler.config.desired import DesiredInstallation, DesiredPartner
 from reconciler.state.credentials import TokenSet
@@ -155,13 +155,16 @@ class LegacyFlow:
             response = self.http.post(s.token_url, data=form, headers={"Accept": "application/json"})
         except httpx.HTTPError as exc:
             raise transient(f"token endpoint {_origin(s.token_url)}", exc) from None
-        return normalise_token_response(
-            response.status_code,
-            response.headers.get("content-type", ""),
-            response.content,
-            self.now(),
-            retry_after=retry_after_seconds(response.headers.get("retry-after")),
-        )
+        try:
+            return normalise_token_response(
+                response.status_code,
+                response.headers.get("content-type", ""),
+                response.content,
+                self.now(),
+                retry_after=retry_after_seconds(response.headers.get("retry-after")),
+            )
+        except ProviderError as exc:  # its description may repeat the request
+            raise redacted(exc, (form["client_assertion"], form["assertion"])) from None
 
 
 class EntraFlow:
@@ -192,44 +195,53 @@ class EntraFlow:
             url, state = client.create_authorization_url(
                 s.authorize_url, state=state or secrets.token_urlsafe(24), code_verifier=verifier, response_mode="query"
             )
-        if f"code_challenge={create_s256_code_challenge(verifier)}" not in url:
-            raise ProviderError("could not build a PKCE authorization URL", category="protocol")
+        challenge = f"code_challenge={create_s256_code_challenge(verifier)}"
+        if challenge not in url or "code_challenge_method=S256" not in url:
+            raise ProviderError("could not build a PKCE (S256) authorization URL", category="protocol")
         return AuthorizationRequest(url, SecretStr(state), s.redirect_uri, s.client_id, s.scopes, SecretStr(verifier))
 
     def exchange(self, code: str, request: AuthorizationRequest) -> TokenSet:
         if request.code_verifier is None:
             raise ProviderError("the Entra ID flow needs a PKCE verifier", category="protocol")
         verifier = request.code_verifier.get_secret_value()
-        return self._fetch(lambda c: c.fetch_token(self.settings.token_url, code=code, code_verifier=verifier, scope=self.scope))
+        return self._fetch(
+            lambda c: c.fetch_token(self.settings.token_url, code=code, code_verifier=verifier, scope=self.scope),
+            sent=(code, verifier),
+        )
 
     def refresh(self, tokens: TokenSet) -> TokenSet:
         if tokens.refresh_token is None:
             raise ProviderError("no refresh token is recorded", category="grant")
         token = tokens.refresh_token.get_secret_value()
-        result = self._fetch(lambda c: c.refresh_token(self.settings.token_url, refresh_token=token, scope=self.scope))
+        result = self._fetch(
+            lambda c: c.refresh_token(self.settings.token_url, refresh_token=token, scope=self.scope), sent=(token,)
+        )
         if result.refresh_token is None:  # Entra may keep the refresh token; then the old one stays valid
             result = result.model_copy(update={"refresh_token": tokens.refresh_token})
         return result
 
-    def _fetch(self, call: Callable[[Any], Any]) -> TokenSet:
+    def _fetch(self, call: Callable[[Any], Any], *, sent: tuple[str, ...]) -> TokenSet:
         responses: list[httpx.Response] = []
         try:
             with self._client(responses) as client:
                 call(client)
         except (httpx.TransportError, httpx.TimeoutException) as exc:
             raise transient(f"token endpoint {_origin(self.settings.token_url)}", exc) from None
-        except (httpx.HTTPError, AuthlibBaseError, ValueError, KeyError, TypeError):
+        except (httpx.HTTPError, AuthlibBaseError, ValueError, KeyError, TypeError, RecursionError):
             pass  # authlib raises on error answers; the answer itself is classified below
         if not responses:
             raise ProviderError("the token request could not be made", category="protocol")
         last = responses[-1]
-        return normalise_token_response(
-            last.status_code,
-            last.headers.get("content-type", ""),
-            last.content,
-            self.now(),
-            retry_after=retry_after_seconds(last.headers.get("retry-after")),
-        )
+        try:
+            return normalise_token_response(
+                last.status_code,
+                last.headers.get("content-type", ""),
+                last.content,
+                self.now(),
+                retry_after=retry_after_seconds(last.headers.get("retry-after")),
+            )
+        except ProviderError as exc:  # its description may repeat the request
+            raise redacted(exc, (self.settings.client_secret.get_secret_value(), *sent)) from None
 
 
 def normalise_token_response(
@@ -242,7 +254,7 @@ def normalise_token_response(
     if "json" in content_type or body[:1] in (b"{", b"["):
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past what is worth reading
             data = None
     if status != 200 or not isinstance(data, dict) or "access_token" not in data:
         raise classify_error(

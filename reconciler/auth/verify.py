@@ -46,7 +46,7 @@ def verify_token(
         if response.status_code == 200 and "json" in content_type:
             try:
                 body = response.json()
-            except ValueError:
+            except (ValueError, RecursionError):
                 body = None
             if not isinstance(body, dict):
                 raise ProviderError(f"{name} check: the provider answered with unusable JSON", category="protocol")

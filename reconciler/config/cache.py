@@ -4,7 +4,9 @@ Owns: content-addressed entries (SHA-256 of the file's bytes + reconciler versio
 parsed data *before* validation and secret resolution, stored with `marshal` (plain data only; a file whose
 data marshal cannot hold is simply not cached). Lives outside the configuration directory
 (`RECONCILER_CACHE_DIR`, else `$XDG_CACHE_HOME/reconciler`, else `~/.cache/reconciler`), is safe to delete,
-and never changes a result: any problem reading or writing it falls back to parsing. Must not: hold secrets.
+and never changes a result: any problem reading or writing it falls back to parsing. New entries are written by
+`commit()`, once the whole configuration loaded: a failing command leaves the cache as it found it. Must not:
+hold secrets.
 """
 
 from __future__ import annotations
@@ -35,27 +37,40 @@ class ParseCache:
     def __init__(self, directory: Path, catalog_version: str) -> None:
         self.directory = directory / "parse"
         self._salt = b"\0".join((_FORMAT, __version__.encode(), catalog_version.encode()))
+        self._new: list[tuple[Path, bytes]] = []
 
     def _path(self, raw: bytes) -> Path:
         digest = hashlib.sha256(self._salt + b"\0" + raw).hexdigest()
         return self.directory / digest[:2] / f"{digest}.marshal"
 
     def load(self, raw: bytes, parse: Callable[[], Any]) -> Any:
-        """The parsed data of `raw`: from the cache, or from `parse()` (then stored for next time)."""
+        """The parsed data of `raw`: from the cache, or from `parse()` (then stored by the next `commit()`)."""
         path = self._path(raw)
         try:
             return marshal.loads(path.read_bytes())
         except (OSError, EOFError, ValueError, TypeError):
             pass
         data = parse()
-        self._store(path, data)
+        try:
+            self._new.append((path, marshal.dumps(data)))  # as parsed, before anything could change it
+        except ValueError:
+            pass  # e.g. a date: not plain data, parse again next time
         return data
 
-    def _store(self, path: Path, data: Any) -> None:
+    def remember(self, raw: bytes, data: Any) -> None:
+        """Store `data` as the parse of `raw` by the next `commit()` (parsed elsewhere, e.g. by a worker)."""
         try:
-            blob = marshal.dumps(data)
+            self._new.append((self._path(raw), marshal.dumps(data)))
         except ValueError:
-            return  # e.g. a date: not plain data, parse again next time
+            pass
+
+    def commit(self) -> None:
+        """Store what was parsed since the last commit (call once the configuration loaded without error)."""
+        new, self._new = self._new, []
+        for path, blob in new:
+            self._store(path, blob)
+
+    def _store(self, path: Path, blob: bytes) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")

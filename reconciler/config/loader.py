@@ -34,6 +34,7 @@ from reconciler.config.schema import (
     IncludedFile,
     InstallationSpec,
     PartnerSpec,
+    PostgresBackendSpec,
     RootFile,
     TenantSpec,
 )
@@ -166,9 +167,13 @@ def parse_includes_ahead(
         return None
     paths = [path for _, pattern in include_patterns(data) for path in glob_matches(root_path.parent, pattern)]
 
-    def parse(raw: bytes) -> Any:
+    def parse(raw: bytes) -> tuple[Any, bool]:  # the data, and whether it was parsed (not found in the cache)
         text = raw.decode("utf-8-sig")
-        return cache.load(raw, lambda: load_yaml_text(text)) if cache else load_yaml_text(text)
+        if cache is None:
+            return load_yaml_text(text), True
+        parsed: list[bool] = []
+        data = cache.load(raw, lambda: parsed.append(True) or load_yaml_text(text))
+        return data, bool(parsed)
 
     return parse_ahead(paths, parse)
 
@@ -194,11 +199,18 @@ def load_root(config_dir: Path, *, environment: str | None = None) -> RootFile:
     return root
 
 
-def resolve_reference(value: str, *, config_dir: Path, environ: Mapping[str, str], where: str) -> str:
-    """The value of one `${env:NAME}`/`${file:PATH}` reference (a DSN, or a secret a saved plan names)."""
+def resolve_reference(
+    value: str, *, config_dir: Path, environ: Mapping[str, str], where: Path, key: KeyPath = ()
+) -> str:
+    """The value of one `${env:NAME}`/`${file:PATH}` reference (a DSN, or a secret a saved plan names), written at
+    `key` in the file `where` (a problem is reported there, with its line when `key` is found in it)."""
     loader = _Loader(Path(config_dir), environ, load_catalog(), None)
-    src = SourceFile(Path(where), where, "")
-    resolved = loader._value(src, (where,), value, secret=True)
+    try:
+        text = where.read_text(encoding="utf-8") if key else ""
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    src = SourceFile(where, display_path(where), text)
+    resolved = loader._value(src, key, value, secret=True)
     loader._fail_if_issues()
     assert resolved is not None
     return resolved
@@ -328,6 +340,8 @@ class _Loader:
         self._fail_if_issues()
         root = self.files[0][1]
         assert isinstance(root, RootFile)
+        if isinstance(root.backend, PostgresBackendSpec) and not _REFERENCE.match(root.backend.dsn):
+            self._value(self.files[0][0], ("backend", "dsn"), root.backend.dsn, secret=True)  # refused: a literal
         partners, tenants = self._merge()
         self._fail_if_issues()
         desired_partners = self._partners(partners, root)
@@ -345,6 +359,8 @@ class _Loader:
             (reference, reference in self._secret_references, None if reference in self._secret_references else value)
             for reference, value in self._resolved.items()
         ]
+        if self.cache is not None:
+            self.cache.commit()
         return LoadedConfig(desired, self.warnings, files, root, self.manifest)
 
     def _read(self, path: Path, model: type[IncludedFile] | None) -> tuple[SourceFile, dict[str, Any]] | None:
@@ -370,8 +386,12 @@ class _Loader:
             return None
         src = SourceFile(path, display, text)
         try:
-            data = self.ahead.get(path, raw) if self.ahead is not None else MISSING
-            if data is MISSING:
+            ahead = self.ahead.get(path, raw) if self.ahead is not None else MISSING
+            if ahead is not MISSING:
+                data, fresh = ahead
+                if fresh and self.cache is not None:  # parsed there: cached here, once the whole load succeeds
+                    self.cache.remember(raw, data)
+            else:
                 data = self.cache.load(raw, lambda: load_yaml_text(text)) if self.cache else load_yaml_text(text)
         except YamlSyntaxError as exc:
             self.issues.append(ConfigIssue(Location(display, exc.line, exc.column), "", exc.message))
@@ -399,6 +419,8 @@ class _Loader:
 
     def _validation_issue(self, src: SourceFile, model: type[BaseModel], error: Any) -> None:
         loc: KeyPath = tuple(error["loc"])
+        if loc[:1] == ("backend",) and loc[1:2] in (("local",), ("postgres",)):
+            loc = loc[:1] + loc[2:]  # the tag pydantic adds for the backend type is not a key in the file
         at_key = False
         kind = error["type"]
         if loc and loc[-1] == "[key]":
@@ -575,7 +597,7 @@ class _Loader:
                     src,
                     path,
                     "a literal secret is refused: these files live in git",
-                    f"use ${{env:{env_name}}} or ${{file:secrets/{path[-1]}}} instead",
+                    f"use ${{env:{env_name}}} or ${{file:secrets/{path[-1] if path else 'secret'}}} instead",
                 )
                 return None
             if "${" in value:

@@ -48,10 +48,13 @@ def _journal_record(line: bytes, lineage: str, serial: int) -> dict[str, Any] | 
             return None
         if not isinstance(payload["set"], dict) or not isinstance(payload["delete"], list):
             return None
-        for data in payload["set"].values():
-            _RECORD.validate_python(data)
+        if not all(isinstance(address, str) for address in payload["delete"]):
+            return None
+        for address, data in payload["set"].items():
+            if _RECORD.validate_python(data).address != address:
+                return None
         return payload  # type: ignore[no-any-return]
-    except (ValueError, KeyError, TypeError, ValidationError):
+    except (ValueError, KeyError, TypeError, ValidationError, RecursionError):  # a damaged line is a torn one
         return None
 
 
@@ -304,7 +307,9 @@ class LocalBackend:
             holder = self._holder(fd)
             try:
                 data = json.loads(os.pread(fd, 4096, 0) or b"{}")
-            except ValueError:
+            except (ValueError, RecursionError):
+                data = {}
+            if not isinstance(data, dict):
                 data = {}
             if data.get("id") != lock_id:
                 raise StateError(f"state {self._display}: the lock is {data.get('id') or 'not held'}, not {lock_id}")
@@ -329,7 +334,7 @@ class LocalBackend:
     def _holder_info(self, fd: int) -> LockInfo | None:
         try:
             return LockInfo(**json.loads(os.pread(fd, 4096, 0) or b"{}"))
-        except (ValueError, TypeError, OSError):
+        except (ValueError, TypeError, OSError, RecursionError):
             return None
 
     def _holder(self, fd: int) -> str:
