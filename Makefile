@@ -35,14 +35,9 @@ postgres:
 test: $(STAMP) browser postgres
 	$(BIN)/python -m pytest -m "not slow"
 
-# The reliability suite in full, slow runs included (kill -9 trials, concurrent writers, provider faults); one
-# `reliability: <area>: ...` line per area at the end.
-reliability: $(STAMP) postgres
-	$(BIN)/python -m pytest tests/reliability
-
 # The reliability suite at full budgets (bad input, secrets, OAuth attacks, 10,000 fuzz examples, crashes,
 # concurrency, faults): one line per area with its figures at the end.
-reliability: $(STAMP) postgres
+reliability: $(STAMP) browser postgres
 	$(BIN)/python -m pytest tests/reliability -m 'not quick'
 
 # Issue 5's benchmark: every figure in one run, a table of ratios with pass/fail, bench/RESULTS.md.

@@ -340,7 +340,7 @@ class _Loader:
         self._fail_if_issues()
         root = self.files[0][1]
         assert isinstance(root, RootFile)
-        if isinstance(root.backend, PostgresBackendSpec) and not _REFERENCE.match(root.backend.dsn):
+        if isinstance(root.backend, PostgresBackendSpec) and not REFERENCE.match(root.backend.dsn):
             self._value(self.files[0][0], ("backend", "dsn"), root.backend.dsn, secret=True)  # refused: a literal
         partners, tenants = self._merge()
         self._fail_if_issues()
