@@ -109,7 +109,7 @@ def works_at(provider, tokens) -> bool:  # type: ignore[no-untyped-def]
 
 # -- crash trials: a `reconciler apply` process with a scripted user, killed at a chosen moment ------------------
 
-COMPLETED = re.compile(r"^((?:installation|partner)\.\S+): (?:authorized \(granted|created$)")
+COMPLETED = re.compile(r"^((?:installation|partner)\.\S+): (?:authorized \(granted|created$|updated|deleted)")
 ROOT = Path(__file__).resolve().parents[2]
 
 
