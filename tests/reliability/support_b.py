@@ -42,7 +42,8 @@ class Figures:
     def lines(self) -> list[str]:
         with self._lock:
             return [
-                f"reliability: {area}: " + ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in counts.items())
+                f"reliability: {area}: "
+                + ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in counts.items())
                 for area, counts in sorted(self._areas.items())
             ]
 
@@ -129,19 +130,39 @@ class ApplyRun:
     authorization. Progress lines tell which steps the run reported complete, and when."""
 
     def __init__(self, config_dir: Path, env: dict[str, str], *extra: str) -> None:
-        command = [sys.executable, "-m", "reconciler", "-C", str(config_dir), "apply", "--auto-approve",
-                   "--auth-mode", "browser", "--auth-timeout", "30", *extra]
+        command = [
+            sys.executable,
+            "-m",
+            "reconciler",
+            "-C",
+            str(config_dir),
+            "apply",
+            "--auto-approve",
+            "--auth-mode",
+            "browser",
+            "--auth-timeout",
+            "30",
+            *extra,
+        ]
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**env, "BROWSER": "true"},
-            cwd=ROOT, start_new_session=True,
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**env, "BROWSER": "true"},
+            cwd=ROOT,
+            start_new_session=True,
         )
         self.completed: list[str] = []
         self.stderr: list[str] = []
         self.stdout = ""
         self.changed = threading.Condition()
         self.done = False
-        self.threads = [threading.Thread(target=self._user, daemon=True), threading.Thread(target=self._drain, daemon=True)]
+        self.threads = [
+            threading.Thread(target=self._user, daemon=True),
+            threading.Thread(target=self._drain, daemon=True),
+        ]
         for thread in self.threads:
             thread.start()
 
@@ -186,9 +207,9 @@ class ApplyRun:
     def wait_for(self, installations: int, timeout: float) -> bool:
         """Wait until the run reported `installations` authorizations complete (False: it ended, or timed out)."""
         with self.changed:
-            return self.changed.wait_for(lambda: self.done or self.installations_done() >= installations, timeout) and (
-                self.installations_done() >= installations
-            )
+            return self.changed.wait_for(
+                lambda: self.done or self.installations_done() >= installations, timeout
+            ) and (self.installations_done() >= installations)
 
     def kill(self) -> bool:
         """kill -9 the run (and anything it started); False when it had already finished."""

@@ -76,9 +76,15 @@ def _change_config(count: int) -> str:
     for index in range(count):
         change = _changed(index)
         if change != "delete":
-            block = _block(index, "entra" if change == "reauthorize" else "legacy", "Web" if change == "update" else "Platform")
+            block = _block(
+                index,
+                "entra" if change == "reauthorize" else "legacy",
+                "Web" if change == "update" else "Platform",
+            )
             tenants.setdefault(index // 10, []).append(block.split("installations:\n", 1)[1])
-    return "".join(f"  t{t:03d}:\n    installations:\n" + "".join(items) for t, items in sorted(tenants.items()))
+    return "".join(
+        f"  t{t:03d}:\n    installations:\n" + "".join(items) for t, items in sorted(tenants.items())
+    )
 
 
 def _expected(phase: str, count: int) -> dict[str, tuple[str, Callable[[Any], bool]]]:
@@ -112,12 +118,18 @@ def _invariants(config: Path, server: SandboxServer, expected: dict, reported: s
         tokens = recorded_tokens(config / "state", {})
     except Exception as exc:  # noqa: BLE001
         return [*problems, f"sealed credentials do not open: {exc}"]
-    problems += [f"{a} is authorized without working tokens ({t})" for a, t in tokens.items() if not works_at(server.provider, t)]
+    problems += [
+        f"{a} is authorized without working tokens ({t})"
+        for a, t in tokens.items()
+        if not works_at(server.provider, t)
+    ]
     resources = doc.resources if doc else {}
     installations = [a for a, r in resources.items() if a.startswith("installation.")]
     problems += [f"{a} is recorded but not authorized" for a in installations if a not in tokens]
     done = {a: check(resources.get(a)) for a, (action, check) in expected.items()}
-    problems += [f"{a} was reported complete but is not done in state" for a in sorted(reported) if not done.get(a)]
+    problems += [
+        f"{a} was reported complete but is not done in state" for a in sorted(reported) if not done.get(a)
+    ]
     plan = run(["-C", str(config), "plan", "--format", "json", "--detailed-exitcode"], ENV)
     if plan.exit_code not in (0, 2):
         return [*problems, f"plan failed: {plan.stderr.strip()}"]
@@ -125,7 +137,9 @@ def _invariants(config: Path, server: SandboxServer, expected: dict, reported: s
     remaining = {a: action for a, (action, check) in expected.items() if not done[a]}
     if changes != remaining:
         wrong = sorted(set(changes.items()) ^ set(remaining.items()))[:3]
-        problems.append(f"plan shows {len(changes)} changes, expected the {len(remaining)} not done (e.g. {wrong})")
+        problems.append(
+            f"plan shows {len(changes)} changes, expected the {len(remaining)} not done (e.g. {wrong})"
+        )
     if plan.exit_code != (2 if remaining else 0):
         problems.append(f"plan --detailed-exitcode exited {plan.exit_code}")
     return problems
@@ -150,7 +164,9 @@ def _killed_apply(config: Path, server: SandboxServer, expected: dict, rng: rand
     code = second.finish(900)
     if code != 0:
         problems.append(f"the second apply exited {code}: {second.stderr[-3:]}")
-    problems += [f"after the second apply: {p}" for p in _invariants(config, server, expected, set(second.completed))]
+    problems += [
+        f"after the second apply: {p}" for p in _invariants(config, server, expected, set(second.completed))
+    ]
     plan = run(["-C", str(config), "plan", "--detailed-exitcode"], ENV)
     if plan.exit_code != 0:
         problems.append("plan after the second apply is not empty")
@@ -173,7 +189,9 @@ def _trials(tmp_path: Path, provider: tuple[SandboxServer, int], trials: int, co
             try:
                 outcome = _killed_apply(config, server, _expected(phase, count), rng)
             finally:
-                figures.add(AREA, killed_applies=1, steps=count, failures_found=0 if outcome else 1, **outcome)
+                figures.add(
+                    AREA, killed_applies=1, steps=count, failures_found=0 if outcome else 1, **outcome
+                )
 
 
 def test_kill_9_during_apply_fast(tmp_path: Path, provider) -> None:  # type: ignore[no-untyped-def]
@@ -202,15 +220,21 @@ def test_a_record_appended_after_a_torn_journal_tail_is_kept(tmp_path: Path) -> 
 
     backend = LocalBackend(tmp_path, "default")
     with backend.lock("init"):
-        backend.write(StateDocument.new("default").with_resources({PARTNER.address: PARTNER}), expected_serial=None)
+        backend.write(
+            StateDocument.new("default").with_resources({PARTNER.address: PARTNER}), expected_serial=None
+        )
     with open(tmp_path / "default.journal", "ab") as journal:
         journal.write(b'{"c": "0f3a", "p": {"lineage": "')  # what a failed append leaves
     other = PARTNER.model_copy(update={"name": "other"})
     with backend.lock("apply"):
         doc = backend.read()
         assert doc is not None
-        written = backend.write(doc.with_record(other.address, other), expected_serial=doc.serial, changed={other.address})
-        seen = LocalBackend(tmp_path, "default").read()  # another reader now, or the next command after a kill -9
+        written = backend.write(
+            doc.with_record(other.address, other), expected_serial=doc.serial, changed={other.address}
+        )
+        seen = LocalBackend(
+            tmp_path, "default"
+        ).read()  # another reader now, or the next command after a kill -9
         assert seen == written and other.address in seen.resources
     figures.add(AREA, failures_found=0)
 
@@ -229,14 +253,18 @@ def test_kill_9_after_a_torn_journal_tail_keeps_what_was_reported(tmp_path: Path
     assert second.wait_for(4, timeout=120)
     assert second.kill()
     second.finish(60)
-    problems = _invariants(config, server, _expected("create", 8), set(second.completed) | set(first.completed))
+    problems = _invariants(
+        config, server, _expected("create", 8), set(second.completed) | set(first.completed)
+    )
     figures.add(AREA, killed_applies=1, steps=8, kills=1, failures_found=int(bool(problems)))
     assert problems == []
 
 
 @pytest.mark.parametrize("secret", ["key file", "passphrase salt"])
 @pytest.mark.parametrize("dies_at", ["fdopen", "fsync"])
-def test_a_crash_while_creating_the_state_key_leaves_no_half_key(sandbox_config, secret: str, dies_at: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_crash_while_creating_the_state_key_leaves_no_half_key(
+    sandbox_config, secret: str, dies_at: str
+) -> None:  # type: ignore[no-untyped-def]
     """Regression: a process killed while writing a new key file (or passphrase salt) left it empty, and every
     later run failed on it; now it is created whole or not at all, and the next run creates it."""
     import os
@@ -277,11 +305,15 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     mount = tmp_path / "disk"
     mount.mkdir()
     result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mount)], capture_output=True, text=True
+        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
     )
     if result.returncode != 0:
-        pytest.fail(f"the full-disk tests need a small filesystem of their own: `mount -t tmpfs` failed "
-                    f"({result.stderr.strip() or result.returncode}); run them as root")
+        pytest.fail(
+            f"the full-disk tests need a small filesystem of their own: `mount -t tmpfs` failed "
+            f"({result.stderr.strip() or result.returncode}); run them as root"
+        )
     try:
         yield mount
     finally:
@@ -326,9 +358,9 @@ def on_small_disk(small_disk: Path, sandbox: SandboxServer, monkeypatch: pytest.
     register(sandbox, port)
     monkeypatch.setattr(webbrowser, "open", ScriptedBrowser())
     monkeypatch.chdir(small_disk)
-    two = installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.project"]) + installation(
-        "globex", "ado", "legacy", "globex", "Operations", ["vso.work_full", "vso.project"]
-    )
+    two = installation(
+        "acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.project"]
+    ) + installation("globex", "ado", "legacy", "globex", "Operations", ["vso.work_full", "vso.project"])
 
     def write(extra: str = "") -> None:
         (small_disk / "reconciler.yaml").write_text(config_text(sandbox.url, port, two + extra))
@@ -340,7 +372,10 @@ def on_small_disk(small_disk: Path, sandbox: SandboxServer, monkeypatch: pytest.
 
 FULL_DISK_COMMANDS = {
     # command -> (arguments, what the configuration gains first)
-    "apply (a new installation)": (["-C", ".", "apply", "--auto-approve", "--auth-mode", "browser", "--auth-timeout", "20"], True),
+    "apply (a new installation)": (
+        ["-C", ".", "apply", "--auto-approve", "--auth-mode", "browser", "--auth-timeout", "20"],
+        True,
+    ),
     "apply (defer: a pending record)": (["-C", ".", "apply", "--auto-approve", "--auth-mode", "defer"], True),
     "state rm": (["-C", ".", "state", "rm", "installation.globex.ado"], False),
     "state mv": (["-C", ".", "state", "mv", "installation.globex.ado", "installation.globex.renamed"], False),
@@ -350,7 +385,9 @@ FULL_DISK_COMMANDS = {
 
 @pytest.mark.parametrize("leave_pages", [0, 1], ids=["no page free", "one page free"])
 @pytest.mark.parametrize("command", list(FULL_DISK_COMMANDS))
-def test_a_full_disk_leaves_the_previous_state_intact(on_small_disk, sandbox, command: str, leave_pages: int) -> None:  # type: ignore[no-untyped-def]
+def test_a_full_disk_leaves_the_previous_state_intact(
+    on_small_disk, sandbox, command: str, leave_pages: int
+) -> None:  # type: ignore[no-untyped-def]
     """A state-writing command on a full disk (completely full, or with room for the lock record only): exit 1, a
     clear message, and every state file byte for byte as before and loadable; no refresh token is rotated that
     could not be stored; once there is room again the same command succeeds."""
@@ -368,7 +405,9 @@ def test_a_full_disk_leaves_the_previous_state_intact(on_small_disk, sandbox, co
     changed = sum(1 for name in before.keys() | after.keys() if before.get(name) != after.get(name))
     figures.add(AREA, full_disk_cases=1, state_files_changed=changed)
     assert result.exit_code == 1, result.stdout + result.stderr
-    assert "No space left on device" in result.stderr or "bytes free beside the state" in result.stderr, result.stderr
+    assert "No space left on device" in result.stderr or "bytes free beside the state" in result.stderr, (
+        result.stderr
+    )
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
     assert changed == 0, sorted(n for n in before.keys() | after.keys() if before.get(n) != after.get(n))
     assert LocalBackend(disk / "state", "default").read() is not None
@@ -398,11 +437,17 @@ def test_a_state_mv_interrupted_before_its_document_write_can_be_run_again(sandb
         patch.setattr(LocalBackend, "write", dies)
         assert run(move, ENV).exit_code == 1
     assert LocalBackend(directory / "state", "default").read().resources.keys() == {  # type: ignore[union-attr]
-        "partner.legacy", "partner.entra", "installation.acme.ado"
+        "partner.legacy",
+        "partner.entra",
+        "installation.acme.ado",
     }
     again = run(move, ENV)
     assert again.exit_code == 0, again.stderr
     tokens = recorded_tokens(directory / "state", {})
-    assert set(tokens) == {"installation.acme.main"} and works_at(sandbox.provider, tokens["installation.acme.main"])
-    assert before.keys() - _files(directory / "state").keys() == {"default.credentials/installation.acme.ado.json"}
+    assert set(tokens) == {"installation.acme.main"} and works_at(
+        sandbox.provider, tokens["installation.acme.main"]
+    )
+    assert before.keys() - _files(directory / "state").keys() == {
+        "default.credentials/installation.acme.ado.json"
+    }
     figures.add(AREA, failures_found=0)

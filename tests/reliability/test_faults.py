@@ -43,7 +43,9 @@ FAULTS: dict[str, object] = {
 TRANSIENT = ["http-500", "http-429", "hang", "signin-page"]
 
 
-def _inject(sandbox: SandboxServer, endpoint: str, name: str, times: int = 1, organization: str | None = None) -> None:
+def _inject(
+    sandbox: SandboxServer, endpoint: str, name: str, times: int = 1, organization: str | None = None
+) -> None:
     spec = FAULTS[name]
     if organization is not None:
         spec = {**(spec if isinstance(spec, dict) else {"kind": spec}), "organization": organization}  # type: ignore[dict-item]
@@ -122,7 +124,10 @@ def test_one_fault_at_the_code_exchange(applied, name: str) -> None:  # type: ig
         assert result.exit_code == 1
         assert line.startswith("error: installation.globex.ado: ") and expected in line.lower()
         assert line.count("installation.globex.ado") == 1
-        assert (_footprint(directory, "installation.globex.ado"), _footprint(directory, "installation.acme.ado")) == before
+        assert (
+            _footprint(directory, "installation.globex.ado"),
+            _footprint(directory, "installation.acme.ado"),
+        ) == before
         again = run(APPLY, RENV)
         assert again.exit_code == 0, again.stderr
         figures.add(AREA, clear_errors=1)
@@ -165,7 +170,9 @@ def test_one_fault_at_the_verification(applied, name: str) -> None:  # type: ign
     assert _left(sandbox, "api") == 0
     if VERIFY[name] is None:
         assert result.exit_code == 0, result.stderr
-        assert works_at(sandbox.provider, recorded_tokens(directory / "state", RENV)["installation.globex.ado"])
+        assert works_at(
+            sandbox.provider, recorded_tokens(directory / "state", RENV)["installation.globex.ado"]
+        )
         figures.add(AREA, recovered=1)
     else:
         line = _error_line(result.stderr)
@@ -179,7 +186,12 @@ def test_one_fault_at_the_verification(applied, name: str) -> None:  # type: ign
 @pytest.mark.parametrize(
     ("endpoint", "name"),
     [("token", "http-500"), ("api", "signin-page")]
-    + [pytest.param(e, n, marks=pytest.mark.slow) for e in ("token", "api") for n in TRANSIENT if (e, n) not in (("token", "http-500"), ("api", "signin-page"))],
+    + [
+        pytest.param(e, n, marks=pytest.mark.slow)
+        for e in ("token", "api")
+        for n in TRANSIENT
+        if (e, n) not in (("token", "http-500"), ("api", "signin-page"))
+    ],
 )
 def test_a_fault_that_lasts_is_retried_a_bounded_number_of_times(applied, endpoint: str, name: str) -> None:  # type: ignore[no-untyped-def]
     """A provider that keeps failing: exactly ATTEMPTS requests, then one error naming the installation and saying
@@ -194,7 +206,10 @@ def test_a_fault_that_lasts_is_retried_a_bounded_number_of_times(applied, endpoi
     assert result.exit_code == 1
     assert used == ATTEMPTS
     assert line.startswith("error: installation.globex.ado: ") and f"({ATTEMPTS} attempts)" in line
-    assert (_footprint(directory, "installation.globex.ado"), _footprint(directory, "installation.acme.ado")) == before
+    assert (
+        _footprint(directory, "installation.globex.ado"),
+        _footprint(directory, "installation.acme.ado"),
+    ) == before
     sandbox.provider.clear_faults(endpoint)
     assert run(APPLY, RENV).exit_code == 0
     figures.add(AREA, clear_errors=1)
@@ -234,7 +249,10 @@ def test_one_fault_while_refreshing(three, name: str) -> None:  # type: ignore[n
         figures.add(AREA, recovered=1)
     elif name == "malformed-json":
         assert result.exit_code == 1 and "2 refreshed, 1 could not be checked" in result.stdout
-        assert "installation.acme.ado: could not refresh: the provider answered HTTP 200 with no usable JSON" in result.stderr
+        assert (
+            "installation.acme.ado: could not refresh: the provider answered HTTP 200 with no usable JSON"
+            in result.stderr
+        )
         assert _footprint(directory, "installation.acme.ado") == before
         assert works_at(sandbox.provider, tokens["installation.acme.ado"])
         assert "3 refreshed" in run(REFRESH, RENV).stdout
@@ -270,11 +288,16 @@ def test_a_lasting_fault_for_one_organization_leaves_the_others_refreshed(three)
     result = run(["-C", ".", "refresh", "--window", "120"], RENV)
     figures.add(AREA, cases=1, faults_injected=10 - _left(sandbox, "api"))
     assert result.exit_code == 1 and "2 refreshed, 1 could not be checked" in result.stdout
-    assert "installation.globex.ado: could not refresh: organization check: the provider is unavailable (HTTP 503)" in result.stderr
+    assert (
+        "installation.globex.ado: could not refresh: organization check: the provider is unavailable (HTTP 503)"
+        in result.stderr
+    )
     assert "error: 1 installation could not be refreshed or checked" in result.stderr
     assert 10 - _left(sandbox, "api") == ATTEMPTS
     record, sealed = _footprint(directory, "installation.globex.ado")
-    assert record == before[0] and sealed != before[1]  # refreshed (rotation stored at once), then not verified
+    assert (
+        record == before[0] and sealed != before[1]
+    )  # refreshed (rotation stored at once), then not verified
     tokens = recorded_tokens(directory / "state", RENV)
     assert all(works_at(sandbox.provider, t) for t in tokens.values())
     figures.add(AREA, clear_errors=1)
@@ -293,9 +316,16 @@ def test_authorize_retries_and_keeps_the_pending_authorization_when_it_fails(san
     _inject(sandbox, "token", "http-500", times=10)
     failed = run([*TIMEOUT, *authorize, "installation.acme.ado"], RENV)
     line = _error_line(failed.stderr)
-    assert failed.exit_code == 1 and line.startswith("error: installation.acme.ado: ") and "(4 attempts)" in line
-    record = json.loads((directory / "state" / "default.json").read_text())["resources"]["installation.acme.ado"]
-    assert record["status"] == "pending_authorization" and record["pending"]["authorize_url"] == browser.opened[0]
+    assert (
+        failed.exit_code == 1 and line.startswith("error: installation.acme.ado: ") and "(4 attempts)" in line
+    )
+    record = json.loads((directory / "state" / "default.json").read_text())["resources"][
+        "installation.acme.ado"
+    ]
+    assert (
+        record["status"] == "pending_authorization"
+        and record["pending"]["authorize_url"] == browser.opened[0]
+    )
     sandbox.provider.clear_faults("token")
     _inject(sandbox, "token", "http-429")
     done = run([*TIMEOUT, *authorize], RENV)
@@ -316,6 +346,8 @@ def test_update_errors_name_the_installation_once(sandbox_config) -> None:  # ty
     write(ACME.replace("Platform", "Web"))
     result = run(APPLY, RENV)
     line = _error_line(result.stderr)
-    assert result.exit_code == 1 and line.startswith("error: installation.acme.ado: the refresh token was rejected")
+    assert result.exit_code == 1 and line.startswith(
+        "error: installation.acme.ado: the refresh token was rejected"
+    )
     assert line.count("installation.acme.ado") == 1
     figures.add(AREA, cases=1, clear_errors=1)
