@@ -20,7 +20,7 @@ import pytest
 
 from reconciler.state import LocalBackend, StateDocument
 from reconciler.state.postgres import PostgresBackend
-from tests.reliability.support_b import figures
+from tests.reliability.support_b import counted, figures
 
 ROOT = Path(__file__).resolve().parents[2]
 WRITER = Path(__file__).with_name("writer_b.py")
@@ -98,6 +98,7 @@ def _release(process: subprocess.Popen) -> None:  # type: ignore[type-arg]
 
 
 @pytest.mark.parametrize("writers", [2, pytest.param(8, marks=pytest.mark.slow)])
+@counted(AREA)
 def test_waiting_writers_take_turns_and_lose_nothing(store, writers: int) -> None:  # type: ignore[no-untyped-def]
     """N writers that wait for the lock: one holder at a time, each write based on the latest serial, all arrive."""
     kind, where, factory = store
@@ -110,7 +111,7 @@ def test_waiting_writers_take_turns_and_lose_nothing(store, writers: int) -> Non
     assert final is not None
     expected = {f"partner.w{i}-{r}" for i in range(writers) for r in range(rounds)}
     lost = len(expected - set(final.resources))
-    figures.add(AREA, cases=1, writers=writers, writes=len(writes), lost_updates=lost, **history)
+    figures.add(AREA, writers=writers, writes=len(writes), lost_updates=lost, **history)
     assert len(writes) == writers * rounds, events
     assert history == {"overlapping_holders": 0, "stale_writes_accepted": 0}
     assert lost == 0 and final.serial == 1 + writers * rounds
@@ -118,6 +119,7 @@ def test_waiting_writers_take_turns_and_lose_nothing(store, writers: int) -> Non
 
 
 @pytest.mark.parametrize("writers", [2, pytest.param(8, marks=pytest.mark.slow)])
+@counted(AREA)
 def test_writers_fail_fast_naming_the_holder(store, writers: int) -> None:  # type: ignore[no-untyped-def]
     """While another process holds the lock, every writer with no lock timeout fails at once naming it; with a
     timeout they wait for it and then proceed."""
@@ -139,7 +141,7 @@ def test_writers_fail_fast_naming_the_holder(store, writers: int) -> None:  # ty
     ]
     final = factory().read()
     assert final is not None
-    figures.add(AREA, cases=1, writers=2 * writers, failed_fast=len(named), writes=len(later))
+    figures.add(AREA, writers=2 * writers, failed_fast=len(named), writes=len(later))
     assert len(locked) == len(named) == writers, events
     assert max(e["waited"] for e in locked) < 3
     assert [e["event"] for e in later] == ["write"] * writers
@@ -148,6 +150,7 @@ def test_writers_fail_fast_naming_the_holder(store, writers: int) -> None:  # ty
 
 
 @pytest.mark.parametrize("writers", [2, pytest.param(8, marks=pytest.mark.slow)])
+@counted(AREA)
 def test_contending_writers_without_timeout_name_each_other(store, writers: int) -> None:  # type: ignore[no-untyped-def]
     """Writers started together with no lock timeout: whoever loses fails naming a writer that held the lock; what
     the winners wrote is all there, and nothing else."""
@@ -164,7 +167,6 @@ def test_contending_writers_without_timeout_name_each_other(store, writers: int)
     lost = len({f"partner.{e['writer']}-{e['round']}" for e in writes} ^ set(final.resources))
     figures.add(
         AREA,
-        cases=1,
         writers=writers,
         writes=len(writes),
         failed_fast=len(named),
@@ -178,6 +180,7 @@ def test_contending_writers_without_timeout_name_each_other(store, writers: int)
 
 
 @pytest.mark.parametrize("writers", [2, pytest.param(8, marks=pytest.mark.slow)])
+@counted(AREA)
 def test_writes_based_on_a_stale_read_are_refused(store, writers: int) -> None:  # type: ignore[no-untyped-def]
     """Half the writers read before taking the lock: when the serial moved meanwhile their write is refused, and
     every accepted write is based on the latest serial."""
@@ -192,7 +195,6 @@ def test_writes_based_on_a_stale_read_are_refused(store, writers: int) -> None: 
     lost = len({f"partner.{e['writer']}-{e['round']}" for e in writes} ^ set(final.resources))
     figures.add(
         AREA,
-        cases=1,
         writers=writers,
         writes=len(writes),
         refused_stale=len(refused),
@@ -251,6 +253,7 @@ def _raw_holder(kind: str, where: str):  # type: ignore[no-untyped-def]
     return info, name_it_pg, let_go_pg
 
 
+@counted(AREA)
 def test_a_loser_names_a_holder_that_has_not_named_itself_yet(store) -> None:  # type: ignore[no-untyped-def]
     """Regression: a writer that lost the race to a holder still writing its lock information failed with "no
     holder information"; it now waits a moment for the name, and still fails fast."""
@@ -272,6 +275,7 @@ def test_a_loser_names_a_holder_that_has_not_named_itself_yet(store) -> None:  #
         let_go()
 
 
+@counted(AREA)
 def test_a_loser_takes_the_lock_a_holder_is_letting_go_of(store) -> None:  # type: ignore[no-untyped-def]
     """Regression: a writer that tried while the holder had cleared its name but not yet let go failed with "no
     holder information"; it now gets the lock."""
@@ -284,6 +288,7 @@ def test_a_loser_takes_the_lock_a_holder_is_letting_go_of(store) -> None:  # typ
         assert mine.pid != 0 and mine.id != info.id
 
 
+@counted(AREA)
 def test_a_dead_sessions_lock_row_is_not_named_as_the_holder(pg_database: str) -> None:
     """Regression: a lock row left by a killed PostgreSQL holder was named as the holder of a later lock."""
     import psycopg
@@ -373,6 +378,7 @@ def _cli_state(config: Path, kind: str, dsn: str | None) -> StateDocument:
 
 @pytest.mark.parametrize("writers", [2, pytest.param(8, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("kind", ["local", "postgres"])
+@counted(AREA)
 def test_concurrent_cli_applies_fail_fast_or_wait_and_lose_nothing(
     request, tmp_path: Path, kind: str, writers: int
 ) -> None:  # type: ignore[no-untyped-def]
@@ -405,7 +411,6 @@ def test_concurrent_cli_applies_fail_fast_or_wait_and_lose_nothing(
     lost = len({f"installation.t{i}.ado" for i in range(writers)} - pending)
     figures.add(
         AREA,
-        cases=1,
         writers=2 * writers,
         failed_fast=len(named),
         writes=after.serial - before.serial,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from tests.conftest import run
 from tests.reliability.support_b import (
     ApplyRun,
     addresses_of,
+    counted,
     figures,
     many_installations,
     recorded_tokens,
@@ -33,6 +35,7 @@ from tests.reliability.support_b import (
 from tests.sandbox_support import ENV, config_text, free_port, register
 
 AREA = "crash"
+TOKEN = re.compile(r"sbx\.(?:at|rt)\.[A-Za-z0-9_-]+")  # the sandbox's access and refresh tokens
 SEED = 20240517
 
 
@@ -160,6 +163,9 @@ def _killed_apply(config: Path, server: SandboxServer, expected: dict, rng: rand
     first.finish(60)
     reported = set(first.completed)
     problems = _invariants(config, server, expected, reported)
+    leaked = TOKEN.findall("\n".join([*first.stderr, first.stdout]))
+    figures.add(AREA, secrets_found=len(leaked))
+    problems += [f"a token was printed: {t[:12]}..." for t in leaked[:1]]
     second = ApplyRun(config, env)
     code = second.finish(900)
     if code != 0:
@@ -189,11 +195,10 @@ def _trials(tmp_path: Path, provider: tuple[SandboxServer, int], trials: int, co
             try:
                 outcome = _killed_apply(config, server, _expected(phase, count), rng)
             finally:
-                figures.add(
-                    AREA, killed_applies=1, steps=count, failures_found=0 if outcome else 1, **outcome
-                )
+                figures.add(AREA, killed_applies=1, steps=count, **outcome)
 
 
+@counted(AREA)
 def test_kill_9_during_apply_fast(tmp_path: Path, provider) -> None:  # type: ignore[no-untyped-def]
     """3 seeded trials of 20 installations (create, then change), each apply killed with SIGKILL: every invariant
     holds after each kill."""
@@ -202,6 +207,7 @@ def test_kill_9_during_apply_fast(tmp_path: Path, provider) -> None:  # type: ig
 
 
 @pytest.mark.slow
+@counted(AREA)
 def test_kill_9_during_apply_of_200(tmp_path: Path, provider) -> None:  # type: ignore[no-untyped-def]
     """20 seeded trials of 200 installations (create, then change), each apply killed with SIGKILL: every invariant
     holds after each kill."""
@@ -212,6 +218,7 @@ def test_kill_9_during_apply_of_200(tmp_path: Path, provider) -> None:  # type: 
 # -- regressions found by the trials ------------------------------------------------------------------------------
 
 
+@counted(AREA)
 def test_a_record_appended_after_a_torn_journal_tail_is_kept(tmp_path: Path) -> None:
     """Regression: after a torn journal record (a full disk or power loss mid-append), every later record was
     appended behind it and ignored by readers — lost if the writer died before folding the journal."""
@@ -236,9 +243,9 @@ def test_a_record_appended_after_a_torn_journal_tail_is_kept(tmp_path: Path) -> 
             tmp_path, "default"
         ).read()  # another reader now, or the next command after a kill -9
         assert seen == written and other.address in seen.resources
-    figures.add(AREA, failures_found=0)
 
 
+@counted(AREA)
 def test_kill_9_after_a_torn_journal_tail_keeps_what_was_reported(tmp_path: Path, provider) -> None:  # type: ignore[no-untyped-def]
     """End to end: a journal left torn, then an apply killed after reporting authorizations — they are all in
     state, and the invariants hold."""
@@ -256,12 +263,13 @@ def test_kill_9_after_a_torn_journal_tail_keeps_what_was_reported(tmp_path: Path
     problems = _invariants(
         config, server, _expected("create", 8), set(second.completed) | set(first.completed)
     )
-    figures.add(AREA, killed_applies=1, steps=8, kills=1, failures_found=int(bool(problems)))
+    figures.add(AREA, killed_applies=1, steps=8, kills=1)
     assert problems == []
 
 
 @pytest.mark.parametrize("secret", ["key file", "passphrase salt"])
 @pytest.mark.parametrize("dies_at", ["fdopen", "fsync"])
+@counted(AREA)
 def test_a_crash_while_creating_the_state_key_leaves_no_half_key(
     sandbox_config, secret: str, dies_at: str
 ) -> None:  # type: ignore[no-untyped-def]
@@ -288,7 +296,6 @@ def test_a_crash_while_creating_the_state_key_leaves_no_half_key(
     result = run(APPLY, env)
     assert result.exit_code == 0, result.stderr
     assert made.stat().st_size > 0 and not list((directory / "state").glob(".default*.tmp*"))
-    figures.add(AREA, failures_found=0)
 
 
 # -- a full disk ---------------------------------------------------------------------------------------------------
@@ -385,6 +392,7 @@ FULL_DISK_COMMANDS = {
 
 @pytest.mark.parametrize("leave_pages", [0, 1], ids=["no page free", "one page free"])
 @pytest.mark.parametrize("command", list(FULL_DISK_COMMANDS))
+@counted(AREA)
 def test_a_full_disk_leaves_the_previous_state_intact(
     on_small_disk, sandbox, command: str, leave_pages: int
 ) -> None:  # type: ignore[no-untyped-def]
@@ -402,14 +410,15 @@ def test_a_full_disk_leaves_the_previous_state_intact(
     filler = _fill(disk, leave_pages)
     result = run(args, ENV)
     after = _files(disk / "state")
-    changed = sum(1 for name in before.keys() | after.keys() if before.get(name) != after.get(name))
-    figures.add(AREA, full_disk_cases=1, state_files_changed=changed)
+    differing = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+    changed = sum(max(len(before.get(name, b"")), len(after.get(name, b""))) for name in differing)
+    figures.add(AREA, full_disk_cases=1, state_bytes_changed=changed)
     assert result.exit_code == 1, result.stdout + result.stderr
     assert "No space left on device" in result.stderr or "bytes free beside the state" in result.stderr, (
         result.stderr
     )
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
-    assert changed == 0, sorted(n for n in before.keys() | after.keys() if before.get(n) != after.get(n))
+    assert changed == 0, differing
     assert LocalBackend(disk / "state", "default").read() is not None
     rotated = {g["id"]: g["refreshes"] for g in sandbox.provider.live_grants() if g["id"] in refreshes}
     assert rotated == refreshes  # no refresh token was rotated only to be lost
@@ -419,6 +428,7 @@ def test_a_full_disk_leaves_the_previous_state_intact(
     assert all(works_at(sandbox.provider, t) for t in recorded_tokens(disk / "state", {}).values())
 
 
+@counted(AREA)
 def test_a_state_mv_interrupted_before_its_document_write_can_be_run_again(sandbox_config) -> None:  # type: ignore[no-untyped-def]
     """Regression: `state mv` killed after sealing the credentials for the new address but before writing the
     document left them behind, and every later `state mv` to that address failed ("changed meanwhile")."""
@@ -450,4 +460,3 @@ def test_a_state_mv_interrupted_before_its_document_write_can_be_run_again(sandb
     assert before.keys() - _files(directory / "state").keys() == {
         "default.credentials/installation.acme.ado.json"
     }
-    figures.add(AREA, failures_found=0)

@@ -19,7 +19,7 @@ import pytest
 from reconciler.sandbox import SandboxServer
 from reconciler.sandbox.provider import Fault
 from tests.conftest import run
-from tests.reliability.support_b import figures, recorded_tokens, works_at
+from tests.reliability.support_b import counted, figures, recorded_tokens, works_at
 from tests.sandbox_support import APPLY, ENV, LEGACY_ID, installation
 
 AREA = "faults"
@@ -65,7 +65,9 @@ def _footprint(directory: Path, address: str) -> tuple[object, bytes | None]:
 
 def _no_secrets(sandbox: SandboxServer, *outputs: str) -> None:
     text = "\n".join(outputs)
-    assert [t for t in sandbox.provider.issued if t in text] == []
+    found = [t for t in sandbox.provider.issued if t in text]
+    figures.add(AREA, secrets_found=len(found))
+    assert found == []
 
 
 def _error_line(stderr: str) -> str:
@@ -97,6 +99,7 @@ EXCHANGE = {
 
 
 @pytest.mark.parametrize("name", list(EXCHANGE))
+@counted(AREA)
 def test_one_fault_at_the_code_exchange(applied, name: str) -> None:  # type: ignore[no-untyped-def]
     """One fault during the code exchange: transient ones are retried and the authorization completes; a spent
     code or a malformed answer is one error naming the installation, nothing recorded, and a re-run completes it."""
@@ -108,7 +111,7 @@ def test_one_fault_at_the_code_exchange(applied, name: str) -> None:  # type: ig
     elapsed = time.monotonic() - started
     expected = EXCHANGE[name]
     tokens = recorded_tokens(directory / "state", RENV)
-    figures.add(AREA, cases=1, faults_injected=1)
+    figures.add(AREA, faults_injected=1)
     assert _left(sandbox, "token") == 0
     if expected is None:
         assert result.exit_code == 0, result.stderr
@@ -135,6 +138,7 @@ def test_one_fault_at_the_code_exchange(applied, name: str) -> None:  # type: ig
     _no_secrets(sandbox, result.stdout, result.stderr)
 
 
+@counted(AREA)
 def test_a_token_answer_without_refresh_token_is_flagged_by_refresh(applied) -> None:  # type: ignore[no-untyped-def]
     """An installation authorized without a refresh token is recorded with a warning; the next refresh finds it
     cannot be refreshed, and the plan asks to re-authorize it (never a silent expiry)."""
@@ -145,7 +149,7 @@ def test_a_token_answer_without_refresh_token_is_flagged_by_refresh(applied) -> 
     assert "installation.globex.ado: refresh token rejected" in refreshed.stderr
     plan = run(["-C", ".", "plan", "--detailed-exitcode"], RENV)
     assert plan.exit_code == 2 and "installation.globex.ado must be re-authorized" in plan.stdout
-    figures.add(AREA, cases=1, faults_injected=1, clear_errors=1)
+    figures.add(AREA, faults_injected=1, clear_errors=1)
 
 
 # What one fault at the API does to the verification after the exchange.
@@ -160,13 +164,14 @@ VERIFY = {
 
 
 @pytest.mark.parametrize("name", list(VERIFY))
+@counted(AREA)
 def test_one_fault_at_the_verification(applied, name: str) -> None:  # type: ignore[no-untyped-def]
     """One fault while checking the new token against the organization: retried, or one clear error."""
     sandbox, directory, browser = applied
     before = _footprint(directory, "installation.globex.ado")
     _inject(sandbox, "api", name)
     result = run([*TIMEOUT, *APPLY], RENV)
-    figures.add(AREA, cases=1, faults_injected=1)
+    figures.add(AREA, faults_injected=1)
     assert _left(sandbox, "api") == 0
     if VERIFY[name] is None:
         assert result.exit_code == 0, result.stderr
@@ -193,6 +198,7 @@ def test_one_fault_at_the_verification(applied, name: str) -> None:  # type: ign
         if (e, n) not in (("token", "http-500"), ("api", "signin-page"))
     ],
 )
+@counted(AREA)
 def test_a_fault_that_lasts_is_retried_a_bounded_number_of_times(applied, endpoint: str, name: str) -> None:  # type: ignore[no-untyped-def]
     """A provider that keeps failing: exactly ATTEMPTS requests, then one error naming the installation and saying
     so; nothing recorded for it, acme untouched; once the provider recovers a re-run completes it."""
@@ -201,7 +207,7 @@ def test_a_fault_that_lasts_is_retried_a_bounded_number_of_times(applied, endpoi
     _inject(sandbox, endpoint, name, times=10)
     result = run([*TIMEOUT, *APPLY], RENV)
     used = 10 - _left(sandbox, endpoint)
-    figures.add(AREA, cases=1, faults_injected=used)
+    figures.add(AREA, faults_injected=used)
     line = _error_line(result.stderr)
     assert result.exit_code == 1
     assert used == ATTEMPTS
@@ -231,6 +237,7 @@ REFRESH = ["-C", ".", "refresh", "--window", "120", "--parallelism", "1"]
 
 
 @pytest.mark.parametrize("name", [*TRANSIENT, "malformed-json", "timeout"])
+@counted(AREA)
 def test_one_fault_while_refreshing(three, name: str) -> None:  # type: ignore[no-untyped-def]
     """One fault at the token endpoint during refresh (acme goes first): transient ones are retried and all three
     refresh; a malformed answer leaves acme as it was (exit 1; its refresh token still works); an answer lost after
@@ -240,7 +247,7 @@ def test_one_fault_while_refreshing(three, name: str) -> None:  # type: ignore[n
     _inject(sandbox, "token", name)
     result = run([*TIMEOUT, *REFRESH], RENV)
     tokens = recorded_tokens(directory / "state", RENV)
-    figures.add(AREA, cases=1, faults_injected=1)
+    figures.add(AREA, faults_injected=1)
     others = ("installation.globex.ado", "installation.initech.ado")
     assert all(works_at(sandbox.provider, tokens[a]) for a in others)
     if name in TRANSIENT:
@@ -265,6 +272,7 @@ def test_one_fault_while_refreshing(three, name: str) -> None:  # type: ignore[n
     _no_secrets(sandbox, result.stdout, result.stderr)
 
 
+@counted(AREA)
 def test_a_refresh_answer_without_refresh_token_keeps_the_current_one(three) -> None:  # type: ignore[no-untyped-def]
     """Regression: an Azure DevOps OAuth refresh answered without `refresh_token` dropped the stored refresh token,
     so the installation could never be refreshed again; the current one (still valid) is now kept."""
@@ -276,9 +284,10 @@ def test_a_refresh_answer_without_refresh_token_keeps_the_current_one(three) -> 
     assert all(t.refresh_token is not None and works_at(sandbox.provider, t) for t in tokens.values())  # type: ignore[union-attr]
     second = run(REFRESH, RENV)
     assert second.exit_code == 0 and "Refresh complete: 3 refreshed." in second.stdout, second.stderr
-    figures.add(AREA, cases=1, faults_injected=3, recovered=1)
+    figures.add(AREA, faults_injected=3, recovered=1)
 
 
+@counted(AREA)
 def test_a_lasting_fault_for_one_organization_leaves_the_others_refreshed(three) -> None:  # type: ignore[no-untyped-def]
     """Every check of globex fails (HTTP 503): globex is named, could not be checked, exit 1, its state unchanged;
     acme and initech are refreshed meanwhile."""
@@ -286,7 +295,7 @@ def test_a_lasting_fault_for_one_organization_leaves_the_others_refreshed(three)
     before = _footprint(directory, "installation.globex.ado")
     sandbox.provider.add_faults("api", [Fault("status", status=503, organization="globex")] * 10)
     result = run(["-C", ".", "refresh", "--window", "120"], RENV)
-    figures.add(AREA, cases=1, faults_injected=10 - _left(sandbox, "api"))
+    figures.add(AREA, faults_injected=10 - _left(sandbox, "api"))
     assert result.exit_code == 1 and "2 refreshed, 1 could not be checked" in result.stdout
     assert (
         "installation.globex.ado: could not refresh: organization check: the provider is unavailable (HTTP 503)"
@@ -306,6 +315,7 @@ def test_a_lasting_fault_for_one_organization_leaves_the_others_refreshed(three)
 # -- authorize (deferred authorizations completed later) ----------------------------------------------------------
 
 
+@counted(AREA)
 def test_authorize_retries_and_keeps_the_pending_authorization_when_it_fails(sandbox_config) -> None:  # type: ignore[no-untyped-def]
     """`authorize` retries a transient fault; when the fault lasts it fails naming the installation and keeps the
     pending authorization (same link), which a later `authorize` completes."""
@@ -334,9 +344,10 @@ def test_authorize_retries_and_keeps_the_pending_authorization_when_it_fails(san
     tokens = recorded_tokens(directory / "state", RENV)
     assert sorted(tokens) == ["installation.acme.ado", "installation.globex.ado"]
     assert all(works_at(sandbox.provider, t) for t in tokens.values())
-    figures.add(AREA, cases=2, faults_injected=ATTEMPTS + 1, recovered=1, clear_errors=1)
+    figures.add(AREA, faults_injected=ATTEMPTS + 1, recovered=1, clear_errors=1)
 
 
+@counted(AREA)
 def test_update_errors_name_the_installation_once(sandbox_config) -> None:  # type: ignore[no-untyped-def]
     """Regression: errors raised inside a step named the installation twice ("installation.x: installation.x: ...")."""
     sandbox, directory, write, browser = sandbox_config
@@ -350,4 +361,4 @@ def test_update_errors_name_the_installation_once(sandbox_config) -> None:  # ty
         "error: installation.acme.ado: the refresh token was rejected"
     )
     assert line.count("installation.acme.ado") == 1
-    figures.add(AREA, cases=1, clear_errors=1)
+    figures.add(AREA, clear_errors=1)
