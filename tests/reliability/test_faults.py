@@ -127,6 +127,8 @@ def test_one_fault_at_the_code_exchange(applied, name: str) -> None:  # type: ig
         assert result.exit_code == 1
         assert line.startswith("error: installation.globex.ado: ") and expected in line.lower()
         assert line.count("installation.globex.ado") == 1
+        if name == "timeout":
+            assert "hint: an authorization code works once: run the command again" in result.stderr
         assert (
             _footprint(directory, "installation.globex.ado"),
             _footprint(directory, "installation.acme.ado"),
