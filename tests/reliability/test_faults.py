@@ -364,3 +364,25 @@ def test_update_errors_name_the_installation_once(sandbox_config) -> None:  # ty
     )
     assert line.count("installation.acme.ado") == 1
     figures.add(AREA, clear_errors=1)
+
+
+@counted(AREA)
+def test_fault_switches_over_the_admin_api(sandbox: SandboxServer) -> None:
+    """The documented admin API queues faults (statuses, kinds, objects, repeated), targets an organization, and
+    clears them; an unknown kind or endpoint is refused."""
+    import httpx
+
+    def post(body: dict) -> httpx.Response:  # type: ignore[type-arg]
+        return httpx.post(f"{sandbox.url}/_sandbox/faults", json=body, timeout=5)
+
+    queued = post({"endpoint": "token", "faults": [500, "hang", {"kind": "slow", "seconds": 1}], "repeat": 2})
+    assert queued.status_code == 200 and queued.json() == {"queued": 6}
+    assert post({"endpoint": "token", "statuses": [429]}).json() == {"queued": 7}
+    kinds = [f.kind for f in sandbox.provider.faults["token"]]
+    assert kinds == ["status", "hang", "slow"] * 2 + ["status"]
+    assert post({"endpoint": "token", "faults": ["signin-page"], "clear": True}).json() == {"queued": 1}
+    post({"endpoint": "api", "faults": [{"kind": "status", "status": 503, "organization": "globex"}]})
+    assert sandbox.provider.next_fault("api", "acme-org") is None
+    assert sandbox.provider.next_fault("api", "globex") == Fault("status", status=503, organization="globex")
+    assert post({"endpoint": "token", "faults": ["explode"]}).status_code == 400
+    assert post({"endpoint": "consent", "faults": [500]}).status_code == 400
