@@ -182,7 +182,13 @@ class _Run:
         flow = self.flow(installation)
         request = request or flow.authorization_request()
         code = consent.obtain(request, address)
-        tokens = self.retrying(lambda: flow.exchange(code, request))
+        try:
+            tokens = self.retrying(lambda: flow.exchange(code, request))
+        except ProviderError as exc:
+            if exc.category != "grant" or exc.hint:
+                raise
+            hint = "an authorization code works once: run the command again to sign in anew"
+            raise ProviderError(exc.message, category=exc.category, status=exc.status, hint=hint) from None
         self.record_tokens(installation, tokens)
 
     def record_tokens(self, installation: DesiredInstallation, tokens: TokenSet) -> None:

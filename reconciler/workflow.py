@@ -483,6 +483,9 @@ def state_mv(ws: Workspace, old: str, new: str, *, lock_timeout: float) -> None:
         key = state_key(ws, root, backend, on_key_created=lambda source: None)
         vault = Vault(backend.credential_store(), key, lineage=doc.lineage, environment=ws.environment_name)
         sealed = vault.record(old)
+        leftover = vault.record(new)  # credentials an interrupted move sealed for `new` before its document write
+        if leftover is not None and sealed is None:
+            vault.forget(new)
         if sealed is not None:
             tokens = vault.current_tokens(old, record.client_id, sealed) if sealed.tokens or sealed.staged else None
             pending = (
@@ -494,7 +497,7 @@ def state_mv(ws: Workspace, old: str, new: str, *, lock_timeout: float) -> None:
                 new,
                 vault.seal_tokens(new, record.client_id, tokens) if tokens else None,
                 vault.seal_pending(new, record.pending.client_id, pending) if pending and record.pending else None,
-                expected_generation=None,
+                expected_generation=leftover.generation if leftover else None,
             )
         moved = record.model_copy(update={"tenant": parts[1], "name": parts[2]})
         resources = {a: r for a, r in doc.resources.items() if a != old}

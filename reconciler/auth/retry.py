@@ -27,7 +27,9 @@ class RetryPolicy:
     max_wait: float = 30.0  # the longest Retry-After honoured
 
 
-def retrying(call: Callable[[], T], policy: RetryPolicy = RetryPolicy(), sleep: Callable[[float], None] = time.sleep) -> T:
+def retrying(
+    call: Callable[[], T], policy: RetryPolicy = RetryPolicy(), sleep: Callable[[float], None] = time.sleep
+) -> T:
     """`call()`, again after each transient failure, `policy.attempts` times at most. The last failure is raised
     saying how many attempts were made; a different failure after a transient one says what came before it (a
     code exchange that timed out may have used the code, so its retry is refused)."""
@@ -50,5 +52,9 @@ def retrying(call: Callable[[], T], policy: RetryPolicy = RetryPolicy(), sleep: 
 
 def _annotated(exc: ProviderError, note: str) -> ProviderError:
     return ProviderError(
-        f"{exc.message} ({note})", category=exc.category, hint=exc.hint, status=exc.status, retry_after=exc.retry_after
+        f"{exc.message} ({note})",
+        category=exc.category,
+        hint=exc.hint,
+        status=exc.status,
+        retry_after=exc.retry_after,
     )

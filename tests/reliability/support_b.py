@@ -1,13 +1,15 @@
 """Support for the crash, concurrency and provider-fault suites (tests/reliability/test_crash.py,
 test_concurrency.py, test_faults.py).
 
-`figures.add(area, **counts)` adds to one area's counts; at the end of the test session each area prints one line,
+`figures.add(area, **counts)` adds to one area's counts (`@counted(area)` counts a test as a case, and as a failure
+found when it fails); at the end of the test session each area prints one line,
 `reliability: <area>: k1 v1, k2 v2`, so that `make reliability` shows what was tried and what was found.
 """
 
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import re
 import signal
@@ -40,11 +42,17 @@ class Figures:
             return dict(self._areas.get(area, {}))
 
     def lines(self) -> list[str]:
+        first = ("cases", "failures_found")
         with self._lock:
-            return [
-                f"reliability: {area}: " + ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in counts.items())
-                for area, counts in sorted(self._areas.items())
-            ]
+            ordered = {
+                area: [(k, counts[k]) for k in first if k in counts]
+                + [(k, v) for k, v in counts.items() if k not in first]
+                for area, counts in self._areas.items()
+            }
+        return [
+            f"reliability: {area}: " + ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in counts)
+            for area, counts in sorted(ordered.items())
+        ]
 
     def report(self) -> None:
         out = sys.__stdout__
@@ -56,6 +64,24 @@ class Figures:
 
 
 figures = Figures()
+
+
+def counted(area: str):  # type: ignore[no-untyped-def]
+    """Count the decorated test as one case of `area`, and as a failure found when it fails."""
+
+    def wrap(test):  # type: ignore[no-untyped-def]
+        @functools.wraps(test)
+        def run(*args, **kwargs):  # type: ignore[no-untyped-def]
+            try:
+                test(*args, **kwargs)
+            except BaseException:
+                figures.add(area, cases=1, failures_found=1)
+                raise
+            figures.add(area, cases=1, failures_found=0)
+
+        return run
+
+    return wrap
 
 
 def recorded_tokens(state_dir, environ):  # type: ignore[no-untyped-def]
@@ -109,7 +135,7 @@ def works_at(provider, tokens) -> bool:  # type: ignore[no-untyped-def]
 
 # -- crash trials: a `reconciler apply` process with a scripted user, killed at a chosen moment ------------------
 
-COMPLETED = re.compile(r"^((?:installation|partner)\.\S+): (?:authorized \(granted|created$)")
+COMPLETED = re.compile(r"^((?:installation|partner)\.\S+): (?:authorized \(granted|created$|updated|deleted)")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -129,19 +155,39 @@ class ApplyRun:
     authorization. Progress lines tell which steps the run reported complete, and when."""
 
     def __init__(self, config_dir: Path, env: dict[str, str], *extra: str) -> None:
-        command = [sys.executable, "-m", "reconciler", "-C", str(config_dir), "apply", "--auto-approve",
-                   "--auth-mode", "browser", "--auth-timeout", "30", *extra]
+        command = [
+            sys.executable,
+            "-m",
+            "reconciler",
+            "-C",
+            str(config_dir),
+            "apply",
+            "--auto-approve",
+            "--auth-mode",
+            "browser",
+            "--auth-timeout",
+            "30",
+            *extra,
+        ]
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**env, "BROWSER": "true"},
-            cwd=ROOT, start_new_session=True,
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**env, "BROWSER": "true"},
+            cwd=ROOT,
+            start_new_session=True,
         )
         self.completed: list[str] = []
         self.stderr: list[str] = []
         self.stdout = ""
         self.changed = threading.Condition()
         self.done = False
-        self.threads = [threading.Thread(target=self._user, daemon=True), threading.Thread(target=self._drain, daemon=True)]
+        self.threads = [
+            threading.Thread(target=self._user, daemon=True),
+            threading.Thread(target=self._drain, daemon=True),
+        ]
         for thread in self.threads:
             thread.start()
 
@@ -186,9 +232,9 @@ class ApplyRun:
     def wait_for(self, installations: int, timeout: float) -> bool:
         """Wait until the run reported `installations` authorizations complete (False: it ended, or timed out)."""
         with self.changed:
-            return self.changed.wait_for(lambda: self.done or self.installations_done() >= installations, timeout) and (
-                self.installations_done() >= installations
-            )
+            return self.changed.wait_for(
+                lambda: self.done or self.installations_done() >= installations, timeout
+            ) and (self.installations_done() >= installations)
 
     def kill(self) -> bool:
         """kill -9 the run (and anything it started); False when it had already finished."""

@@ -8,6 +8,7 @@ itself (`reconciler apply --auth-mode defer --target ...`) shows the same end to
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -19,7 +20,7 @@ import pytest
 
 from reconciler.state import LocalBackend, StateDocument
 from reconciler.state.postgres import PostgresBackend
-from tests.reliability.support_b import figures
+from tests.reliability.support_b import counted, figures
 
 ROOT = Path(__file__).resolve().parents[2]
 WRITER = Path(__file__).with_name("writer_b.py")
@@ -42,9 +43,17 @@ def store(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-un
     return request.param, where, factory
 
 
-def _spawn(kind: str, where: str, name: str, rounds: int, lock_timeout: float, hold: float, stale: bool = False):  # type: ignore[no-untyped-def]
+def _spawn(
+    kind: str, where: str, name: str, rounds: int, lock_timeout: float, hold: float, stale: bool = False
+):  # type: ignore[no-untyped-def]
     args = [sys.executable, str(WRITER), kind, where, name, str(rounds), str(lock_timeout), str(hold)]
-    return subprocess.Popen([*args, *(["stale"] if stale else [])], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    return subprocess.Popen(
+        [*args, *(["stale"] if stale else [])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
 
 
 def _events(processes) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
@@ -59,7 +68,7 @@ def _events(processes) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
 def _check_history(writes: list[dict], first_serial: int) -> dict[str, int]:  # type: ignore[type-arg]
     """Lock intervals never overlap, and each write is based on the serial the previous write produced."""
     ordered = sorted(writes, key=lambda e: e["acquired"])
-    overlaps = sum(1 for a, b in zip(ordered, ordered[1:]) if b["acquired"] < a["released"])
+    overlaps = sum(1 for a, b in itertools.pairwise(ordered) if b["acquired"] < a["released"])
     stale = 0
     expected = first_serial
     for event in ordered:
@@ -71,7 +80,11 @@ def _check_history(writes: list[dict], first_serial: int) -> dict[str, int]:  # 
 
 def _holder(kind: str, where: str) -> subprocess.Popen:  # type: ignore[type-arg]
     process = subprocess.Popen(
-        [sys.executable, str(HOLD_LOCK), kind, where], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
+        [sys.executable, str(HOLD_LOCK), kind, where],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
     assert process.stdout is not None and process.stdout.readline().strip() == "ready"
     return process
@@ -85,6 +98,7 @@ def _release(process: subprocess.Popen) -> None:  # type: ignore[type-arg]
 
 
 @pytest.mark.parametrize("writers", [2, pytest.param(8, marks=pytest.mark.slow)])
+@counted(AREA)
 def test_waiting_writers_take_turns_and_lose_nothing(store, writers: int) -> None:  # type: ignore[no-untyped-def]
     """N writers that wait for the lock: one holder at a time, each write based on the latest serial, all arrive."""
     kind, where, factory = store
@@ -97,7 +111,7 @@ def test_waiting_writers_take_turns_and_lose_nothing(store, writers: int) -> Non
     assert final is not None
     expected = {f"partner.w{i}-{r}" for i in range(writers) for r in range(rounds)}
     lost = len(expected - set(final.resources))
-    figures.add(AREA, cases=1, writers=writers, writes=len(writes), lost_updates=lost, **history)
+    figures.add(AREA, writers=writers, writes=len(writes), lost_updates=lost, **history)
     assert len(writes) == writers * rounds, events
     assert history == {"overlapping_holders": 0, "stale_writes_accepted": 0}
     assert lost == 0 and final.serial == 1 + writers * rounds
@@ -105,6 +119,7 @@ def test_waiting_writers_take_turns_and_lose_nothing(store, writers: int) -> Non
 
 
 @pytest.mark.parametrize("writers", [2, pytest.param(8, marks=pytest.mark.slow)])
+@counted(AREA)
 def test_writers_fail_fast_naming_the_holder(store, writers: int) -> None:  # type: ignore[no-untyped-def]
     """While another process holds the lock, every writer with no lock timeout fails at once naming it; with a
     timeout they wait for it and then proceed."""
@@ -119,10 +134,14 @@ def test_writers_fail_fast_naming_the_holder(store, writers: int) -> None:  # ty
         _release(holder)
     later = _events(waiting)
     locked = [e for e in events if e["event"] == "locked"]
-    named = [e for e in locked if f"held by pid {holder.pid} " in e["message"] and "operation: apply" in e["message"]]
+    named = [
+        e
+        for e in locked
+        if f"held by pid {holder.pid} " in e["message"] and "operation: apply" in e["message"]
+    ]
     final = factory().read()
     assert final is not None
-    figures.add(AREA, cases=1, writers=2 * writers, failed_fast=len(named), writes=len(later))
+    figures.add(AREA, writers=2 * writers, failed_fast=len(named), writes=len(later))
     assert len(locked) == len(named) == writers, events
     assert max(e["waited"] for e in locked) < 3
     assert [e["event"] for e in later] == ["write"] * writers
@@ -131,6 +150,7 @@ def test_writers_fail_fast_naming_the_holder(store, writers: int) -> None:  # ty
 
 
 @pytest.mark.parametrize("writers", [2, pytest.param(8, marks=pytest.mark.slow)])
+@counted(AREA)
 def test_contending_writers_without_timeout_name_each_other(store, writers: int) -> None:  # type: ignore[no-untyped-def]
     """Writers started together with no lock timeout: whoever loses fails naming a writer that held the lock; what
     the winners wrote is all there, and nothing else."""
@@ -145,7 +165,14 @@ def test_contending_writers_without_timeout_name_each_other(store, writers: int)
     assert final is not None
     history = _check_history(writes, first_serial=1)
     lost = len({f"partner.{e['writer']}-{e['round']}" for e in writes} ^ set(final.resources))
-    figures.add(AREA, cases=1, writers=writers, writes=len(writes), failed_fast=len(named), lost_updates=lost, **history)
+    figures.add(
+        AREA,
+        writers=writers,
+        writes=len(writes),
+        failed_fast=len(named),
+        lost_updates=lost,
+        **history,
+    )
     assert writes and len(writes) + len(locked) == 2 * writers
     assert len(named) == len(locked)
     assert history == {"overlapping_holders": 0, "stale_writes_accepted": 0}
@@ -153,6 +180,7 @@ def test_contending_writers_without_timeout_name_each_other(store, writers: int)
 
 
 @pytest.mark.parametrize("writers", [2, pytest.param(8, marks=pytest.mark.slow)])
+@counted(AREA)
 def test_writes_based_on_a_stale_read_are_refused(store, writers: int) -> None:  # type: ignore[no-untyped-def]
     """Half the writers read before taking the lock: when the serial moved meanwhile their write is refused, and
     every accepted write is based on the latest serial."""
@@ -165,7 +193,14 @@ def test_writes_based_on_a_stale_read_are_refused(store, writers: int) -> None: 
     assert final is not None
     history = _check_history(writes, first_serial=1)
     lost = len({f"partner.{e['writer']}-{e['round']}" for e in writes} ^ set(final.resources))
-    figures.add(AREA, cases=1, writers=writers, writes=len(writes), refused_stale=len(refused), lost_updates=lost, **history)
+    figures.add(
+        AREA,
+        writers=writers,
+        writes=len(writes),
+        refused_stale=len(refused),
+        lost_updates=lost,
+        **history,
+    )
     assert refused, "the stale readers were all lucky: the test proved nothing"
     assert len(writes) + len(refused) == 2 * writers
     assert all(e["writer"] in {f"s{i}" for i in range(0, writers, 2)} for e in refused)
@@ -218,6 +253,7 @@ def _raw_holder(kind: str, where: str):  # type: ignore[no-untyped-def]
     return info, name_it_pg, let_go_pg
 
 
+@counted(AREA)
 def test_a_loser_names_a_holder_that_has_not_named_itself_yet(store) -> None:  # type: ignore[no-untyped-def]
     """Regression: a writer that lost the race to a holder still writing its lock information failed with "no
     holder information"; it now waits a moment for the name, and still fails fast."""
@@ -239,6 +275,7 @@ def test_a_loser_names_a_holder_that_has_not_named_itself_yet(store) -> None:  #
         let_go()
 
 
+@counted(AREA)
 def test_a_loser_takes_the_lock_a_holder_is_letting_go_of(store) -> None:  # type: ignore[no-untyped-def]
     """Regression: a writer that tried while the holder had cleared its name but not yet let go failed with "no
     holder information"; it now gets the lock."""
@@ -251,6 +288,7 @@ def test_a_loser_takes_the_lock_a_holder_is_letting_go_of(store) -> None:  # typ
         assert mine.pid != 0 and mine.id != info.id
 
 
+@counted(AREA)
 def test_a_dead_sessions_lock_row_is_not_named_as_the_holder(pg_database: str) -> None:
     """Regression: a lock row left by a killed PostgreSQL holder was named as the holder of a later lock."""
     import psycopg
@@ -291,7 +329,10 @@ def _cli_workspace(tmp_path: Path, kind: str, writers: int, dsn: str | None) -> 
 
     from tests.sandbox_support import ENV, config_text, installation
 
-    tenants = "".join(installation(f"t{i}", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"]) for i in range(writers))
+    tenants = "".join(
+        installation(f"t{i}", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"])
+        for i in range(writers)
+    )
     text = config_text("http://127.0.0.1:9", 9, tenants)  # deferred authorizations never call the provider
     if kind == "postgres":
         text += "backend:\n  type: postgres\n  dsn: ${env:RECONCILER_PG_DSN}\n"
@@ -310,12 +351,26 @@ def _cli_workspace(tmp_path: Path, kind: str, writers: int, dsn: str | None) -> 
 
 
 def _reconciler(config: Path, env: dict[str, str], *args: str) -> subprocess.Popen:  # type: ignore[type-arg]
-    command = [sys.executable, "-m", "reconciler", "-C", str(config), "apply", "--auto-approve", "--auth-mode", "defer"]
-    return subprocess.Popen([*command, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    command = [
+        sys.executable,
+        "-m",
+        "reconciler",
+        "-C",
+        str(config),
+        "apply",
+        "--auto-approve",
+        "--auth-mode",
+        "defer",
+    ]
+    return subprocess.Popen(
+        [*command, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
 
 
 def _cli_state(config: Path, kind: str, dsn: str | None) -> StateDocument:
-    backend = PostgresBackend(dsn, "default") if kind == "postgres" else LocalBackend(config / "state", "default")  # type: ignore[arg-type]
+    backend = (
+        PostgresBackend(dsn, "default") if kind == "postgres" else LocalBackend(config / "state", "default")
+    )  # type: ignore[arg-type]
     doc = backend.read()
     assert doc is not None
     return doc
@@ -323,7 +378,10 @@ def _cli_state(config: Path, kind: str, dsn: str | None) -> StateDocument:
 
 @pytest.mark.parametrize("writers", [2, pytest.param(8, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("kind", ["local", "postgres"])
-def test_concurrent_cli_applies_fail_fast_or_wait_and_lose_nothing(request, tmp_path: Path, kind: str, writers: int) -> None:  # type: ignore[no-untyped-def]
+@counted(AREA)
+def test_concurrent_cli_applies_fail_fast_or_wait_and_lose_nothing(
+    request, tmp_path: Path, kind: str, writers: int
+) -> None:  # type: ignore[no-untyped-def]
     """N `reconciler apply` processes, each adding its own installation: with --lock-timeout 0 while another process
     holds the lock, every one fails at once naming it (exit 1, nothing written); with a timeout they wait, and
     every installation arrives, one serial each."""
@@ -332,9 +390,15 @@ def test_concurrent_cli_applies_fail_fast_or_wait_and_lose_nothing(request, tmp_
     before = _cli_state(config, kind, dsn)
     holder = _holder(kind, dsn or str(config / "state"))
     try:
-        fast = [_reconciler(config, env, "--target", f"installation.t{i}.ado", "--lock-timeout", "0") for i in range(writers)]
+        fast = [
+            _reconciler(config, env, "--target", f"installation.t{i}.ado", "--lock-timeout", "0")
+            for i in range(writers)
+        ]
         failed = [(p.wait(60), p.communicate()[1]) for p in fast]
-        waiting = [_reconciler(config, env, "--target", f"installation.t{i}.ado", "--lock-timeout", "120") for i in range(writers)]
+        waiting = [
+            _reconciler(config, env, "--target", f"installation.t{i}.ado", "--lock-timeout", "120")
+            for i in range(writers)
+        ]
         time.sleep(1.0)
         assert all(p.poll() is None for p in waiting)
         unchanged = _cli_state(config, kind, dsn)
@@ -345,7 +409,13 @@ def test_concurrent_cli_applies_fail_fast_or_wait_and_lose_nothing(request, tmp_
     named = [err for code, err in failed if code == 1 and f"is locked: held by pid {holder.pid} " in err]
     pending = {a for a, r in after.resources.items() if getattr(r, "status", None) == "pending_authorization"}
     lost = len({f"installation.t{i}.ado" for i in range(writers)} - pending)
-    figures.add(AREA, cases=1, writers=2 * writers, failed_fast=len(named), writes=after.serial - before.serial, lost_updates=lost)
+    figures.add(
+        AREA,
+        writers=2 * writers,
+        failed_fast=len(named),
+        writes=after.serial - before.serial,
+        lost_updates=lost,
+    )
     assert len(named) == writers, failed
     assert unchanged == before
     assert [code for code, _, _ in done] == [3] * writers, [err for _, _, err in done]

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +25,7 @@ from tests.conftest import run
 from tests.reliability.support_b import (
     ApplyRun,
     addresses_of,
+    counted,
     figures,
     many_installations,
     recorded_tokens,
@@ -32,6 +35,7 @@ from tests.reliability.support_b import (
 from tests.sandbox_support import ENV, config_text, free_port, register
 
 AREA = "crash"
+TOKEN = re.compile(r"sbx\.(?:at|rt)\.[A-Za-z0-9_-]+")  # the sandbox's access and refresh tokens
 SEED = 20240517
 
 
@@ -44,14 +48,66 @@ def provider() -> Iterator[tuple[SandboxServer, int]]:
         yield server, port
 
 
-def _workspace(root: Path, provider: tuple[SandboxServer, int], count: int) -> Path:
+def _block(index: int, partner: str = "legacy", project: str = "Platform", per_tenant: int = 10) -> str:
+    return (
+        f"  t{index // per_tenant:03d}:\n    installations:\n      i{index:03d}:\n        partner: {partner}\n"
+        f"        parameters: {{organization: acme-org, project: {project}}}\n"
+        "        scopes: [vso.work_full, vso.project]\n"
+    )
+
+
+def _write(config: Path, provider: tuple[SandboxServer, int], tenants: str) -> None:
     server, port = provider
-    root.mkdir(parents=True)
-    (root / "reconciler.yaml").write_text(config_text(server.url, port, many_installations(count)))
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "reconciler.yaml").write_text(config_text(server.url, port, tenants))
+
+
+def _workspace(root: Path, provider: tuple[SandboxServer, int], count: int) -> Path:
+    _write(root, provider, many_installations(count))
     return root
 
 
-def _invariants(config: Path, server: SandboxServer, declared: set[str], reported: set[str]) -> list[str]:
+def _changed(index: int) -> str:
+    """What the second phase does to installation `index`: re-authorize it with another client (a partner switch),
+    update it (another project), or delete it."""
+    return ("reauthorize", "update", "delete")[index % 3]
+
+
+def _change_config(count: int) -> str:
+    """`count` installations after the second phase's changes, grouped by tenant as in `many_installations`."""
+    tenants: dict[int, list[str]] = {}
+    for index in range(count):
+        change = _changed(index)
+        if change != "delete":
+            block = _block(
+                index,
+                "entra" if change == "reauthorize" else "legacy",
+                "Web" if change == "update" else "Platform",
+            )
+            tenants.setdefault(index // 10, []).append(block.split("installations:\n", 1)[1])
+    return "".join(
+        f"  t{t:03d}:\n    installations:\n" + "".join(items) for t, items in sorted(tenants.items())
+    )
+
+
+def _expected(phase: str, count: int) -> dict[str, tuple[str, Callable[[Any], bool]]]:
+    """Per address: the action the phase carries out, and when it counts as done (given the recorded record)."""
+    partners = {p: ("create", lambda r: r is not None) for p in ("partner.legacy", "partner.entra")}
+    if phase == "create":
+        return {**partners, **{a: ("create", lambda r: r is not None) for a in addresses_of(count)}}
+    done = {
+        "reauthorize": lambda r: r is not None and r.partner == "entra",
+        "update": lambda r: r is not None and r.parameters["project"] == "Web",
+        "delete": lambda r: r is None,
+    }
+    out: dict[str, tuple[str, Callable[[Any], bool]]] = {}
+    for index in range(count):
+        change = _changed(index)
+        out[f"installation.t{index // 10:03d}.i{index:03d}"] = (change, done[change])
+    return out
+
+
+def _invariants(config: Path, server: SandboxServer, expected: dict, reported: set[str]) -> list[str]:  # type: ignore[type-arg]
     """What is wrong with the state a killed run left (empty: nothing)."""
     problems: list[str] = []
     try:
@@ -65,32 +121,40 @@ def _invariants(config: Path, server: SandboxServer, declared: set[str], reporte
         tokens = recorded_tokens(config / "state", {})
     except Exception as exc:  # noqa: BLE001
         return [*problems, f"sealed credentials do not open: {exc}"]
-    problems += [f"{a} is authorized without working tokens ({t})" for a, t in tokens.items() if not works_at(server.provider, t)]
-    recorded = set(doc.resources) if doc else set()
-    authorized = set(tokens)
-    problems += [f"{a} was reported complete but is not in state" for a in sorted(reported - authorized - recorded)]
-    problems += [f"{a} was reported authorized but is not" for a in sorted((reported & declared) - authorized)]
+    problems += [
+        f"{a} is authorized without working tokens ({t})"
+        for a, t in tokens.items()
+        if not works_at(server.provider, t)
+    ]
+    resources = doc.resources if doc else {}
+    installations = [a for a, r in resources.items() if a.startswith("installation.")]
+    problems += [f"{a} is recorded but not authorized" for a in installations if a not in tokens]
+    done = {a: check(resources.get(a)) for a, (action, check) in expected.items()}
+    problems += [
+        f"{a} was reported complete but is not done in state" for a in sorted(reported) if not done.get(a)
+    ]
     plan = run(["-C", str(config), "plan", "--format", "json", "--detailed-exitcode"], ENV)
     if plan.exit_code not in (0, 2):
         return [*problems, f"plan failed: {plan.stderr.strip()}"]
     changes = {c["address"]: c["action"] for c in json.loads(plan.stdout)["changes"] if c["action"] != "noop"}
-    remaining = (declared - authorized) | ({"partner.legacy"} - recorded)
-    if set(changes) != remaining or set(changes.values()) - {"create"}:
-        problems.append(f"plan shows {len(changes)} changes, expected the {len(remaining)} not done")
+    remaining = {a: action for a, (action, check) in expected.items() if not done[a]}
+    if changes != remaining:
+        wrong = sorted(set(changes.items()) ^ set(remaining.items()))[:3]
+        problems.append(
+            f"plan shows {len(changes)} changes, expected the {len(remaining)} not done (e.g. {wrong})"
+        )
     if plan.exit_code != (2 if remaining else 0):
         problems.append(f"plan --detailed-exitcode exited {plan.exit_code}")
     return problems
 
 
-def _trial(root: Path, provider: tuple[SandboxServer, int], count: int, rng: random.Random) -> dict[str, int]:
-    """One apply of `count` installations killed after a seeded random number of authorizations plus a seeded random
-    fraction of a step (so that kills land anywhere in a step: consent, exchange, check, sealing, the state write);
-    then the invariants, and a second apply that must finish the work."""
-    server, _ = provider
-    config = _workspace(root, provider, count)
-    declared = addresses_of(count)
+def _killed_apply(config: Path, server: SandboxServer, expected: dict, rng: random.Random) -> dict[str, int]:  # type: ignore[type-arg]
+    """Apply killed after a seeded random number of completed steps plus a seeded random fraction of a step (so
+    that kills land anywhere in a step: consent, exchange, check, sealing, the state write); the invariants; then a
+    second apply that must finish the work."""
     env = subprocess_env(**ENV)
-    target = rng.randrange(count)
+    steps = sum(1 for a in expected if a.startswith("installation."))
+    target = rng.randrange(steps)
     first = ApplyRun(config, env)
     assert first.wait_for(target, timeout=600) or target == 0, first.stderr[-5:]
     step = (time.monotonic() - first.started) / target if target else 1.0
@@ -98,46 +162,63 @@ def _trial(root: Path, provider: tuple[SandboxServer, int], count: int, rng: ran
     killed = first.kill()
     first.finish(60)
     reported = set(first.completed)
-    problems = _invariants(config, server, declared, reported)
+    problems = _invariants(config, server, expected, reported)
+    leaked = TOKEN.findall("\n".join([*first.stderr, first.stdout]))
+    figures.add(AREA, secrets_found=len(leaked))
+    problems += [f"a token was printed: {t[:12]}..." for t in leaked[:1]]
     second = ApplyRun(config, env)
     code = second.finish(900)
     if code != 0:
         problems.append(f"the second apply exited {code}: {second.stderr[-3:]}")
-    final = recorded_tokens(config / "state", {})
-    if set(final) != declared or not all(works_at(server.provider, t) for t in final.values()):
-        problems.append(f"after the second apply {len(final)} of {count} are authorized with working tokens")
-    if run(["-C", str(config), "plan", "--detailed-exitcode"], ENV).exit_code != 0:
+    problems += [
+        f"after the second apply: {p}" for p in _invariants(config, server, expected, set(second.completed))
+    ]
+    plan = run(["-C", str(config), "plan", "--detailed-exitcode"], ENV)
+    if plan.exit_code != 0:
         problems.append("plan after the second apply is not empty")
     assert not problems, f"kill after {len(reported)} reported steps: " + "; ".join(problems[:5])
-    return {"kills": int(killed), "reported_complete": len([a for a in reported if a in declared])}
+    return {"kills": int(killed), "completed_before_kill": len(reported)}
 
 
 def _trials(tmp_path: Path, provider: tuple[SandboxServer, int], trials: int, count: int) -> None:
+    """Each trial: an apply creating `count` installations, killed and finished; then one changing them all (a
+    third re-authorized with another client, a third updated, a third deleted), killed and finished."""
+    server, _ = provider
     rng = random.Random(SEED)
     for number in range(trials):
-        failures = 1
-        try:
-            counts = _trial(tmp_path / f"trial-{number:02d}", provider, count, rng)
-            failures = 0
-        finally:
-            figures.add(AREA, trials=1, installations=count, failures_found=failures, **(counts if not failures else {}))
-        assert counts["kills"] == 1 or number > 0  # a run that finished before its kill proves less: not the first
+        config = _workspace(tmp_path / f"trial-{number:02d}", provider, count)
+        figures.add(AREA, trials=1)
+        for phase in ("create", "change"):
+            if phase == "change":
+                _write(config, provider, _change_config(count))
+            outcome: dict[str, int] = {}
+            try:
+                outcome = _killed_apply(config, server, _expected(phase, count), rng)
+            finally:
+                figures.add(AREA, killed_applies=1, steps=count, **outcome)
 
 
+@counted(AREA)
 def test_kill_9_during_apply_fast(tmp_path: Path, provider) -> None:  # type: ignore[no-untyped-def]
-    """3 seeded kill -9 trials of an apply of 20 installations: every invariant holds after each kill."""
+    """3 seeded trials of 20 installations (create, then change), each apply killed with SIGKILL: every invariant
+    holds after each kill."""
     _trials(tmp_path, provider, trials=3, count=20)
+    assert figures.get(AREA)["kills"] >= 3
 
 
 @pytest.mark.slow
+@counted(AREA)
 def test_kill_9_during_apply_of_200(tmp_path: Path, provider) -> None:  # type: ignore[no-untyped-def]
-    """20 seeded kill -9 trials of an apply of 200 installations: every invariant holds after each kill."""
+    """20 seeded trials of 200 installations (create, then change), each apply killed with SIGKILL: every invariant
+    holds after each kill."""
     _trials(tmp_path, provider, trials=20, count=200)
+    assert figures.get(AREA)["kills"] >= 20
 
 
 # -- regressions found by the trials ------------------------------------------------------------------------------
 
 
+@counted(AREA)
 def test_a_record_appended_after_a_torn_journal_tail_is_kept(tmp_path: Path) -> None:
     """Regression: after a torn journal record (a full disk or power loss mid-append), every later record was
     appended behind it and ignored by readers — lost if the writer died before folding the journal."""
@@ -146,19 +227,25 @@ def test_a_record_appended_after_a_torn_journal_tail_is_kept(tmp_path: Path) -> 
 
     backend = LocalBackend(tmp_path, "default")
     with backend.lock("init"):
-        backend.write(StateDocument.new("default").with_resources({PARTNER.address: PARTNER}), expected_serial=None)
+        backend.write(
+            StateDocument.new("default").with_resources({PARTNER.address: PARTNER}), expected_serial=None
+        )
     with open(tmp_path / "default.journal", "ab") as journal:
         journal.write(b'{"c": "0f3a", "p": {"lineage": "')  # what a failed append leaves
     other = PARTNER.model_copy(update={"name": "other"})
     with backend.lock("apply"):
         doc = backend.read()
         assert doc is not None
-        written = backend.write(doc.with_record(other.address, other), expected_serial=doc.serial, changed={other.address})
-        seen = LocalBackend(tmp_path, "default").read()  # another reader now, or the next command after a kill -9
+        written = backend.write(
+            doc.with_record(other.address, other), expected_serial=doc.serial, changed={other.address}
+        )
+        seen = LocalBackend(
+            tmp_path, "default"
+        ).read()  # another reader now, or the next command after a kill -9
         assert seen == written and other.address in seen.resources
-    figures.add(AREA, failures_found=0)
 
 
+@counted(AREA)
 def test_kill_9_after_a_torn_journal_tail_keeps_what_was_reported(tmp_path: Path, provider) -> None:  # type: ignore[no-untyped-def]
     """End to end: a journal left torn, then an apply killed after reporting authorizations — they are all in
     state, and the invariants hold."""
@@ -173,14 +260,19 @@ def test_kill_9_after_a_torn_journal_tail_keeps_what_was_reported(tmp_path: Path
     assert second.wait_for(4, timeout=120)
     assert second.kill()
     second.finish(60)
-    problems = _invariants(config, server, addresses_of(8), set(second.completed) | set(first.completed))
-    figures.add(AREA, trials=1, installations=8, kills=1, failures_found=int(bool(problems)))
+    problems = _invariants(
+        config, server, _expected("create", 8), set(second.completed) | set(first.completed)
+    )
+    figures.add(AREA, killed_applies=1, steps=8, kills=1)
     assert problems == []
 
 
 @pytest.mark.parametrize("secret", ["key file", "passphrase salt"])
 @pytest.mark.parametrize("dies_at", ["fdopen", "fsync"])
-def test_a_crash_while_creating_the_state_key_leaves_no_half_key(sandbox_config, secret: str, dies_at: str) -> None:  # type: ignore[no-untyped-def]
+@counted(AREA)
+def test_a_crash_while_creating_the_state_key_leaves_no_half_key(
+    sandbox_config, secret: str, dies_at: str
+) -> None:  # type: ignore[no-untyped-def]
     """Regression: a process killed while writing a new key file (or passphrase salt) left it empty, and every
     later run failed on it; now it is created whole or not at all, and the next run creates it."""
     import os
@@ -204,7 +296,6 @@ def test_a_crash_while_creating_the_state_key_leaves_no_half_key(sandbox_config,
     result = run(APPLY, env)
     assert result.exit_code == 0, result.stderr
     assert made.stat().st_size > 0 and not list((directory / "state").glob(".default*.tmp*"))
-    figures.add(AREA, failures_found=0)
 
 
 # -- a full disk ---------------------------------------------------------------------------------------------------
@@ -221,11 +312,15 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     mount = tmp_path / "disk"
     mount.mkdir()
     result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mount)], capture_output=True, text=True
+        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
     )
     if result.returncode != 0:
-        pytest.fail(f"the full-disk tests need a small filesystem of their own: `mount -t tmpfs` failed "
-                    f"({result.stderr.strip() or result.returncode}); run them as root")
+        pytest.fail(
+            f"the full-disk tests need a small filesystem of their own: `mount -t tmpfs` failed "
+            f"({result.stderr.strip() or result.returncode}); run them as root"
+        )
     try:
         yield mount
     finally:
@@ -270,9 +365,9 @@ def on_small_disk(small_disk: Path, sandbox: SandboxServer, monkeypatch: pytest.
     register(sandbox, port)
     monkeypatch.setattr(webbrowser, "open", ScriptedBrowser())
     monkeypatch.chdir(small_disk)
-    two = installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.project"]) + installation(
-        "globex", "ado", "legacy", "globex", "Operations", ["vso.work_full", "vso.project"]
-    )
+    two = installation(
+        "acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.project"]
+    ) + installation("globex", "ado", "legacy", "globex", "Operations", ["vso.work_full", "vso.project"])
 
     def write(extra: str = "") -> None:
         (small_disk / "reconciler.yaml").write_text(config_text(sandbox.url, port, two + extra))
@@ -284,7 +379,10 @@ def on_small_disk(small_disk: Path, sandbox: SandboxServer, monkeypatch: pytest.
 
 FULL_DISK_COMMANDS = {
     # command -> (arguments, what the configuration gains first)
-    "apply (a new installation)": (["-C", ".", "apply", "--auto-approve", "--auth-mode", "browser", "--auth-timeout", "20"], True),
+    "apply (a new installation)": (
+        ["-C", ".", "apply", "--auto-approve", "--auth-mode", "browser", "--auth-timeout", "20"],
+        True,
+    ),
     "apply (defer: a pending record)": (["-C", ".", "apply", "--auto-approve", "--auth-mode", "defer"], True),
     "state rm": (["-C", ".", "state", "rm", "installation.globex.ado"], False),
     "state mv": (["-C", ".", "state", "mv", "installation.globex.ado", "installation.globex.renamed"], False),
@@ -294,7 +392,10 @@ FULL_DISK_COMMANDS = {
 
 @pytest.mark.parametrize("leave_pages", [0, 1], ids=["no page free", "one page free"])
 @pytest.mark.parametrize("command", list(FULL_DISK_COMMANDS))
-def test_a_full_disk_leaves_the_previous_state_intact(on_small_disk, sandbox, command: str, leave_pages: int) -> None:  # type: ignore[no-untyped-def]
+@counted(AREA)
+def test_a_full_disk_leaves_the_previous_state_intact(
+    on_small_disk, sandbox, command: str, leave_pages: int
+) -> None:  # type: ignore[no-untyped-def]
     """A state-writing command on a full disk (completely full, or with room for the lock record only): exit 1, a
     clear message, and every state file byte for byte as before and loadable; no refresh token is rotated that
     could not be stored; once there is room again the same command succeeds."""
@@ -309,12 +410,15 @@ def test_a_full_disk_leaves_the_previous_state_intact(on_small_disk, sandbox, co
     filler = _fill(disk, leave_pages)
     result = run(args, ENV)
     after = _files(disk / "state")
-    changed = sum(1 for name in before.keys() | after.keys() if before.get(name) != after.get(name))
-    figures.add(AREA, full_disk_cases=1, state_files_changed=changed)
+    differing = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+    changed = sum(max(len(before.get(name, b"")), len(after.get(name, b""))) for name in differing)
+    figures.add(AREA, full_disk_cases=1, state_bytes_changed=changed)
     assert result.exit_code == 1, result.stdout + result.stderr
-    assert "No space left on device" in result.stderr or "bytes free beside the state" in result.stderr, result.stderr
+    assert "No space left on device" in result.stderr or "bytes free beside the state" in result.stderr, (
+        result.stderr
+    )
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
-    assert changed == 0, sorted(n for n in before.keys() | after.keys() if before.get(n) != after.get(n))
+    assert changed == 0, differing
     assert LocalBackend(disk / "state", "default").read() is not None
     rotated = {g["id"]: g["refreshes"] for g in sandbox.provider.live_grants() if g["id"] in refreshes}
     assert rotated == refreshes  # no refresh token was rotated only to be lost
@@ -322,3 +426,37 @@ def test_a_full_disk_leaves_the_previous_state_intact(on_small_disk, sandbox, co
     again = run(args, ENV)
     assert again.exit_code in (0, 3), again.stderr  # 3: the deferred authorization is pending, as asked
     assert all(works_at(sandbox.provider, t) for t in recorded_tokens(disk / "state", {}).values())
+
+
+@counted(AREA)
+def test_a_state_mv_interrupted_before_its_document_write_can_be_run_again(sandbox_config) -> None:  # type: ignore[no-untyped-def]
+    """Regression: `state mv` killed after sealing the credentials for the new address but before writing the
+    document left them behind, and every later `state mv` to that address failed ("changed meanwhile")."""
+    from tests.sandbox_support import APPLY, installation
+
+    sandbox, directory, write, browser = sandbox_config
+    write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.project"]))
+    assert run(APPLY, ENV).exit_code == 0
+    before = _files(directory / "state")
+    move = ["-C", ".", "state", "mv", "installation.acme.ado", "installation.acme.main"]
+
+    def dies(self, doc, *, expected_serial, changed=None):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt  # killed before the document names the new address
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(LocalBackend, "write", dies)
+        assert run(move, ENV).exit_code == 1
+    assert LocalBackend(directory / "state", "default").read().resources.keys() == {  # type: ignore[union-attr]
+        "partner.legacy",
+        "partner.entra",
+        "installation.acme.ado",
+    }
+    again = run(move, ENV)
+    assert again.exit_code == 0, again.stderr
+    tokens = recorded_tokens(directory / "state", {})
+    assert set(tokens) == {"installation.acme.main"} and works_at(
+        sandbox.provider, tokens["installation.acme.main"]
+    )
+    assert before.keys() - _files(directory / "state").keys() == {
+        "default.credentials/installation.acme.ado.json"
+    }

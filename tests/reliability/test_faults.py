@@ -19,7 +19,7 @@ import pytest
 from reconciler.sandbox import SandboxServer
 from reconciler.sandbox.provider import Fault
 from tests.conftest import run
-from tests.reliability.support_b import figures, recorded_tokens, works_at
+from tests.reliability.support_b import counted, figures, recorded_tokens, works_at
 from tests.sandbox_support import APPLY, ENV, LEGACY_ID, installation
 
 AREA = "faults"
@@ -43,7 +43,9 @@ FAULTS: dict[str, object] = {
 TRANSIENT = ["http-500", "http-429", "hang", "signin-page"]
 
 
-def _inject(sandbox: SandboxServer, endpoint: str, name: str, times: int = 1, organization: str | None = None) -> None:
+def _inject(
+    sandbox: SandboxServer, endpoint: str, name: str, times: int = 1, organization: str | None = None
+) -> None:
     spec = FAULTS[name]
     if organization is not None:
         spec = {**(spec if isinstance(spec, dict) else {"kind": spec}), "organization": organization}  # type: ignore[dict-item]
@@ -63,7 +65,9 @@ def _footprint(directory: Path, address: str) -> tuple[object, bytes | None]:
 
 def _no_secrets(sandbox: SandboxServer, *outputs: str) -> None:
     text = "\n".join(outputs)
-    assert [t for t in sandbox.provider.issued if t in text] == []
+    found = [t for t in sandbox.provider.issued if t in text]
+    figures.add(AREA, secrets_found=len(found))
+    assert found == []
 
 
 def _error_line(stderr: str) -> str:
@@ -95,6 +99,7 @@ EXCHANGE = {
 
 
 @pytest.mark.parametrize("name", list(EXCHANGE))
+@counted(AREA)
 def test_one_fault_at_the_code_exchange(applied, name: str) -> None:  # type: ignore[no-untyped-def]
     """One fault during the code exchange: transient ones are retried and the authorization completes; a spent
     code or a malformed answer is one error naming the installation, nothing recorded, and a re-run completes it."""
@@ -106,7 +111,7 @@ def test_one_fault_at_the_code_exchange(applied, name: str) -> None:  # type: ig
     elapsed = time.monotonic() - started
     expected = EXCHANGE[name]
     tokens = recorded_tokens(directory / "state", RENV)
-    figures.add(AREA, cases=1, faults_injected=1)
+    figures.add(AREA, faults_injected=1)
     assert _left(sandbox, "token") == 0
     if expected is None:
         assert result.exit_code == 0, result.stderr
@@ -122,7 +127,12 @@ def test_one_fault_at_the_code_exchange(applied, name: str) -> None:  # type: ig
         assert result.exit_code == 1
         assert line.startswith("error: installation.globex.ado: ") and expected in line.lower()
         assert line.count("installation.globex.ado") == 1
-        assert (_footprint(directory, "installation.globex.ado"), _footprint(directory, "installation.acme.ado")) == before
+        if name == "timeout":
+            assert "hint: an authorization code works once: run the command again" in result.stderr
+        assert (
+            _footprint(directory, "installation.globex.ado"),
+            _footprint(directory, "installation.acme.ado"),
+        ) == before
         again = run(APPLY, RENV)
         assert again.exit_code == 0, again.stderr
         figures.add(AREA, clear_errors=1)
@@ -130,6 +140,7 @@ def test_one_fault_at_the_code_exchange(applied, name: str) -> None:  # type: ig
     _no_secrets(sandbox, result.stdout, result.stderr)
 
 
+@counted(AREA)
 def test_a_token_answer_without_refresh_token_is_flagged_by_refresh(applied) -> None:  # type: ignore[no-untyped-def]
     """An installation authorized without a refresh token is recorded with a warning; the next refresh finds it
     cannot be refreshed, and the plan asks to re-authorize it (never a silent expiry)."""
@@ -140,7 +151,7 @@ def test_a_token_answer_without_refresh_token_is_flagged_by_refresh(applied) -> 
     assert "installation.globex.ado: refresh token rejected" in refreshed.stderr
     plan = run(["-C", ".", "plan", "--detailed-exitcode"], RENV)
     assert plan.exit_code == 2 and "installation.globex.ado must be re-authorized" in plan.stdout
-    figures.add(AREA, cases=1, faults_injected=1, clear_errors=1)
+    figures.add(AREA, faults_injected=1, clear_errors=1)
 
 
 # What one fault at the API does to the verification after the exchange.
@@ -155,17 +166,20 @@ VERIFY = {
 
 
 @pytest.mark.parametrize("name", list(VERIFY))
+@counted(AREA)
 def test_one_fault_at_the_verification(applied, name: str) -> None:  # type: ignore[no-untyped-def]
     """One fault while checking the new token against the organization: retried, or one clear error."""
     sandbox, directory, browser = applied
     before = _footprint(directory, "installation.globex.ado")
     _inject(sandbox, "api", name)
     result = run([*TIMEOUT, *APPLY], RENV)
-    figures.add(AREA, cases=1, faults_injected=1)
+    figures.add(AREA, faults_injected=1)
     assert _left(sandbox, "api") == 0
     if VERIFY[name] is None:
         assert result.exit_code == 0, result.stderr
-        assert works_at(sandbox.provider, recorded_tokens(directory / "state", RENV)["installation.globex.ado"])
+        assert works_at(
+            sandbox.provider, recorded_tokens(directory / "state", RENV)["installation.globex.ado"]
+        )
         figures.add(AREA, recovered=1)
     else:
         line = _error_line(result.stderr)
@@ -179,8 +193,14 @@ def test_one_fault_at_the_verification(applied, name: str) -> None:  # type: ign
 @pytest.mark.parametrize(
     ("endpoint", "name"),
     [("token", "http-500"), ("api", "signin-page")]
-    + [pytest.param(e, n, marks=pytest.mark.slow) for e in ("token", "api") for n in TRANSIENT if (e, n) not in (("token", "http-500"), ("api", "signin-page"))],
+    + [
+        pytest.param(e, n, marks=pytest.mark.slow)
+        for e in ("token", "api")
+        for n in TRANSIENT
+        if (e, n) not in (("token", "http-500"), ("api", "signin-page"))
+    ],
 )
+@counted(AREA)
 def test_a_fault_that_lasts_is_retried_a_bounded_number_of_times(applied, endpoint: str, name: str) -> None:  # type: ignore[no-untyped-def]
     """A provider that keeps failing: exactly ATTEMPTS requests, then one error naming the installation and saying
     so; nothing recorded for it, acme untouched; once the provider recovers a re-run completes it."""
@@ -189,12 +209,15 @@ def test_a_fault_that_lasts_is_retried_a_bounded_number_of_times(applied, endpoi
     _inject(sandbox, endpoint, name, times=10)
     result = run([*TIMEOUT, *APPLY], RENV)
     used = 10 - _left(sandbox, endpoint)
-    figures.add(AREA, cases=1, faults_injected=used)
+    figures.add(AREA, faults_injected=used)
     line = _error_line(result.stderr)
     assert result.exit_code == 1
     assert used == ATTEMPTS
     assert line.startswith("error: installation.globex.ado: ") and f"({ATTEMPTS} attempts)" in line
-    assert (_footprint(directory, "installation.globex.ado"), _footprint(directory, "installation.acme.ado")) == before
+    assert (
+        _footprint(directory, "installation.globex.ado"),
+        _footprint(directory, "installation.acme.ado"),
+    ) == before
     sandbox.provider.clear_faults(endpoint)
     assert run(APPLY, RENV).exit_code == 0
     figures.add(AREA, clear_errors=1)
@@ -216,6 +239,7 @@ REFRESH = ["-C", ".", "refresh", "--window", "120", "--parallelism", "1"]
 
 
 @pytest.mark.parametrize("name", [*TRANSIENT, "malformed-json", "timeout"])
+@counted(AREA)
 def test_one_fault_while_refreshing(three, name: str) -> None:  # type: ignore[no-untyped-def]
     """One fault at the token endpoint during refresh (acme goes first): transient ones are retried and all three
     refresh; a malformed answer leaves acme as it was (exit 1; its refresh token still works); an answer lost after
@@ -225,7 +249,7 @@ def test_one_fault_while_refreshing(three, name: str) -> None:  # type: ignore[n
     _inject(sandbox, "token", name)
     result = run([*TIMEOUT, *REFRESH], RENV)
     tokens = recorded_tokens(directory / "state", RENV)
-    figures.add(AREA, cases=1, faults_injected=1)
+    figures.add(AREA, faults_injected=1)
     others = ("installation.globex.ado", "installation.initech.ado")
     assert all(works_at(sandbox.provider, tokens[a]) for a in others)
     if name in TRANSIENT:
@@ -234,7 +258,10 @@ def test_one_fault_while_refreshing(three, name: str) -> None:  # type: ignore[n
         figures.add(AREA, recovered=1)
     elif name == "malformed-json":
         assert result.exit_code == 1 and "2 refreshed, 1 could not be checked" in result.stdout
-        assert "installation.acme.ado: could not refresh: the provider answered HTTP 200 with no usable JSON" in result.stderr
+        assert (
+            "installation.acme.ado: could not refresh: the provider answered HTTP 200 with no usable JSON"
+            in result.stderr
+        )
         assert _footprint(directory, "installation.acme.ado") == before
         assert works_at(sandbox.provider, tokens["installation.acme.ado"])
         assert "3 refreshed" in run(REFRESH, RENV).stdout
@@ -247,6 +274,7 @@ def test_one_fault_while_refreshing(three, name: str) -> None:  # type: ignore[n
     _no_secrets(sandbox, result.stdout, result.stderr)
 
 
+@counted(AREA)
 def test_a_refresh_answer_without_refresh_token_keeps_the_current_one(three) -> None:  # type: ignore[no-untyped-def]
     """Regression: an Azure DevOps OAuth refresh answered without `refresh_token` dropped the stored refresh token,
     so the installation could never be refreshed again; the current one (still valid) is now kept."""
@@ -258,9 +286,10 @@ def test_a_refresh_answer_without_refresh_token_keeps_the_current_one(three) -> 
     assert all(t.refresh_token is not None and works_at(sandbox.provider, t) for t in tokens.values())  # type: ignore[union-attr]
     second = run(REFRESH, RENV)
     assert second.exit_code == 0 and "Refresh complete: 3 refreshed." in second.stdout, second.stderr
-    figures.add(AREA, cases=1, faults_injected=3, recovered=1)
+    figures.add(AREA, faults_injected=3, recovered=1)
 
 
+@counted(AREA)
 def test_a_lasting_fault_for_one_organization_leaves_the_others_refreshed(three) -> None:  # type: ignore[no-untyped-def]
     """Every check of globex fails (HTTP 503): globex is named, could not be checked, exit 1, its state unchanged;
     acme and initech are refreshed meanwhile."""
@@ -268,13 +297,18 @@ def test_a_lasting_fault_for_one_organization_leaves_the_others_refreshed(three)
     before = _footprint(directory, "installation.globex.ado")
     sandbox.provider.add_faults("api", [Fault("status", status=503, organization="globex")] * 10)
     result = run(["-C", ".", "refresh", "--window", "120"], RENV)
-    figures.add(AREA, cases=1, faults_injected=10 - _left(sandbox, "api"))
+    figures.add(AREA, faults_injected=10 - _left(sandbox, "api"))
     assert result.exit_code == 1 and "2 refreshed, 1 could not be checked" in result.stdout
-    assert "installation.globex.ado: could not refresh: organization check: the provider is unavailable (HTTP 503)" in result.stderr
+    assert (
+        "installation.globex.ado: could not refresh: organization check: the provider is unavailable (HTTP 503)"
+        in result.stderr
+    )
     assert "error: 1 installation could not be refreshed or checked" in result.stderr
     assert 10 - _left(sandbox, "api") == ATTEMPTS
     record, sealed = _footprint(directory, "installation.globex.ado")
-    assert record == before[0] and sealed != before[1]  # refreshed (rotation stored at once), then not verified
+    assert (
+        record == before[0] and sealed != before[1]
+    )  # refreshed (rotation stored at once), then not verified
     tokens = recorded_tokens(directory / "state", RENV)
     assert all(works_at(sandbox.provider, t) for t in tokens.values())
     figures.add(AREA, clear_errors=1)
@@ -283,6 +317,7 @@ def test_a_lasting_fault_for_one_organization_leaves_the_others_refreshed(three)
 # -- authorize (deferred authorizations completed later) ----------------------------------------------------------
 
 
+@counted(AREA)
 def test_authorize_retries_and_keeps_the_pending_authorization_when_it_fails(sandbox_config) -> None:  # type: ignore[no-untyped-def]
     """`authorize` retries a transient fault; when the fault lasts it fails naming the installation and keeps the
     pending authorization (same link), which a later `authorize` completes."""
@@ -293,9 +328,16 @@ def test_authorize_retries_and_keeps_the_pending_authorization_when_it_fails(san
     _inject(sandbox, "token", "http-500", times=10)
     failed = run([*TIMEOUT, *authorize, "installation.acme.ado"], RENV)
     line = _error_line(failed.stderr)
-    assert failed.exit_code == 1 and line.startswith("error: installation.acme.ado: ") and "(4 attempts)" in line
-    record = json.loads((directory / "state" / "default.json").read_text())["resources"]["installation.acme.ado"]
-    assert record["status"] == "pending_authorization" and record["pending"]["authorize_url"] == browser.opened[0]
+    assert (
+        failed.exit_code == 1 and line.startswith("error: installation.acme.ado: ") and "(4 attempts)" in line
+    )
+    record = json.loads((directory / "state" / "default.json").read_text())["resources"][
+        "installation.acme.ado"
+    ]
+    assert (
+        record["status"] == "pending_authorization"
+        and record["pending"]["authorize_url"] == browser.opened[0]
+    )
     sandbox.provider.clear_faults("token")
     _inject(sandbox, "token", "http-429")
     done = run([*TIMEOUT, *authorize], RENV)
@@ -304,9 +346,10 @@ def test_authorize_retries_and_keeps_the_pending_authorization_when_it_fails(san
     tokens = recorded_tokens(directory / "state", RENV)
     assert sorted(tokens) == ["installation.acme.ado", "installation.globex.ado"]
     assert all(works_at(sandbox.provider, t) for t in tokens.values())
-    figures.add(AREA, cases=2, faults_injected=ATTEMPTS + 1, recovered=1, clear_errors=1)
+    figures.add(AREA, faults_injected=ATTEMPTS + 1, recovered=1, clear_errors=1)
 
 
+@counted(AREA)
 def test_update_errors_name_the_installation_once(sandbox_config) -> None:  # type: ignore[no-untyped-def]
     """Regression: errors raised inside a step named the installation twice ("installation.x: installation.x: ...")."""
     sandbox, directory, write, browser = sandbox_config
@@ -316,6 +359,30 @@ def test_update_errors_name_the_installation_once(sandbox_config) -> None:  # ty
     write(ACME.replace("Platform", "Web"))
     result = run(APPLY, RENV)
     line = _error_line(result.stderr)
-    assert result.exit_code == 1 and line.startswith("error: installation.acme.ado: the refresh token was rejected")
+    assert result.exit_code == 1 and line.startswith(
+        "error: installation.acme.ado: the refresh token was rejected"
+    )
     assert line.count("installation.acme.ado") == 1
-    figures.add(AREA, cases=1, clear_errors=1)
+    figures.add(AREA, clear_errors=1)
+
+
+@counted(AREA)
+def test_fault_switches_over_the_admin_api(sandbox: SandboxServer) -> None:
+    """The documented admin API queues faults (statuses, kinds, objects, repeated), targets an organization, and
+    clears them; an unknown kind or endpoint is refused."""
+    import httpx
+
+    def post(body: dict) -> httpx.Response:  # type: ignore[type-arg]
+        return httpx.post(f"{sandbox.url}/_sandbox/faults", json=body, timeout=5)
+
+    queued = post({"endpoint": "token", "faults": [500, "hang", {"kind": "slow", "seconds": 1}], "repeat": 2})
+    assert queued.status_code == 200 and queued.json() == {"queued": 6}
+    assert post({"endpoint": "token", "statuses": [429]}).json() == {"queued": 7}
+    kinds = [f.kind for f in sandbox.provider.faults["token"]]
+    assert kinds == ["status", "hang", "slow"] * 2 + ["status"]
+    assert post({"endpoint": "token", "faults": ["signin-page"], "clear": True}).json() == {"queued": 1}
+    post({"endpoint": "api", "faults": [{"kind": "status", "status": 503, "organization": "globex"}]})
+    assert sandbox.provider.next_fault("api", "acme-org") is None
+    assert sandbox.provider.next_fault("api", "globex") == Fault("status", status=503, organization="globex")
+    assert post({"endpoint": "token", "faults": ["explode"]}).status_code == 400
+    assert post({"endpoint": "consent", "faults": [500]}).status_code == 400

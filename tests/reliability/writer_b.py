@@ -55,8 +55,15 @@ for round_ in range(rounds):
             new = doc.with_record(f"partner.{name}-{round_}", record(round_))
             time.sleep(hold)
             written = backend.write(new, expected_serial=doc.serial, changed={f"partner.{name}-{round_}"})
-            emit(event="write", round=round_, read=doc.serial, wrote=written.serial, acquired=acquired,
-                 released=time.monotonic(), lock_id=info.id)
+            emit(
+                event="write",
+                round=round_,
+                read=doc.serial,
+                wrote=written.serial,
+                acquired=acquired,
+                released=time.monotonic(),
+                lock_id=info.id,
+            )
     except StateLockedError as exc:
         emit(event="locked", round=round_, message=str(exc), waited=time.monotonic() - started)
     except StaleStateError as exc:
