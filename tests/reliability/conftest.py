@@ -42,6 +42,10 @@ class Figures:
         for name, value in counts.items():
             totals[name] = totals.get(name, 0) + value
 
+    def get(self, area: str) -> dict[str, int]:
+        """The area's counts so far."""
+        return dict(self.counts.get(area, {}))
+
     def set(self, area: str, **values: int) -> None:
         """Replace the area's values (figures that are not sums)."""
         self.counts.setdefault(area, {}).update(values)
@@ -73,10 +77,11 @@ def _words(name: str) -> str:
 
 
 _FIGURES = pytest.StashKey[Figures]()
+FIGURES = Figures()  # also importable by support modules that count outside a fixture
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[_FIGURES] = Figures()
+    config.stash[_FIGURES] = FIGURES
 
 
 @pytest.fixture(scope="session")

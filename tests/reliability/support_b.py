@@ -1,14 +1,12 @@
 """Support for the crash, concurrency and provider-fault suites (tests/reliability/test_crash.py,
 test_concurrency.py, test_faults.py).
 
-`figures.add(area, **counts)` adds to one area's counts (`@counted(area)` counts a test as a case, and as a failure
-found when it fails); at the end of the test session each area prints one line,
-`reliability: <area>: k1 v1, k2 v2`, so that `make reliability` shows what was tried and what was found.
+`figures` is the suite's collector (see tests/reliability/conftest.py); `@counted(area)` counts a test as a case,
+and as a failure found when it fails (goal: none).
 """
 
 from __future__ import annotations
 
-import atexit
 import functools
 import os
 import re
@@ -19,51 +17,22 @@ import threading
 import time
 from pathlib import Path
 
-
-class Figures:
-    """Counts per area, summed over the tests that ran, printed once when the session ends."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._areas: dict[str, dict[str, int]] = {}
-        self._registered = False
-
-    def add(self, area: str, **counts: int) -> None:
-        with self._lock:
-            totals = self._areas.setdefault(area, {})
-            for key, value in counts.items():
-                totals[key] = totals.get(key, 0) + int(value)
-            if not self._registered:
-                atexit.register(self.report)
-                self._registered = True
-
-    def get(self, area: str) -> dict[str, int]:
-        with self._lock:
-            return dict(self._areas.get(area, {}))
-
-    def lines(self) -> list[str]:
-        first = ("cases", "failures_found")
-        with self._lock:
-            ordered = {
-                area: [(k, counts[k]) for k in first if k in counts]
-                + [(k, v) for k, v in counts.items() if k not in first]
-                for area, counts in self._areas.items()
-            }
-        return [
-            f"reliability: {area}: " + ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in counts)
-            for area, counts in sorted(ordered.items())
-        ]
-
-    def report(self) -> None:
-        out = sys.__stdout__
-        if out is None:
-            return
-        for line in self.lines():
-            out.write(line + "\n")
-        out.flush()
+from tests.reliability.conftest import FIGURES
 
 
-figures = Figures()
+# The session's collector (tests/reliability/conftest.py): the same object the `figures` fixture hands out.
+figures = FIGURES
+for _area in ("crash", "concurrency", "faults"):  # what each of these areas must never find
+    figures.goal(
+        _area,
+        failures_found=0,
+        secrets_found=0,
+        lost_updates=0,
+        overlapping_holders=0,
+        stale_writes_accepted=0,
+        state_bytes_changed=0,
+        state_files_changed=0,
+    )
 
 
 def counted(area: str):  # type: ignore[no-untyped-def]
@@ -75,8 +44,10 @@ def counted(area: str):  # type: ignore[no-untyped-def]
             try:
                 test(*args, **kwargs)
             except BaseException:
+                figures.goal(area, failures_found=0)
                 figures.add(area, cases=1, failures_found=1)
                 raise
+            figures.goal(area, failures_found=0)
             figures.add(area, cases=1, failures_found=0)
 
         return run
