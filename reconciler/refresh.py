@@ -20,7 +20,7 @@ from typing import Any, Literal
 import httpx
 
 from reconciler.auth.errors import ProviderError
-from reconciler.auth.flows import installation_settings, make_flow
+from reconciler.auth.flows import installation_settings, make_flow, shared_tls_context
 from reconciler.auth.retry import RetryPolicy, retrying
 from reconciler.auth.verify import verify_token
 from reconciler.catalog import Catalog
@@ -83,8 +83,7 @@ class ThreadClients:
     whole connection pool on every request (httpcore), which at 32 threads costs more CPU than the refresh itself."""
 
     def __init__(self, **options: Any) -> None:
-        # One TLS context for all (loading the CA bundle per client would cost more than the clients save).
-        self._options = {"verify": httpx.create_ssl_context(), **options}
+        self._options = {"verify": shared_tls_context(), **options}  # not a CA bundle load per client
         self._local = threading.local()
         self._clients: list[httpx.Client] = []
         self._lock = threading.Lock()

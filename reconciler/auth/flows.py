@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -167,6 +168,19 @@ class LegacyFlow:
             raise redacted(exc, (form["client_assertion"], form["assertion"])) from None
 
 
+_TLS: list[Any] = []  # the one TLS context of this process (see shared_tls_context)
+_TLS_LOCK = threading.Lock()
+
+
+def shared_tls_context() -> Any:
+    """One verifying TLS context (httpx's defaults) for every client this process makes: building one loads the
+    CA bundle, which costs more than the token request it would serve (Entra clients are made per request)."""
+    with _TLS_LOCK:
+        if not _TLS:
+            _TLS.append(httpx.create_ssl_context())
+        return _TLS[0]
+
+
 class EntraFlow:
     """Microsoft Entra ID: authorization code + PKCE (S256), client_secret_post, rotating refresh tokens."""
 
@@ -185,6 +199,7 @@ class EntraFlow:
             code_challenge_method="S256",
             token_endpoint_auth_method="client_secret_post",
             timeout=self.http.timeout,  # the caller's client decides, as for every other request
+            verify=shared_tls_context(),
             event_hooks={"response": [lambda r: (r.read(), responses.append(r))]},
         )
 
