@@ -288,12 +288,27 @@ def plan(opts: Options, fmt: str, detailed_exitcode: bool, split_dir: Path | Non
             click.echo(_redacted(hit.output, hit.secret_values), nl=False, color=opts.use_color())
             return EXIT_CHANGES if detailed_exitcode and hit.has_changes else EXIT_OK
 
+    ahead = None
+    if not refresh:  # included files are parsed on a second core while this process imports the rest
+        from reconciler.config.ahead import parse_includes_ahead
+        from reconciler.config.cache import parse_cache
+
+        ahead = parse_includes_ahead(opts.config_dir, parse_cache(os.environ) if opts.cache else None, os.environ)
+    try:
+        return _plan(opts, memo, ahead, fmt, detailed_exitcode, split_dir, out, refresh, parallelism, window,
+                     lock_timeout, _plan_options(target, exclude, replace, allow_delete))
+    finally:
+        if ahead is not None:
+            ahead.close()
+
+
+def _plan(opts: Options, memo: Any, ahead: Any, fmt: str, detailed_exitcode: bool, split_dir: Path | None,
+          out: Path | None, refresh: bool, parallelism: int, window: float, lock_timeout: float, options: Any) -> int:
     from reconciler.render import render_json, render_markdown, render_text
     from reconciler.render.markdown import render_markdown_parts
     from reconciler.workflow import plan_config, save_plan
 
     workspace = opts.workspace()
-    options = _plan_options(target, exclude, replace, allow_delete)
     partner_faults: list[str] = []
     if refresh:
         from reconciler.workflow import run_refresh
@@ -311,7 +326,7 @@ def plan(opts: Options, fmt: str, detailed_exitcode: bool, split_dir: Path | Non
         result = refreshed.plan
         partner_faults = sorted({f.partner for f in refreshed.findings if f.outcome == "partner" and f.partner})
     else:
-        result = plan_config(workspace, options)
+        result = plan_config(workspace, options, ahead=ahead)
     doc = result.document
     if out is not None:
         save_plan(workspace, result, out)

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from reconciler.catalog import load_catalog
 from reconciler.config import LoadedConfig, load_config
-from reconciler.config.loader import CONFIG_FILE, display_path, load_root, parse_includes_ahead, resolve_reference
+from reconciler.config.ahead import ParsedAhead, parse_includes_ahead
+from reconciler.config.loader import CONFIG_FILE, display_path, load_root, resolve_reference
 from reconciler.config.schema import LocalBackendSpec, RootFile
 from reconciler.errors import ReconcilerError, UsageError
 from reconciler.plan import Plan
@@ -48,9 +49,9 @@ class Workspace:
     http_timeout: float = 30.0  # seconds for each request to a provider (connect, read, write)
 
     def parse_cache(self):  # type: ignore[no-untyped-def]
-        from reconciler.config.cache import ParseCache, default_cache_dir
+        from reconciler.config.cache import parse_cache
 
-        return ParseCache(default_cache_dir(self.environ), load_catalog().version) if self.cache else None
+        return parse_cache(self.environ) if self.cache else None
 
     @property
     def environment_name(self) -> str:
@@ -119,10 +120,14 @@ def _bulk(phase: Callable[_P, _R]) -> Callable[_P, _R]:
 
 
 @_bulk
-def _load(ws: Workspace, meanwhile: Callable[[], object] | None = None) -> LoadedConfig:
-    """The configuration; where it pays, included files are parsed on a second core while `meanwhile()` runs."""
+def _load(
+    ws: Workspace, meanwhile: Callable[[], object] | None = None, ahead: ParsedAhead | None = None
+) -> LoadedConfig:
+    """The configuration; where it pays, included files are parsed on a second core (by `ahead` when the caller
+    started it, else by a worker started here) while `meanwhile()` runs. The worker is closed on return."""
     cache = ws.parse_cache()
-    ahead = parse_includes_ahead(ws.config_dir, cache, ws.environ)
+    if ahead is None:
+        ahead = parse_includes_ahead(ws.config_dir, cache, ws.environ)
     try:
         if ahead is not None and meanwhile is not None:
             meanwhile()
@@ -163,8 +168,8 @@ def _plan(
 
 
 @_bulk
-def plan_config(ws: Workspace, options: Options = Options()) -> PlanResult:
-    """Load, read state, plan: everything `reconciler plan` shows, as data."""
+def plan_config(ws: Workspace, options: Options = Options(), ahead: ParsedAhead | None = None) -> PlanResult:
+    """Load, read state, plan: everything `reconciler plan` shows, as data (`ahead`: see `_load`)."""
     early: list[tuple[object, StateBackend, StateDocument | None]] = []
 
     def read_state() -> None:  # while a worker parses: the state named by the root file (and overlay) alone
@@ -175,7 +180,7 @@ def plan_config(ws: Workspace, options: Options = Options()) -> PlanResult:
         except (ReconcilerError, OSError):
             pass  # read again below, so that problems come in their usual order: the configuration's first
 
-    loaded = _load(ws, meanwhile=read_state)
+    loaded = _load(ws, meanwhile=read_state, ahead=ahead)
     if early and early[0][0] == loaded.root.backend:
         _, backend, recorded = early[0]
     else:

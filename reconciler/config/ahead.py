@@ -16,17 +16,24 @@ process (a forked child inherits no threads, and must not meet a lock one of the
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import marshal
 import mmap
 import os
 import struct
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["MIN_FILES", "ParsedAhead", "parse_ahead"]
+from reconciler.config.includes import CONFIG_FILE, MAX_FILE_BYTES, glob_matches, include_patterns
+from reconciler.yamlio import YamlSyntaxError, load_yaml_text
+
+if TYPE_CHECKING:
+    from reconciler.config.cache import ParseCache
+
+__all__ = ["MIN_FILES", "ParsedAhead", "parse_ahead", "parse_includes_ahead"]
 
 MIN_FILES = 64  # below this, forking costs more than it saves
 _MISSING = object()
@@ -91,6 +98,39 @@ class ParsedAhead:
 MISSING = _MISSING
 
 
+def parse_includes_ahead(
+    config_dir: Path, cache: ParseCache | None = None, environ: Mapping[str, str] | None = None
+) -> ParsedAhead | None:
+    """A worker on another core parsing the files the root file includes, for `load_config(ahead=...)` (None
+    where that does not pay, or with RECONCILER_PARSE_AHEAD=0 in `environ`). The caller closes it. Nothing is
+    reported here: the loader reports every problem. Light on purpose (YAML only, no schema): the CLI starts it
+    before importing the rest, so the worker parses while this process imports."""
+    if (environ or {}).get("RECONCILER_PARSE_AHEAD", "1") == "0":
+        return None
+    root_path = Path(config_dir) / CONFIG_FILE
+    try:
+        raw = root_path.read_bytes()
+        if len(raw) > MAX_FILE_BYTES:
+            return None
+        text = raw.decode("utf-8-sig")
+        data = cache.load(raw, lambda: load_yaml_text(text)) if cache else load_yaml_text(text)
+    except (OSError, UnicodeDecodeError, YamlSyntaxError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    paths = [path for _, pattern in include_patterns(data) for path in glob_matches(root_path.parent, pattern)]
+
+    def parse(raw: bytes) -> tuple[Any, bool]:  # the data, and whether it was parsed (not found in the cache)
+        text = raw.decode("utf-8-sig")
+        if cache is None:
+            return load_yaml_text(text), True
+        parsed: list[bool] = []
+        data = cache.load(raw, lambda: parsed.append(True) or load_yaml_text(text))
+        return data, bool(parsed)
+
+    return parse_ahead(paths, parse)
+
+
 def parse_ahead(paths: Sequence[Path], parse: Callable[[bytes], Any]) -> ParsedAhead | None:
     """Start a worker parsing `paths` from the end with `parse(raw)`; None where that would not pay or is unsafe."""
     if len(paths) < MIN_FILES or not hasattr(os, "fork") or threading.active_count() > 1 or _cpus() < 2:
@@ -110,6 +150,7 @@ def parse_ahead(paths: Sequence[Path], parse: Callable[[bytes], Any]) -> ParsedA
 def _work(paths: Sequence[Path], parse: Callable[[bytes], Any], shared: mmap.mmap, writer: int) -> None:
     status = 1
     try:
+        gc.disable()  # a short life that frees nothing in cycles
         results: dict[str, tuple[bytes, Any]] = {}
         tail = len(paths)
         while tail - 1 >= _SLOT.unpack_from(shared, _HEAD)[0]:

@@ -21,7 +21,7 @@ from typing import Any
 
 from reconciler import __version__
 
-__all__ = ["ParseCache", "default_cache_dir"]
+__all__ = ["ParseCache", "catalog_digest", "default_cache_dir", "parse_cache"]
 
 _FORMAT = b"reconciler-parse-cache-1"
 
@@ -33,8 +33,28 @@ def default_cache_dir(environ: Mapping[str, str]) -> Path:
     return Path(base) / "reconciler"
 
 
+_CATALOG = Path(__file__).resolve().parent.parent / "catalog" / "connectors"
+_DIGEST: list[str] = []
+
+
+def catalog_digest() -> str:
+    """A digest of the shipped connector catalog files (their bytes): what the parse cache's entries depend on
+    besides the file and the reconciler version, read without building the catalog."""
+    if not _DIGEST:
+        digest = hashlib.sha256()
+        for path in sorted(_CATALOG.glob("*.yaml")):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        _DIGEST.append(digest.hexdigest())
+    return _DIGEST[0]
+
+
+def parse_cache(environ: Mapping[str, str]) -> ParseCache:
+    """The parse cache in the cache directory `environ` names (see `default_cache_dir`)."""
+    return ParseCache(default_cache_dir(environ), catalog_digest())
+
+
 class ParseCache:
-    def __init__(self, directory: Path, catalog_version: str) -> None:
+    def __init__(self, directory: Path, catalog_version: str) -> None:  # catalog_version: see catalog_digest
         self.directory = directory / "parse"
         self._salt = b"\0".join((_FORMAT, __version__.encode(), catalog_version.encode()))
         self._new: list[tuple[Path, bytes]] = []

@@ -8,7 +8,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["glob_matches", "include_patterns"]
+__all__ = ["CONFIG_FILE", "MAX_FILE_BYTES", "glob_matches", "include_patterns"]
+
+CONFIG_FILE = "reconciler.yaml"  # the root file of a configuration directory
+MAX_FILE_BYTES = 16 * 1024 * 1024  # a configuration file larger than this is refused
 
 
 def glob_matches(base: Path, pattern: str) -> list[Path]:

@@ -25,9 +25,9 @@ from typing import Any
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from reconciler.catalog import Catalog, Connector, load_catalog
-from reconciler.config.ahead import MISSING, ParsedAhead, parse_ahead
+from reconciler.config.ahead import MISSING, ParsedAhead
 from reconciler.config.cache import ParseCache
-from reconciler.config.includes import glob_matches, include_patterns
+from reconciler.config.includes import CONFIG_FILE, MAX_FILE_BYTES, glob_matches, include_patterns
 from reconciler.config.desired import DesiredInstallation, DesiredPartner, DesiredState
 from reconciler.config.schema import (
     NAME_PATTERN,
@@ -53,7 +53,6 @@ __all__ = [
     "resolve_reference",
 ]
 
-CONFIG_FILE = "reconciler.yaml"
 ENVIRONMENTS_DIR = "environments"
 DEFAULT_ENVIRONMENT = "default"
 ENVIRONMENT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
@@ -63,7 +62,6 @@ _TENANT_ID = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|organizations|common|consumers"
     r"|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+"
 )
-MAX_FILE_BYTES = 16 * 1024 * 1024
 SECRET_EXPIRY_WARNING = dt.timedelta(days=14)
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
 
@@ -144,38 +142,6 @@ def load_config(
     with `ahead` (see `parse_includes_ahead`), files a worker has parsed already are not parsed here.
     """
     return _Loader(Path(config_dir), environ, catalog or load_catalog(), today, environment, cache, ahead).run()
-
-
-def parse_includes_ahead(
-    config_dir: Path, cache: ParseCache | None = None, environ: Mapping[str, str] | None = None
-) -> ParsedAhead | None:
-    """A worker on another core parsing the files the root file includes, for `load_config(ahead=...)` (None
-    where that does not pay, or with RECONCILER_PARSE_AHEAD=0 in `environ`). The caller closes it. Nothing is
-    reported here: the loader reports every problem."""
-    if (environ or {}).get("RECONCILER_PARSE_AHEAD", "1") == "0":
-        return None
-    root_path = Path(config_dir) / CONFIG_FILE
-    try:
-        raw = root_path.read_bytes()
-        if len(raw) > MAX_FILE_BYTES:
-            return None
-        text = raw.decode("utf-8-sig")
-        data = cache.load(raw, lambda: load_yaml_text(text)) if cache else load_yaml_text(text)
-    except (OSError, UnicodeDecodeError, YamlSyntaxError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    paths = [path for _, pattern in include_patterns(data) for path in glob_matches(root_path.parent, pattern)]
-
-    def parse(raw: bytes) -> tuple[Any, bool]:  # the data, and whether it was parsed (not found in the cache)
-        text = raw.decode("utf-8-sig")
-        if cache is None:
-            return load_yaml_text(text), True
-        parsed: list[bool] = []
-        data = cache.load(raw, lambda: parsed.append(True) or load_yaml_text(text))
-        return data, bool(parsed)
-
-    return parse_ahead(paths, parse)
 
 
 def load_root(config_dir: Path, *, environment: str | None = None) -> RootFile:
