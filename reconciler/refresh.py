@@ -57,12 +57,18 @@ class RefreshSettings:
     max_wait: float = 30.0  # the longest Retry-After honoured
 
 
-def _retrying(call: Callable[[], object], settings: RefreshSettings, sleep: Callable[[float], None]) -> object:
+def _retrying(
+    call: Callable[[], object],
+    settings: RefreshSettings,
+    sleep: Callable[[float], None],
+    *,
+    final: Callable[[ProviderError], bool] = lambda exc: False,
+) -> object:
     for attempt in range(settings.attempts):
         try:
             return call()
         except ProviderError as exc:
-            if exc.category != "transient" or attempt == settings.attempts - 1:
+            if exc.category != "transient" or final(exc) or attempt == settings.attempts - 1:
                 raise
             wait = exc.retry_after if exc.retry_after is not None else settings.backoff * 2**attempt
             sleep(min(wait, settings.max_wait))
@@ -156,14 +162,20 @@ def check_one(
         if tokens.expires_at is None or tokens.expires_at <= now() + settings.window:
             tokens = _rotate(address, record, flow, tokens, vault, sealed.pending, sealed.generation, settings, sleep)
             outcome = "refreshed"
+        def verify() -> object:
+            return verify_token(http, connector, partner.api_url, installation.parameters, record.granted_scopes, tokens)
+
         try:
-            _retrying(
-                lambda: verify_token(
-                    http, connector, partner.api_url, installation.parameters, record.granted_scopes, tokens
-                ),
-                settings,
-                sleep,
-            )
+            try:
+                _retrying(verify, settings, sleep, final=lambda exc: exc.status == 203 and outcome == "ok")
+            except ProviderError as exc:
+                if exc.status != 203 or outcome != "ok" or tokens.refresh_token is None:
+                    raise
+                # A sign-in page: the provider expired the access token before its recorded expiry. Refresh once
+                # and check again, as apply does, instead of retrying a token that stays expired.
+                tokens = _rotate(address, record, flow, tokens, vault, sealed.pending, sealed.generation, settings, sleep)
+                outcome = "refreshed"
+                _retrying(verify, settings, sleep)
         except ProviderError as exc:
             if exc.status in (401, 403) and exc.category == "verify":
                 return Finding(address, "revoked", exc.message)
