@@ -16,6 +16,7 @@ Budgets: HYPOTHESIS_PROFILE=quick (make test) or fidelity (make fidelity, 1,000 
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shutil
@@ -39,7 +40,8 @@ from tests.fidelity import oracle
 from tests.fidelity.conftest import STATS
 from tests.fidelity.oracle import Divergence, fail
 from tests.fidelity.world import (
-    APPS_PER_PARTNER,
+    APPS_PER_POOL,
+    FLAVOURS,
     NAMES,
     ORGANIZATIONS,
     PARTNERS,
@@ -99,13 +101,14 @@ class History(RuleBasedStateMachine):
         uid = uuid.uuid4().hex[:12]
         port = free_port()
         self.model = Model(uid=uid, sandbox_url=self.sandbox.url, port=port)
-        for (partner, index), secret in register_world(self.sandbox, uid, port).items():
-            name = f"S_{partner.upper()}{index}_V0"
-            self.model.refs[(partner, index)] = name
+        for (pool, index), secret in register_world(self.sandbox, uid, port).items():
+            name = f"S_{pool.upper()}{index}_V0"
+            self.model.refs[(pool, index)] = name
             self.model.env[name] = secret
         self.versions = {app: 0 for app in self.model.refs}
         self.revoked: set[str] = set()
         self.held: Held | None = None
+        self.last_applied: Model | None = None
         self.issued_from = len(self.sandbox.provider.issued)
         self.started = False
         self.write(self.model)
@@ -223,7 +226,7 @@ class History(RuleBasedStateMachine):
             fail(f"reordering or duplicating the scopes of {address} changed the plan: "
                  f"{oracle.active(before)} -> {oracle.active(after)}")  # fmt: skip
 
-    @rule(data=st.data(), own=st.sampled_from([None, *range(APPS_PER_PARTNER)]))
+    @rule(data=st.data(), own=st.sampled_from([None, *range(APPS_PER_POOL)]))
     def switch_credentials(self, data: st.DataObject, own: int | None) -> None:
         """Partner-level credentials, or the installation's own (the partner's app or the other one)."""
         address = self.pick(data, list(self.model.installations()))
@@ -231,21 +234,37 @@ class History(RuleBasedStateMachine):
             self.model.installations()[address].own = own
             self.write(self.model)
 
+    @rule(data=st.data(), partner=st.sampled_from(PARTNERS))
+    def switch_partner(self, data: st.DataObject, partner: str) -> None:
+        """Move an installation to another partner entry (with the same client: an in-place update)."""
+        address = self.pick(data, list(self.model.installations()))
+        if address is not None:
+            self.model.installations()[address].partner = partner
+            self.write(self.model)
+
+    @rule()
+    def revert(self) -> None:
+        """Go back to the configuration of the last apply (a reverted pull request); secrets stay as they are."""
+        if self.last_applied is not None:
+            self.model.tenants = copy.deepcopy(self.last_applied.tenants)
+            self.model.partners = copy.deepcopy(self.last_applied.partners)
+            self.write(self.model)
+
     @rule(partner=st.sampled_from(PARTNERS))
     def change_partner_client_id(self, partner: str) -> None:
-        self.model.partners[partner].app = (self.model.partners[partner].app + 1) % APPS_PER_PARTNER
+        self.model.partners[partner].app = (self.model.partners[partner].app + 1) % APPS_PER_POOL
         self.write(self.model)
 
-    @rule(partner=st.sampled_from(PARTNERS), index=st.integers(0, APPS_PER_PARTNER - 1), rename=st.booleans())
-    def rotate_secret(self, partner: str, index: int, rename: bool) -> None:
+    @rule(pool=st.sampled_from(sorted(FLAVOURS)), index=st.integers(0, APPS_PER_POOL - 1), rename=st.booleans())
+    def rotate_secret(self, pool: str, index: int, rename: bool) -> None:
         """Rotate an app's client secret at the provider, and in the configuration's environment: under the same
         variable (the plan cannot see it) or a new one (the reference changes)."""
-        app = (partner, index)
+        app = (pool, index)
         self.versions[app] += 1
-        secret = f"{self.model.uid}-{partner}-secret{index}-v{self.versions[app]}"
-        self.sandbox.provider.rotate_secret(app_id(self.model.uid, partner, index), secret)
+        secret = f"{self.model.uid}-{pool}-secret{index}-v{self.versions[app]}"
+        self.sandbox.provider.rotate_secret(app_id(self.model.uid, pool, index), secret)
         if rename:
-            self.model.refs[app] = f"S_{partner.upper()}{index}_V{self.versions[app]}"
+            self.model.refs[app] = f"S_{pool.upper()}{index}_V{self.versions[app]}"
         self.model.env[self.model.refs[app]] = secret
         self.write(self.model)
 
@@ -264,11 +283,11 @@ class History(RuleBasedStateMachine):
             self.sandbox.provider.revoke(grant_id=grant)
             self.revoked.add(grant)
 
-    @rule(partner=st.sampled_from(PARTNERS), index=st.integers(0, APPS_PER_PARTNER - 1),
+    @rule(pool=st.sampled_from(sorted(FLAVOURS)), index=st.integers(0, APPS_PER_POOL - 1),
           scopes=st.one_of(st.none(), st.lists(st.sampled_from(SCOPES), min_size=1, max_size=3, unique=True)))  # fmt: skip
-    def grant_only(self, partner: str, index: int, scopes: list[str] | None) -> None:
+    def grant_only(self, pool: str, index: int, scopes: list[str] | None) -> None:
         """Users of this app consent to these scopes at most from now on (None: everything asked)."""
-        self.sandbox.provider.set_grant_only(app_id(self.model.uid, partner, index), scopes)
+        self.sandbox.provider.set_grant_only(app_id(self.model.uid, pool, index), scopes)
 
     # -- refresh --------------------------------------------------------------------------------------------------
 
@@ -316,6 +335,15 @@ class History(RuleBasedStateMachine):
     def apply_everything(self, saved: bool) -> None:
         """The common case, drawn more often: apply the whole plan with consent given in the browser."""
         self.apply(mode="browser", only=None, saved=saved)
+
+    @rule(mode=MODES, window=st.sampled_from(["15", "120"]))
+    def apply_refreshed_plan(self, mode: str, window: str) -> None:
+        """plan --refresh --out, then apply that plan: what the provider said (revoked tokens) is applied too."""
+        path = self.dir / "refreshed.bin"
+        plan = self.plan("--refresh", "--window", window, "--out", str(path))
+        before = self.snap()  # plan --refresh may have stored rotated tokens: that is not the apply's doing
+        result = self.cli("apply", str(path), "--auto-approve", "--auth-mode", mode, *AUTH)
+        self.check_apply(plan, before, result, mode, None, self.model)
 
     @rule(only=TARGETS)
     def save_plan(self, only: str | None) -> None:
@@ -392,9 +420,12 @@ class History(RuleBasedStateMachine):
         if result.exit_code not in (0, 1, 3):
             fail(f"apply exited {result.exit_code}: {result.stderr.strip()[-300:]}")
         completed = result.exit_code != 1
+        self.last_applied = model.copy()
         after = self.snap()
         for change in plan["changes"]:
-            STATS.applied[f"{change['kind']} {change['action']} ({mode}, exit {result.exit_code})"] += 1
+            for reason in change["reasons"] if change["action"] != "noop" else ["-"]:
+                kind = re.sub(r": .*|since .*", "", reason)
+                STATS.applied[f"{change['kind']} {change['action']} {kind} ({mode}, exit {result.exit_code})"] += 1
         oracle.check_effects(plan, before, after, deferred=mode == "defer", completed=completed)
         if not completed:
             self.expected_failure(result)
@@ -435,9 +466,30 @@ def fidelity_sandbox() -> Iterator[SandboxServer]:
         yield server
 
 
+def _one_tls_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every request here is plain HTTP to 127.0.0.1, yet each HTTP client the CLI makes loads the CA bundle into a
+    new TLS context it never uses — a third of a history's time. Build that context once (same settings)."""
+    from httpx._transports import default
+
+    original = getattr(default, "create_ssl_context", None)
+    if original is None:  # another httpx: slower, not wrong
+        return
+    contexts: dict[object, object] = {}
+
+    def shared(verify: object = True, cert: object = None, trust_env: bool = True) -> object:
+        if verify is not True or cert is not None:
+            return original(verify=verify, cert=cert, trust_env=trust_env)
+        if trust_env not in contexts:
+            contexts[trust_env] = original(verify=verify, cert=cert, trust_env=trust_env)
+        return contexts[trust_env]
+
+    monkeypatch.setattr(default, "create_ssl_context", shared)
+
+
 def test_apply_does_what_plan_said(fidelity_sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Across generated configuration histories, apply does exactly what its plan said and plan after apply is
     empty; the summary line reports histories, steps and divergences."""
+    _one_tls_context(monkeypatch)
     agent = ConsentAgent()
     monkeypatch.setattr(webbrowser, "open", agent)
     History.sandbox, History.agent, History.scratch = fidelity_sandbox, agent, tmp_path

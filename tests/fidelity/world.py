@@ -23,9 +23,12 @@ from reconciler.state import LocalBackend
 from reconciler.state.credentials import LocalCredentialStore, TokenSet, Vault
 
 STATE_KEY = base64.b64encode(b"fidelity-state-key-0123456789abc").decode()
-FLAVOURS = {"legacy": "azure-devops-oauth", "entra": "entra-id"}
-PARTNERS = tuple(FLAVOURS)
-APPS_PER_PARTNER = 2
+FLAVOURS = {"legacy": "azure-devops-oauth", "entra": "entra-id"}  # app pool -> auth flavour
+# partner -> the pool of apps its client id comes from; two partners on one pool make a partner switch that keeps
+# the client (an in-place update) possible
+POOL = {"legacy": "legacy", "legacy-b": "legacy", "entra": "entra"}
+PARTNERS = tuple(POOL)
+APPS_PER_POOL = 2
 TENANTS = ("t0", "t1", "t2")
 NAMES = ("i0", "i1")
 SCOPES = ("vso.work_full", "vso.project", "vso.code", "vso.work", "vso.build")
@@ -34,9 +37,9 @@ ORGANIZATIONS = {"acme-org": ["Platform", "Web"], "globex": ["Operations"]}
 CONNECTOR = load_catalog().connectors["microsoft-azure-devops"]
 
 
-def app_id(uid: str, partner: str, index: int) -> str:
+def app_id(uid: str, pool: str, index: int) -> str:
     """A client id of one history's app: unique across histories, so histories never share a sandbox app."""
-    return f"{uid}-{partner}-app{index}"
+    return f"{uid}-{pool}-app{index}"
 
 
 @dataclass
@@ -64,7 +67,7 @@ class Model:
     port: int
     partners: dict[str, Partner] = field(default_factory=lambda: {p: Partner(0) for p in PARTNERS})
     tenants: dict[str, dict[str, Installation]] = field(default_factory=dict)
-    refs: dict[tuple[str, int], str] = field(default_factory=dict)  # app -> the env variable naming its secret
+    refs: dict[tuple[str, int], str] = field(default_factory=dict)  # (pool, index) -> the variable with its secret
     env: dict[str, str] = field(default_factory=dict)  # environment variables (secrets and the state key)
 
     def copy(self) -> Model:
@@ -75,13 +78,13 @@ class Model:
 
     def client_id(self, inst: Installation) -> str:
         index = inst.own if inst.own is not None else self.partners[inst.partner].app
-        return app_id(self.uid, inst.partner, index)
+        return app_id(self.uid, POOL[inst.partner], index)
 
     def client_id_of_partner(self, name: str) -> str:
-        return app_id(self.uid, name, self.partners[name].app)
+        return app_id(self.uid, POOL[name], self.partners[name].app)
 
-    def secret_ref(self, partner: str, index: int) -> str:
-        return "${env:" + self.refs[(partner, index)] + "}"
+    def secret_ref(self, pool: str, index: int) -> str:
+        return "${env:" + self.refs[(pool, index)] + "}"
 
     def environ(self) -> dict[str, str]:
         return {**self.env, "RECONCILER_STATE_KEY": STATE_KEY}
@@ -95,15 +98,15 @@ class Model:
         }
         lines = ["version: 1", "platform: {service_domain: app-h.cyclr.com}", "partners:"]
         for name in PARTNERS:
-            partner = self.partners[name]
-            authorize, token = endpoints[name]
+            partner, pool = self.partners[name], POOL[name]
+            authorize, token = endpoints[pool]
             lines += [
                 f"  {name}:",
                 "    connector: microsoft-azure-devops",
-                f"    auth: {FLAVOURS[name]}",
-                *(["    tenant_id: organizations"] if name == "entra" else []),
-                f"    client_id: {app_id(self.uid, name, partner.app)}",
-                f"    client_secret: {self.secret_ref(name, partner.app)}",
+                f"    auth: {FLAVOURS[pool]}",
+                *(["    tenant_id: organizations"] if pool == "entra" else []),
+                f"    client_id: {app_id(self.uid, pool, partner.app)}",
+                f"    client_secret: {self.secret_ref(pool, partner.app)}",
                 f"    redirect_uri: {redirect}",
                 f"    endpoints: {{authorize_url: {authorize}, token_url: {token}, api_url: {url}}}",
             ]
@@ -126,8 +129,8 @@ class Model:
                 ]
                 if inst.own is not None:
                     lines.append(
-                        f"        credentials: {{client_id: {app_id(self.uid, inst.partner, inst.own)}, "
-                        f"client_secret: '{self.secret_ref(inst.partner, inst.own)}'}}"
+                        f"        credentials: {{client_id: {app_id(self.uid, POOL[inst.partner], inst.own)}, "
+                        f"client_secret: '{self.secret_ref(POOL[inst.partner], inst.own)}'}}"
                     )
         return "\n".join(lines) + "\n"
 
@@ -233,18 +236,18 @@ def register_world(sandbox: SandboxServer, uid: str, port: int) -> dict[tuple[st
     """Register one history's apps at the sandbox; returns each app's first secret."""
     provider = sandbox.provider
     secrets = {}
-    for partner, flavour in FLAVOURS.items():
-        for index in range(APPS_PER_PARTNER):
-            secret = f"{uid}-{partner}-secret{index}-v0"
+    for pool, flavour in FLAVOURS.items():
+        for index in range(APPS_PER_POOL):
+            secret = f"{uid}-{pool}-secret{index}-v0"
             provider.register_app(
                 {
-                    "client_id": app_id(uid, partner, index),
+                    "client_id": app_id(uid, pool, index),
                     "client_secret": secret,
                     "flavour": flavour,
                     "redirect_uris": [f"http://127.0.0.1:{port}/callback"],
                 }
             )
-            secrets[(partner, index)] = secret
+            secrets[(pool, index)] = secret
     return secrets
 
 
