@@ -167,11 +167,21 @@ class History(RuleBasedStateMachine):
 
     # -- configuration ------------------------------------------------------------------------------------------
 
-    @initialize(tenant=st.sampled_from(TENANTS), partner=st.sampled_from(PARTNERS), place=st.sampled_from(PLACES),
-                scopes=SCOPE_LISTS)  # fmt: skip
-    def first_installation(self, tenant: str, partner: str, place: tuple[str, str], scopes: list[str]) -> None:
-        self.model.tenants[tenant] = {"i0": Installation(partner, place, scopes)}
+    @initialize(
+        installations=st.lists(
+            st.tuples(st.sampled_from(TENANTS), st.sampled_from(NAMES), st.sampled_from(PARTNERS), st.sampled_from(PLACES),
+                      SCOPE_LISTS),  # fmt: skip
+            min_size=1,
+            max_size=3,
+        ),
+        saved=st.booleans(),
+    )
+    def first_apply(self, installations: list[tuple[str, str, str, tuple[str, str], list[str]]], saved: bool) -> None:
+        """Every history starts from an applied configuration of one to three installations."""
+        for tenant, name, partner, place, scopes in installations:
+            self.model.tenants.setdefault(tenant, {})[name] = Installation(partner, place, scopes)
         self.write(self.model)
+        self.apply(mode="browser", only=None, saved=saved)
 
     @rule(tenant=st.sampled_from(TENANTS), name=st.sampled_from(NAMES), partner=st.sampled_from(PARTNERS),
           place=st.sampled_from(PLACES), scopes=SCOPE_LISTS)  # fmt: skip
@@ -195,11 +205,21 @@ class History(RuleBasedStateMachine):
             self.model.tenants.pop(tenant, None)
         self.write(self.model)
 
-    @rule(data=st.data(), scopes=SCOPE_LISTS)
-    def change_scopes(self, data: st.DataObject, scopes: list[str]) -> None:
+    @rule(data=st.data(), scope=st.sampled_from(SCOPES))
+    def add_scope(self, data: st.DataObject, scope: str) -> None:
         address = self.pick(data, list(self.model.installations()))
         if address is not None:
-            self.model.installations()[address].scopes = scopes
+            self.model.installations()[address].scopes.append(scope)
+            self.write(self.model)
+
+    @rule(data=st.data())
+    def remove_scope(self, data: st.DataObject) -> None:
+        """Remove every mention of one scope (an installation keeps at least one)."""
+        address = self.pick(data, list(self.model.installations()))
+        inst = self.model.installations()[address] if address else None
+        if inst is not None and len(set(inst.scopes)) > 1:
+            scope = data.draw(st.sampled_from(sorted(set(inst.scopes))), label="scope")
+            inst.scopes = [s for s in inst.scopes if s != scope]
             self.write(self.model)
 
     @rule(data=st.data(), place=st.sampled_from(PLACES))
@@ -335,6 +355,11 @@ class History(RuleBasedStateMachine):
     def apply_everything(self, saved: bool) -> None:
         """The common case, drawn more often: apply the whole plan with consent given in the browser."""
         self.apply(mode="browser", only=None, saved=saved)
+
+    @rule()
+    def apply_again(self) -> None:
+        """The common case once more (rules are drawn alike, and most histories should apply often)."""
+        self.apply(mode="browser", only=None, saved=False)
 
     @rule(mode=MODES, window=st.sampled_from(["15", "120"]))
     def apply_refreshed_plan(self, mode: str, window: str) -> None:
