@@ -36,7 +36,9 @@ PARTNER_FIELDS = (
 )  # fmt: skip
 # What an in-place update may change besides the declared attributes: the token's expiry (the current token may be
 # refreshed first) and when it was last verified. Everything else about the authorization stays as it was.
-UPDATE_MAY_CHANGE = {"expires_at", "verified_at"}
+# A pending authorization is withdrawn by an update: one that still matched the configuration would have made the
+# plan a no-op that waits for it.
+UPDATE_MAY_CHANGE = {"expires_at", "verified_at", "pending"}
 
 
 class Divergence(AssertionError):
@@ -194,6 +196,8 @@ def _update_effect(
             fail(f"{address}: the update changed {name}: {old.get(name)!r} -> {new.get(name)!r}")
     if new_cred is None or "tokens" not in new_cred:
         fail(f"{address}: after the update no tokens are recorded")
+    if "pending" in new or (new_cred and "pending" in new_cred):  # a pending one still matching makes a no-op
+        fail(f"{address}: after the update a pending authorization is still recorded")
 
 
 # -- refresh ----------------------------------------------------------------------------------------------------
