@@ -55,6 +55,9 @@ def _consent_page(provider: Provider, consent_id: str) -> str:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "reconciler-sandbox"
+    # Headers and body go out in two writes; with Nagle's algorithm the body then waits for the client's delayed
+    # ACK (~40 ms) on every keep-alive request. Real services answer at once, and so does the sandbox.
+    disable_nagle_algorithm = True
     provider: Provider  # set on the subclass made per server
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet: requests carry secrets

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -517,7 +518,11 @@ def test_apply_does_what_plan_said(fidelity_sandbox: SandboxServer, tmp_path: Pa
     _one_tls_context(monkeypatch)
     agent = ConsentAgent()
     monkeypatch.setattr(webbrowser, "open", agent)
-    History.sandbox, History.agent, History.scratch = fidelity_sandbox, agent, tmp_path
+    # Histories write state thousands of times; on a memory file system each fsync costs nothing. Durability is
+    # tested elsewhere (tests/test_state_local.py); here only what is written matters.
+    shm = Path("/dev/shm")
+    scratch = Path(tempfile.mkdtemp(prefix="fidelity-", dir=shm)) if os.access(shm, os.W_OK) else tmp_path
+    History.sandbox, History.agent, History.scratch = fidelity_sandbox, agent, scratch
     try:
         run_state_machine_as_test(History, settings=settings())
     except Divergence:
@@ -531,4 +536,6 @@ def test_apply_does_what_plan_said(fidelity_sandbox: SandboxServer, tmp_path: Pa
         raise
     finally:
         agent.close()
+        if scratch != tmp_path:
+            shutil.rmtree(scratch, ignore_errors=True)
     assert STATS.histories > 0 and STATS.steps > 0
