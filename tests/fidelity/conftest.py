@@ -15,9 +15,11 @@ _COMMON = {
     "stateful_step_count": 25,
 }
 # `quick`: a fixed set of histories (derandomized: the same on every run, no example database written).
-settings.register_profile("quick", max_examples=10, derandomize=True, database=None, **_COMMON)
+settings.register_profile("quick", max_examples=30, derandomize=True, database=None, **_COMMON)
 # `fidelity`: 1,000 new histories per run; failures are kept in .hypothesis/ and replayed first next time.
-settings.register_profile("fidelity", max_examples=int(os.environ.get("FIDELITY_HISTORIES", "1000")), **_COMMON)
+settings.register_profile(
+    "fidelity", max_examples=int(os.environ.get("FIDELITY_HISTORIES", "1000")), **_COMMON
+)
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "quick")
 settings.load_profile(PROFILE)
 
@@ -27,7 +29,9 @@ class Stats:
     histories: int = 0
     steps: int = 0
     divergences: int = 0
-    failures: Counter[str] = field(default_factory=Counter)  # expected apply failures, by kind (FIDELITY_VERBOSE=1)
+    failures: Counter[str] = field(
+        default_factory=Counter
+    )  # expected apply failures, by kind (FIDELITY_VERBOSE=1)
     applied: Counter[str] = field(default_factory=Counter)  # planned actions carried out, by action and mode
 
 

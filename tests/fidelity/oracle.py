@@ -31,9 +31,17 @@ DECLARED = {
 }
 RECORD_DEFAULTS = {"credentials_source": "partner", "protected": False, "granted_scopes": []}
 PARTNER_FIELDS = (
-    "connector", "auth", "tenant_id", "client_id", "client_secret_ref", "redirect_uri", "authorize_url", "token_url",
-    "api_url", "scopes",
-)  # fmt: skip
+    "connector",
+    "auth",
+    "tenant_id",
+    "client_id",
+    "client_secret_ref",
+    "redirect_uri",
+    "authorize_url",
+    "token_url",
+    "api_url",
+    "scopes",
+)
 # What an in-place update may change besides the declared attributes: the token's expiry (the current token may be
 # refreshed first) and when it was last verified. Everything else about the authorization stays as it was.
 # A pending authorization is withdrawn by an update: one that still matched the configuration would have made the
@@ -65,16 +73,25 @@ def active(plan: dict[str, Any]) -> dict[str, str]:
 # -- effects of one apply ---------------------------------------------------------------------------------------
 
 
-def check_effects(plan: dict[str, Any], before: Snapshot, after: Snapshot, *, deferred: bool, completed: bool) -> None:
+def check_effects(
+    plan: dict[str, Any], before: Snapshot, after: Snapshot, *, deferred: bool, completed: bool
+) -> None:
     """Every address changed exactly as planned; with `completed`, every planned change happened."""
     changes = changes_of(plan)
-    addresses = set(before.resources) | set(after.resources) | set(before.credentials) | set(after.credentials)
+    addresses = (
+        set(before.resources) | set(after.resources) | set(before.credentials) | set(after.credentials)
+    )
     stray = sorted(addresses - set(changes))
     if stray:
         fail(f"apply touched addresses the plan does not mention: {stray}")
-    if before.doc and after.doc and (before.doc["lineage"], before.doc["environment"]) != (
-        after.doc["lineage"],
-        after.doc["environment"],
+    if (
+        before.doc
+        and after.doc
+        and (before.doc["lineage"], before.doc["environment"])
+        != (
+            after.doc["lineage"],
+            after.doc["environment"],
+        )
     ):
         fail("apply changed the state's lineage or environment")
     for address, change in changes.items():
@@ -163,7 +180,9 @@ def _deferred_effect(
         return
     after, marker = change["after"], new["pending"]
     if sorted(marker["requested_scopes"]) != after["scopes"] or marker["client_id"] != after["client_id"]:
-        fail(f"{address}: the pending authorization is for {marker['requested_scopes']} / {marker['client_id']}")
+        fail(
+            f"{address}: the pending authorization is for {marker['requested_scopes']} / {marker['client_id']}"
+        )
     if old is not None and old.get("status", "authorized") == "authorized":
         kept = {k: v for k, v in new.items() if k != "pending"}
         if kept != {k: v for k, v in old.items() if k != "pending"}:
@@ -215,12 +234,16 @@ def check_refresh_effects(before: Snapshot, after: Snapshot) -> None:
             if name not in REFRESH_MAY_CHANGE and old.get(name) != new.get(name):
                 fail(f"{address}: refresh changed {name}")
     if before.doc and after.doc:
-        moved = any(before.resources[a].get("drift") != after.resources[a].get("drift") for a in before.resources)
+        moved = any(
+            before.resources[a].get("drift") != after.resources[a].get("drift") for a in before.resources
+        )
         if not moved and after.serial != before.serial:
             fail("refresh bumped the serial without recording anything")
     for address in set(before.credentials) | set(after.credentials):
         old_cred, new_cred = before.credentials.get(address), after.credentials.get(address)
-        if (old_cred is None) != (new_cred is None) or (old_cred and old_cred.get("pending") != new_cred.get("pending")):
+        if (old_cred is None) != (new_cred is None) or (
+            old_cred and old_cred.get("pending") != new_cred.get("pending")
+        ):
             fail(f"{address}: refresh changed more than the tokens of its credentials")
 
 
@@ -263,16 +286,26 @@ def check_matches_model(model: Model, snap: Snapshot) -> None:
     for address, inst in installs.items():
         record = snap.resources[address]
         marker = record.get("pending")
-        scopes, client = (marker["requested_scopes"], marker["client_id"]) if marker else (
-            record["requested_scopes"], record["client_id"])  # fmt: skip
+        scopes, client = (
+            (marker["requested_scopes"], marker["client_id"])
+            if marker
+            else (record["requested_scopes"], record["client_id"])
+        )
         if sorted(scopes) != inst.declared_scopes() or client != model.client_id(inst):
-            fail(f"{address}: state holds {sorted(scopes)} for {client}, the configuration declares "
-                 f"{inst.declared_scopes()} for {model.client_id(inst)}")  # fmt: skip
-        if not marker and (record["parameters"]["organization"], record["parameters"]["project"]) != inst.place:
+            fail(
+                f"{address}: state holds {sorted(scopes)} for {client}, the configuration declares "
+                f"{inst.declared_scopes()} for {model.client_id(inst)}"
+            )
+        if (
+            not marker
+            and (record["parameters"]["organization"], record["parameters"]["project"]) != inst.place
+        ):
             fail(f"{address}: state holds {record['parameters']}, the configuration declares {inst.place}")
         if record["partner"] != inst.partner and not marker:
-            fail(f"{address}: state holds partner {record['partner']}, the configuration declares {inst.partner}")
-    for name, partner in model.partners.items():
+            fail(
+                f"{address}: state holds partner {record['partner']}, the configuration declares {inst.partner}"
+            )
+    for name in model.partners:
         record = snap.resources.get(f"partner.{name}")
         if record is None or record["client_id"] != model.client_id_of_partner(name):
             fail(f"partner.{name}: state holds {record and record['client_id']}")
@@ -281,7 +314,9 @@ def check_matches_model(model: Model, snap: Snapshot) -> None:
 # -- the provider's view ------------------------------------------------------------------------------------------
 
 
-def check_provider(config_dir: Path, snap: Snapshot, sandbox: SandboxServer, revoked_by_history: set[str]) -> None:
+def check_provider(
+    config_dir: Path, snap: Snapshot, sandbox: SandboxServer, revoked_by_history: set[str]
+) -> None:
     """Every authorized record's sealed tokens are the live, current tokens of one grant at the sandbox, issued to
     the recorded client for exactly the recorded (granted) scopes; pending authorizations open; no orphan blobs."""
     provider = sandbox.provider
@@ -304,16 +339,24 @@ def check_provider(config_dir: Path, snap: Snapshot, sandbox: SandboxServer, rev
             return
         with provider.lock:
             grant = provider.by_refresh.get(tokens.refresh_token.get_secret_value())
-            current_access = grant is not None and grant.access_token == tokens.access_token.get_secret_value()
+            current_access = (
+                grant is not None and grant.access_token == tokens.access_token.get_secret_value()
+            )
         if grant is None:
-            fail(f"{address}: the recorded refresh token is not a current one at the provider (a rotation was lost)")
+            fail(
+                f"{address}: the recorded refresh token is not a current one at the provider (a rotation was lost)"
+            )
             return
         if not current_access:
             fail(f"{address}: the recorded access token is not the grant's current one")
         if grant.app.client_id != record["client_id"]:
-            fail(f"{address}: tokens were issued to {grant.app.client_id}, state records {record['client_id']}")
+            fail(
+                f"{address}: tokens were issued to {grant.app.client_id}, state records {record['client_id']}"
+            )
         if sorted(grant.scopes) != sorted(field_of(record, "granted_scopes")):
-            fail(f"{address}: the provider granted {sorted(grant.scopes)}, state records {record.get('granted_scopes')}")
+            fail(
+                f"{address}: the provider granted {sorted(grant.scopes)}, state records {record.get('granted_scopes')}"
+            )
         if grant.revoked and grant.id not in revoked_by_history:
             fail(f"{address}: its grant was revoked, but not by this history")
         if grant.id in seen:
@@ -330,7 +373,11 @@ def tainted(config_dir: Path, snap: Snapshot, sandbox: SandboxServer) -> set[str
             continue
         tokens = open_tokens(config_dir, snap, address)
         with sandbox.provider.lock:
-            grant = sandbox.provider.by_refresh.get(tokens.refresh_token.get_secret_value()) if tokens.refresh_token else None
+            grant = (
+                sandbox.provider.by_refresh.get(tokens.refresh_token.get_secret_value())
+                if tokens.refresh_token
+                else None
+            )
             if grant is None or grant.revoked or grant.access_expires_at < now:
                 out.add(address)
     return out

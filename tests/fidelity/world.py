@@ -67,7 +67,9 @@ class Model:
     port: int
     partners: dict[str, Partner] = field(default_factory=lambda: {p: Partner(0) for p in PARTNERS})
     tenants: dict[str, dict[str, Installation]] = field(default_factory=dict)
-    refs: dict[tuple[str, int], str] = field(default_factory=dict)  # (pool, index) -> the variable with its secret
+    refs: dict[tuple[str, int], str] = field(
+        default_factory=dict
+    )  # (pool, index) -> the variable with its secret
     env: dict[str, str] = field(default_factory=dict)  # environment variables (secrets and the state key)
 
     def copy(self) -> Model:
@@ -157,7 +159,9 @@ class ConsentAgent:
             if page.status_code != 200 or match is None:
                 raise RuntimeError(f"no consent form (HTTP {page.status_code})")
             base = f"{page.url.scheme}://{page.url.netloc.decode()}"
-            answer = self.client.post(f"{base}/oauth2/consent", data={"consent": match.group(1), "decision": "approve"})
+            answer = self.client.post(
+                f"{base}/oauth2/consent", data={"consent": match.group(1), "decision": "approve"}
+            )
             location = answer.headers.get("Location")
             if answer.status_code != 302 or not location:
                 raise RuntimeError(f"consent not accepted (HTTP {answer.status_code})")
@@ -205,7 +209,10 @@ def open_tokens(config_dir: Path, snap: Snapshot, address: str) -> TokenSet:
     """The tokens state holds for `address`, opened with the history's state key."""
     assert snap.doc is not None
     key = load_state_key(
-        {"RECONCILER_STATE_KEY": STATE_KEY}, key_file=Path("/nonexistent"), salt_file=Path("/nonexistent"), create=False
+        {"RECONCILER_STATE_KEY": STATE_KEY},
+        key_file=Path("/nonexistent"),
+        salt_file=Path("/nonexistent"),
+        create=False,
     )
     assert key is not None
     store = LocalCredentialStore(config_dir / "state", "default")
@@ -219,7 +226,10 @@ def open_pending_ok(config_dir: Path, snap: Snapshot, address: str) -> bool:
     """Whether the sealed pending authorization of `address` opens for the client id its record names."""
     assert snap.doc is not None
     key = load_state_key(
-        {"RECONCILER_STATE_KEY": STATE_KEY}, key_file=Path("/nonexistent"), salt_file=Path("/nonexistent"), create=False
+        {"RECONCILER_STATE_KEY": STATE_KEY},
+        key_file=Path("/nonexistent"),
+        salt_file=Path("/nonexistent"),
+        create=False,
     )
     assert key is not None
     store = LocalCredentialStore(config_dir / "state", "default")
@@ -252,4 +262,4 @@ def register_world(sandbox: SandboxServer, uid: str, port: int) -> dict[tuple[st
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
