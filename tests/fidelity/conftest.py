@@ -17,8 +17,9 @@ _COMMON = {
 # `quick`: a fixed set of histories (derandomized: the same on every run, no example database written).
 settings.register_profile("quick", max_examples=30, derandomize=True, database=None, **_COMMON)
 # `fidelity`: 1,000 new histories per run; failures are kept in .hypothesis/ and replayed first next time.
+_FIDELITY = {**_COMMON, "stateful_step_count": 40}  # longer histories meet more interleavings
 settings.register_profile(
-    "fidelity", max_examples=int(os.environ.get("FIDELITY_HISTORIES", "1000")), **_COMMON
+    "fidelity", max_examples=int(os.environ.get("FIDELITY_HISTORIES", "1000")), **_FIDELITY
 )
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "quick")
 settings.load_profile(PROFILE)

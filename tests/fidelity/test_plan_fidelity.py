@@ -363,7 +363,7 @@ class History(RuleBasedStateMachine):
     @rule(window=st.sampled_from(["15", "120"]))
     def plan_refresh(self, window: str) -> None:
         """plan --refresh writes no document; its plan differs from the offline one only by what the provider
-        says about tokens this history revoked or expired."""
+        says about tokens this history revoked."""
         before = self.snap()
         offline = self.plan()
         refreshed = self.plan("--refresh", "--window", window)
@@ -372,7 +372,7 @@ class History(RuleBasedStateMachine):
             fail("plan --refresh changed the state document")
         oracle.check_refresh_effects(before, after)
         extra = {a: x for a, x in oracle.active(refreshed).items() if oracle.active(offline).get(a) != x}
-        allowed = oracle.tainted(self.config_dir, before, self.sandbox)
+        allowed = oracle.revoked(self.config_dir, before, self.sandbox)
         if any(action != "reauthorize" or a not in allowed for a, action in extra.items()):
             fail(
                 f"plan --refresh planned {extra} beyond the offline plan; only {sorted(allowed)} were touched"
@@ -465,7 +465,7 @@ class History(RuleBasedStateMachine):
         if result.exit_code == 0 and changed != set(selected):
             fail(f"authorize succeeded but left {sorted(set(selected) - changed)} as they were")
         if result.exit_code == 1:
-            self.expected_failure(result)
+            self.expected_failure(result, before)
         installs = self.model.installations()
         for address in sorted(changed):
             record = after.resources.get(address)
@@ -518,7 +518,7 @@ class History(RuleBasedStateMachine):
                 ] += 1
         oracle.check_effects(plan, before, after, deferred=mode == "defer", completed=completed)
         if not completed:
-            self.expected_failure(result)
+            self.expected_failure(result, before)
             return
         targets = [target] if target else []
         self.write(model)  # a saved plan is checked against the configuration it was made from
@@ -530,20 +530,29 @@ class History(RuleBasedStateMachine):
             wanted = 2 if oracle.active(self.plan(*targeting)) else 0
             if exit_code != wanted:
                 fail(f"plan --detailed-exitcode exited {exit_code} after a successful apply, not {wanted}")
-            if not oracle.tainted(self.config_dir, after, self.sandbox):
+            if not oracle.revoked(self.config_dir, after, self.sandbox):
                 oracle.check_converged(self.plan("--refresh", *targeting), expected, targets)
             if not targets:
                 oracle.check_matches_model(model, self.snap())
         finally:
             self.write(self.model)
 
-    def expected_failure(self, result: Result) -> None:
-        """Apply may stop on what the provider says (a revoked token an offline plan could not know about): record
-        the kind, so that `FIDELITY_VERBOSE=1` shows what stopped runs."""
+    def expected_failure(self, result: Result, before: Snapshot) -> None:
+        """A run may stop only for what an offline plan cannot know: a token this history revoked (apply), or a
+        deferred authorization the configuration has moved away from (authorize). Anything else is a divergence.
+        The kinds are counted for FIDELITY_VERBOSE=1."""
         lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         if not lines:
             fail(f"a failed run says no error: {result.stderr.strip()[-300:]}")
-        kind = re.sub(r"installation\.\S+|partner\.\S+|\(.*?\)|[0-9a-f]{12}-\S+", "…", lines[0])
+        line = lines[0]
+        match = re.match(r"error: (installation\.[^:]+): ", line)
+        address = match.group(1) if match else None
+        if "the refresh token was rejected" in line:
+            if address not in oracle.revoked(self.config_dir, before, self.sandbox):
+                fail(f"apply stopped on a refresh token the provider still honours: {line}")
+        elif "the pending authorization no longer matches the configuration" not in line:
+            fail(f"unexpected failure: {line}")
+        kind = re.sub(r"installation\.\S+|partner\.\S+|\(.*?\)|[0-9a-f]{12}-\S+", "…", line)
         STATS.failures[kind] += 1
 
 

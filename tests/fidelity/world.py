@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import datetime as dt
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,7 +258,3 @@ def register_world(sandbox: SandboxServer, uid: str, port: int) -> dict[tuple[st
             )
             secrets[(pool, index)] = secret
     return secrets
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
