@@ -162,6 +162,7 @@ def check_one(
         if tokens.expires_at is None or tokens.expires_at <= now() + settings.window:
             tokens = _rotate(address, record, flow, tokens, vault, sealed.pending, sealed.generation, settings, sleep)
             outcome = "refreshed"
+
         def verify() -> object:
             return verify_token(http, connector, partner.api_url, installation.parameters, record.granted_scopes, tokens)
 
