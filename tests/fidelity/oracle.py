@@ -105,6 +105,8 @@ def check_effects(
             if completed and action != "noop" and not (deferred and change["pending"]):
                 fail(f"{address}: planned {action} ({change['reasons']}) but nothing changed")
             continue
+        if not completed and action == "update" and old == new and _only_tokens_changed(old_cred, new_cred):
+            continue  # the run stopped at this update after refreshing the token: a rotation is stored at once
         if change["kind"] == "partner":
             _partner_effect(address, action, change, new)
         elif action == "delete":
@@ -116,6 +118,14 @@ def check_effects(
             _deferred_effect(address, change, old, new, old_cred, new_cred)
         else:
             _authorized_effect(address, change, old, new, old_cred, new_cred)
+
+
+def _only_tokens_changed(old: dict[str, Any] | None, new: dict[str, Any] | None) -> bool:
+    if old is None or new is None:
+        return False
+    return {k: v for k, v in old.items() if k not in ("tokens", "generation")} == {
+        k: v for k, v in new.items() if k not in ("tokens", "generation")
+    }
 
 
 def _partner_effect(address: str, action: str, change: dict[str, Any], new: dict[str, Any] | None) -> None:

@@ -2,9 +2,10 @@
 
 A hypothesis state machine writes configuration histories — tenants and installations added and removed, scopes
 added, removed, reordered and duplicated, organization/project moves, partner secrets rotated and client ids
-changed, installations switching between partner and own credentials — and interleaves what happens at the
-provider (revoked and expired tokens, narrower grants) with `plan --out`/`apply PLANFILE`, plain `apply`,
-`--target`, deferred authorizations completed later with `authorize`, `refresh` and `plan --refresh`. Everything
+changed, installations switching between partner and own credentials, reverts — and interleaves what happens at
+the provider (revoked and expired tokens, narrower grants, failed requests) with `plan --out`/`apply PLANFILE`,
+plain `apply`, `--target`, deferred authorizations completed later with `authorize`, `refresh` and
+`plan --refresh`. Everything
 runs through the CLI in-process against one sandbox provider over real HTTP; each history has its own directory,
 apps and callback port. After every step the oracle (tests/fidelity/oracle.py) checks that apply's effects equal
 its plan change by change, that a plan after a successful apply is empty (save the documented narrower-grant
@@ -116,6 +117,7 @@ class History(RuleBasedStateMachine):
         self.revoked: set[str] = set()
         self.held: Held | None = None
         self.last_applied: Model | None = None
+        self.faulted = False
         self.issued_from = len(self.sandbox.provider.issued)
         self.started = False
         self.write(self.model)
@@ -123,6 +125,8 @@ class History(RuleBasedStateMachine):
     def teardown(self) -> None:
         # Runs in hypothesis' `finally`: an exception in flight means the history did not run to its end (a
         # divergence, or a draw hypothesis abandoned); only histories that did are counted.
+        with self.sandbox.provider.lock:  # faults this history queued must not reach the next one
+            self.sandbox.provider.faults.clear()
         aborted = sys.exc_info()[0]
         if aborted is None:
             STATS.histories += 1
@@ -137,6 +141,8 @@ class History(RuleBasedStateMachine):
 
     def cli(self, *args: str) -> Result:
         """Run the CLI on this history's configuration; a crash or a printed secret is a divergence."""
+        with self.sandbox.provider.lock:
+            self.faulted = any(self.sandbox.provider.faults.values())  # may explain a failure of this command
         result = run(["-C", str(self.config_dir), *args], self.model.environ())
         output = result.stdout + result.stderr
         if "internal error" in output or "Traceback" in output:
@@ -311,6 +317,11 @@ class History(RuleBasedStateMachine):
         self.model.partners[partner].app = (self.model.partners[partner].app + 1) % APPS_PER_POOL
         self.write(self.model)
 
+    @rule(endpoint=st.sampled_from(["token", "api"]), status=st.sampled_from([500, 429, 203]))
+    def provider_fault(self, endpoint: str, status: int) -> None:
+        """The provider fails the next request to an endpoint (an outage, throttling, a sign-in page)."""
+        self.sandbox.provider.add_fault(endpoint, [status])
+
     @rule(
         pool=st.sampled_from(sorted(FLAVOURS)), index=st.integers(0, APPS_PER_POOL - 1), rename=st.booleans()
     )
@@ -465,7 +476,7 @@ class History(RuleBasedStateMachine):
         if result.exit_code == 0 and changed != set(selected):
             fail(f"authorize succeeded but left {sorted(set(selected) - changed)} as they were")
         if result.exit_code == 1:
-            self.expected_failure(result, before)
+            self.expected_failure(result, before, self.faulted)
         installs = self.model.installations()
         for address in sorted(changed):
             record = after.resources.get(address)
@@ -518,7 +529,7 @@ class History(RuleBasedStateMachine):
                 ] += 1
         oracle.check_effects(plan, before, after, deferred=mode == "defer", completed=completed)
         if not completed:
-            self.expected_failure(result, before)
+            self.expected_failure(result, before, self.faulted)
             return
         targets = [target] if target else []
         self.write(model)  # a saved plan is checked against the configuration it was made from
@@ -537,9 +548,10 @@ class History(RuleBasedStateMachine):
         finally:
             self.write(self.model)
 
-    def expected_failure(self, result: Result, before: Snapshot) -> None:
-        """A run may stop only for what an offline plan cannot know: a token this history revoked (apply), or a
-        deferred authorization the configuration has moved away from (authorize). Anything else is a divergence.
+    def expected_failure(self, result: Result, before: Snapshot, faulted: bool) -> None:
+        """A run may stop only for what an offline plan cannot know: a token this history revoked (apply), a fault
+        it queued at the provider, or a deferred authorization the configuration has moved away from (authorize).
+        Anything else is a divergence.
         The kinds are counted for FIDELITY_VERBOSE=1."""
         lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         if not lines:
@@ -550,6 +562,9 @@ class History(RuleBasedStateMachine):
         if "the refresh token was rejected" in line:
             if address not in oracle.revoked(self.config_dir, before, self.sandbox):
                 fail(f"apply stopped on a refresh token the provider still honours: {line}")
+        elif re.search(r"unavailable \(HTTP (500|429)\)|sign-in page \(HTTP 203\)", line):
+            if not faulted:
+                fail(f"a run stopped on a provider fault nobody queued: {line}")
         elif "the pending authorization no longer matches the configuration" not in line:
             fail(f"unexpected failure: {line}")
         kind = re.sub(r"installation\.\S+|partner\.\S+|\(.*?\)|[0-9a-f]{12}-\S+", "…", line)
