@@ -19,7 +19,7 @@ from reconciler.catalog import load_catalog
 from reconciler.crypto import load_state_key
 from reconciler.sandbox import SandboxServer
 from reconciler.state import LocalBackend
-from reconciler.state.credentials import LocalCredentialStore, TokenSet, Vault
+from reconciler.state.credentials import LocalCredentialStore, SealedRecord, TokenSet, Vault
 
 STATE_KEY = base64.b64encode(b"fidelity-state-key-0123456789abc").decode()
 FLAVOURS = {"legacy": "azure-devops-oauth", "entra": "entra-id"}  # app pool -> auth flavour
@@ -204,8 +204,7 @@ def snapshot(config_dir: Path) -> Snapshot:
     return Snapshot(doc.model_dump(mode="json", exclude_none=True) if doc else None, credentials)
 
 
-def open_tokens(config_dir: Path, snap: Snapshot, address: str) -> TokenSet:
-    """The tokens state holds for `address`, opened with the history's state key."""
+def _vault(config_dir: Path, snap: Snapshot) -> Vault:
     assert snap.doc is not None
     key = load_state_key(
         {"RECONCILER_STATE_KEY": STATE_KEY},
@@ -215,29 +214,24 @@ def open_tokens(config_dir: Path, snap: Snapshot, address: str) -> TokenSet:
     )
     assert key is not None
     store = LocalCredentialStore(config_dir / "state", "default")
-    vault = Vault(store, key, lineage=snap.doc["lineage"], environment="default")
-    sealed = store.get(address)
-    assert sealed is not None, f"{address}: no sealed credentials"
-    return vault.current_tokens(address, snap.resources[address]["client_id"], sealed)
+    return Vault(store, key, lineage=snap.doc["lineage"], environment="default")
+
+
+def open_tokens(config_dir: Path, snap: Snapshot, address: str) -> TokenSet:
+    """The tokens the snapshot holds for `address`, opened with the history's state key."""
+    data = snap.credentials.get(address)
+    assert data is not None, f"{address}: no sealed credentials"
+    sealed = SealedRecord.model_validate(data)
+    return _vault(config_dir, snap).current_tokens(address, snap.resources[address]["client_id"], sealed)
 
 
 def open_pending_ok(config_dir: Path, snap: Snapshot, address: str) -> bool:
-    """Whether the sealed pending authorization of `address` opens for the client id its record names."""
-    assert snap.doc is not None
-    key = load_state_key(
-        {"RECONCILER_STATE_KEY": STATE_KEY},
-        key_file=Path("/nonexistent"),
-        salt_file=Path("/nonexistent"),
-        create=False,
-    )
-    assert key is not None
-    store = LocalCredentialStore(config_dir / "state", "default")
-    vault = Vault(store, key, lineage=snap.doc["lineage"], environment="default")
-    sealed = store.get(address)
+    """Whether the snapshot's sealed pending authorization of `address` opens for the client id its record names."""
+    data = snap.credentials.get(address)
     marker = snap.resources[address].get("pending")
-    if sealed is None or sealed.pending is None or marker is None:
+    if data is None or data.get("pending") is None or marker is None:
         return False
-    pending = vault.open_pending(address, marker["client_id"], sealed.pending)
+    pending = _vault(config_dir, snap).open_pending(address, marker["client_id"], data["pending"])
     return sorted(pending.scopes) == sorted(marker["requested_scopes"])
 
 
