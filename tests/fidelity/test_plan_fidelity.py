@@ -541,7 +541,10 @@ class History(RuleBasedStateMachine):
             wanted = 2 if oracle.active(self.plan(*targeting)) else 0
             if exit_code != wanted:
                 fail(f"plan --detailed-exitcode exited {exit_code} after a successful apply, not {wanted}")
-            if not oracle.revoked(self.config_dir, after, self.sandbox):
+            # A saved plan's configuration may name a secret variable that was renamed (and its secret rotated at
+            # the provider) since: refreshing with it is rightly a partner fault, so only current secrets refresh.
+            current_secrets = model.refs == self.model.refs
+            if current_secrets and not oracle.revoked(self.config_dir, after, self.sandbox):
                 oracle.check_converged(self.plan("--refresh", *targeting), expected, targets)
             if not targets:
                 oracle.check_matches_model(model, self.snap())
