@@ -1,5 +1,5 @@
 # make demo — the quickstart end to end against the sandbox; make test — set up and run the tests;
-# make reliability — the reliability suite at full budgets.
+# make reliability — the reliability suite at full budgets; make fidelity — the plan fidelity test at full budget.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -9,7 +9,7 @@ CHROMIUM := /usr/bin/chromium
 
 PG_BIN   := /usr/lib/postgresql/15/bin
 
-.PHONY: demo test reliability bench clean browser postgres
+.PHONY: demo test reliability fidelity bench clean browser postgres
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ test: $(STAMP) browser postgres
 # concurrency, faults): one line per area with its figures at the end.
 reliability: $(STAMP) browser postgres
 	$(BIN)/python -m pytest tests/reliability -m 'not quick'
+
+# Plan fidelity at full budget: 1,000 generated histories against the sandbox (make test runs a few).
+# Prints "fidelity: N histories, M steps, K divergences"; a failing history is shrunk and kept in .hypothesis/.
+fidelity: $(STAMP)
+	HYPOTHESIS_PROFILE=fidelity $(BIN)/python -m pytest tests/fidelity -p no:cacheprovider
 
 # Issue 5's benchmark: every figure in one run, a table of ratios with pass/fail, bench/RESULTS.md.
 # Quick check: .venv/bin/python bench/run.py --scale 0.1 --runs 3 (see bench/run.py --help).

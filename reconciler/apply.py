@@ -238,7 +238,8 @@ class _Run:
         self.hooks.step(address, f"authorized (granted: {', '.join(granted) or 'none'})")
 
     def update_installation(self, installation: DesiredInstallation) -> None:
-        """Parameters or secret reference changed: verify the current token against the new declaration."""
+        """Parameters or secret reference changed: verify the current token against the new declaration. A pending
+        authorization is withdrawn (had it still matched the configuration, the plan would have waited for it)."""
         address = installation.address
         record = self.installation_record(address)
         assert record is not None
@@ -285,9 +286,12 @@ class _Run:
         for message in verification.warnings:
             self.warn(address, message)
         updated = updated_installation_record(record, installation).model_copy(
-            update={"expires_at": tokens.expires_at, "verified_at": now}
+            update={"expires_at": tokens.expires_at, "verified_at": now, "pending": None}
         )
         self.save(address, updated)
+        current = self.vault.record(address)
+        if current is not None and current.pending is not None:  # after the document, as a delete does
+            self.vault.put(address, current.tokens, None, staged=current.staged, expected_generation=current.generation)
         self.result.completed.append(address)
         self.hooks.step(address, "updated and verified")
 

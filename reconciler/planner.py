@@ -268,6 +268,8 @@ def _installation_change(
     if drift and have.status == "authorized":
         reauthorize = (*reauthorize, drift)
     update = _update_reasons(want, have)
+    if pending is not None and have.status == "authorized":  # one that still matches returned above
+        update = (*update, "pending authorization withdrawn: it no longer matches the configuration")
     if reauthorize:
         return ResourceChange(address, Action.REAUTHORIZE, reauthorize + update, before, after)
     warnings = _grant_warnings(want, have, connector)

@@ -58,8 +58,15 @@ class RefreshSettings:
     max_wait: float = 30.0  # the longest Retry-After honoured
 
 
-def _retrying(call: Callable[[], object], settings: RefreshSettings, sleep: Callable[[float], None]) -> object:
-    return retrying(call, RetryPolicy(settings.attempts, settings.backoff, settings.max_wait), sleep)
+def _retrying(
+    call: Callable[[], object],
+    settings: RefreshSettings,
+    sleep: Callable[[float], None],
+    *,
+    final: Callable[[ProviderError], bool] = lambda exc: False,
+) -> object:
+    policy = RetryPolicy(settings.attempts, settings.backoff, settings.max_wait)
+    return retrying(call, policy, sleep, final=final)
 
 
 class _Breaker:
@@ -178,14 +185,21 @@ def check_one(
         if tokens.expires_at is None or tokens.expires_at <= now() + settings.window:
             tokens = _rotate(address, record, flow, tokens, vault, sealed.pending, sealed.generation, settings, sleep)
             outcome = "refreshed"
+
+        def verify() -> object:
+            return verify_token(http, connector, partner.api_url, installation.parameters, record.granted_scopes, tokens)
+
         try:
-            _retrying(
-                lambda: verify_token(
-                    http, connector, partner.api_url, installation.parameters, record.granted_scopes, tokens
-                ),
-                settings,
-                sleep,
-            )
+            try:
+                _retrying(verify, settings, sleep, final=lambda exc: exc.status == 203 and outcome == "ok")
+            except ProviderError as exc:
+                if exc.status != 203 or outcome != "ok" or tokens.refresh_token is None:
+                    raise
+                # A sign-in page: the provider expired the access token before its recorded expiry. Refresh once
+                # and check again, as apply does, instead of retrying a token that stays expired.
+                tokens = _rotate(address, record, flow, tokens, vault, sealed.pending, sealed.generation, settings, sleep)
+                outcome = "refreshed"
+                _retrying(verify, settings, sleep)
         except ProviderError as exc:
             if exc.status in (401, 403) and exc.category == "verify":
                 return Finding(address, "revoked", exc.message)

@@ -121,3 +121,21 @@ def test_persistent_fault_loses_nothing(applied) -> None:  # type: ignore[no-unt
     assert all_text_under(directory / "state") == before
     sandbox.provider.faults["token"] = []
     assert "3 refreshed" in run(["-C", ".", "refresh", "--window", "120"], RENV).stdout
+
+
+def test_token_expired_early_at_the_provider_is_refreshed_not_retried(applied) -> None:  # type: ignore[no-untyped-def]
+    """An access token the provider expired before its recorded expiry answers with a sign-in page: refresh
+    rotates it once and checks again (as apply does), instead of retrying it and reporting "could not be checked";
+    plan --refresh then shows no change."""
+    import time
+
+    sandbox, directory = applied
+    sandbox.provider.expire()
+    started = time.monotonic()
+    result = run(["-C", ".", "refresh"], RENV)
+    assert result.exit_code == 0, result.stderr
+    assert "Refresh complete: 3 refreshed." in result.stdout
+    assert time.monotonic() - started < 3  # no back-off on a token that stays expired
+    assert sorted(g["refreshes"] for g in sandbox.provider.live_grants()) == [1, 1, 1]
+    sandbox.provider.expire()
+    assert run(["-C", ".", "plan", "--refresh", "--detailed-exitcode"], RENV).exit_code == 0

@@ -28,16 +28,23 @@ class RetryPolicy:
 
 
 def retrying(
-    call: Callable[[], T], policy: RetryPolicy = RetryPolicy(), sleep: Callable[[float], None] = time.sleep
+    call: Callable[[], T],
+    policy: RetryPolicy = RetryPolicy(),
+    sleep: Callable[[float], None] = time.sleep,
+    *,
+    final: Callable[[ProviderError], bool] = lambda exc: False,
 ) -> T:
     """`call()`, again after each transient failure, `policy.attempts` times at most. The last failure is raised
     saying how many attempts were made; a different failure after a transient one says what came before it (a
-    code exchange that timed out may have used the code, so its retry is refused)."""
+    code exchange that timed out may have used the code, so its retry is refused). A failure `final` accepts is
+    raised at once, as it is (the caller has a better answer to it than waiting)."""
     earlier: ProviderError | None = None
     for attempt in range(policy.attempts):
         try:
             return call()
         except ProviderError as exc:
+            if final(exc):
+                raise
             if exc.category != "transient":
                 if earlier is None:
                     raise
