@@ -33,10 +33,10 @@ from reconciler.yamlio import YamlSyntaxError, load_yaml_text
 if TYPE_CHECKING:
     from reconciler.config.cache import ParseCache
 
-__all__ = ["MIN_FILES", "ParsedAhead", "parse_ahead", "parse_includes_ahead"]
+__all__ = ["MIN_FILES", "MISSING", "ParsedAhead", "parse_ahead", "parse_includes_ahead"]
 
 MIN_FILES = 64  # below this, forking costs more than it saves
-_MISSING = object()
+MISSING = object()  # what `ParsedAhead.get` answers for a file this process parses itself
 _SLOT = struct.Struct("q")
 _HEAD, _TAIL = 0, 8  # offsets of the two slots in the shared page
 
@@ -59,17 +59,17 @@ class ParsedAhead:
         """The parsed data of `raw` (the bytes of `path`), or `MISSING` when this process should parse it."""
         index = self._index.get(path)
         if index is None:
-            return _MISSING
+            return MISSING
         if self._results is None:
             if index < _SLOT.unpack_from(self._shared, _TAIL)[0]:  # not the worker's: claim it and all before it
                 head = _SLOT.unpack_from(self._shared, _HEAD)[0]
                 _SLOT.pack_into(self._shared, _HEAD, max(head, index + 1))
-                return _MISSING
+                return MISSING
             self._collect()
         assert self._results is not None
         found = self._results.get(str(path))
         if found is None or found[0] != _digest(raw):  # not parsed there, or the file changed in between
-            return _MISSING
+            return MISSING
         return found[1]
 
     def close(self) -> None:
@@ -93,9 +93,6 @@ class ParsedAhead:
         except (OSError, EOFError, ValueError, TypeError):
             self._results = {}  # a worker that died: everything is parsed here instead
         self.close()
-
-
-MISSING = _MISSING
 
 
 def parse_includes_ahead(

@@ -161,10 +161,7 @@ def test_contending_writers_without_timeout_name_each_other(store, writers: int)
     locked = [e for e in events if e["event"] == "locked"]
     pids = {p.pid for p in processes}
     named = [e for e in locked if int(re.search(r"held by pid (\d+) ", e["message"]).group(1)) in pids]  # type: ignore[union-attr]
-    final = factory().read()
-    assert final is not None
-    history = _check_history(writes, first_serial=1)
-    lost = len({f"partner.{e['writer']}-{e['round']}" for e in writes} ^ set(final.resources))
+    final, history, lost = _outcome(writes, factory)
     figures.add(
         AREA,
         writers=writers,
@@ -179,6 +176,16 @@ def test_contending_writers_without_timeout_name_each_other(store, writers: int)
     assert lost == 0 and final.serial == 1 + len(writes)
 
 
+def _outcome(writes: list[dict], factory):  # type: ignore[no-untyped-def, type-arg]
+    """The state the writers left, their serial history checked, and how many accepted writes are not in it (or
+    are in it without having been reported)."""
+    final = factory().read()
+    assert final is not None
+    history = _check_history(writes, first_serial=1)
+    lost = len({f"partner.{e['writer']}-{e['round']}" for e in writes} ^ set(final.resources))
+    return final, history, lost
+
+
 @pytest.mark.parametrize("writers", [2, pytest.param(8, marks=pytest.mark.slow)])
 @counted(AREA)
 def test_writes_based_on_a_stale_read_are_refused(store, writers: int) -> None:  # type: ignore[no-untyped-def]
@@ -189,10 +196,7 @@ def test_writes_based_on_a_stale_read_are_refused(store, writers: int) -> None: 
     events = _events(processes)
     writes = [e for e in events if e["event"] == "write"]
     refused = [e for e in events if e["event"] == "stale"]
-    final = factory().read()
-    assert final is not None
-    history = _check_history(writes, first_serial=1)
-    lost = len({f"partner.{e['writer']}-{e['round']}" for e in writes} ^ set(final.resources))
+    final, history, lost = _outcome(writes, factory)
     figures.add(
         AREA,
         writers=writers,
