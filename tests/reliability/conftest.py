@@ -17,6 +17,12 @@ A count that ends at another value than its goal turns the line into "GOAL MISSE
 even when every test passed. `figures.set(area, **values)` replaces values instead of adding to them (for a figure
 that is not a sum, such as how many distinct secrets were searched for).
 
+Review cases: a test marked `@pytest.mark.finding(N)` reproduces finding N of a security review (it failed before
+the fix). Each one counts in the "review" area — the findings covered, the cases run, and the cases still open
+(failing), whose goal is 0:
+
+    reliability: review: 12 findings, 31 cases, 0 open — at goal
+
 Markers: `slow` marks the full budgets (10,000 fuzz examples, ...), run by `make reliability` and deselected by
 default; `quick` marks the reduced stand-ins that `make test` runs instead, deselected by `make reliability`.
 """
@@ -82,6 +88,32 @@ FIGURES = Figures()  # also importable by support modules that count outside a f
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_FIGURES] = FIGURES
+    config.addinivalue_line("markers", "finding(n): reproduces finding n of a security review (the review area)")
+
+
+_PASSED = pytest.StashKey[bool]()
+_FINDINGS: set[int] = set()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    report = yield
+    if report.when == "call":
+        item.stash[_PASSED] = report.passed
+    return report
+
+
+@pytest.fixture(autouse=True)
+def _review_case(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Counts a `finding`-marked test in the "review" area: a case, and an open one unless it passed."""
+    marker = request.node.get_closest_marker("finding")
+    yield
+    if marker is None:
+        return
+    _FINDINGS.add(int(marker.args[0]))
+    FIGURES.goal("review", open=0)
+    FIGURES.set("review", findings=len(_FINDINGS))
+    FIGURES.add("review", cases=1, open=int(not request.node.stash.get(_PASSED, False)))
 
 
 @pytest.fixture(scope="session")
