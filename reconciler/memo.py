@@ -10,6 +10,10 @@ An entry is used only when every one of those still holds, re-checked on each ru
 trusted by date); otherwise the plan is computed as usual and the entry replaced. References are resolved again
 on every use, so a missing variable or secret file is still an error (reported by the full load).
 
+Trusted only as the parse cache is (see `reconciler.config.cache`): a directory or entry another user owns or
+may write is not used (one warning line), and an entry whose record of inputs lacks the root configuration file
+or the state is incomplete, never "nothing changed": the plan is computed again.
+
 Lives in the cache directory beside the parse cache (`--no-cache` and RECONCILER_NO_CACHE turn both off), safe
 to delete; any problem reading or writing it costs speed only. Holds no secret value: the output is redacted
 before it is stored, and secret references are kept as references. Used only for local state (a shared backend
@@ -30,13 +34,19 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import __version__
-from reconciler.config.cache import default_cache_dir
-from reconciler.config.includes import glob_matches
+from reconciler.config.cache import (
+    default_cache_dir,
+    make_private_directories,
+    read_private_entry,
+    untrusted,
+    warn_untrusted,
+)
+from reconciler.config.includes import CONFIG_FILE, TooManyMatches, glob_matches
 from reconciler.references import REFERENCE, Problem, resolve, secret_roots
 
 __all__ = ["Hit", "PlanMemo", "file_digest"]
 
-_FORMAT = "reconciler-plan-memo-1"
+_FORMAT = "reconciler-plan-memo-2"
 _PACKAGE = Path(__file__).resolve().parent
 MAX_OUTPUT = 64 * 1024 * 1024  # larger outputs are not kept
 
@@ -84,22 +94,29 @@ class PlanMemo:
             color,
         ]
         digest = hashlib.sha256(marshal.dumps(slot)).hexdigest()
-        self.path = default_cache_dir(environ) / "plan" / f"{digest}.marshal"
+        self.root = default_cache_dir(environ)
+        self.path = self.root / "plan" / f"{digest}.marshal"
+        self._root_file = os.path.abspath(self.config_dir / CONFIG_FILE)
 
     def lookup(self, now: dt.datetime) -> Hit | None:
         """The stored output if every input it was computed from is unchanged at `now`; None otherwise."""
-        try:
-            entry = marshal.loads(self.path.read_bytes())
-        except (OSError, EOFError, ValueError, TypeError):
+        problem = untrusted(self.root, "plan")
+        if problem is None:
+            blob, problem = read_private_entry(self.path, MAX_OUTPUT * 2)
+        if problem is not None:
+            warn_untrusted(self.root, problem)
             return None
         try:
-            return self._check(entry, now)
-        except (KeyError, TypeError, ValueError, AttributeError):  # an entry of another shape: recompute
-            return None
+            entry = marshal.loads(blob) if blob is not None else None
+            return self._check(entry, now) if isinstance(entry, dict) else None
+        except (KeyError, TypeError, ValueError, AttributeError, EOFError, TooManyMatches):
+            return None  # an entry of another shape, or a pattern now over its limit: recompute
 
     def _check(self, entry: dict[str, Any], now: dt.datetime) -> Hit | None:
         if entry.get("format") != _FORMAT or entry["today"] not in (None, now.date().isoformat()):
             return None
+        if not entry["state"] or self._root_file not in {path for path, _ in entry["files"]}:
+            return None  # a record without the state or the root file is incomplete, not "nothing changed"
         if entry["valid_until"] is not None and now.timestamp() >= entry["valid_until"]:
             return None
         for path, digest in entry["state"]:
@@ -158,9 +175,12 @@ class PlanMemo:
             "output": output,
             "has_changes": has_changes,
         }
+        if not state or self._root_file not in {path for path, _ in manifest.files}:
+            return  # never answered (see `_check`): not worth writing
+        if not make_private_directories(self.root, "plan"):
+            return
         try:
             blob = marshal.dumps(entry)
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-")
             with os.fdopen(fd, "wb") as handle:
                 handle.write(blob)

@@ -1,7 +1,8 @@
 """YAML reading: a fast strict loader, and lazy location of key paths for error messages.
 
-Owns: turning bytes into plain Python data (libyaml's C parser when present), refusing duplicate keys and alias
-bombs (anchors whose aliases would expand a small file into millions of values), and finding the line/column of a
+Owns: turning bytes into plain Python data (libyaml's C parser when present), refusing duplicate keys, alias
+bombs (anchors whose aliases would expand a small file into millions of values) and nesting deeper than
+`MAX_DEPTH` on every path (fast or full), and finding the line/column of a
 key path by re-composing one file with marks — only when an error is reported. Must not: know the configuration
 schema.
 """
@@ -34,6 +35,9 @@ _STR_TAG = "tag:yaml.org,2002:str"
 # Aliases may expand a document to at most this many values, or ten times the values it writes, whichever is more:
 # generous for anchors used to share a scope list, far below what a "billion laughs" expands to.
 MAX_EXPANDED_VALUES = 100_000
+# Mappings and lists nest at most this deep: a configuration needs about six levels; deeper documents would only
+# drive the recursive steps after parsing (validation, overlay merging, locating) towards a RecursionError.
+MAX_DEPTH = 64
 
 
 def _error_at(message: str, mark: Any) -> YamlSyntaxError:
@@ -87,8 +91,7 @@ def load_yaml_text(text: str) -> Any:
         except (_Unusual, yaml.YAMLError, ValueError, OverflowError, TypeError):
             pass  # the full loader below gives the same data, or the error with its position
     try:
-        if "&" in text and "*" in text:  # an alias needs an anchor: only then can the document expand
-            _refuse_alias_bomb(text)
+        _check_events(text, aliases="&" in text and "*" in text)  # an alias needs an anchor to expand anything
         try:
             return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a safe loader subclass
         except (ValueError, OverflowError):  # a value that cannot be built (2026-02-30): find which, with marks
@@ -115,10 +118,25 @@ def load_yaml_text(text: str) -> Any:
         raise YamlSyntaxError("invalid YAML: nested too deeply", None, None) from None
 
 
-def _refuse_alias_bomb(text: str) -> None:
-    """Count the values the document stands for with every alias expanded, from its events (nothing is built),
+def _deeper_than_allowed(mark: Any) -> YamlSyntaxError:
+    return _error_at(f"invalid YAML: nested more than {MAX_DEPTH} levels deep", mark)
+
+
+def _check_events(text: str, *, aliases: bool) -> None:
+    """From the document's events (nothing is built): refuse nesting deeper than `MAX_DEPTH` at the collection
+    that goes too deep, and with `aliases`, count the values the document stands for with every alias expanded
     and refuse it at the alias that takes the count past the limit, or at an alias inside its own anchor's value
     (a loop no consumer of plain data could walk)."""
+    if not aliases:
+        depth = 0
+        for event in yaml.parse(text, Loader=_BaseLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise _deeper_than_allowed(event.start_mark)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+        return
     written = expanded = 0
     sizes: dict[str, int] = {}  # anchor -> values it stands for
     open_collections: list[tuple[str | None, int]] = []  # (anchor, expanded count when it opened)
@@ -133,6 +151,8 @@ def _refuse_alias_bomb(text: str) -> None:
                     sizes[event.anchor] = 1
             else:
                 open_collections.append((event.anchor, expanded - 1))
+                if len(open_collections) > MAX_DEPTH:
+                    raise _deeper_than_allowed(event.start_mark)
         elif isinstance(event, yaml.CollectionEndEvent):
             anchor, start = open_collections.pop()
             if anchor:
@@ -257,6 +277,8 @@ def _load_plain(text: str) -> Any:
         if kind is not ScalarEvent:
             containers.append(value)
             keys.append(_NO_KEY)
+            if len(containers) > MAX_DEPTH:
+                raise _deeper_than_allowed(event.start_mark)
 
 
 _NO_KEY = object()

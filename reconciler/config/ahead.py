@@ -27,7 +27,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reconciler.config.includes import CONFIG_FILE, MAX_FILE_BYTES, glob_matches, include_patterns
+from reconciler.config.includes import (
+    CONFIG_FILE,
+    FileTooLarge,
+    TooManyMatches,
+    glob_matches,
+    include_patterns,
+    read_config_bytes,
+)
 from reconciler.yamlio import YamlSyntaxError, load_yaml_text
 
 if TYPE_CHECKING:
@@ -106,16 +113,14 @@ def parse_includes_ahead(
         return None
     root_path = Path(config_dir) / CONFIG_FILE
     try:
-        raw = root_path.read_bytes()
-        if len(raw) > MAX_FILE_BYTES:
-            return None
+        raw = read_config_bytes(root_path)
         text = raw.decode("utf-8-sig")
         data = cache.load(raw, lambda: load_yaml_text(text)) if cache else load_yaml_text(text)
-    except (OSError, UnicodeDecodeError, YamlSyntaxError):
+        if not isinstance(data, dict):
+            return None
+        paths = [path for _, pattern in include_patterns(data) for path in glob_matches(root_path.parent, pattern)]
+    except (OSError, FileTooLarge, UnicodeDecodeError, YamlSyntaxError, TooManyMatches):
         return None
-    if not isinstance(data, dict):
-        return None
-    paths = [path for _, pattern in include_patterns(data) for path in glob_matches(root_path.parent, pattern)]
 
     def parse(raw: bytes) -> tuple[Any, bool]:  # the data, and whether it was parsed (not found in the cache)
         text = raw.decode("utf-8-sig")
@@ -153,10 +158,10 @@ def _work(paths: Sequence[Path], parse: Callable[[bytes], Any], shared: mmap.mma
         while tail - 1 >= _SLOT.unpack_from(shared, _HEAD)[0]:
             tail -= 1
             _SLOT.pack_into(shared, _TAIL, tail)
-            try:
-                raw = paths[tail].read_bytes()
+            try:  # the limits the loader applies (size here, the YAML ones in the parse): a file over one is
+                raw = read_config_bytes(paths[tail])  # left to this process, which reports it without parsing
                 results[str(paths[tail])] = (_digest(raw), parse(raw))
-            except Exception:  # noqa: BLE001 - the error is reported when this process parses the file again
+            except Exception:  # noqa: BLE001 - the error is reported when this process reads the file again
                 continue
         blob = memoryview(_plain(results))
         while blob:

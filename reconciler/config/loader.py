@@ -27,7 +27,15 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from reconciler.catalog import Catalog, Connector, load_catalog
 from reconciler.config.ahead import MISSING, ParsedAhead
 from reconciler.config.cache import ParseCache
-from reconciler.config.includes import CONFIG_FILE, MAX_FILE_BYTES, glob_matches, include_patterns
+from reconciler.config.includes import (
+    CONFIG_FILE,
+    MAX_FILE_BYTES,
+    FileTooLarge,
+    TooManyMatches,
+    glob_matches,
+    include_patterns,
+    read_config_bytes,
+)
 from reconciler.config.desired import DesiredInstallation, DesiredPartner, DesiredState
 from reconciler.config.schema import (
     NAME_PATTERN,
@@ -63,6 +71,7 @@ _TENANT_ID = re.compile(
     r"|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+"
 )
 SECRET_EXPIRY_WARNING = dt.timedelta(days=14)
+MAX_INCLUDE_DEPTH = 32  # files in one include chain (the root file first); deeper is refused, never a crash
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
 
 KeyPath = tuple[str | int, ...]
@@ -197,6 +206,12 @@ def display_path(path: Path) -> str:
         return str(absolute.relative_to(_cwd()))
     except ValueError:
         return str(path)
+
+
+def _abbreviated(chain: Sequence[str], head: int = 3, tail: int = 2) -> str:
+    """An include chain as `a -> b -> c -> ... -> y -> z` (the middle left out when it is long)."""
+    shown = list(chain) if len(chain) <= head + tail + 1 else [*chain[:head], "...", *chain[-tail:]]
+    return " -> ".join(shown)
 
 
 def _cwd() -> Path:
@@ -334,11 +349,10 @@ class _Loader:
         display = display_path(path)
         empty = SourceFile(path, display, "")
         try:
-            size = path.stat().st_size
-            if size > MAX_FILE_BYTES:
-                self._issue(empty, (), f"file is {size} bytes; the limit is {MAX_FILE_BYTES}")
-                return None
-            raw = path.read_bytes()
+            raw = read_config_bytes(path)
+        except FileTooLarge as exc:
+            self._issue(empty, (), f"file is {exc.size} bytes; the limit is {MAX_FILE_BYTES}")
+            return None
         except OSError as exc:
             self._issue(empty, (), f"cannot read file: {exc.strerror or exc}")
             return None
@@ -431,7 +445,17 @@ class _Loader:
         documents: list[tuple[SourceFile, dict[str, Any]]],
     ) -> None:
         for index, pattern in patterns:
-            matches = glob_matches(src.path.parent, pattern)
+            if len(stack) > MAX_INCLUDE_DEPTH:
+                chain = _abbreviated([display_path(p) for p in stack])
+                message = f"includes nested more than {MAX_INCLUDE_DEPTH} files deep: {chain}"
+                self._issue(src, ("include", index), message, "include the files from fewer levels")
+                return
+            try:
+                matches = glob_matches(src.path.parent, pattern)
+            except TooManyMatches as exc:
+                message = f"include pattern '{pattern}' matches more than {exc.limit:,} files"
+                self._issue(src, ("include", index), message, "narrow the pattern (a directory symlink is not followed)")
+                continue
             self.manifest.globs.append((os.path.abspath(src.path.parent), pattern, [os.path.abspath(m) for m in matches]))
             wildcard = glob.has_magic(pattern)
             if not matches:

@@ -212,10 +212,12 @@ def _parse_entries(cache_dir: Path) -> list[Path]:
 
 @pytest.mark.finding(6)
 @pytest.mark.parametrize("how", ["entry-owner", "directory-writable"])
-def test_a_planted_parse_cache_entry_cannot_delete_installations(sandbox_config, how: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_planted_parse_cache_entry_cannot_delete_installations(  # type: ignore[no-untyped-def]
+    sandbox_config, tmp_path_factory: pytest.TempPathFactory, how: str
+) -> None:
     """apply --auto-approve with a foreign `tenants: {}` entry for reconciler.yaml's bytes deletes nothing."""
     sandbox, directory, write, browser = sandbox_config
-    cache_dir = directory.parent / "shared-cache"
+    cache_dir = tmp_path_factory.mktemp("shared") / "cache"
     env = {**SANDBOX_ENV, "RECONCILER_CACHE_DIR": str(cache_dir)}
     write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"]))
     apply = ["-C", ".", "apply", "--auto-approve", "--auth-mode", "browser", "--auth-timeout", "20"]
