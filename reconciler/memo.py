@@ -42,7 +42,7 @@ from reconciler.config.cache import (
     warn_untrusted,
 )
 from reconciler.config.includes import CONFIG_FILE, TooManyMatches, glob_matches
-from reconciler.references import REFERENCE, Problem, resolve, secret_roots
+from reconciler.references import REFERENCE, Problem, reach, resolve
 
 __all__ = ["Hit", "PlanMemo", "file_digest"]
 
@@ -130,21 +130,21 @@ class PlanMemo:
                 return None
         if any(os.path.isfile(path) for path in entry["absent"]):
             return None
-        secrets = self._references(entry["references"])
+        secrets = self._references(entry["references"], entry["sealed"])
         if secrets is None:
             return None
         return Hit(entry["output"], entry["has_changes"], secrets)
 
-    def _references(self, references: list[tuple[str, bool, str | None]]) -> frozenset[str] | None:
+    def _references(self, references: list[tuple[str, bool, str | None]], sealed: list[str]) -> frozenset[str] | None:
         """The secret values, when every reference resolves as before (shown values unchanged, no secret reused
         in a shown field); None sends the run through the full load, which reports any problem properly."""
-        roots = secret_roots(self.config_dir, self.environ)
+        within = reach(self.config_dir, self.environ, sealed)
         secrets, shown = set(), set()
         for reference, secret, value in references:
             match = REFERENCE.match(reference)
             if match is None:
                 return None
-            resolved = resolve(*match.groups(), config_dir=self.config_dir, environ=self.environ, roots=roots)
+            resolved = resolve(*match.groups(), config_dir=self.config_dir, environ=self.environ, within=within)
             if isinstance(resolved, Problem) or (not secret and resolved != value):
                 return None
             (secrets if secret else shown).add(resolved)
@@ -172,6 +172,7 @@ class PlanMemo:
             "globs": manifest.globs,
             "absent": manifest.absent,
             "references": manifest.references,
+            "sealed": manifest.sealed,
             "output": output,
             "has_changes": has_changes,
         }

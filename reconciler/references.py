@@ -1,24 +1,36 @@
-"""`${env:NAME}` and `${file:PATH}` references: their syntax and their resolution, without any reporting.
+"""`${env:NAME}` and `${file:PATH}` references: their syntax, what they may reach, and their resolution, without
+any reporting.
 
-Owns: what a reference means — an environment variable that is set and not empty; a file inside the configuration
-directory (or a directory listed in RECONCILER_SECRET_DIRS), read as UTF-8 without its trailing newline, not empty.
-Resolution returns the value or a `Problem` (message and hint); the configuration loader turns a problem into an
-error at the reference's file and line, and the plan memo (which re-resolves references to know that nothing they
-name changed) falls back to a full load on any problem. Must not: import YAML, pydantic or the loader.
+Owns: what a reference means — an environment variable that is set and not empty; a regular file inside the
+configuration directory (or a directory listed in RECONCILER_SECRET_DIRS), read as UTF-8 without its trailing
+newline, not empty, at most `MAX_SECRET_BYTES` — and what no reference may reach, whatever field it fills (a
+client id is shown in plans and links, a client secret is sent to a provider): the reconciler's own variables
+(`RECONCILER_*`: the state key, its passphrase, DSNs; a DSN field may read RECONCILER_* except the state key and
+passphrase), the state directories (state, journal, key and credential files), and version-control internals
+(.git, .hg, .svn), judged on the path after resolving symlinks. Resolution returns the value or a `Problem`
+(message and hint, never the value); the configuration loader turns a problem into an error at the reference's
+file and line, and the plan memo (which re-resolves references to know that nothing they name changed) falls back
+to a full load on any problem. Must not: import YAML, pydantic or the loader.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+import stat
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["REFERENCE", "Problem", "resolve", "secret_roots"]
+__all__ = ["MAX_SECRET_BYTES", "REFERENCE", "Problem", "Reach", "reach", "refusal", "resolve"]
 
 REFERENCE = re.compile(r"^\$\{(env|file):([^}]*)\}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_SECRET_BYTES = 64 * 1024  # a secret file larger than this is not a client id or secret
+_OWN_PREFIX = "RECONCILER_"  # the reconciler's own settings: keys, passphrases, DSNs
+_STATE_KEYS = frozenset({"RECONCILER_STATE_KEY", "RECONCILER_STATE_PASSPHRASE"})
+_VCS = frozenset({".git", ".hg", ".svn"})
+DEFAULT_STATE_DIR = "state"  # the local backend's directory when the configuration names none
 
 
 @dataclass(frozen=True)
@@ -27,15 +39,61 @@ class Problem:
     hint: str | None = None
 
 
-def secret_roots(config_dir: Path, environ: Mapping[str, str]) -> list[Path]:
-    """The directories `${file:}` references may read from."""
+@dataclass(frozen=True)
+class Reach:
+    """Where `${file:}` references may read (`roots`), and the directories inside them they never may (`sealed`:
+    state directories and version-control internals), all resolved."""
+
+    roots: tuple[Path, ...]
+    sealed: tuple[Path, ...] = field(default=())
+
+
+def reach(config_dir: Path, environ: Mapping[str, str], state_dirs: Iterable[str | Path] = ()) -> Reach:
+    """The reach of references in `config_dir`: the directory itself and RECONCILER_SECRET_DIRS, minus the state
+    directories (`state_dirs`, relative to `config_dir` or absolute; the default `state` always) and each root's
+    version-control directories."""
     extra = [d for d in environ.get("RECONCILER_SECRET_DIRS", "").split(os.pathsep) if d]
-    return [config_dir.resolve(), *(Path(d).resolve() for d in extra)]
+    roots = (config_dir.resolve(), *(Path(d).resolve() for d in extra))
+    sealed = [(config_dir / d).resolve() for d in (DEFAULT_STATE_DIR, *state_dirs)]
+    sealed += [(root / vcs).resolve() for root in roots for vcs in sorted(_VCS)]
+    return Reach(roots, tuple(dict.fromkeys(sealed)))
 
 
-def resolve(kind: str, argument: str, *, config_dir: Path, environ: Mapping[str, str], roots: list[Path]) -> str | Problem:
+def refusal(kind: str, argument: str, *, config_dir: Path, within: Reach, dsn: bool = False) -> Problem | None:
+    """Why `${kind:argument}` may not be used (reading no value), or None. `dsn`: it fills a backend DSN."""
+    if kind == "env":
+        if dsn and argument in _STATE_KEYS or not dsn and argument.startswith(_OWN_PREFIX):
+            return Problem(
+                f"a reference may not read {argument}: it holds the reconciler's own "
+                + ("state key" if argument in _STATE_KEYS else "settings (keys, passphrase, DSNs)"),
+                "put the value in a variable of its own",
+            )
+        return None
+    if not argument:
+        return Problem("empty file name in reference")
+    target = (config_dir / argument).resolve()
+    if not any(target == root or root in target.parents for root in within.roots):
+        return Problem(
+            f"secret file '{argument}' is outside the configuration directory",
+            "keep it inside, or list its directory in RECONCILER_SECRET_DIRS",
+        )
+    if _VCS.intersection(target.parts) or _VCS.intersection(Path(argument).parts):
+        return Problem(f"secret file '{argument}' is inside version-control internals", "keep secrets out of .git")
+    if any(target == sealed or sealed in target.parents for sealed in within.sealed):
+        return Problem(
+            f"secret file '{argument}' is inside the state directory or version-control internals",
+            "keys and state are never read by references; keep the secret in a file of its own",
+        )
+    return None
+
+
+def resolve(kind: str, argument: str, *, config_dir: Path, environ: Mapping[str, str], within: Reach,
+            dsn: bool = False) -> str | Problem:
     """The value of the reference `${kind:argument}` (kind "env" or "file"), or why it has none."""
-    return _env(argument, environ) if kind == "env" else _file(argument, config_dir, roots)
+    problem = refusal(kind, argument, config_dir=config_dir, within=within, dsn=dsn)
+    if problem is not None:
+        return problem
+    return _env(argument, environ) if kind == "env" else _file(argument, (config_dir / argument).resolve())
 
 
 def _env(name: str, environ: Mapping[str, str]) -> str | Problem:
@@ -49,22 +107,42 @@ def _env(name: str, environ: Mapping[str, str]) -> str | Problem:
     return value
 
 
-def _file(name: str, config_dir: Path, roots: list[Path]) -> str | Problem:
-    if not name:
-        return Problem("empty file name in reference")
-    target = (config_dir / name).resolve()
-    if not any(target == root or root in target.parents for root in roots):
-        return Problem(
-            f"secret file '{name}' is outside the configuration directory",
-            "keep it inside, or list its directory in RECONCILER_SECRET_DIRS",
-        )
+def _file(name: str, target: Path) -> str | Problem:
     try:
-        value = target.read_text(encoding="utf-8").rstrip("\r\n")
+        raw = _read_regular(target)
     except FileNotFoundError:
         return Problem(f"secret file '{name}' does not exist")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not readable as UTF-8"
-        return Problem(f"cannot read secret file '{name}': {reason}")
+    except _NotRegular:
+        return Problem(f"secret file '{name}' is not a regular file")
+    except _TooLarge:
+        return Problem(f"secret file '{name}' is larger than {MAX_SECRET_BYTES:,} bytes")
+    except OSError as exc:
+        return Problem(f"cannot read secret file '{name}': {exc.strerror or exc}")
+    try:
+        value = raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        return Problem(f"cannot read secret file '{name}': not readable as UTF-8")
     if not value:
         return Problem(f"secret file '{name}' is empty")
     return value
+
+
+class _NotRegular(OSError):
+    pass
+
+
+class _TooLarge(OSError):
+    pass
+
+
+def _read_regular(target: Path) -> bytes:
+    """A regular file's bytes, at most `MAX_SECRET_BYTES` (opened without blocking and checked before reading: a
+    FIFO or device could block or never end)."""
+    fd = os.open(target, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _NotRegular()
+        raw = handle.read(MAX_SECRET_BYTES + 1)
+    if len(raw) > MAX_SECRET_BYTES:
+        raise _TooLarge()
+    return raw

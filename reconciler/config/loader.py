@@ -41,13 +41,14 @@ from reconciler.config.schema import (
     NAME_PATTERN,
     IncludedFile,
     InstallationSpec,
+    LocalBackendSpec,
     PartnerSpec,
     PostgresBackendSpec,
     RootFile,
     TenantSpec,
 )
 from reconciler.errors import ConfigError, ConfigIssue, Location
-from reconciler.references import REFERENCE, Problem, resolve, secret_roots
+from reconciler.references import REFERENCE, Problem, reach, refusal, resolve
 from reconciler.yamlio import YamlSyntaxError, compose, load_yaml_text, locate
 
 __all__ = [
@@ -70,6 +71,10 @@ _TENANT_ID = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|organizations|common|consumers"
     r"|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+"
 )
+# A client id is shown in plans and authorization links: Microsoft's app ids are GUIDs; another peer (a sandbox,
+# a proxy) gets a conservative token shape — printable ASCII without spaces, quotes or backslashes, bounded.
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_TOKEN_ID = re.compile(r"[!#-&(-\[\]-_a-~]{1,128}")
 SECRET_EXPIRY_WARNING = dt.timedelta(days=14)
 MAX_INCLUDE_DEPTH = 32  # files in one include chain (the root file first); deeper is refused, never a crash
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
@@ -118,6 +123,7 @@ class Manifest:
     globs: list[tuple[str, str, list[str]]] = field(default_factory=list)  # directory, pattern, sorted matches
     absent: list[str] = field(default_factory=list)
     references: list[tuple[str, bool, str | None]] = field(default_factory=list)  # reference, secret?, shown value
+    sealed: list[str] = field(default_factory=list)  # state directories references may not read (see references)
     today: str | None = None  # the date warnings were computed for (a client secret's expiry)
 
 
@@ -185,7 +191,7 @@ def resolve_reference(
     except (OSError, UnicodeDecodeError):
         text = ""
     src = SourceFile(where, display_path(where), text)
-    resolved = loader._value(src, key, value, secret=True)
+    resolved = loader._value(src, key, value, secret=True, dsn=key == ("backend", "dsn"))
     loader._fail_if_issues()
     assert resolved is not None
     return resolved
@@ -260,7 +266,9 @@ class _Loader:
         self.manifest = Manifest(today=today.isoformat() if today else None)
         self._secret_values: set[str] = set()
         self._plain_values: list[tuple[SourceFile, KeyPath, str]] = []
-        self.secret_roots = secret_roots(config_dir, environ)
+        self.reach = reach(config_dir, environ)  # widened to the state directories once the root file is read
+        self._dsn_reference: str | None = None
+        self._overridden: dict[str, bool] = {}  # partner -> its endpoints are not the connector's defaults
 
     # -- reporting ---------------------------------------------------------------------------------------------
 
@@ -321,8 +329,10 @@ class _Loader:
         self._fail_if_issues()
         root = self.files[0][1]
         assert isinstance(root, RootFile)
-        if isinstance(root.backend, PostgresBackendSpec) and not REFERENCE.match(root.backend.dsn):
-            self._value(self.files[0][0], ("backend", "dsn"), root.backend.dsn, secret=True)  # refused: a literal
+        self.manifest.sealed = self._state_directories(root)
+        self.reach = reach(self.config_dir, self.environ, self.manifest.sealed)
+        if isinstance(root.backend, PostgresBackendSpec):
+            self._check_dsn(self.files[0][0], root.backend.dsn)
         partners, tenants = self._merge()
         self._fail_if_issues()
         desired_partners = self._partners(partners, root)
@@ -577,8 +587,38 @@ class _Loader:
 
     # -- secrets -----------------------------------------------------------------------------------------------
 
-    def _value(self, src: SourceFile, path: KeyPath, value: str, *, secret: bool) -> str | None:
-        """A literal or `${env:}`/`${file:}` value, resolved. Secrets must be references."""
+    def _state_directories(self, root: RootFile) -> list[str]:
+        """The local state directories of this configuration, relative to it: this environment's and those the
+        other environments' overlays name (read here, so that no reference of any environment reads them)."""
+        found = [root.backend.path] if isinstance(root.backend, LocalBackendSpec) else []
+        for name in environment_names(self.config_dir):
+            path = self.config_dir / ENVIRONMENTS_DIR / f"{name}.yaml"
+            try:
+                raw = read_config_bytes(path)
+                data = load_yaml_text(raw.decode("utf-8-sig"))
+            except (OSError, FileTooLarge, UnicodeDecodeError, YamlSyntaxError):
+                continue  # that environment's own load reports it
+            self.manifest.files.append((os.path.abspath(path), hashlib.sha256(raw).hexdigest()))
+            backend = data.get("backend") if isinstance(data, dict) else None
+            if isinstance(backend, dict) and isinstance(backend.get("path"), str) and backend["path"]:
+                found.append(backend["path"])
+        return sorted(set(found))
+
+    def _check_dsn(self, src: SourceFile, dsn: str) -> None:
+        """A DSN is a reference (a literal is refused) that reaches nothing a reference may not; no other field
+        may read it (a client secret reading it would send the database password to a provider)."""
+        match = REFERENCE.match(dsn)
+        if match is None:
+            self._value(src, ("backend", "dsn"), dsn, secret=True)  # refused: a literal
+            return
+        problem = refusal(*match.groups(), config_dir=self.config_dir, within=self.reach, dsn=True)
+        if problem is not None:
+            self._issue(src, ("backend", "dsn"), problem.message, problem.hint)
+        self._dsn_reference = dsn
+
+    def _value(self, src: SourceFile, path: KeyPath, value: str, *, secret: bool, dsn: bool = False) -> str | None:
+        """A literal or `${env:}`/`${file:}` value, resolved. Secrets must be references; no reference reaches what
+        `reconciler.references` seals, and none but `backend.dsn` reads the DSN's reference."""
         match = REFERENCE.match(value)
         if match is None:
             if secret:
@@ -594,13 +634,16 @@ class _Loader:
                 self._issue(src, path, "malformed reference", "write ${env:NAME} or ${file:PATH}")
                 return None
             return value
+        if not dsn and value == self._dsn_reference:
+            self._issue(src, path, f"{value} is the backend's DSN; it would be sent or shown", "use a reference of its own")
+            return None
         if value in self._resolved:
             resolved = self._resolved[value]
             if resolved is None:
                 self._issue(src, path, f"cannot resolve {value}")
         else:
             kind, argument = match.groups()
-            outcome = resolve(kind, argument, config_dir=self.config_dir, environ=self.environ, roots=self.secret_roots)
+            outcome = resolve(kind, argument, config_dir=self.config_dir, environ=self.environ, within=self.reach, dsn=dsn)
             if isinstance(outcome, Problem):
                 self._issue(src, path, outcome.message, outcome.hint)
                 outcome = None
@@ -613,6 +656,21 @@ class _Loader:
             else:
                 self._plain_values.append((src, path, resolved))
         return resolved
+
+    def _client_id(
+        self, src: SourceFile, path: KeyPath, written: str, value: str, auth: str, overridden: bool
+    ) -> str | None:
+        """`value` when it has the shape of a client id for `auth` (a GUID at Microsoft's endpoints, a token-like
+        id at overridden ones); else an error that names the key and the reference, never the value."""
+        if (_TOKEN_ID if overridden else _GUID).fullmatch(value):
+            return value
+        origin = f" ({written} resolves to something else)" if REFERENCE.match(written) else ""
+        if overridden:
+            expected = "up to 128 printable characters without spaces, quotes or backslashes"
+        else:
+            expected = f"a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx), the app id of {auth}"
+        self._issue(src, path, f"{path[-1]} is not a client id: expected {expected}{origin}", "check the app registration")
+        return None
 
     def _check_secrets_stay_secret(self) -> None:
         """A value that is a secret somewhere must not also fill a field that plans show."""
@@ -684,6 +742,9 @@ class _Loader:
         client_id = self._value(src, (*path, "client_id"), spec.client_id, secret=False) if spec.client_id else None
         secret = self._value(src, (*path, "client_secret"), spec.client_secret, secret=True) if spec.client_secret else None
         endpoints = self._endpoints(src, path, spec, flavour.authorize_url, flavour.token_url, flavour.api_url)
+        self._overridden[name] = endpoints is not None and endpoints[3]
+        if client_id is not None and spec.client_id is not None:
+            client_id = self._client_id(src, (*path, "client_id"), spec.client_id, client_id, spec.auth, self._overridden[name])
         redirect = self._redirect(src, path, spec, root, flavour.redirect_allows_loopback, endpoints is not None and endpoints[3])
         if spec.scopes is not None:
             for index, scope in enumerate(spec.scopes):
@@ -862,6 +923,11 @@ class _Loader:
         if spec.credentials is not None:
             cred_path = (*path, "credentials")
             client_id = self._value(src, (*cred_path, "client_id"), spec.credentials.client_id, secret=False)
+            if client_id is not None:
+                overridden = self._overridden.get(partner.name, False)
+                client_id = self._client_id(
+                    src, (*cred_path, "client_id"), spec.credentials.client_id, client_id, partner.auth, overridden
+                )
             secret = self._value(src, (*cred_path, "client_secret"), spec.credentials.client_secret, secret=True)
             secret_ref: str | None = spec.credentials.client_secret
             source = "installation"

@@ -166,7 +166,7 @@ def test_the_dsn_cannot_read_the_state_key(keyed_dir: Path) -> None:
     ("value", "endpoints"),
     [
         ("app-1", ""),  # Microsoft's endpoints: an app id is a GUID
-        ("not a client id at all", SANDBOX_ENDPOINTS),  # whitespace
+        ("my app id with spaces", SANDBOX_ENDPOINTS),  # whitespace
         ("-----BEGIN PRIVATE KEY-----\nMIIEv", SANDBOX_ENDPOINTS),  # a line break
         ("x" * 300, SANDBOX_ENDPOINTS),  # too long to be an id
         ('quote"d', SANDBOX_ENDPOINTS),
