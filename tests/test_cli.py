@@ -19,7 +19,7 @@ from tests.conftest import run, snapshot
 ROOT = Path(__file__).resolve().parent.parent
 PARTNER_SECRET = "pS3cr3t-7f1e9c2a-partner-VALUE"
 INSTALL_SECRET = "iS3cr3t-0b4d8e6f-install-VALUE"
-ENV = {"ADO_CLIENT_ID": "app-1", "ADO_CLIENT_SECRET": PARTNER_SECRET, "INITECH_SECRET": INSTALL_SECRET}
+ENV = {"ADO_CLIENT_ID": "11111111-0000-4000-8000-0000000000a1", "ADO_CLIENT_SECRET": PARTNER_SECRET, "INITECH_SECRET": INSTALL_SECRET}
 
 CONFIG = """\
 version: 1
@@ -42,7 +42,7 @@ tenants:
         connector: microsoft-azure-devops
         parameters: {organization: initech, project: TPS}
         scopes: [vso.work_full, vso.code]
-        credentials: {client_id: own-app, client_secret: "${file:secrets/initech}"}
+        credentials: {client_id: 22222222-0000-4000-8000-0000000000b2, client_secret: "${file:secrets/initech}"}
 """
 
 
@@ -174,7 +174,7 @@ def test_examples_validate_and_plan(example: str, tmp_path: Path, monkeypatch: p
 
     shutil.copytree(ROOT / "examples" / example, tmp_path / example, ignore=shutil.ignore_patterns("state"))
     monkeypatch.chdir(tmp_path)
-    env = {"ADO_CLIENT_ID": "demo-app", "ADO_CLIENT_SECRET": "demo-secret", "ENTRA_CLIENT_SECRET": "entra-demo"}
+    env = {"ADO_CLIENT_ID": "33333333-0000-4000-8000-0000000000c3", "ADO_CLIENT_SECRET": "demo-secret", "ENTRA_CLIENT_SECRET": "entra-demo"}
     before = snapshot(tmp_path)
     assert run(["-C", example, "validate"], env).exit_code == 0
     result = run(["-C", example, "plan"], env)

@@ -20,7 +20,7 @@ from reconciler.planner import make_plan
 from reconciler.state import StateDocument
 from reconciler.state.records import installation_record, partner_record
 
-ENV = {"ADO_CLIENT_ID": "app-1", "ADO_CLIENT_SECRET": "s3cr3t-partner-value", "STAGING_SECRET": "s3cr3t-staging"}
+ENV = {"ADO_CLIENT_ID": "11111111-0000-4000-8000-0000000000a1", "ADO_CLIENT_SECRET": "s3cr3t-partner-value", "STAGING_SECRET": "s3cr3t-staging"}
 NOW = dt.datetime(2026, 11, 2, tzinfo=dt.timezone.utc)
 
 BASE = (
@@ -104,7 +104,7 @@ def test_maps_merge_by_key(config) -> None:  # type: ignore[no-untyped-def]
     assert dict(ado.parameters) == {"organization": "initech", "project": "TPS-staging"}
     assert ado.scopes == ("vso.code", "vso.work_full")
     assert ado.redirect_uri == "https://app-s.cyclr.com/connector/callback"
-    assert ado.client_id == "app-1"
+    assert ado.client_id == "11111111-0000-4000-8000-0000000000a1"
     assert set(desired.installations) == {
         "installation.acme.ado",
         "installation.initech.ado",

@@ -269,6 +269,7 @@ class _Loader:
         self.reach = reach(config_dir, environ)  # widened to the state directories once the root file is read
         self._dsn_reference: str | None = None
         self._overridden: dict[str, bool] = {}  # partner -> its endpoints are not the connector's defaults
+        self._client_ids: list[tuple[SourceFile, KeyPath, str, str, str, bool]] = []  # checked once all are read
 
     # -- reporting ---------------------------------------------------------------------------------------------
 
@@ -337,7 +338,7 @@ class _Loader:
         self._fail_if_issues()
         desired_partners = self._partners(partners, root)
         installations = self._installations(tenants, desired_partners, partners)
-        self._check_secrets_stay_secret()
+        self._check_client_ids(self._check_secrets_stay_secret())
         self._fail_if_issues()
         desired = DesiredState(
             partners={p.address: p for p in desired_partners.values()},
@@ -657,31 +658,35 @@ class _Loader:
                 self._plain_values.append((src, path, resolved))
         return resolved
 
-    def _client_id(
-        self, src: SourceFile, path: KeyPath, written: str, value: str, auth: str, overridden: bool
-    ) -> str | None:
-        """`value` when it has the shape of a client id for `auth` (a GUID at Microsoft's endpoints, a token-like
-        id at overridden ones); else an error that names the key and the reference, never the value."""
-        if (_TOKEN_ID if overridden else _GUID).fullmatch(value):
-            return value
+    def _check_client_ids(self, reported: set[KeyPath]) -> None:
+        """Each client id has the shape of one for its auth (a GUID at Microsoft's endpoints, a token-like id at
+        overridden ones); else an error that names the key and the reference, never the value. A path `reported`
+        already (e.g. it reads the secret) gets no second error."""
+        for src, path, written, value, auth, overridden in self._client_ids:
+            if path not in reported and not (_TOKEN_ID if overridden else _GUID).fullmatch(value):
+                self._bad_client_id(src, path, written, auth, overridden)
+
+    def _bad_client_id(self, src: SourceFile, path: KeyPath, written: str, auth: str, overridden: bool) -> None:
         origin = f" ({written} resolves to something else)" if REFERENCE.match(written) else ""
         if overridden:
             expected = "up to 128 printable characters without spaces, quotes or backslashes"
         else:
             expected = f"a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx), the app id of {auth}"
         self._issue(src, path, f"{path[-1]} is not a client id: expected {expected}{origin}", "check the app registration")
-        return None
 
-    def _check_secrets_stay_secret(self) -> None:
-        """A value that is a secret somewhere must not also fill a field that plans show."""
+    def _check_secrets_stay_secret(self) -> set[KeyPath]:
+        """A value that is a secret somewhere must not also fill a field that plans show (returns where it does)."""
+        reported: set[KeyPath] = set()
         for src, path, value in self._plain_values:
             if value in self._secret_values:
+                reported.add(path)
                 self._issue(
                     src,
                     path,
                     f"{path[-1]} resolves to the same value as a client_secret; it would be shown in plans",
                     "point it at the client id, not the secret",
                 )
+        return reported
 
     # -- partners ----------------------------------------------------------------------------------------------
 
@@ -744,7 +749,7 @@ class _Loader:
         endpoints = self._endpoints(src, path, spec, flavour.authorize_url, flavour.token_url, flavour.api_url)
         self._overridden[name] = endpoints is not None and endpoints[3]
         if client_id is not None and spec.client_id is not None:
-            client_id = self._client_id(src, (*path, "client_id"), spec.client_id, client_id, spec.auth, self._overridden[name])
+            self._client_ids.append((src, (*path, "client_id"), spec.client_id, client_id, spec.auth, self._overridden[name]))
         redirect = self._redirect(src, path, spec, root, flavour.redirect_allows_loopback, endpoints is not None and endpoints[3])
         if spec.scopes is not None:
             for index, scope in enumerate(spec.scopes):
@@ -925,9 +930,8 @@ class _Loader:
             client_id = self._value(src, (*cred_path, "client_id"), spec.credentials.client_id, secret=False)
             if client_id is not None:
                 overridden = self._overridden.get(partner.name, False)
-                client_id = self._client_id(
-                    src, (*cred_path, "client_id"), spec.credentials.client_id, client_id, partner.auth, overridden
-                )
+                written = spec.credentials.client_id
+                self._client_ids.append((src, (*cred_path, "client_id"), written, client_id, partner.auth, overridden))
             secret = self._value(src, (*cred_path, "client_secret"), spec.credentials.client_secret, secret=True)
             secret_ref: str | None = spec.credentials.client_secret
             source = "installation"

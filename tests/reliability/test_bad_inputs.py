@@ -32,7 +32,7 @@ import pytest
 
 from tests.conftest import run
 
-ENV = {"ADO_CLIENT_ID": "app-1", "ADO_CLIENT_SECRET": "s3cr3t-partner-value"}
+ENV = {"ADO_CLIENT_ID": "11111111-0000-4000-8000-0000000000a1", "ADO_CLIENT_SECRET": "s3cr3t-partner-value"}
 VALIDATE = ["-C", ".", "validate"]
 PLAN = ["-C", ".", "plan"]
 PLAN_JSON = ["-C", ".", "plan", "--format", "json"]
@@ -326,7 +326,7 @@ CASES = [
         VALID
         + (
             "        credentials:\n"  # 15
-            "          client_id: own-app\n"  # 16
+            "          client_id: 22222222-0000-4000-8000-0000000000b2\n"  # 16
             "          client_secret: hunter2-literal\n"  # 17
         ),
         "reconciler.yaml:17:26:",
@@ -338,14 +338,14 @@ CASES = [
         VALID,
         "reconciler.yaml:7:20:",
         "environment variable ADO_CLIENT_SECRET is not set",
-        env={"ADO_CLIENT_ID": "app-1"},
+        env={"ADO_CLIENT_ID": "11111111-0000-4000-8000-0000000000a1"},
     ),
     case(
         "env-var-empty",
         VALID,
         "reconciler.yaml:7:20:",
         "environment variable ADO_CLIENT_SECRET is empty",
-        env={"ADO_CLIENT_ID": "app-1", "ADO_CLIENT_SECRET": ""},
+        env={"ADO_CLIENT_ID": "11111111-0000-4000-8000-0000000000a1", "ADO_CLIENT_SECRET": ""},
         args=PLAN_JSON,
     ),
     case(
@@ -388,7 +388,7 @@ CASES = [
     case(
         "client-id-without-secret-flow",
         PARTNERS
-        + "  microsoft-azure-devops: {auth: azure-devops-oauth, client_id: app-1}\n"  # 4
+        + "  microsoft-azure-devops: {auth: azure-devops-oauth, client_id: 11111111-0000-4000-8000-0000000000a1}\n"  # 4
         + INSTALLATION
         + BODY,
         "reconciler.yaml:4:",
@@ -1001,7 +1001,7 @@ MORE_CONFIG_CASES = [
                 "partners:\n"  # 1
                 "  microsoft-azure-devops:\n"  # 2
                 "    auth: azure-devops-oauth\n"  # 3
-                "    client_id: app-1\n"  # 4
+                "    client_id: 11111111-0000-4000-8000-0000000000a1\n"  # 4
                 "    client_secret: hunter2-literal\n"  # 5
             ),
         },
@@ -1016,7 +1016,7 @@ MORE_CONFIG_CASES = [
                 "partners:\n"  # 1
                 "  microsoft-azure-devops:\n"  # 2
                 "    auth: azure-devops-oauth\n"  # 3
-                "    client_id: app-1\n"  # 4
+                "    client_id: 11111111-0000-4000-8000-0000000000a1\n"  # 4
                 "    client_secret: ${env:ADO_OTHER_SECRET}\n"  # 5
             ),
         },
@@ -1244,7 +1244,7 @@ MORE_CONFIG_CASES = [
     ),
     case(
         "unknown-key-in-credentials",
-        VALID + "        credentials: {client_id: own, client_secret: '${env:S}', tenant: x}\n",  # 15
+        VALID + "        credentials: {client_id: 22222222-0000-4000-8000-0000000000b2, client_secret: '${env:S}', tenant: x}\n",  # 15
         "reconciler.yaml:15:",
         "unknown key 'tenant'",
     ),
@@ -1455,7 +1455,7 @@ PARTNER_RECORD = {
     "name": "microsoft-azure-devops",
     "connector": "microsoft-azure-devops",
     "auth": "azure-devops-oauth",
-    "client_id": "app-1",
+    "client_id": "11111111-0000-4000-8000-0000000000a1",
     "client_secret_ref": "${env:ADO_CLIENT_SECRET}",
     "redirect_uri": "https://app-h.cyclr.com/connector/callback",
     "authorize_url": "https://app.vssps.visualstudio.com/oauth2/authorize",
@@ -1937,7 +1937,7 @@ PLANFILE_CASES = [
         "plan.bin: ",
         "environment variable ADO_CLIENT_SECRET is not set",
         args=APPLY_PLANFILE,
-        env={"ADO_CLIENT_ID": "app-1", "RECONCILER_STATE_KEY": KEY},
+        env={"ADO_CLIENT_ID": "11111111-0000-4000-8000-0000000000a1", "RECONCILER_STATE_KEY": KEY},
         setup=_plan_then(lambda d: None),
     ),
     case(

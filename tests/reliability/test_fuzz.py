@@ -33,7 +33,7 @@ from reconciler.config import load_config
 from reconciler.config.cache import ParseCache
 from reconciler.errors import ConfigError, ReconcilerError, one_line
 
-ENVIRON = {"ADO_CLIENT_ID": "app-1", "ADO_CLIENT_SECRET": "fuzz-secret-value", "ENTRA_SECRET": "fuzz-entra-secret"}
+ENVIRON = {"ADO_CLIENT_ID": "11111111-0000-4000-8000-0000000000a1", "ADO_CLIENT_SECRET": "fuzz-secret-value", "ENTRA_SECRET": "fuzz-entra-secret"}
 
 ROOT: dict[str, Any] = {
     "version": 1,
@@ -90,7 +90,7 @@ INCLUDED: dict[str, Any] = {
                     "partner": "microsoft-azure-devops",
                     "parameters": {"organization": "globex", "project": "Ops"},
                     "scopes": ["vso.work_full"],
-                    "credentials": {"client_id": "own-app", "client_secret": "${env:ENTRA_SECRET}"},
+                    "credentials": {"client_id": "22222222-0000-4000-8000-0000000000b2", "client_secret": "${env:ENTRA_SECRET}"},
                 }
             }
         }
@@ -369,11 +369,11 @@ INSTALLATION_RECORD: dict[str, Any] = {
     "kind": "installation", "tenant": "acme", "name": "ado", "connector": "microsoft-azure-devops",
     "partner": "microsoft-azure-devops", "auth": "azure-devops-oauth",
     "parameters": {"organization": "acme-org", "project": "Platform"}, "requested_scopes": ["vso.work_full"],
-    "granted_scopes": ["vso.work_full"], "client_id": "app-1", "client_secret_ref": "${env:ADO_CLIENT_SECRET}",
+    "granted_scopes": ["vso.work_full"], "client_id": "11111111-0000-4000-8000-0000000000a1", "client_secret_ref": "${env:ADO_CLIENT_SECRET}",
     "redirect_uri": "https://app-h.cyclr.com/connector/callback", "token_url": "https://t.example/token",
     "authorized_at": "2026-01-01T00:00:00+00:00", "expires_at": "2026-01-01T01:00:00+00:00",
     "pending": {"since": "2026-01-01T00:00:00+00:00", "expires_at": "2026-01-08T00:00:00+00:00",
-                "target_digest": "d", "client_id": "app-1", "requested_scopes": ["vso.work_full"]},
+                "target_digest": "d", "client_id": "11111111-0000-4000-8000-0000000000a1", "requested_scopes": ["vso.work_full"]},
 }
 STATE_DOC: dict[str, Any] = {
     "format_version": 1, "lineage": LINEAGE, "serial": 3, "environment": "default",
