@@ -5,6 +5,7 @@ limits. Must not: parse YAML, report errors with locations (callers do), or foll
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import re
@@ -48,12 +49,15 @@ class FileTooLarge(Exception):
 
 
 def read_config_bytes(path: Path) -> bytes:
-    """The bytes of a configuration file, refusing one over `MAX_FILE_BYTES` before reading it (its size is taken
-    from the open file, and at most one byte more than the limit is ever read, so a file that grows meanwhile or
-    a device is refused too). Raises `FileTooLarge` or `OSError`."""
-    with open(path, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if stat.S_ISREG(info.st_mode) and info.st_size > MAX_FILE_BYTES:
+    """The bytes of a regular configuration file, refusing one over `MAX_FILE_BYTES` before reading it (its size
+    is taken from the open file, and at most one byte more than the limit is ever read, so a file that grows
+    meanwhile is refused too). Raises `FileTooLarge` or `OSError` (also for a FIFO or device)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO swapped in must not block the open
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
             raise FileTooLarge(info.st_size)
         raw = handle.read(MAX_FILE_BYTES + 1)
     if len(raw) > MAX_FILE_BYTES:

@@ -187,8 +187,8 @@ def resolve_reference(
     `key` in the file `where` (a problem is reported there, with its line when `key` is found in it)."""
     loader = _Loader(Path(config_dir), environ, load_catalog(), None)
     try:
-        text = where.read_text(encoding="utf-8") if key else ""
-    except (OSError, UnicodeDecodeError):
+        text = read_config_bytes(where).decode("utf-8-sig") if key else ""
+    except (OSError, FileTooLarge, UnicodeDecodeError):
         text = ""
     src = SourceFile(where, display_path(where), text)
     resolved = loader._value(src, key, value, secret=True, dsn=key == ("backend", "dsn"))

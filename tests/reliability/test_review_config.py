@@ -216,7 +216,7 @@ def test_a_planted_parse_cache_entry_cannot_delete_installations(  # type: ignor
     sandbox_config, tmp_path_factory: pytest.TempPathFactory, how: str
 ) -> None:
     """apply --auto-approve with a foreign `tenants: {}` entry for reconciler.yaml's bytes deletes nothing."""
-    sandbox, directory, write, browser = sandbox_config
+    _, directory, write, _ = sandbox_config
     cache_dir = tmp_path_factory.mktemp("shared") / "cache"
     env = {**SANDBOX_ENV, "RECONCILER_CACHE_DIR": str(cache_dir)}
     write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"]))
@@ -278,7 +278,7 @@ def _plant_memo(path: Path, **changes: object) -> None:
 @pytest.mark.parametrize("how", ["entry-owner", "directory-writable"])
 def test_a_planted_plan_memo_entry_by_another_user_is_not_used(golden, how: str) -> None:  # type: ignore[no-untyped-def]
     """plan --detailed-exitcode still reports the changes when another user wrote the memo entry."""
-    directory, env = golden
+    _, env = golden
     first = run(["plan", "--detailed-exitcode"], env)
     assert first.exit_code == 2, first.stderr
     path = _memo_path(env)
@@ -303,7 +303,7 @@ def test_a_planted_plan_memo_entry_by_another_user_is_not_used(golden, how: str)
 )
 def test_a_memo_entry_with_missing_dependencies_is_not_used(golden, changes: dict[str, list[object]]) -> None:  # type: ignore[no-untyped-def]
     """An empty (or incomplete) dependency list is not 'nothing changed': the plan is computed again."""
-    directory, env = golden
+    _, env = golden
     first = run(["plan", "--detailed-exitcode"], env)
     assert first.exit_code == 2
     _plant_memo(_memo_path(env), **changes)
@@ -314,7 +314,7 @@ def test_a_memo_entry_with_missing_dependencies_is_not_used(golden, changes: dic
 @pytest.mark.finding(6)
 def test_the_cache_directory_is_created_private(golden) -> None:  # type: ignore[no-untyped-def]
     """A new cache directory (and each directory in it) is 0700."""
-    directory, env = golden
+    _, env = golden
     assert run(["plan"], env).exit_code == 0
     cache_dir = Path(env["RECONCILER_CACHE_DIR"])
     for path in [cache_dir, *(p for p in cache_dir.rglob("*") if p.is_dir())]:
@@ -349,7 +349,7 @@ def _cli(config: Path, *args: str, timeout: float = 120, **extra: str) -> subpro
     env.update({"ADO_CLIENT_SECRET": "review-secret", "RECONCILER_CACHE_DIR": str(config.parent / "cache"), **extra})
     return subprocess.run(
         [sys.executable, "-m", "reconciler", "-C", str(config), *args],
-        capture_output=True, text=True, env=env, timeout=timeout, cwd=config,
+        capture_output=True, text=True, env=env, timeout=timeout, cwd=config, check=False,
     )
 
 
@@ -493,6 +493,42 @@ def test_nesting_too_deep_is_refused_with_a_position(tmp_path: Path, monkeypatch
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
     line = _one_error_line(result.stderr)
     assert line.startswith("error: tenants/deep.yaml:2:") and "nested" in line, line
+
+
+@pytest.mark.finding(8)
+def test_a_fifo_as_the_root_file_does_not_hang_plan(tmp_path: Path) -> None:
+    """`plan` reads reconciler.yaml first for the parse-ahead worker: a FIFO there is refused, not waited on."""
+    config = tmp_path / "config"
+    config.mkdir()
+    os.mkfifo(config / "reconciler.yaml")
+    try:
+        result = _cli(config, "plan", timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("plan blocked opening a FIFO")
+    assert result.returncode == 1
+    assert "reconciler.yaml" in _one_error_line(result.stderr)
+
+
+@pytest.mark.finding(8)
+@pytest.mark.parametrize("kind", ["fifo", "oversized"])
+def test_a_secret_file_that_is_a_fifo_or_huge_is_refused(tmp_path: Path, kind: str) -> None:
+    """`${file:}` reads only a regular file of bounded size: a FIFO does not hang, a huge file is not read."""
+    config = tmp_path / "config"
+    (config / "secrets").mkdir(parents=True)
+    (config / "reconciler.yaml").write_text(ROOT.format(guid=GUID, pattern="t.yaml").replace(
+        "${env:ADO_CLIENT_SECRET}", "${file:secrets/ado}"))
+    (config / "t.yaml").write_text(TENANT.format(name="acme"))
+    if kind == "fifo":
+        os.mkfifo(config / "secrets" / "ado")
+    else:
+        (config / "secrets" / "ado").write_bytes(b"x" * (4 * 1024 * 1024))
+    try:
+        result = _cli(config, "validate", timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("validate blocked reading the secret file")
+    assert result.returncode == 1
+    line = _one_error_line(result.stderr)
+    assert line.startswith("error: reconciler.yaml:7:") and "secrets/ado" in line, line
 
 
 # -- finding 10: include chains and other recursion on user data ---------------------------------------------------
