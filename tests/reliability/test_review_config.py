@@ -162,6 +162,35 @@ def test_the_dsn_cannot_read_the_state_key(keyed_dir: Path) -> None:
 
 
 @pytest.mark.finding(5)
+def test_no_reference_reads_another_environments_state_directory(keyed_dir: Path) -> None:
+    """prod keeps its state in prod-state/: a reference of the base configuration cannot read its key there."""
+    (keyed_dir / "prod-state").mkdir()
+    (keyed_dir / "prod-state" / "prod.key").write_text(STATE_KEY + "\n")
+    (keyed_dir / "environments").mkdir()
+    (keyed_dir / "environments" / "prod.yaml").write_text("backend: {path: prod-state}\n")
+    config = PARTNER.format(client_id="app-1", client_secret="${file:prod-state/prod.key}", endpoints=SANDBOX_ENDPOINTS)
+    (keyed_dir / "reconciler.yaml").write_text(config)
+    result = run(["-C", ".", "plan"], REFERENCE_ENV)
+    assert result.exit_code == 1
+    line = _one_error_line(result.stderr)
+    assert "partners.microsoft-azure-devops.client_secret" in line and "state directory" in line
+    assert STATE_KEY not in result.stdout + result.stderr
+
+
+@pytest.mark.finding(5)
+def test_a_client_secret_cannot_read_the_dsn_reference(keyed_dir: Path) -> None:
+    """The variable backend.dsn reads holds the database password: a client secret reading it is refused."""
+    config = PARTNER.format(client_id=GUID, client_secret="${env:PG_DSN}", endpoints="")
+    config += "backend: {type: postgres, dsn: '${env:PG_DSN}'}\n"
+    (keyed_dir / "reconciler.yaml").write_text(config)
+    result = run(["-C", ".", "validate"], {**REFERENCE_ENV, "PG_DSN": PG_DSN})
+    assert result.exit_code == 1
+    line = _one_error_line(result.stderr)
+    assert "partners.microsoft-azure-devops.client_secret" in line and "DSN" in line
+    assert "pg-password-5d1c" not in result.stdout + result.stderr
+
+
+@pytest.mark.finding(5)
 @pytest.mark.parametrize(
     ("value", "endpoints"),
     [
@@ -198,12 +227,13 @@ def test_client_ids_of_each_flavour_are_accepted(keyed_dir: Path, value: str, en
 
 # -- finding 6: a cache directory another local user can write ----------------------------------------------------
 
-def _as_another_user(path: Path) -> None:
-    """Make `path` look planted by another local user: owned by nobody when we can, else writable by others."""
-    if os.geteuid() == 0:
+def _as_another_user(path: Path, how: str = "owner") -> None:
+    """Make `path` look planted by, or open to, another local user: owned by nobody (when we may chown, as CI
+    does), or writable by the group."""
+    if how == "owner" and os.geteuid() == 0:
         os.chown(path, 65534, 65534)
     else:
-        path.chmod(path.stat().st_mode | 0o022)
+        path.chmod(path.stat().st_mode | 0o020)
 
 
 def _parse_entries(cache_dir: Path) -> list[Path]:
@@ -238,7 +268,7 @@ def test_a_planted_parse_cache_entry_cannot_delete_installations(  # type: ignor
         for entry in _parse_entries(cache_dir):
             _as_another_user(entry)
     else:
-        _as_another_user(cache_dir)
+        _as_another_user(cache_dir, "writable")
 
     second = run(apply, env)
     assert second.exit_code == 0, second.stderr
@@ -275,7 +305,7 @@ def _plant_memo(path: Path, **changes: object) -> None:
 
 
 @pytest.mark.finding(6)
-@pytest.mark.parametrize("how", ["entry-owner", "directory-writable"])
+@pytest.mark.parametrize("how", ["entry-owner", "entry-writable", "directory-owner", "directory-writable"])
 def test_a_planted_plan_memo_entry_by_another_user_is_not_used(golden, how: str) -> None:  # type: ignore[no-untyped-def]
     """plan --detailed-exitcode still reports the changes when another user wrote the memo entry."""
     _, env = golden
@@ -284,7 +314,8 @@ def test_a_planted_plan_memo_entry_by_another_user_is_not_used(golden, how: str)
     path = _memo_path(env)
     assert path.is_file()
     _plant_memo(path)
-    _as_another_user(path if how == "entry-owner" else Path(env["RECONCILER_CACHE_DIR"]))
+    where, mode = how.split("-")
+    _as_another_user(path if where == "entry" else Path(env["RECONCILER_CACHE_DIR"]), mode)
     second = run(["plan", "--detailed-exitcode"], env)
     assert second.exit_code == 2, second.stdout
     assert second.stdout == first.stdout
