@@ -9,7 +9,10 @@ The claims live in two shared 8-byte slots, each written by one side only: `head
 every index below it) and `tail` (the worker has claimed every index from it on). The worker claims `tail - 1`
 while that is not below `head`; this process claims an index below `tail`. When both race for the last file,
 both parse it and this process's result is the one used: correct either way, and at most one file parsed twice.
-Must not: validate, resolve references, or report anything: the loader does all of that on what it gets.
+Every limit of the loader holds here too: each file is read with `read_config_bytes` (a file over the size limit
+is never read, let alone parsed: it is left to this process, which reports it) and parsed with `load_yaml_text`
+(its YAML limits). Must not: validate, resolve references, or report anything: the loader does all of that on
+what it gets.
 Used only where it pays and is safe: at least `MIN_FILES` files, two usable CPUs, and no other thread in this
 process (a forked child inherits no threads, and must not meet a lock one of them held).
 """
