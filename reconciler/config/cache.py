@@ -128,7 +128,8 @@ def warn_untrusted(root: Path, problem: str) -> None:
     key = os.path.abspath(root)
     if key not in _WARNED:
         _WARNED.add(key)
-        print(f"warning: cache {root} not used: {problem}; running without it", file=sys.stderr)
+        hint = "make it yours alone (chmod go-w), or set RECONCILER_CACHE_DIR to a directory of your own"
+        print(f"warning: cache {root} not used: {problem}; running without it ({hint})", file=sys.stderr)
 
 
 _CATALOG = Path(__file__).resolve().parent.parent / "catalog" / "connectors"
