@@ -41,11 +41,12 @@ class Problem:
 
 @dataclass(frozen=True)
 class Reach:
-    """Where `${file:}` references may read (`roots`), and the directories inside them they never may (`sealed`:
-    state directories and version-control internals), all resolved."""
+    """Where `${file:}` references may read (`roots`), and the directories inside them they never may: the state
+    directories (`sealed`) and each root's version-control directories (`vcs`), all resolved."""
 
     roots: tuple[Path, ...]
     sealed: tuple[Path, ...] = field(default=())
+    vcs: tuple[Path, ...] = field(default=())
 
 
 def reach(config_dir: Path, environ: Mapping[str, str], state_dirs: Iterable[str | Path] = ()) -> Reach:
@@ -55,8 +56,8 @@ def reach(config_dir: Path, environ: Mapping[str, str], state_dirs: Iterable[str
     extra = [d for d in environ.get("RECONCILER_SECRET_DIRS", "").split(os.pathsep) if d]
     roots = (config_dir.resolve(), *(Path(d).resolve() for d in extra))
     sealed = [(config_dir / d).resolve() for d in (DEFAULT_STATE_DIR, *state_dirs)]
-    sealed += [(root / vcs).resolve() for root in roots for vcs in sorted(_VCS)]
-    return Reach(roots, tuple(dict.fromkeys(sealed)))
+    vcs = [(root / name).resolve() for root in roots for name in sorted(_VCS)]
+    return Reach(roots, tuple(dict.fromkeys(sealed)), tuple(dict.fromkeys(vcs)))
 
 
 def refusal(kind: str, argument: str, *, config_dir: Path, within: Reach, dsn: bool = False) -> Problem | None:
@@ -77,11 +78,18 @@ def refusal(kind: str, argument: str, *, config_dir: Path, within: Reach, dsn: b
             f"secret file '{argument}' is outside the configuration directory",
             "keep it inside, or list its directory in RECONCILER_SECRET_DIRS",
         )
-    if _VCS.intersection(target.parts) or _VCS.intersection(Path(argument).parts):
-        return Problem(f"secret file '{argument}' is inside version-control internals", "keep secrets out of .git")
-    if any(target == sealed or sealed in target.parents for sealed in within.sealed):
+
+    def inside(directory: Path) -> bool:
+        return target == directory or directory in target.parents
+
+    if _VCS.intersection(target.parts) or _VCS.intersection(Path(argument).parts) or any(map(inside, within.vcs)):
         return Problem(
-            f"secret file '{argument}' is inside the state directory or version-control internals",
+            f"secret file '{argument}' is inside version-control internals (.git, .hg, .svn)",
+            "they hold the checkout's credentials; keep the secret in a file of its own",
+        )
+    if any(map(inside, within.sealed)):
+        return Problem(
+            f"secret file '{argument}' is inside a state directory (state, keys, credentials)",
             "keys and state are never read by references; keep the secret in a file of its own",
         )
     return None

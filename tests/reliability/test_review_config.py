@@ -178,6 +178,20 @@ def test_no_reference_reads_another_environments_state_directory(keyed_dir: Path
 
 
 @pytest.mark.finding(5)
+def test_no_reference_reads_a_git_directory_kept_elsewhere(keyed_dir: Path) -> None:
+    """.git as a symlink (a worktree layout): the directory it points to is sealed under any name."""
+    shutil.move(keyed_dir / ".git", keyed_dir / "checkout-meta")
+    (keyed_dir / ".git").symlink_to("checkout-meta")
+    config = PARTNER.format(client_id="app-1", client_secret="${file:checkout-meta/config}", endpoints=SANDBOX_ENDPOINTS)
+    (keyed_dir / "reconciler.yaml").write_text(config)
+    result = run(["-C", ".", "plan"], REFERENCE_ENV)
+    assert result.exit_code == 1
+    line = _one_error_line(result.stderr)
+    assert "client_secret" in line and "version-control" in line
+    assert GIT_TOKEN not in result.stdout + result.stderr
+
+
+@pytest.mark.finding(5)
 def test_a_client_secret_cannot_read_the_dsn_reference(keyed_dir: Path) -> None:
     """The variable backend.dsn reads holds the database password: a client secret reading it is refused."""
     config = PARTNER.format(client_id=GUID, client_secret="${env:PG_DSN}", endpoints="")
