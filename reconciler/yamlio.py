@@ -24,11 +24,13 @@ __all__ = ["YamlSyntaxError", "compose", "load_yaml_text", "locate"]
 
 @dataclass
 class YamlSyntaxError(Exception):
-    """The text is not valid YAML (or repeats a key). Line and column are 1-based."""
+    """The text is not valid YAML (or repeats a key). Line and column are 1-based; `hint` says how to fix it
+    when the cause is known."""
 
     message: str
     line: int | None
     column: int | None
+    hint: str | None = None
 
 
 _STR_TAG = "tag:yaml.org,2002:str"
@@ -106,7 +108,8 @@ def load_yaml_text(text: str) -> Any:
             problem += f" '{name.group(1)}'" if name else ""
         line = mark.line + 1 if mark else None
         column = mark.column + 1 if mark else None
-        raise YamlSyntaxError(f"invalid YAML: {problem}", line, column) from None
+        hint = REFERENCE_IN_FLOW if mark is not None and _reference_in_flow(text, mark.index, problem) else None
+        raise YamlSyntaxError(f"invalid YAML: {problem}", line, column, hint) from None
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
         column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
@@ -116,6 +119,20 @@ def load_yaml_text(text: str) -> Any:
         raise YamlSyntaxError(f"invalid YAML: {str(exc).splitlines()[0]}", None, None) from None
     except RecursionError:
         raise YamlSyntaxError("invalid YAML: nested too deeply", None, None) from None
+
+
+REFERENCE_IN_FLOW = 'quote the reference ("${env:NAME}") or use block style (one key per line)'
+
+
+def _reference_in_flow(text: str, index: int, problem: str) -> bool:
+    """Whether a flow-collection error (`{a: b}`, `[a, b]`) comes from an unquoted `${...}` reference in it: in
+    flow context `{` and `}` are syntax, so `{dsn: ${env:X}}` stops at the reference's brace."""
+    if "flow mapping" not in problem and "flow sequence" not in problem:
+        return False
+    if text[max(index - 1, 0) : index + 1] == "${":
+        return True
+    start = text.rfind("\n", 0, index) + 1
+    return "${" in text[start : index + 1]
 
 
 def _deeper_than_allowed(mark: Any) -> YamlSyntaxError:

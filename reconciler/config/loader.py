@@ -385,7 +385,7 @@ class _Loader:
             else:
                 data = self.cache.load(raw, lambda: load_yaml_text(text)) if self.cache else load_yaml_text(text)
         except YamlSyntaxError as exc:
-            self.issues.append(ConfigIssue(Location(display, exc.line, exc.column), "", exc.message))
+            self.issues.append(ConfigIssue(Location(display, exc.line, exc.column), "", exc.message, exc.hint))
             return None
         if data is None and model is None:
             return src, {}  # an environment that differs in nothing (but its state)
@@ -943,7 +943,7 @@ class _Loader:
                 src,
                 src.missing_at(path, "credentials"),
                 f"no client credentials: partner '{partner.name}' leaves client_id/client_secret blank",
-                "add credentials: {client_id: ..., client_secret: ${env:...}} to this installation",
+                'add credentials: {client_id: ..., client_secret: "${env:...}"} to this installation',
             )
             return None
         if len(self.issues) > before or client_id is None or secret_ref is None:
