@@ -127,3 +127,115 @@ def test_the_missing_credentials_hint_is_valid_yaml(tmp_path: Path) -> None:
     hint = re.search(r"add (credentials: \{.*\}) to this installation", result.stderr)
     assert hint is not None, result.stderr
     assert load_yaml_text(hint.group(1) + "\n")["credentials"]["client_secret"] == "${env:...}"
+
+
+# -- a second partner for a connector ------------------------------------------------------------------------------
+
+
+def _only_partner(text: str, keep: str) -> str:
+    """`config_text` with one of its two partners (legacy, entra) left out."""
+    drop = "entra" if keep == "legacy" else "legacy"
+    lines, out, skipping = text.splitlines(keepends=True), [], False
+    for line in lines:
+        if line.startswith("  ") and not line.startswith("    "):
+            skipping = line.strip() == f"{drop}:" and "partners:" in "".join(out) and "tenants:" not in "".join(out)
+        elif not line.startswith(" "):
+            skipping = False
+        if not skipping:
+            out.append(line)
+    return "".join(out)
+
+
+def _connector_installation(tenant: str, organization: str, project: str) -> str:
+    return (
+        f"  {tenant}:\n    installations:\n      ado:\n        connector: microsoft-azure-devops\n"
+        f"        parameters: {{organization: {organization}, project: {project}}}\n"
+        "        scopes: [vso.work_full, vso.project]\n"
+    )
+
+
+def test_adding_a_second_partner_creates_only_it(sandbox_config) -> None:  # type: ignore[no-untyped-def]
+    """apply with one partner; declare a second one for the connector; plan: only the new partner is created."""
+    import json
+
+    from tests.sandbox_support import APPLY, ENV
+
+    _, directory, write, browser = sandbox_config
+    write(_connector_installation("acme", "acme-org", "Platform") + _connector_installation("globex", "globex", "Operations"))
+    both = (directory / "reconciler.yaml").read_text()
+    (directory / "reconciler.yaml").write_text(_only_partner(both, "legacy"))
+    first = run(APPLY, ENV)
+    assert first.exit_code == 0, first.stderr
+    assert len(browser.opened) == 2 and not browser.errors
+
+    (directory / "reconciler.yaml").write_text(both)
+    planned = run(["-C", ".", "plan", "--format", "json"], ENV)
+    assert planned.exit_code == 0, planned.stderr
+    changes = {c["address"]: c for c in json.loads(planned.stdout)["changes"]}
+    acting = {address: c["action"] for address, c in changes.items() if c["action"] != "noop"}
+    assert acting == {"partner.entra": "create"}
+    assert changes["installation.acme.ado"]["after"]["partner"] == "legacy"
+
+
+ENTRA_PARTNER = """\
+  entra:
+    connector: microsoft-azure-devops
+    auth: entra-id
+    tenant_id: organizations
+    client_id: 44444444-dddd-4eee-8fff-000000000004
+    client_secret: ${env:ENTRA_CLIENT_SECRET}
+"""
+SECRETS = {"ADO_CLIENT_SECRET": "ado-secret-value-1", "ENTRA_CLIENT_SECRET": "entra-secret-value-2"}
+
+
+def _partner_of(directory: Path, address: str = "installation.acme.ado-main") -> str:
+    import datetime as dt
+
+    from reconciler.config import load_config
+
+    loaded = load_config(directory, environ=SECRETS, today=dt.date(2026, 12, 3))
+    return loaded.desired.installations[address].partner
+
+
+def test_the_first_declared_partner_stays_the_default(write_config) -> None:  # type: ignore[no-untyped-def]
+    """With two partners for a connector, an installation naming only the connector keeps the first one."""
+    directory = write_config({"reconciler.yaml": CONFIG.replace("tenants:", "  " + ENTRA_PARTNER.strip() + "\ntenants:")})
+    assert _partner_of(directory) == "microsoft-azure-devops"
+
+
+def test_a_partner_in_an_included_file_comes_after_the_root_files(write_config) -> None:  # type: ignore[no-untyped-def]
+    """Declaration order: the root file's partners first, then included files in include order."""
+    root = CONFIG.replace("tenants:", "include: [partners/*.yaml]\ntenants:")
+    entra_first = "partners:\n" + ENTRA_PARTNER
+    directory = write_config({"reconciler.yaml": root, "partners/a-entra.yaml": entra_first})
+    assert _partner_of(directory) == "microsoft-azure-devops"
+
+
+def test_default_true_names_the_partner_of_installations_without_one(write_config) -> None:  # type: ignore[no-untyped-def]
+    """`default: true` on the second partner moves installations that name only the connector to it."""
+    text = CONFIG.replace("tenants:", ENTRA_PARTNER + "    default: true\ntenants:")
+    directory = write_config({"reconciler.yaml": text})
+    assert _partner_of(directory) == "entra"
+
+
+def test_two_defaults_for_one_connector_name_both(write_config) -> None:  # type: ignore[no-untyped-def]
+    """Two partners of one connector saying default: true is an error naming both, at the second one."""
+    text = CONFIG.replace("tenants:", "    default: true\n" + ENTRA_PARTNER + "    default: true\ntenants:")
+    directory = write_config({"reconciler.yaml": text})
+    result = run(["-C", str(directory), "validate"], env=SECRETS)
+    assert result.exit_code == 1
+    assert (
+        "reconciler.yaml:16:14: partners.entra.default: partners 'microsoft-azure-devops' and 'entra' both say "
+        "default: true for connector 'microsoft-azure-devops'" in result.stderr
+    )
+
+
+def test_the_schema_documents_default() -> None:
+    """`reconciler schema` describes a partner's `default`."""
+    import json
+
+    result = run(["schema"])
+    assert result.exit_code == 0
+    schema = json.loads(result.stdout)
+    partner = schema["$defs"]["PartnerSpec"]["properties"]["default"]
+    assert partner["type"] == "boolean" and "declared first" in partner["description"]

@@ -847,13 +847,11 @@ class _Loader:
         declared_partners: Mapping[str, tuple[SourceFile, PartnerSpec]],
     ) -> dict[str, DesiredInstallation]:
         out: dict[str, DesiredInstallation] = {}
-        by_connector: dict[str, list[str]] = {}
-        for name, (_, spec) in declared_partners.items():
-            by_connector.setdefault(spec.connector or name, []).append(name)
+        defaults = self._default_partners(declared_partners)
         for tenant_name, (src, tenant) in tenants.items():
             for name, spec in tenant.installations.items():
                 path: KeyPath = ("tenants", tenant_name, "installations", name)
-                partner_name = self._partner_of(src, path, spec, by_connector, declared_partners)
+                partner_name = self._partner_of(src, path, spec, defaults, declared_partners)
                 if partner_name is None or partner_name not in desired_partners:
                     continue  # the reason was reported (here or on the partner)
                 partner = desired_partners[partner_name]
@@ -862,12 +860,32 @@ class _Loader:
                     out[installation.address] = installation
         return out
 
+    def _default_partners(self, declared: Mapping[str, tuple[SourceFile, PartnerSpec]]) -> dict[str, str | None]:
+        """Per connector, the partner of installations that name none: the one that says `default: true`, else
+        the one declared first (`declared` is in declaration order: the root file's partners, then the overlay's
+        new ones, then each included file's in include order). Adding a partner therefore never moves an existing
+        installation. Two defaults for one connector are an error (None: no default to use)."""
+        by_connector: dict[str, list[str]] = {}
+        for name, (_, spec) in declared.items():
+            by_connector.setdefault(spec.connector or name, []).append(name)
+        out: dict[str, str | None] = {}
+        for connector, names in by_connector.items():
+            marked = [name for name in names if declared[name][1].default]
+            if len(marked) > 1:
+                src = declared[marked[1]][0]
+                message = f"partners '{marked[0]}' and '{marked[1]}' both say default: true for connector '{connector}'"
+                self._issue(src, ("partners", marked[1], "default"), message, "keep default: true on one of them")
+                out[connector] = None
+            else:
+                out[connector] = marked[0] if marked else names[0]
+        return out
+
     def _partner_of(
         self,
         src: SourceFile,
         path: KeyPath,
         spec: InstallationSpec,
-        by_connector: dict[str, list[str]],
+        defaults: Mapping[str, str | None],
         declared: Mapping[str, object],
     ) -> str | None:
         if spec.partner is not None:
@@ -879,28 +897,19 @@ class _Loader:
         if spec.connector is None:
             self._issue(src, src.missing_at(path, "connector"), "missing required key 'connector' (or name a `partner:`)")
             return None
-        candidates = by_connector.get(spec.connector, [])
-        if not candidates:
-            if self.catalog.get(spec.connector) is None:
-                hint = did_you_mean(spec.connector, list(self.catalog.connectors))
-                self._issue(src, (*path, "connector"), f"unknown connector '{spec.connector}'", hint)
-            else:
-                self._issue(
-                    src,
-                    (*path, "connector"),
-                    f"connector '{spec.connector}' has no partner entry",
-                    f"add partners.{spec.connector} (auth, and client credentials or none)",
-                )
-            return None
-        if len(candidates) > 1:
+        if spec.connector in defaults:
+            return defaults[spec.connector]  # None: two defaults, reported on the partners
+        if self.catalog.get(spec.connector) is None:
+            hint = did_you_mean(spec.connector, list(self.catalog.connectors))
+            self._issue(src, (*path, "connector"), f"unknown connector '{spec.connector}'", hint)
+        else:
             self._issue(
                 src,
                 (*path, "connector"),
-                f"several partners use connector '{spec.connector}' ({', '.join(sorted(candidates))})",
-                "name one with `partner:`",
+                f"connector '{spec.connector}' has no partner entry",
+                f"add partners.{spec.connector} (auth, and client credentials or none)",
             )
-            return None
-        return candidates[0]
+        return None
 
     def _installation(
         self,

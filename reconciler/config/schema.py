@@ -62,6 +62,11 @@ class PartnerSpec(_Strict):
         None, description="Scopes registered with the app; installations may ask only these."
     )
     endpoints: EndpointsSpec | None = None
+    default: bool = Field(
+        False,
+        description="The partner of its connector for installations that name no `partner:` (at most one per "
+        "connector; without it, the partner declared first: root file first, then included files in include order).",
+    )
 
 
 class CredentialsSpec(_Strict):
@@ -75,7 +80,7 @@ class InstallationSpec(_Strict):
     """One connector installation of a tenant."""
 
     connector: ConnectorName | None = Field(None, description="Catalog connector (or implied by `partner`).")
-    partner: Name | None = Field(None, description="Partner entry to use; required when a connector has several.")
+    partner: Name | None = Field(None, description="Partner entry to use; default: the connector's default partner.")
     parameters: dict[Name, str] = Field(default_factory=dict, description="Install parameters: organization, project.")
     scopes: Strings = Field(min_length=1)
     credentials: CredentialsSpec | None = None

@@ -543,25 +543,27 @@ CASES = [
         "unknown partner 'ado-entra'",
     ),
     case(
-        "two-partners-no-partner-key",
+        "two-default-partners-for-a-connector",
         HEADER
         + (
-            "  ado-entra:\n"  # 8
-            "    connector: microsoft-azure-devops\n"  # 9
-            "    auth: entra-id\n"  # 10
-            "    tenant_id: organizations\n"  # 11
-            "    client_id: ${env:ADO_CLIENT_ID}\n"  # 12
-            "    client_secret: ${env:ADO_CLIENT_SECRET}\n"  # 13
-            "tenants:\n"  # 14
-            "  acme:\n"  # 15
-            "    installations:\n"  # 16
-            "      ado:\n"  # 17
-            "        connector: microsoft-azure-devops\n"  # 18
-            "        parameters: {organization: acme, project: P}\n"  # 19
-            "        scopes: [vso.work_full]\n"  # 20
+            "    default: true\n"  # 8
+            "  ado-entra:\n"  # 9
+            "    connector: microsoft-azure-devops\n"  # 10
+            "    auth: entra-id\n"  # 11
+            "    tenant_id: organizations\n"  # 12
+            "    client_id: ${env:ADO_CLIENT_ID}\n"  # 13
+            "    client_secret: ${env:ADO_CLIENT_SECRET}\n"  # 14
+            "    default: true\n"  # 15
+            "tenants:\n"  # 16
+            "  acme:\n"  # 17
+            "    installations:\n"  # 18
+            "      ado:\n"  # 19
+            "        connector: microsoft-azure-devops\n"  # 20
+            "        parameters: {organization: acme, project: P}\n"  # 21
+            "        scopes: [vso.work_full]\n"  # 22
         ),
-        "reconciler.yaml:18:20:",
-        "several partners use connector 'microsoft-azure-devops' (ado-entra, microsoft-azure-devops)",
+        "reconciler.yaml:15:14:",
+        "partners 'microsoft-azure-devops' and 'ado-entra' both say default: true for connector 'microsoft-azure-devops'",
         args=PLAN,
     ),
     case(
