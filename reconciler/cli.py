@@ -221,9 +221,12 @@ def validate(opts: Options) -> int:
         today=_now().date(),
         environment=opts.environment,
         cache=opts.workspace().parse_cache(),
+        unchecked_secrets=True,
     )
     for warning in loaded.warnings:
         click.echo(f"warning: {warning}", err=True)
+    if loaded.unchecked:
+        click.echo(loaded.unchecked_note(), err=True)
     desired = loaded.desired
     tenants = len({i.tenant for i in desired.installations.values()})
     click.echo(
@@ -327,6 +330,8 @@ def _plan(opts: Options, memo: Any, ahead: Any, fmt: str, detailed_exitcode: boo
         partner_faults = sorted({f.partner for f in refreshed.findings if f.outcome == "partner" and f.partner})
     else:
         result = plan_config(workspace, options, ahead=ahead)
+        if result.loaded.unchecked:  # a plan compares secret references, never their values
+            click.echo(result.loaded.unchecked_note(), err=True)
     doc = result.document
     if out is not None:
         save_plan(workspace, result, out)

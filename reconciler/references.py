@@ -9,8 +9,10 @@ client id is shown in plans and links, a client secret is sent to a provider): t
 passphrase), the state directories (state, journal, key and credential files), and version-control internals
 (.git, .hg, .svn), judged on the path after resolving symlinks. Resolution returns the value or a `Problem`
 (message and hint, never the value); the configuration loader turns a problem into an error at the reference's
-file and line, and the plan memo (which re-resolves references to know that nothing they name changed) falls back
-to a full load on any problem. Must not: import YAML, pydantic or the loader.
+file and line — or, where the value is not needed (validate, plan) and the problem is only that the value is not
+here, into a note that the reference was not checked — and the plan memo (which re-resolves references to know
+that nothing they name changed) falls back to a full load on any problem. Must not: import YAML, pydantic or the
+loader.
 """
 
 from __future__ import annotations
@@ -35,8 +37,12 @@ DEFAULT_STATE_DIR = "state"  # the local backend's directory when the configurat
 
 @dataclass(frozen=True)
 class Problem:
+    """Why a reference has no value. `unavailable`: only that the value is not here (the variable is not set or
+    is empty, the file does not exist) — the reference itself is well-formed and may be used."""
+
     message: str
     hint: str | None = None
+    unavailable: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,9 +115,9 @@ def _env(name: str, environ: Mapping[str, str]) -> str | Problem:
         return Problem(f"invalid environment variable name '{name}' in reference")
     value = environ.get(name)
     if value is None:
-        return Problem(f"environment variable {name} is not set", f"export {name}=... before running")
+        return Problem(f"environment variable {name} is not set", f"export {name}=... before running", True)
     if value == "":
-        return Problem(f"environment variable {name} is empty")
+        return Problem(f"environment variable {name} is empty", unavailable=True)
     return value
 
 
@@ -119,7 +125,7 @@ def _file(name: str, target: Path) -> str | Problem:
     try:
         raw = _read_regular(target)
     except FileNotFoundError:
-        return Problem(f"secret file '{name}' does not exist")
+        return Problem(f"secret file '{name}' does not exist", unavailable=True)
     except _NotRegular:
         return Problem(f"secret file '{name}' is not a regular file")
     except _TooLarge:

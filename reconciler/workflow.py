@@ -121,10 +121,14 @@ def _bulk(phase: Callable[_P, _R]) -> Callable[_P, _R]:
 
 @_bulk
 def _load(
-    ws: Workspace, meanwhile: Callable[[], object] | None = None, ahead: ParsedAhead | None = None
+    ws: Workspace,
+    meanwhile: Callable[[], object] | None = None,
+    ahead: ParsedAhead | None = None,
+    unchecked_secrets: bool = False,
 ) -> LoadedConfig:
     """The configuration; where it pays, included files are parsed on a second core (by `ahead` when the caller
-    started it, else by a worker started here) while `meanwhile()` runs. The worker is closed on return."""
+    started it, else by a worker started here) while `meanwhile()` runs. The worker is closed on return.
+    `unchecked_secrets`: for a command that never uses a secret's value (see `load_config`)."""
     cache = ws.parse_cache()
     if ahead is None:
         ahead = parse_includes_ahead(ws.config_dir, cache, ws.environ)
@@ -138,6 +142,7 @@ def _load(
             environment=ws.environment,
             cache=cache,
             ahead=ahead,
+            unchecked_secrets=unchecked_secrets,
         )
     finally:
         if ahead is not None:
@@ -169,7 +174,9 @@ def _plan(
 
 @_bulk
 def plan_config(ws: Workspace, options: Options = Options(), ahead: ParsedAhead | None = None) -> PlanResult:
-    """Load, read state, plan: everything `reconciler plan` shows, as data (`ahead`: see `_load`)."""
+    """Load, read state, plan: everything `reconciler plan` shows, as data (`ahead`: see `_load`). A plan shows and
+    compares secret references, never their values: a secret not available here is only noted
+    (`loaded.unchecked`)."""
     early: list[tuple[object, StateBackend, StateDocument | None]] = []
 
     def read_state() -> None:  # while a worker parses: the state named by the root file (and overlay) alone
@@ -180,7 +187,7 @@ def plan_config(ws: Workspace, options: Options = Options(), ahead: ParsedAhead 
         except (ReconcilerError, OSError):
             pass  # read again below, so that problems come in their usual order: the configuration's first
 
-    loaded = _load(ws, meanwhile=read_state, ahead=ahead)
+    loaded = _load(ws, meanwhile=read_state, ahead=ahead, unchecked_secrets=True)
     if early and early[0][0] == loaded.root.backend:
         _, backend, recorded = early[0]
     else:

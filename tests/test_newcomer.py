@@ -239,3 +239,199 @@ def test_the_schema_documents_default() -> None:
     schema = json.loads(result.stdout)
     partner = schema["$defs"]["PartnerSpec"]["properties"]["default"]
     assert partner["type"] == "boolean" and "declared first" in partner["description"]
+
+
+# -- reviewing without production secrets ---------------------------------------------------------------------------
+
+REVIEW = """\
+version: 1
+platform:
+  service_domain: app-h.cyclr.com
+partners:
+  microsoft-azure-devops:
+    auth: azure-devops-oauth
+    client_id: 11111111-aaaa-4bbb-8ccc-000000000001
+    client_secret: ${env:ADO_CLIENT_SECRET}
+  entra:
+    connector: microsoft-azure-devops
+    auth: entra-id
+    tenant_id: organizations
+    client_id: 44444444-dddd-4eee-8fff-000000000004
+    client_secret: ${env:ENTRA_CLIENT_SECRET}
+  blank:
+    connector: microsoft-azure-devops
+    auth: azure-devops-oauth
+tenants:
+  acme:
+    installations:
+      ado-main:
+        connector: microsoft-azure-devops
+        parameters: {organization: acme-org, project: Platform}
+        scopes: [vso.work_full]
+      ado-entra:
+        partner: entra
+        parameters: {organization: acme-org, project: Web}
+        scopes: [vso.work_full]
+      ado-own:
+        partner: blank
+        parameters: {organization: acme-org, project: Own}
+        scopes: [vso.work_full]
+        credentials:
+          client_id: 55555555-eeee-4fff-8aaa-000000000005
+          client_secret: ${file:secrets/acme-own}
+"""
+STATE_KEY = {"RECONCILER_STATE_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}
+ALL_SECRETS = {**SECRETS}
+
+
+def _review(write_config, text: str = REVIEW) -> Path:  # type: ignore[no-untyped-def]
+    return write_config({"reconciler.yaml": text})
+
+
+def test_validate_without_secrets_notes_what_was_not_checked(write_config) -> None:  # type: ignore[no-untyped-def]
+    """validate with no secret set succeeds and names each unchecked reference at file:line:col."""
+    directory = _review(write_config)
+    result = run(["-C", str(directory), "validate"])
+    assert result.exit_code == 0, result.stderr
+    assert "The configuration is valid: 3 partners, 1 tenant, 3 installations" in result.stdout
+    note = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
+    assert len(note) == 1, result.stderr
+    assert "3 secret references not checked (not set here)" in note[0]
+    assert "${env:ADO_CLIENT_SECRET} at " in note[0] and "reconciler.yaml:8:20" in note[0]
+    assert "${env:ENTRA_CLIENT_SECRET} at " in note[0] and "reconciler.yaml:14:20" in note[0]
+    assert "${file:secrets/acme-own} at " in note[0] and "reconciler.yaml:35:26" in note[0]
+
+
+def test_validate_with_every_secret_set_has_no_note(write_config) -> None:  # type: ignore[no-untyped-def]
+    """With every value available, nothing is noted."""
+    directory = _review(write_config)
+    (directory / "secrets").mkdir()
+    (directory / "secrets" / "acme-own").write_text("own-secret-value-3\n")
+    result = run(["-C", str(directory), "validate"], env=SECRETS)
+    assert result.exit_code == 0, result.stderr
+    assert "note:" not in result.stderr
+
+
+def test_plan_without_secrets_plans_and_notes(write_config) -> None:  # type: ignore[no-untyped-def]
+    """plan needs no secret value: it shows references and (sensitive), and notes the unchecked ones."""
+    import json
+
+    directory = _review(write_config)
+    result = run(["-C", str(directory), "plan", "--format", "json"])
+    assert result.exit_code == 0, result.stderr
+    assert "note: 3 secret references not checked" in result.stderr
+    changes = {c["address"]: c for c in json.loads(result.stdout)["changes"]}
+    assert changes["partner.entra"]["after"]["client_secret"] == "(sensitive)"
+    assert changes["installation.acme.ado-own"]["after"]["client_secret_ref"] == "${file:secrets/acme-own}"
+    assert not (directory / "state").exists()
+
+
+def test_plan_output_is_the_same_with_and_without_secrets(write_config) -> None:  # type: ignore[no-untyped-def]
+    """The plan does not depend on secret values: the same stdout with them set or not (memo on or off)."""
+    directory = _review(write_config)
+    (directory / "secrets").mkdir()
+    without = run(["-C", str(directory), "--no-cache", "plan"])
+    (directory / "secrets" / "acme-own").write_text("own-secret-value-3\n")
+    with_them = run(["-C", str(directory), "plan"], env=SECRETS)
+    assert without.exit_code == with_them.exit_code == 0
+    assert without.stdout == with_them.stdout
+    assert "note:" not in with_them.stderr
+
+
+def test_plan_notes_again_on_every_run(write_config) -> None:  # type: ignore[no-untyped-def]
+    """The plan memo never hides the note: a second run without secrets says the same."""
+    directory = _review(write_config)
+    first = run(["-C", str(directory), "plan"])
+    second = run(["-C", str(directory), "plan"])
+    assert first.exit_code == second.exit_code == 0
+    assert first.stdout == second.stdout
+    assert "note: 3 secret references not checked" in second.stderr
+
+
+def test_an_installations_unchecked_secret_is_not_its_partners(write_config) -> None:  # type: ignore[no-untyped-def]
+    """An installation whose own secret is not available gets no secret, never its partner's."""
+    import datetime as dt
+
+    from reconciler.config import load_config
+
+    text = REVIEW.replace("partner: blank\n", "partner: microsoft-azure-devops\n")
+    directory = _review(write_config, text)
+    loaded = load_config(directory, environ=SECRETS, today=dt.date(2026, 12, 3), unchecked_secrets=True)
+    own = loaded.desired.installations["installation.acme.ado-own"]
+    assert own.credentials_source == "installation" and own.client_secret is None
+    assert loaded.desired.installations["installation.acme.ado-main"].client_secret is not None
+    assert [u.reference for u in loaded.unchecked] == ["${file:secrets/acme-own}"]
+
+
+@pytest.mark.parametrize(
+    ("reference", "message"),
+    [
+        ("${env:RECONCILER_STATE_KEY}", "a reference may not read RECONCILER_STATE_KEY"),
+        ("${env:NOT A NAME}", "invalid environment variable name 'NOT A NAME'"),
+        ("${file:state/default.key}", "is inside a state directory"),
+        ("${file:.git/config}", "is inside version-control internals"),
+        ("${file:../outside}", "is outside the configuration directory"),
+        ("${vault:x}", "a literal secret is refused"),
+        ("plain-literal-secret", "a literal secret is refused"),
+    ],
+)
+def test_syntax_and_reach_are_checked_without_values(write_config, reference: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    """A malformed reference, a literal, or one reaching what references may not is an error in validate and plan."""
+    directory = _review(write_config, REVIEW.replace("${env:ENTRA_CLIENT_SECRET}", reference))
+    for command in (["validate"], ["plan"]):
+        result = run(["-C", str(directory), *command])
+        assert result.exit_code == 1, (command, result.stdout)
+        assert "reconciler.yaml:14:20: partners.entra.client_secret: " in result.stderr
+        assert message in result.stderr
+
+
+def test_an_unset_client_id_is_still_an_error(write_config) -> None:  # type: ignore[no-untyped-def]
+    """A client id is shown in plans and links: its value is needed, and the hint says it is no secret."""
+    text = REVIEW.replace("client_id: 44444444-dddd-4eee-8fff-000000000004", "client_id: ${env:ENTRA_CLIENT_ID}")
+    directory = _review(write_config, text)
+    for command in (["validate"], ["plan"]):
+        result = run(["-C", str(directory), *command], env=SECRETS)
+        assert result.exit_code == 1
+        assert "reconciler.yaml:13:16: partners.entra.client_id: environment variable ENTRA_CLIENT_ID is not set" in (
+            result.stderr
+        )
+        assert "a client id is no secret" in result.stderr
+
+
+def test_apply_and_authorize_still_need_the_secrets(write_config) -> None:  # type: ignore[no-untyped-def]
+    """apply and authorize fail clearly on an unset secret and write nothing."""
+    from tests.conftest import snapshot
+
+    directory = _review(write_config)
+    before = snapshot(directory)
+    for command in (["apply", "--auto-approve", "--auth-mode", "defer"], ["authorize"], ["refresh"]):
+        result = run(["-C", str(directory), *command], env=STATE_KEY)
+        assert result.exit_code == 1, command
+        assert "partners.microsoft-azure-devops.client_secret: environment variable ADO_CLIENT_SECRET is not set" in (
+            result.stderr
+        ), command
+    assert snapshot(directory) == before
+
+
+def test_a_saved_plan_made_without_secrets_applies_only_with_them(write_config) -> None:  # type: ignore[no-untyped-def]
+    """plan --out without secrets saves references; apply of it fails while a secret is unset, naming it."""
+    directory = _review(write_config)
+    saved = directory / "plan.bin"
+    made = run(["-C", str(directory), "plan", "--out", str(saved)], env=STATE_KEY)
+    assert made.exit_code == 0, made.stderr
+    assert "note: 3 secret references not checked" in made.stderr
+    applied = run(["-C", str(directory), "apply", str(saved), "--auto-approve", "--auth-mode", "defer"], env=STATE_KEY)
+    assert applied.exit_code == 1
+    assert "is not set" in applied.stderr and "Traceback" not in applied.stderr
+    assert not (directory / "state" / "default.json").exists()
+
+
+def test_a_secret_reused_as_a_client_id_is_still_refused(write_config) -> None:  # type: ignore[no-untyped-def]
+    """With values present, a client id that resolves to a client secret's value is still an error."""
+    text = REVIEW.replace("client_id: 44444444-dddd-4eee-8fff-000000000004", "client_id: ${env:ENTRA_ID}")
+    directory = _review(write_config, text)
+    env = {**SECRETS, "ENTRA_ID": SECRETS["ADO_CLIENT_SECRET"]}
+    result = run(["-C", str(directory), "plan"], env=env)
+    assert result.exit_code == 1
+    assert "client_id resolves to the same value as a client_secret" in result.stderr
+    assert SECRETS["ADO_CLIENT_SECRET"] not in result.stdout + result.stderr

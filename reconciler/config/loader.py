@@ -137,6 +137,36 @@ class LoadedConfig:
     files: list[str]
     root: RootFile
     manifest: Manifest = field(default_factory=Manifest)
+    unchecked: list[Unchecked] = field(default_factory=list)
+
+    def unchecked_note(self) -> str | None:
+        """One line naming the secret references whose values were not checked, or None when all were."""
+        if not self.unchecked:
+            return None
+        shown = ", ".join(str(u) for u in self.unchecked[:_NOTE_LIMIT])
+        more = f", and {len(self.unchecked) - _NOTE_LIMIT} more" if len(self.unchecked) > _NOTE_LIMIT else ""
+        count = len(self.unchecked)
+        noun = "secret reference" if count == 1 else "secret references"
+        return (
+            f"note: {count} {noun} not checked (not set here): {shown}{more}; their syntax and what they may "
+            "reach were checked; apply, refresh and authorize need their values"
+        )
+
+
+@dataclass(frozen=True)
+class Unchecked:
+    """A secret reference whose value is not available here (variable not set or empty, file missing), where it
+    is first used, and how many fields use it."""
+
+    reference: str
+    location: Location
+    uses: int = 1
+
+    def __str__(self) -> str:
+        return f"{self.reference} at {self.location}" + (f" (used {self.uses} times)" if self.uses > 1 else "")
+
+
+_NOTE_LIMIT = 5  # unchecked references named in the note; the rest are counted
 
 
 def load_config(
@@ -148,15 +178,23 @@ def load_config(
     environment: str | None = None,
     cache: ParseCache | None = None,
     ahead: ParsedAhead | None = None,
+    unchecked_secrets: bool = False,
 ) -> LoadedConfig:
     """Load and validate the configuration in `config_dir`; raise `ConfigError` listing every problem.
+
+    With `unchecked_secrets` (for commands that never use a secret's value: validate, plan), a client secret
+    whose value is not available here — its variable is not set or is empty, its file does not exist — is listed
+    in `LoadedConfig.unchecked` instead of being an error, and left unresolved (`client_secret` None) in the
+    desired state; its syntax and what it may reach are checked as always.
 
     With `environment`, `environments/<environment>.yaml` is merged over the files before validation: mappings
     merge by key, lists and other values are replaced, a null removes the key. An unknown name is an error;
     `default` without such a file is the base configuration. With `cache`, unchanged files are not parsed again;
     with `ahead` (see `parse_includes_ahead`), files a worker has parsed already are not parsed here.
     """
-    return _Loader(Path(config_dir), environ, catalog or load_catalog(), today, environment, cache, ahead).run()
+    loader = _Loader(Path(config_dir), environ, catalog or load_catalog(), today, environment, cache, ahead)
+    loader.unchecked_secrets = unchecked_secrets
+    return loader.run()
 
 
 def load_root(config_dir: Path, *, environment: str | None = None) -> RootFile:
@@ -270,6 +308,8 @@ class _Loader:
         self._dsn_reference: str | None = None
         self._overridden: dict[str, bool] = {}  # partner -> its endpoints are not the connector's defaults
         self._client_ids: list[tuple[SourceFile, KeyPath, str, str, str, bool]] = []  # checked once all are read
+        self.unchecked_secrets = False  # see `load_config`
+        self._unchecked: dict[str, Unchecked] = {}  # secret reference -> where first used, uses
 
     # -- reporting ---------------------------------------------------------------------------------------------
 
@@ -283,11 +323,15 @@ class _Loader:
         at_key: bool = False,
         warning: bool = False,
     ) -> None:
+        issue = ConfigIssue(self._location(src, path, at_key=at_key), key_path_text(path), message, hint)
+        (self.warnings if warning else self.issues).append(issue)
+
+    def _location(self, src: SourceFile, path: KeyPath, *, at_key: bool = False) -> Location:
+        """Where `path` is written: in the file that wrote it (base or overlay), with its line when found."""
         src = src.origin(path)
         position = locate(src.tree(), path, at_key=at_key) if src.text else None
         line, column = position if position else (None, None)
-        issue = ConfigIssue(Location(src.display, line, column), key_path_text(path), message, hint)
-        (self.warnings if warning else self.issues).append(issue)
+        return Location(src.display, line, column)
 
     def _fail_if_issues(self) -> None:
         if self.issues:
@@ -353,7 +397,7 @@ class _Loader:
         ]
         if self.cache is not None:
             self.cache.commit()
-        return LoadedConfig(desired, self.warnings, files, root, self.manifest)
+        return LoadedConfig(desired, self.warnings, files, root, self.manifest, list(self._unchecked.values()))
 
     def _read(self, path: Path, model: type[IncludedFile] | None) -> tuple[SourceFile, dict[str, Any]] | None:
         """A file's text parsed into plain data (a mapping); `model` None is an overlay, which may be empty."""
@@ -640,13 +684,22 @@ class _Loader:
             return None
         if value in self._resolved:
             resolved = self._resolved[value]
-            if resolved is None:
+            if value in self._unchecked and secret:
+                first = self._unchecked[value]
+                self._unchecked[value] = Unchecked(value, first.location, first.uses + 1)
+            elif resolved is None:
                 self._issue(src, path, f"cannot resolve {value}")
         else:
             kind, argument = match.groups()
             outcome = resolve(kind, argument, config_dir=self.config_dir, environ=self.environ, within=self.reach, dsn=dsn)
             if isinstance(outcome, Problem):
-                self._issue(src, path, outcome.message, outcome.hint)
+                if outcome.unavailable and secret and self.unchecked_secrets and not dsn:
+                    self._unchecked[value] = Unchecked(value, self._location(src, path))
+                elif outcome.unavailable and path[-1:] == ("client_id",):  # needed: plans and links show it
+                    hint = "; ".join(filter(None, [outcome.hint, "a client id is no secret: it may be written in the file"]))
+                    self._issue(src, path, outcome.message, hint)
+                else:
+                    self._issue(src, path, outcome.message, outcome.hint)
                 outcome = None
             resolved = self._resolved[value] = outcome
         if secret:
@@ -766,7 +819,8 @@ class _Loader:
                 self._issue(src, (*path, "client_secret_expires"), message, "rotate it", warning=True)
         if not ok or endpoints is None or redirect is None:
             return None
-        if spec.client_id is not None and (client_id is None or secret is None):
+        unchecked = spec.client_secret in self._unchecked  # not available here, and not needed: no value
+        if spec.client_id is not None and (client_id is None or secret is None and not unchecked):
             return None
         authorize_url, token_url, api_url, _ = endpoints
         return DesiredPartner(
@@ -941,11 +995,13 @@ class _Loader:
                 overridden = self._overridden.get(partner.name, False)
                 written = spec.credentials.client_id
                 self._client_ids.append((src, (*cred_path, "client_id"), written, client_id, partner.auth, overridden))
-            secret = self._value(src, (*cred_path, "client_secret"), spec.credentials.client_secret, secret=True)
+            written_secret = spec.credentials.client_secret
+            secret_value = self._value(src, (*cred_path, "client_secret"), written_secret, secret=True)
+            secret = SecretStr(secret_value) if secret_value is not None else None  # None: not checked here
             secret_ref: str | None = spec.credentials.client_secret
             source = "installation"
         elif partner.has_credentials:
-            client_id, secret, secret_ref = partner.client_id, None, partner.client_secret_ref
+            client_id, secret, secret_ref = partner.client_id, partner.client_secret, partner.client_secret_ref
             source = "partner"
         else:
             self._issue(
@@ -972,7 +1028,7 @@ class _Loader:
             token_url=partner.token_url,
             api_url=partner.api_url,
             protected=spec.protect or tenant_protected,
-            client_secret=SecretStr(secret) if secret is not None else partner.client_secret,
+            client_secret=secret,
         )
 
     def _parameters(self, src: SourceFile, path: KeyPath, parameters: Mapping[str, str], connector: Connector) -> None:
