@@ -116,13 +116,24 @@ def test_any_change_to_an_input_is_planned_afresh(case, change: str) -> None:
     assert after != before, "the change should have changed the plan"
 
 
-def test_a_missing_secret_is_still_an_error(case) -> None:
+def test_a_missing_secret_is_noted_again(case) -> None:
+    """A secret unset after a plan was memoised is noted as not checked, exactly as a fresh plan notes it."""
     _, env = case("included_tenant_files")
     assert plan(env)[0] == 0
     del env["ADO_CLIENT_SECRET"]
     code, out, err = plan(env)
+    assert code == 0 and "${env:ADO_CLIENT_SECRET} at " in err and "not checked (not set here)" in err
+    assert (code, out, err) == fresh(env)
+
+
+def test_a_missing_shown_reference_is_still_an_error(case) -> None:
+    """A client id unset after a plan was memoised is an error (plans show its value), as in a fresh plan."""
+    _, env = case("included_tenant_files")
+    assert plan(env)[0] == 0
+    del env["ADO_CLIENT_ID"]
+    code, out, err = plan(env)
     assert code == 1 and out == ""
-    assert "ADO_CLIENT_SECRET is not set" in err
+    assert "ADO_CLIENT_ID is not set" in err
     assert (code, out, err) == fresh(env)
 
 

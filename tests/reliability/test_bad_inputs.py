@@ -36,6 +36,8 @@ ENV = {"ADO_CLIENT_ID": "11111111-0000-4000-8000-0000000000a1", "ADO_CLIENT_SECR
 VALIDATE = ["-C", ".", "validate"]
 PLAN = ["-C", ".", "plan"]
 PLAN_JSON = ["-C", ".", "plan", "--format", "json"]
+# A secret's value is needed only where it is used: validate and plan note an unset one as not checked.
+APPLY_DEFER = ["-C", ".", "apply", "--auto-approve", "--auth-mode", "defer"]
 
 # Lines 1-3 of a root file whose partners follow from line 4.
 PARTNERS = (
@@ -339,6 +341,7 @@ CASES = [
         "reconciler.yaml:7:20:",
         "environment variable ADO_CLIENT_SECRET is not set",
         env={"ADO_CLIENT_ID": "11111111-0000-4000-8000-0000000000a1"},
+        args=APPLY_DEFER,
     ),
     case(
         "env-var-empty",
@@ -346,13 +349,14 @@ CASES = [
         "reconciler.yaml:7:20:",
         "environment variable ADO_CLIENT_SECRET is empty",
         env={"ADO_CLIENT_ID": "11111111-0000-4000-8000-0000000000a1", "ADO_CLIENT_SECRET": ""},
-        args=PLAN_JSON,
+        args=APPLY_DEFER,
     ),
     case(
         "secret-file-missing",
         VALID.replace("${env:ADO_CLIENT_SECRET}", "${file:secrets/ado}"),  # 7
         "reconciler.yaml:7:20:",
         "secret file 'secrets/ado' does not exist",
+        args=APPLY_DEFER,
     ),
     case(
         "secret-file-outside-config-dir",
@@ -1024,6 +1028,7 @@ MORE_CONFIG_CASES = [
         },
         "partners/ado.yaml:5:20:",
         "environment variable ADO_OTHER_SECRET is not set",
+        args=APPLY_DEFER,
     ),
     case(
         "unknown-scope-in-included-file-partner",
