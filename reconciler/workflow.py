@@ -223,21 +223,22 @@ def save_plan(ws: Workspace, result: PlanResult, path: Path) -> None:
 
 
 def show_plan(ws: Workspace, path: Path) -> PlanDocument:
-    """The document of a saved plan, after checking its signature."""
-    return _read_saved(ws, path, load_root(ws.config_dir, environment=ws.environment)).document
+    """The document of a saved plan, after checking its signature (no secret is read: it only renders)."""
+    return _read_saved(ws, path, load_root(ws.config_dir, environment=ws.environment), secrets=False).document
 
 
-def _read_saved(ws: Workspace, path: Path, root: RootFile):  # type: ignore[no-untyped-def]
+def _read_saved(ws: Workspace, path: Path, root: RootFile, *, secrets: bool = True):  # type: ignore[no-untyped-def]
+    """A saved plan, its signature checked; with `secrets` False its desired state carries empty secret values
+    (for rendering only, never for applying)."""
     from reconciler.planfile import read_plan_file
 
     backend = open_backend(ws, root)
     key = state_key(ws, root, backend, on_key_created=lambda source: None, create=False)
-    return read_plan_file(
-        path,
-        key=key,
-        environment=ws.environment_name,
-        resolve_secret=lambda ref: resolve_reference(ref, config_dir=ws.config_dir, environ=ws.environ, where=path),
-    )
+
+    def resolve(ref: str) -> str:
+        return resolve_reference(ref, config_dir=ws.config_dir, environ=ws.environ, where=path) if secrets else ""
+
+    return read_plan_file(path, key=key, environment=ws.environment_name, resolve_secret=resolve)
 
 
 # -- keys and credentials ----------------------------------------------------------------------------------------

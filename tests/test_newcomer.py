@@ -435,3 +435,13 @@ def test_a_secret_reused_as_a_client_id_is_still_refused(write_config) -> None: 
     assert result.exit_code == 1
     assert "client_id resolves to the same value as a client_secret" in result.stderr
     assert SECRETS["ADO_CLIENT_SECRET"] not in result.stdout + result.stderr
+
+
+def test_show_renders_a_saved_plan_without_secrets(write_config) -> None:  # type: ignore[no-untyped-def]
+    """show only renders what was reviewed: it needs the state key to check the signature, never a secret."""
+    directory = _review(write_config)
+    saved = directory / "plan.bin"
+    assert run(["-C", str(directory), "plan", "--out", str(saved)], env=STATE_KEY).exit_code == 0
+    shown = run(["-C", str(directory), "show", str(saved), "--format", "markdown"], env=STATE_KEY)
+    assert shown.exit_code == 0, shown.stderr
+    assert "partner.entra" in shown.stdout
