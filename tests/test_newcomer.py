@@ -445,3 +445,13 @@ def test_show_renders_a_saved_plan_without_secrets(write_config) -> None:  # typ
     shown = run(["-C", str(directory), "show", str(saved), "--format", "markdown"], env=STATE_KEY)
     assert shown.exit_code == 0, shown.stderr
     assert "partner.entra" in shown.stdout
+
+
+def test_an_unchecked_secret_is_located_in_the_file_that_wrote_it(write_config) -> None:  # type: ignore[no-untyped-def]
+    """A secret an environment overlay writes is noted at the overlay's line; a reused one is counted."""
+    overlay = "partners:\n  microsoft-azure-devops:\n    client_secret: ${env:STAGING_SECRET}\n"
+    text = REVIEW.replace("${env:ENTRA_CLIENT_SECRET}", "${env:STAGING_SECRET}")
+    directory = write_config({"reconciler.yaml": text, "environments/staging.yaml": overlay})
+    result = run(["-C", str(directory), "--env", "staging", "validate"])
+    assert result.exit_code == 0, result.stderr
+    assert re.search(r"\$\{env:STAGING_SECRET\} at \S*environments/staging\.yaml:3:20 \(used 2 times\)", result.stderr)
