@@ -455,3 +455,21 @@ def test_an_unchecked_secret_is_located_in_the_file_that_wrote_it(write_config) 
     result = run(["-C", str(directory), "--env", "staging", "validate"])
     assert result.exit_code == 0, result.stderr
     assert re.search(r"\$\{env:STAGING_SECRET\} at \S*environments/staging\.yaml:3:20 \(used 2 times\)", result.stderr)
+
+
+def test_the_note_names_five_references_and_counts_the_rest(write_config) -> None:  # type: ignore[no-untyped-def]
+    """Many unchecked secrets: the note stays one line, naming the first five and counting the others."""
+    tenants = "".join(
+        f"  t{n}:\n    installations:\n      ado:\n        partner: blank\n"
+        f"        parameters: {{organization: org{n}, project: P}}\n        scopes: [vso.work_full]\n"
+        f"        credentials:\n          client_id: 55555555-eeee-4fff-8aaa-00000000000{n}\n"
+        f"          client_secret: ${{file:secrets/t{n}}}\n"
+        for n in range(8)
+    )
+    directory = write_config({"reconciler.yaml": REVIEW.split("tenants:")[0] + "tenants:\n" + tenants})
+    result = run(["-C", str(directory), "validate"], env=SECRETS)
+    assert result.exit_code == 0, result.stderr
+    note = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
+    assert len(note) == 1 and "note: 8 secret references not checked" in note[0]
+    assert "${file:secrets/t4} at " in note[0] and "${file:secrets/t5}" not in note[0]
+    assert ", and 3 more;" in note[0]

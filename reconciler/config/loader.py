@@ -309,7 +309,7 @@ class _Loader:
         self._overridden: dict[str, bool] = {}  # partner -> its endpoints are not the connector's defaults
         self._client_ids: list[tuple[SourceFile, KeyPath, str, str, str, bool]] = []  # checked once all are read
         self.unchecked_secrets = False  # see `load_config`
-        self._unchecked: dict[str, Unchecked] = {}  # secret reference -> where first used, uses
+        self._unchecked: dict[str, tuple[SourceFile, KeyPath, int]] = {}  # secret reference -> first use, uses
 
     # -- reporting ---------------------------------------------------------------------------------------------
 
@@ -397,7 +397,7 @@ class _Loader:
         ]
         if self.cache is not None:
             self.cache.commit()
-        return LoadedConfig(desired, self.warnings, files, root, self.manifest, list(self._unchecked.values()))
+        return LoadedConfig(desired, self.warnings, files, root, self.manifest, self._unchecked_references())
 
     def _read(self, path: Path, model: type[IncludedFile] | None) -> tuple[SourceFile, dict[str, Any]] | None:
         """A file's text parsed into plain data (a mapping); `model` None is an overlay, which may be empty."""
@@ -685,8 +685,8 @@ class _Loader:
         if value in self._resolved:
             resolved = self._resolved[value]
             if value in self._unchecked and secret:
-                first = self._unchecked[value]
-                self._unchecked[value] = Unchecked(value, first.location, first.uses + 1)
+                first_src, first_path, uses = self._unchecked[value]
+                self._unchecked[value] = (first_src, first_path, uses + 1)
             elif resolved is None:
                 self._issue(src, path, f"cannot resolve {value}")
         else:
@@ -694,7 +694,7 @@ class _Loader:
             outcome = resolve(kind, argument, config_dir=self.config_dir, environ=self.environ, within=self.reach, dsn=dsn)
             if isinstance(outcome, Problem):
                 if outcome.unavailable and secret and self.unchecked_secrets and not dsn:
-                    self._unchecked[value] = Unchecked(value, self._location(src, path))
+                    self._unchecked[value] = (src, path, 1)
                 elif outcome.unavailable and path[-1:] == ("client_id",):  # needed: plans and links show it
                     hint = "; ".join(filter(None, [outcome.hint, "a client id is no secret: it may be written in the file"]))
                     self._issue(src, path, outcome.message, hint)
@@ -710,6 +710,15 @@ class _Loader:
             else:
                 self._plain_values.append((src, path, resolved))
         return resolved
+
+    def _unchecked_references(self) -> list[Unchecked]:
+        """The secret references not checked, in order of first use; those the note names are located to the
+        line (finding a line re-reads the file with positions: thousands would cost a reviewer's plan seconds)."""
+        out = []
+        for index, (reference, (src, path, uses)) in enumerate(self._unchecked.items()):
+            where = self._location(src, path) if index < _NOTE_LIMIT else Location(src.origin(path).display)
+            out.append(Unchecked(reference, where, uses))
+        return out
 
     def _check_client_ids(self, reported: set[KeyPath]) -> None:
         """Each client id has the shape of one for its auth (a GUID at Microsoft's endpoints, a token-like id at
