@@ -56,6 +56,7 @@ __all__ = [
     "DEFAULT_ENVIRONMENT",
     "ENVIRONMENTS_DIR",
     "LoadedConfig",
+    "Unchecked",
     "environment_names",
     "load_config",
     "load_root",
