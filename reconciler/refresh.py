@@ -22,7 +22,13 @@ from typing import Any, Literal
 import httpx
 
 from reconciler.auth.errors import ProviderError
-from reconciler.auth.flows import bound_settings, declared_binding, make_flow, recorded_binding, shared_tls_context
+from reconciler.auth.flows import (
+    bound_settings,
+    declared_binding,
+    make_flow,
+    recorded_binding,
+    shared_tls_context,
+)
 from reconciler.auth.retry import RetryPolicy, retrying
 from reconciler.auth.verify import verify_token
 from reconciler.catalog import Catalog

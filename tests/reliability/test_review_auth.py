@@ -44,7 +44,7 @@ class Recorder:
         recorder = self
 
         class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 return
 
             def _record(self) -> None:
@@ -58,7 +58,7 @@ class Recorder:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            do_GET = do_POST = _record  # noqa: N815
+            do_GET = do_POST = _record
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
@@ -134,7 +134,7 @@ def test_refresh_never_sends_tokens_to_a_moved_token_endpoint(sandbox_config, re
 def test_authorized_installation_never_sends_its_bearer_to_a_moved_api(sandbox_config, recorder: Recorder) -> None:
     """An authorized installation whose API endpoint moved: refresh and plan --refresh send no bearer token to the
     new API, and the plan re-authorizes it."""
-    sandbox, directory, write, _ = sandbox_config
+    _sandbox, directory, write, _ = sandbox_config
     write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.project"]))
     assert run(APPLY, RENV).exit_code == 0
     _move_endpoint(directory, "legacy", "api_url", recorder.url)
@@ -154,7 +154,7 @@ def test_deferred_authorization_is_not_completed_against_moved_endpoints(
     """A deferred authorization, then an endpoint moves: the plan re-authorizes (the pending link is withdrawn),
     and `authorize` refuses the stale pending authorization instead of sending a code, a secret or a bearer token
     to the new URL."""
-    sandbox, directory, write, browser = sandbox_config
+    _sandbox, directory, write, browser = sandbox_config
     write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.project"]))
     deferred = run([*APPLY[:-4], "--auth-mode", "defer"], RENV)
     assert deferred.exit_code == 3, deferred.stderr
@@ -261,7 +261,7 @@ FORGED = "installation.acme.x\tauthorized\nFORGED-LINE"
 @pytest.fixture
 def deferred(sandbox_config):  # type: ignore[no-untyped-def]
     """One installation recorded (pending authorization) in a local state."""
-    sandbox, directory, write, _ = sandbox_config
+    _sandbox, directory, write, _ = sandbox_config
     write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"]))
     assert run([*APPLY[:-4], "--auth-mode", "defer"], RENV).exit_code == 3
     return directory
@@ -329,7 +329,7 @@ def test_plans_neither_corrupt_json_nor_reveal_a_secret_by_its_value(sandbox_con
     """With a client secret equal to a JSON literal, a number, or a name shown in the plan, every output format is
     exactly what it is with a long random secret: the JSON stays valid, nothing is replaced, and no output lets a
     reader infer which shown value equals the secret."""
-    sandbox, directory, write, _ = sandbox_config
+    _sandbox, directory, write, _ = sandbox_config
     write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"]))
     reference = _plans(directory, "a-long-random-reference-secret-7f3e9c1d")
     plans = _plans(directory, secret)
