@@ -137,14 +137,38 @@ def cli(
     )
 
 
+def _patterns(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """Address globs from the command line: each one of the characters addresses and globs are made of (a newline
+    or a tab could forge lines of output), else a one-line usage error."""
+    from reconciler.names import check_address_pattern
+
+    return tuple(check_address_pattern(value) for value in values)
+
+
+def _address(kind: str | None):  # type: ignore[no-untyped-def]
+    """A callback for an exact ADDRESS argument (of `kind` when given): the configuration's name rules apply."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: str) -> str:
+        from reconciler.names import check_address
+
+        check_address(value, kind=kind)
+        return value
+
+    return check
+
+
 def _address_options(func):  # type: ignore[no-untyped-def]
     """--target / --exclude / --replace / --allow-delete, shared by plan and apply."""
     options = [
-        click.option("--target", multiple=True, metavar="ADDRESS", help="Only these addresses (globs; repeatable)."),
-        click.option("--exclude", multiple=True, metavar="ADDRESS", help="Leave these addresses out (globs)."),
-        click.option("--replace", multiple=True, metavar="ADDRESS", help="Force a re-authorization (globs)."),
+        click.option("--target", multiple=True, metavar="ADDRESS", callback=_patterns,
+                     help="Only these addresses (globs; repeatable)."),
+        click.option("--exclude", multiple=True, metavar="ADDRESS", callback=_patterns,
+                     help="Leave these addresses out (globs)."),
+        click.option("--replace", multiple=True, metavar="ADDRESS", callback=_patterns,
+                     help="Force a re-authorization (globs)."),
         click.option(
-            "--allow-delete", multiple=True, metavar="ADDRESS", help="Allow deleting these protected installations."
+            "--allow-delete", multiple=True, metavar="ADDRESS", callback=_patterns,
+            help="Allow deleting these protected installations.",
         ),
     ]
     for option in reversed(options):
@@ -370,8 +394,9 @@ def _plan(opts: Options, memo: Any, ahead: Any, fmt: str, detailed_exitcode: boo
 
 @cli.command()
 @_refresh_options
-@click.option("--target", multiple=True, metavar="ADDRESS", help="Only these addresses (globs; repeatable).")
-@click.option("--exclude", multiple=True, metavar="ADDRESS", help="Leave these addresses out (globs).")
+@click.option("--target", multiple=True, metavar="ADDRESS", callback=_patterns,
+              help="Only these addresses (globs; repeatable).")
+@click.option("--exclude", multiple=True, metavar="ADDRESS", callback=_patterns, help="Leave these addresses out (globs).")
 @click.pass_obj
 def refresh(opts: Options, parallelism: int, window: float, lock_timeout: float, target: tuple[str, ...],
             exclude: tuple[str, ...]) -> int:
@@ -553,7 +578,7 @@ def apply(opts: Options, plan_file: Path | None, auto_approve: bool, auth_mode: 
 
 
 @cli.command()
-@click.argument("addresses", nargs=-1)
+@click.argument("addresses", nargs=-1, callback=_patterns)
 @click.option("--reissue", is_flag=True, help="Replace the pending authorization with a new link.")
 @AUTH_MODE
 @AUTH_TIMEOUT
@@ -629,7 +654,7 @@ def state_list(opts: Options) -> int:
 
 
 @state.command("show")
-@click.argument("address")
+@click.argument("address", callback=_address(None))
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 @click.pass_obj
 def state_show(opts: Options, address: str, as_json: bool) -> int:
@@ -659,7 +684,7 @@ def state_show(opts: Options, address: str, as_json: bool) -> int:
 
 
 @state.command("rm")
-@click.argument("addresses", nargs=-1, required=True)
+@click.argument("addresses", nargs=-1, required=True, callback=_patterns)
 @LOCK_TIMEOUT
 @click.pass_obj
 def state_rm(opts: Options, addresses: tuple[str, ...], lock_timeout: float) -> int:
@@ -677,8 +702,8 @@ def state_rm(opts: Options, addresses: tuple[str, ...], lock_timeout: float) -> 
 
 
 @state.command("mv")
-@click.argument("old")
-@click.argument("new")
+@click.argument("old", callback=_address("installation"))
+@click.argument("new", callback=_address("installation"))
 @LOCK_TIMEOUT
 @click.pass_obj
 def state_mv(opts: Options, old: str, new: str, lock_timeout: float) -> int:

@@ -448,6 +448,10 @@ def run_authorize(
 
 def state_rm(ws: Workspace, patterns: list[str], *, lock_timeout: float) -> list[str]:
     """Forget addresses (globs) without revoking anything: their records and sealed credentials go."""
+    from reconciler.names import check_address_pattern
+
+    for pattern in patterns:
+        check_address_pattern(pattern)
     backend = open_backend(ws, load_root(ws.config_dir, environment=ws.environment))
     if backend.read() is None:  # before the lock, which would create the state directory
         raise UsageError("there is no state yet")
@@ -471,11 +475,12 @@ def state_mv(ws: Workspace, old: str, new: str, *, lock_timeout: float) -> None:
     new address (a blob opens only where it was sealed)."""
     from reconciler.state.credentials import Vault
 
+    from reconciler.names import check_address
+
+    check_address(old, kind="installation")
+    parts = check_address(new, kind="installation")  # the configuration's name rules: no forged lines
     root = load_root(ws.config_dir, environment=ws.environment)
     backend = open_backend(ws, root)
-    parts = new.split(".")
-    if len(parts) != 3 or parts[0] != "installation" or not all(parts):
-        raise UsageError(f"{new} is not an installation address (installation.<tenant>.<name>)")
     if backend.read() is None:  # before the lock, which would create the state directory
         raise UsageError(f"{old} is not an installation in state")
     with backend.lock("state mv", timeout=lock_timeout):

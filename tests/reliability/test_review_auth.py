@@ -294,7 +294,9 @@ def test_addresses_from_arguments_follow_the_name_rules(deferred: Path, args: li
     assert "\nFORGED-LINE" not in result.stdout + result.stderr
     assert snapshot(deferred / "state") == before
     listing = run(["-C", ".", "state", "list"], RENV)
-    assert listing.stdout.splitlines() == [f"{ADDRESS}\tpending_authorization", "partner.legacy\trecorded"]
+    assert listing.stdout.splitlines() == [
+        f"{ADDRESS}\tpending_authorization", "partner.entra\trecorded", "partner.legacy\trecorded"
+    ]
 
 
 @pytest.mark.finding(11)
@@ -303,12 +305,32 @@ def test_a_state_document_with_a_forged_address_is_refused_as_damaged(deferred: 
     `state list` and `plan` refuse it rather than print the forged line."""
     path = deferred / "state" / "default.json"
     doc = json.loads(path.read_text())
-    doc["resources"][FORGED] = doc["resources"].pop(ADDRESS)
+    record = doc["resources"].pop(ADDRESS)
+    record["name"] = FORGED.split(".", 2)[2]  # the record agrees with its forged key
+    doc["resources"][FORGED] = record
     path.write_text(json.dumps(doc))
     for args in (["state", "list"], ["plan"]):
         result = run(["-C", ".", *args], RENV)
         assert result.exit_code == 1, result.stdout
         assert "\nFORGED-LINE" not in result.stdout + result.stderr
+        assert "invalid address" in result.stderr
+
+
+@pytest.mark.finding(11)
+def test_a_journal_record_with_a_forged_address_is_refused(deferred: Path) -> None:
+    """A journal record (checksum and all) that sets a forged address is refused like a damaged document."""
+    from reconciler.state.local import LocalBackend
+
+    backend = LocalBackend(deferred / "state", "default")
+    doc = backend.read()
+    assert doc is not None
+    record = doc.resources[ADDRESS].model_copy(update={"name": FORGED.split(".", 2)[2]})
+    with backend.lock("test", timeout=0):
+        backend.write(doc.with_record(FORGED, record), expected_serial=doc.serial, changed={FORGED})
+    result = run(["-C", ".", "state", "list"], RENV)
+    assert result.exit_code == 1, result.stdout
+    assert "\nFORGED-LINE" not in result.stdout + result.stderr
+    assert "invalid address" in result.stderr
 
 
 def _plans(directory: Path, secret: str) -> dict[str, str]:
