@@ -473,9 +473,8 @@ def state_rm(ws: Workspace, patterns: list[str], *, lock_timeout: float) -> list
 def state_mv(ws: Workspace, old: str, new: str, *, lock_timeout: float) -> None:
     """Rename an installation without re-authorizing: its record moves and its credentials are re-sealed for the
     new address (a blob opens only where it was sealed)."""
-    from reconciler.state.credentials import Vault
-
     from reconciler.names import check_address
+    from reconciler.state.credentials import Vault
 
     check_address(old, kind="installation")
     parts = check_address(new, kind="installation")  # the configuration's name rules: no forged lines
