@@ -221,10 +221,32 @@ def _now() -> dt.datetime:
 
 
 def _redacted(text: str, secrets: frozenset[str] | set[str]) -> str:
-    """A backstop: plans are built from references only, so no secret value should ever be there to replace."""
-    for secret in secrets:
-        text = text.replace(secret, "(sensitive)")
+    """`text`, checked by the backstop: plans are built from references and `(sensitive)` markers only, so no
+    secret value is ever there by construction. Should a distinctive one (`DISTINCTIVE_SECRET` characters or more)
+    turn up anyway, nothing is printed (fail closed): editing the text would corrupt a JSON document and show the
+    reader which value equals the secret. Shorter values ('true', '1', an organization's name) are not searched
+    for — they cannot be told apart from plan text, and replacing them would reveal them; `_warn_short_secrets`
+    says so instead."""
+    from reconciler.auth.errors import DISTINCTIVE_SECRET
+
+    if any(len(secret) >= DISTINCTIVE_SECRET and secret in text for secret in secrets):
+        raise ReconcilerError(
+            "refusing to print the plan: it would show the value of a client secret",
+            hint="no value shown in plans (names, parameters, URLs) may equal a secret: rotate the secret",
+        )
     return text
+
+
+def _warn_short_secrets(secrets: frozenset[str] | set[str]) -> None:
+    """A secret too short to be distinctive is one the output backstop cannot look for (stderr, no value)."""
+    from reconciler.auth.errors import DISTINCTIVE_SECRET
+
+    if any(len(secret) < DISTINCTIVE_SECRET for secret in secrets):
+        click.echo(
+            f"warning: a client secret is shorter than {DISTINCTIVE_SECRET} characters; real client secrets are "
+            "longer (check the reference)",
+            err=True,
+        )
 
 
 @cli.command()
@@ -309,7 +331,9 @@ def plan(opts: Options, fmt: str, detailed_exitcode: bool, split_dir: Path | Non
         )
         hit = memo.lookup(_now())
         if hit is not None:
-            click.echo(_redacted(hit.output, hit.secret_values), nl=False, color=opts.use_color())
+            output = _redacted(hit.output, hit.secret_values)
+            _warn_short_secrets(hit.secret_values)
+            click.echo(output, nl=False, color=opts.use_color())
             return EXIT_CHANGES if detailed_exitcode and hit.has_changes else EXIT_OK
 
     ahead = None
@@ -364,13 +388,15 @@ def _plan(opts: Options, memo: Any, ahead: Any, fmt: str, detailed_exitcode: boo
 
     secrets = result.loaded.desired.secret_values()
     output = _redacted(output, secrets)
+    _warn_short_secrets(secrets)
     if split_dir is not None:
+        parts = [_redacted(part, secrets) for part in render_markdown_parts(doc)]  # all checked before any is written
         split_dir.mkdir(parents=True, exist_ok=True)
         for stale in split_dir.glob("plan-*.md"):
             if stale.stem.removeprefix("plan-").isdigit():
                 stale.unlink()
-        for number, part in enumerate(render_markdown_parts(doc), start=1):
-            (split_dir / f"plan-{number}.md").write_text(_redacted(part, secrets), encoding="utf-8")
+        for number, part in enumerate(parts, start=1):
+            (split_dir / f"plan-{number}.md").write_text(part, encoding="utf-8")
             click.echo(str(split_dir / f"plan-{number}.md"), err=True)
     if memo is not None:
         digests = result.backend.read_digests()

@@ -359,3 +359,39 @@ def test_plans_neither_corrupt_json_nor_reveal_a_secret_by_its_value(sandbox_con
         if fmt.startswith("json"):
             json.loads(text)
     assert plans == reference
+
+
+@pytest.mark.finding(11)
+@pytest.mark.parametrize("fmt", ["json", "text", "markdown"])
+def test_a_distinctive_secret_shown_as_a_name_fails_closed(sandbox_config, fmt: str) -> None:
+    """A long secret that equals a value the plan shows (here an organization's name): nothing of the plan is
+    printed or written — not a document with the value edited out, which would mark it — and the error does not
+    show the value."""
+    _sandbox, directory, write, _ = sandbox_config
+    secret = "acme-org-production-42"
+    write(installation("acme", "ado", "legacy", secret, "Platform", ["vso.work_full"]))
+    parts = directory / "parts"
+    extra = ["--split-dir", str(parts)] if fmt == "markdown" else []
+    for cache in ([], ["--no-cache"]):
+        result = run(["-C", ".", *cache, "plan", "--format", fmt, *extra], {**RENV, "LEGACY_SECRET": secret})
+        assert result.exit_code == 1
+        assert result.stdout == ""
+        assert secret not in result.stderr
+        assert "(sensitive)" not in result.stderr
+    assert not parts.exists() or not list(parts.iterdir())
+
+
+@pytest.mark.finding(11)
+@pytest.mark.parametrize("secret", ["true", "1", "acme", "client"])
+def test_provider_errors_never_mark_a_short_secret_in_place(secret: str) -> None:
+    """A provider error echoing a short secret is withheld whole rather than edited where the value stood (which
+    would tell which word is the secret); a long one is replaced in every form it may take."""
+    from reconciler.auth.errors import ProviderError, redacted
+
+    echoed = ProviderError(f"the provider refused: invalid_client (client_assertion={secret} is not valid)", category="partner")
+    cleaned = redacted(echoed, (secret, "a-long-refresh-token-0123456789"))
+    assert "(redacted)" not in cleaned.message
+    assert secret not in cleaned.message
+    assert cleaned.category == "partner"
+    long_echo = ProviderError("refused assertion=a-long-refresh-token-0123456789 here", category="grant")
+    assert redacted(long_echo, ("a-long-refresh-token-0123456789",)).message == "refused assertion=(redacted) here"
