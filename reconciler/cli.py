@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from reconciler import __version__
-from reconciler.errors import ReconcilerError, UsageError
+from reconciler.errors import ReconcilerError, UsageError, one_line
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_PENDING = 0, 1, 2, 3
 
@@ -705,7 +705,7 @@ def state_show(opts: Options, address: str, as_json: bool) -> int:
     width = max(len(k) for k in data)
     for key, value in data.items():
         shown = ", ".join(value) if isinstance(value, list) else json.dumps(value) if isinstance(value, dict) else value
-        click.echo(f"{key.ljust(width)}  {shown}")
+        click.echo(f"{key.ljust(width)}  {one_line(str(shown))}")  # recorded values forge no lines
     return EXIT_OK
 
 

@@ -395,3 +395,22 @@ def test_provider_errors_never_mark_a_short_secret_in_place(secret: str) -> None
     assert cleaned.category == "partner"
     long_echo = ProviderError("refused assertion=a-long-refresh-token-0123456789 here", category="grant")
     assert redacted(long_echo, ("a-long-refresh-token-0123456789",)).message == "refused assertion=(redacted) here"
+
+
+@pytest.mark.finding(11)
+def test_recorded_values_forge_no_lines_in_plans_or_state_show(deferred: Path) -> None:
+    """A value recorded in state (here a token endpoint with a line break in it) is shown escaped on its own line by
+    `plan` and `state show`: it cannot pass for another change or another field."""
+    path = deferred / "state" / "default.json"
+    doc = json.loads(path.read_text())
+    record = doc["resources"][ADDRESS]
+    record.pop("pending")
+    record["status"] = "authorized"
+    record["token_url"] = "https://x.example/t\n  # installation.evil.forged will be deleted"
+    path.write_text(json.dumps(doc))
+    outputs = [run(["-C", ".", "plan"], RENV), run(["-C", ".", "state", "show", ADDRESS], RENV)]
+    for result in outputs:
+        assert result.exit_code in (0, 2), result.stderr
+        lines = (result.stdout + result.stderr).splitlines()
+        assert not [line for line in lines if line.lstrip().startswith("# installation.evil")]
+    assert "installation.evil.forged" in outputs[0].stdout  # shown, escaped, inside the reason
