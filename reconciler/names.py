@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from reconciler.errors import UsageError, one_line
+from reconciler.errors import UsageError
 
 __all__ = [
     "NAME_PATTERN",
@@ -52,7 +52,7 @@ def check_address(text: str, *, kind: str | None = None) -> tuple[str, ...]:
     parts = parse_address(text)
     if parts is None or (kind is not None and parts[0] != kind):
         shape = _SHAPE if kind is None else ("installation.<tenant>.<name>" if kind == "installation" else "partner.<name>")
-        raise UsageError(f"invalid address {one_line(text)[:200]!r}", hint=f"an address is {shape}")
+        raise UsageError(f"invalid address {text[:200]!r}", hint=f"an address is {shape}")
     return parts
 
 
@@ -61,7 +61,7 @@ def check_address_pattern(text: str) -> str:
     be — whitespace, control characters, other punctuation — is a `UsageError` that shows it escaped."""
     if _PATTERN.fullmatch(text) is None:
         raise UsageError(
-            f"invalid address {one_line(text)[:200]!r}",
+            f"invalid address {text[:200]!r}",
             hint=f"an address is {_SHAPE}; globs may use * ? [...]",
         )
     return text
