@@ -187,4 +187,4 @@ def check_resource(address: str, record: PartnerRecord | InstallationRecord, whe
     if not is_address(address):
         raise StateError(f"{where}: invalid address {one_line(address)[:200]!r} in state (damaged)", hint=hint)
     if address != record.address:
-        raise StateError(f"{where}: resource {address} records {one_line(record.address)[:200]!r}", hint=hint)
+        raise StateError(f"{where}: resource {address} records {one_line(record.address)[:200]}", hint=hint)
