@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from reconciler.errors import UsageError
+from reconciler.errors import UsageError, one_line
 
 __all__ = [
     "NAME_PATTERN",
@@ -51,8 +51,9 @@ def check_address(text: str, *, kind: str | None = None) -> tuple[str, ...]:
     `UsageError` that shows the text escaped."""
     parts = parse_address(text)
     if parts is None or (kind is not None and parts[0] != kind):
+        noun = f"an {kind}" if kind == "installation" else f"a {kind}" if kind else "a valid"
         shape = _SHAPE if kind is None else ("installation.<tenant>.<name>" if kind == "installation" else "partner.<name>")
-        raise UsageError(f"invalid address {text[:200]!r}", hint=f"an address is {shape}")
+        raise UsageError(f"{_shown(text)} is not {noun} address ({shape})")
     return parts
 
 
@@ -61,7 +62,12 @@ def check_address_pattern(text: str) -> str:
     be — whitespace, control characters, other punctuation — is a `UsageError` that shows it escaped."""
     if _PATTERN.fullmatch(text) is None:
         raise UsageError(
-            f"invalid address {text[:200]!r}",
+            f"{_shown(text)} is not a valid address or address glob",
             hint=f"an address is {_SHAPE}; globs may use * ? [...]",
         )
     return text
+
+
+def _shown(text: str) -> str:
+    """A refused text as an error shows it: escaped (no line break, tab or invisible character survives), cut."""
+    return one_line(text[:200]) or "''"

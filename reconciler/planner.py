@@ -319,7 +319,9 @@ def _installation_change(
         reason = f"pending authorization expired on {_iso(pending.expires_at)}"
         return ResourceChange(address, Action.REAUTHORIZE, (reason,), before, after)
     link_moved = pending is not None and partner is not None and not _link_goes_to(pending, authorize_url, recorded_partner)
-    reauthorize = _reauthorize_reasons(want, have, connector, recorded_api_url(have, recorded_partner), link_moved)
+    declared_api = want.api_url or (partner.api_url if partner is not None else "")
+    recorded_api = recorded_api_url(have, recorded_partner)
+    reauthorize = _reauthorize_reasons(want, have, connector, (recorded_api, declared_api), link_moved)
     drift = drift or have.drift
     if drift and have.status == "authorized":
         reauthorize = (*reauthorize, drift)
@@ -338,7 +340,7 @@ def _reauthorize_reasons(
     want: DesiredInstallation,
     have: InstallationRecord,
     connector: Connector,
-    recorded_api: str | None,
+    api: tuple[str | None, str],
     link_moved: bool = False,
 ) -> tuple[str, ...]:
     """Why the recorded tokens no longer stand for what is declared (each forces a new consent). Tokens are bound
@@ -355,10 +357,11 @@ def _reauthorize_reasons(
         reasons.append("redirect_uri changed")
     if want.token_url != have.token_url:
         reasons.append(f"token endpoint changed: {have.token_url} -> {want.token_url}")
+    recorded_api, declared_api = api
     if recorded_api is None and have.status == "authorized":
         reasons.append("the API its tokens were checked against is not recorded")
-    elif recorded_api is not None and want.api_url != recorded_api:
-        reasons.append(f"API endpoint changed: {recorded_api} -> {want.api_url}")
+    elif recorded_api is not None and declared_api != recorded_api:
+        reasons.append(f"API endpoint changed: {recorded_api} -> {declared_api}")
     reasons.extend(_set_reasons("scopes", have.requested_scopes, want.scopes))
     if have.status == "pending_authorization" and link_moved:
         reasons.append("authorization endpoint changed: the pending link is withdrawn")

@@ -185,6 +185,6 @@ def check_resource(address: str, record: PartnerRecord | InstallationRecord, whe
     """A recorded resource is damaged unless its address is one the configuration's names can form and is the
     record's own (a forged address could write lines into listings and plans)."""
     if not is_address(address):
-        raise StateError(f"{where}: invalid address {one_line(address)[:200]!r} in state (damaged)", hint=hint)
+        raise StateError(f"{where}: invalid address {one_line(address)[:200]} in state (damaged)", hint=hint)
     if address != record.address:
         raise StateError(f"{where}: resource {address} records {one_line(record.address)[:200]}", hint=hint)
