@@ -453,7 +453,7 @@ def refresh(opts: Options, parallelism: int, window: float, lock_timeout: float,
     for finding in outcome.findings:
         counts[finding.outcome] = counts.get(finding.outcome, 0) + 1
         if finding.outcome not in ("ok", "refreshed"):
-            click.echo(f"{finding.address}: {finding.drift or finding.message}", err=True)
+            click.echo(f"{finding.address}: {one_line(finding.drift or finding.message)}", err=True)
     labels = {"ok": "fine", "refreshed": "refreshed", "revoked": "revoked", "rejected": "refresh rejected",
               "partner": "partner fault", "transient": "could not be checked", "skipped": "skipped"}
     summary = ", ".join(f"{counts[k]} {label}" for k, label in labels.items() if counts.get(k))
@@ -494,13 +494,13 @@ class _EchoHooks:
     """Executor progress on stderr; authorization links (results a user acts on) on stdout."""
 
     def step(self, address: str, message: str) -> None:
-        click.echo(f"{address}: {message}", err=True)
+        click.echo(f"{address}: {one_line(message)}", err=True)
 
     def link(self, address: str, url: str) -> None:
         click.echo(f"{address}: authorization pending — open this link to sign in:\n  {url}")
 
     def warning(self, address: str, message: str) -> None:
-        click.echo(f"warning: {address}: {message}", err=True)
+        click.echo(f"warning: {address}: {one_line(message)}", err=True)
 
 
 def _announce(label: str, url: str) -> None:
