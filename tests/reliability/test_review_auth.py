@@ -418,3 +418,27 @@ def test_recorded_values_forge_no_lines_in_plans_or_state_show(deferred: Path) -
         lines = (result.stdout + result.stderr).splitlines()
         assert not [line for line in lines if line.lstrip().startswith("# installation.evil")]
     assert "installation.evil.forged" in outputs[0].stdout  # shown, escaped, inside the reason
+
+
+@pytest.mark.finding(11)
+def test_a_saved_plan_with_a_forged_address_is_refused(deferred: Path) -> None:
+    """A saved plan (signed with the state key, so only its holder could make it) that names a forged address is
+    refused by `show` and `apply`: nothing printed with the forged line, nothing applied."""
+    from reconciler.crypto import StateKey
+    from reconciler.planfile import _mac
+
+    assert run(["-C", ".", "plan", "--out", "plan.bin"], RENV).exit_code in (0, 2)
+    path = deferred / "plan.bin"
+    payload = json.loads(path.read_text())
+    change = next(c for c in payload["plan"]["changes"] if c["address"] == ADDRESS)
+    change["address"] = FORGED
+    body = {k: v for k, v in payload.items() if k not in {"hmac", "key_id"}}
+    payload["hmac"] = _mac(StateKey(base64.b64decode(KEY), "test"), body)
+    path.write_text(json.dumps(payload))
+    before = snapshot(deferred / "state")
+    for args in (["show", "plan.bin"], ["apply", "plan.bin", "--auto-approve", "--auth-mode", "defer"]):
+        result = run(["-C", ".", *args], RENV)
+        assert result.exit_code == 1, result.stdout
+        assert "\nFORGED-LINE" not in result.stdout + result.stderr
+        assert "invalid address" in result.stderr
+    assert snapshot(deferred / "state") == before
