@@ -310,8 +310,8 @@ class LoopbackReceiver:
 
     def __exit__(self, *exc: object) -> None:
         self.done.set()
+        self.server.cut_all()  # first: the serving thread may be waiting for a place that a slow client holds
         self.thread.join(2)
-        self.server.cut_all()
         self.server.server_close()
 
 
