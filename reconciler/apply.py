@@ -3,7 +3,9 @@
 Owns: the order of effects per change (authorize -> exchange -> verify -> seal tokens -> record), deferred
 authorizations, in-place updates verified against the provider, deletes, and what an interrupted run leaves
 behind (everything completed before the failure, never a record without its tokens). Reports through `ApplyHooks`;
-never prints or prompts (the consent step it is given may). Side effects come in through `Services`.
+never prints or prompts (the consent step it is given may). Side effects come in through `Services`. Recorded
+tokens (and the client secret with them) go only to the endpoints state recorded for their installation; only a
+new authorization uses the declared ones.
 """
 
 from __future__ import annotations
@@ -18,14 +20,23 @@ import httpx
 
 from reconciler.auth.consent import ConsentStep
 from reconciler.auth.errors import ProviderError
-from reconciler.auth.flows import AuthorizationRequest, Flow, installation_settings, make_flow
+from reconciler.auth.flows import (
+    AuthorizationRequest,
+    Binding,
+    Flow,
+    bound_settings,
+    declared_binding,
+    installation_settings,
+    make_flow,
+    recorded_binding,
+)
 from reconciler.auth.retry import RetryPolicy, retrying
 from reconciler.auth.verify import verify_token
 from reconciler.catalog import Catalog, Connector
 from reconciler.config.desired import DesiredInstallation, DesiredState
 from reconciler.errors import ReconcilerError, StaleStateError, StateError
 from reconciler.plan import Action, Plan, ResourceChange
-from reconciler.planner import PENDING_LIFETIME, target_digest
+from reconciler.planner import PENDING_LIFETIME, pending_matches, target_digest
 from reconciler.state.backend import StateBackend
 from reconciler.state.credentials import PendingAuthorization, TokenSet, Vault
 from reconciler.state.model import InstallationRecord, PartnerRecord, PendingRecord, StateDocument
@@ -113,7 +124,26 @@ class _Run:
         return make_flow(settings, self.services.http, self.services.now)
 
     def api_url(self, installation: DesiredInstallation) -> str:
-        return self.desired.partners[f"partner.{installation.partner}"].api_url
+        """The declared API: where the tokens of a new authorization are checked (and then recorded)."""
+        return declared_binding(installation, self.desired.partners[f"partner.{installation.partner}"]).api_url
+
+    def binding(self, installation: DesiredInstallation, record: InstallationRecord) -> Binding:
+        """The endpoints recorded for `record`'s tokens, which the configuration must still declare: recorded
+        tokens are used nowhere else (a plan made before the configuration moved is refused, not carried out)."""
+        partner_record = self.doc.resources.get(f"partner.{record.partner}")
+        binding = recorded_binding(record, partner_record if isinstance(partner_record, PartnerRecord) else None)
+        partner = self.desired.partners[f"partner.{installation.partner}"]
+        if binding is None or binding != declared_binding(installation, partner):
+            raise ApplyError(
+                "the configuration moves its client or endpoints: its tokens are not sent there",
+                hint="plan again: it is re-authorized",
+            )
+        return binding
+
+    def bound_flow(self, installation: DesiredInstallation, binding: Binding) -> Flow:
+        partner = self.desired.partners[f"partner.{installation.partner}"]
+        settings = bound_settings(binding, installation, partner, self.services.catalog)
+        return make_flow(settings, self.services.http, self.services.now)
 
     def retrying(self, call: Callable[[], T]) -> T:
         return retrying(call, self.services.retry, self.services.sleep)
@@ -243,6 +273,7 @@ class _Run:
         address = installation.address
         record = self.installation_record(address)
         assert record is not None
+        binding = self.binding(installation, record)
         sealed = self.vault.record(address)
         if sealed is None or (sealed.tokens is None and sealed.staged is None):
             raise ApplyError("no tokens recorded", hint=f"re-authorize with --replace {address}")
@@ -254,7 +285,7 @@ class _Run:
             nonlocal generation
             self.vault.ensure_room_for_rotation(address)
             try:
-                fresh = self.retrying(lambda: self.flow(installation).refresh(tokens))
+                fresh = self.retrying(lambda: self.bound_flow(installation, binding).refresh(tokens))
             except ProviderError as exc:
                 if exc.category != "grant":
                     raise
@@ -271,7 +302,7 @@ class _Run:
         check = (
             self.services.http,
             self.connector(installation),
-            self.api_url(installation),
+            binding.api_url,
             installation.parameters,
             record.granted_scopes,
         )
@@ -316,6 +347,19 @@ def _store_rotated(vault: Vault, address: str, blob: dict[str, str], pending: ob
 
 def _generation(sealed: object) -> int | None:
     return getattr(sealed, "generation", None)
+
+
+def _pending_stands(run: _Run, installation: DesiredInstallation, record: InstallationRecord) -> bool:
+    """Whether `record`'s pending authorization may be completed under the current configuration: what it was
+    issued for (client, endpoints, scopes, parameters) is still what is declared, so the code, the secret and the
+    new tokens go where the authorization was planned to send them."""
+    partner = run.desired.partners.get(f"partner.{installation.partner}")
+    recorded = run.doc.resources.get(f"partner.{record.partner}")
+    if partner is None:
+        return False
+    return pending_matches(
+        installation, record, partner.authorize_url, recorded if isinstance(recorded, PartnerRecord) else None
+    )
 
 
 def _current_document(plan: Plan, backend: StateBackend) -> StateDocument:
@@ -389,8 +433,11 @@ def authorize_pending(
             installation = desired.installations.get(address)
             if record is None or record.pending is None:
                 raise ApplyError("no pending authorization")
-            if installation is None or record.pending.target_digest != target_digest(installation):
-                raise ApplyError("the pending authorization no longer matches the configuration", hint="run apply")
+            if installation is None or not _pending_stands(run, installation, record):
+                raise ApplyError(
+                    "the pending authorization no longer matches the configuration (its client or endpoints moved)",
+                    hint="run plan and apply: it is withdrawn and issued anew",
+                )
             if reissue or services.consent is None:
                 run.defer(installation)
                 continue

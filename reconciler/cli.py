@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from reconciler import __version__
-from reconciler.errors import ReconcilerError, UsageError
+from reconciler.errors import ReconcilerError, UsageError, one_line
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_PENDING = 0, 1, 2, 3
 
@@ -137,14 +137,38 @@ def cli(
     )
 
 
+def _patterns(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """Address globs from the command line: each one of the characters addresses and globs are made of (a newline
+    or a tab could forge lines of output), else a one-line usage error."""
+    from reconciler.names import check_address_pattern
+
+    return tuple(check_address_pattern(value) for value in values)
+
+
+def _address(kind: str | None):  # type: ignore[no-untyped-def]
+    """A callback for an exact ADDRESS argument (of `kind` when given): the configuration's name rules apply."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: str) -> str:
+        from reconciler.names import check_address
+
+        check_address(value, kind=kind)
+        return value
+
+    return check
+
+
 def _address_options(func):  # type: ignore[no-untyped-def]
     """--target / --exclude / --replace / --allow-delete, shared by plan and apply."""
     options = [
-        click.option("--target", multiple=True, metavar="ADDRESS", help="Only these addresses (globs; repeatable)."),
-        click.option("--exclude", multiple=True, metavar="ADDRESS", help="Leave these addresses out (globs)."),
-        click.option("--replace", multiple=True, metavar="ADDRESS", help="Force a re-authorization (globs)."),
+        click.option("--target", multiple=True, metavar="ADDRESS", callback=_patterns,
+                     help="Only these addresses (globs; repeatable)."),
+        click.option("--exclude", multiple=True, metavar="ADDRESS", callback=_patterns,
+                     help="Leave these addresses out (globs)."),
+        click.option("--replace", multiple=True, metavar="ADDRESS", callback=_patterns,
+                     help="Force a re-authorization (globs)."),
         click.option(
-            "--allow-delete", multiple=True, metavar="ADDRESS", help="Allow deleting these protected installations."
+            "--allow-delete", multiple=True, metavar="ADDRESS", callback=_patterns,
+            help="Allow deleting these protected installations.",
         ),
     ]
     for option in reversed(options):
@@ -197,10 +221,32 @@ def _now() -> dt.datetime:
 
 
 def _redacted(text: str, secrets: frozenset[str] | set[str]) -> str:
-    """A backstop: plans are built from references only, so no secret value should ever be there to replace."""
-    for secret in secrets:
-        text = text.replace(secret, "(sensitive)")
+    """`text`, checked by the backstop: plans are built from references and `(sensitive)` markers only, so no
+    secret value is ever there by construction. Should a distinctive one (`DISTINCTIVE_SECRET` characters or more)
+    turn up anyway, nothing is printed (fail closed): editing the text would corrupt a JSON document and show the
+    reader which value equals the secret. Shorter values ('true', '1', an organization's name) are not searched
+    for — they cannot be told apart from plan text, and replacing them would reveal them; `_warn_short_secrets`
+    says so instead."""
+    from reconciler.auth.errors import DISTINCTIVE_SECRET
+
+    if any(len(secret) >= DISTINCTIVE_SECRET and secret in text for secret in secrets):
+        raise ReconcilerError(
+            "refusing to print the plan: it would show the value of a client secret",
+            hint="no value shown in plans (names, parameters, URLs) may equal a secret: rotate the secret",
+        )
     return text
+
+
+def _warn_short_secrets(secrets: frozenset[str] | set[str]) -> None:
+    """A secret too short to be distinctive is one the output backstop cannot look for (stderr, no value)."""
+    from reconciler.auth.errors import DISTINCTIVE_SECRET
+
+    if any(len(secret) < DISTINCTIVE_SECRET for secret in secrets):
+        click.echo(
+            f"warning: a client secret is shorter than {DISTINCTIVE_SECRET} characters; real client secrets are "
+            "longer (check the reference)",
+            err=True,
+        )
 
 
 @cli.command()
@@ -288,7 +334,9 @@ def plan(opts: Options, fmt: str, detailed_exitcode: bool, split_dir: Path | Non
         )
         hit = memo.lookup(_now())
         if hit is not None:
-            click.echo(_redacted(hit.output, hit.secret_values), nl=False, color=opts.use_color())
+            output = _redacted(hit.output, hit.secret_values)
+            _warn_short_secrets(hit.secret_values)
+            click.echo(output, nl=False, color=opts.use_color())
             return EXIT_CHANGES if detailed_exitcode and hit.has_changes else EXIT_OK
 
     ahead = None
@@ -345,13 +393,15 @@ def _plan(opts: Options, memo: Any, ahead: Any, fmt: str, detailed_exitcode: boo
 
     secrets = result.loaded.desired.secret_values()
     output = _redacted(output, secrets)
+    _warn_short_secrets(secrets)
     if split_dir is not None:
+        parts = [_redacted(part, secrets) for part in render_markdown_parts(doc)]  # all checked before any is written
         split_dir.mkdir(parents=True, exist_ok=True)
         for stale in split_dir.glob("plan-*.md"):
             if stale.stem.removeprefix("plan-").isdigit():
                 stale.unlink()
-        for number, part in enumerate(render_markdown_parts(doc), start=1):
-            (split_dir / f"plan-{number}.md").write_text(_redacted(part, secrets), encoding="utf-8")
+        for number, part in enumerate(parts, start=1):
+            (split_dir / f"plan-{number}.md").write_text(part, encoding="utf-8")
             click.echo(str(split_dir / f"plan-{number}.md"), err=True)
     if memo is not None:
         digests = result.backend.read_digests()
@@ -375,8 +425,9 @@ def _plan(opts: Options, memo: Any, ahead: Any, fmt: str, detailed_exitcode: boo
 
 @cli.command()
 @_refresh_options
-@click.option("--target", multiple=True, metavar="ADDRESS", help="Only these addresses (globs; repeatable).")
-@click.option("--exclude", multiple=True, metavar="ADDRESS", help="Leave these addresses out (globs).")
+@click.option("--target", multiple=True, metavar="ADDRESS", callback=_patterns,
+              help="Only these addresses (globs; repeatable).")
+@click.option("--exclude", multiple=True, metavar="ADDRESS", callback=_patterns, help="Leave these addresses out (globs).")
 @click.pass_obj
 def refresh(opts: Options, parallelism: int, window: float, lock_timeout: float, target: tuple[str, ...],
             exclude: tuple[str, ...]) -> int:
@@ -407,7 +458,7 @@ def refresh(opts: Options, parallelism: int, window: float, lock_timeout: float,
     for finding in outcome.findings:
         counts[finding.outcome] = counts.get(finding.outcome, 0) + 1
         if finding.outcome not in ("ok", "refreshed"):
-            click.echo(f"{finding.address}: {finding.drift or finding.message}", err=True)
+            click.echo(f"{finding.address}: {one_line(finding.drift or finding.message)}", err=True)
     labels = {"ok": "fine", "refreshed": "refreshed", "revoked": "revoked", "rejected": "refresh rejected",
               "partner": "partner fault", "transient": "could not be checked", "skipped": "skipped"}
     summary = ", ".join(f"{counts[k]} {label}" for k, label in labels.items() if counts.get(k))
@@ -448,13 +499,13 @@ class _EchoHooks:
     """Executor progress on stderr; authorization links (results a user acts on) on stdout."""
 
     def step(self, address: str, message: str) -> None:
-        click.echo(f"{address}: {message}", err=True)
+        click.echo(f"{address}: {one_line(message)}", err=True)
 
     def link(self, address: str, url: str) -> None:
         click.echo(f"{address}: authorization pending — open this link to sign in:\n  {url}")
 
     def warning(self, address: str, message: str) -> None:
-        click.echo(f"warning: {address}: {message}", err=True)
+        click.echo(f"warning: {address}: {one_line(message)}", err=True)
 
 
 def _announce(label: str, url: str) -> None:
@@ -558,7 +609,7 @@ def apply(opts: Options, plan_file: Path | None, auto_approve: bool, auth_mode: 
 
 
 @cli.command()
-@click.argument("addresses", nargs=-1)
+@click.argument("addresses", nargs=-1, callback=_patterns)
 @click.option("--reissue", is_flag=True, help="Replace the pending authorization with a new link.")
 @AUTH_MODE
 @AUTH_TIMEOUT
@@ -634,7 +685,7 @@ def state_list(opts: Options) -> int:
 
 
 @state.command("show")
-@click.argument("address")
+@click.argument("address", callback=_address(None))
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 @click.pass_obj
 def state_show(opts: Options, address: str, as_json: bool) -> int:
@@ -659,12 +710,12 @@ def state_show(opts: Options, address: str, as_json: bool) -> int:
     width = max(len(k) for k in data)
     for key, value in data.items():
         shown = ", ".join(value) if isinstance(value, list) else json.dumps(value) if isinstance(value, dict) else value
-        click.echo(f"{key.ljust(width)}  {shown}")
+        click.echo(f"{key.ljust(width)}  {one_line(str(shown))}")  # recorded values forge no lines
     return EXIT_OK
 
 
 @state.command("rm")
-@click.argument("addresses", nargs=-1, required=True)
+@click.argument("addresses", nargs=-1, required=True, callback=_patterns)
 @LOCK_TIMEOUT
 @click.pass_obj
 def state_rm(opts: Options, addresses: tuple[str, ...], lock_timeout: float) -> int:
@@ -682,8 +733,8 @@ def state_rm(opts: Options, addresses: tuple[str, ...], lock_timeout: float) -> 
 
 
 @state.command("mv")
-@click.argument("old")
-@click.argument("new")
+@click.argument("old", callback=_address("installation"))
+@click.argument("new", callback=_address("installation"))
 @LOCK_TIMEOUT
 @click.pass_obj
 def state_mv(opts: Options, old: str, new: str, lock_timeout: float) -> int:

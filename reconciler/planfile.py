@@ -23,6 +23,7 @@ from reconciler import __version__
 from reconciler.config.desired import DesiredInstallation, DesiredPartner, DesiredState
 from reconciler.crypto import StateKey
 from reconciler.errors import ReconcilerError
+from reconciler.names import is_address
 from reconciler.plan import Action, Plan, ResourceChange, StateRef
 from reconciler.render.document import PlanDocument
 
@@ -135,6 +136,9 @@ def read_plan_file(
         raise PlanFileError(f"{path}: the plan file is inconsistent ({type(exc).__name__})") from None
     if config_digest(desired) != body.get("config_digest"):
         raise PlanFileError(f"{path}: the plan file's configuration does not match its digest")
+    named = [c.address for c in document.changes] + [*desired.partners, *desired.installations]
+    if not all(is_address(address) for address in named):
+        raise PlanFileError(f"{path}: the plan file names an invalid address (damaged)", hint="plan again")
     return SavedPlan(document, plan_from_document(document), desired, body["config_digest"])
 
 

@@ -14,12 +14,13 @@ import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from reconciler.catalog import Catalog, Connector
 from reconciler.config.desired import DesiredInstallation, DesiredPartner, DesiredState
 from reconciler.errors import PlanError
 from reconciler.plan import Action, Plan, ResourceChange, StateRef
-from reconciler.state.model import InstallationRecord, PartnerRecord, StateDocument
+from reconciler.state.model import InstallationRecord, PartnerRecord, PendingRecord, StateDocument
 
 __all__ = [
     "PENDING_LIFETIME",
@@ -27,6 +28,8 @@ __all__ = [
     "installation_view",
     "make_plan",
     "partner_view",
+    "pending_matches",
+    "recorded_api_url",
     "select",
     "target_digest",
 ]
@@ -70,6 +73,8 @@ def make_plan(
             now=now,
             catalog=catalog,
             drift=drift.get(address),
+            partner=_partner_of_installation(desired, desired.installations.get(address)),
+            recorded_partner=_recorded_partner_of(recorded_partners, recorded_installations.get(address)),
         )
         for address in sorted(desired.installations.keys() | recorded_installations.keys())
     ]
@@ -137,11 +142,13 @@ def installation_view(installation: DesiredInstallation | InstallationRecord) ->
     return view
 
 
-def target_digest(installation: DesiredInstallation) -> str:
+def target_digest(installation: DesiredInstallation, *, version: int = 2) -> str:
     """A digest of what an authorization of `installation` is for: a pending authorization is still good exactly
-    while the configuration keeps this digest. Versioned, and independent of what plans display."""
-    target = {
-        "v": 1,
+    while the configuration keeps this digest (and its authorization link's endpoint, see `pending_matches`).
+    Versioned, and independent of what plans display. Version 2 adds the API the tokens will be used at; version 1
+    digests (recorded before) are read by `pending_matches` only."""
+    target: dict[str, Any] = {
+        "v": version,
         "connector": installation.connector,
         "auth": installation.auth,
         "client_id": installation.client_id,
@@ -150,8 +157,53 @@ def target_digest(installation: DesiredInstallation) -> str:
         "scopes": sorted(installation.scopes),
         "parameters": dict(sorted(installation.parameters.items())),
     }
+    if version >= 2:
+        target["api_url"] = installation.api_url
     canonical = json.dumps(target, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def pending_matches(
+    want: DesiredInstallation, have: InstallationRecord, authorize_url: str, recorded_partner: PartnerRecord | None
+) -> bool:
+    """Whether `have`'s pending authorization still stands for `want`: its digest is the one `want` has, and its
+    link goes to the declared authorization endpoint. A version 1 digest (which does not cover the API) stands only
+    for a record that is itself the pending one, whose recorded API then says where its tokens would go."""
+    pending = have.pending
+    if pending is None:
+        return False
+    if pending.target_digest != target_digest(want):
+        legacy = pending.target_digest == target_digest(want, version=1)
+        recorded_api = have.api_url or (recorded_partner.api_url if recorded_partner else None)
+        if not (legacy and have.status == "pending_authorization" and recorded_api == want.api_url):
+            return False
+    return _link_goes_to(pending, authorize_url, recorded_partner)
+
+
+def _link_goes_to(pending: PendingRecord, authorize_url: str, recorded_partner: PartnerRecord | None) -> bool:
+    """Whether a pending authorization's link opens the declared authorization endpoint (scheme, host, path). A
+    marker recorded without its link is judged by the recorded partner's endpoint."""
+    if pending.authorize_url:
+        link = urlsplit(pending.authorize_url)
+        endpoint = urlsplit(authorize_url)
+        return (link.scheme, link.netloc, link.path) == (endpoint.scheme, endpoint.netloc, endpoint.path)
+    return recorded_partner is None or recorded_partner.authorize_url == authorize_url
+
+
+def recorded_api_url(have: InstallationRecord, recorded_partner: PartnerRecord | None) -> str | None:
+    """The API an installation's tokens were checked against: its record's, or (for a record from before it was
+    kept) its recorded partner's; None when neither is known."""
+    return have.api_url or (recorded_partner.api_url if recorded_partner is not None else None)
+
+
+def _partner_of_installation(desired: DesiredState, installation: DesiredInstallation | None) -> DesiredPartner | None:
+    return desired.partners.get(f"partner.{installation.partner}") if installation is not None else None
+
+
+def _recorded_partner_of(
+    partners: Mapping[str, PartnerRecord], installation: InstallationRecord | None
+) -> PartnerRecord | None:
+    return partners.get(f"partner.{installation.partner}") if installation is not None else None
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -247,6 +299,8 @@ def _installation_change(
     now: dt.datetime,
     catalog: Catalog,
     drift: str | None = None,
+    partner: DesiredPartner | None = None,
+    recorded_partner: PartnerRecord | None = None,
 ) -> ResourceChange:
     if have is None:
         assert want is not None
@@ -257,13 +311,17 @@ def _installation_change(
     after = installation_view(want)
     connector = catalog.connectors[want.connector]
     pending = have.pending
-    if pending is not None and pending.target_digest == target_digest(want):
+    authorize_url = partner.authorize_url if partner is not None else ""
+    if pending is not None and pending_matches(want, have, authorize_url, recorded_partner):
         if now < pending.expires_at:
             reason = f"authorization pending since {_iso(pending.since)} (link valid until {_iso(pending.expires_at)})"
             return ResourceChange(address, Action.NOOP, (reason,), before, after, pending=True)
         reason = f"pending authorization expired on {_iso(pending.expires_at)}"
         return ResourceChange(address, Action.REAUTHORIZE, (reason,), before, after)
-    reauthorize = _reauthorize_reasons(want, have, connector)
+    link_moved = pending is not None and partner is not None and not _link_goes_to(pending, authorize_url, recorded_partner)
+    declared_api = want.api_url or (partner.api_url if partner is not None else "")
+    recorded_api = recorded_api_url(have, recorded_partner)
+    reauthorize = _reauthorize_reasons(want, have, connector, (recorded_api, declared_api), link_moved)
     drift = drift or have.drift
     if drift and have.status == "authorized":
         reauthorize = (*reauthorize, drift)
@@ -278,8 +336,15 @@ def _installation_change(
     return ResourceChange(address, Action.NOOP, ("up to date",), before, after, warnings)
 
 
-def _reauthorize_reasons(want: DesiredInstallation, have: InstallationRecord, connector: Connector) -> tuple[str, ...]:
-    """Why the recorded tokens no longer stand for what is declared (each forces a new consent)."""
+def _reauthorize_reasons(
+    want: DesiredInstallation,
+    have: InstallationRecord,
+    connector: Connector,
+    api: tuple[str | None, str],
+    link_moved: bool = False,
+) -> tuple[str, ...]:
+    """Why the recorded tokens no longer stand for what is declared (each forces a new consent). Tokens are bound
+    to the client and the endpoints that issued and accept them: any of those moving is a re-authorization."""
     reasons: list[str] = []
     if want.connector != have.connector:
         reasons.append(f"connector changed: {have.connector} -> {want.connector}")
@@ -292,9 +357,14 @@ def _reauthorize_reasons(want: DesiredInstallation, have: InstallationRecord, co
         reasons.append("redirect_uri changed")
     if want.token_url != have.token_url:
         reasons.append(f"token endpoint changed: {have.token_url} -> {want.token_url}")
-    if have.api_url is not None and want.api_url != have.api_url:
-        reasons.append(f"API endpoint changed: {have.api_url} -> {want.api_url}")
+    recorded_api, declared_api = api
+    if recorded_api is None and have.status == "authorized":
+        reasons.append("the API its tokens were checked against is not recorded")
+    elif recorded_api is not None and declared_api != recorded_api:
+        reasons.append(f"API endpoint changed: {recorded_api} -> {declared_api}")
     reasons.extend(_set_reasons("scopes", have.requested_scopes, want.scopes))
+    if have.status == "pending_authorization" and link_moved:
+        reasons.append("authorization endpoint changed: the pending link is withdrawn")
     if have.status == "pending_authorization" and not reasons:
         reasons.append("pending authorization no longer matches the configuration")
     if have.status == "authorized" and set(want.scopes) == set(have.requested_scopes):

@@ -4,7 +4,9 @@ project, and classify what failed — without ever asking thousands of users to 
 Owns: one installation's refresh-and-check (`check_one`), bounded concurrency over many, retries (Retry-After on
 429, back-off on 5xx and timeouts), and the per-partner circuit breaker. Rotated refresh tokens are stored at once
 (credential records only: a refresh never rewrites the state document). Must not: print (progress goes through a
-callback), or decide plan actions (the planner turns findings into `reauthorize`).
+callback), or decide plan actions (the planner turns findings into `reauthorize`), or send a token or the client
+secret anywhere but the endpoints state recorded for the installation (an installation whose configuration moved
+its client or endpoints is skipped: the plan re-authorizes it).
 """
 
 from __future__ import annotations
@@ -20,14 +22,20 @@ from typing import Any, Literal
 import httpx
 
 from reconciler.auth.errors import ProviderError
-from reconciler.auth.flows import installation_settings, make_flow, shared_tls_context
+from reconciler.auth.flows import (
+    bound_settings,
+    declared_binding,
+    make_flow,
+    recorded_binding,
+    shared_tls_context,
+)
 from reconciler.auth.retry import RetryPolicy, retrying
 from reconciler.auth.verify import verify_token
 from reconciler.catalog import Catalog
 from reconciler.config.desired import DesiredState
 from reconciler.errors import ReconcilerError
 from reconciler.state.credentials import TokenSet, Vault
-from reconciler.state.model import InstallationRecord, StateDocument
+from reconciler.state.model import InstallationRecord, PartnerRecord, StateDocument
 
 __all__ = ["DRIFT_REASONS", "Finding", "RefreshSettings", "refresh_all"]
 
@@ -144,7 +152,11 @@ def refresh_all(
         address, record = item
         try:
             client = http.get() if isinstance(http, ThreadClients) else http
-            return check_one(address, record, desired, vault, client, catalog, now, settings, breaker, sleep)
+            partner = doc.resources.get(f"partner.{record.partner}")
+            recorded = partner if isinstance(partner, PartnerRecord) else None
+            return check_one(
+                address, record, desired, vault, client, catalog, now, settings, breaker, sleep, recorded_partner=recorded
+            )
         finally:
             with lock:
                 done += 1
@@ -166,16 +178,19 @@ def check_one(
     settings: RefreshSettings,
     breaker: _Breaker,
     sleep: Callable[[float], None],
+    *,
+    recorded_partner: PartnerRecord | None = None,
 ) -> Finding:
+    """Refresh (when due) and verify one installation, against the endpoints state recorded for it only."""
     installation = desired.installations[address]
     partner = desired.partners[f"partner.{installation.partner}"]
     if breaker.open(partner.name):
         return Finding(address, "skipped", f"not checked: partner {partner.name}'s credentials were rejected", partner.name)
-    moved = record.api_url is not None and installation.api_url != record.api_url
-    if installation.client_id != record.client_id or installation.client_secret is None or moved:
-        return Finding(address, "skipped", "the client changed: the plan re-authorizes it anyway")
+    binding = recorded_binding(record, recorded_partner)
+    if binding is None or binding != declared_binding(installation, partner) or installation.client_secret is None:
+        return Finding(address, "skipped", "the client or its endpoints changed: the plan re-authorizes it anyway")
     connector = catalog.connectors[installation.connector]
-    flow = make_flow(installation_settings(installation, partner, catalog), http, now)
+    flow = make_flow(bound_settings(binding, installation, partner, catalog), http, now)
     try:
         sealed = vault.record(address)
         if sealed is None or (sealed.tokens is None and sealed.staged is None):
@@ -187,7 +202,7 @@ def check_one(
             outcome = "refreshed"
 
         def verify() -> object:
-            return verify_token(http, connector, partner.api_url, installation.parameters, record.granted_scopes, tokens)
+            return verify_token(http, connector, binding.api_url, installation.parameters, record.granted_scopes, tokens)
 
         try:
             try:

@@ -456,6 +456,10 @@ def run_authorize(
 
 def state_rm(ws: Workspace, patterns: list[str], *, lock_timeout: float) -> list[str]:
     """Forget addresses (globs) without revoking anything: their records and sealed credentials go."""
+    from reconciler.names import check_address_pattern
+
+    for pattern in patterns:
+        check_address_pattern(pattern)
     backend = open_backend(ws, load_root(ws.config_dir, environment=ws.environment))
     if backend.read() is None:  # before the lock, which would create the state directory
         raise UsageError("there is no state yet")
@@ -477,13 +481,13 @@ def state_rm(ws: Workspace, patterns: list[str], *, lock_timeout: float) -> list
 def state_mv(ws: Workspace, old: str, new: str, *, lock_timeout: float) -> None:
     """Rename an installation without re-authorizing: its record moves and its credentials are re-sealed for the
     new address (a blob opens only where it was sealed)."""
+    from reconciler.names import check_address
     from reconciler.state.credentials import Vault
 
+    check_address(old, kind="installation")
+    parts = check_address(new, kind="installation")  # the configuration's name rules: no forged lines
     root = load_root(ws.config_dir, environment=ws.environment)
     backend = open_backend(ws, root)
-    parts = new.split(".")
-    if len(parts) != 3 or parts[0] != "installation" or not all(parts):
-        raise UsageError(f"{new} is not an installation address (installation.<tenant>.<name>)")
     if backend.read() is None:  # before the lock, which would create the state directory
         raise UsageError(f"{old} is not an installation in state")
     with backend.lock("state mv", timeout=lock_timeout):

@@ -59,5 +59,8 @@ def test_every_planner_rule_has_a_case() -> None:
         "scopes_reordered_duplicated", "scopes_not_granted", "partner_client_id_changed",
         "partner_secret_reference_changed", "organization_project_changed", "installation_removed",
         "partner_removed_in_use", "mixed",
+        # tokens are bound to the endpoints that issued and accept them (a pending link to its authorize endpoint)
+        "token_endpoint_changed", "api_endpoint_changed", "authorize_endpoint_changed",
+        "pending_api_endpoint_changed", "pending_authorize_endpoint_changed",
     }
     assert required <= {p.name for p in CASES.iterdir()}

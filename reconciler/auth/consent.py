@@ -8,7 +8,9 @@
 Before anyone sees it, the authorization URL is checked against the request: it must send the code to the request's
 redirect URI, carry its state and client id, and — in PKCE flows — its S256 challenge (a downgraded or redirected
 URL is refused). `state` is checked in both; an `error=` answer is a clear refusal. The listener answers only
-requests from 127.0.0.1 addressed to itself (Host 127.0.0.1 or localhost with its port: no DNS rebinding).
+requests from 127.0.0.1 addressed to itself (Host 127.0.0.1 or localhost with its port: no DNS rebinding). It
+serves each connection on its own thread (at most `MAX_CONNECTIONS` at once) under a whole-request deadline
+(`REQUEST_DEADLINE`), so that a slow or silent local client never holds back the real redirect.
 Deferred consent is the executor's business (it records a pending authorization instead of asking anyone).
 """
 
@@ -24,6 +26,7 @@ import webbrowser
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from socketserver import ThreadingMixIn
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
@@ -39,6 +42,9 @@ __all__ = [
     "check_authorization_url",
     "parse_callback",
 ]
+
+REQUEST_DEADLINE = 10.0  # seconds one connection has for its whole request; then it is closed
+MAX_CONNECTIONS = 16  # connections served at once; more are closed at once (each frees its place by the deadline)
 
 CLOSE_PAGE = (
     "<!doctype html><html><head><meta charset='utf-8'><title>reconciler</title></head><body style='font-family:"
@@ -133,6 +139,69 @@ def _reserve_ipv6(port: int) -> socket.socket | None:
     return sock
 
 
+class _Server(ThreadingMixIn, HTTPServer):
+    """One thread per connection, at most `MAX_CONNECTIONS` at once; each connection is shut down when its
+    `REQUEST_DEADLINE` passes (a trickling client cannot extend it byte by byte), or when the receiver closes."""
+
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 64  # connections waiting to be accepted while the places are taken
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.open_lock = threading.Lock()
+        self.open: set[socket.socket] = set()
+        self.closing = threading.Event()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # Full: wait (in arrival order) for a place; every connection frees its place by its deadline at the latest.
+        while not self.slots.acquire(timeout=0.2):
+            if self.closing.is_set():
+                self.shutdown_request(request)
+                return
+        with self.open_lock:
+            self.open.add(request)
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._release(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        deadline = threading.Timer(REQUEST_DEADLINE, _cut, args=(request,))
+        deadline.daemon = True
+        deadline.start()
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            deadline.cancel()
+            self._release(request)
+
+    def _release(self, request: socket.socket) -> None:
+        with self.open_lock:
+            if request not in self.open:
+                return
+            self.open.discard(request)
+        self.slots.release()
+
+    def cut_all(self) -> None:
+        """Shut down every connection still open (the receiver is done)."""
+        self.closing.set()
+        with self.open_lock:
+            current = list(self.open)
+        for request in current:
+            _cut(request)
+
+
+def _cut(sock: socket.socket) -> None:
+    """End a connection from another thread: its blocked read returns, its handler finishes."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
 @dataclass
 class _Outcome:
     code: str | None = None
@@ -146,10 +215,12 @@ class LoopbackReceiver:
         self.request, self.path, self.report = request, path, report
         self.outcome = _Outcome()
         self.done = threading.Event()
+        self.lock = threading.Lock()  # handlers run concurrently: the first answer that belongs here wins
+        self.claimed = False
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            timeout = 5  # an idle connection (a browser's speculative pre-connect) must not block the real one
+            timeout = REQUEST_DEADLINE  # per read; the whole request is bounded by the server's deadline
             disable_nagle_algorithm = True  # the page goes out in two writes: no delayed-ACK stall for the browser
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the query holds a code
@@ -159,7 +230,7 @@ class LoopbackReceiver:
                 receiver._handle(self)
 
         try:
-            self.server = HTTPServer(("127.0.0.1", port), Handler)
+            self.server = _Server(("127.0.0.1", port), Handler)
         except OSError as exc:
             raise ConsentError(
                 f"cannot listen on 127.0.0.1:{port} for the redirect ({exc.strerror})",
@@ -192,18 +263,34 @@ class LoopbackReceiver:
         url = urlsplit(handler.path)
         if url.path != self.path:
             return self._reply(handler, 404, "Not found", "This is not the authorization callback.")
+        code: str | None = None
+        error: ConsentError | None = None
         try:
             code = parse_callback(handler.path, self.request)
         except StateMismatch:
             self.report(f"refused a redirect with the wrong state on 127.0.0.1:{self.server.server_port}")
             return self._reply(handler, 400, "Refused", "This answer does not belong to the pending sign-in.")
         except ConsentError as exc:
-            self.outcome.error = exc
-            self._reply(handler, 200, "Authorization not granted", "You may close this window.")
-        else:
-            self.outcome.code = code
-            self._reply(handler, 200, "Authorization received", "You may close this window and return to the terminal.")
-        self.done.set()
+            error = exc
+        if not self._settle(code=code, error=error):
+            return self._reply(handler, 409, "Already answered", "This sign-in was already answered.")
+        try:
+            if error is not None:
+                self._reply(handler, 200, "Authorization not granted", "You may close this window.")
+            else:
+                self._reply(handler, 200, "Authorization received", "You may close this window and return to the terminal.")
+        finally:
+            self.done.set()  # the answer counts even when the browser went away before its page
+
+    def _settle(self, *, code: str | None = None, error: ConsentError | None = None) -> bool:
+        """Claim the one answer of this authorization (False when another connection answered first); `done` is
+        set by the caller's `_handle` once the page went out, so that closing the receiver cannot cut it off."""
+        with self.lock:
+            if self.claimed:
+                return False
+            self.claimed = True
+            self.outcome.code, self.outcome.error = code, error
+            return True
 
     def __enter__(self) -> LoopbackReceiver:
         self.server.timeout = 0.2
@@ -223,6 +310,7 @@ class LoopbackReceiver:
 
     def __exit__(self, *exc: object) -> None:
         self.done.set()
+        self.server.cut_all()  # first: the serving thread may be waiting for a place that a slow client holds
         self.thread.join(2)
         self.server.server_close()
 

@@ -26,6 +26,7 @@ from reconciler.auth.errors import ProviderError, classify_error, redacted, retr
 from reconciler.catalog import AuthFlavour, Catalog
 from reconciler.config.desired import DesiredInstallation, DesiredPartner
 from reconciler.state.credentials import TokenSet
+from reconciler.state.model import InstallationRecord, PartnerRecord
 
 with warnings.catch_warnings():  # authlib announces its own move to another HTTP package; not our concern
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -35,12 +36,16 @@ with warnings.catch_warnings():  # authlib announces its own move to another HTT
 
 __all__ = [
     "AuthorizationRequest",
+    "Binding",
     "EntraFlow",
     "Flow",
     "FlowSettings",
     "LegacyFlow",
+    "bound_settings",
+    "declared_binding",
     "installation_settings",
     "make_flow",
+    "recorded_binding",
 ]
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -103,6 +108,57 @@ def installation_settings(
         authorize_url=partner.authorize_url,
         token_url=installation.token_url,
         scopes=installation.scopes,
+    )
+
+
+@dataclass(frozen=True)
+class Binding:
+    """What an installation's tokens are bound to: the client that obtained them and the origins that issued them
+    (token endpoint) and accept them (API). A token, a refresh token or the client secret is only ever sent to the
+    endpoints of the binding recorded in state; a configuration that declares another one plans a re-authorization."""
+
+    client_id: str
+    redirect_uri: str
+    token_url: str
+    api_url: str
+
+
+def declared_binding(installation: DesiredInstallation, partner: DesiredPartner) -> Binding:
+    """The binding the configuration declares for `installation` (what an authorization would record)."""
+    api_url = installation.api_url or partner.api_url
+    return Binding(installation.client_id, installation.redirect_uri, installation.token_url, api_url)
+
+
+def recorded_binding(record: InstallationRecord, partner: PartnerRecord | None) -> Binding | None:
+    """The binding state recorded for an installation; None when its API is not known (a record from before the
+    API was kept, whose partner is not recorded either): such tokens are sent nowhere until re-authorized."""
+    api_url = record.api_url or (partner.api_url if partner is not None else None)
+    if api_url is None:
+        return None
+    return Binding(record.client_id, record.redirect_uri, record.token_url, api_url)
+
+
+def bound_settings(
+    binding: Binding, installation: DesiredInstallation, partner: DesiredPartner, catalog: Catalog
+) -> FlowSettings:
+    """Flow settings for using recorded tokens: every endpoint and the client id from `binding` (what state
+    recorded), only the secret from the configuration — and only when the configuration declares the same binding,
+    so that the secret goes to the token endpoint it belongs to and nowhere else."""
+    if declared_binding(installation, partner) != binding:
+        raise ProviderError(
+            f"{installation.address}: the configuration moved its client or endpoints since it was authorized",
+            category="config",
+            hint="plan and apply: it is re-authorized",
+        )
+    settings = installation_settings(installation, partner, catalog)
+    return FlowSettings(
+        flavour=settings.flavour,
+        client_id=binding.client_id,
+        client_secret=settings.client_secret,
+        redirect_uri=binding.redirect_uri,
+        authorize_url=settings.authorize_url,
+        token_url=binding.token_url,
+        scopes=settings.scopes,
     )
 
 

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, field_validator
 
+from reconciler.names import NAME_PATTERN  # the one rule for names, shared with addresses
+
 __all__ = [
     "BackendSpec",
     "LocalBackendSpec",
@@ -25,7 +27,6 @@ __all__ = [
     "TenantSpec",
 ]
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 ConnectorName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]

@@ -1,7 +1,10 @@
-"""Terraform-like terminal rendering of a plan document. Pure: document in, string out; colour on request."""
+"""Terraform-like terminal rendering of a plan document. Pure: document in, string out; colour on request.
+Every free text (reasons, warnings) is written on one line, escaped: a value recorded in state or answered by a
+provider cannot forge lines of the plan."""
 
 from __future__ import annotations
 
+from reconciler.errors import one_line
 from reconciler.render.diff import attribute_lines, format_value
 from reconciler.render.document import ChangeDoc, PlanDocument
 
@@ -49,12 +52,12 @@ def render_text(doc: PlanDocument, *, color: bool = False) -> str:
     pending = [c for c in doc.changes if c.pending]
     if pending:
         out.append(bold("Pending authorizations (complete them with `reconciler authorize`; --detailed-exitcode ignores them):"))
-        out += [f"  {c.address}: {c.reasons[0]}" for c in pending]
+        out += [f"  {c.address}: {one_line(c.reasons[0])}" for c in pending]
         out.append("")
     warnings = [f"{c.address}: {w}" for c in doc.changes for w in c.warnings] + list(doc.warnings)
     if warnings:
         out.append(paint("33", "Warnings:"))
-        out += [f"  - {w}" for w in warnings]
+        out += [f"  - {one_line(w)}" for w in warnings]
         out.append("")
     if changes:
         out.append(bold(summary_line(doc)))
@@ -68,7 +71,7 @@ def _change_block(change: ChangeDoc, paint) -> list[str]:  # type: ignore[no-unt
     symbol = _SYMBOL[change.action]
     phrase = "will be deleted" if change.kind == "partner" and change.action == "delete" else _PHRASE[change.action]
     lines = [f"  # {change.address} {phrase}"]
-    lines += [f"  #   {reason}" for reason in change.reasons]
+    lines += [f"  #   {one_line(reason)}" for reason in change.reasons]
     attributes = list(attribute_lines(change))
     opening = f"{paint(_COLOUR[symbol], symbol.rjust(3))} {change.address}"
     if not attributes:

@@ -27,7 +27,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from reconciler.errors import StaleStateError, StateError, StateLockedError
 from reconciler.state.backend import LockInfo
-from reconciler.state.model import Record, StateDocument, decode_state, encode_state
+from reconciler.state.model import Record, StateDocument, check_resource, decode_state, encode_state
 
 __all__ = ["LocalBackend"]
 
@@ -135,6 +135,7 @@ class LocalBackend:
                 resources.pop(address, None)
             for address, data in record["set"].items():
                 resources[address] = _RECORD.validate_python(data)
+                check_resource(address, resources[address], str(self.journal_path), "the journal is left as it is")
             serial += 1
             good += len(line) + 1
         self._journal_bytes = good

@@ -14,7 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from reconciler.errors import StateError
+from reconciler.errors import StateError, one_line
+from reconciler.names import is_address
 
 __all__ = [
     "FORMAT_VERSION",
@@ -176,6 +177,14 @@ def decode_state(raw: bytes, where: str) -> StateDocument:
         loc = ".".join(str(p) for p in error["loc"])
         raise StateError(f"{where}: invalid state at {loc}: {error['msg']}", hint=restore) from None
     for address, record in doc.resources.items():
-        if address != record.address:
-            raise StateError(f"{where}: resource {address} records {record.address}", hint=restore)
+        check_resource(address, record, where, restore)
     return doc
+
+
+def check_resource(address: str, record: PartnerRecord | InstallationRecord, where: str, hint: str) -> None:
+    """A recorded resource is damaged unless its address is one the configuration's names can form and is the
+    record's own (a forged address could write lines into listings and plans)."""
+    if not is_address(address):
+        raise StateError(f"{where}: invalid address {one_line(address)[:200]} in state (damaged)", hint=hint)
+    if address != record.address:
+        raise StateError(f"{where}: resource {address} records {one_line(record.address)[:200]}", hint=hint)
