@@ -21,6 +21,7 @@ import errno
 import hashlib
 import hmac
 import socket
+import sys
 import threading
 import webbrowser
 from collections.abc import Callable
@@ -177,6 +178,11 @@ class _Server(ThreadingMixIn, HTTPServer):
         finally:
             deadline.cancel()
             self._release(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection that broke off (the browser closed, the deadline cut it) is nothing to report."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
 
     def _release(self, request: socket.socket) -> None:
         with self.open_lock:
