@@ -14,8 +14,9 @@ port=8765   # the port of the endpoints in $dir/reconciler.yaml (its redirect_ur
 start_sandbox() {
   exec {sandbox_out}< <(exec reconciler sandbox serve --port "$port" --seed "$dir/sandbox.yaml" 2>&1)
   sandbox_pid=$!
-  trap 'kill "$sandbox_pid" 2>/dev/null || true' EXIT
-  trap 'exit 130' INT TERM   # run the EXIT trap on Ctrl-C too
+  # Gone when the script exits, which keeps its status (`wait` answers 143 for the killed sandbox: not an error).
+  trap 'status=$?; kill "$sandbox_pid" 2>/dev/null && { wait "$sandbox_pid" 2>/dev/null || true; }; exit $status' EXIT
+  trap 'exit 130' INT; trap 'exit 143' TERM   # run the EXIT trap on Ctrl-C and kill too
   local first=""
   IFS= read -r first <&"$sandbox_out" || true
   if [[ $first != "Sandbox provider listening on http://127.0.0.1:$port "* ]]; then
