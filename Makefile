@@ -22,9 +22,10 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP) $(PRODUCT_STAMP)
 
+# Errors only (-qq): setuptools' advice on editable installs is no part of the demo.
 $(PRODUCT_STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet --quiet -e .
 	touch $(PRODUCT_STAMP)
 
 demo: $(PRODUCT_STAMP)

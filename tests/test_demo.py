@@ -238,7 +238,7 @@ def test_make_demo_and_sandbox_install_only_the_product(target: str) -> None:
         return subprocess.run(["make", "-n", "-B", name], cwd=ROOT, capture_output=True, text=True, check=True).stdout
 
     installs = [line for line in recipe(target).splitlines() if "pip install" in line and "--upgrade pip" not in line]
-    assert installs and all(line.rstrip().endswith("install --quiet -e .") for line in installs), installs
+    assert installs and all(line.rstrip().endswith(" -e .") for line in installs), installs
     assert "pytest" not in recipe(target) and "[test]" not in recipe(target)
     assert "-e '.[test]'" in recipe("test")
 
