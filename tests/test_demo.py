@@ -244,10 +244,12 @@ def test_make_demo_and_sandbox_install_only_the_product(target: str) -> None:
 
 
 def test_make_sandbox_prints_lines_that_work_when_pasted(tmp_path: Path) -> None:
-    """`make sandbox`'s script serves the quickstart and prints lines that, pasted, make its commands work."""
+    """`make sandbox`'s script serves the quickstart from no state and prints lines that, pasted, make it work."""
     if not _port_is_free(API_PORT):
         pytest.skip(f"port {API_PORT} is in use here")
-    _copy_quickstart(tmp_path)
+    stale = _copy_quickstart(tmp_path) / "state"  # an earlier sandbox's grants: the tour must start without them
+    stale.mkdir()
+    (stale / "default.json").write_text("{}")
     (tmp_path / ".venv").symlink_to(BIN.parent)
     env = {k: v for k, v in _clean_env().items() if k != "PATH"} | {"PATH": "/usr/bin:/bin"}
     with subprocess.Popen(["bash", "examples/quickstart/sandbox.sh"], cwd=tmp_path, env=env, text=True,

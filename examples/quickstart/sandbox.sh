@@ -4,9 +4,10 @@
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
+rm -rf "$dir/state"   # what an earlier sandbox granted means nothing to this one: start the tour from no state
 start_sandbox
 cat <<PASTE
-Sandbox provider listening on http://127.0.0.1:$port with $dir/sandbox.yaml (Ctrl-C to stop).
+Sandbox provider listening on http://127.0.0.1:$port with $dir/sandbox.yaml (Ctrl-C to stop); $dir/state/ removed.
 In another terminal, paste:
 
   cd $root && . .venv/bin/activate
