@@ -1,15 +1,18 @@
-# make demo — the quickstart end to end against the sandbox; make test — set up and run the tests;
+# make demo — the quickstart end to end against the sandbox; make sandbox — its sandbox in the foreground, to follow
+# README's tour in another terminal; make test — set up and run the tests;
 # make reliability — the reliability suite at full budgets; make fidelity — the plan fidelity test at full budget.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The product alone (what the demo and the sandbox need); STAMP adds the test extras (pytest, playwright, ...).
+PRODUCT_STAMP := $(VENV)/.installed-product
 
 CHROMIUM := /usr/bin/chromium
 
 PG_BIN   := /usr/lib/postgresql/15/bin
 
-.PHONY: demo test reliability fidelity bench clean browser postgres
+.PHONY: demo sandbox test reliability fidelity bench clean browser postgres
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +20,19 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	touch $(STAMP) $(PRODUCT_STAMP)
 
-demo: $(STAMP)
+# Errors only (-qq): setuptools' advice on editable installs is no part of the demo.
+$(PRODUCT_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --quiet -e .
+	touch $(PRODUCT_STAMP)
+
+demo: $(PRODUCT_STAMP)
 	bash examples/quickstart/demo.sh
+
+sandbox: $(PRODUCT_STAMP)
+	bash examples/quickstart/sandbox.sh
 
 # The browser tests drive Debian's Chromium through Playwright (no browser download).
 browser:

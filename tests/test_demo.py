@@ -1,0 +1,276 @@
+"""A newcomer's first hour, from the top of README.md: `make demo` runs cleanly or fails clearly, `make sandbox`
+says how to follow the tour, and every command of README's tour works as shown against the quickstart."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reconciler.sandbox import SandboxServer, load_seed
+from tests.sandbox_support import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICKSTART = ROOT / "examples" / "quickstart"
+BIN = Path(sys.executable).parent
+API_PORT, CALLBACK_PORT = 8765, 8766  # what the quickstart's reconciler.yaml and sandbox.yaml name
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+PROMPT = "? [y/N]: "
+LIMIT = 60.0  # seconds: a bound on a hung command, never a synchronisation
+
+# How each command of README's tour exits, in README's order (test_the_tour_list_is_readmes keeps them in sync).
+TOUR_EXITS = {
+    "reconciler -C examples/quickstart validate": 0,
+    "env -u ADO_CLIENT_SECRET reconciler -C examples/quickstart validate": 0,
+    "reconciler -C examples/quickstart plan": 0,
+    "reconciler -C examples/quickstart apply": 0,
+    "reconciler -C examples/quickstart apply --auto-approve --auth-mode defer --replace installation.globex.ado-main": 3,
+    "reconciler -C examples/quickstart authorize": 0,
+    "reconciler -C examples/quickstart state list": 0,
+    "reconciler -C examples/quickstart state show installation.acme.ado-main": 0,
+    "reconciler -C examples/quickstart plan --detailed-exitcode": 0,
+}
+
+
+def _quickstart_env() -> dict[str, str]:
+    """The credentials examples/quickstart/env.sh exports (and `make sandbox` prints)."""
+    text = (QUICKSTART / "env.sh").read_text()
+    return dict(re.findall(r'export (ADO_CLIENT_\w+)="\$\{\1:-([^}]+)\}"', text))
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """This environment without the tool's own variables, the project's .venv first on PATH, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ADO_", "ENTRA_", "RECONCILER_", "BROWSER"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+    env["RECONCILER_CACHE_DIR"] = os.environ["RECONCILER_CACHE_DIR"]
+    return {**env, **extra}
+
+
+def _tour() -> list[tuple[str, list[str]]]:
+    """README's tour as (command, the output lines shown after it), from its ```console blocks."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    tour = readme.split("## A five-minute tour", 1)[1].split("\n## ", 1)[0]
+    commands: list[tuple[str, list[str]]] = []
+    for block in re.findall(r"^```console\n(.*?)^```", tour, re.MULTILINE | re.DOTALL):
+        for line in block.splitlines():
+            if line.startswith("$ "):
+                commands.append((line[2:].split("  #", 1)[0].strip(), []))
+            elif commands:
+                commands[-1][1].append(line)
+    return commands
+
+
+def _normal(line: str) -> str:
+    return " ".join(line.split())
+
+
+def _shown_in_order(shown: list[str], output: str) -> list[str]:
+    """The shown lines missing from `output`, in order: `...` alone skips lines, a line ending in `...` is a
+    prefix, blank lines are ignored, runs of whitespace compare equal."""
+    actual = [_normal(line) for line in output.splitlines()]
+    missing, at = [], 0
+    for line in (_normal(s) for s in shown):
+        if line in ("", "..."):
+            continue
+        matches = (lambda a, p=line[:-3]: a.startswith(p)) if line.endswith("...") else (lambda a, w=line: a == w)
+        found = next((i for i in range(at, len(actual)) if matches(actual[i])), None)
+        if found is None:
+            missing.append(line)
+        else:
+            at = found + 1
+    return missing
+
+
+def _run_in_terminal(command: str, cwd: Path, env: dict[str, str], answers: dict[str, str]) -> tuple[int, str]:
+    """Run `command` (bash) with a terminal as stdin and stdout, as a newcomer does; type `answers[prompt]` when
+    the output ends with that prompt. Returns the exit code and the output (no colour, \\n line ends)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(["bash", "-c", command], cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave,
+                            start_new_session=True)
+    os.close(slave)
+    output, pending = b"", dict(answers)
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], LIMIT)
+            if not ready:
+                proc.kill()
+                pytest.fail(f"{command}: no output for {LIMIT} s; so far:\n{output.decode(errors='replace')}")
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every holder of the terminal has exited
+                break
+            if not chunk:
+                break
+            output += chunk
+            text = ANSI.sub("", output.decode(errors="replace"))
+            for prompt in [p for p in pending if text.rstrip(" ").endswith(p.rstrip(" "))]:
+                os.write(master, pending.pop(prompt).encode() + b"\n")
+    finally:
+        os.close(master)
+    return proc.wait(timeout=LIMIT), ANSI.sub("", output.decode(errors="replace")).replace("\r\n", "\n")
+
+
+def _copy_quickstart(root: Path, api_port: int = API_PORT, callback_port: int = CALLBACK_PORT) -> Path:
+    """examples/quickstart (no state) under `root`, its ports moved to the given ones."""
+    target = root / "examples" / "quickstart"
+    shutil.copytree(QUICKSTART, target, ignore=shutil.ignore_patterns("state"))
+    for name in ("reconciler.yaml", "sandbox.yaml"):
+        path = target / name
+        text = path.read_text().replace(f"127.0.0.1:{API_PORT}", f"127.0.0.1:{api_port}")
+        path.write_text(text.replace(f"127.0.0.1:{CALLBACK_PORT}", f"127.0.0.1:{callback_port}"))
+    return target
+
+
+@pytest.fixture
+def tour_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[SandboxServer, int]]:
+    """A sandbox seeded like `make sandbox`, on a free port, and the quickstart copied under tmp_path to use it."""
+    for key, value in _quickstart_env().items():
+        monkeypatch.setenv(key, value)
+    with SandboxServer() as server:
+        callback_port = free_port()
+        copy = _copy_quickstart(tmp_path, server.httpd.server_address[1], callback_port)
+        load_seed(server.provider, copy / "sandbox.yaml")
+        yield server, callback_port
+
+
+def _demo(root: Path) -> subprocess.CompletedProcess[str]:
+    """`make demo`'s script, from a copy of the quickstart under `root` (the repository's own state is untouched)."""
+    _copy_quickstart(root)
+    return subprocess.run(["bash", "examples/quickstart/demo.sh"], cwd=root, env=_clean_env(), capture_output=True,
+                          text=True, timeout=LIMIT, check=False)
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def test_the_tour_list_is_readmes() -> None:
+    """The commands of README's tour are exactly the ones this file runs, in README's order."""
+    assert [command for command, _ in _tour()] == list(TOUR_EXITS)
+
+
+def test_the_readme_shows_what_make_sandbox_exports() -> None:
+    """README's lines to paste name the credentials the quickstart's sandbox app is seeded with."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    credentials = _quickstart_env()
+    assert set(credentials) == {"ADO_CLIENT_ID", "ADO_CLIENT_SECRET"}
+    exports = " ".join(f"{key}={value}" for key, value in credentials.items())
+    assert f"export {exports}\n" in readme
+    assert 'export BROWSER="reconciler sandbox approve %s"' in readme
+    assert ". .venv/bin/activate" in readme
+
+
+def test_every_tour_command_works_as_shown(tour_sandbox: tuple[SandboxServer, int], tmp_path: Path) -> None:
+    """Each command of README's tour, run in a terminal in order, exits as documented and prints what is shown."""
+    server, callback_port = tour_sandbox
+    env = _clean_env(**_quickstart_env(), BROWSER="reconciler sandbox approve %s")
+    for command, shown in _tour():
+        answers = {line.split(PROMPT)[0] + PROMPT: line.split(PROMPT)[1] for line in shown if PROMPT in line}
+        code, output = _run_in_terminal(command, tmp_path, env, answers)
+        output = output.replace(f"127.0.0.1:{server.httpd.server_address[1]}", f"127.0.0.1:{API_PORT}")
+        output = output.replace(f"127.0.0.1:{callback_port}", f"127.0.0.1:{CALLBACK_PORT}")
+        assert code == TOUR_EXITS[command], f"$ {command}\n{output}"
+        assert _shown_in_order(shown, output) == [], f"$ {command}\n{output}"
+        assert "warning" not in output.lower(), f"$ {command}\n{output}"
+
+
+def test_the_line_matcher_notices_a_difference() -> None:
+    """A shown line that the output lacks, or shows out of order, is reported."""
+    output = "a\nb  c\nhttp://x/y?z\n"
+    assert _shown_in_order(["a", "...", "b c", "http://x/...", ""], output) == []
+    assert _shown_in_order(["b c", "a"], output) == ["a"]
+    assert _shown_in_order(["http://w/..."], output) == ["http://w/..."]
+
+
+def test_the_demo_runs_cleanly(tmp_path: Path) -> None:
+    """`make demo` applies the quickstart against its own sandbox and says no warning."""
+    if not (_port_is_free(API_PORT) and _port_is_free(CALLBACK_PORT)):
+        pytest.skip(f"ports {API_PORT}/{CALLBACK_PORT} are in use here")
+    result = _demo(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Apply complete: 3 completed." in result.stdout
+    assert "No changes. 3 resources match the configuration." in result.stdout
+    assert [line for line in (result.stdout + result.stderr).splitlines() if "warning" in line.lower()] == []
+
+
+def test_the_demo_fails_clearly_when_its_port_is_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With another sandbox (seeded alike) on the demo's port, the demo stops with an error and talks to no one."""
+    intruder = None
+    if _port_is_free(API_PORT):  # else something holds the port already: the demo must refuse it just the same
+        intruder = SandboxServer(port=API_PORT).start()
+        for key, value in _quickstart_env().items():
+            monkeypatch.setenv(key, value)
+        load_seed(intruder.provider, QUICKSTART / "sandbox.yaml")
+    try:
+        result = _demo(tmp_path)
+    finally:
+        contacts = [*intruder.provider.consents, *intruder.provider.grants] if intruder else []
+        if intruder:
+            intruder.stop()
+    assert result.returncode == 1
+    assert "Apply complete" not in result.stdout
+    assert f"error: the sandbox provider could not start on 127.0.0.1:{API_PORT}" in result.stderr
+    assert "Address already in use" in result.stderr
+    assert contacts == []
+    assert not (tmp_path / "examples" / "quickstart" / "state").exists()
+
+
+@pytest.mark.parametrize("target", ["demo", "sandbox"])
+def test_make_demo_and_sandbox_install_only_the_product(target: str) -> None:
+    """`make demo` and `make sandbox` install the project without its test extras; `make test` with them."""
+    def recipe(name: str) -> str:
+        return subprocess.run(["make", "-n", "-B", name], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+
+    installs = [line for line in recipe(target).splitlines() if "pip install" in line and "--upgrade pip" not in line]
+    assert installs and all(line.rstrip().endswith(" -e .") for line in installs), installs
+    assert "pytest" not in recipe(target) and "[test]" not in recipe(target)
+    assert "-e '.[test]'" in recipe("test")
+
+
+def test_make_sandbox_prints_lines_that_work_when_pasted(tmp_path: Path) -> None:
+    """`make sandbox`'s script serves the quickstart from no state and prints lines that, pasted, make it work."""
+    if not _port_is_free(API_PORT):
+        pytest.skip(f"port {API_PORT} is in use here")
+    stale = _copy_quickstart(tmp_path) / "state"  # an earlier sandbox's grants: the tour must start without them
+    stale.mkdir()
+    (stale / "default.json").write_text("{}")
+    (tmp_path / ".venv").symlink_to(BIN.parent)
+    env = {k: v for k, v in _clean_env().items() if k != "PATH"} | {"PATH": "/usr/bin:/bin"}
+    with subprocess.Popen(["bash", "examples/quickstart/sandbox.sh"], cwd=tmp_path, env=env, text=True,
+                          stdout=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        try:
+            printed = []
+            for line in proc.stdout:
+                printed.append(line)
+                if line.startswith("then follow"):
+                    break
+            pasted = "\n".join(line.strip() for line in printed if line.startswith(("  cd ", "  export ")))
+            apply = "reconciler -C examples/quickstart apply --auto-approve --auth-mode browser"
+            check = subprocess.run(["bash", "-c", f"{pasted}\n{apply}"],
+                                   cwd="/", env=env, capture_output=True, text=True, timeout=LIMIT, check=False)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=LIMIT)
+    assert printed[0].startswith(f"Sandbox provider listening on http://127.0.0.1:{API_PORT} ")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "Apply complete: 3 completed." in check.stdout
+    assert code == 143
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", API_PORT)) != 0  # the sandbox is gone with the script
