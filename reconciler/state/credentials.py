@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
@@ -24,7 +24,7 @@ from reconciler.crypto import StateKey, StateKeyError, associated_data, open_blo
 from reconciler.errors import StaleStateError, StateError
 from reconciler.state.local import _atomic_write
 
-__all__ = ["LocalCredentialStore", "PendingAuthorization", "SealedRecord", "TokenSet", "Vault"]
+__all__ = ["LocalCredentialStore", "copy_verdict", "PendingAuthorization", "SealedRecord", "TokenSet", "Vault"]
 
 
 class _Sealed(BaseModel):
@@ -80,6 +80,21 @@ class SealedRecord(BaseModel):
     staged: Blob | None = None  # new tokens written before the document that names their client (two-phase)
 
 
+Verdict = Literal["copy", "same", "newer", "diverged"]
+
+
+def copy_verdict(pushed: SealedRecord, stored: SealedRecord | None) -> Verdict:
+    """Whether a record copied between states may replace the one stored there: only when it is a later
+    generation (`copy`). A stored record of a later generation is `newer` (its tokens rotated after the copy was
+    taken: the copy's refresh token is spent), one of the same generation with other contents `diverged` (both
+    sides moved on from one record): both are kept, since replacing them could lose the only working tokens."""
+    if stored is None or stored.generation < pushed.generation:
+        return "copy"
+    if stored.generation > pushed.generation:
+        return "newer"
+    return "same" if stored == pushed else "diverged"
+
+
 class CredentialStore(Protocol):
     """Where sealed credential records live (local files or PostgreSQL rows)."""
 
@@ -95,7 +110,7 @@ class CredentialStore(Protocol):
         staged: Blob | None = None,
     ) -> int: ...
 
-    def put_record(self, address: str, record: SealedRecord) -> None: ...
+    def put_record(self, address: str, record: SealedRecord, *, expected_generation: int | None) -> None: ...
 
     def delete(self, address: str) -> None: ...
 
@@ -161,9 +176,14 @@ class LocalCredentialStore:
                 ) from None
             return record.generation
 
-    def put_record(self, address: str, record: SealedRecord) -> None:
-        """Store a record as it is (for `state push`)."""
+    def put_record(self, address: str, record: SealedRecord, *, expected_generation: int | None) -> None:
+        """Store a record as it is (for `state push`), if the stored generation is still `expected_generation`
+        (None: no record yet)."""
         with self._guard(address):
+            current = self.get(address)
+            have = current.generation if current else None
+            if have != expected_generation:
+                raise StaleStateError(f"credentials of {address} changed meanwhile (generation {have})")
             _atomic_write(self._path(address), record.model_dump_json(exclude_none=True).encode())
 
     def delete(self, address: str) -> None:

@@ -27,7 +27,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from reconciler.errors import StaleStateError, StateError, StateLockedError
 from reconciler.state.backend import LockInfo
-from reconciler.state.model import Record, StateDocument, decode_state, encode_state
+from reconciler.state.model import Record, StateDocument, check_import, decode_state, encode_state
 
 __all__ = ["LocalBackend"]
 
@@ -287,16 +287,13 @@ class LocalBackend:
 
     def import_document(self, doc: StateDocument) -> None:
         """Store `doc` as it is (same serial), for `state push`: only over nothing, or an older serial of the same
-        lineage. Call with the lock held."""
+        lineage (the same serial only with the same contents, then nothing is written). Call with the lock held."""
         current = self.read()
-        if current is not None and (current.lineage != doc.lineage or current.serial > doc.serial):
-            raise StaleStateError(
-                f"{self._display}: holds lineage {current.lineage} serial {current.serial}; refusing to replace it"
-            )
-        self.directory.mkdir(parents=True, exist_ok=True)
         if current is not None:
-            _atomic_write(self.backup_path, self.path.read_bytes())
-        _atomic_write(self.path, encode_state(doc))
+            check_import(self._display, current, doc)
+            if current.serial == doc.serial:
+                return
+        self._snapshot(doc, replace_existing=current is not None)
 
     def force_unlock(self, lock_id: str) -> str:
         """Clear lock information left behind. A live holder keeps its OS lock: stop that process instead."""

@@ -21,7 +21,7 @@ from typing import Any
 from reconciler.errors import StaleStateError, StateError, StateLockedError
 from reconciler.state.backend import LockInfo
 from reconciler.state.credentials import Blob, SealedRecord
-from reconciler.state.model import StateDocument, decode_state
+from reconciler.state.model import StateDocument, check_import, decode_state
 
 __all__ = ["PostgresBackend", "PostgresCredentialStore"]
 
@@ -255,15 +255,17 @@ class PostgresBackend:
 
     def import_document(self, doc: StateDocument) -> None:
         """Store `doc` as it is (same serial), for `state push`: only over nothing, or an older serial of the same
-        lineage. Call with the lock held."""
+        lineage (the same serial only with the same contents, then nothing is written). Call with the lock held."""
 
         def work(conn: Any) -> None:
             with conn.transaction():
                 header = self._header(conn, for_update=True)
-                if header is not None and (header[0] != doc.lineage or header[1] > doc.serial):
-                    raise StaleStateError(
-                        f"{self._where}: holds lineage {header[0]} serial {header[1]}; refusing to replace it"
-                    )
+                if header is not None:
+                    raw = {"format_version": 1, "lineage": header[0], "serial": header[1], "environment": self.environment}
+                    current = decode_state(json.dumps({**raw, "resources": self._rows(conn)}).encode(), self._where)
+                    check_import(self._where, current, doc)
+                    if current.serial == doc.serial:
+                        return
                 conn.execute(
                     "INSERT INTO reconciler_state (environment, lineage, serial) VALUES (%s, %s, %s) "
                     "ON CONFLICT (environment) DO UPDATE SET lineage = EXCLUDED.lineage, serial = EXCLUDED.serial, "
@@ -410,22 +412,26 @@ class PostgresCredentialStore:
 
         return self.backend._run(work)  # type: ignore[no-any-return]
 
-    def put_record(self, address: str, record: SealedRecord) -> None:
-        """Store a record as it is (for `state push`)."""
+    def put_record(self, address: str, record: SealedRecord, *, expected_generation: int | None) -> None:
+        """Store a record as it is (for `state push`), if the stored generation is still `expected_generation`
+        (None: no record yet)."""
 
         def work(conn: Any) -> None:
-            conn.execute(
-                "INSERT INTO reconciler_credentials (environment, address, generation, tokens, pending, staged) "
-                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (environment, address) DO UPDATE SET "
-                "generation = EXCLUDED.generation, tokens = EXCLUDED.tokens, pending = EXCLUDED.pending, "
-                "staged = EXCLUDED.staged",
-                (
-                    self.environment,
-                    address,
-                    record.generation,
-                    *(json.dumps(b) if b else None for b in (record.tokens, record.pending, record.staged)),
-                ),
-            )
+            blobs = tuple(json.dumps(b) if b else None for b in (record.tokens, record.pending, record.staged))
+            if expected_generation is None:
+                cursor = conn.execute(
+                    "INSERT INTO reconciler_credentials (environment, address, generation, tokens, pending, staged) "
+                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    (self.environment, address, record.generation, *blobs),
+                )
+            else:
+                cursor = conn.execute(
+                    "UPDATE reconciler_credentials SET generation = %s, tokens = %s, pending = %s, staged = %s "
+                    "WHERE environment = %s AND address = %s AND generation = %s",
+                    (record.generation, *blobs, self.environment, address, expected_generation),
+                )
+            if cursor.rowcount != 1:
+                raise StaleStateError(f"credentials of {address} changed meanwhile")
 
         self.backend._run(work)
 

