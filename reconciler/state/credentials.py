@@ -24,7 +24,7 @@ from reconciler.crypto import StateKey, StateKeyError, associated_data, open_blo
 from reconciler.errors import StaleStateError, StateError
 from reconciler.state.local import _atomic_write
 
-__all__ = ["LocalCredentialStore", "copy_verdict", "PendingAuthorization", "SealedRecord", "TokenSet", "Vault"]
+__all__ = ["LocalCredentialStore", "PendingAuthorization", "SealedRecord", "TokenSet", "Vault", "copy_verdict"]
 
 
 class _Sealed(BaseModel):

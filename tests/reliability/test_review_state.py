@@ -46,7 +46,7 @@ def _refreshed_everything(result) -> None:  # type: ignore[no-untyped-def]
 def test_pushing_an_older_copy_keeps_the_rotated_tokens(sandbox_config, request, direction: str) -> None:  # type: ignore[no-untyped-def]
     """Pull, refresh (tokens rotate, the serial stays), then copy the old credentials back: the newer records are
     kept (and the user told so), and the next refresh still works for every installation."""
-    sandbox, directory, write, browser = sandbox_config
+    _, directory, write, _ = sandbox_config
     env = dict(TEAM_ENV)
     if direction == "local-to-local":
         write(TWO)
@@ -78,7 +78,7 @@ def test_pushing_an_older_copy_keeps_the_rotated_tokens(sandbox_config, request,
 def test_pushing_a_diverged_copy_changes_nothing_it_should_not(sandbox_config, case: str) -> None:  # type: ignore[no-untyped-def]
     """A copy at the destination's serial with other contents is refused with nothing written; a credential record
     the copy lacks is kept in the destination, and the user told so."""
-    sandbox, directory, write, browser = sandbox_config
+    _, directory, write, _ = sandbox_config
     write(TWO)
     assert run(APPLY, TEAM_ENV).exit_code == 0
     assert run(["-C", ".", "state", "pull", "copy"], TEAM_ENV).exit_code == 0
