@@ -222,6 +222,9 @@ def validate(opts: Options) -> int:
         environment=opts.environment,
         cache=opts.workspace().parse_cache(),
     )
+    from reconciler.workflow import check_backend
+
+    check_backend(opts.workspace(), loaded.root)
     for warning in loaded.warnings:
         click.echo(f"warning: {warning}", err=True)
     desired = loaded.desired

@@ -89,7 +89,24 @@ def open_backend(ws: Workspace, root: RootFile) -> StateBackend:
     dsn = resolve_reference(
         spec.dsn, config_dir=ws.config_dir, environ=ws.environ, where=root_file, key=("backend", "dsn")
     )
-    return PostgresBackend(dsn, ws.environment_name)
+    return PostgresBackend(dsn, ws.environment_name, source=f"{display_path(root_file)}: backend.dsn")
+
+
+def check_backend(ws: Workspace, root: RootFile) -> None:
+    """Offline: a PostgreSQL DSN that is available must parse (`validate` runs where the DSN's variable may not be
+    set, and says nothing about it then)."""
+    if isinstance(root.backend, LocalBackendSpec):
+        return
+    from reconciler.state.postgres import PostgresBackend
+
+    root_file = ws.config_dir / CONFIG_FILE
+    try:
+        dsn = resolve_reference(
+            root.backend.dsn, config_dir=ws.config_dir, environ=ws.environ, where=root_file, key=("backend", "dsn")
+        )
+    except ReconcilerError:
+        return
+    PostgresBackend(dsn, ws.environment_name, source=f"{display_path(root_file)}: backend.dsn")
 
 
 def key_directory(ws: Workspace, root: RootFile) -> Path | None:

@@ -5,8 +5,8 @@ Owns: the tables (created on first use), resource rows (a step rewrites only its
 previous value in a backup table), sealed credential rows
 (compare-and-swap on `generation`), and the lock: a *session* advisory lock on a dedicated connection, so a crashed
 or killed process never leaves a stuck lock (the server releases it with the session). Needs a direct connection,
-not a transaction pooler. Must not: know the configuration or the plan; put a DSN (it may hold a password) in a
-message.
+not a transaction pooler. Must not: know the configuration or the plan; put a DSN (it may hold a password), or
+any text of the driver's that may quote it, in a message (`dsn` words every DSN problem itself).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 from reconciler.errors import StaleStateError, StateError, StateLockedError
 from reconciler.state.backend import LockInfo
 from reconciler.state.credentials import Blob, SealedRecord
+from reconciler.state.dsn import DsnError, connect_problem, parse_dsn
 from reconciler.state.model import StateDocument, check_import, decode_state
 
 __all__ = ["PostgresBackend", "PostgresCredentialStore"]
@@ -73,21 +74,13 @@ def _psycopg():  # type: ignore[no-untyped-def]
     return psycopg
 
 
-def _connect(dsn: str, where: str):  # type: ignore[no-untyped-def]
+def _connect(dsn: str, settings: dict[str, Any], where: str):  # type: ignore[no-untyped-def]
+    """A connection; on failure our own message (see `dsn.connect_problem`): the driver's may quote the DSN."""
     psycopg = _psycopg()
     try:
         return psycopg.connect(dsn, autocommit=True, connect_timeout=10)
     except psycopg.Error as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        reason = reason.replace(dsn, "<dsn>")
-        raise StateError(f"{where}: cannot connect to PostgreSQL ({_scrub(reason)})") from None
-
-
-def _scrub(text: str) -> str:
-    """Connection errors can echo parts of the DSN; keep only the server's reason."""
-    import re
-
-    return re.sub(r"password=\S+|://[^@\s]+@", "<redacted>", text)
+        raise StateError(f"{where}: cannot connect to PostgreSQL: {connect_problem(exc, settings)}") from None
 
 
 def _lock_key(environment: str) -> int:
@@ -98,7 +91,12 @@ def _lock_key(environment: str) -> int:
 class PostgresBackend:
     """One environment's state in PostgreSQL."""
 
-    def __init__(self, dsn: str, environment: str) -> None:
+    def __init__(self, dsn: str, environment: str, *, source: str = "the PostgreSQL DSN") -> None:
+        """`source` names where the DSN came from, for the message when it does not parse (never its value)."""
+        try:
+            self._settings = parse_dsn(dsn)
+        except DsnError as exc:
+            raise StateError(f"{source}: cannot parse the DSN ({exc.problem})", hint=exc.hint) from None
         self._dsn = dsn
         self.environment = environment
         self._where = f"postgres state '{environment}'"
@@ -117,7 +115,7 @@ class PostgresBackend:
         if self._conn is not None:
             yield self._conn
             return
-        conn = _connect(self._dsn, self._where)
+        conn = _connect(self._dsn, self._settings, self._where)
         try:
             yield conn
         finally:
@@ -282,7 +280,7 @@ class PostgresBackend:
     @contextmanager
     def lock(self, operation: str, *, timeout: float = 0.0) -> Iterator[LockInfo]:
         psycopg = _psycopg()
-        conn = _connect(self._dsn, self._where)
+        conn = _connect(self._dsn, self._settings, self._where)
         try:
             self._ensure_schema(conn)
             key = _lock_key(self.environment)

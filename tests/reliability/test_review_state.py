@@ -102,3 +102,82 @@ def test_pushing_a_diverged_copy_changes_nothing_it_should_not(sandbox_config, c
         assert "kept 1 credential record found only in the destination: installation.globex.ado" in pushed.stdout
         assert (directory / "state" / "default.credentials" / "installation.globex.ado.json").exists()
         _refreshed_everything(run(REFRESH, TEAM_ENV))
+
+
+# -- finding 3: a DSN's password never reaches the output ------------------------------------------------------
+
+SECRET = "hunter2-Ŝecret"  # in every password below; never in any output
+UNPARSABLE = [  # (DSN, what the message must say) — none of these parses
+    ("postgresql://app:Q%ZZ" + SECRET + "@127.0.0.1:1/db", "percent"),
+    ("postgresql://app:" + SECRET + "%x@127.0.0.1:1/db", "percent"),
+    ("postgresql://app:pa ss " + SECRET + "@127.0.0.1:1/db", "space"),
+    ("postgresql://app@127.0.0.1:1/db?password=Q%ZZ" + SECRET, "percent"),
+    ("postgres://app@127.0.0.1:1/db?sslmode=disable&password=a b" + SECRET, "space"),
+    ("postgresql://app:" + SECRET + "@[::1/db", "bracket"),
+    ("host=127.0.0.1 port=1 password='unterminated " + SECRET, "quote"),
+    ("host=127.0.0.1 port=1 " + SECRET, "'='"),
+    ("host=127.0.0.1 port=1 password=" + SECRET + " dbname", "'='"),
+    ("host=127.0.0.1 port=1 password=" + SECRET + " bogus=x", "unknown key"),
+    ("host=127.0.0.1 port=1 password=" + SECRET + " " + SECRET + "=x", "unknown key"),
+]
+UNREACHABLE = [  # parse, but no connection comes of them
+    "postgresql://app:" + SECRET + "@127.0.0.1:1/db",
+    "postgresql://app:" + SECRET.replace("-", "%20") + "@127.0.0.1:1/db?connect_timeout=5",
+    "postgresql://app:" + SECRET + "@127.0.0.1:notaport/db",
+    "host=127.0.0.1 port=1 password='sp ace " + SECRET + "' user=app dbname=x",
+    "host=127.0.0.1 port=1 password=" + SECRET.replace("-", "\\ ") + " user=app",
+    "host=127.0.0.1 port=x password=" + SECRET,
+    "host=127.0.0.1 port=1 password=" + SECRET + " sslmode=bogus",
+    "host=127.0.0.1 port=1 password=x" + SECRET + "=y",
+    "postgresql://app:sec@" + SECRET + "@127.0.0.1:1/db",
+    "postgresql://app:" + SECRET + "/db",
+]
+DSN_COMMANDS = [
+    ["plan"],
+    ["state", "list"],
+    ["apply", "--auto-approve", "--auth-mode", "defer"],
+    ["validate"],
+]
+
+
+def _dsn_workspace(write_config) -> Path:  # type: ignore[no-untyped-def]
+    from tests.sandbox_support import config_text
+
+    text = config_text("http://127.0.0.1:9", 9, TWO) + PG
+    return write_config({"reconciler.yaml": text})  # type: ignore[no-any-return]
+
+
+def _assert_no_password(result, dsn: str) -> None:  # type: ignore[no-untyped-def]
+    output = result.stdout + result.stderr
+    fragments = {SECRET, SECRET.replace("-", " "), SECRET.replace("-", "\\ "), "hunter2", "Ŝecret"}
+    assert not [f for f in fragments if f in output], output
+    assert dsn not in output
+
+
+@pytest.mark.finding(3)
+@pytest.mark.parametrize(("dsn", "says"), UNPARSABLE, ids=range(len(UNPARSABLE)))
+def test_an_unparsable_dsn_is_named_without_its_password(write_config, dsn: str, says: str) -> None:  # type: ignore[no-untyped-def]
+    """Every command that reads the configuration fails with one line saying what is wrong with the DSN (which part,
+    which key), and never the password."""
+    config = _dsn_workspace(write_config)
+    for command in DSN_COMMANDS:
+        result = run(["-C", str(config), *command], {**TEAM_ENV, "RECONCILER_PG_DSN": dsn})
+        _assert_no_password(result, dsn)
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 1 and len(lines) <= 2, (command, result.stdout, result.stderr)  # error, hint
+        assert "backend.dsn" in lines[0] and "cannot parse" in lines[0] and says in lines[0], (command, lines)
+
+
+@pytest.mark.parametrize("dsn", UNREACHABLE, ids=range(len(UNREACHABLE)))
+def test_an_unreachable_dsn_is_named_without_its_password(write_config, dsn: str) -> None:  # type: ignore[no-untyped-def]
+    """A DSN that parses but does not connect: the commands that need state fail with one line naming where (host,
+    port, database, user — never the password); validate, which does not connect, never shows it either."""
+    config = _dsn_workspace(write_config)
+    for command in DSN_COMMANDS:
+        result = run(["-C", str(config), *command], {**TEAM_ENV, "RECONCILER_PG_DSN": dsn})
+        _assert_no_password(result, dsn)
+        if command == ["validate"]:
+            assert result.exit_code in (0, 1), result.stderr
+            continue
+        assert result.exit_code == 1, (command, result.stdout, result.stderr)
+        assert "PostgreSQL" in result.stderr and len(result.stderr.strip().splitlines()) <= 2, result.stderr
