@@ -319,10 +319,17 @@ def _sealed_key_id(store) -> str | None:  # type: ignore[no-untyped-def]
 
 
 def _git_ignore_keys(directory: Path) -> None:
+    """`*.key` in the state directory's .gitignore (never written through a link planted there)."""
+    import os
+
+    from reconciler.statefiles import open_regular, read_regular
+
     ignore = directory / ".gitignore"
-    lines = ignore.read_text().splitlines() if ignore.exists() else ["# state keys never go into git"]
+    raw = read_regular(ignore)
+    lines = raw.decode(errors="replace").splitlines() if raw is not None else ["# state keys never go into git"]
     if "*.key" not in lines:
-        ignore.write_text("\n".join([*lines, "*.key"]) + "\n")
+        with os.fdopen(open_regular(ignore, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), "w") as handle:
+            handle.write("\n".join([*lines, "*.key"]) + "\n")
 
 
 def services_for(  # type: ignore[no-untyped-def]

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 from reconciler.crypto import StateKey, StateKeyError, associated_data, open_blob, seal
 from reconciler.errors import StaleStateError, StateError
 from reconciler.state.local import _atomic_write
+from reconciler.statefiles import check_directory, open_regular, read_regular
 
 __all__ = ["LocalCredentialStore", "PendingAuthorization", "SealedRecord", "TokenSet", "Vault", "copy_verdict"]
 
@@ -126,25 +127,30 @@ class LocalCredentialStore:
 
     def __init__(self, directory: Path, environment: str) -> None:
         self.directory = Path(directory) / f"{environment}.credentials"
+        self._checked = False
 
     def _path(self, address: str) -> Path:
+        if not self._checked:  # once per store: a link here would put every record somewhere else
+            check_directory(self.directory)
+            self._checked = True
         return self.directory / f"{address}.json"
 
     def get(self, address: str) -> SealedRecord | None:
+        path = self._path(address)
         try:
-            return SealedRecord.model_validate_json(self._path(address).read_bytes())
-        except FileNotFoundError:
-            return None
+            raw = read_regular(path)
+            return None if raw is None else SealedRecord.model_validate_json(raw)
         except (OSError, ValidationError):
-            raise StateError(f"{self._path(address)}: unreadable credentials record; it was not changed") from None
+            raise StateError(f"{path}: unreadable credentials record; it was not changed") from None
 
     @contextmanager
     def _guard(self, address: str) -> Iterator[None]:
         """Serialises compare-and-swap on one record: one of `LOCK_STRIPES` lock files, chosen by address, so
         that concurrent refreshes of different installations do not wait on each other's fsync."""
+        self._path(address)
         self.directory.mkdir(parents=True, exist_ok=True)
         stripe = zlib.crc32(address.encode()) % LOCK_STRIPES
-        fd = os.open(self.directory / f".lock-{stripe:02d}", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = open_regular(self.directory / f".lock-{stripe:02d}", os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -199,6 +205,7 @@ class LocalCredentialStore:
         return stat.f_bavail * stat.f_frsize
 
     def addresses(self) -> list[str]:
+        check_directory(self.directory)
         if not self.directory.exists():
             return []
         return sorted(p.name.removesuffix(".json") for p in self.directory.glob("*.json") if not p.name.startswith("."))

@@ -28,6 +28,7 @@ from pydantic import TypeAdapter, ValidationError
 from reconciler.errors import StaleStateError, StateError, StateLockedError
 from reconciler.state.backend import LockInfo
 from reconciler.state.model import Record, StateDocument, check_import, decode_state, encode_state
+from reconciler.statefiles import check_replaceable, open_regular, read_regular
 
 __all__ = ["LocalBackend"]
 
@@ -87,12 +88,12 @@ class LocalBackend:
         if self._held is not None and self._current is not None:
             return self._current  # nobody else writes while we hold the lock
         try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            self._digests = [(os.path.abspath(self.path), None)]
-            return None
+            raw = read_regular(self.path)
         except OSError as exc:
             raise StateError(f"{self._display}: cannot read state: {exc.strerror or exc}") from None
+        if raw is None:
+            self._digests = [(os.path.abspath(self.path), None)]
+            return None
         self._digests = [(os.path.abspath(self.path), hashlib.sha256(raw).hexdigest())]
         doc = decode_state(raw, self._display)
         if doc.environment != self.environment:
@@ -109,14 +110,14 @@ class LocalBackend:
     def _replay(self, doc: StateDocument) -> StateDocument:
         """The snapshot with every intact journal record after it applied; a torn or foreign tail is ignored."""
         try:
-            raw = self.journal_path.read_bytes()
-        except FileNotFoundError:
+            raw = read_regular(self.journal_path)
+        except OSError as exc:
+            raise StateError(f"{self.journal_path}: cannot read the state journal: {exc.strerror}") from None
+        if raw is None:
             self._journal_bytes = self._journal_tail = 0
             if self._digests is not None:
                 self._digests.append((os.path.abspath(self.journal_path), None))
             return doc
-        except OSError as exc:
-            raise StateError(f"{self.journal_path}: cannot read the state journal: {exc.strerror}") from None
         if self._digests is not None:
             self._digests.append((os.path.abspath(self.journal_path), hashlib.sha256(raw).hexdigest()))
         self._journal_tail = len(raw) - (raw.rfind(b"\n") + 1)
@@ -194,11 +195,11 @@ class LocalBackend:
         body = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         line = json.dumps({"c": hashlib.sha256(body.encode()).hexdigest(), "p": payload}, sort_keys=True) + "\n"
         try:
-            if self._journal_tail:
-                # A record appended after a torn one would share its line, and replay stops there: drop the tail.
-                os.truncate(self.journal_path, self.journal_path.stat().st_size - self._journal_tail)
-                self._journal_tail = 0
-            with open(self.journal_path, "ab") as handle:
+            with os.fdopen(open_regular(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab") as handle:
+                if self._journal_tail:
+                    # A record appended after a torn one would share its line, and replay stops there: drop the tail.
+                    os.ftruncate(handle.fileno(), os.fstat(handle.fileno()).st_size - self._journal_tail)
+                    self._journal_tail = 0
                 handle.write(line.encode())
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -217,12 +218,13 @@ class LocalBackend:
     def _snapshot(self, new: StateDocument, *, replace_existing: bool) -> StateDocument:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            if replace_existing and self.path.exists():
-                _atomic_write(self.backup_path, self.path.read_bytes())
+            previous = read_regular(self.path) if replace_existing else None
+            if previous is not None:
+                _atomic_write(self.backup_path, previous)
             encoded = encode_state(new)
             _atomic_write(self.path, encoded)
             # Records up to new.serial are in the snapshot now; replay skips them even if this truncation is lost.
-            if self.journal_path.exists():
+            if os.path.lexists(self.journal_path):
                 _atomic_write(self.journal_path, b"")
         except OSError as exc:
             self._current = None
@@ -238,7 +240,7 @@ class LocalBackend:
     @contextmanager
     def lock(self, operation: str, *, timeout: float = 0.0) -> Iterator[LockInfo]:
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = open_regular(self.lock_path, os.O_RDWR | os.O_CREAT)
         try:
             deadline = time.monotonic() + timeout
             while True:
@@ -297,9 +299,10 @@ class LocalBackend:
 
     def force_unlock(self, lock_id: str) -> str:
         """Clear lock information left behind. A live holder keeps its OS lock: stop that process instead."""
-        if not self.lock_path.exists():
-            raise StateError(f"state {self._display} is not locked")
-        fd = os.open(self.lock_path, os.O_RDWR)
+        try:
+            fd = open_regular(self.lock_path, os.O_RDWR)
+        except FileNotFoundError:
+            raise StateError(f"state {self._display} is not locked") from None
         try:
             holder = self._holder(fd)
             try:
@@ -340,7 +343,9 @@ class LocalBackend:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that a reader sees the old or the new bytes, never a mix."""
+    """Replace `path` with `data` so that a reader sees the old or the new bytes, never a mix. A link or special
+    file at `path` is refused (`NotARegularFileError`), not replaced."""
+    check_replaceable(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -181,3 +181,117 @@ def test_an_unreachable_dsn_is_named_without_its_password(write_config, dsn: str
             continue
         assert result.exit_code == 1, (command, result.stdout, result.stderr)
         assert "PostgreSQL" in result.stderr and len(result.stderr.strip().splitlines()) <= 2, result.stderr
+
+
+# -- finding 4: state files are never opened through a link ------------------------------------------------------
+
+VICTIM = b"someone else's file: must never change\n"
+STATE_ONLY = ["-C", ".", "state", "rm", "installation.globex.ado"]  # lock, snapshot, journal, backup, credentials
+PLANTS = {  # kind: (the name planted in the state directory, the command that meets it)
+    "lock": ("default.lock", STATE_ONLY),
+    "journal": ("default.journal", STATE_ONLY),
+    "snapshot": ("default.json", STATE_ONLY),
+    "backup": ("default.json.backup", STATE_ONLY),
+    "key file": ("default.key", REFRESH),
+    "passphrase salt": ("default.kdf.json", REFRESH),
+    "credentials record": ("default.credentials/installation.acme.ado.json", REFRESH),
+    "stripe lock": ("default.credentials/.lock-{stripe}", REFRESH),
+    "credentials directory": ("default.credentials", REFRESH),
+    "gitignore": (".gitignore", APPLY),
+}
+
+
+def _stripe(address: str) -> str:
+    import zlib
+
+    from reconciler.state.credentials import LOCK_STRIPES
+
+    return f"{zlib.crc32(address.encode()) % LOCK_STRIPES:02d}"
+
+
+def _run_cli(args: list[str], env: dict[str, str]):  # type: ignore[no-untyped-def]
+    """The CLI in its own process, so that a FIFO that blocks an open hangs that process only (then: a failure)."""
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("ADO_", "RECONCILER_", "ENTRA_"))}
+    clean["RECONCILER_CACHE_DIR"] = os.environ["RECONCILER_CACHE_DIR"]
+    command = [sys.executable, "-m", "reconciler", *args]
+    try:
+        return subprocess.run(command, env={**clean, **env}, capture_output=True, text=True, timeout=60, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{args} hung on a planted file")
+
+
+LINKS_ONLY = ("credentials directory", "gitignore", "stripe lock", "backup")  # a directory there is legitimate,
+# or the name is only ever replaced (never opened), or nothing there would hang
+
+
+@pytest.mark.finding(4)
+@pytest.mark.parametrize(
+    ("kind", "plant"),
+    [
+        (kind, plant)
+        for kind in PLANTS
+        for plant in ("symlink", "dangling symlink", "fifo", "directory")
+        if kind not in LINKS_ONLY or "symlink" in plant
+    ],
+)
+def test_a_planted_state_file_is_refused_untouched(sandbox_config, tmp_path: Path, kind: str, plant: str) -> None:  # type: ignore[no-untyped-def]
+    """A link (to a file, or to where a file could be created), a FIFO or a directory at a state file's name: the
+    command exits 1 with a line naming the file and saying it was not changed, and what the link points to is
+    neither changed nor created."""
+    import os
+
+    _, directory, write, _ = sandbox_config
+    env = dict(ENV)
+    if kind == "passphrase salt":
+        env["RECONCILER_STATE_PASSPHRASE"] = "correct horse battery staple"
+    write(TWO)
+    name, command = PLANTS[kind]
+    name = name.format(stripe=_stripe("installation.acme.ado"))
+    state = directory / "state"
+    if kind == "gitignore":
+        state.mkdir()
+    else:
+        assert run(APPLY, env).exit_code == 0
+        assert run(["-C", ".", "state", "list"], env).exit_code == 0
+    planted = state / name
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / "victim"
+    if kind == "credentials directory":
+        import shutil
+
+        shutil.copytree(planted, outside / "elsewhere")
+        victim = outside / "elsewhere"
+    elif plant == "symlink":
+        victim.write_bytes(VICTIM)
+    before = {str(p): p.read_bytes() for p in outside.rglob("*") if p.is_file()}
+    if planted.is_dir() and kind == "credentials directory":
+        import shutil
+
+        shutil.rmtree(planted)
+    else:
+        planted.unlink(missing_ok=True)
+    if plant == "fifo":
+        os.mkfifo(planted)
+    elif plant == "directory":
+        planted.mkdir()
+    else:
+        planted.symlink_to(victim)
+    if kind == "key file" and plant == "symlink":
+        victim.write_bytes(base64.b64encode(b"k" * 32) + b"\n")  # a key someone else knows
+        before = {str(victim): victim.read_bytes()}
+
+    result = _run_cli(command, env)
+
+    after = {str(p): p.read_bytes() for p in outside.rglob("*") if p.is_file()}
+    assert after == before  # the link's target is unchanged, and nothing was created through a dangling link
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    named = [line for line in lines if name.rsplit("/", 1)[-1] in line]
+    assert named and all("not changed" in line for line in named), lines
+    if command != REFRESH:
+        assert len(lines) <= 2, lines  # the error and its hint (a refresh reports per installation, then sums up)
