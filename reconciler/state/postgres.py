@@ -55,15 +55,13 @@ CREATE TABLE IF NOT EXISTS reconciler_credentials (
     staged jsonb,
     PRIMARY KEY (environment, address)
 );
-CREATE TABLE IF NOT EXISTS reconciler_locks (
-    environment text PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS reconciler_lock_claims (
+    environment text NOT NULL,
+    backend_pid integer NOT NULL,
     info jsonb NOT NULL,
-    backend_pid integer NOT NULL
+    PRIMARY KEY (environment, backend_pid)
 );
 """
-
-
-HOLDER_GRACE = 1.0  # seconds a loser waits for the holder to name itself (or let go) before failing
 
 
 def _psycopg():  # type: ignore[no-untyped-def]
@@ -279,80 +277,104 @@ class PostgresBackend:
 
     @contextmanager
     def lock(self, operation: str, *, timeout: float = 0.0) -> Iterator[LockInfo]:
+        """A session advisory lock. Each writer records who it is (a claim row keyed by its session's backend pid)
+        *before* it tries the lock, and lets go before deleting the claim: whoever finds the lock held finds the
+        holder's session in `pg_locks` and its claim beside it, at every moment."""
         psycopg = _psycopg()
         conn = _connect(self._dsn, self._settings, self._where)
         try:
             self._ensure_schema(conn)
-            key = _lock_key(self.environment)
-            deadline = time.monotonic() + timeout
-            while not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
-                now = time.monotonic()
-                if now >= deadline:
-                    # The holder names itself just after taking the lock: a loser that finds no name (or only the
-                    # name a dead session left behind) looks again for a moment rather than fail anonymously.
-                    if self._holder_info(conn) is None and now < deadline + HOLDER_GRACE:
-                        time.sleep(0.02)
-                        continue
-                    raise StateLockedError(
-                        f"{self._where} is locked: {self._holder(conn)}",
-                        hint="wait and retry, pass --lock-timeout, or force-unlock if that process is stuck",
-                    )
-                time.sleep(min(0.1, max(0.0, deadline - now)))
             info = LockInfo.for_current_process(operation)
-            backend_pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
             conn.execute(
-                "INSERT INTO reconciler_locks (environment, info, backend_pid) VALUES (%s, %s, %s) "
-                "ON CONFLICT (environment) DO UPDATE SET info = EXCLUDED.info, backend_pid = EXCLUDED.backend_pid",
-                (self.environment, json.dumps(info.as_dict()), backend_pid),
+                "INSERT INTO reconciler_lock_claims (environment, backend_pid, info) VALUES (%s, pg_backend_pid(), %s) "
+                "ON CONFLICT (environment, backend_pid) DO UPDATE SET info = EXCLUDED.info",
+                (self.environment, json.dumps(info.as_dict())),
             )
-            self._conn, self._held = conn, info
             try:
-                yield info
-            finally:
-                self._conn, self._held = None, None
+                self._take(conn, timeout)
+                self._conn, self._held = conn, info
                 try:
-                    conn.execute("DELETE FROM reconciler_locks WHERE environment = %s", (self.environment,))
-                    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
-                except psycopg.Error:
-                    pass  # closing the session releases the lock anyway
+                    yield info
+                finally:
+                    self._conn, self._held = None, None
+                    self._let_go(conn, "SELECT pg_advisory_unlock(%s)", (_lock_key(self.environment),))
+            finally:  # our claim, and those of sessions that died (a claim never outlives its holding anyway)
+                self._let_go(
+                    conn,
+                    "DELETE FROM reconciler_lock_claims WHERE environment = %s AND (backend_pid = pg_backend_pid() "
+                    "OR backend_pid NOT IN (SELECT pid FROM pg_stat_activity))",
+                    (self.environment,),
+                )
         except psycopg.Error as exc:
             raise StateError(f"{self._where}: database error while locking ({type(exc).__name__})") from None
         finally:
             conn.close()
 
-    def _holder_info(self, conn: Any) -> LockInfo | None:
-        """Who holds the lock: the lock row of the session that holds the advisory lock now (a row left by a
-        session that died is not the holder)."""
+    @staticmethod
+    def _let_go(conn: Any, statement: str, params: tuple[Any, ...]) -> None:
+        try:
+            conn.execute(statement, params)
+        except _psycopg().Error:
+            pass  # closing the session releases the lock anyway
+
+    def _take(self, conn: Any, timeout: float) -> None:
+        """Take the advisory lock, waiting up to `timeout`; then fail naming the holder."""
+        key = _lock_key(self.environment)
+        deadline = time.monotonic() + timeout
+        unseen = 0
+        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+            holder = self._holder(conn)
+            if holder is None and unseen < 100:
+                unseen += 1
+                continue  # let go between our try and our look: try again at once
+            holder = holder or "held by a session that pg_locks does not show"
+            now = time.monotonic()
+            if now >= deadline:
+                raise StateLockedError(
+                    f"{self._where} is locked: {holder}",
+                    hint="wait and retry, pass --lock-timeout, or force-unlock if that process is stuck",
+                )
+            time.sleep(min(0.1, deadline - now))
+
+    def _holding(self, conn: Any) -> tuple[int, LockInfo | None] | None:
+        """The backend pid of the session holding the lock now and its claim (None: it made none), or None when
+        nobody holds it. A claim left by a session that died is never the holder's: only a granted lock counts."""
         unsigned = _lock_key(self.environment) & 0xFFFFFFFFFFFFFFFF
         row = conn.execute(
-            "SELECT info FROM reconciler_locks WHERE environment = %s AND backend_pid IN ("
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s AND objid = %s "
-            "AND objsubid = 1)",
+            "SELECT l.pid, c.info FROM pg_locks l LEFT JOIN reconciler_lock_claims c "
+            "ON c.environment = %s AND c.backend_pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s AND l.objsubid = 1",
             (self.environment, unsigned >> 32, unsigned & 0xFFFFFFFF),
         ).fetchone()
         if row is None:
             return None
-        return LockInfo(**(row[0] if isinstance(row[0], dict) else json.loads(row[0])))
+        data = row[1] if row[1] is None or isinstance(row[1], dict) else json.loads(row[1])
+        return row[0], (LockInfo(**data) if data else None)
 
-    def _holder(self, conn: Any) -> str:
-        info = self._holder_info(conn)
-        return info.describe() if info else "held by another session (no holder information)"
+    def _holder(self, conn: Any) -> str | None:
+        """Who holds the lock, for the message (None: nobody does now)."""
+        holding = self._holding(conn)
+        if holding is None:
+            return None
+        pid, info = holding
+        if info is None:
+            return f"held by PostgreSQL session {pid}, which recorded no holder information (an older reconciler?)"
+        return info.describe()
 
     def force_unlock(self, lock_id: str) -> str:
         """End the session holding the lock `lock_id` (its process is stuck); returns who held it."""
 
         def work(conn: Any) -> str:
-            row = conn.execute(
-                "SELECT info, backend_pid FROM reconciler_locks WHERE environment = %s", (self.environment,)
-            ).fetchone()
-            if row is None:
+            holding = self._holding(conn)
+            if holding is None:
                 raise StateError(f"{self._where} is not locked")
-            data = row[0] if isinstance(row[0], dict) else json.loads(row[0])
-            info = LockInfo(**data)
-            if info.id != lock_id:
-                raise StateError(f"{self._where}: the lock is {info.id}, not {lock_id}")
-            conn.execute("SELECT pg_terminate_backend(%s)", (row[1],))
-            conn.execute("DELETE FROM reconciler_locks WHERE environment = %s", (self.environment,))
+            pid, info = holding
+            if info is None or info.id != lock_id:
+                raise StateError(f"{self._where}: the lock is {info.id if info else 'unnamed'}, not {lock_id}")
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            conn.execute(
+                "DELETE FROM reconciler_lock_claims WHERE environment = %s AND backend_pid = %s", (self.environment, pid)
+            )
             return info.describe()
 
         return self._run(work)  # type: ignore[no-any-return]
