@@ -380,3 +380,17 @@ def test_a_loser_takes_the_lock_from_a_holder_stopped_while_letting_go(lock_plac
     finally:
         holder.wait(60)
         holder.stdout.close()  # type: ignore[union-attr]
+
+
+@pytest.mark.finding(4)
+def test_a_plan_file_is_never_written_through_a_planted_link(sandbox_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Sibling: `plan --out plan.bin` in a checkout where plan.bin is a link refuses it, and the target keeps its
+    bytes (a CI job writing its plan would otherwise overwrite any file the link names)."""
+    _, directory, write, _ = sandbox_config
+    write(TWO)
+    victim = tmp_path / "victim"
+    victim.write_bytes(VICTIM)
+    (directory / "plan.bin").symlink_to(victim)
+    result = run(["-C", ".", "plan", "--out", "plan.bin"], TEAM_ENV)
+    assert result.exit_code == 1 and "plan.bin: is a symbolic link" in result.stderr, result.stderr
+    assert victim.read_bytes() == VICTIM
