@@ -189,6 +189,7 @@ VICTIM = b"someone else's file: must never change\n"
 STATE_ONLY = ["-C", ".", "state", "rm", "installation.globex.ado"]  # lock, snapshot, journal, backup, credentials
 PLANTS = {  # kind: (the name planted in the state directory, the command that meets it)
     "lock": ("default.lock", STATE_ONLY),
+    "lock gate": ("default.lock-gate", STATE_ONLY),
     "journal": ("default.journal", STATE_ONLY),
     "snapshot": ("default.json", STATE_ONLY),
     "backup": ("default.json.backup", STATE_ONLY),
