@@ -49,6 +49,7 @@ def _spawn(
     args = [sys.executable, str(WRITER), kind, where, name, str(rounds), str(lock_timeout), str(hold)]
     return subprocess.Popen(
         [*args, *(["stale"] if stale else [])],
+        stdin=subprocess.PIPE if stale else None,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -188,11 +189,18 @@ def _outcome(writes: list[dict], factory):  # type: ignore[no-untyped-def, type-
 @pytest.mark.parametrize("writers", [2, pytest.param(8, marks=pytest.mark.slow)])
 @counted(AREA)
 def test_writes_based_on_a_stale_read_are_refused(store, writers: int) -> None:  # type: ignore[no-untyped-def]
-    """Half the writers read before taking the lock: when the serial moved meanwhile their write is refused, and
-    every accepted write is based on the latest serial."""
+    """Half the writers read before taking the lock, and go on only once the other half wrote (round 1), or once
+    all of them read the same serial (round 2): every write based on a serial that moved is refused, exactly one
+    of the same-serial readers wins, and every accepted write is based on the latest serial."""
     kind, where, factory = store
-    processes = [_spawn(kind, where, f"s{i}", 2, 60, 0.15, stale=i % 2 == 0) for i in range(writers)]
-    events = _events(processes)
+    stale = [_spawn(kind, where, f"s{i}", 2, 60, 0, stale=True) for i in range(0, writers, 2)]
+    seen: list[dict] = []  # type: ignore[type-arg]
+    early = [_until_read(p, seen) for p in stale]
+    fresh = _events([_spawn(kind, where, f"s{i}", 2, 60, 0) for i in range(1, writers, 2)])  # the serial moves
+    _go(stale)
+    again = [_until_read(p, seen) for p in stale]  # round 2: all read before any goes on
+    _go(stale)
+    events = fresh + seen + _events(stale)
     writes = [e for e in events if e["event"] == "write"]
     refused = [e for e in events if e["event"] == "stale"]
     final, history, lost = _outcome(writes, factory)
@@ -204,11 +212,29 @@ def test_writes_based_on_a_stale_read_are_refused(store, writers: int) -> None: 
         lost_updates=lost,
         **history,
     )
-    assert refused, "the stale readers were all lucky: the test proved nothing"
+    assert {e["serial"] for e in early} == {1} and len({e["serial"] for e in again}) == 1
+    assert sorted((e["writer"], e["round"]) for e in refused if e["round"] == 0) == sorted(
+        (p, 0) for p in (f"s{i}" for i in range(0, writers, 2))
+    )
+    assert len([e for e in writes if e["writer"] in {f"s{i}" for i in range(0, writers, 2)}]) == 1
     assert len(writes) + len(refused) == 2 * writers
-    assert all(e["writer"] in {f"s{i}" for i in range(0, writers, 2)} for e in refused)
     assert history == {"overlapping_holders": 0, "stale_writes_accepted": 0}
     assert lost == 0 and final.serial == 1 + len(writes)
+
+
+def _until_read(process, seen: list[dict]) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    """The stale writer's next "read" event; the events before it go to `seen`."""
+    while True:
+        event = json.loads(process.stdout.readline())
+        if event["event"] == "read":
+            return event  # type: ignore[no-any-return]
+        seen.append(event)
+
+
+def _go(processes) -> None:  # type: ignore[no-untyped-def]
+    for process in processes:
+        process.stdin.write("go\n")
+        process.stdin.flush()
 
 
 # A loser that looks while the holder is between taking the lock and naming itself, or between clearing its name
