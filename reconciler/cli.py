@@ -269,6 +269,9 @@ def validate(opts: Options) -> int:
         cache=opts.workspace().parse_cache(),
         unchecked_secrets=True,
     )
+    from reconciler.workflow import check_backend
+
+    check_backend(opts.workspace(), loaded.root)
     for warning in loaded.warnings:
         click.echo(f"warning: {warning}", err=True)
     if loaded.unchecked:
@@ -764,8 +767,11 @@ def state_pull(opts: Options, directory: Path, lock_timeout: float) -> int:
     """
     from reconciler.workflow import state_pull as pull
 
-    doc = pull(opts.workspace(), directory, lock_timeout=lock_timeout)
+    copy = pull(opts.workspace(), directory, lock_timeout=lock_timeout)
+    doc = copy.doc
     click.echo(f"Pulled lineage {doc.lineage} serial {doc.serial} ({len(doc.resources)} resources) into {directory}")
+    for note in copy.notes():
+        click.echo(note)
     return EXIT_OK
 
 
@@ -776,7 +782,9 @@ def state_pull(opts: Options, directory: Path, lock_timeout: float) -> int:
 def state_push(opts: Options, directory: Path, lock_timeout: float) -> int:
     """Copy local state (from `state pull`, or a local backend's directory) into the configured backend.
 
-    Lineage and serial are kept; a backend holding another lineage or a newer serial is never overwritten.
+    Lineage and serial are kept; a backend holding another lineage, a newer serial, or the same serial with other
+    contents is never overwritten. A credential record is copied only when it is a later generation than the
+    backend's: newer ones there (tokens rotated after the copy was taken) are kept, and the output says which.
 
     \b
     Examples:
@@ -784,8 +792,11 @@ def state_push(opts: Options, directory: Path, lock_timeout: float) -> int:
     """
     from reconciler.workflow import state_push as push
 
-    doc = push(opts.workspace(), directory, lock_timeout=lock_timeout)
+    copy = push(opts.workspace(), directory, lock_timeout=lock_timeout)
+    doc = copy.doc
     click.echo(f"Pushed lineage {doc.lineage} serial {doc.serial} ({len(doc.resources)} resources)")
+    for note in copy.notes():
+        click.echo(note)
     return EXIT_OK
 
 

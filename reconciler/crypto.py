@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from reconciler.errors import ReconcilerError
+from reconciler.statefiles import read_regular
 
 __all__ = ["StateKeyError", "StateKey", "load_state_key", "open_blob", "seal"]
 
@@ -66,11 +67,12 @@ def load_state_key(
         raise StateKeyError(
             "this backend needs an explicit key", hint="set RECONCILER_STATE_KEY or RECONCILER_STATE_PASSPHRASE"
         )
-    if key_file.exists():
-        try:
-            key = base64.b64decode(key_file.read_text().strip(), validate=True)
-        except (OSError, binascii.Error, ValueError):
-            raise StateKeyError(f"{key_file}: not a readable state key file") from None
+    try:
+        text = read_regular(key_file)
+        key = base64.b64decode(text.strip(), validate=True) if text is not None else b""
+    except (OSError, binascii.Error, ValueError):
+        raise StateKeyError(f"{key_file}: not a readable state key file") from None
+    if text is not None:
         if len(key) != 32:
             raise StateKeyError(f"{key_file}: a state key must be 32 bytes")
         return StateKey(key, str(key_file))
@@ -107,12 +109,12 @@ def _create_whole(path: Path, data: bytes) -> bool:
 
 
 def _salt(salt_file: Path, create: bool) -> bytes | None:
-    if salt_file.exists():
-        try:
-            data = json.loads(salt_file.read_text())
-            return base64.b64decode(data["salt"])
-        except (OSError, ValueError, KeyError, TypeError, RecursionError):
-            raise StateKeyError(f"{salt_file}: unreadable passphrase salt") from None
+    try:
+        raw = read_regular(salt_file)
+        if raw is not None:
+            return base64.b64decode(json.loads(raw)["salt"])
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        raise StateKeyError(f"{salt_file}: unreadable passphrase salt") from None
     if not create:
         return None
     salt = secrets.token_bytes(16)

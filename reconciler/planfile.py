@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from reconciler.errors import ReconcilerError
 from reconciler.names import is_address
 from reconciler.plan import Action, Plan, ResourceChange, StateRef
 from reconciler.render.document import PlanDocument
+from reconciler.statefiles import open_regular
 
 __all__ = ["PLAN_FILE_VERSION", "PlanFileError", "SavedPlan", "config_digest", "read_plan_file", "write_plan_file"]
 
@@ -89,8 +91,9 @@ def write_plan_file(path: Path, document: PlanDocument, desired: DesiredState, k
         "plan": document.model_dump(mode="json"),
     }
     payload = {**body, "hmac": _mac(key, body), "key_id": key.key_id}
-    try:
-        Path(path).write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    try:  # never through a link: a checkout can plant one at the plan file's name (a CI job's `--out plan.bin`)
+        with os.fdopen(open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), "w") as handle:
+            handle.write(json.dumps(payload, indent=1, sort_keys=True) + "\n")
     except OSError as exc:
         raise PlanFileError(f"{path}: cannot write the plan file: {exc.strerror}") from None
 

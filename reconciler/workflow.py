@@ -20,7 +20,7 @@ from reconciler.config import LoadedConfig, load_config
 from reconciler.config.ahead import ParsedAhead, parse_includes_ahead
 from reconciler.config.loader import CONFIG_FILE, display_path, load_root, resolve_reference
 from reconciler.config.schema import LocalBackendSpec, RootFile
-from reconciler.errors import ReconcilerError, UsageError
+from reconciler.errors import ReconcilerError, StaleStateError, UsageError
 from reconciler.plan import Plan
 from reconciler.planner import make_plan, select
 from reconciler.render.document import PlanDocument, to_document
@@ -89,7 +89,24 @@ def open_backend(ws: Workspace, root: RootFile) -> StateBackend:
     dsn = resolve_reference(
         spec.dsn, config_dir=ws.config_dir, environ=ws.environ, where=root_file, key=("backend", "dsn")
     )
-    return PostgresBackend(dsn, ws.environment_name)
+    return PostgresBackend(dsn, ws.environment_name, source=f"{display_path(root_file)}: backend.dsn")
+
+
+def check_backend(ws: Workspace, root: RootFile) -> None:
+    """Offline: a PostgreSQL DSN that is available must parse (`validate` runs where the DSN's variable may not be
+    set, and says nothing about it then)."""
+    if isinstance(root.backend, LocalBackendSpec):
+        return
+    from reconciler.state.postgres import PostgresBackend
+
+    root_file = ws.config_dir / CONFIG_FILE
+    try:
+        dsn = resolve_reference(
+            root.backend.dsn, config_dir=ws.config_dir, environ=ws.environ, where=root_file, key=("backend", "dsn")
+        )
+    except ReconcilerError:
+        return
+    PostgresBackend(dsn, ws.environment_name, source=f"{display_path(root_file)}: backend.dsn")
 
 
 def key_directory(ws: Workspace, root: RootFile) -> Path | None:
@@ -310,10 +327,17 @@ def _sealed_key_id(store) -> str | None:  # type: ignore[no-untyped-def]
 
 
 def _git_ignore_keys(directory: Path) -> None:
+    """`*.key` in the state directory's .gitignore (never written through a link planted there)."""
+    import os
+
+    from reconciler.statefiles import open_regular, read_regular
+
     ignore = directory / ".gitignore"
-    lines = ignore.read_text().splitlines() if ignore.exists() else ["# state keys never go into git"]
+    raw = read_regular(ignore)
+    lines = raw.decode(errors="replace").splitlines() if raw is not None else ["# state keys never go into git"]
     if "*.key" not in lines:
-        ignore.write_text("\n".join([*lines, "*.key"]) + "\n")
+        with os.fdopen(open_regular(ignore, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), "w") as handle:
+            handle.write("\n".join([*lines, "*.key"]) + "\n")
 
 
 def services_for(  # type: ignore[no-untyped-def]
@@ -523,7 +547,38 @@ def state_mv(ws: Workspace, old: str, new: str, *, lock_timeout: float) -> None:
             vault.forget(old)
 
 
-def state_pull(ws: Workspace, directory: Path, *, lock_timeout: float) -> StateDocument:
+@dataclass
+class StateCopy:
+    """What `state pull`/`state push` did: the document copied, and per credential record whether it was copied
+    or the destination's was kept (a later generation, or another one at the same generation, or one the copy
+    does not have)."""
+
+    doc: StateDocument
+    copied: list[str] = field(default_factory=list)
+    kept_newer: list[str] = field(default_factory=list)
+    kept_diverged: list[str] = field(default_factory=list)
+    kept_only_there: list[str] = field(default_factory=list)
+
+    def notes(self) -> list[str]:
+        """One line per kind of record kept from the destination (none when everything was copied)."""
+        kinds = (
+            (self.kept_newer, "newer credential record{s} from the destination (rotated after the copy was taken)"),
+            (self.kept_diverged, "credential record{s} from the destination that differ at the same generation"),
+            (self.kept_only_there, "credential record{s} found only in the destination"),
+        )
+        return [
+            f"kept {len(names)} {text.format(s='' if len(names) == 1 else 's')}: {_some(names)}"
+            for names, text in kinds
+            if names
+        ]
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+def state_pull(ws: Workspace, directory: Path, *, lock_timeout: float) -> StateCopy:
     """Copy the configured backend's state (document and sealed credentials, as they are) to a local directory."""
     source = open_backend(ws, load_root(ws.config_dir, environment=ws.environment))
     target = LocalBackend(directory, ws.environment_name)
@@ -533,26 +588,50 @@ def state_pull(ws: Workspace, directory: Path, *, lock_timeout: float) -> StateD
         return _copy_state(source, target, lock_timeout)
 
 
-def state_push(ws: Workspace, directory: Path, *, lock_timeout: float) -> StateDocument:
+def state_push(ws: Workspace, directory: Path, *, lock_timeout: float) -> StateCopy:
     """Copy local state (document and sealed credentials) into the configured backend, keeping lineage and serial.
-    Refused when the backend holds another lineage or a newer serial."""
+    Refused when the backend holds another lineage, a newer serial, or the same serial with other contents."""
     source = LocalBackend(directory, ws.environment_name)
     target = open_backend(ws, load_root(ws.config_dir, environment=ws.environment))
     return _copy_state(source, target, lock_timeout)
 
 
-def _copy_state(source: StateBackend, target: StateBackend, lock_timeout: float) -> StateDocument:
+def _copy_state(source: StateBackend, target: StateBackend, lock_timeout: float) -> StateCopy:
+    """The document, then each credential record that is a later generation than the destination's: a copy never
+    moves a record back (its refresh token was spent when the destination's rotated)."""
     doc = source.read()
     if doc is None:
         raise UsageError(f"there is no state at {source.describe()}")
     with target.lock("state push", timeout=lock_timeout):
         target.import_document(doc)
+        outcome = StateCopy(doc)
         sink, store = target.credential_store(), source.credential_store()
-        for address in store.addresses():
+        pushed = store.addresses()
+        for address in pushed:
             record = store.get(address)
             if record is not None:
-                sink.put_record(address, record)
-    return doc
+                _copy_record(sink, address, record, outcome)
+        outcome.kept_only_there = sorted(set(sink.addresses()) - set(pushed))
+    return outcome
+
+
+def _copy_record(sink, address: str, record, outcome: StateCopy) -> None:  # type: ignore[no-untyped-def]
+    """Copy one record if it is a later generation, compare-and-swap (a refresh does not take the document lock:
+    when the destination's record moves meanwhile, decide again against its new generation)."""
+    from reconciler.state.credentials import copy_verdict
+
+    while True:
+        stored = sink.get(address)
+        verdict = copy_verdict(record, stored)
+        if verdict != "copy":
+            {"newer": outcome.kept_newer, "diverged": outcome.kept_diverged}.get(verdict, []).append(address)
+            return
+        try:
+            sink.put_record(address, record, expected_generation=stored.generation if stored else None)
+        except StaleStateError:
+            continue
+        outcome.copied.append(address)
+        return
 
 
 def force_unlock(ws: Workspace, lock_id: str) -> str:

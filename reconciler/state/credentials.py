@@ -16,15 +16,16 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from reconciler.crypto import StateKey, StateKeyError, associated_data, open_blob, seal
 from reconciler.errors import StaleStateError, StateError
 from reconciler.state.local import _atomic_write
+from reconciler.statefiles import check_directory, open_regular, read_regular
 
-__all__ = ["LocalCredentialStore", "PendingAuthorization", "SealedRecord", "TokenSet", "Vault"]
+__all__ = ["LocalCredentialStore", "PendingAuthorization", "SealedRecord", "TokenSet", "Vault", "copy_verdict"]
 
 
 class _Sealed(BaseModel):
@@ -80,6 +81,21 @@ class SealedRecord(BaseModel):
     staged: Blob | None = None  # new tokens written before the document that names their client (two-phase)
 
 
+Verdict = Literal["copy", "same", "newer", "diverged"]
+
+
+def copy_verdict(pushed: SealedRecord, stored: SealedRecord | None) -> Verdict:
+    """Whether a record copied between states may replace the one stored there: only when it is a later
+    generation (`copy`). A stored record of a later generation is `newer` (its tokens rotated after the copy was
+    taken: the copy's refresh token is spent), one of the same generation with other contents `diverged` (both
+    sides moved on from one record): both are kept, since replacing them could lose the only working tokens."""
+    if stored is None or stored.generation < pushed.generation:
+        return "copy"
+    if stored.generation > pushed.generation:
+        return "newer"
+    return "same" if stored == pushed else "diverged"
+
+
 class CredentialStore(Protocol):
     """Where sealed credential records live (local files or PostgreSQL rows)."""
 
@@ -95,7 +111,7 @@ class CredentialStore(Protocol):
         staged: Blob | None = None,
     ) -> int: ...
 
-    def put_record(self, address: str, record: SealedRecord) -> None: ...
+    def put_record(self, address: str, record: SealedRecord, *, expected_generation: int | None) -> None: ...
 
     def delete(self, address: str) -> None: ...
 
@@ -111,25 +127,30 @@ class LocalCredentialStore:
 
     def __init__(self, directory: Path, environment: str) -> None:
         self.directory = Path(directory) / f"{environment}.credentials"
+        self._checked = False
 
     def _path(self, address: str) -> Path:
+        if not self._checked:  # once per store: a link here would put every record somewhere else
+            check_directory(self.directory)
+            self._checked = True
         return self.directory / f"{address}.json"
 
     def get(self, address: str) -> SealedRecord | None:
+        path = self._path(address)
         try:
-            return SealedRecord.model_validate_json(self._path(address).read_bytes())
-        except FileNotFoundError:
-            return None
+            raw = read_regular(path)
+            return None if raw is None else SealedRecord.model_validate_json(raw)
         except (OSError, ValidationError):
-            raise StateError(f"{self._path(address)}: unreadable credentials record; it was not changed") from None
+            raise StateError(f"{path}: unreadable credentials record; it was not changed") from None
 
     @contextmanager
     def _guard(self, address: str) -> Iterator[None]:
         """Serialises compare-and-swap on one record: one of `LOCK_STRIPES` lock files, chosen by address, so
         that concurrent refreshes of different installations do not wait on each other's fsync."""
+        self._path(address)
         self.directory.mkdir(parents=True, exist_ok=True)
         stripe = zlib.crc32(address.encode()) % LOCK_STRIPES
-        fd = os.open(self.directory / f".lock-{stripe:02d}", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = open_regular(self.directory / f".lock-{stripe:02d}", os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -161,9 +182,14 @@ class LocalCredentialStore:
                 ) from None
             return record.generation
 
-    def put_record(self, address: str, record: SealedRecord) -> None:
-        """Store a record as it is (for `state push`)."""
+    def put_record(self, address: str, record: SealedRecord, *, expected_generation: int | None) -> None:
+        """Store a record as it is (for `state push`), if the stored generation is still `expected_generation`
+        (None: no record yet)."""
         with self._guard(address):
+            current = self.get(address)
+            have = current.generation if current else None
+            if have != expected_generation:
+                raise StaleStateError(f"credentials of {address} changed meanwhile (generation {have})")
             _atomic_write(self._path(address), record.model_dump_json(exclude_none=True).encode())
 
     def delete(self, address: str) -> None:
@@ -179,6 +205,7 @@ class LocalCredentialStore:
         return stat.f_bavail * stat.f_frsize
 
     def addresses(self) -> list[str]:
+        check_directory(self.directory)
         if not self.directory.exists():
             return []
         return sorted(p.name.removesuffix(".json") for p in self.directory.glob("*.json") if not p.name.startswith("."))

@@ -1,12 +1,12 @@
 """Local state: a snapshot `<dir>/<environment>.json`, an append-only `.journal`, a `.backup`, and a `.lock` file
-held with `fcntl.flock`.
+held with `fcntl.flock` that names its holder (taken and named as one step under a short `.lock-gate` lock).
 
 Owns: persisting every step cheaply — a write that names what changed appends one checksummed journal record
 (fsync) instead of rewriting everything, so an apply of 10,000 changes stays linear; the journal is folded into
 the snapshot (atomic replacement: temp file, fsync, rename, directory fsync; the previous snapshot kept as the
 backup) once it outgrows the snapshot, and on reading a torn tail is dropped. Also compare-and-swap on `serial`,
 and the OS lock (released by the kernel if the holder dies). Never overwrites a state file it could not read.
-Must not: know the configuration or the plan.
+Must not: know the configuration or the plan; open a state file through a link (see `reconciler.statefiles`).
 """
 
 from __future__ import annotations
@@ -27,11 +27,19 @@ from pydantic import TypeAdapter, ValidationError
 
 from reconciler.errors import StaleStateError, StateError, StateLockedError
 from reconciler.state.backend import LockInfo
-from reconciler.state.model import Record, StateDocument, check_resource, decode_state, encode_state
+from reconciler.state.model import (
+    Record,
+    StateDocument,
+    check_import,
+    check_resource,
+    decode_state,
+    encode_state,
+)
+from reconciler.statefiles import check_replaceable, open_regular, read_regular
 
 __all__ = ["LocalBackend"]
 
-HOLDER_GRACE = 1.0  # seconds a loser waits for a holder to name itself (or let go) before failing
+GATE_PATIENCE = 30.0  # seconds to wait for a process inside the gate (a few system calls) before saying so
 JOURNAL_MIN_BYTES = 1 << 20  # fold the journal into the snapshot once it is larger than this and the snapshot
 _RECORD: TypeAdapter[Any] = TypeAdapter(Record)
 
@@ -67,6 +75,7 @@ class LocalBackend:
         self.path = self.directory / f"{environment}.json"
         self.backup_path = self.directory / f"{environment}.json.backup"
         self.lock_path = self.directory / f"{environment}.lock"
+        self.gate_path = self.directory / f"{environment}.lock-gate"
         self.journal_path = self.directory / f"{environment}.journal"
         self._current: StateDocument | None = None  # what this holder last read or wrote, valid while it holds the lock
         self._journal_bytes = 0
@@ -87,12 +96,12 @@ class LocalBackend:
         if self._held is not None and self._current is not None:
             return self._current  # nobody else writes while we hold the lock
         try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            self._digests = [(os.path.abspath(self.path), None)]
-            return None
+            raw = read_regular(self.path)
         except OSError as exc:
             raise StateError(f"{self._display}: cannot read state: {exc.strerror or exc}") from None
+        if raw is None:
+            self._digests = [(os.path.abspath(self.path), None)]
+            return None
         self._digests = [(os.path.abspath(self.path), hashlib.sha256(raw).hexdigest())]
         doc = decode_state(raw, self._display)
         if doc.environment != self.environment:
@@ -109,14 +118,14 @@ class LocalBackend:
     def _replay(self, doc: StateDocument) -> StateDocument:
         """The snapshot with every intact journal record after it applied; a torn or foreign tail is ignored."""
         try:
-            raw = self.journal_path.read_bytes()
-        except FileNotFoundError:
+            raw = read_regular(self.journal_path)
+        except OSError as exc:
+            raise StateError(f"{self.journal_path}: cannot read the state journal: {exc.strerror}") from None
+        if raw is None:
             self._journal_bytes = self._journal_tail = 0
             if self._digests is not None:
                 self._digests.append((os.path.abspath(self.journal_path), None))
             return doc
-        except OSError as exc:
-            raise StateError(f"{self.journal_path}: cannot read the state journal: {exc.strerror}") from None
         if self._digests is not None:
             self._digests.append((os.path.abspath(self.journal_path), hashlib.sha256(raw).hexdigest()))
         self._journal_tail = len(raw) - (raw.rfind(b"\n") + 1)
@@ -195,11 +204,11 @@ class LocalBackend:
         body = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         line = json.dumps({"c": hashlib.sha256(body.encode()).hexdigest(), "p": payload}, sort_keys=True) + "\n"
         try:
-            if self._journal_tail:
-                # A record appended after a torn one would share its line, and replay stops there: drop the tail.
-                os.truncate(self.journal_path, self.journal_path.stat().st_size - self._journal_tail)
-                self._journal_tail = 0
-            with open(self.journal_path, "ab") as handle:
+            with os.fdopen(open_regular(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab") as handle:
+                if self._journal_tail:
+                    # A record appended after a torn one would share its line, and replay stops there: drop the tail.
+                    os.ftruncate(handle.fileno(), os.fstat(handle.fileno()).st_size - self._journal_tail)
+                    self._journal_tail = 0
                 handle.write(line.encode())
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -218,12 +227,13 @@ class LocalBackend:
     def _snapshot(self, new: StateDocument, *, replace_existing: bool) -> StateDocument:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            if replace_existing and self.path.exists():
-                _atomic_write(self.backup_path, self.path.read_bytes())
+            previous = read_regular(self.path) if replace_existing else None
+            if previous is not None:
+                _atomic_write(self.backup_path, previous)
             encoded = encode_state(new)
             _atomic_write(self.path, encoded)
             # Records up to new.serial are in the snapshot now; replay skips them even if this truncation is lost.
-            if self.journal_path.exists():
+            if os.path.lexists(self.journal_path):
                 _atomic_write(self.journal_path, b"")
         except OSError as exc:
             self._current = None
@@ -238,94 +248,107 @@ class LocalBackend:
 
     @contextmanager
     def lock(self, operation: str, *, timeout: float = 0.0) -> Iterator[LockInfo]:
+        """The OS lock on `<env>.lock`, which also holds who has it. Taking it and writing the holder's name, and
+        clearing the name and letting go, each happen under the short-lived gate lock (`<env>.lock-gate`), which a
+        loser holds while it looks: so whoever finds the lock held also finds its holder's name."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        info = LockInfo.for_current_process(operation)
+        fd = open_regular(self.lock_path, os.O_RDWR | os.O_CREAT)
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                        raise StateError(f"{self.lock_path}: cannot lock: {exc.strerror}") from None
-                    now = time.monotonic()
-                    if now >= deadline:
-                        # A holder names itself just after taking the lock and clears its name just before letting
-                        # go: a loser that finds no name looks again for a moment rather than fail anonymously.
-                        if self._holder_info(fd) is None and now < deadline + HOLDER_GRACE:
-                            time.sleep(0.02)
-                            continue
-                        raise StateLockedError(
-                            f"state {self._display} is locked: {self._holder(fd)}",
-                            hint="wait and retry, pass --lock-timeout, or force-unlock if that process is gone",
-                        ) from None
-                    time.sleep(min(0.1, max(0.0, deadline - now)))
-            info = LockInfo.for_current_process(operation)
+            gate = open_regular(self.gate_path, os.O_RDWR | os.O_CREAT)
             try:
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, json.dumps(info.as_dict()).encode(), 0)
-                os.fsync(fd)
-            except OSError as exc:  # e.g. a full disk: nothing has been written yet
-                os.ftruncate(fd, 0)
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                raise StateError(
-                    f"state {self._display}: cannot record the lock holder: {exc.strerror or exc}",
-                    hint="nothing was changed; free some disk space and run again",
-                ) from None
-            self._held = info
-            self._current = None
-            try:
-                yield info
-            finally:
-                self._fold_journal()
-                self._held = None
+                self._take(fd, gate, info, timeout)
+                self._held = info
                 self._current = None
-                os.ftruncate(fd, 0)
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                try:
+                    yield info
+                finally:
+                    self._fold_journal()
+                    self._held = None
+                    self._current = None
+                    with self._gated(gate):
+                        os.ftruncate(fd, 0)
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(gate)
         finally:
             os.close(fd)
+
+    def _take(self, fd: int, gate: int, info: LockInfo, timeout: float) -> None:
+        """Take the lock and record `info` in one step under the gate, or fail naming the holder after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._gated(gate):
+                if _try_flock(fd, self.lock_path):
+                    _record_holder(fd, info, self._display)
+                    return
+                holder = self._holder(fd)
+            now = time.monotonic()
+            if now >= deadline:
+                raise StateLockedError(
+                    f"state {self._display} is locked: {holder}",
+                    hint="wait and retry, pass --lock-timeout, or force-unlock if that process is gone",
+                )
+            time.sleep(min(0.1, deadline - now))
+
+    @contextmanager
+    def _gated(self, gate: int) -> Iterator[None]:
+        """Hold the gate: held only for a few system calls at a time by each writer (taking the lock and naming
+        itself, clearing its name and letting go, or looking at who holds it). A process stopped inside it for
+        longer than `GATE_PATIENCE` is reported as such rather than waited for without end."""
+        deadline = time.monotonic() + GATE_PATIENCE
+        while not _try_flock(gate, self.gate_path):
+            if time.monotonic() >= deadline:
+                raise StateLockedError(
+                    f"state {self._display} is locked: a process has been taking or releasing the lock for "
+                    f"{GATE_PATIENCE:.0f} s (stopped?) and has not recorded who it is",
+                    hint="nothing was changed; run again, and if this repeats look for a stopped reconciler process",
+                )
+            time.sleep(0.005)
+        try:
+            yield
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
 
     def import_document(self, doc: StateDocument) -> None:
         """Store `doc` as it is (same serial), for `state push`: only over nothing, or an older serial of the same
-        lineage. Call with the lock held."""
+        lineage (the same serial only with the same contents, then nothing is written). Call with the lock held."""
         current = self.read()
-        if current is not None and (current.lineage != doc.lineage or current.serial > doc.serial):
-            raise StaleStateError(
-                f"{self._display}: holds lineage {current.lineage} serial {current.serial}; refusing to replace it"
-            )
-        self.directory.mkdir(parents=True, exist_ok=True)
         if current is not None:
-            _atomic_write(self.backup_path, self.path.read_bytes())
-        _atomic_write(self.path, encode_state(doc))
+            check_import(self._display, current, doc)
+            if current.serial == doc.serial:
+                return
+        self._snapshot(doc, replace_existing=current is not None)
 
     def force_unlock(self, lock_id: str) -> str:
         """Clear lock information left behind. A live holder keeps its OS lock: stop that process instead."""
-        if not self.lock_path.exists():
-            raise StateError(f"state {self._display} is not locked")
-        fd = os.open(self.lock_path, os.O_RDWR)
         try:
-            holder = self._holder(fd)
+            fd = open_regular(self.lock_path, os.O_RDWR)
+        except FileNotFoundError:
+            raise StateError(f"state {self._display} is not locked") from None
+        try:
+            gate = open_regular(self.gate_path, os.O_RDWR | os.O_CREAT)
             try:
-                data = json.loads(os.pread(fd, 4096, 0) or b"{}")
-            except (ValueError, RecursionError):
-                data = {}
-            if not isinstance(data, dict):
-                data = {}
-            if data.get("id") != lock_id:
-                raise StateError(f"state {self._display}: the lock is {data.get('id') or 'not held'}, not {lock_id}")
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                raise StateLockedError(
-                    f"state {self._display} is {holder}, and that process is alive",
-                    hint="stop it: the kernel releases a local lock the moment its holder exits",
-                ) from None
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return holder
+                with self._gated(gate):
+                    return self._clear_left_behind(fd, lock_id)
+            finally:
+                os.close(gate)
         finally:
             os.close(fd)
+
+    def _clear_left_behind(self, fd: int, lock_id: str) -> str:
+        holder = self._holder(fd)
+        info = self._holder_info(fd)
+        if info is None or info.id != lock_id:
+            raise StateError(f"state {self._display}: the lock is {info.id if info else 'not held'}, not {lock_id}")
+        if not _try_flock(fd, self.lock_path):
+            raise StateLockedError(
+                f"state {self._display} is {holder}, and that process is alive",
+                hint="stop it: the kernel releases a local lock the moment its holder exits",
+            )
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return holder
 
     def credential_store(self):  # type: ignore[no-untyped-def]
         from reconciler.state.credentials import LocalCredentialStore
@@ -340,11 +363,39 @@ class LocalBackend:
 
     def _holder(self, fd: int) -> str:
         info = self._holder_info(fd)
-        return info.describe() if info else "held by another process (no holder information)"
+        return info.describe() if info else "held by a process that recorded no holder information (an older version?)"
+
+
+def _try_flock(fd: int, path: Path) -> bool:
+    """Take the exclusive OS lock on `fd` if it is free; False when another open file holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise StateError(f"{path}: cannot lock: {exc.strerror}") from None
+        return False
+    return True
+
+
+def _record_holder(fd: int, info: LockInfo, display: str) -> None:
+    """Write who holds the lock into the lock file; on failure (a full disk) let go and say nothing was changed."""
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info.as_dict()).encode(), 0)
+        os.fsync(fd)
+    except OSError as exc:
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        raise StateError(
+            f"state {display}: cannot record the lock holder: {exc.strerror or exc}",
+            hint="nothing was changed; free some disk space and run again",
+        ) from None
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that a reader sees the old or the new bytes, never a mix."""
+    """Replace `path` with `data` so that a reader sees the old or the new bytes, never a mix. A link or special
+    file at `path` is refused (`NotARegularFileError`), not replaced."""
+    check_replaceable(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:

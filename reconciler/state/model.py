@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from reconciler.errors import StateError, one_line
+from reconciler.errors import StaleStateError, StateError, one_line
 from reconciler.names import is_address
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "PendingRecord",
     "Record",
     "StateDocument",
+    "check_import",
     "decode_state",
     "encode_state",
 ]
@@ -132,6 +133,24 @@ class StateDocument(BaseModel):
         else:
             resources[address] = record
         return self.model_copy(update={"resources": resources})
+
+
+def check_import(where: str, current: StateDocument, doc: StateDocument) -> None:
+    """Refuse to store a copied `doc` (`state push`/`pull`) over `current` unless it is the same history at the
+    same or a later point: the same lineage, a serial not behind, and at the same serial the same contents (other
+    contents at one serial mean both sides moved on from one document: neither can replace the other)."""
+    if current.lineage != doc.lineage or current.serial > doc.serial:
+        raise StaleStateError(
+            f"{where}: holds lineage {current.lineage} serial {current.serial}; refusing to replace it with "
+            f"lineage {doc.lineage} serial {doc.serial}",
+            hint="nothing was changed",
+        )
+    if current.serial == doc.serial and current.resources != doc.resources:
+        raise StaleStateError(
+            f"{where}: holds serial {current.serial} with other contents than the copy (both changed since they "
+            "were one); refusing to replace it",
+            hint="nothing was changed; pull a fresh copy and make the change there",
+        )
 
 
 # One function per format version, upgrading a raw document from version N to N+1.

@@ -5,8 +5,8 @@ Owns: the tables (created on first use), resource rows (a step rewrites only its
 previous value in a backup table), sealed credential rows
 (compare-and-swap on `generation`), and the lock: a *session* advisory lock on a dedicated connection, so a crashed
 or killed process never leaves a stuck lock (the server releases it with the session). Needs a direct connection,
-not a transaction pooler. Must not: know the configuration or the plan; put a DSN (it may hold a password) in a
-message.
+not a transaction pooler. Must not: know the configuration or the plan; put a DSN (it may hold a password), or
+any text of the driver's that may quote it, in a message (`dsn` words every DSN problem itself).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from typing import Any
 from reconciler.errors import StaleStateError, StateError, StateLockedError
 from reconciler.state.backend import LockInfo
 from reconciler.state.credentials import Blob, SealedRecord
-from reconciler.state.model import StateDocument, decode_state
+from reconciler.state.dsn import DsnError, connect_problem, parse_dsn
+from reconciler.state.model import StateDocument, check_import, decode_state
 
 __all__ = ["PostgresBackend", "PostgresCredentialStore"]
 
@@ -54,15 +55,13 @@ CREATE TABLE IF NOT EXISTS reconciler_credentials (
     staged jsonb,
     PRIMARY KEY (environment, address)
 );
-CREATE TABLE IF NOT EXISTS reconciler_locks (
-    environment text PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS reconciler_lock_claims (
+    environment text NOT NULL,
+    backend_pid integer NOT NULL,
     info jsonb NOT NULL,
-    backend_pid integer NOT NULL
+    PRIMARY KEY (environment, backend_pid)
 );
 """
-
-
-HOLDER_GRACE = 1.0  # seconds a loser waits for the holder to name itself (or let go) before failing
 
 
 def _psycopg():  # type: ignore[no-untyped-def]
@@ -73,21 +72,13 @@ def _psycopg():  # type: ignore[no-untyped-def]
     return psycopg
 
 
-def _connect(dsn: str, where: str):  # type: ignore[no-untyped-def]
+def _connect(dsn: str, settings: dict[str, Any], where: str):  # type: ignore[no-untyped-def]
+    """A connection; on failure our own message (see `dsn.connect_problem`): the driver's may quote the DSN."""
     psycopg = _psycopg()
     try:
         return psycopg.connect(dsn, autocommit=True, connect_timeout=10)
     except psycopg.Error as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        reason = reason.replace(dsn, "<dsn>")
-        raise StateError(f"{where}: cannot connect to PostgreSQL ({_scrub(reason)})") from None
-
-
-def _scrub(text: str) -> str:
-    """Connection errors can echo parts of the DSN; keep only the server's reason."""
-    import re
-
-    return re.sub(r"password=\S+|://[^@\s]+@", "<redacted>", text)
+        raise StateError(f"{where}: cannot connect to PostgreSQL: {connect_problem(exc, settings)}") from None
 
 
 def _lock_key(environment: str) -> int:
@@ -98,7 +89,12 @@ def _lock_key(environment: str) -> int:
 class PostgresBackend:
     """One environment's state in PostgreSQL."""
 
-    def __init__(self, dsn: str, environment: str) -> None:
+    def __init__(self, dsn: str, environment: str, *, source: str = "the PostgreSQL DSN") -> None:
+        """`source` names where the DSN came from, for the message when it does not parse (never its value)."""
+        try:
+            self._settings = parse_dsn(dsn)
+        except DsnError as exc:
+            raise StateError(f"{source}: cannot parse the DSN ({exc.problem})", hint=exc.hint) from None
         self._dsn = dsn
         self.environment = environment
         self._where = f"postgres state '{environment}'"
@@ -117,7 +113,7 @@ class PostgresBackend:
         if self._conn is not None:
             yield self._conn
             return
-        conn = _connect(self._dsn, self._where)
+        conn = _connect(self._dsn, self._settings, self._where)
         try:
             yield conn
         finally:
@@ -255,15 +251,17 @@ class PostgresBackend:
 
     def import_document(self, doc: StateDocument) -> None:
         """Store `doc` as it is (same serial), for `state push`: only over nothing, or an older serial of the same
-        lineage. Call with the lock held."""
+        lineage (the same serial only with the same contents, then nothing is written). Call with the lock held."""
 
         def work(conn: Any) -> None:
             with conn.transaction():
                 header = self._header(conn, for_update=True)
-                if header is not None and (header[0] != doc.lineage or header[1] > doc.serial):
-                    raise StaleStateError(
-                        f"{self._where}: holds lineage {header[0]} serial {header[1]}; refusing to replace it"
-                    )
+                if header is not None:
+                    raw = {"format_version": 1, "lineage": header[0], "serial": header[1], "environment": self.environment}
+                    current = decode_state(json.dumps({**raw, "resources": self._rows(conn)}).encode(), self._where)
+                    check_import(self._where, current, doc)
+                    if current.serial == doc.serial:
+                        return
                 conn.execute(
                     "INSERT INTO reconciler_state (environment, lineage, serial) VALUES (%s, %s, %s) "
                     "ON CONFLICT (environment) DO UPDATE SET lineage = EXCLUDED.lineage, serial = EXCLUDED.serial, "
@@ -279,80 +277,104 @@ class PostgresBackend:
 
     @contextmanager
     def lock(self, operation: str, *, timeout: float = 0.0) -> Iterator[LockInfo]:
+        """A session advisory lock. Each writer records who it is (a claim row keyed by its session's backend pid)
+        *before* it tries the lock, and lets go before deleting the claim: whoever finds the lock held finds the
+        holder's session in `pg_locks` and its claim beside it, at every moment."""
         psycopg = _psycopg()
-        conn = _connect(self._dsn, self._where)
+        conn = _connect(self._dsn, self._settings, self._where)
         try:
             self._ensure_schema(conn)
-            key = _lock_key(self.environment)
-            deadline = time.monotonic() + timeout
-            while not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
-                now = time.monotonic()
-                if now >= deadline:
-                    # The holder names itself just after taking the lock: a loser that finds no name (or only the
-                    # name a dead session left behind) looks again for a moment rather than fail anonymously.
-                    if self._holder_info(conn) is None and now < deadline + HOLDER_GRACE:
-                        time.sleep(0.02)
-                        continue
-                    raise StateLockedError(
-                        f"{self._where} is locked: {self._holder(conn)}",
-                        hint="wait and retry, pass --lock-timeout, or force-unlock if that process is stuck",
-                    )
-                time.sleep(min(0.1, max(0.0, deadline - now)))
             info = LockInfo.for_current_process(operation)
-            backend_pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
             conn.execute(
-                "INSERT INTO reconciler_locks (environment, info, backend_pid) VALUES (%s, %s, %s) "
-                "ON CONFLICT (environment) DO UPDATE SET info = EXCLUDED.info, backend_pid = EXCLUDED.backend_pid",
-                (self.environment, json.dumps(info.as_dict()), backend_pid),
+                "INSERT INTO reconciler_lock_claims (environment, backend_pid, info) VALUES (%s, pg_backend_pid(), %s) "
+                "ON CONFLICT (environment, backend_pid) DO UPDATE SET info = EXCLUDED.info",
+                (self.environment, json.dumps(info.as_dict())),
             )
-            self._conn, self._held = conn, info
             try:
-                yield info
-            finally:
-                self._conn, self._held = None, None
+                self._take(conn, timeout)
+                self._conn, self._held = conn, info
                 try:
-                    conn.execute("DELETE FROM reconciler_locks WHERE environment = %s", (self.environment,))
-                    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
-                except psycopg.Error:
-                    pass  # closing the session releases the lock anyway
+                    yield info
+                finally:
+                    self._conn, self._held = None, None
+                    self._let_go(conn, "SELECT pg_advisory_unlock(%s)", (_lock_key(self.environment),))
+            finally:  # our claim, and those of sessions that died (a claim never outlives its holding anyway)
+                self._let_go(
+                    conn,
+                    "DELETE FROM reconciler_lock_claims WHERE environment = %s AND (backend_pid = pg_backend_pid() "
+                    "OR backend_pid NOT IN (SELECT pid FROM pg_stat_activity))",
+                    (self.environment,),
+                )
         except psycopg.Error as exc:
             raise StateError(f"{self._where}: database error while locking ({type(exc).__name__})") from None
         finally:
             conn.close()
 
-    def _holder_info(self, conn: Any) -> LockInfo | None:
-        """Who holds the lock: the lock row of the session that holds the advisory lock now (a row left by a
-        session that died is not the holder)."""
+    @staticmethod
+    def _let_go(conn: Any, statement: str, params: tuple[Any, ...]) -> None:
+        try:
+            conn.execute(statement, params)
+        except _psycopg().Error:
+            pass  # closing the session releases the lock anyway
+
+    def _take(self, conn: Any, timeout: float) -> None:
+        """Take the advisory lock, waiting up to `timeout`; then fail naming the holder."""
+        key = _lock_key(self.environment)
+        deadline = time.monotonic() + timeout
+        unseen = 0
+        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+            holder = self._holder(conn)
+            if holder is None and unseen < 100:
+                unseen += 1
+                continue  # let go between our try and our look: try again at once
+            holder = holder or "held by a session that pg_locks does not show"
+            now = time.monotonic()
+            if now >= deadline:
+                raise StateLockedError(
+                    f"{self._where} is locked: {holder}",
+                    hint="wait and retry, pass --lock-timeout, or force-unlock if that process is stuck",
+                )
+            time.sleep(min(0.1, deadline - now))
+
+    def _holding(self, conn: Any) -> tuple[int, LockInfo | None] | None:
+        """The backend pid of the session holding the lock now and its claim (None: it made none), or None when
+        nobody holds it. A claim left by a session that died is never the holder's: only a granted lock counts."""
         unsigned = _lock_key(self.environment) & 0xFFFFFFFFFFFFFFFF
         row = conn.execute(
-            "SELECT info FROM reconciler_locks WHERE environment = %s AND backend_pid IN ("
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s AND objid = %s "
-            "AND objsubid = 1)",
+            "SELECT l.pid, c.info FROM pg_locks l LEFT JOIN reconciler_lock_claims c "
+            "ON c.environment = %s AND c.backend_pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s AND l.objsubid = 1",
             (self.environment, unsigned >> 32, unsigned & 0xFFFFFFFF),
         ).fetchone()
         if row is None:
             return None
-        return LockInfo(**(row[0] if isinstance(row[0], dict) else json.loads(row[0])))
+        data = row[1] if row[1] is None or isinstance(row[1], dict) else json.loads(row[1])
+        return row[0], (LockInfo(**data) if data else None)
 
-    def _holder(self, conn: Any) -> str:
-        info = self._holder_info(conn)
-        return info.describe() if info else "held by another session (no holder information)"
+    def _holder(self, conn: Any) -> str | None:
+        """Who holds the lock, for the message (None: nobody does now)."""
+        holding = self._holding(conn)
+        if holding is None:
+            return None
+        pid, info = holding
+        if info is None:
+            return f"held by PostgreSQL session {pid}, which recorded no holder information (an older reconciler?)"
+        return info.describe()
 
     def force_unlock(self, lock_id: str) -> str:
         """End the session holding the lock `lock_id` (its process is stuck); returns who held it."""
 
         def work(conn: Any) -> str:
-            row = conn.execute(
-                "SELECT info, backend_pid FROM reconciler_locks WHERE environment = %s", (self.environment,)
-            ).fetchone()
-            if row is None:
+            holding = self._holding(conn)
+            if holding is None:
                 raise StateError(f"{self._where} is not locked")
-            data = row[0] if isinstance(row[0], dict) else json.loads(row[0])
-            info = LockInfo(**data)
-            if info.id != lock_id:
-                raise StateError(f"{self._where}: the lock is {info.id}, not {lock_id}")
-            conn.execute("SELECT pg_terminate_backend(%s)", (row[1],))
-            conn.execute("DELETE FROM reconciler_locks WHERE environment = %s", (self.environment,))
+            pid, info = holding
+            if info is None or info.id != lock_id:
+                raise StateError(f"{self._where}: the lock is {info.id if info else 'unnamed'}, not {lock_id}")
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            conn.execute(
+                "DELETE FROM reconciler_lock_claims WHERE environment = %s AND backend_pid = %s", (self.environment, pid)
+            )
             return info.describe()
 
         return self._run(work)  # type: ignore[no-any-return]
@@ -410,22 +432,26 @@ class PostgresCredentialStore:
 
         return self.backend._run(work)  # type: ignore[no-any-return]
 
-    def put_record(self, address: str, record: SealedRecord) -> None:
-        """Store a record as it is (for `state push`)."""
+    def put_record(self, address: str, record: SealedRecord, *, expected_generation: int | None) -> None:
+        """Store a record as it is (for `state push`), if the stored generation is still `expected_generation`
+        (None: no record yet)."""
 
         def work(conn: Any) -> None:
-            conn.execute(
-                "INSERT INTO reconciler_credentials (environment, address, generation, tokens, pending, staged) "
-                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (environment, address) DO UPDATE SET "
-                "generation = EXCLUDED.generation, tokens = EXCLUDED.tokens, pending = EXCLUDED.pending, "
-                "staged = EXCLUDED.staged",
-                (
-                    self.environment,
-                    address,
-                    record.generation,
-                    *(json.dumps(b) if b else None for b in (record.tokens, record.pending, record.staged)),
-                ),
-            )
+            blobs = tuple(json.dumps(b) if b else None for b in (record.tokens, record.pending, record.staged))
+            if expected_generation is None:
+                cursor = conn.execute(
+                    "INSERT INTO reconciler_credentials (environment, address, generation, tokens, pending, staged) "
+                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    (self.environment, address, record.generation, *blobs),
+                )
+            else:
+                cursor = conn.execute(
+                    "UPDATE reconciler_credentials SET generation = %s, tokens = %s, pending = %s, staged = %s "
+                    "WHERE environment = %s AND address = %s AND generation = %s",
+                    (record.generation, *blobs, self.environment, address, expected_generation),
+                )
+            if cursor.rowcount != 1:
+                raise StaleStateError(f"credentials of {address} changed meanwhile")
 
         self.backend._run(work)
 

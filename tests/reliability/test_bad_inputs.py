@@ -1477,8 +1477,10 @@ def state_text(**changes: Any) -> str:
 
 
 def with_state(text: str | bytes, extra: Mapping[str, str | bytes] | None = None) -> dict[str, str | bytes]:
-    """The valid configuration, `text` as its state file, and an (idle) lock file as any earlier apply leaves."""
-    return {"reconciler.yaml": VALID, "state/default.json": text, "state/default.lock": "", **(extra or {})}
+    """The valid configuration, `text` as its state file, and an (idle) lock file and its gate as any earlier apply
+    leaves."""
+    idle = {"state/default.lock": "", "state/default.lock-gate": ""}
+    return {"reconciler.yaml": VALID, "state/default.json": text, **idle, **(extra or {})}
 
 
 def sealed_credentials(key: str = KEY) -> str:
@@ -1594,7 +1596,7 @@ STATE_CASES = [
         "state-unreadable",  # a directory where the file should be: unreadable even to root
         {"reconciler.yaml": VALID, "state/default.json/README": "not a file\n"},
         "state/default.json: ",
-        "cannot read state: Is a directory",
+        "is a directory, not a regular file; it was not changed",
         args=PLAN,
         warm=True,
     ),
@@ -1602,7 +1604,7 @@ STATE_CASES = [
         "state-journal-unreadable",
         with_state(VALID_STATE, {"state/default.journal/README": "not a file\n"}),
         "state/default.journal: ",
-        "cannot read the state journal: Is a directory",
+        "is a directory, not a regular file; it was not changed",
         args=PLAN,
         warm=True,
     ),

@@ -5,7 +5,8 @@
 
 Each round takes the state lock (waiting up to LOCK_TIMEOUT seconds), reads the document, adds its own record
 `partner.NAME-<round>`, holds the lock HOLD seconds more, and writes based on what it read. With `stale` it reads
-*before* taking the lock (a write based on a stale read, which the backend must refuse when the serial moved).
+*before* taking the lock, says so ("read") and waits for a line on stdin before it goes on (a write based on a
+stale read, which the backend must refuse when the serial moved meanwhile).
 One JSON line per round on stdout: what it read and wrote, and when it held the lock (CLOCK_MONOTONIC, which is
 one clock for every process on the machine), or the error that stopped it.
 """
@@ -46,8 +47,9 @@ for round_ in range(rounds):
     started = time.monotonic()
     try:
         early = backend.read() if stale else None
-        if stale:
-            time.sleep(hold)  # others write meanwhile
+        if stale:  # say what was read, and go on when told (the test has others write meanwhile)
+            emit(event="read", round=round_, serial=early.serial if early else None)
+            sys.stdin.readline()
         with backend.lock(f"writer {name}", timeout=lock_timeout) as info:
             acquired = time.monotonic()
             doc = early if stale else backend.read()

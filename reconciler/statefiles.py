@@ -1,0 +1,98 @@
+"""Opening files in a state directory: never through a symbolic link, and only regular files.
+
+A state directory is committed to git, so a merged pull request can plant a link at a state file's name (to a file
+the next command would truncate, append to, or read as the key), a FIFO (an open that never returns) or a
+directory. Every open of a state file — snapshot, journal, backup, lock, key file, passphrase salt, credentials
+records and their stripe locks — goes through `open_regular`/`read_regular`, and every file replaced by rename
+is checked with `check_replaceable` first; a credentials directory must be a real directory (`check_directory`).
+
+Owns: those checks and their one message (the file, what it is, and that it was not changed).
+Must not: follow a link at a state file's name, create a file through one, or block on a special file. The state
+directory itself may be a link (it is named by the configuration, which could point anywhere just as well).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+from reconciler.errors import StateError
+
+__all__ = ["NotARegularFileError", "check_directory", "check_replaceable", "open_regular", "read_regular"]
+
+_NOFOLLOW = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # O_NONBLOCK: opening a FIFO returns at once
+_LINK_ERRNOS = {errno.ELOOP, errno.EMLINK}  # what O_NOFOLLOW reports for a link (EMLINK on FreeBSD)
+
+
+class NotARegularFileError(StateError):
+    """A state file's name holds a link, a FIFO, a directory or another special file: nothing was done with it."""
+
+    def __init__(self, path: Path | str, found: str, *, expected: str = "a regular file") -> None:
+        super().__init__(
+            f"{path}: is {found}, not {expected}; it was not changed (nor anything it points to)",
+            hint="a state directory holds no links or special files: remove it (and check how it got there), then "
+            "run again",
+        )
+
+
+def _what(path: Path | str) -> str:
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return "not a regular file"
+    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def open_regular(path: Path | str, flags: int, mode: int = 0o600) -> int:
+    """`os.open` that refuses (NotARegularFileError) a link at `path`, and anything but a regular file there;
+    FileNotFoundError as usual when it is missing and `flags` does not create it."""
+    try:
+        fd = os.open(path, flags | _NOFOLLOW, mode)
+    except OSError as exc:
+        if exc.errno in _LINK_ERRNOS or exc.errno in (errno.EISDIR, errno.ENXIO, errno.ENODEV):
+            raise NotARegularFileError(path, _what(path)) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotARegularFileError(path, _what(path))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_regular(path: Path | str) -> bytes | None:
+    """The bytes of the regular file at `path`, None when there is none; refuses a link or special file."""
+    try:
+        fd = open_regular(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read()
+
+
+def check_replaceable(path: Path | str) -> None:
+    """Before replacing `path` by rename: it is absent or a regular file (a link there is refused, not replaced)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise NotARegularFileError(path, _what(path))
+
+
+def check_directory(path: Path | str) -> None:
+    """`path` is absent or a real directory (a link to one is refused: records would be written elsewhere)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(mode):
+        raise NotARegularFileError(path, _what(path), expected="a directory")
