@@ -404,7 +404,7 @@ def _plan(opts: Options, memo: Any, ahead: Any, fmt: str, detailed_exitcode: boo
             if stale.stem.removeprefix("plan-").isdigit():
                 stale.unlink()
         for number, part in enumerate(parts, start=1):
-            (split_dir / f"plan-{number}.md").write_text(part, encoding="utf-8")
+            _write_part(split_dir / f"plan-{number}.md", part)
             click.echo(str(split_dir / f"plan-{number}.md"), err=True)
     if memo is not None:
         digests = result.backend.read_digests()
@@ -424,6 +424,17 @@ def _plan(opts: Options, memo: Any, ahead: Any, fmt: str, detailed_exitcode: boo
             hint="rotate the partner's client secret; users need not sign in again",
         )
     return EXIT_CHANGES if detailed_exitcode and doc.has_changes else EXIT_OK
+
+
+def _write_part(path: Path, text: str) -> None:
+    """One part of a split plan, never written through a link at its name (a checkout may plant one)."""
+    from reconciler.statefiles import open_regular
+
+    try:
+        with os.fdopen(open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), "w", encoding="utf-8") as out:
+            out.write(text)
+    except OSError as exc:
+        raise ReconcilerError(f"{path}: cannot write the plan part: {exc.strerror or exc}") from None
 
 
 @cli.command()

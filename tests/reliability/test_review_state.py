@@ -396,3 +396,20 @@ def test_a_plan_file_is_never_written_through_a_planted_link(sandbox_config, tmp
     result = run(["-C", ".", "plan", "--out", "plan.bin"], TEAM_ENV)
     assert result.exit_code == 1 and "plan.bin: is a symbolic link" in result.stderr, result.stderr
     assert victim.read_bytes() == VICTIM
+
+
+
+def test_split_plan_parts_are_never_written_through_a_planted_link(sandbox_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Guard: `plan --format markdown --split-dir DIR` where DIR/plan-1.md is a link replaces the link with the
+    part, and the link's target keeps its bytes."""
+    _, directory, write, _ = sandbox_config
+    write(TWO)
+    victim = tmp_path / "victim"
+    victim.write_bytes(VICTIM)
+    (directory / "parts").mkdir()
+    (directory / "parts" / "plan-1.md").symlink_to(victim)
+    result = run(["-C", ".", "plan", "--format", "markdown", "--split-dir", "parts"], TEAM_ENV)
+    assert result.exit_code == 0, result.stderr
+    part = directory / "parts" / "plan-1.md"
+    assert not part.is_symlink() and "installation." in part.read_text()
+    assert victim.read_bytes() == VICTIM
