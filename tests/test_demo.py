@@ -143,21 +143,12 @@ def tour_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tu
         yield server, callback_port
 
 
-def _demo(root: Path) -> subprocess.CompletedProcess[str]:
-    """`make demo`'s script, from a copy of the quickstart under `root` (the repository's own state is untouched)."""
-    _copy_quickstart(root)
+def _demo(root: Path, api_port: int, callback_port: int) -> subprocess.CompletedProcess[str]:
+    """`make demo`'s script, from a copy of the quickstart under `root` whose endpoints name the given ports (the
+    repository's own state is untouched, and the test needs no fixed port free)."""
+    _copy_quickstart(root, api_port, callback_port)
     return subprocess.run(["bash", "examples/quickstart/demo.sh"], cwd=root, env=_clean_env(), capture_output=True,
                           text=True, timeout=LIMIT, check=False)
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def test_the_tour_list_is_readmes() -> None:
@@ -200,9 +191,7 @@ def test_the_line_matcher_notices_a_difference() -> None:
 
 def test_the_demo_runs_cleanly(tmp_path: Path) -> None:
     """`make demo` applies the quickstart against its own sandbox and says no warning."""
-    if not (_port_is_free(API_PORT) and _port_is_free(CALLBACK_PORT)):
-        pytest.skip(f"ports {API_PORT}/{CALLBACK_PORT} are in use here")
-    result = _demo(tmp_path)
+    result = _demo(tmp_path, free_port(), free_port())
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Apply complete: 3 completed." in result.stdout
     assert "No changes. 3 resources match the configuration." in result.stdout
@@ -211,21 +200,19 @@ def test_the_demo_runs_cleanly(tmp_path: Path) -> None:
 
 def test_the_demo_fails_clearly_when_its_port_is_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With another sandbox (seeded alike) on the demo's port, the demo stops with an error and talks to no one."""
-    intruder = None
-    if _port_is_free(API_PORT):  # else something holds the port already: the demo must refuse it just the same
-        intruder = SandboxServer(port=API_PORT).start()
-        for key, value in _quickstart_env().items():
-            monkeypatch.setenv(key, value)
-        load_seed(intruder.provider, QUICKSTART / "sandbox.yaml")
+    port, callback_port = free_port(), free_port()
+    intruder = SandboxServer(port=port).start()
+    for key, value in _quickstart_env().items():
+        monkeypatch.setenv(key, value)
+    load_seed(intruder.provider, _copy_quickstart(tmp_path / "seed", port, callback_port) / "sandbox.yaml")
     try:
-        result = _demo(tmp_path)
+        result = _demo(tmp_path, port, callback_port)
     finally:
-        contacts = [*intruder.provider.consents, *intruder.provider.grants] if intruder else []
-        if intruder:
-            intruder.stop()
+        contacts = [*intruder.provider.consents, *intruder.provider.grants]
+        intruder.stop()
     assert result.returncode == 1
     assert "Apply complete" not in result.stdout
-    assert f"error: the sandbox provider could not start on 127.0.0.1:{API_PORT}" in result.stderr
+    assert f"error: the sandbox provider could not start on 127.0.0.1:{port}" in result.stderr
     assert "Address already in use" in result.stderr
     assert contacts == []
     assert not (tmp_path / "examples" / "quickstart" / "state").exists()
@@ -245,9 +232,8 @@ def test_make_demo_and_sandbox_install_only_the_product(target: str) -> None:
 
 def test_make_sandbox_prints_lines_that_work_when_pasted(tmp_path: Path) -> None:
     """`make sandbox`'s script serves the quickstart from no state and prints lines that, pasted, make it work."""
-    if not _port_is_free(API_PORT):
-        pytest.skip(f"port {API_PORT} is in use here")
-    stale = _copy_quickstart(tmp_path) / "state"  # an earlier sandbox's grants: the tour must start without them
+    port = free_port()
+    stale = _copy_quickstart(tmp_path, port, free_port()) / "state"  # an earlier sandbox's grants: the tour must start without them
     stale.mkdir()
     (stale / "default.json").write_text("{}")
     (tmp_path / ".venv").symlink_to(BIN.parent)
@@ -268,9 +254,9 @@ def test_make_sandbox_prints_lines_that_work_when_pasted(tmp_path: Path) -> None
         finally:
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=LIMIT)
-    assert printed[0].startswith(f"Sandbox provider listening on http://127.0.0.1:{API_PORT} ")
+    assert printed[0].startswith(f"Sandbox provider listening on http://127.0.0.1:{port} ")
     assert check.returncode == 0, check.stdout + check.stderr
     assert "Apply complete: 3 completed." in check.stdout
     assert code == 143
     with socket.socket() as sock:
-        assert sock.connect_ex(("127.0.0.1", API_PORT)) != 0  # the sandbox is gone with the script
+        assert sock.connect_ex(("127.0.0.1", port)) != 0  # the sandbox is gone with the script

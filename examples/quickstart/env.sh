@@ -6,7 +6,8 @@ export PATH="$root/.venv/bin:$PATH"
 export ADO_CLIENT_ID="${ADO_CLIENT_ID:-3f2a1b7c-5d4e-4f60-8a9b-0c1d2e3f4a5b}"
 export ADO_CLIENT_SECRET="${ADO_CLIENT_SECRET:-sandbox-demo-secret-not-a-real-one}"
 dir=examples/quickstart
-port=8765   # the port of the endpoints in $dir/reconciler.yaml (its redirect_uri's loopback port is 8766)
+# The sandbox's port is the one the endpoints in $dir/reconciler.yaml name (8765; its redirect_uri's is 8766).
+port=$(sed -n 's|^ *api_url: *http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$dir/reconciler.yaml" | head -n 1)
 
 # Start the sandbox provider on $port with the quickstart's seed; return once it listens, seeded. Its first line
 # says so; any other first line (the port is taken, a bad seed) is its error, and then this fails, so that nothing
