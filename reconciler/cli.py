@@ -9,6 +9,7 @@ state logic. Expected errors print as one line each; anything else is reported a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -47,7 +48,51 @@ class Options:
         return sys.stdout.isatty() and "NO_COLOR" not in os.environ
 
 
-class ReconcilerGroup(click.Group):
+def _set_global(field: str, convert: Any = None):  # type: ignore[no-untyped-def]
+    """A callback for a global option given after the subcommand name: when given, it replaces the value given
+    before it (the one after the subcommand wins) in the context object the command receives."""
+
+    def store(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is None or value is False or value == ():
+            return  # not given after the subcommand: the value before it (or its default) stays
+        value = convert(value) if convert is not None else value
+        if isinstance(ctx.obj, Options):
+            ctx.obj = dataclasses.replace(ctx.obj, **{field: value})
+
+    return store
+
+
+def global_options(func):  # type: ignore[no-untyped-def]
+    """-C / --env / --color / --no-cache / --http-timeout accepted after the subcommand name too, as users type
+    them (`reconciler plan --env prod`); listed in the subcommand's --help. Given on both sides, the one after
+    the subcommand wins. No environment variables here: those are read once, by the group."""
+    options = [
+        click.option("-C", "--chdir", "g_config_dir", metavar="DIR", expose_value=False,
+                     callback=_set_global("config_dir", Path), help="Configuration directory (global option)."),
+        click.option("--env", "g_environment", metavar="NAME", expose_value=False,
+                     callback=_set_global("environment"), help="Environment (global option)."),
+        click.option("--color/--no-color", "g_color", default=None, expose_value=False,
+                     callback=_set_global("color"), help="Colour output (global option)."),
+        click.option("--no-cache", "g_no_cache", is_flag=True, default=False, expose_value=False,
+                     callback=_set_global("cache", lambda flag: not flag), help="Do not use the parse cache (global option)."),
+        click.option("--http-timeout", "g_http_timeout", type=click.FloatRange(min=0.1), default=None,
+                     expose_value=False, metavar="SECONDS", callback=_set_global("http_timeout"),
+                     help="Seconds per provider request (global option)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+class _GlobalGroup(click.Group):
+    """A subcommand group whose commands (and itself) all take the global options."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        decorator = super().command(*args, **kwargs)
+        return lambda func: decorator(global_options(func))
+
+
+class ReconcilerGroup(_GlobalGroup):
     """Maps every error to one line on stderr and an exit code; usage errors exit 1 (2 means "changes")."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
@@ -663,7 +708,8 @@ def _finish(outcome) -> int:  # type: ignore[no-untyped-def]
     return EXIT_OK
 
 
-@cli.group()
+@cli.group(cls=_GlobalGroup)
+@global_options
 def state() -> None:
     """Inspect recorded state (never token material)."""
 

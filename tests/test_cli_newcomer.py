@@ -1,0 +1,116 @@
+"""Rough edges a newcomer met in the first hour (issue 12, items 8 and 9), through the CLI in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run
+
+ENV = {"ADO_CLIENT_ID": "11111111-0000-4000-8000-0000000000a1", "ADO_CLIENT_SECRET": "pS3cr3t-7f1e9c2a-partner-VALUE"}
+CONFIG = """\
+version: 1
+platform: {service_domain: app-h.cyclr.com}
+partners:
+  microsoft-azure-devops:
+    auth: azure-devops-oauth
+    client_id: ${env:ADO_CLIENT_ID}
+    client_secret: ${env:ADO_CLIENT_SECRET}
+tenants:
+  acme:
+    installations:
+      ado:
+        connector: microsoft-azure-devops
+        parameters: {organization: acme, project: P}
+        scopes: [vso.work_full]
+"""
+STAGING = """\
+tenants:
+  staging-only:
+    installations:
+      ado:
+        connector: microsoft-azure-devops
+        parameters: {organization: stg, project: P}
+        scopes: [vso.work_full]
+"""
+COMMANDS = [["plan"], ["apply", "--auto-approve", "--auth-mode", "defer"], ["validate"], ["state", "list"],
+            ["state", "show", "installation.acme.ado"]]
+
+
+@pytest.fixture
+def config_dir(write_config, monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    """A configuration with an environment `staging`; the working directory is elsewhere (so -C matters)."""
+    directory = write_config({"reconciler/reconciler.yaml": CONFIG, "reconciler/environments/staging.yaml": STAGING})
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
+    return directory / "reconciler"
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c[:2]))
+def test_env_after_the_subcommand_is_read(config_dir: Path, command: list[str]) -> None:
+    """--env after the subcommand is accepted and used (an unknown one is named in the error)."""
+    result = run(["-C", str(config_dir), *command, "--env", "nosuch"], ENV)
+    assert result.exit_code == 1
+    assert "No such option" not in result.stderr
+    assert "unknown environment 'nosuch'" in result.stderr
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c[:2]))
+def test_chdir_after_the_subcommand_is_read(config_dir: Path, command: list[str]) -> None:
+    """-C after the subcommand is accepted and wins over the one before it."""
+    before = run(["-C", str(config_dir), *command], ENV)
+    after = run(["-C", "/nonexistent", *command, "-C", str(config_dir)], ENV)
+    assert "No such option" not in after.stderr
+    assert after.exit_code == before.exit_code, after.stderr
+    assert "nonexistent" not in after.stdout + after.stderr
+    missing = run([*command, "-C", "/nonexistent"], ENV)
+    assert missing.exit_code == 1 and "/nonexistent" in missing.stderr
+
+
+def test_the_value_after_the_subcommand_wins(config_dir: Path) -> None:
+    """A global option given on both sides: the value after the subcommand is the one used."""
+    result = run(["--env", "nosuch", "validate", "-C", str(config_dir), "--env", "staging"], ENV)
+    assert result.exit_code == 0, result.stderr
+    assert "2 tenants" in result.stdout
+    result = run(["--env", "staging", "-C", str(config_dir), "validate", "--env", "nosuch"], ENV)
+    assert "unknown environment 'nosuch'" in result.stderr
+
+
+def test_env_before_and_after_plan_agree(config_dir: Path) -> None:
+    """`plan --env staging` plans the staging overlay, as `--env staging plan` does."""
+    before = run(["-C", str(config_dir), "--env", "staging", "plan"], ENV)
+    after = run(["plan", "--env", "staging", "-C", str(config_dir)], ENV)
+    assert before.exit_code == after.exit_code == 0, after.stderr
+    assert "installation.staging-only.ado" in after.stdout
+    assert after.stdout == before.stdout
+
+
+@pytest.mark.parametrize("side", ["before", "after"])
+def test_color_on_either_side(config_dir: Path, side: str) -> None:
+    """--color / --no-color work before and after the subcommand."""
+    for flag, coloured in (("--color", True), ("--no-color", False)):
+        args = [flag, "plan"] if side == "before" else ["plan", flag]
+        result = run(["-C", str(config_dir), *args], ENV)
+        assert result.exit_code == 0, result.stderr
+        assert ("\x1b[" in result.stdout) is coloured
+
+
+@pytest.mark.parametrize("side", ["before", "after"])
+def test_no_cache_on_either_side(config_dir: Path, side: str, tmp_path: Path) -> None:
+    """--no-cache before or after the subcommand leaves the parse cache directory empty."""
+    cache = tmp_path / "cache"
+    args = ["--no-cache", "validate"] if side == "before" else ["validate", "--no-cache"]
+    result = run(["-C", str(config_dir), *args], {**ENV, "RECONCILER_CACHE_DIR": str(cache)})
+    assert result.exit_code == 0, result.stderr
+    assert not cache.exists() or not any(cache.rglob("*"))
+    run(["-C", str(config_dir), "validate"], {**ENV, "RECONCILER_CACHE_DIR": str(cache)})
+    assert any(p.is_file() for p in cache.rglob("*"))  # the check above could fail
+
+
+@pytest.mark.parametrize("command", [["plan"], ["apply"], ["state", "list"], ["state", "show"], ["validate"]])
+def test_subcommand_help_lists_the_global_options(command: list[str]) -> None:
+    """Every subcommand's --help lists the global options."""
+    result = run([*command, "--help"])
+    assert result.exit_code == 0
+    for option in ("-C, --chdir", "--env", "--color / --no-color", "--no-cache"):
+        assert option in result.stdout, option
