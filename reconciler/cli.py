@@ -656,7 +656,13 @@ def apply(opts: Options, plan_file: Path | None, auto_approve: bool, auth_mode: 
 @cli.command()
 @click.argument("addresses", nargs=-1, callback=_patterns)
 @click.option("--reissue", is_flag=True, help="Replace the pending authorization with a new link.")
-@AUTH_MODE
+@click.option(
+    "--auth-mode",
+    type=click.Choice(["browser", "paste"]),
+    default=None,
+    help="How users authorize: browser (loopback redirect) or paste (the redirected URL). Default: browser on a "
+    "terminal, else paste.",
+)
 @AUTH_TIMEOUT
 @REQUIRE_SCOPES
 @LOCK_TIMEOUT
@@ -674,8 +680,6 @@ def authorize(opts: Options, addresses: tuple[str, ...], reissue: bool, auth_mod
     from reconciler.workflow import run_authorize
 
     mode = auth_mode or ("browser" if _interactive() else "paste")
-    if mode == "defer" and not reissue:
-        raise UsageError("authorize completes authorizations: use --auth-mode browser or paste (or --reissue)")
     outcome = run_authorize(
         opts.workspace(),
         list(addresses),
@@ -685,10 +689,14 @@ def authorize(opts: Options, addresses: tuple[str, ...], reissue: bool, auth_mod
         require_scopes=require_scopes,
         lock_timeout=lock_timeout,
     )
-    return _finish(outcome)
+    if outcome.result is None:
+        click.echo("No pending authorizations.")
+        return EXIT_OK
+    return _finish(outcome, "Authorization")
 
 
-def _finish(outcome) -> int:  # type: ignore[no-untyped-def]
+def _finish(outcome, what: str = "Apply") -> int:  # type: ignore[no-untyped-def]
+    """The closing summary of `what` ("Apply", "Authorization"): counts, then the exit code (3: still pending)."""
     result = outcome.result
     if result is None:
         return EXIT_OK
@@ -699,9 +707,9 @@ def _finish(outcome) -> int:  # type: ignore[no-untyped-def]
     if result.warnings:
         parts.append(f"{len(result.warnings)} warning{'s' if len(result.warnings) != 1 else ''}")
     if result.error is not None:
-        click.echo(f"Apply stopped: {', '.join(parts)}; everything completed is saved in state.", err=True)
+        click.echo(f"{what} stopped: {', '.join(parts)}; everything completed is saved in state.", err=True)
         raise result.error
-    click.echo(f"Apply complete: {', '.join(parts)}.")
+    click.echo(f"{what} complete: {', '.join(parts)}.")
     if pending:
         click.echo("Complete pending ones with `reconciler authorize` (or open the links above).")
         return EXIT_PENDING

@@ -114,3 +114,45 @@ def test_subcommand_help_lists_the_global_options(command: list[str]) -> None:
     assert result.exit_code == 0
     for option in ("-C, --chdir", "--env", "--color / --no-color", "--no-cache"):
         assert option in result.stdout, option
+
+
+# -- item 9: authorize ---------------------------------------------------------------------------------------------
+
+
+def test_authorize_with_nothing_pending_says_so(config_dir: Path) -> None:
+    """authorize with no pending authorization prints "No pending authorizations." and exits 0."""
+    result = run(["-C", str(config_dir), "authorize"], ENV)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "No pending authorizations.\n"
+    applied = run(["-C", str(config_dir), "apply", "--auto-approve", "--auth-mode", "defer"], ENV)
+    assert applied.exit_code == 3
+    assert run(["-C", str(config_dir), "authorize", "--reissue"], ENV).exit_code == 3
+
+
+def test_authorize_names_addresses_that_match_nothing(config_dir: Path) -> None:
+    """authorize ADDRESS... that match no pending authorization: an error naming them."""
+    result = run(["-C", str(config_dir), "authorize", "installation.nope.*"], ENV)
+    assert result.exit_code == 1
+    assert "installation.nope.*" in result.stderr
+
+
+def test_authorize_does_not_offer_defer(config_dir: Path) -> None:
+    """authorize --help offers browser and paste only; defer is refused by the option itself."""
+    help_text = run(["authorize", "--help"]).stdout
+    assert "--auth-mode [browser|paste]" in help_text and "defer (" not in help_text
+    result = run(["-C", str(config_dir), "authorize", "--auth-mode", "defer"], ENV)
+    assert result.exit_code == 1 and "'defer' is not one of" in result.stderr
+
+
+def test_authorize_summary_says_authorization(sandbox_config) -> None:  # type: ignore[no-untyped-def]
+    """authorize ends with "Authorization complete: N completed", not "Apply complete"."""
+    from tests.sandbox_support import ENV as SANDBOX_ENV
+    from tests.sandbox_support import installation
+
+    write = sandbox_config[2]
+    write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"]))
+    assert run(["-C", ".", "apply", "--auto-approve", "--auth-mode", "defer"], SANDBOX_ENV).exit_code == 3
+    done = run(["-C", ".", "authorize", "--auth-mode", "browser", "--auth-timeout", "20"], SANDBOX_ENV)
+    assert done.exit_code == 0, done.stderr
+    assert "Authorization complete: 1 completed" in done.stdout
+    assert "Apply" not in done.stdout + done.stderr
