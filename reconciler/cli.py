@@ -723,32 +723,59 @@ def state() -> None:
 
 
 @state.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of {address, kind, status, ...} (never tokens).")
 @click.pass_obj
-def state_list(opts: Options) -> int:
-    """List the addresses recorded in state, with their status."""
+def state_list(opts: Options, as_json: bool) -> int:
+    """List the addresses recorded in state, with their status.
+
+    \b
+    Examples:
+      reconciler state list
+      reconciler state list --json | jq -r '.[] | select(.pending) | .address'
+    """
     from reconciler.state.model import InstallationRecord
     from reconciler.workflow import read_state
 
     doc = read_state(opts.workspace())
+    rows = []
     for address, record in (doc.resources.items() if doc else ()):
         status = record.status if isinstance(record, InstallationRecord) else "recorded"
         if isinstance(record, InstallationRecord) and record.pending is not None and record.status == "authorized":
             status += " (re-authorization pending)"
+        rows.append((address, record, status))
+    if as_json:
+        click.echo(json.dumps([_list_entry(address, record, status) for address, record, status in rows], indent=2))
+        return EXIT_OK
+    for address, _, status in rows:
         click.echo(f"{address}\t{status}")
     return EXIT_OK
 
 
+def _list_entry(address: str, record: Any, status: str) -> dict[str, Any]:
+    """One `state list --json` entry: names, status and times from the record — records hold no token material."""
+    from reconciler.state.model import InstallationRecord
+
+    entry: dict[str, Any] = {"address": address, "kind": record.kind, "status": status}
+    if isinstance(record, InstallationRecord):
+        entry |= {"pending": record.pending is not None, "protected": record.protected, "drift": record.drift}
+        times = record.model_dump(mode="json", include={"authorized_at", "expires_at", "checked_at"})
+        entry |= {key: value for key, value in times.items() if value is not None}
+    return entry
+
+
 @state.command("show")
 @click.argument("address", callback=_address(None))
-@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text for a terminal, json for automation.")
+@click.option("--json", "as_json", is_flag=True, hidden=True, help="Same as --format json.")
 @click.pass_obj
-def state_show(opts: Options, address: str, as_json: bool) -> int:
+def state_show(opts: Options, address: str, fmt: str, as_json: bool) -> int:
     """Show one recorded address: status, requested and granted scopes, client id, times.
 
     \b
     Examples:
       reconciler state show installation.acme.ado-main
-      reconciler state show installation.acme.ado-main --json | jq .granted_scopes
+      reconciler state show installation.acme.ado-main --format json | jq .granted_scopes
     """
     from reconciler.workflow import read_state
 
@@ -757,7 +784,7 @@ def state_show(opts: Options, address: str, as_json: bool) -> int:
     if record is None:
         raise UsageError(f"{address} is not in state", hint="`reconciler state list` shows what is")
     data = record.model_dump(mode="json", exclude_none=True)
-    if as_json:
+    if as_json or fmt == "json":
         click.echo(json.dumps({"address": address, **data}, indent=2))
         return EXIT_OK
     click.echo(f"# {address}")

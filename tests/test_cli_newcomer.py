@@ -156,3 +156,44 @@ def test_authorize_summary_says_authorization(sandbox_config) -> None:  # type: 
     assert done.exit_code == 0, done.stderr
     assert "Authorization complete: 1 completed" in done.stdout
     assert "Apply" not in done.stdout + done.stderr
+
+
+# -- item 9: state list --json, state show --format -----------------------------------------------------------------
+
+
+def _deferred(config_dir: Path) -> None:
+    """Apply with --auth-mode defer: the partner recorded, installation.acme.ado pending."""
+    assert run(["-C", str(config_dir), "apply", "--auto-approve", "--auth-mode", "defer"], ENV).exit_code == 3
+
+
+def test_state_list_json(config_dir: Path) -> None:
+    """state list --json prints an array of {address, kind, status, ...} with no token or secret in it."""
+    import json
+
+    _deferred(config_dir)
+    result = run(["-C", str(config_dir), "state", "list", "--json"], ENV)
+    assert result.exit_code == 0, result.stderr
+    entries = json.loads(result.stdout)
+    assert [(e["address"], e["kind"], e["status"]) for e in entries] == [
+        ("installation.acme.ado", "installation", "pending_authorization"),
+        ("partner.microsoft-azure-devops", "partner", "recorded"),
+    ]
+    assert entries[0]["pending"] is True and entries[0]["protected"] is False
+    assert ENV["ADO_CLIENT_SECRET"] not in result.stdout and "token" not in result.stdout
+    empty = run(["-C", str(config_dir), "--env", "staging", "state", "list", "--json"], ENV)
+    assert json.loads(empty.stdout) == []
+
+
+def test_state_show_format_json_and_the_json_alias(config_dir: Path) -> None:
+    """state show --format json prints the record; --json stays as a hidden alias of it."""
+    import json
+
+    _deferred(config_dir)
+    base = ["-C", str(config_dir), "state", "show", "installation.acme.ado"]
+    as_format = run([*base, "--format", "json"], ENV)
+    assert as_format.exit_code == 0, as_format.stderr
+    assert json.loads(as_format.stdout)["address"] == "installation.acme.ado"
+    assert run([*base, "--json"], ENV).stdout == as_format.stdout
+    assert run([*base, "--format", "text"], ENV).stdout.startswith("# installation.acme.ado\n")
+    help_text = run(["state", "show", "--help"]).stdout
+    assert "--format [text|json]" in help_text and "--json" not in help_text
