@@ -197,3 +197,17 @@ def test_state_show_format_json_and_the_json_alias(config_dir: Path) -> None:
     assert run([*base, "--format", "text"], ENV).stdout.startswith("# installation.acme.ado\n")
     help_text = run(["state", "show", "--help"]).stdout
     assert "--format [text|json]" in help_text and "--json" not in help_text
+
+
+def test_text_plan_lists_pending_links_like_markdown(config_dir: Path) -> None:
+    """The text plan shows each pending authorization's link, as the Markdown plan does."""
+    import re
+
+    _deferred(config_dir)
+    markdown = run(["-C", str(config_dir), "plan", "--format", "markdown"], ENV).stdout
+    links = re.findall(r"https://\S+?/authorize\?[^)\s|]+", markdown)
+    assert links, markdown
+    text = run(["-C", str(config_dir), "plan"], ENV)
+    assert text.exit_code == 0, text.stderr
+    for link in links:
+        assert link in text.stdout

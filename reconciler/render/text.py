@@ -52,7 +52,11 @@ def render_text(doc: PlanDocument, *, color: bool = False) -> str:
     pending = [c for c in doc.changes if c.pending]
     if pending:
         out.append(bold("Pending authorizations (complete them with `reconciler authorize`; --detailed-exitcode ignores them):"))
-        out += [f"  {c.address}: {one_line(c.reasons[0])}" for c in pending]
+        for change in pending:
+            out.append(f"  {change.address}: {one_line(change.reasons[0])}")
+            url = (change.before or {}).get("authorization_url")
+            if isinstance(url, str):  # the same link the Markdown plan's table shows
+                out.append(f"    open this link to sign in: {one_line(url)}")
         out.append("")
     warnings = [f"{c.address}: {w}" for c in doc.changes for w in c.warnings] + list(doc.warnings)
     if warnings:
