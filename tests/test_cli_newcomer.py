@@ -211,3 +211,15 @@ def test_text_plan_lists_pending_links_like_markdown(config_dir: Path) -> None:
     assert text.exit_code == 0, text.stderr
     for link in links:
         assert link in text.stdout
+
+
+def test_exclude_summary_counts_only_what_remains(config_dir: Path) -> None:
+    """With --exclude, "N resources match the configuration" counts only the addresses left in the plan."""
+    _deferred(config_dir)
+    base = ["-C", str(config_dir), "plan"]
+    everything = run(base, ENV).stdout
+    assert "No changes. 2 resources match the configuration.\n" in everything
+    text = run([*base, "--exclude", "installation.*"], ENV).stdout
+    assert "No changes. 1 resource matches the configuration. 1 left out by --target/--exclude.\n" in text
+    markdown = run([*base, "--format", "markdown", "--target", "partner.*"], ENV).stdout
+    assert "1 resource matches the configuration. 1 left out by --target/--exclude." in markdown
