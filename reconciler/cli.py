@@ -202,6 +202,19 @@ def _address(kind: str | None):  # type: ignore[no-untyped-def]
     return check
 
 
+def _selection_options(func):  # type: ignore[no-untyped-def]
+    """--target / --exclude for commands whose positional ADDRESS globs select too (the two are joined)."""
+    options = [
+        click.option("--target", multiple=True, metavar="ADDRESS", callback=_patterns,
+                     help="Only these addresses (globs; repeatable; same as ADDRESS arguments)."),
+        click.option("--exclude", multiple=True, metavar="ADDRESS", callback=_patterns,
+                     help="Leave these addresses out (globs)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def _address_options(func):  # type: ignore[no-untyped-def]
     """--target / --exclude / --replace / --allow-delete, shared by plan and apply."""
     options = [
@@ -666,15 +679,17 @@ def apply(opts: Options, plan_file: Path | None, auto_approve: bool, auth_mode: 
 @AUTH_TIMEOUT
 @REQUIRE_SCOPES
 @LOCK_TIMEOUT
+@_selection_options
 @click.pass_obj
 def authorize(opts: Options, addresses: tuple[str, ...], reissue: bool, auth_mode: str | None, auth_timeout: float,
-              require_scopes: bool, lock_timeout: float) -> int:
+              require_scopes: bool, lock_timeout: float, target: tuple[str, ...], exclude: tuple[str, ...]) -> int:
     """Complete pending (deferred) authorizations — all, or the given addresses (globs allowed).
 
     \b
     Examples:
       reconciler authorize
       reconciler authorize 'installation.acme.*' --auth-mode paste
+      reconciler authorize --target 'installation.acme.*' --exclude installation.acme.legacy
       reconciler authorize installation.acme.ado-main --reissue
     """
     from reconciler.workflow import run_authorize
@@ -682,7 +697,8 @@ def authorize(opts: Options, addresses: tuple[str, ...], reissue: bool, auth_mod
     mode = auth_mode or ("browser" if _interactive() else "paste")
     outcome = run_authorize(
         opts.workspace(),
-        list(addresses),
+        [*addresses, *target],
+        excludes=exclude,
         consent=None if reissue else _consent(mode, auth_timeout, chosen=auth_mode is not None),
         hooks=_EchoHooks(),
         reissue=reissue,
@@ -796,19 +812,30 @@ def state_show(opts: Options, address: str, fmt: str, as_json: bool) -> int:
 
 
 @state.command("rm")
-@click.argument("addresses", nargs=-1, required=True, callback=_patterns)
+@click.argument("addresses", nargs=-1, callback=_patterns)
 @LOCK_TIMEOUT
+@_selection_options
+@click.option("--allow-delete", multiple=True, metavar="ADDRESS", callback=_patterns,
+              help="Allow forgetting these protected installations (globs).")
 @click.pass_obj
-def state_rm(opts: Options, addresses: tuple[str, ...], lock_timeout: float) -> int:
-    """Forget addresses (globs) without revoking their tokens at the provider.
+def state_rm(opts: Options, addresses: tuple[str, ...], lock_timeout: float, target: tuple[str, ...],
+             exclude: tuple[str, ...], allow_delete: tuple[str, ...]) -> int:
+    """Forget addresses (globs) without revoking their tokens at the provider. A protected installation needs
+    --allow-delete too.
 
     \b
     Examples:
       reconciler state rm installation.acme.old-board
+      reconciler state rm --target 'installation.acme.*' --exclude installation.acme.ado-main
+      reconciler state rm installation.acme.ado-main --allow-delete installation.acme.ado-main
     """
     from reconciler.workflow import state_rm as remove
 
-    for address in remove(opts.workspace(), list(addresses), lock_timeout=lock_timeout):
+    if not addresses and not target:
+        raise UsageError("state rm needs the addresses to forget", hint="give ADDRESS arguments or --target ADDRESS")
+    removed = remove(opts.workspace(), [*addresses, *target], lock_timeout=lock_timeout, excludes=exclude,
+                     allow_delete=allow_delete)
+    for address in removed:
         click.echo(f"Removed {address}")
     return EXIT_OK
 

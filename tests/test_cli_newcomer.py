@@ -223,3 +223,61 @@ def test_exclude_summary_counts_only_what_remains(config_dir: Path) -> None:
     assert "No changes. 1 resource matches the configuration. 1 left out by --target/--exclude.\n" in text
     markdown = run([*base, "--format", "markdown", "--target", "partner.*"], ENV).stdout
     assert "1 resource matches the configuration. 1 left out by --target/--exclude." in markdown
+
+
+# -- item 9: --target/--exclude everywhere, state rm of a protected installation ------------------------------------
+
+PROTECTED = CONFIG + "        protect: true\n      board:\n        connector: microsoft-azure-devops\n" \
+    "        parameters: {organization: acme, project: B}\n        scopes: [vso.work_full]\n"
+
+
+def _pending_protected(config_dir: Path) -> None:
+    """installation.acme.ado (protected) and installation.acme.board recorded as pending."""
+    import json
+
+    (config_dir / "reconciler.yaml").write_text(PROTECTED)
+    _deferred(config_dir)
+    listed = json.loads(run(["-C", str(config_dir), "state", "list", "--json"], ENV).stdout)
+    assert {e["address"]: e.get("protected") for e in listed} == {
+        "installation.acme.ado": True, "installation.acme.board": False, "partner.microsoft-azure-devops": None,
+    }
+
+
+def _addresses(config_dir: Path) -> list[str]:
+    return [line.split("\t")[0] for line in run(["-C", str(config_dir), "state", "list"], ENV).stdout.splitlines()]
+
+
+def test_state_rm_of_a_protected_installation_needs_allow_delete(config_dir: Path) -> None:
+    """state rm refuses a protected installation (naming it, removing nothing) unless --allow-delete names it."""
+    _pending_protected(config_dir)
+    before = _addresses(config_dir)
+    refused = run(["-C", str(config_dir), "state", "rm", "installation.acme.*"], ENV)
+    assert refused.exit_code == 1
+    assert "protected installation: installation.acme.ado" in refused.stderr and "--allow-delete" in refused.stderr
+    assert _addresses(config_dir) == before
+    allowed = run(["-C", str(config_dir), "state", "rm", "installation.acme.ado",
+                   "--allow-delete", "installation.acme.ado"], ENV)
+    assert allowed.exit_code == 0, allowed.stderr
+    assert _addresses(config_dir) == ["installation.acme.board", "partner.microsoft-azure-devops"]
+
+
+def test_state_rm_takes_target_and_exclude(config_dir: Path) -> None:
+    """state rm --target/--exclude select like plan's; positional globs stay accepted; neither is an error."""
+    _pending_protected(config_dir)
+    result = run(["-C", str(config_dir), "state", "rm", "--target", "installation.acme.*",
+                  "--exclude", "installation.acme.ado"], ENV)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "Removed installation.acme.board\n"
+    nothing = run(["-C", str(config_dir), "state", "rm"], ENV)
+    assert nothing.exit_code == 1 and "--target" in nothing.stderr
+
+
+def test_authorize_takes_target_and_exclude(config_dir: Path) -> None:
+    """authorize --target/--exclude select pending authorizations like ADDRESS arguments (here: --reissue)."""
+    _pending_protected(config_dir)
+    result = run(["-C", str(config_dir), "authorize", "--reissue", "--target", "installation.acme.*",
+                  "--exclude", "installation.acme.board"], ENV)
+    assert result.exit_code == 3, result.stderr
+    assert "installation.acme.ado" in result.stdout and "installation.acme.board" not in result.stdout
+    unmatched = run(["-C", str(config_dir), "authorize", "--target", "installation.nope.*"], ENV)
+    assert unmatched.exit_code == 1 and "installation.nope.*" in unmatched.stderr
