@@ -899,17 +899,30 @@ def state_push(opts: Options, directory: Path, lock_timeout: float) -> int:
 
 @cli.command("force-unlock")
 @click.argument("lock_id")
+@click.option("--force", is_flag=True, help="End a holder whose session is still alive without asking.")
 @click.pass_obj
-def force_unlock(opts: Options, lock_id: str) -> int:
+def force_unlock(opts: Options, lock_id: str, force: bool) -> int:
     """Release the state lock LOCK_ID whose holder is stuck (the id is in the "locked" message).
+
+    On PostgreSQL a holder whose session is still alive is ended only after a confirmation (or with --force);
+    without a terminal and without --force that is refused. A live local holder is always refused.
 
     \b
     Examples:
       reconciler force-unlock 6f1c2a9e-...
+      reconciler force-unlock 6f1c2a9e-... --force     # in a script: end a live holder's session
     """
     from reconciler.workflow import force_unlock as release
 
-    click.echo(f"Released the lock {release(opts.workspace(), lock_id)}")
+    def confirm_live(holder: str) -> bool:
+        if force:
+            return True
+        if not sys.stdin.isatty():
+            return False  # the backend refuses, with the hint to pass --force
+        click.echo(f"The state is {one_line(holder)}, and its session is still alive: it may be mid-write.", err=True)
+        return click.confirm("Do you really want to force-unlock?", default=False, err=True)
+
+    click.echo(f"Released the lock {release(opts.workspace(), lock_id, confirm_live=confirm_live)}")
     return EXIT_OK
 
 

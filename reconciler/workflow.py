@@ -586,9 +586,13 @@ def _copy_state(source: StateBackend, target: StateBackend, lock_timeout: float)
     return doc
 
 
-def force_unlock(ws: Workspace, lock_id: str) -> str:
-    """Release a lock whose holder is stuck; returns who held it."""
-    return open_backend(ws, load_root(ws.config_dir, environment=ws.environment)).force_unlock(lock_id)
+def force_unlock(ws: Workspace, lock_id: str, *, confirm_live: Callable[[str], bool]) -> str:
+    """Release a lock whose holder is stuck; returns who held it. A backend that can end a live holder (PostgreSQL)
+    does so only when `confirm_live(holder)` says yes; a local lock's live holder is always refused."""
+    backend = open_backend(ws, load_root(ws.config_dir, environment=ws.environment))
+    if isinstance(backend, LocalBackend):
+        return backend.force_unlock(lock_id)
+    return backend.force_unlock(lock_id, confirm_live=confirm_live)  # type: ignore[call-arg]
 
 
 # -- refresh -----------------------------------------------------------------------------------------------------

@@ -281,3 +281,32 @@ def test_authorize_takes_target_and_exclude(config_dir: Path) -> None:
     assert "installation.acme.ado" in result.stdout and "installation.acme.board" not in result.stdout
     unmatched = run(["-C", str(config_dir), "authorize", "--target", "installation.nope.*"], ENV)
     assert unmatched.exit_code == 1 and "installation.nope.*" in unmatched.stderr
+
+
+# -- item 9: force-unlock of a live PostgreSQL holder -----------------------------------------------------------------
+
+
+def test_postgres_force_unlock_of_a_live_holder_needs_force(config_dir: Path, pg_database: str) -> None:
+    """force-unlock of a PostgreSQL lock whose holder's session is alive: refused without a terminal and without
+    --force (the lock stays held); with --force the session is ended and the lock released."""
+    import contextlib
+
+    from reconciler.errors import StateLockedError
+    from reconciler.state.postgres import PostgresBackend
+
+    (config_dir / "reconciler.yaml").write_text(CONFIG + "backend:\n  type: postgres\n  dsn: ${env:PG_DSN}\n")
+    env = {**ENV, "PG_DSN": pg_database}
+    held = PostgresBackend(pg_database, "default").lock("apply")
+    info = held.__enter__()
+    refused = run(["-C", str(config_dir), "force-unlock", info.id], env)
+    assert refused.exit_code == 1
+    assert "session is alive" in refused.stderr and "--force" in refused.stderr
+    with pytest.raises(StateLockedError), PostgresBackend(pg_database, "default").lock("check"):  # still held
+        pass
+    forced = run(["-C", str(config_dir), "force-unlock", info.id, "--force"], env)
+    assert forced.exit_code == 0, forced.stderr
+    assert forced.stdout.startswith("Released the lock")
+    with contextlib.suppress(Exception):  # the holder's session was ended under it
+        held.__exit__(None, None, None)
+    with PostgresBackend(pg_database, "default").lock("check"):  # free now
+        pass
