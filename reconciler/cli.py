@@ -613,13 +613,16 @@ LOCK_TIMEOUT = click.option(
 @click.option("--auto-approve", is_flag=True, help="Apply without asking for confirmation.")
 @AUTH_MODE
 @AUTH_TIMEOUT
+@click.option("--leave-missed-pending", is_flag=True,
+              help="A browser sign-in that times out or is abandoned is left pending (exit 3) and the others go on; "
+              "on a terminal you are asked instead.")
 @REQUIRE_SCOPES
 @LOCK_TIMEOUT
 @_address_options
 @click.pass_obj
 def apply(opts: Options, plan_file: Path | None, auto_approve: bool, auth_mode: str | None, auth_timeout: float,
-          require_scopes: bool, lock_timeout: float, target: tuple[str, ...], exclude: tuple[str, ...],
-          replace: tuple[str, ...], allow_delete: tuple[str, ...]) -> int:
+          leave_missed_pending: bool, require_scopes: bool, lock_timeout: float, target: tuple[str, ...],
+          exclude: tuple[str, ...], replace: tuple[str, ...], allow_delete: tuple[str, ...]) -> int:
     """Plan, confirm, then make it so: run the due authorizations and record tokens (sealed) and granted scopes.
 
     State is written after every completed step; an error stops the run and keeps everything done before it.
@@ -649,6 +652,15 @@ def apply(opts: Options, plan_file: Path | None, auto_approve: bool, auth_mode: 
             return True
         return click.confirm("\nApply these changes?", default=False, err=True)
 
+    def on_missed(address: str, error: ReconcilerError) -> bool:
+        """Leave a missed sign-in pending: with --leave-missed-pending, or when the user says so on a terminal."""
+        click.echo(f"{address}: {one_line(error.message)}", err=True)
+        if leave_missed_pending:
+            return True
+        if not sys.stdin.isatty():
+            return False
+        return click.confirm("Continue with the others and leave it pending?", default=False, err=True)
+
     outcome = run_apply(
         opts.workspace(),
         options=_plan_options(target, exclude, replace, allow_delete),
@@ -656,6 +668,7 @@ def apply(opts: Options, plan_file: Path | None, auto_approve: bool, auth_mode: 
         consent=_consent(mode, auth_timeout, chosen=auth_mode is not None),
         hooks=_EchoHooks(),
         confirm=confirm,
+        on_missed=on_missed,
         require_scopes=require_scopes,
         lock_timeout=lock_timeout,
         on_key_created=lambda path: click.echo(

@@ -6,6 +6,7 @@ itself (both are passed in), or know about click.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import fnmatch
 import functools
@@ -361,8 +362,10 @@ def run_apply(
     lock_timeout: float,
     on_key_created: Callable[[str], None],
     plan_file: Path | None = None,
+    on_missed: Callable[[str, ReconcilerError], bool] | None = None,
 ) -> RunOutcome:
-    """Lock, plan (or read the saved plan), confirm (the callback shows the plan), and carry it out."""
+    """Lock, plan (or read the saved plan), confirm (the callback shows the plan), and carry it out. `on_missed`
+    decides whether a sign-in that timed out is left pending while the others go on (see `Services`)."""
     from reconciler.apply import ApplyResult, apply_plan
 
     if plan_file is not None:
@@ -388,6 +391,7 @@ def run_apply(
 
         with httpx.Client(timeout=ws.http_timeout) as http:
             services = services_for(ws, root, backend, http=http, consent=consent, on_key_created=on_key_created)
+            services = dataclasses.replace(services, on_missed=on_missed)
             return RunOutcome(apply_plan(plan, desired, services, hooks, require_scopes=require_scopes))
 
 

@@ -310,3 +310,51 @@ def test_postgres_force_unlock_of_a_live_holder_needs_force(config_dir: Path, pg
         held.__exit__(None, None, None)
     with PostgresBackend(pg_database, "default").lock("check"):  # free now
         pass
+
+
+# -- item 9: a missed browser sign-in during apply ---------------------------------------------------------------
+
+
+def _two_installations_first_sign_in_missed(sandbox_config, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Two installations; the browser ignores the first consent page (a sign-in never made) and answers the rest."""
+    import webbrowser
+
+    from tests.sandbox_support import installation
+
+    _, directory, write, browser = sandbox_config
+    write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"])
+          + installation("globex", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"]))
+    opened: list[str] = []
+
+    def first_ignored(url: str) -> bool:
+        opened.append(url)
+        return True if len(opened) == 1 else browser(url)
+
+    monkeypatch.setattr(webbrowser, "open", first_ignored)
+    return directory
+
+
+def test_missed_sign_in_is_left_pending_with_the_flag(sandbox_config, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """--leave-missed-pending: a timed-out sign-in becomes a pending authorization, the others go on, exit 3."""
+    import json
+
+    from tests.sandbox_support import ENV as SANDBOX_ENV
+
+    directory = _two_installations_first_sign_in_missed(sandbox_config, monkeypatch)
+    result = run(["-C", ".", "apply", "--auto-approve", "--auth-mode", "browser", "--auth-timeout", "1",
+                  "--leave-missed-pending"], SANDBOX_ENV)
+    assert result.exit_code == 3, result.stderr
+    resources = json.loads((directory / "state" / "default.json").read_text())["resources"]
+    statuses = {a: r["status"] for a, r in resources.items() if a.startswith("installation.")}
+    assert sorted(statuses.values()) == ["authorized", "pending_authorization"]
+    assert "1 pending authorization" in result.stdout and "no authorization arrived" in result.stderr
+
+
+def test_missed_sign_in_without_the_flag_stops_the_run(sandbox_config, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Without a terminal and without --leave-missed-pending, a timed-out sign-in stops the apply (exit 1)."""
+    from tests.sandbox_support import ENV as SANDBOX_ENV
+
+    _two_installations_first_sign_in_missed(sandbox_config, monkeypatch)
+    result = run(["-C", ".", "apply", "--auto-approve", "--auth-mode", "browser", "--auth-timeout", "1"], SANDBOX_ENV)
+    assert result.exit_code == 1
+    assert "Apply stopped" in result.stderr and "no authorization arrived within 1 s" in result.stderr
