@@ -537,20 +537,55 @@ def refresh(opts: Options, parallelism: int, window: float, lock_timeout: float,
 
 
 @cli.command()
-def schema() -> int:
-    """Print the JSON Schema of reconciler.yaml, for editors and CI linters.
+@click.option("--include-file", is_flag=True,
+              help="The schema of an included file (partners and tenants; no `version`) instead of reconciler.yaml.")
+def schema(include_file: bool) -> int:
+    """Print the JSON Schema of reconciler.yaml (or, with --include-file, of an included file), for editors and
+    CI linters. Scopes are the catalog's; secrets must be ${env:NAME} or ${file:PATH} references.
 
     \b
     Examples:
       reconciler schema > reconciler.schema.json
-      # then, first line of reconciler.yaml:
+      reconciler schema --include-file > tenant.schema.json
+      # then, first line of reconciler.yaml (or of tenants/acme.yaml):
       # yaml-language-server: $schema=./reconciler.schema.json
     """
-    from reconciler.config.schema import RootFile
+    from reconciler.config.schema import IncludedFile, RootFile
 
-    document = {"$schema": "https://json-schema.org/draft/2020-12/schema", **RootFile.model_json_schema()}
-    click.echo(json.dumps(document, indent=2))
+    model = IncludedFile if include_file else RootFile
+    document = {"$schema": "https://json-schema.org/draft/2020-12/schema", **model.model_json_schema()}
+    click.echo(json.dumps(_with_catalog_and_references(document), indent=2))
     return EXIT_OK
+
+
+SECRET_FIELDS = (("PartnerSpec", "client_secret"), ("CredentialsSpec", "client_secret"), ("PostgresBackendSpec", "dsn"))
+REFERENCE_PATTERN = r"^\$\{(env|file):[^}]+\}$"
+
+
+def _with_catalog_and_references(document: dict[str, Any]) -> dict[str, Any]:
+    """`document` with what the model alone does not say: scopes come from the catalog (an enum of every
+    connector's scopes) and secret fields take a reference only (the loader refuses literals)."""
+    from reconciler.catalog import load_catalog
+
+    catalog = load_catalog()
+    scopes = sorted({scope for connector in catalog.connectors.values() for scope in connector.scopes})
+    defs = document.get("$defs", {})
+    for model, field in (("InstallationSpec", "scopes"), ("PartnerSpec", "scopes")):
+        for schema in _string_schemas(defs.get(model, {}).get("properties", {}).get(field, {})):
+            schema["enum"] = scopes
+    for model, field in SECRET_FIELDS:
+        for schema in _string_schemas(defs.get(model, {}).get("properties", {}).get(field, {})):
+            schema["pattern"] = REFERENCE_PATTERN
+    return document
+
+
+def _string_schemas(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """The string schemas inside `schema`: itself, its array items, and its anyOf branches (for `X | None`)."""
+    if schema.get("type") == "string":
+        return [schema]
+    if schema.get("type") == "array":
+        return _string_schemas(schema.get("items", {}))
+    return [found for branch in schema.get("anyOf", []) for found in _string_schemas(branch)]
 
 
 class _EchoHooks:

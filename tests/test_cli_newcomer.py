@@ -358,3 +358,47 @@ def test_missed_sign_in_without_the_flag_stops_the_run(sandbox_config, monkeypat
     result = run(["-C", ".", "apply", "--auto-approve", "--auth-mode", "browser", "--auth-timeout", "1"], SANDBOX_ENV)
     assert result.exit_code == 1
     assert "Apply stopped" in result.stderr and "no authorization arrived within 1 s" in result.stderr
+
+
+# -- item 9: the JSON schema ---------------------------------------------------------------------------------------
+
+
+def _schema(*args: str) -> dict:  # type: ignore[type-arg]
+    import json
+
+    result = run(["schema", *args])
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def test_schema_for_included_files_requires_no_version() -> None:
+    """`schema --include-file` describes a tenant include file: partners and tenants, no required `version`."""
+    included = _schema("--include-file")
+    assert "version" not in included.get("required", []) and "version" not in included["properties"]
+    assert {"partners", "tenants"} <= set(included["properties"])
+    assert _schema()["required"] == ["version"]
+
+
+def test_schema_lists_the_catalog_scopes() -> None:
+    """Installation scopes are an enum of the catalog's scopes: an unknown scope fails in an editor too."""
+    from reconciler.catalog import load_catalog
+
+    for document in (_schema(), _schema("--include-file")):
+        scopes = document["$defs"]["InstallationSpec"]["properties"]["scopes"]["items"]["enum"]
+        assert "vso.work_full" in scopes and "vso.bogus" not in scopes
+        assert set(scopes) == {scope for c in load_catalog().connectors.values() for scope in c.scopes}
+
+
+def test_schema_secret_fields_take_references_only() -> None:
+    """client_secret (partner and installation credentials) and the DSN match ${env:...}/${file:...} only."""
+    import re
+
+    defs = _schema()["$defs"]
+    patterns = [
+        defs["PartnerSpec"]["properties"]["client_secret"]["anyOf"][0]["pattern"],
+        defs["CredentialsSpec"]["properties"]["client_secret"]["pattern"],
+        defs["PostgresBackendSpec"]["properties"]["dsn"]["pattern"],
+    ]
+    for pattern in patterns:
+        assert re.match(pattern, "${env:ADO_CLIENT_SECRET}") and re.match(pattern, "${file:secrets/initech}")
+        assert not re.match(pattern, "literal-s3cr3t") and not re.match(pattern, "${vault:x}")
