@@ -19,7 +19,7 @@ from typing import Protocol, TypeVar
 import httpx
 
 from reconciler.auth.consent import ConsentStep
-from reconciler.auth.errors import ProviderError
+from reconciler.auth.errors import ConsentError, ProviderError
 from reconciler.auth.flows import (
     AuthorizationRequest,
     Binding,
@@ -75,6 +75,9 @@ class Services:
     now: Callable[[], dt.datetime]
     catalog: Catalog
     retry: RetryPolicy = RetryPolicy()  # provider calls that failed transiently (429, 5xx, timeouts) are retried
+    # A sign-in that timed out or was abandoned (ConsentError category "missed"): True leaves that installation
+    # pending (as `--auth-mode defer` would) and carries on with the others; None or False stops the run.
+    on_missed: Callable[[str, ReconcilerError], bool] | None = None
     sleep: Callable[[float], None] = time.sleep
 
 
@@ -211,7 +214,13 @@ class _Run:
         assert consent is not None
         flow = self.flow(installation)
         request = request or flow.authorization_request()
-        code = consent.obtain(request, address)
+        try:
+            code = consent.obtain(request, address)
+        except ConsentError as exc:
+            if exc.category != "missed" or self.services.on_missed is None or not self.services.on_missed(address, exc):
+                raise
+            self.defer(installation)  # a pending authorization, its own link: the missed one's listener is gone
+            return
         try:
             tokens = self.retrying(lambda: flow.exchange(code, request))
         except ProviderError as exc:

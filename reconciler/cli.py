@@ -9,6 +9,7 @@ state logic. Expected errors print as one line each; anything else is reported a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -47,7 +48,51 @@ class Options:
         return sys.stdout.isatty() and "NO_COLOR" not in os.environ
 
 
-class ReconcilerGroup(click.Group):
+def _set_global(field: str, convert: Any = None):  # type: ignore[no-untyped-def]
+    """A callback for a global option given after the subcommand name: when given, it replaces the value given
+    before it (the one after the subcommand wins) in the context object the command receives."""
+
+    def store(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is None or value is False or value == ():
+            return  # not given after the subcommand: the value before it (or its default) stays
+        value = convert(value) if convert is not None else value
+        if isinstance(ctx.obj, Options):
+            ctx.obj = dataclasses.replace(ctx.obj, **{field: value})
+
+    return store
+
+
+def global_options(func):  # type: ignore[no-untyped-def]
+    """-C / --env / --color / --no-cache / --http-timeout accepted after the subcommand name too, as users type
+    them (`reconciler plan --env prod`); listed in the subcommand's --help. Given on both sides, the one after
+    the subcommand wins. No environment variables here: those are read once, by the group."""
+    options = [
+        click.option("-C", "--chdir", "g_config_dir", metavar="DIR", expose_value=False,
+                     callback=_set_global("config_dir", Path), help="Configuration directory (global option)."),
+        click.option("--env", "g_environment", metavar="NAME", expose_value=False,
+                     callback=_set_global("environment"), help="Environment (global option)."),
+        click.option("--color/--no-color", "g_color", default=None, expose_value=False,
+                     callback=_set_global("color"), help="Colour output (global option)."),
+        click.option("--no-cache", "g_no_cache", is_flag=True, default=False, expose_value=False,
+                     callback=_set_global("cache", lambda flag: not flag), help="Do not use the parse cache (global option)."),
+        click.option("--http-timeout", "g_http_timeout", type=click.FloatRange(min=0.1), default=None,
+                     expose_value=False, metavar="SECONDS", callback=_set_global("http_timeout"),
+                     help="Seconds per provider request (global option)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+class _GlobalGroup(click.Group):
+    """A subcommand group whose commands (and itself) all take the global options."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        decorator = super().command(*args, **kwargs)
+        return lambda func: decorator(global_options(func))
+
+
+class ReconcilerGroup(_GlobalGroup):
     """Maps every error to one line on stderr and an exit code; usage errors exit 1 (2 means "changes")."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
@@ -155,6 +200,19 @@ def _address(kind: str | None):  # type: ignore[no-untyped-def]
         return value
 
     return check
+
+
+def _selection_options(func):  # type: ignore[no-untyped-def]
+    """--target / --exclude for commands whose positional ADDRESS globs select too (the two are joined)."""
+    options = [
+        click.option("--target", multiple=True, metavar="ADDRESS", callback=_patterns,
+                     help="Only these addresses (globs; repeatable; same as ADDRESS arguments)."),
+        click.option("--exclude", multiple=True, metavar="ADDRESS", callback=_patterns,
+                     help="Leave these addresses out (globs)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
 
 
 def _address_options(func):  # type: ignore[no-untyped-def]
@@ -493,20 +551,55 @@ def refresh(opts: Options, parallelism: int, window: float, lock_timeout: float,
 
 
 @cli.command()
-def schema() -> int:
-    """Print the JSON Schema of reconciler.yaml, for editors and CI linters.
+@click.option("--include-file", is_flag=True,
+              help="The schema of an included file (partners and tenants; no `version`) instead of reconciler.yaml.")
+def schema(include_file: bool) -> int:
+    """Print the JSON Schema of reconciler.yaml (or, with --include-file, of an included file), for editors and
+    CI linters. Scopes are the catalog's; secrets must be ${env:NAME} or ${file:PATH} references.
 
     \b
     Examples:
       reconciler schema > reconciler.schema.json
-      # then, first line of reconciler.yaml:
+      reconciler schema --include-file > tenant.schema.json
+      # then, first line of reconciler.yaml (or of tenants/acme.yaml):
       # yaml-language-server: $schema=./reconciler.schema.json
     """
-    from reconciler.config.schema import RootFile
+    from reconciler.config.schema import IncludedFile, RootFile
 
-    document = {"$schema": "https://json-schema.org/draft/2020-12/schema", **RootFile.model_json_schema()}
-    click.echo(json.dumps(document, indent=2))
+    model = IncludedFile if include_file else RootFile
+    document = {"$schema": "https://json-schema.org/draft/2020-12/schema", **model.model_json_schema()}
+    click.echo(json.dumps(_with_catalog_and_references(document), indent=2))
     return EXIT_OK
+
+
+SECRET_FIELDS = (("PartnerSpec", "client_secret"), ("CredentialsSpec", "client_secret"), ("PostgresBackendSpec", "dsn"))
+REFERENCE_PATTERN = r"^\$\{(env|file):[^}]+\}$"
+
+
+def _with_catalog_and_references(document: dict[str, Any]) -> dict[str, Any]:
+    """`document` with what the model alone does not say: scopes come from the catalog (an enum of every
+    connector's scopes) and secret fields take a reference only (the loader refuses literals)."""
+    from reconciler.catalog import load_catalog
+
+    catalog = load_catalog()
+    scopes = sorted({scope for connector in catalog.connectors.values() for scope in connector.scopes})
+    defs = document.get("$defs", {})
+    for model, field in (("InstallationSpec", "scopes"), ("PartnerSpec", "scopes")):
+        for schema in _string_schemas(defs.get(model, {}).get("properties", {}).get(field, {})):
+            schema["enum"] = scopes
+    for model, field in SECRET_FIELDS:
+        for schema in _string_schemas(defs.get(model, {}).get("properties", {}).get(field, {})):
+            schema["pattern"] = REFERENCE_PATTERN
+    return document
+
+
+def _string_schemas(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """The string schemas inside `schema`: itself, its array items, and its anyOf branches (for `X | None`)."""
+    if schema.get("type") == "string":
+        return [schema]
+    if schema.get("type") == "array":
+        return _string_schemas(schema.get("items", {}))
+    return [found for branch in schema.get("anyOf", []) for found in _string_schemas(branch)]
 
 
 class _EchoHooks:
@@ -569,13 +662,16 @@ LOCK_TIMEOUT = click.option(
 @click.option("--auto-approve", is_flag=True, help="Apply without asking for confirmation.")
 @AUTH_MODE
 @AUTH_TIMEOUT
+@click.option("--leave-missed-pending", is_flag=True,
+              help="A browser sign-in that times out or is abandoned is left pending (exit 3) and the others go on; "
+              "on a terminal you are asked instead.")
 @REQUIRE_SCOPES
 @LOCK_TIMEOUT
 @_address_options
 @click.pass_obj
 def apply(opts: Options, plan_file: Path | None, auto_approve: bool, auth_mode: str | None, auth_timeout: float,
-          require_scopes: bool, lock_timeout: float, target: tuple[str, ...], exclude: tuple[str, ...],
-          replace: tuple[str, ...], allow_delete: tuple[str, ...]) -> int:
+          leave_missed_pending: bool, require_scopes: bool, lock_timeout: float, target: tuple[str, ...],
+          exclude: tuple[str, ...], replace: tuple[str, ...], allow_delete: tuple[str, ...]) -> int:
     """Plan, confirm, then make it so: run the due authorizations and record tokens (sealed) and granted scopes.
 
     State is written after every completed step; an error stops the run and keeps everything done before it.
@@ -605,6 +701,15 @@ def apply(opts: Options, plan_file: Path | None, auto_approve: bool, auth_mode: 
             return True
         return click.confirm("\nApply these changes?", default=False, err=True)
 
+    def on_missed(address: str, error: ReconcilerError) -> bool:
+        """Leave a missed sign-in pending: with --leave-missed-pending, or when the user says so on a terminal."""
+        click.echo(f"{address}: {one_line(error.message)}", err=True)
+        if leave_missed_pending:
+            return True
+        if not sys.stdin.isatty():
+            return False
+        return click.confirm("Continue with the others and leave it pending?", default=False, err=True)
+
     outcome = run_apply(
         opts.workspace(),
         options=_plan_options(target, exclude, replace, allow_delete),
@@ -612,6 +717,7 @@ def apply(opts: Options, plan_file: Path | None, auto_approve: bool, auth_mode: 
         consent=_consent(mode, auth_timeout, chosen=auth_mode is not None),
         hooks=_EchoHooks(),
         confirm=confirm,
+        on_missed=on_missed,
         require_scopes=require_scopes,
         lock_timeout=lock_timeout,
         on_key_created=lambda path: click.echo(
@@ -625,39 +731,50 @@ def apply(opts: Options, plan_file: Path | None, auto_approve: bool, auth_mode: 
 @cli.command()
 @click.argument("addresses", nargs=-1, callback=_patterns)
 @click.option("--reissue", is_flag=True, help="Replace the pending authorization with a new link.")
-@AUTH_MODE
+@click.option(
+    "--auth-mode",
+    type=click.Choice(["browser", "paste"]),
+    default=None,
+    help="How users authorize: browser (loopback redirect) or paste (the redirected URL). Default: browser on a "
+    "terminal, else paste.",
+)
 @AUTH_TIMEOUT
 @REQUIRE_SCOPES
 @LOCK_TIMEOUT
+@_selection_options
 @click.pass_obj
 def authorize(opts: Options, addresses: tuple[str, ...], reissue: bool, auth_mode: str | None, auth_timeout: float,
-              require_scopes: bool, lock_timeout: float) -> int:
+              require_scopes: bool, lock_timeout: float, target: tuple[str, ...], exclude: tuple[str, ...]) -> int:
     """Complete pending (deferred) authorizations — all, or the given addresses (globs allowed).
 
     \b
     Examples:
       reconciler authorize
       reconciler authorize 'installation.acme.*' --auth-mode paste
+      reconciler authorize --target 'installation.acme.*' --exclude installation.acme.legacy
       reconciler authorize installation.acme.ado-main --reissue
     """
     from reconciler.workflow import run_authorize
 
     mode = auth_mode or ("browser" if _interactive() else "paste")
-    if mode == "defer" and not reissue:
-        raise UsageError("authorize completes authorizations: use --auth-mode browser or paste (or --reissue)")
     outcome = run_authorize(
         opts.workspace(),
-        list(addresses),
+        [*addresses, *target],
+        excludes=exclude,
         consent=None if reissue else _consent(mode, auth_timeout, chosen=auth_mode is not None),
         hooks=_EchoHooks(),
         reissue=reissue,
         require_scopes=require_scopes,
         lock_timeout=lock_timeout,
     )
-    return _finish(outcome)
+    if outcome.result is None:
+        click.echo("No pending authorizations.")
+        return EXIT_OK
+    return _finish(outcome, "Authorization")
 
 
-def _finish(outcome) -> int:  # type: ignore[no-untyped-def]
+def _finish(outcome, what: str = "Apply") -> int:  # type: ignore[no-untyped-def]
+    """The closing summary of `what` ("Apply", "Authorization"): counts, then the exit code (3: still pending)."""
     result = outcome.result
     if result is None:
         return EXIT_OK
@@ -668,47 +785,75 @@ def _finish(outcome) -> int:  # type: ignore[no-untyped-def]
     if result.warnings:
         parts.append(f"{len(result.warnings)} warning{'s' if len(result.warnings) != 1 else ''}")
     if result.error is not None:
-        click.echo(f"Apply stopped: {', '.join(parts)}; everything completed is saved in state.", err=True)
+        click.echo(f"{what} stopped: {', '.join(parts)}; everything completed is saved in state.", err=True)
         raise result.error
-    click.echo(f"Apply complete: {', '.join(parts)}.")
+    click.echo(f"{what} complete: {', '.join(parts)}.")
     if pending:
         click.echo("Complete pending ones with `reconciler authorize` (or open the links above).")
         return EXIT_PENDING
     return EXIT_OK
 
 
-@cli.group()
+@cli.group(cls=_GlobalGroup)
+@global_options
 def state() -> None:
     """Inspect recorded state (never token material)."""
 
 
 @state.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of {address, kind, status, ...} (never tokens).")
 @click.pass_obj
-def state_list(opts: Options) -> int:
-    """List the addresses recorded in state, with their status."""
+def state_list(opts: Options, as_json: bool) -> int:
+    """List the addresses recorded in state, with their status.
+
+    \b
+    Examples:
+      reconciler state list
+      reconciler state list --json | jq -r '.[] | select(.pending) | .address'
+    """
     from reconciler.state.model import InstallationRecord
     from reconciler.workflow import read_state
 
     doc = read_state(opts.workspace())
+    rows = []
     for address, record in (doc.resources.items() if doc else ()):
         status = record.status if isinstance(record, InstallationRecord) else "recorded"
         if isinstance(record, InstallationRecord) and record.pending is not None and record.status == "authorized":
             status += " (re-authorization pending)"
+        rows.append((address, record, status))
+    if as_json:
+        click.echo(json.dumps([_list_entry(address, record, status) for address, record, status in rows], indent=2))
+        return EXIT_OK
+    for address, _, status in rows:
         click.echo(f"{address}\t{status}")
     return EXIT_OK
 
 
+def _list_entry(address: str, record: Any, status: str) -> dict[str, Any]:
+    """One `state list --json` entry: names, status and times from the record — records hold no token material."""
+    from reconciler.state.model import InstallationRecord
+
+    entry: dict[str, Any] = {"address": address, "kind": record.kind, "status": status}
+    if isinstance(record, InstallationRecord):
+        entry |= {"pending": record.pending is not None, "protected": record.protected, "drift": record.drift}
+        times = record.model_dump(mode="json", include={"authorized_at", "expires_at", "checked_at"})
+        entry |= {key: value for key, value in times.items() if value is not None}
+    return entry
+
+
 @state.command("show")
 @click.argument("address", callback=_address(None))
-@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text for a terminal, json for automation.")
+@click.option("--json", "as_json", is_flag=True, hidden=True, help="Same as --format json.")
 @click.pass_obj
-def state_show(opts: Options, address: str, as_json: bool) -> int:
+def state_show(opts: Options, address: str, fmt: str, as_json: bool) -> int:
     """Show one recorded address: status, requested and granted scopes, client id, times.
 
     \b
     Examples:
       reconciler state show installation.acme.ado-main
-      reconciler state show installation.acme.ado-main --json | jq .granted_scopes
+      reconciler state show installation.acme.ado-main --format json | jq .granted_scopes
     """
     from reconciler.workflow import read_state
 
@@ -717,7 +862,7 @@ def state_show(opts: Options, address: str, as_json: bool) -> int:
     if record is None:
         raise UsageError(f"{address} is not in state", hint="`reconciler state list` shows what is")
     data = record.model_dump(mode="json", exclude_none=True)
-    if as_json:
+    if as_json or fmt == "json":
         click.echo(json.dumps({"address": address, **data}, indent=2))
         return EXIT_OK
     click.echo(f"# {address}")
@@ -729,19 +874,30 @@ def state_show(opts: Options, address: str, as_json: bool) -> int:
 
 
 @state.command("rm")
-@click.argument("addresses", nargs=-1, required=True, callback=_patterns)
+@click.argument("addresses", nargs=-1, callback=_patterns)
 @LOCK_TIMEOUT
+@_selection_options
+@click.option("--allow-delete", multiple=True, metavar="ADDRESS", callback=_patterns,
+              help="Allow forgetting these protected installations (globs).")
 @click.pass_obj
-def state_rm(opts: Options, addresses: tuple[str, ...], lock_timeout: float) -> int:
-    """Forget addresses (globs) without revoking their tokens at the provider.
+def state_rm(opts: Options, addresses: tuple[str, ...], lock_timeout: float, target: tuple[str, ...],
+             exclude: tuple[str, ...], allow_delete: tuple[str, ...]) -> int:
+    """Forget addresses (globs) without revoking their tokens at the provider. A protected installation needs
+    --allow-delete too.
 
     \b
     Examples:
       reconciler state rm installation.acme.old-board
+      reconciler state rm --target 'installation.acme.*' --exclude installation.acme.ado-main
+      reconciler state rm installation.acme.ado-main --allow-delete installation.acme.ado-main
     """
     from reconciler.workflow import state_rm as remove
 
-    for address in remove(opts.workspace(), list(addresses), lock_timeout=lock_timeout):
+    if not addresses and not target:
+        raise UsageError("state rm needs the addresses to forget", hint="give ADDRESS arguments or --target ADDRESS")
+    removed = remove(opts.workspace(), [*addresses, *target], lock_timeout=lock_timeout, excludes=exclude,
+                     allow_delete=allow_delete)
+    for address in removed:
         click.echo(f"Removed {address}")
     return EXIT_OK
 
@@ -813,17 +969,30 @@ def state_push(opts: Options, directory: Path, lock_timeout: float) -> int:
 
 @cli.command("force-unlock")
 @click.argument("lock_id")
+@click.option("--force", is_flag=True, help="End a holder whose session is still alive without asking.")
 @click.pass_obj
-def force_unlock(opts: Options, lock_id: str) -> int:
+def force_unlock(opts: Options, lock_id: str, force: bool) -> int:
     """Release the state lock LOCK_ID whose holder is stuck (the id is in the "locked" message).
+
+    On PostgreSQL a holder whose session is still alive is ended only after a confirmation (or with --force);
+    without a terminal and without --force that is refused. A live local holder is always refused.
 
     \b
     Examples:
       reconciler force-unlock 6f1c2a9e-...
+      reconciler force-unlock 6f1c2a9e-... --force     # in a script: end a live holder's session
     """
     from reconciler.workflow import force_unlock as release
 
-    click.echo(f"Released the lock {release(opts.workspace(), lock_id)}")
+    def confirm_live(holder: str) -> bool:
+        if force:
+            return True
+        if not sys.stdin.isatty():
+            return False  # the backend refuses, with the hint to pass --force
+        click.echo(f"The state is {one_line(holder)}, and its session is still alive: it may be mid-write.", err=True)
+        return click.confirm("Do you really want to force-unlock?", default=False, err=True)
+
+    click.echo(f"Released the lock {release(opts.workspace(), lock_id, confirm_live=confirm_live)}")
     return EXIT_OK
 
 

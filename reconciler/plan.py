@@ -1,6 +1,7 @@
 """Plan types: the closed `Action` set, `ResourceChange`, `Plan`. Pure data, no behaviour beyond summaries.
 
-Reasons are display-only text explaining an action; nothing may branch on them.
+Reasons are display-only text explaining an action; nothing may branch on them — except `NOT_TARGETED`, the
+documented reason (docs/plan-json.md) of an address left out by --target/--exclude, which summaries leave uncounted.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-__all__ = ["Action", "Plan", "ResourceChange", "StateRef"]
+__all__ = ["NOT_TARGETED", "Action", "Plan", "ResourceChange", "StateRef"]
+
+NOT_TARGETED = "not targeted"
 
 
 class Action(str, Enum):

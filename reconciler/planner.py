@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from reconciler.catalog import Catalog, Connector
 from reconciler.config.desired import DesiredInstallation, DesiredPartner, DesiredState
 from reconciler.errors import PlanError
-from reconciler.plan import Action, Plan, ResourceChange, StateRef
+from reconciler.plan import NOT_TARGETED, Action, Plan, ResourceChange, StateRef
 from reconciler.state.model import InstallationRecord, PartnerRecord, PendingRecord, StateDocument
 
 __all__ = [
@@ -215,7 +215,8 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 def select(plan: Plan, *, targets: frozenset[str] = frozenset(), excludes: frozenset[str] = frozenset()) -> Plan:
     """The plan restricted to addresses matching `targets` (globs; all when empty) and not `excludes`. A targeted
-    installation keeps its partner's change, which it needs; everything else becomes a no-op "not targeted"."""
+    installation keeps its partner's change, which it needs; everything else (no-ops too, so that summaries count
+    only what is selected) becomes a no-op "not targeted"."""
 
     def hit(address: str, patterns: frozenset[str]) -> bool:
         return any(fnmatch.fnmatchcase(address, pattern) for pattern in patterns)
@@ -227,8 +228,8 @@ def select(plan: Plan, *, targets: frozenset[str] = frozenset(), excludes: froze
     chosen |= {a for a in needed if not hit(a, excludes)}
     changes = tuple(
         c
-        if c.address in chosen or c.action is Action.NOOP
-        else ResourceChange(c.address, Action.NOOP, ("not targeted",), c.before, c.before)
+        if c.address in chosen
+        else ResourceChange(c.address, Action.NOOP, (NOT_TARGETED,), c.before, c.before)
         for c in plan.changes
     )
     return Plan(plan.environment, plan.state, changes)

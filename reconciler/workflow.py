@@ -6,11 +6,12 @@ itself (both are passed in), or know about click.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import fnmatch
 import functools
 import gc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
@@ -385,8 +386,10 @@ def run_apply(
     lock_timeout: float,
     on_key_created: Callable[[str], None],
     plan_file: Path | None = None,
+    on_missed: Callable[[str, ReconcilerError], bool] | None = None,
 ) -> RunOutcome:
-    """Lock, plan (or read the saved plan), confirm (the callback shows the plan), and carry it out."""
+    """Lock, plan (or read the saved plan), confirm (the callback shows the plan), and carry it out. `on_missed`
+    decides whether a sign-in that timed out is left pending while the others go on (see `Services`)."""
     from reconciler.apply import ApplyResult, apply_plan
 
     if plan_file is not None:
@@ -412,6 +415,7 @@ def run_apply(
 
         with httpx.Client(timeout=ws.http_timeout) as http:
             services = services_for(ws, root, backend, http=http, consent=consent, on_key_created=on_key_created)
+            services = dataclasses.replace(services, on_missed=on_missed)
             return RunOutcome(apply_plan(plan, desired, services, hooks, require_scopes=require_scopes))
 
 
@@ -446,8 +450,10 @@ def run_authorize(
     reissue: bool,
     require_scopes: bool,
     lock_timeout: float,
+    excludes: Collection[str] = (),
 ) -> RunOutcome:
-    """Complete (or reissue) pending authorizations matching `patterns` (all pending ones when empty)."""
+    """Complete (or reissue) pending authorizations matching `patterns` (all pending ones when empty), minus those
+    matching `excludes`."""
     from reconciler.apply import authorize_pending
     loaded = _load(ws)
     backend = open_backend(ws, loaded.root)
@@ -460,7 +466,7 @@ def run_authorize(
         pending = [
             a for a, r in (doc.resources.items() if doc else ()) if isinstance(r, InstallationRecord) and r.pending
         ]
-        selected = [a for a in pending if not patterns or any(fnmatch.fnmatchcase(a, p) for p in patterns)]
+        selected = [a for a in pending if (not patterns or _matches(a, patterns)) and not _matches(a, excludes)]
         unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(a, p) for a in pending)]
         if unmatched:
             raise UsageError(f"no pending authorization matches {', '.join(unmatched)}")
@@ -478,11 +484,20 @@ def run_authorize(
 # -- state commands ----------------------------------------------------------------------------------------------
 
 
-def state_rm(ws: Workspace, patterns: list[str], *, lock_timeout: float) -> list[str]:
-    """Forget addresses (globs) without revoking anything: their records and sealed credentials go."""
+def state_rm(
+    ws: Workspace,
+    patterns: list[str],
+    *,
+    lock_timeout: float,
+    excludes: Collection[str] = (),
+    allow_delete: Collection[str] = (),
+) -> list[str]:
+    """Forget addresses (globs, minus `excludes`) without revoking anything: their records and sealed credentials
+    go. A protected installation goes only when an `allow_delete` glob names it (as for a planned delete);
+    otherwise nothing is removed."""
     from reconciler.names import check_address_pattern
 
-    for pattern in patterns:
+    for pattern in (*patterns, *excludes, *allow_delete):
         check_address_pattern(pattern)
     backend = open_backend(ws, load_root(ws.config_dir, environment=ws.environment))
     if backend.read() is None:  # before the lock, which would create the state directory
@@ -491,15 +506,35 @@ def state_rm(ws: Workspace, patterns: list[str], *, lock_timeout: float) -> list
         doc = backend.read()
         if doc is None:
             raise UsageError("there is no state yet")
-        gone = [a for a in doc.resources if any(fnmatch.fnmatchcase(a, p) for p in patterns)]
+        gone = [a for a in doc.resources if _matches(a, patterns) and not _matches(a, excludes)]
         missing = [p for p in patterns if not any(fnmatch.fnmatchcase(a, p) for a in doc.resources)]
         if missing:
             raise UsageError(f"not in state: {', '.join(missing)}", hint="`reconciler state list` shows what is")
+        _refuse_protected(doc, gone, allow_delete)
         backend.write(doc.with_resources({a: r for a, r in doc.resources.items() if a not in gone}), expected_serial=doc.serial)
         store = backend.credential_store()
         for address in gone:
             store.delete(address)
         return gone
+
+
+def _matches(address: str, patterns: Collection[str]) -> bool:
+    return any(fnmatch.fnmatchcase(address, pattern) for pattern in patterns)
+
+
+def _refuse_protected(doc: StateDocument, addresses: list[str], allow_delete: Collection[str]) -> None:
+    """A UsageError naming the protected installations among `addresses` that no `allow_delete` glob names."""
+    refused = [
+        a for a in addresses
+        if isinstance(record := doc.resources[a], InstallationRecord) and record.protected
+        and not _matches(a, allow_delete)
+    ]
+    if refused:
+        noun = "installation" if len(refused) == 1 else "installations"
+        raise UsageError(
+            f"refusing to forget protected {noun}: {', '.join(refused)}",
+            hint="pass --allow-delete ADDRESS for each (globs such as 'installation.acme.*' work)",
+        )
 
 
 def state_mv(ws: Workspace, old: str, new: str, *, lock_timeout: float) -> None:
@@ -634,9 +669,13 @@ def _copy_record(sink, address: str, record, outcome: StateCopy) -> None:  # typ
         return
 
 
-def force_unlock(ws: Workspace, lock_id: str) -> str:
-    """Release a lock whose holder is stuck; returns who held it."""
-    return open_backend(ws, load_root(ws.config_dir, environment=ws.environment)).force_unlock(lock_id)
+def force_unlock(ws: Workspace, lock_id: str, *, confirm_live: Callable[[str], bool]) -> str:
+    """Release a lock whose holder is stuck; returns who held it. A backend that can end a live holder (PostgreSQL)
+    does so only when `confirm_live(holder)` says yes; a local lock's live holder is always refused."""
+    backend = open_backend(ws, load_root(ws.config_dir, environment=ws.environment))
+    if isinstance(backend, LocalBackend):
+        return backend.force_unlock(lock_id)
+    return backend.force_unlock(lock_id, confirm_live=confirm_live)  # type: ignore[call-arg]
 
 
 # -- refresh -----------------------------------------------------------------------------------------------------

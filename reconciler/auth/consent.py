@@ -307,6 +307,7 @@ class LoopbackReceiver:
         if not self.done.wait(timeout):
             raise ConsentError(
                 f"no authorization arrived within {timeout:g} s",
+                category="missed",  # the sign-in timed out or was abandoned: it can be left pending
                 hint="retry, raise --auth-timeout, or use --auth-mode paste (e.g. over SSH)",
             )
         if self.outcome.error is not None:

@@ -17,7 +17,7 @@ from urllib.parse import quote, urlsplit
 
 from reconciler.render.diff import attribute_lines, format_value
 from reconciler.render.document import ChangeDoc, PlanDocument
-from reconciler.render.text import header_line, summary_line, unchanged_phrase
+from reconciler.render.text import header_line, summary_line, unchanged_count, unchanged_phrase
 
 __all__ = ["COMMENT_LIMIT", "render_markdown", "render_markdown_parts"]
 
@@ -107,9 +107,9 @@ def _continued(number: int, count: int) -> str:
 
 def _summary(doc: PlanDocument) -> tuple[str, ...]:
     if doc.has_changes:
-        counts = f"**{summary_line(doc)}** ({doc.summary.noop} unchanged)"
+        counts = f"**{summary_line(doc)}** ({unchanged_count(doc)} unchanged)"
     else:
-        counts = f"**No changes.** {unchanged_phrase(doc.summary.noop)}"
+        counts = f"**No changes.** {unchanged_phrase(doc)}"
     return (counts, "", f"_{_inline(header_line(doc))}_", "")
 
 

@@ -5,6 +5,7 @@ provider cannot forge lines of the plan."""
 from __future__ import annotations
 
 from reconciler.errors import one_line
+from reconciler.plan import NOT_TARGETED
 from reconciler.render.diff import attribute_lines, format_value
 from reconciler.render.document import ChangeDoc, PlanDocument
 
@@ -25,8 +26,22 @@ def summary_line(doc: PlanDocument) -> str:
     return f"Plan: {s.create} to create, {s.update} to update, {s.reauthorize} to reauthorize, {s.delete} to delete."
 
 
-def unchanged_phrase(count: int) -> str:
-    return f"{count} resource matches the configuration." if count == 1 else f"{count} resources match the configuration."
+def unchanged_count(doc: PlanDocument) -> int:
+    """No-ops that match the configuration: addresses left out by --target/--exclude are not among them."""
+    return doc.summary.noop - _left_out(doc)
+
+
+def _left_out(doc: PlanDocument) -> int:
+    return sum(1 for c in doc.changes if c.action == "noop" and c.reasons == [NOT_TARGETED])
+
+
+def unchanged_phrase(doc: PlanDocument) -> str:
+    """"N resources match the configuration.", counting only the selected ones; then how many were left out."""
+    count = unchanged_count(doc)
+    phrase = f"{count} resource matches" if count == 1 else f"{count} resources match"
+    left_out = _left_out(doc)
+    tail = f" {left_out} left out by --target/--exclude." if left_out else ""
+    return f"{phrase} the configuration.{tail}"
 
 
 def header_line(doc: PlanDocument) -> str:
@@ -52,7 +67,11 @@ def render_text(doc: PlanDocument, *, color: bool = False) -> str:
     pending = [c for c in doc.changes if c.pending]
     if pending:
         out.append(bold("Pending authorizations (complete them with `reconciler authorize`; --detailed-exitcode ignores them):"))
-        out += [f"  {c.address}: {one_line(c.reasons[0])}" for c in pending]
+        for change in pending:
+            out.append(f"  {change.address}: {one_line(change.reasons[0])}")
+            url = (change.before or {}).get("authorization_url")
+            if isinstance(url, str):  # the same link the Markdown plan's table shows
+                out.append(f"    open this link to sign in: {one_line(url)}")
         out.append("")
     warnings = [f"{c.address}: {w}" for c in doc.changes for w in c.warnings] + list(doc.warnings)
     if warnings:
@@ -62,8 +81,7 @@ def render_text(doc: PlanDocument, *, color: bool = False) -> str:
     if changes:
         out.append(bold(summary_line(doc)))
     else:
-        unchanged = doc.summary.noop
-        out.append(bold("No changes.") + f" {unchanged_phrase(unchanged)}")
+        out.append(bold("No changes.") + f" {unchanged_phrase(doc)}")
     return "\n".join(out) + "\n"
 
 

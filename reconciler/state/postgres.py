@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -361,8 +361,10 @@ class PostgresBackend:
             return f"held by PostgreSQL session {pid}, which recorded no holder information (an older reconciler?)"
         return info.describe()
 
-    def force_unlock(self, lock_id: str) -> str:
-        """End the session holding the lock `lock_id` (its process is stuck); returns who held it."""
+    def force_unlock(self, lock_id: str, *, confirm_live: Callable[[str], bool] | None = None) -> str:
+        """End the session holding the lock `lock_id` (its process is stuck); returns who held it. A holder whose
+        session is still alive (its backend is in pg_stat_activity) may be mid-write: it is ended only when
+        `confirm_live(holder)` says yes; without `confirm_live` (or on no) a `StateLockedError`, nothing changed."""
 
         def work(conn: Any) -> str:
             holding = self._holding(conn)
@@ -371,6 +373,12 @@ class PostgresBackend:
             pid, info = holding
             if info is None or info.id != lock_id:
                 raise StateError(f"{self._where}: the lock is {info.id if info else 'unnamed'}, not {lock_id}")
+            alive = conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() is not None
+            if alive and (confirm_live is None or not confirm_live(info.describe())):
+                raise StateLockedError(
+                    f"{self._where} is {info.describe()}, and its session is alive",
+                    hint="stop that process, or pass --force to end its session (it may be mid-write)",
+                )
             conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
             conn.execute(
                 "DELETE FROM reconciler_lock_claims WHERE environment = %s AND backend_pid = %s", (self.environment, pid)

@@ -2003,7 +2003,7 @@ CLI_CASES = [
         ["-C", ".", "plan", "--split-dir", "parts"]),
     cli("cli-apply-needs-confirmation", "error: apply needs confirmation, and there is no terminal to ask",
         ["-C", ".", "apply"]),
-    cli("cli-authorize-defer", "error: authorize completes authorizations",
+    cli("cli-authorize-defer", "Invalid value for '--auth-mode': 'defer' is not one of 'browser', 'paste'",
         ["-C", ".", "authorize", "--auth-mode", "defer"]),
     cli("cli-state-show-missing-argument", "Missing argument 'ADDRESS'",
         ["-C", ".", "state", "show"]),
