@@ -672,16 +672,24 @@ def state() -> None:
 @click.pass_obj
 def state_list(opts: Options) -> int:
     """List the addresses recorded in state, with their status."""
-    from reconciler.state.model import InstallationRecord
-    from reconciler.workflow import read_state
+    from reconciler.workflow import read_statuses
 
-    doc = read_state(opts.workspace())
-    for address, record in (doc.resources.items() if doc else ()):
-        status = record.status if isinstance(record, InstallationRecord) else "recorded"
-        if isinstance(record, InstallationRecord) and record.pending is not None and record.status == "authorized":
-            status += " (re-authorization pending)"
-        click.echo(f"{address}\t{status}")
+    doc, statuses = read_statuses(opts.workspace())
+    for address in doc.resources if doc else ():
+        status = statuses.get(address)
+        click.echo(f"{address}\t{_status_line(status)}" if status else f"{address}\trecorded")
     return EXIT_OK
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    """A time as the JSON state shows it (UTC written `Z`)."""
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+def _status_line(status) -> str:  # type: ignore[no-untyped-def]
+    """`word<TAB>reason (checked <when>)`: a status says why, and when it was last established."""
+    checked = status.checked_at.isoformat(timespec="seconds") if status.checked_at else "never"
+    return f"{status.word}\t{one_line(status.reason)} (checked {checked})"
 
 
 @state.command("show")
@@ -696,13 +704,19 @@ def state_show(opts: Options, address: str, as_json: bool) -> int:
       reconciler state show installation.acme.ado-main
       reconciler state show installation.acme.ado-main --json | jq .granted_scopes
     """
-    from reconciler.workflow import read_state
+    from reconciler.workflow import read_statuses
 
-    doc = read_state(opts.workspace())
+    doc, statuses = read_statuses(opts.workspace())
     record = doc.resources.get(address) if doc else None
     if record is None:
         raise UsageError(f"{address} is not in state", hint="`reconciler state list` shows what is")
     data = record.model_dump(mode="json", exclude_none=True)
+    if address in statuses:  # the derived status replaces the recorded one; the expiry is the stored token's
+        status = statuses[address]
+        data["status"], data["reason"] = status.word, status.reason
+        data["checked_at"] = _iso(status.checked_at)
+        data["expires_at"] = _iso(status.expires_at)
+        data = {k: v for k, v in data.items() if v is not None}
     if as_json:
         click.echo(json.dumps({"address": address, **data}, indent=2))
         return EXIT_OK
