@@ -115,3 +115,67 @@ def test_status_rule(changes, facts, word, reason) -> None:  # type: ignore[no-u
 
     status = installation_status(_record(**changes), TokenFacts(**facts) if facts is not None else None, now=NOW)
     assert status.word == word and status.word in STATUS_WORDS and reason in status.reason
+
+
+def _grants(sandbox) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
+    return sandbox.provider.live_grants()
+
+
+def test_deleting_an_installation_revokes_its_grant_at_the_provider(applied) -> None:
+    """Removed from configuration: the plan says the grant is revoked, and apply revokes it at the sandbox."""
+    sandbox, _, write = applied
+    write(installation("globex", "ado", "legacy", "globex", "Operations", ["vso.work_full"]))
+    plan = run(["-C", ".", "plan"], RENV)
+    assert "its grant is revoked at the provider" in plan.stdout, plan.stdout
+    assert [g["revoked"] for g in _grants(sandbox)] == [False]
+    result = run(APPLY, RENV)
+    assert result.exit_code == 0, result.stderr
+    old, new = _grants(sandbox)
+    assert old["revoked"] is True and new["revoked"] is False
+    assert "not revoked" not in result.stderr and f"{ADDRESS}: deleted; its grant is revoked" in result.stdout + result.stderr
+
+
+def test_replace_revokes_the_old_grant_not_the_new_one(applied) -> None:
+    """--replace: the new grant is obtained, then the old one revoked; the new tokens keep working."""
+    sandbox = applied[0]
+    plan = run(["-C", ".", "plan", "--replace", ADDRESS], RENV)
+    assert "the old grant is revoked once the new one is in place" in plan.stdout, plan.stdout
+    result = run([*APPLY, "--replace", ADDRESS], RENV)
+    assert result.exit_code == 0, result.stderr
+    assert [g["revoked"] for g in _grants(sandbox)] == [True, False]
+    assert run(["-C", ".", "plan", "--refresh", "--detailed-exitcode"], RENV).exit_code == 0
+
+
+def test_moving_to_another_partner_revokes_the_old_grant(applied) -> None:
+    """A tenant moved from the legacy partner to Entra: the legacy grant is revoked once the Entra one is in place."""
+    sandbox, _, write = applied
+    write(installation("acme", "ado", "entra", "acme-org", "Platform", ["vso.work_full", "vso.project"]))
+    result = run(APPLY, RENV)
+    assert result.exit_code == 0, result.stderr
+    assert [(g["flavour"], g["revoked"]) for g in _grants(sandbox)] == [("azure-devops-oauth", True), ("entra-id", False)]
+
+
+def test_a_flavour_without_revocation_says_so_in_the_plan(sandbox_config) -> None:
+    """Entra offers a client no revocation: the plan, in every format, says the tokens are forgotten, not revoked,
+    and where to revoke; apply forgets them and the grant stays live at the provider."""
+    sandbox, _, write, _ = sandbox_config
+    write(installation("acme", "ado", "entra", "acme-org", "Platform", ["vso.work_full"]))
+    assert run(APPLY, RENV).exit_code == 0
+    write(installation("globex", "ado", "legacy", "globex", "Operations", ["vso.work_full"]))
+    for form in ("text", "markdown", "json"):
+        shown = run(["-C", ".", "plan", "--format", form], RENV).stdout
+        assert "its tokens are forgotten, not revoked: revoke in https://myapps.microsoft.com" in shown, (form, shown)
+    assert run(APPLY, RENV).exit_code == 0
+    assert [g["revoked"] for g in _grants(sandbox) if g["flavour"] == "entra-id"] == [False]
+
+
+def test_a_failed_revocation_is_a_warning_and_the_tokens_are_still_forgotten(applied) -> None:
+    """The client secret no longer works at the revocation endpoint: apply warns naming the installation and
+    where to revoke, and still forgets the tokens."""
+    sandbox, directory, write = applied
+    sandbox.provider.rotate_secret(LEGACY_ID, "another-secret")
+    write(installation("globex", "ado", "entra", "globex", "Operations", ["vso.work_full"]))
+    result = run(APPLY, RENV)
+    assert result.exit_code == 0, result.stderr
+    assert f"{ADDRESS}" in result.stderr and "not revoked" in result.stderr and "Authorized OAuth apps" in result.stderr
+    assert not (directory / "state" / "default.credentials" / f"{ADDRESS}.json").exists()
