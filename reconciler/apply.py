@@ -166,9 +166,12 @@ class _Run:
 
     def delete_installation(self, address: str) -> None:
         record = self.installation_record(address)
-        revoked = record is not None and self.revoke(address, record, self.held_tokens(address, record))
+        tokens = self.held_tokens(address, record) if record is not None else None
         self.save(address, None)
-        self.vault.forget(address)  # after the document: a crash leaves an orphan blob, never a record without one
+        # Revoked after the document (a crash never leaves a record whose grant is gone) and before the tokens are
+        # forgotten (a crash leaves an orphan blob, never a record without one).
+        revoked = record is not None and self.revoke(address, record, tokens)
+        self.vault.forget(address)
         self.result.completed.append(address)
         self.hooks.step(address, "deleted; its grant is revoked" if revoked else "deleted; its tokens are forgotten")
 
