@@ -24,11 +24,13 @@ from reconciler.auth.flows import (
     AuthorizationRequest,
     Binding,
     Flow,
+    FlowSettings,
     bound_settings,
     declared_binding,
     installation_settings,
     make_flow,
     recorded_binding,
+    revoke_grant,
 )
 from reconciler.auth.retry import RetryPolicy, retrying
 from reconciler.auth.verify import verify_token
@@ -166,10 +168,60 @@ class _Run:
         self.hooks.step(change.address, "deleted" if change.action is Action.DELETE else f"{change.action.value}d")
 
     def delete_installation(self, address: str) -> None:
+        record = self.installation_record(address)
+        tokens = self.held_tokens(address, record) if record is not None else None
         self.save(address, None)
-        self.vault.forget(address)  # after the document: a crash leaves an orphan blob, never a record without one
+        # Revoked after the document (a crash never leaves a record whose grant is gone) and before the tokens are
+        # forgotten (a crash leaves an orphan blob, never a record without one).
+        revoked = record is not None and self.revoke(address, record, tokens)
+        self.vault.forget(address)
         self.result.completed.append(address)
-        self.hooks.step(address, "deleted; its tokens are forgotten")
+        self.hooks.step(address, "deleted; its grant is revoked" if revoked else "deleted; its tokens are forgotten")
+
+    def held_tokens(self, address: str, record: InstallationRecord) -> TokenSet | None:
+        """The tokens `record` holds (None: none, or they cannot be opened — nothing to revoke with)."""
+        if record.status != "authorized":
+            return None
+        try:
+            sealed = self.vault.record(address)
+            if sealed is None or (sealed.tokens is None and sealed.staged is None):
+                return None
+            return self.vault.current_tokens(address, record.client_id, sealed)
+        except ReconcilerError:
+            return None
+
+    def revoke(self, address: str, record: InstallationRecord, tokens: TokenSet | None) -> bool:
+        """Best effort: revoke the grant behind `tokens` at the endpoint recorded for `record`, with the secret of
+        the client that obtained them (only while the configuration still declares that client at that token
+        endpoint). A failure is a warning naming where to revoke by hand; the tokens are forgotten either way."""
+        if tokens is None:
+            return False
+        connector = self.services.catalog.connectors.get(record.connector)
+        flavour = connector.auth.get(record.auth) if connector is not None else None
+        if flavour is None or flavour.revoke_path is None:
+            return False  # the plan said so: "its tokens are forgotten, not revoked: revoke in ..."
+        where = flavour.revoke_in or "the provider's console"
+        secret = self.recorded_client_secret(address, record)
+        if secret is None:
+            self.warn(address, f"not revoked: client {record.client_id} is no longer declared; revoke in {where}")
+            return False
+        settings = FlowSettings(flavour, record.client_id, secret, record.redirect_uri, "", record.token_url, ())
+        try:
+            return self.retrying(lambda: revoke_grant(settings, self.services.http, tokens))
+        except ProviderError as exc:
+            self.warn(address, f"its grant was not revoked ({exc.message}); its tokens are forgotten: revoke in {where}")
+            return False
+
+    def recorded_client_secret(self, address: str, record: InstallationRecord):  # type: ignore[no-untyped-def]
+        """The declared secret of the client `record`'s tokens were issued to, at the token endpoint they came
+        from; None when the configuration no longer declares that pair (the secret belongs elsewhere)."""
+        if record.credentials_source == "installation":
+            owner = self.desired.installations.get(address)
+        else:
+            owner = self.desired.partners.get(f"partner.{record.partner}")  # type: ignore[assignment]
+        if owner is None or owner.client_id != record.client_id or owner.token_url != record.token_url:
+            return None
+        return owner.client_secret
 
     def defer(self, installation: DesiredInstallation) -> None:
         address = installation.address
@@ -255,6 +307,8 @@ class _Run:
         now = self.services.now()
         # Two phases, so that a crash anywhere leaves tokens the document's client id opens: stage the new tokens
         # beside the current ones, write the document, then promote them.
+        old = self.installation_record(address)
+        replaced = self.held_tokens(address, old) if old is not None else None
         sealed = self.vault.record(address)
         blob = self.vault.seal_tokens(address, installation.client_id, tokens)
         staged = self.vault.put(
@@ -273,6 +327,8 @@ class _Run:
         ).model_copy(update={"verified_at": now})
         self.save(address, record)
         self.vault.put(address, blob, None, expected_generation=staged)
+        if old is not None and self.revoke(address, old, replaced):
+            self.hooks.step(address, "the old grant is revoked")
         self.result.completed.append(address)
         self.hooks.step(address, f"authorized (granted: {', '.join(granted) or 'none'})")
 

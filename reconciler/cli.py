@@ -804,41 +804,51 @@ def state() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of {address, kind, status, ...} (never tokens).")
 @click.pass_obj
 def state_list(opts: Options, as_json: bool) -> int:
-    """List the addresses recorded in state, with their status.
+    """List the addresses recorded in state, with their status, its reason and when it was established.
 
     \b
     Examples:
       reconciler state list
-      reconciler state list --json | jq -r '.[] | select(.pending) | .address'
+      reconciler state list --json | jq -r '.[] | select(.status == "needs-reauthorization") | .address'
     """
-    from reconciler.state.model import InstallationRecord
-    from reconciler.workflow import read_state
+    from reconciler.workflow import read_statuses
 
-    doc = read_state(opts.workspace())
-    rows = []
-    for address, record in (doc.resources.items() if doc else ()):
-        status = record.status if isinstance(record, InstallationRecord) else "recorded"
-        if isinstance(record, InstallationRecord) and record.pending is not None and record.status == "authorized":
-            status += " (re-authorization pending)"
-        rows.append((address, record, status))
+    doc, statuses = read_statuses(opts.workspace())
+    addresses = list(doc.resources) if doc else []
     if as_json:
-        click.echo(json.dumps([_list_entry(address, record, status) for address, record, status in rows], indent=2))
+        entries = [_list_entry(address, doc.resources[address], statuses.get(address)) for address in addresses]  # type: ignore[union-attr]
+        click.echo(json.dumps(entries, indent=2))
         return EXIT_OK
-    for address, _, status in rows:
-        click.echo(f"{address}\t{status}")
+    for address in addresses:
+        status = statuses.get(address)
+        click.echo(f"{address}\t{_status_line(status)}" if status else f"{address}\trecorded")
     return EXIT_OK
 
 
-def _list_entry(address: str, record: Any, status: str) -> dict[str, Any]:
-    """One `state list --json` entry: names, status and times from the record — records hold no token material."""
+def _list_entry(address: str, record: Any, status: Any) -> dict[str, Any]:
+    """One `state list --json` entry: names, the derived status and times — records hold no token material."""
     from reconciler.state.model import InstallationRecord
 
-    entry: dict[str, Any] = {"address": address, "kind": record.kind, "status": status}
+    entry: dict[str, Any] = {"address": address, "kind": record.kind, "status": status.word if status else "recorded"}
     if isinstance(record, InstallationRecord):
         entry |= {"pending": record.pending is not None, "protected": record.protected, "drift": record.drift}
-        times = record.model_dump(mode="json", include={"authorized_at", "expires_at", "checked_at"})
+        times = record.model_dump(mode="json", include={"authorized_at"})
+        if status is not None:
+            entry["reason"] = status.reason
+            times |= {"checked_at": _iso(status.checked_at), "expires_at": _iso(status.expires_at)}
         entry |= {key: value for key, value in times.items() if value is not None}
     return entry
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    """A time as the JSON state shows it (UTC written `Z`)."""
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+def _status_line(status) -> str:  # type: ignore[no-untyped-def]
+    """`word<TAB>reason (checked <when>)`: a status says why, and when it was last established."""
+    checked = status.checked_at.isoformat(timespec="seconds") if status.checked_at else "never"
+    return f"{status.word}\t{one_line(status.reason)} (checked {checked})"
 
 
 @state.command("show")
@@ -855,13 +865,19 @@ def state_show(opts: Options, address: str, fmt: str, as_json: bool) -> int:
       reconciler state show installation.acme.ado-main
       reconciler state show installation.acme.ado-main --format json | jq .granted_scopes
     """
-    from reconciler.workflow import read_state
+    from reconciler.workflow import read_statuses
 
-    doc = read_state(opts.workspace())
+    doc, statuses = read_statuses(opts.workspace())
     record = doc.resources.get(address) if doc else None
     if record is None:
         raise UsageError(f"{address} is not in state", hint="`reconciler state list` shows what is")
     data = record.model_dump(mode="json", exclude_none=True)
+    if address in statuses:  # the derived status replaces the recorded one; the expiry is the stored token's
+        status = statuses[address]
+        data["status"], data["reason"] = status.word, status.reason
+        data["checked_at"] = _iso(status.checked_at)
+        data["expires_at"] = _iso(status.expires_at)
+        data = {k: v for k, v in data.items() if v is not None}
     if as_json or fmt == "json":
         click.echo(json.dumps({"address": address, **data}, indent=2))
         return EXIT_OK

@@ -80,7 +80,9 @@ def make_plan(
     ]
     installations = _check_protected_deletes(desired, installations, recorded_installations, allow_delete)
     if replace:
-        installations = [_replaced(change, replace) for change in installations]
+        installations = [
+            _replaced(change, replace, recorded_installations.get(change.address), catalog) for change in installations
+        ]
     # Partners first, so installations find their partner; partner deletes last, after the installations
     # that may still need the partner's client to be revoked.
     removed = [c for c in partners if c.action is Action.DELETE]
@@ -240,14 +242,16 @@ def _partner_of(change: ResourceChange) -> str | None:
     return view.get("partner") if change.kind == "installation" else None
 
 
-def _replaced(change: ResourceChange, patterns: frozenset[str]) -> ResourceChange:
+def _replaced(
+    change: ResourceChange, patterns: frozenset[str], have: InstallationRecord | None, catalog: Catalog
+) -> ResourceChange:
     """--replace: an existing installation is re-authorized even when nothing else asks for it."""
-    if change.kind != "installation" or change.action not in (Action.NOOP, Action.UPDATE) or change.before is None:
+    if change.kind != "installation" or change.action not in (Action.NOOP, Action.UPDATE) or have is None:
         return change
     if not any(fnmatch.fnmatchcase(change.address, pattern) for pattern in patterns):
         return change
     reasons = ("re-authorization requested (--replace)",) + (change.reasons if change.action is Action.UPDATE else ())
-    return ResourceChange(change.address, Action.REAUTHORIZE, reasons, change.before, change.after)
+    return _reauthorized(ResourceChange(change.address, Action.REAUTHORIZE, reasons, change.before, change.after), have, catalog)
 
 
 def _partner_change(address: str, want: DesiredPartner | None, have: PartnerRecord | None) -> ResourceChange:
@@ -308,7 +312,9 @@ def _installation_change(
         return ResourceChange(address, Action.CREATE, ("new installation: needs authorization",), None, installation_view(want))
     before = installation_view(have)
     if want is None:
-        return ResourceChange(address, Action.DELETE, ("removed from configuration",), before, None)
+        reasons, warnings = _revocation(have, catalog, "its grant is revoked at the provider, then its tokens forgotten",
+                                        "its tokens are forgotten, not revoked")
+        return ResourceChange(address, Action.DELETE, ("removed from configuration", *reasons), before, None, warnings)
     after = installation_view(want)
     connector = catalog.connectors[want.connector]
     pending = have.pending
@@ -330,11 +336,33 @@ def _installation_change(
     if pending is not None and have.status == "authorized":  # one that still matches returned above
         update = (*update, "pending authorization withdrawn: it no longer matches the configuration")
     if reauthorize:
-        return ResourceChange(address, Action.REAUTHORIZE, reauthorize + update, before, after)
+        return _reauthorized(ResourceChange(address, Action.REAUTHORIZE, reauthorize + update, before, after), have, catalog)
     warnings = _grant_warnings(want, have, connector)
     if update:
         return ResourceChange(address, Action.UPDATE, update, before, after, warnings)
     return ResourceChange(address, Action.NOOP, ("up to date",), before, after, warnings)
+
+
+def _revocation(have: InstallationRecord, catalog: Catalog, revoked: str, forgotten: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What becomes of the grant `have` holds when its tokens are given up: a reason when the provider lets the
+    client revoke it (the catalog's `revoke_path`), else a warning saying where a person can. Nothing when no
+    grant is held (a pending first authorization)."""
+    if have.status != "authorized":
+        return (), ()
+    connector = catalog.connectors.get(have.connector)
+    flavour = connector.auth.get(have.auth) if connector is not None else None
+    if flavour is not None and flavour.revoke_path is not None:
+        return (revoked,), ()
+    where = flavour.revoke_in if flavour is not None and flavour.revoke_in else "the provider's console"
+    return (), (f"{forgotten}: revoke in {where}",)
+
+
+def _reauthorized(change: ResourceChange, have: InstallationRecord, catalog: Catalog) -> ResourceChange:
+    """--replace and every other re-authorization give up the old grant once the new one is in place."""
+    reasons, warnings = _revocation(
+        have, catalog, "the old grant is revoked once the new one is in place", "the old grant's tokens are forgotten, not revoked"
+    )
+    return dataclasses.replace(change, reasons=(*change.reasons, *reasons), warnings=(*change.warnings, *warnings))
 
 
 def _reauthorize_reasons(

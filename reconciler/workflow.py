@@ -27,6 +27,7 @@ from reconciler.planner import make_plan, select
 from reconciler.render.document import PlanDocument, to_document
 from reconciler.state import LocalBackend, StateBackend, StateDocument
 from reconciler.state.model import InstallationRecord
+from reconciler.status import Status, TokenFacts, installation_status
 
 if TYPE_CHECKING:  # the apply and OAuth layers (httpx, authlib) load only for commands that use them
     from reconciler.apply import ApplyHooks, ApplyResult
@@ -373,6 +374,46 @@ class RunOutcome:
 def read_state(ws: Workspace) -> StateDocument | None:
     """The recorded state of the workspace (needs no secrets, except a shared backend's DSN)."""
     return open_backend(ws, load_root(ws.config_dir, environment=ws.environment)).read()
+
+
+def read_statuses(ws: Workspace) -> tuple[StateDocument | None, dict[str, Status]]:
+    """The recorded state with each installation's status, derived from what state recorded and the expiry of its
+    stored tokens (a refresh stores rotated tokens in the credential record only, never in the document). Without
+    a state key the expiry the last apply recorded stands in. Nothing is written; no secret leaves the vault."""
+    from reconciler.state.credentials import Vault
+
+    root = load_root(ws.config_dir, environment=ws.environment)
+    backend = open_backend(ws, root)
+    doc = backend.read()
+    if doc is None:
+        return None, {}
+    vault = None
+    try:
+        key = state_key(ws, root, backend, on_key_created=lambda source: None, create=False)
+    except ReconcilerError:
+        key = None
+    if key is not None:
+        vault = Vault(backend.credential_store(), key, lineage=doc.lineage, environment=ws.environment_name)
+    now = ws.clock()
+    return doc, {
+        address: installation_status(record, _token_facts(vault, address, record), now=now)
+        for address, record in doc.resources.items()
+        if isinstance(record, InstallationRecord)
+    }
+
+
+def _token_facts(vault, address: str, record: InstallationRecord) -> TokenFacts | None:  # type: ignore[no-untyped-def]
+    """The expiry and refreshability of the stored tokens (None: no vault to open them with)."""
+    if vault is None or record.status != "authorized":
+        return None
+    try:
+        sealed = vault.record(address)
+        if sealed is None or (sealed.tokens is None and sealed.staged is None):
+            return TokenFacts(present=False)
+        tokens = vault.current_tokens(address, record.client_id, sealed)
+    except ReconcilerError as exc:
+        return TokenFacts(error=f"stored tokens cannot be read: {exc.message}")
+    return TokenFacts(expires_at=tokens.expires_at, refreshable=tokens.refresh_token is not None)
 
 
 def run_apply(

@@ -281,7 +281,7 @@ def test_state_show_never_prints_token_material(setup) -> None:  # type: ignore[
     assert run(APPLY, ENV).exit_code == 0
     text = run(["-C", ".", "state", "show", "installation.acme.ado"]).stdout
     data = json.loads(run(["-C", ".", "state", "show", "installation.acme.ado", "--json"]).stdout)
-    assert "granted_scopes" in text and data["status"] == "authorized" and data["client_id"]
+    assert "granted_scopes" in text and data["status"] == "healthy" and data["client_id"]
     for value in sandbox.provider.issued:
         assert value not in text + json.dumps(data)
     missing = run(["-C", ".", "state", "show", "installation.nope.x"])

@@ -302,6 +302,7 @@ _Environment default: state state/default.json (serial 7)._
 ```diff
 -/+ installation.acme.ado-main
 #   scopes added: vso.wiki
+#   the old grant is revoked once the new one is in place
 !     scopes = ["vso.code", "vso.work_full"] -> ["vso.code", "vso.wiki", "vso.work_full"]
 ```
 
@@ -332,6 +333,7 @@ _Continued in part 3 of 4._
 ```diff
 - installation.hooli.ado
 #   removed from configuration
+#   its grant is revoked at the provider, then its tokens forgotten
 -     connector = "microsoft-azure-devops"
 -     partner = "microsoft-azure-devops"
 -     auth = "azure-devops-oauth"

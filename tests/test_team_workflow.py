@@ -163,7 +163,7 @@ def test_postgres_backend_end_to_end_and_push_pull(team, pg_database: str) -> No
     assert not (directory / "state").exists()
     assert run(["-C", ".", "plan", "--detailed-exitcode"], env).exit_code == 0
     listed = run(["-C", ".", "state", "list"], env)
-    assert "installation.acme.ado\tauthorized" in listed.stdout
+    assert "installation.acme.ado\thealthy\t" in listed.stdout
     pulled = run(["-C", ".", "state", "pull", "copy"], env)
     assert pulled.exit_code == 0, pulled.stderr
     copy = json.loads((directory / "copy" / "default.json").read_text())

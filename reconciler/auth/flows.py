@@ -46,6 +46,7 @@ __all__ = [
     "installation_settings",
     "make_flow",
     "recorded_binding",
+    "revoke_grant",
 ]
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -222,6 +223,33 @@ class LegacyFlow:
             )
         except ProviderError as exc:  # its description may repeat the request
             raise redacted(exc, (form["client_assertion"], form["assertion"])) from None
+
+
+def revoke_grant(settings: FlowSettings, http: httpx.Client, tokens: TokenSet) -> bool:
+    """Revoke the grant behind `tokens` at the flavour's RFC 7009 endpoint, on the origin of `settings.token_url`
+    (the recorded token endpoint: the client secret and the token go nowhere else). False: the flavour offers no
+    revocation. A refused or failed request raises `ProviderError` (no token or secret in its message)."""
+    path = settings.flavour.revoke_path
+    if path is None:
+        return False
+    token = tokens.refresh_token or tokens.access_token
+    hint = "refresh_token" if tokens.refresh_token is not None else "access_token"
+    form = {
+        "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": settings.client_secret.get_secret_value(),
+        "client_id": settings.client_id,
+        "token": token.get_secret_value(),
+        "token_type_hint": hint,
+    }
+    url = _origin(settings.token_url) + path
+    try:
+        response = http.post(url, data=form, headers={"Accept": "application/json"})
+    except httpx.HTTPError as exc:
+        raise transient(f"revocation endpoint {_origin(url)}", exc) from None
+    if response.status_code != 200:
+        category = "partner" if response.status_code == 401 else "transient"
+        raise ProviderError(f"revocation endpoint {_origin(url)} answered HTTP {response.status_code}", category=category)
+    return True
 
 
 _TLS: list[Any] = []  # the one TLS context of this process (see shared_tls_context)

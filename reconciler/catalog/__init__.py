@@ -39,6 +39,10 @@ class AuthFlavour(_Frozen):
     scope_prefix: str = ""
     extra_scopes: tuple[str, ...] = ()
     granted_decorations: tuple[str, ...] = ()
+    # An RFC 7009 revocation endpoint, as a path on the token endpoint's origin (tokens and the client secret go
+    # to no other origin); None: the provider offers a client no way to revoke, and `revoke_in` tells the user where.
+    revoke_path: str | None = Field(default=None, pattern=r"^/[^?#]*$")
+    revoke_in: str = ""
 
 
 class ParameterSpec(_Frozen):

@@ -211,6 +211,24 @@ class Provider:
                 grant.revoked = True
             return len(hits)
 
+    def legacy_revoke(self, form: dict[str, str], **_: object) -> dict[str, object]:
+        """RFC 7009 revocation for Azure DevOps OAuth apps: the client authenticates with its secret as
+        `client_assertion`; the grant that issued `token` (access or refresh) is revoked. An unknown token is
+        answered 200 as the RFC says (nothing to revoke)."""
+        if not form.get("client_assertion") or not form.get("token"):
+            raise OAuthFailure("invalid_request", "missing field(s): client_assertion, token")
+        with self.lock:
+            app = next(
+                (a for a in self.apps.values() if a.flavour == LEGACY and a.client_secret == form["client_assertion"]),
+                None,
+            )
+            if app is None:
+                raise OAuthFailure("invalid_client", "The client secret is invalid or expired.", 401)
+            for grant in self.grants.values():
+                if grant.app is app and form["token"] in (grant.access_token, grant.refresh_token):
+                    grant.revoked = True
+            return {}
+
     def expire(self, grant_id: str | None = None) -> int:
         """Make access tokens expired now (their refresh tokens still work)."""
         with self.lock:

@@ -3,6 +3,7 @@
 Routes (see docs/sandbox.md):
   GET  /oauth2/authorize                      Azure DevOps OAuth consent page (response_type=Assertion)
   POST /oauth2/token                          assertion / refresh_token grants, capitalised Error keys
+  POST /oauth2/revoke                         RFC 7009 revocation of a grant's token (Azure DevOps OAuth apps)
   GET  /<tenant>/oauth2/v2.0/authorize        Entra ID consent page (code + PKCE S256)
   POST /<tenant>/oauth2/v2.0/token            authorization_code / refresh_token grants
   POST /oauth2/consent                        the consent page's Approve / Deny form
@@ -187,6 +188,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if parts == ["oauth2", "token"]:
                 return self._token(self.provider.legacy_token, LEGACY)
+            if parts == ["oauth2", "revoke"]:
+                return self._revoke()
             if len(parts) == 4 and parts[1:] == ["oauth2", "v2.0", "token"]:
                 return self._token(self.provider.entra_token, ENTRA)
             if parts == ["oauth2", "consent"]:
@@ -265,6 +268,13 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             )
         self._json(200, body)
+
+    def _revoke(self) -> None:
+        """Revocation takes no queued fault: faults are scripted for the token requests that follow."""
+        try:
+            self._json(200, self.provider.legacy_revoke(self._form()))
+        except OAuthFailure as failure:
+            self._json(failure.status, {"Error": failure.error, "ErrorDescription": failure.description})
 
     def _admin(self, parts: list[str], data: dict[str, Any]) -> None:
         provider = self.provider
