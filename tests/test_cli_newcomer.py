@@ -175,7 +175,7 @@ def test_state_list_json(config_dir: Path) -> None:
     assert result.exit_code == 0, result.stderr
     entries = json.loads(result.stdout)
     assert [(e["address"], e["kind"], e["status"]) for e in entries] == [
-        ("installation.acme.ado", "installation", "pending_authorization"),
+        ("installation.acme.ado", "installation", "pending"),
         ("partner.microsoft-azure-devops", "partner", "recorded"),
     ]
     assert entries[0]["pending"] is True and entries[0]["protected"] is False
