@@ -38,7 +38,7 @@ from reconciler.catalog import Catalog, Connector
 from reconciler.config.desired import DesiredInstallation, DesiredState
 from reconciler.errors import ReconcilerError, StaleStateError, StateError
 from reconciler.plan import Action, Plan, ResourceChange
-from reconciler.planner import PENDING_LIFETIME, pending_matches, target_digest
+from reconciler.planner import PENDING_LIFETIME, pending_matches, revocation_url, revoke_in, target_digest
 from reconciler.state.backend import StateBackend
 from reconciler.state.credentials import PendingAuthorization, TokenSet, Vault
 from reconciler.state.model import InstallationRecord, PartnerRecord, PendingRecord, StateDocument
@@ -191,23 +191,28 @@ class _Run:
             return None
 
     def revoke(self, address: str, record: InstallationRecord, tokens: TokenSet | None) -> bool:
-        """Best effort: revoke the grant behind `tokens` at the endpoint recorded for `record`, with the secret of
+        """Best effort: revoke the grant behind `tokens` at the endpoint STATE recorded for `record` (its
+        `revoke_url`, or the flavour's path on its token origin; see `revocation_url`), with the secret of
         the client that obtained them (only while the configuration still declares that client at that token
         endpoint). A failure is a warning naming where to revoke by hand; the tokens are forgotten either way."""
         if tokens is None:
             return False
-        connector = self.services.catalog.connectors.get(record.connector)
-        flavour = connector.auth.get(record.auth) if connector is not None else None
-        if flavour is None or flavour.revoke_path is None:
+        url = revocation_url(record, self.services.catalog)
+        if url is None:
             return False  # the plan said so: "its tokens are forgotten, not revoked: revoke in ..."
-        where = flavour.revoke_in or "the provider's console"
+        where = revoke_in(record, self.services.catalog)
         secret = self.recorded_client_secret(address, record)
         if secret is None:
             self.warn(address, f"not revoked: client {record.client_id} is no longer declared; revoke in {where}")
             return False
+        connector = self.services.catalog.connectors.get(record.connector)
+        flavour = connector.auth.get(record.auth) if connector is not None else None
+        if flavour is None:  # a flavour this catalog no longer has: its dialect is not known
+            self.warn(address, f"not revoked: auth {record.auth} is not in the catalog; revoke in {where}")
+            return False
         settings = FlowSettings(flavour, record.client_id, secret, record.redirect_uri, "", record.token_url, ())
         try:
-            return self.retrying(lambda: revoke_grant(settings, self.services.http, tokens))
+            return self.retrying(lambda: revoke_grant(settings, url, self.services.http, tokens))
         except ProviderError as exc:
             self.warn(address, f"its grant was not revoked ({exc.message}); its tokens are forgotten: revoke in {where}")
             return False

@@ -16,8 +16,14 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from reconciler.catalog import Catalog, Connector
-from reconciler.config.desired import DesiredInstallation, DesiredPartner, DesiredState
+from reconciler.catalog import AuthFlavour, Catalog, Connector
+from reconciler.config.desired import (
+    DesiredInstallation,
+    DesiredPartner,
+    DesiredState,
+    same_origin,
+    url_origin,
+)
 from reconciler.errors import PlanError
 from reconciler.plan import NOT_TARGETED, Action, Plan, ResourceChange, StateRef
 from reconciler.state.model import InstallationRecord, PartnerRecord, PendingRecord, StateDocument
@@ -30,6 +36,8 @@ __all__ = [
     "partner_view",
     "pending_matches",
     "recorded_api_url",
+    "revocation_url",
+    "revoke_in",
     "select",
     "target_digest",
 ]
@@ -109,6 +117,7 @@ def partner_view(partner: DesiredPartner | PartnerRecord) -> dict[str, Any]:
         "token_url": partner.token_url,
         "api_url": partner.api_url,
         "scopes": list(partner.scopes) if partner.scopes is not None else None,
+        **({"revoke_url": partner.revoke_url} if partner.revoke_url else {}),  # shown only when declared
     }
 
 
@@ -134,6 +143,8 @@ def installation_view(installation: DesiredInstallation | InstallationRecord) ->
         view["client_secret_ref"] = installation.client_secret_ref
     if installation.protected:  # shown only when set, so that unprotected plans read as before
         view["protected"] = True
+    if installation.revoke_url:  # likewise: only where a revocation endpoint is declared
+        view["revoke_url"] = installation.revoke_url
     if isinstance(installation, InstallationRecord):
         view["granted_scopes"] = list(installation.granted_scopes)
         view["status"] = installation.status
@@ -275,7 +286,7 @@ def _partner_reasons(want: DesiredPartner, have: PartnerRecord) -> tuple[str, ..
             reasons.append(f"{attribute} changed")
     if want.client_secret_ref != have.client_secret_ref:
         reasons.append("client_secret reference changed")
-    for attribute in ("authorize_url", "token_url", "api_url"):
+    for attribute in ("authorize_url", "token_url", "api_url", "revoke_url"):
         if getattr(want, attribute) != getattr(have, attribute):
             reasons.append(f"endpoint {attribute} changed")
     reasons.extend(_set_reasons("registered scopes", have.scopes or (), want.scopes or ()))
@@ -344,17 +355,38 @@ def _installation_change(
 
 
 def _revocation(have: InstallationRecord, catalog: Catalog, revoked: str, forgotten: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """What becomes of the grant `have` holds when its tokens are given up: a reason when the provider lets the
-    client revoke it (the catalog's `revoke_path`), else a warning saying where a person can. Nothing when no
-    grant is held (a pending first authorization)."""
+    """What becomes of the grant `have` holds when its tokens are given up: a reason when its recorded endpoints
+    let the client revoke it (`revocation_url`), else a warning saying where a person can. Nothing when no grant is
+    held (a pending first authorization)."""
     if have.status != "authorized":
         return (), ()
-    connector = catalog.connectors.get(have.connector)
-    flavour = connector.auth.get(have.auth) if connector is not None else None
-    if flavour is not None and flavour.revoke_path is not None:
+    if revocation_url(have, catalog) is not None:
         return (revoked,), ()
-    where = flavour.revoke_in if flavour is not None and flavour.revoke_in else "the provider's console"
-    return (), (f"{forgotten}: revoke in {where}",)
+    return (), (f"{forgotten}: revoke in {revoke_in(have, catalog)}",)
+
+
+def revocation_url(record: InstallationRecord, catalog: Catalog) -> str | None:
+    """Where the grant `record` holds can be revoked, from what STATE recorded (never the current configuration):
+    the recorded `revoke_url`, else the catalog flavour's `revoke_path` on the recorded token endpoint's origin;
+    None: nowhere. Only ever a URL on the recorded token endpoint's origin (a token and the client secret go to the
+    origin that issued the token and nowhere else): a recorded one elsewhere (an edited state) is not used."""
+    if record.revoke_url is not None:
+        return record.revoke_url if same_origin(record.revoke_url, record.token_url) else None
+    flavour = _flavour(record, catalog)
+    if flavour is None or flavour.revoke_path is None:
+        return None
+    return url_origin(record.token_url) + flavour.revoke_path
+
+
+def revoke_in(record: InstallationRecord, catalog: Catalog) -> str:
+    """Where a person revokes the grant `record` holds by hand (the catalog flavour's `revoke_in`)."""
+    flavour = _flavour(record, catalog)
+    return flavour.revoke_in if flavour is not None and flavour.revoke_in else "the provider's console"
+
+
+def _flavour(record: InstallationRecord, catalog: Catalog) -> AuthFlavour | None:
+    connector = catalog.connectors.get(record.connector)
+    return connector.auth.get(record.auth) if connector is not None else None
 
 
 def _reauthorized(change: ResourceChange, have: InstallationRecord, catalog: Catalog) -> ResourceChange:
@@ -419,6 +451,8 @@ def _update_reasons(want: DesiredInstallation, have: InstallationRecord) -> tupl
         reasons.append(f"credentials now from the {want.credentials_source}")
     if want.protected != have.protected:  # recorded, so that the protection of what state holds is known
         reasons.append("protection added" if want.protected else "protection removed")
+    if want.token_url == have.token_url and want.revoke_url != have.revoke_url:  # where its grant is revoked
+        reasons.append(f"revocation endpoint changed: {_quote(have.revoke_url)} -> {_quote(want.revoke_url)}")
     return tuple(reasons)
 
 

@@ -24,7 +24,7 @@ from pydantic import SecretStr
 
 from reconciler.auth.errors import ProviderError, classify_error, redacted, retry_after_seconds, transient
 from reconciler.catalog import AuthFlavour, Catalog
-from reconciler.config.desired import DesiredInstallation, DesiredPartner
+from reconciler.config.desired import DesiredInstallation, DesiredPartner, same_origin
 from reconciler.state.credentials import TokenSet
 from reconciler.state.model import InstallationRecord, PartnerRecord
 
@@ -225,23 +225,22 @@ class LegacyFlow:
             raise redacted(exc, (form["client_assertion"], form["assertion"])) from None
 
 
-def revoke_grant(settings: FlowSettings, http: httpx.Client, tokens: TokenSet) -> bool:
-    """Revoke the grant behind `tokens` at the flavour's RFC 7009 endpoint, on the origin of `settings.token_url`
-    (the recorded token endpoint: the client secret and the token go nowhere else). False: the flavour offers no
-    revocation. A refused or failed request raises `ProviderError` (no token or secret in its message)."""
-    path = settings.flavour.revoke_path
-    if path is None:
-        return False
+def revoke_grant(settings: FlowSettings, url: str, http: httpx.Client, tokens: TokenSet) -> bool:
+    """Revoke the grant behind `tokens` at the RFC 7009 endpoint `url`, which must share the origin of
+    `settings.token_url` (the recorded token endpoint: the client secret and the token go nowhere else; another
+    origin is refused before anything is sent). The client authenticates as at the flavour's token endpoint (the
+    secret as `client_assertion` for Azure DevOps OAuth, `client_secret` otherwise). A refused or failed request
+    raises `ProviderError` (no token or secret in its message)."""
+    if not same_origin(url, settings.token_url):
+        raise ProviderError(f"revocation endpoint {_origin(url)} is not the token endpoint's origin", category="config")
     token = tokens.refresh_token or tokens.access_token
     hint = "refresh_token" if tokens.refresh_token is not None else "access_token"
-    form = {
-        "client_assertion_type": ASSERTION_TYPE,
-        "client_assertion": settings.client_secret.get_secret_value(),
-        "client_id": settings.client_id,
-        "token": token.get_secret_value(),
-        "token_type_hint": hint,
-    }
-    url = _origin(settings.token_url) + path
+    secret = settings.client_secret.get_secret_value()
+    if settings.flavour.flow == "azure-devops-assertion":
+        client: dict[str, str] = {"client_assertion_type": ASSERTION_TYPE, "client_assertion": secret}
+    else:
+        client = {"client_secret": secret}
+    form = {**client, "client_id": settings.client_id, "token": token.get_secret_value(), "token_type_hint": hint}
     try:
         response = http.post(url, data=form, headers={"Accept": "application/json"})
     except httpx.HTTPError as exc:

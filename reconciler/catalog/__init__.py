@@ -39,8 +39,9 @@ class AuthFlavour(_Frozen):
     scope_prefix: str = ""
     extra_scopes: tuple[str, ...] = ()
     granted_decorations: tuple[str, ...] = ()
-    # An RFC 7009 revocation endpoint, as a path on the token endpoint's origin (tokens and the client secret go
-    # to no other origin); None: the provider offers a client no way to revoke, and `revoke_in` tells the user where.
+    # An RFC 7009 revocation endpoint the provider DOCUMENTS, as a path on the token endpoint's origin (tokens and
+    # the client secret go to no other origin); None: it documents none (a partner may still declare
+    # `endpoints.revoke_url`), and `revoke_in` tells the user where to revoke by hand.
     revoke_path: str | None = Field(default=None, pattern=r"^/[^?#]*$")
     revoke_in: str = ""
 

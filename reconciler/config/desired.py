@@ -18,6 +18,7 @@ __all__ = [
     "DesiredState",
     "installation_address",
     "partner_address",
+    "same_origin",
     "url_origin",
 ]
 
@@ -26,6 +27,17 @@ def url_origin(url: str) -> str:
     """scheme://host[:port] of a URL: tokens are only ever sent back to the origin that issued them."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def same_origin(a: str, b: str) -> bool:
+    """Whether two URLs share scheme, host (case-insensitive) and port (the scheme's default when omitted)."""
+    pa, pb = urlsplit(a), urlsplit(b)
+    defaults = {"https": 443, "http": 80}
+    try:
+        ports = (pa.port or defaults.get(pa.scheme), pb.port or defaults.get(pb.scheme))
+    except ValueError:
+        return False
+    return pa.scheme == pb.scheme and pa.hostname == pb.hostname and ports[0] == ports[1]
 
 
 def partner_address(name: str) -> str:
@@ -52,6 +64,7 @@ class DesiredPartner:
     api_url: str
     scopes: tuple[str, ...] | None
     client_secret: SecretStr | None = field(default=None, repr=False, compare=False)
+    revoke_url: str | None = None  # RFC 7009 revocation endpoint on the token_url's origin; None: none offered
 
     @property
     def address(self) -> str:
@@ -81,6 +94,7 @@ class DesiredInstallation:
     api_url: str = ""  # where the token is used (verification, refresh checks): tokens never go anywhere else
     protected: bool = False  # `protect: true` on the installation or its tenant: deleting it needs --allow-delete
     client_secret: SecretStr | None = field(default=None, repr=False, compare=False)
+    revoke_url: str | None = None  # its partner's revocation endpoint (same origin as token_url), if any
 
     @property
     def address(self) -> str:

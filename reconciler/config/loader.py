@@ -27,6 +27,13 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from reconciler.catalog import Catalog, Connector, load_catalog
 from reconciler.config.ahead import MISSING, ParsedAhead
 from reconciler.config.cache import ParseCache
+from reconciler.config.desired import (
+    DesiredInstallation,
+    DesiredPartner,
+    DesiredState,
+    same_origin,
+    url_origin,
+)
 from reconciler.config.includes import (
     CONFIG_FILE,
     MAX_FILE_BYTES,
@@ -36,7 +43,6 @@ from reconciler.config.includes import (
     include_patterns,
     read_config_bytes,
 )
-from reconciler.config.desired import DesiredInstallation, DesiredPartner, DesiredState
 from reconciler.config.schema import (
     NAME_PATTERN,
     IncludedFile,
@@ -832,7 +838,7 @@ class _Loader:
         unchecked = spec.client_secret in self._unchecked  # not available here, and not needed: no value
         if spec.client_id is not None and (client_id is None or secret is None and not unchecked):
             return None
-        authorize_url, token_url, api_url, _ = endpoints
+        authorize_url, token_url, api_url, _, revoke_url = endpoints
         return DesiredPartner(
             name=name,
             connector=connector.name,
@@ -846,12 +852,15 @@ class _Loader:
             api_url=api_url,
             scopes=tuple(sorted(set(spec.scopes))) if spec.scopes is not None else None,
             client_secret=SecretStr(secret) if secret is not None else None,
+            revoke_url=revoke_url,
         )
 
     def _endpoints(
         self, src: SourceFile, path: KeyPath, spec: PartnerSpec, authorize: str, token: str, api: str
-    ) -> tuple[str, str, str, bool] | None:
-        """The effective endpoints, and whether any default was overridden."""
+    ) -> tuple[str, str, str, bool, str | None] | None:
+        """The effective endpoints, whether any default the flows use was overridden, and the revocation endpoint
+        (None: none declared). A revocation endpoint must share the token endpoint's origin: a token and the client
+        secret are only ever sent to the origin that issued the token."""
         tenant = spec.tenant_id or ""
         defaults = {
             "authorize_url": authorize.replace("{tenant_id}", tenant),
@@ -867,8 +876,18 @@ class _Loader:
                 ok = False
         if not ok:
             return None
+        revoke_url = overrides.pop("revoke_url", None)
         merged = {**defaults, **overrides}
-        return merged["authorize_url"], merged["token_url"], merged["api_url"].rstrip("/"), bool(overrides)
+        if revoke_url is not None and not same_origin(revoke_url, merged["token_url"]):
+            token_origin = url_origin(merged["token_url"])
+            self._issue(
+                src,
+                (*path, "endpoints", "revoke_url"),
+                f"revoke_url is on {url_origin(revoke_url)}, not on the token endpoint's origin {token_origin}",
+                "a token is only ever sent to the origin that issued it: put the revocation endpoint beside token_url",
+            )
+            return None
+        return merged["authorize_url"], merged["token_url"], merged["api_url"].rstrip("/"), bool(overrides), revoke_url
 
     def _redirect(
         self, src: SourceFile, path: KeyPath, spec: PartnerSpec, root: RootFile, loopback_ok: bool, overridden: bool
@@ -1039,6 +1058,7 @@ class _Loader:
             api_url=partner.api_url,
             protected=spec.protect or tenant_protected,
             client_secret=secret,
+            revoke_url=partner.revoke_url,
         )
 
     def _parameters(self, src: SourceFile, path: KeyPath, parameters: Mapping[str, str], connector: Connector) -> None:

@@ -45,6 +45,11 @@ class EndpointsSpec(_Strict):
     authorize_url: NonEmpty | None = None
     token_url: NonEmpty | None = None
     api_url: NonEmpty | None = None
+    revoke_url: NonEmpty | None = Field(
+        None,
+        description="RFC 7009 token revocation endpoint offered by the peer (a proxy, the sandbox, another OAuth "
+        "server), on the token_url's origin; without it, grants given up are forgotten, not revoked.",
+    )
 
 
 class PartnerSpec(_Strict):

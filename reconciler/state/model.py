@@ -51,6 +51,7 @@ class PartnerRecord(_Record):
     token_url: str
     api_url: str
     scopes: tuple[str, ...] | None = None
+    revoke_url: str | None = None  # RFC 7009 revocation endpoint on the token_url's origin (None: none declared)
 
     @property
     def address(self) -> str:
@@ -97,6 +98,9 @@ class InstallationRecord(_Record):
     protected: bool = False  # declared `protect: true` when last applied: deleting it needs --allow-delete
     drift: str | None = None  # what `reconciler refresh` found at the provider ("token revoked", ...); None: fine
     checked_at: AwareDatetime | None = None
+    # Where the grant can be revoked (RFC 7009, on the token_url's origin) as declared when it was obtained or last
+    # updated in place; None: nowhere known (the catalog flavour's `revoke_path`, if any, still applies).
+    revoke_url: str | None = None
 
     @property
     def address(self) -> str:

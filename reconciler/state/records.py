@@ -27,6 +27,7 @@ def partner_record(partner: DesiredPartner) -> PartnerRecord:
         token_url=partner.token_url,
         api_url=partner.api_url,
         scopes=partner.scopes,
+        revoke_url=partner.revoke_url,
     )
 
 
@@ -58,6 +59,7 @@ def installation_record(
         authorized_by=authorized_by,
         expires_at=expires_at,
         protected=installation.protected,
+        revoke_url=installation.revoke_url,
     )
 
 
@@ -70,5 +72,14 @@ def updated_installation_record(record: InstallationRecord, installation: Desire
             "client_secret_ref": installation.client_secret_ref,
             "credentials_source": installation.credentials_source,
             "protected": installation.protected,
+            "revoke_url": updated_revoke_url(record, installation),
         }
     )
+
+
+def updated_revoke_url(record: InstallationRecord, installation: DesiredInstallation) -> str | None:
+    """The revocation endpoint an in-place update records: the declared one while the grant's token endpoint is
+    still the declared one (the configuration validated it against that origin), else the recorded one."""
+    if installation.token_url != record.token_url:
+        return record.revoke_url
+    return installation.revoke_url
