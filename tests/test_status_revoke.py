@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
 from reconciler.sandbox import provider as sandbox_provider
-from tests.conftest import run
+from tests.conftest import read_env_file, run
 from tests.sandbox_support import APPLY, ENV, LEGACY_ID, installation
 
 KEY = base64.b64encode(b"status-key-0123456789abcdef01234").decode()
@@ -17,12 +19,28 @@ RENV = {**ENV, "RECONCILER_STATE_KEY": KEY}
 ADDRESS = "installation.acme.ado"
 
 
+def revocable(sandbox, directory: Path, write):  # type: ignore[no-untyped-def]
+    """`write`, with the legacy partner declaring the sandbox's RFC 7009 endpoint as its `revoke_url` (Microsoft
+    documents none for Azure DevOps OAuth: revocation is opt-in, per partner)."""
+    token = f"      token_url: {sandbox.url}/oauth2/token\n"
+
+    def write_revocable(installations: str, extra: str = "") -> None:
+        write(installations, extra)
+        text = (directory / "reconciler.yaml").read_text()
+        assert text.count(token) == 1
+        (directory / "reconciler.yaml").write_text(text.replace(token, f"{token}      revoke_url: {sandbox.url}/oauth2/revoke\n"))
+
+    return write_revocable
+
+
 @pytest.fixture
 def applied(sandbox_config):  # type: ignore[no-untyped-def]
-    """One legacy installation applied against the sandbox."""
+    """One legacy installation applied against the sandbox, its partner declaring the sandbox's revoke_url."""
     sandbox, directory, write, _ = sandbox_config
+    write = revocable(sandbox, directory, write)
     write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.project"]))
     assert run(APPLY, RENV).exit_code == 0
+    assert _show()["revoke_url"] == f"{sandbox.url}/oauth2/revoke"  # recorded with the grant, in state
     return sandbox, directory, write
 
 
@@ -87,12 +105,13 @@ NOW = dt.datetime(2026, 1, 1, 12, tzinfo=dt.timezone.utc)
 def _record(**changes):  # type: ignore[no-untyped-def]
     from reconciler.state.model import InstallationRecord
 
-    return InstallationRecord(
+    fields = dict(
         tenant="acme", name="ado", connector="microsoft-azure-devops", partner="legacy", auth="azure-devops-oauth",
         parameters={}, requested_scopes=("vso.work_full",), client_id="c", client_secret_ref="${env:S}",
         redirect_uri="http://127.0.0.1/cb", token_url="https://t.example/token", verified_at=NOW,
-        expires_at=NOW + dt.timedelta(hours=1), **changes,
+        expires_at=NOW + dt.timedelta(hours=1),
     )
+    return InstallationRecord(**{**fields, **changes})
 
 
 @pytest.mark.parametrize(
@@ -179,3 +198,108 @@ def test_a_failed_revocation_is_a_warning_and_the_tokens_are_still_forgotten(app
     assert result.exit_code == 0, result.stderr
     assert f"{ADDRESS}" in result.stderr and "not revoked" in result.stderr and "Authorized OAuth apps" in result.stderr
     assert not (directory / "state" / "default.credentials" / f"{ADDRESS}.json").exists()
+
+
+def test_without_a_revoke_url_the_legacy_grant_is_forgotten_not_revoked(sandbox_config) -> None:
+    """The same legacy partner without `revoke_url`: nothing is sent to a revocation endpoint; the plan says the
+    tokens are forgotten, not revoked, and where the user revokes; the grant stays live at the provider."""
+    sandbox, _, write, _ = sandbox_config
+    write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"]))
+    assert run(APPLY, RENV).exit_code == 0
+    write(installation("globex", "ado", "entra", "globex", "Operations", ["vso.work_full"]))
+    plan = run(["-C", ".", "plan"], RENV).stdout
+    assert "its tokens are forgotten, not revoked: revoke in the user's Azure DevOps profile" in plan, plan
+    assert "revoked at the provider" not in plan
+    result = run(APPLY, RENV)
+    assert result.exit_code == 0 and f"{ADDRESS}: deleted; its tokens are forgotten" in result.stdout + result.stderr
+    assert [g["revoked"] for g in _grants(sandbox) if g["flavour"] == "azure-devops-oauth"] == [False]
+
+
+def test_declaring_a_revoke_url_later_is_recorded_by_an_update_then_used(sandbox_config) -> None:
+    """A grant obtained before the partner declared `revoke_url`: the next plan updates the installation's record
+    in place (no new consent), and a later delete revokes at the recorded endpoint."""
+    sandbox, directory, write, _ = sandbox_config
+    ado = installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"])
+    write(ado)
+    assert run(APPLY, RENV).exit_code == 0
+    write = revocable(sandbox, directory, write)
+    write(ado)
+    plan = run(["-C", ".", "plan"], RENV).stdout
+    assert "revocation endpoint changed: (none) -> " in plan and "0 to reauthorize" in plan, plan
+    assert run(APPLY, RENV).exit_code == 0
+    assert _show()["revoke_url"] == f"{sandbox.url}/oauth2/revoke"
+    write(installation("globex", "ado", "entra", "globex", "Operations", ["vso.work_full"]))
+    assert "its grant is revoked at the provider" in run(["-C", ".", "plan"], RENV).stdout
+    assert run(APPLY, RENV).exit_code == 0
+    assert [g["revoked"] for g in _grants(sandbox) if g["flavour"] == "azure-devops-oauth"] == [True]
+
+
+CASES = Path(__file__).parent / "cases"
+
+
+def test_microsofts_default_endpoints_plan_no_revocation(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Microsoft documents no app-level revocation for Azure DevOps OAuth: with its default endpoints (no override)
+    deleting a legacy installation plans "not revoked: revoke in ..." (text and JSON), never a revocation."""
+    shutil.copytree(CASES / "installation_removed", tmp_path / "case")
+    env = read_env_file(tmp_path / "case" / "env")
+    expected = "its tokens are forgotten, not revoked: revoke in the user's Azure DevOps profile, Authorized OAuth apps"
+    text = run(["-C", str(tmp_path / "case"), "plan"], env)
+    assert text.exit_code == 2 or text.exit_code == 0, text.stderr
+    assert expected in text.stdout and "revoked at the provider" not in text.stdout, text.stdout
+    shown = json.loads(run(["-C", str(tmp_path / "case"), "plan", "--format", "json"], env).stdout)
+    deleted = [c for c in shown["changes"] if c["action"] == "delete"]
+    assert deleted and all(any(w.startswith(expected) for w in c["warnings"]) for c in deleted), deleted
+    assert not any("revoked at the provider" in r for c in deleted for r in c["reasons"])
+
+
+def test_a_revoke_url_on_another_origin_than_the_token_endpoint_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A token is only ever sent to the origin that issued it: `revoke_url` elsewhere is a validation error naming
+    file:line and the key, with nothing written."""
+    (tmp_path / "reconciler.yaml").write_text(
+        "version: 1\n"
+        "platform: {service_domain: app-h.cyclr.com}\n"
+        "partners:\n"
+        "  microsoft-azure-devops:\n"
+        "    auth: azure-devops-oauth\n"
+        "    client_id: c\n"
+        "    client_secret: ${env:S}\n"
+        "    endpoints:\n"
+        "      token_url: https://proxy.example/oauth2/token\n"
+        "      revoke_url: https://elsewhere.example/oauth2/revoke\n"
+    )
+    result = run(["-C", str(tmp_path), "validate"], {"S": "secret-value"})
+    assert result.exit_code != 0 and "Traceback" not in result.stderr
+    assert "reconciler.yaml:10" in result.stderr and "revoke_url" in result.stderr, result.stderr
+    assert "https://elsewhere.example" in result.stderr and "https://proxy.example" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reconciler.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("revoke_url", "token_url", "ok"),
+    [
+        ("https://proxy.example/oauth2/revoke", "https://proxy.example/oauth2/token", True),
+        ("https://PROXY.example:443/revoke", "https://proxy.example/oauth2/token", True),
+        ("http://proxy.example/oauth2/revoke", "https://proxy.example/oauth2/token", False),
+        ("https://proxy.example:8443/revoke", "https://proxy.example/oauth2/token", False),
+        ("https://evil.example/revoke", "https://proxy.example/oauth2/token", False),
+    ],
+)
+def test_a_recorded_revoke_url_is_used_only_on_the_recorded_token_origin(revoke_url, token_url, ok) -> None:  # type: ignore[no-untyped-def]
+    """At delete time the endpoint comes from state; one on another origin than the recorded token endpoint (an
+    edited state) is not used, and the flavour (Microsoft's, no `revoke_path`) offers none either."""
+    from reconciler.catalog import load_catalog
+    from reconciler.planner import revocation_url
+
+    record = _record(revoke_url=revoke_url, token_url=token_url)
+    assert revocation_url(record, load_catalog()) == (revoke_url if ok else None)
+    assert revocation_url(_record(), load_catalog()) is None
+
+
+def test_state_recorded_before_revoke_url_existed_loads() -> None:
+    """Old state (no `revoke_url` on either record) loads, and such a grant is not revocable."""
+    from reconciler.state.model import decode_state
+
+    raw = (CASES / "installation_removed" / "state" / "default.json").read_bytes()
+    assert b"revoke_url" not in raw
+    doc = decode_state(raw, "default.json")
+    assert all(r.revoke_url is None for r in doc.resources.values())
