@@ -276,7 +276,7 @@ def test_a_single_change_larger_than_a_part_is_split_between_lines() -> None:
 
 
 def test_split_mixed_case_golden() -> None:
-    """The mixed golden case split at 1,000 characters, byte for byte: one tenant per part after the summary."""
+    """The mixed golden case split at 1,000 characters, byte for byte: whole tenants per part after the summary."""
     doc = PlanDocument.model_validate_json((CASES / "mixed" / "plan.json").read_text())
     parts = render_markdown_parts(doc, limit=1000)
     assert parts == SPLIT_MIXED_GOLDEN
@@ -297,21 +297,25 @@ _Environment default: state state/default.json (serial 7)._
 > **1 installation must be re-authorized:** `installation.acme.ado-main`.
 > Each needs a user to sign in again; a deferred one keeps its current authorization until then.
 
-<details><summary><b>tenant <code>acme</code></b> — 1 to reauthorize</summary>
+**Warnings**
 
-```diff
--/+ installation.acme.ado-main
-#   scopes added: vso.wiki
-#   the old grant is revoked once the new one is in place
-!     scopes = ["vso.code", "vso.work_full"] -> ["vso.code", "vso.wiki", "vso.work_full"]
-```
-
-</details>
+- `installation.acme.ado-main`: the old grant's tokens are forgotten, not revoked: revoke in the user's Azure DevOps profile, Authorized OAuth apps (https://app.vsaex.visualstudio.com/me)
+- `installation.hooli.ado`: its tokens are forgotten, not revoked: revoke in the user's Azure DevOps profile, Authorized OAuth apps (https://app.vsaex.visualstudio.com/me)
 
 _Continued in part 2 of 4._
 """,
     """\
 ### Reconciler plan · environment `default` · part 2 of 4
+
+<details><summary><b>tenant <code>acme</code></b> — 1 to reauthorize</summary>
+
+```diff
+-/+ installation.acme.ado-main
+#   scopes added: vso.wiki
+!     scopes = ["vso.code", "vso.work_full"] -> ["vso.code", "vso.wiki", "vso.work_full"]
+```
+
+</details>
 
 <details><summary><b>tenant <code>globex</code></b> — 1 to update</summary>
 
@@ -333,7 +337,6 @@ _Continued in part 3 of 4._
 ```diff
 - installation.hooli.ado
 #   removed from configuration
-#   its grant is revoked at the provider, then its tokens forgotten
 -     connector = "microsoft-azure-devops"
 -     partner = "microsoft-azure-devops"
 -     auth = "azure-devops-oauth"
