@@ -105,12 +105,12 @@ NOW = dt.datetime(2026, 1, 1, 12, tzinfo=dt.timezone.utc)
 def _record(**changes):  # type: ignore[no-untyped-def]
     from reconciler.state.model import InstallationRecord
 
-    fields = dict(
-        tenant="acme", name="ado", connector="microsoft-azure-devops", partner="legacy", auth="azure-devops-oauth",
-        parameters={}, requested_scopes=("vso.work_full",), client_id="c", client_secret_ref="${env:S}",
-        redirect_uri="http://127.0.0.1/cb", token_url="https://t.example/token", verified_at=NOW,
-        expires_at=NOW + dt.timedelta(hours=1),
-    )
+    fields = {
+        "tenant": "acme", "name": "ado", "connector": "microsoft-azure-devops", "partner": "legacy",
+        "auth": "azure-devops-oauth", "parameters": {}, "requested_scopes": ("vso.work_full",), "client_id": "c",
+        "client_secret_ref": "${env:S}", "redirect_uri": "http://127.0.0.1/cb", "token_url": "https://t.example/token",
+        "verified_at": NOW, "expires_at": NOW + dt.timedelta(hours=1),
+    }
     return InstallationRecord(**{**fields, **changes})
 
 
@@ -303,3 +303,30 @@ def test_state_recorded_before_revoke_url_existed_loads() -> None:
     assert b"revoke_url" not in raw
     doc = decode_state(raw, "default.json")
     assert all(r.revoke_url is None for r in doc.resources.values())
+
+
+@pytest.mark.parametrize(("auth", "client_field"), [("azure-devops-oauth", "client_assertion"), ("entra-id", "client_secret")])
+def test_revoke_grant_authenticates_in_the_flavours_dialect_and_only_on_the_token_origin(auth, client_field) -> None:  # type: ignore[no-untyped-def]
+    """The client authenticates at the revocation endpoint as at its token endpoint; a URL on another origin than
+    the recorded token endpoint is refused before anything is sent."""
+    import httpx
+    from pydantic import SecretStr
+
+    from reconciler.auth.errors import ProviderError
+    from reconciler.auth.flows import FlowSettings, revoke_grant
+    from reconciler.catalog import load_catalog
+    from reconciler.state.credentials import TokenSet
+
+    sent: list[httpx.Request] = []
+    http = httpx.Client(transport=httpx.MockTransport(lambda r: (sent.append(r), httpx.Response(200))[1]))
+    flavour = load_catalog().connectors["microsoft-azure-devops"].auth[auth]
+    settings = FlowSettings(flavour, "cid", SecretStr("the-secret"), "http://127.0.0.1/cb", "", "https://p.example/t", ())
+    tokens = TokenSet(access_token=SecretStr("at"), refresh_token=SecretStr("rt"), expires_at=NOW, scope=())
+    with pytest.raises(ProviderError):
+        revoke_grant(settings, "https://other.example/revoke", http, tokens)
+    assert sent == []
+    assert revoke_grant(settings, "https://p.example/revoke", http, tokens) is True
+    [request] = sent
+    form = dict(httpx.QueryParams(request.content.decode()))
+    assert str(request.url) == "https://p.example/revoke" and form[client_field] == "the-secret"
+    assert form["token"] == "rt" and form["token_type_hint"] == "refresh_token" and form["client_id"] == "cid"
