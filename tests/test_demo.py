@@ -26,7 +26,7 @@ BIN = Path(sys.executable).parent
 API_PORT, CALLBACK_PORT = 8765, 8766  # what the quickstart's reconciler.yaml and sandbox.yaml name
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 PROMPT = "? [y/N]: "
-LIMIT = 60.0  # seconds: a bound on a hung command, never a synchronisation
+LIMIT = 300.0  # seconds: a bound on a hung command (generous: CI machines are loaded), never a synchronisation
 
 # How each command of README's tour exits, in README's order (test_the_tour_list_is_readmes keeps them in sync).
 TOUR_EXITS = {
