@@ -51,6 +51,8 @@ class _StrictLoader(_BaseLoader):  # type: ignore[misc, valid-type]
     win), and keys that are not strings (`yes:`, `null:` or `1:` become a boolean, null or number)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if not isinstance(node, yaml.MappingNode):  # e.g. `!!map null`: a tag that does not fit its node
+            raise _error_at(f"a value tagged {node.tag.rsplit(':', 1)[-1]} must be a mapping", node.start_mark)
         seen: set[str] = set()
         for key_node, _ in node.value:
             if isinstance(key_node, yaml.ScalarNode):

@@ -105,3 +105,11 @@ def test_errors_keep_their_positions(text: str, where: tuple[int, int] | None) -
         assert (caught.value.line, caught.value.column) == where
     else:
         assert caught.value.line is not None
+
+
+@pytest.mark.parametrize("text", ["a:\n  b: !!map null\n", "a: !!map [1, 2]\n", "- !!omap x\n", "a: !!seq x\n"])
+def test_a_tag_that_does_not_fit_its_node_is_a_positioned_error(text: str) -> None:
+    """`!!map null` (a mapping tag on a scalar) and its kin are a YAML error with a position, not a crash."""
+    with pytest.raises(YamlSyntaxError) as raised:
+        load_yaml_text(text)
+    assert raised.value.line is not None
