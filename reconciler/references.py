@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["MAX_SECRET_BYTES", "REFERENCE", "Problem", "Reach", "reach", "refusal", "resolve"]
+__all__ = ["MAX_SECRET_BYTES", "REFERENCE", "Problem", "Reach", "path_text_problem", "reach", "refusal", "resolve"]
 
 REFERENCE = re.compile(r"^\$\{(env|file):([^}]*)\}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -33,6 +33,13 @@ _OWN_PREFIX = "RECONCILER_"  # the reconciler's own settings: keys, passphrases,
 _STATE_KEYS = frozenset({"RECONCILER_STATE_KEY", "RECONCILER_STATE_PASSPHRASE"})
 _VCS = frozenset({".git", ".hg", ".svn"})
 DEFAULT_STATE_DIR = "state"  # the local backend's directory when the configuration names none
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # no file system path the configuration names holds these
+
+
+def path_text_problem(text: str) -> str | None:
+    """Why `text` cannot name a path (a backend directory, an include pattern, a secret file), or None. A NUL
+    cannot be in a path at all, and no other control character belongs in one a person typed."""
+    return "must not contain control characters" if _CONTROL.search(text) else None
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,8 @@ def reach(config_dir: Path, environ: Mapping[str, str], state_dirs: Iterable[str
     version-control directories."""
     extra = [d for d in environ.get("RECONCILER_SECRET_DIRS", "").split(os.pathsep) if d]
     roots = (config_dir.resolve(), *(Path(d).resolve() for d in extra))
-    sealed = [(config_dir / d).resolve() for d in (DEFAULT_STATE_DIR, *state_dirs)]
+    usable = [d for d in (DEFAULT_STATE_DIR, *state_dirs) if path_text_problem(str(d)) is None]
+    sealed = [(config_dir / d).resolve() for d in usable]  # an unusable one is refused where it is declared
     vcs = [(root / name).resolve() for root in roots for name in sorted(_VCS)]
     return Reach(roots, tuple(dict.fromkeys(sealed)), tuple(dict.fromkeys(vcs)))
 
@@ -78,6 +86,8 @@ def refusal(kind: str, argument: str, *, config_dir: Path, within: Reach, dsn: b
         return None
     if not argument:
         return Problem("empty file name in reference")
+    if path_text_problem(argument) is not None:
+        return Problem("the file name in the reference contains a control character", "name the file plainly")
     target = (config_dir / argument).resolve()
     if not any(target == root or root in target.parents for root in within.roots):
         return Problem(

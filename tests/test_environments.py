@@ -338,3 +338,14 @@ def test_error_in_a_merged_block_is_located_by_its_parts(config) -> None:  # typ
         _load(directory)
     located = sorted(str(i.location) for i in caught.value.issues)
     assert located == ["environments/staging.yaml:5:36", "tenants/acme.yaml:7:33"]
+
+
+def test_another_environments_unusable_state_path_does_not_stop_this_one(config) -> None:  # type: ignore[no-untyped-def]
+    """Every environment's state directory is sealed from references; one whose path holds a NUL cannot name a
+    directory, so this environment loads (and that environment's own load names the key)."""
+    directory = config('backend: {path: "st\\0ate"}\n')
+    loaded = load_config(directory, environ=ENV, today=NOW.date())
+    assert "acme" in {i.tenant for i in loaded.desired.installations.values()}
+    with pytest.raises(ConfigError) as raised:
+        load_config(directory, environ=ENV, today=NOW.date(), environment="staging")
+    assert "backend.path: must not contain control characters" in str(raised.value)

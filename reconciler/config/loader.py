@@ -54,7 +54,7 @@ from reconciler.config.schema import (
     TenantSpec,
 )
 from reconciler.errors import ConfigError, ConfigIssue, Location
-from reconciler.references import REFERENCE, Problem, reach, refusal, resolve
+from reconciler.references import REFERENCE, Problem, path_text_problem, reach, refusal, resolve
 from reconciler.yamlio import YamlSyntaxError, compose, load_yaml_text, locate
 
 __all__ = [
@@ -512,6 +512,10 @@ class _Loader:
                 message = f"includes nested more than {MAX_INCLUDE_DEPTH} files deep: {chain}"
                 self._issue(src, ("include", index), message, "include the files from fewer levels")
                 return
+            problem = path_text_problem(pattern)
+            if problem is not None:
+                self._issue(src, ("include", index), f"include pattern {problem}", None)
+                continue
             try:
                 matches = glob_matches(src.path.parent, pattern)
             except TooManyMatches as exc:

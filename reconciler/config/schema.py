@@ -9,9 +9,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, field_validator
 
 from reconciler.names import NAME_PATTERN  # the one rule for names, shared with addresses
+from reconciler.references import path_text_problem  # the one rule for paths, shared with ${file:} references
 
 __all__ = [
     "BackendSpec",
@@ -30,6 +31,16 @@ __all__ = [
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 ConnectorName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+
+
+def _path_text(value: str) -> str:
+    problem = path_text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+PathText = Annotated[str, StringConstraints(min_length=1), AfterValidator(_path_text)]
 # YAML sequences arrive as lists; accept them for tuple fields (items stay strict).
 Strings = Annotated[tuple[NonEmpty, ...], Field(strict=False)]
 SECRET_REF_DESCRIPTION = "A reference, never a literal: ${env:NAME} or ${file:PATH} (relative to the config directory)."
@@ -110,7 +121,7 @@ class LocalBackendSpec(_Strict):
     """State in local files (the default): `<path>/<environment>.json` beside the configuration."""
 
     type: Literal["local"] = "local"
-    path: NonEmpty = Field("state", description="Directory of local state, relative to the config directory.")
+    path: PathText = Field("state", description="Directory of local state, relative to the config directory.")
 
 
 class PostgresBackendSpec(_Strict):
@@ -137,7 +148,7 @@ class IncludedFile(_Strict):
 
     partners: dict[Name, PartnerSpec] = Field(default_factory=dict)
     tenants: dict[Name, TenantSpec] = Field(default_factory=dict)
-    include: Strings = ()
+    include: Annotated[tuple[PathText, ...], Field(strict=False)] = ()
 
 
 class RootFile(IncludedFile):

@@ -1117,6 +1117,32 @@ MORE_CONFIG_CASES = [
         "reconciler.yaml:15:17:",
         "error: reconciler.yaml:15:17: backend.path: input should be a valid string, got a number",
     ),
+    case(  # found by fuzzing: a NUL in a path crashed the resolution of the state directories
+        "backend-path-nul",
+        VALID + 'backend: {path: "st\\0ate"}\n',  # 15
+        "reconciler.yaml:15:17:",
+        "backend.path: must not contain control characters",
+    ),
+    case(
+        "include-pattern-control-character",
+        VALID + 'include: ["tenants/\\0.yaml"]\n',  # 15
+        "reconciler.yaml:15:11:",
+        "include[0]: include pattern must not contain control characters",
+    ),
+    case(
+        "secret-file-name-nul",
+        VALID.replace("${env:ADO_CLIENT_SECRET}", '"${file:secrets/\\0}"'),  # 7
+        "reconciler.yaml:7:20:",
+        "the file name in the reference contains a control character",
+    ),
+    case(  # another environment's state directory is sealed too; its own load reports the NUL
+        "other-environment-backend-path-nul",
+        {"reconciler.yaml": VALID.replace("${env:ADO_CLIENT_SECRET}", "${file:secrets/ado}"),
+         "environments/prod.yaml": 'backend: {path: "st\\0ate"}\n', "secrets/ado": "x\n"},
+        "environments/prod.yaml:1:17:",
+        "backend.path: must not contain control characters",
+        args=["-C", ".", "validate", "--env", "prod"],
+    ),
     case(
         "undefined-alias",
         HEADER + "    scopes: *registered\n",  # 8
