@@ -915,9 +915,6 @@ class _Loader:
                 hint = "the provider matches an HTTPS callback exactly; http://127.0.0.1 works only with endpoints overridden"
             self._issue(src, (*path, "redirect_uri"), problem, hint)
             return None
-        if "#" in uri:
-            self._issue(src, (*path, "redirect_uri"), "a redirect URI may not contain a fragment (#)")
-            return None
         return uri
 
     def _unknown_scope(self, src: SourceFile, path: KeyPath, scope: str, connector: Connector) -> None:
@@ -1161,9 +1158,14 @@ def _overlaid(
     return merged
 
 
+_URL_UNSAFE = re.compile(r"[\x00-\x20\x7f-\x9f]")  # never raw in a URL; a client would send them or choke
+
+
 def _url_problem(url: str, *, allow_http_loopback: bool) -> str | None:
     from urllib.parse import urlsplit
 
+    if _URL_UNSAFE.search(url):
+        return "invalid URL: it contains a space or a control character (percent-encode it)"
     try:
         parts = urlsplit(url)
         host = parts.hostname
@@ -1174,6 +1176,8 @@ def _url_problem(url: str, *, allow_http_loopback: bool) -> str | None:
         return f"invalid URL '{url}': expected https://host/..."
     if parts.username or parts.password:
         return "a URL may not carry a user name or password"
+    if parts.fragment or url.endswith("#"):
+        return "an OAuth endpoint or redirect URI may not contain a fragment (#)"  # RFC 6749 3.1, 3.1.2
     if parts.scheme == "http":
         loopback = parts.netloc.rsplit("@", 1)[-1].split(":")[0] in _LOOPBACK_HOSTS or host in {"127.0.0.1", "localhost", "::1"}
         if not (allow_http_loopback and loopback):

@@ -480,7 +480,7 @@ CASES = [
         "redirect-with-fragment",
         HEADER + "    redirect_uri: 'https://app-h.cyclr.com/cb#x'\n",  # 8
         "reconciler.yaml:8:19:",
-        "a redirect URI may not contain a fragment",
+        "an OAuth endpoint or redirect URI may not contain a fragment (#)",
     ),
     case(
         "no-service-domain-no-redirect-uri",
@@ -1359,6 +1359,24 @@ MORE_CONFIG_CASES = [
         HEADER + "    endpoints: {token_url: 'https://user:pw@login.example/token'}\n",  # 8
         "reconciler.yaml:8:",
         "a URL may not carry a user name or password",
+    ),
+    case(
+        "endpoint-with-fragment",
+        HEADER + "    endpoints: {token_url: 'https://login.example/token#x'}\n",  # 8
+        "reconciler.yaml:8:",
+        "endpoints.token_url: an OAuth endpoint or redirect URI may not contain a fragment (#)",
+    ),
+    case(
+        "endpoint-with-space",
+        HEADER + "    endpoints: {api_url: 'https://dev.azure.example/a b'}\n",  # 8
+        "reconciler.yaml:8:",
+        "endpoints.api_url: invalid URL: it contains a space or a control character (percent-encode it)",
+    ),
+    case(
+        "redirect-with-control-character",
+        HEADER + '    redirect_uri: "https://app-h.cyclr.com/cb\\x01"\n',  # 8
+        "reconciler.yaml:8:19:",
+        "redirect_uri: invalid URL: it contains a space or a control character",
     ),
     case(
         "endpoint-bad-port",
