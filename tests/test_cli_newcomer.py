@@ -312,6 +312,43 @@ def test_postgres_force_unlock_of_a_live_holder_needs_force(config_dir: Path, pg
         pass
 
 
+@pytest.mark.parametrize("answer", ["n", "y"])
+def test_postgres_force_unlock_of_a_live_holder_asks_on_a_terminal(
+    config_dir: Path, pg_database: str, answer: str
+) -> None:
+    """On a terminal, force-unlock of a live PostgreSQL holder says who holds it and asks: no keeps the lock held
+    (exit 1, nothing changed), yes ends the holder's session and releases it."""
+    import contextlib
+    import os
+    import shlex
+    import sys
+
+    from reconciler.errors import StateLockedError
+    from reconciler.state.postgres import PostgresBackend
+    from tests.terminal import run_in_terminal
+
+    (config_dir / "reconciler.yaml").write_text(CONFIG + "backend:\n  type: postgres\n  dsn: ${env:PG_DSN}\n")
+    env = {**os.environ, **ENV, "PG_DSN": pg_database, "NO_COLOR": "1"}
+    held = PostgresBackend(pg_database, "default").lock("apply")
+    info = held.__enter__()
+    try:
+        command = shlex.join([sys.executable, "-m", "reconciler", "-C", str(config_dir), "force-unlock", info.id])
+        code, output = run_in_terminal(command, config_dir, env, {"Do you really want to force-unlock? [y/N]:": answer})
+        assert "session is still alive: it may be mid-write" in output, output
+        if answer == "n":
+            assert code == 1, output
+            with pytest.raises(StateLockedError), PostgresBackend(pg_database, "default").lock("check"):
+                pass
+        else:
+            assert code == 0, output
+            assert "Released the lock held by pid" in output and info.id in output, output
+    finally:
+        with contextlib.suppress(Exception):  # ended under it when the answer was yes
+            held.__exit__(None, None, None)
+    with PostgresBackend(pg_database, "default").lock("check"):  # free once the holder is gone either way
+        pass
+
+
 # -- item 9: a missed browser sign-in during apply ---------------------------------------------------------------
 
 

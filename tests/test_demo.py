@@ -4,9 +4,7 @@ says how to follow the tour, and every command of README's tour works as shown a
 from __future__ import annotations
 
 import os
-import pty
 import re
-import select
 import shutil
 import signal
 import socket
@@ -19,14 +17,13 @@ import pytest
 
 from reconciler.sandbox import SandboxServer, load_seed
 from tests.sandbox_support import free_port
+from tests.terminal import LIMIT, run_in_terminal
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "examples" / "quickstart"
 BIN = Path(sys.executable).parent
 API_PORT, CALLBACK_PORT = 8765, 8766  # what the quickstart's reconciler.yaml and sandbox.yaml name
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 PROMPT = "? [y/N]: "
-LIMIT = 300.0  # seconds: a bound on a hung command (generous: CI machines are loaded), never a synchronisation
 
 # How each command of README's tour exits, in README's order (test_the_tour_list_is_readmes keeps them in sync).
 TOUR_EXITS = {
@@ -91,35 +88,6 @@ def _shown_in_order(shown: list[str], output: str) -> list[str]:
     return missing
 
 
-def _run_in_terminal(command: str, cwd: Path, env: dict[str, str], answers: dict[str, str]) -> tuple[int, str]:
-    """Run `command` (bash) with a terminal as stdin and stdout, as a newcomer does; type `answers[prompt]` when
-    the output ends with that prompt. Returns the exit code and the output (no colour, \\n line ends)."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(["bash", "-c", command], cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave,
-                            start_new_session=True)
-    os.close(slave)
-    output, pending = b"", dict(answers)
-    try:
-        while True:
-            ready, _, _ = select.select([master], [], [], LIMIT)
-            if not ready:
-                proc.kill()
-                pytest.fail(f"{command}: no output for {LIMIT} s; so far:\n{output.decode(errors='replace')}")
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: every holder of the terminal has exited
-                break
-            if not chunk:
-                break
-            output += chunk
-            text = ANSI.sub("", output.decode(errors="replace"))
-            for prompt in [p for p in pending if text.rstrip(" ").endswith(p.rstrip(" "))]:
-                os.write(master, pending.pop(prompt).encode() + b"\n")
-    finally:
-        os.close(master)
-    return proc.wait(timeout=LIMIT), ANSI.sub("", output.decode(errors="replace")).replace("\r\n", "\n")
-
-
 def _copy_quickstart(root: Path, api_port: int = API_PORT, callback_port: int = CALLBACK_PORT) -> Path:
     """examples/quickstart (no state) under `root`, its ports moved to the given ones."""
     target = root / "examples" / "quickstart"
@@ -173,7 +141,7 @@ def test_every_tour_command_works_as_shown(tour_sandbox: tuple[SandboxServer, in
     env = _clean_env(**_quickstart_env(), BROWSER="reconciler sandbox approve %s")
     for command, shown in _tour():
         answers = {line.split(PROMPT)[0] + PROMPT: line.split(PROMPT)[1] for line in shown if PROMPT in line}
-        code, output = _run_in_terminal(command, tmp_path, env, answers)
+        code, output = run_in_terminal(command, tmp_path, env, answers)
         output = output.replace(f"127.0.0.1:{server.httpd.server_address[1]}", f"127.0.0.1:{API_PORT}")
         output = output.replace(f"127.0.0.1:{callback_port}", f"127.0.0.1:{CALLBACK_PORT}")
         assert code == TOUR_EXITS[command], f"$ {command}\n{output}"
