@@ -1020,7 +1020,11 @@ def _rotation_report(rotation: Any, new: Any) -> list[str]:
 
     if not rotation.changed:
         records = _count(len(rotation.already), "record")
-        return [f"Nothing to re-key: every credential is sealed with key id {rotation.new_kid} ({records})."]
+        lines = [f"Nothing to re-key: every credential is sealed with key id {rotation.new_kid} ({records})."]
+        if rotation.waiting_for is not None:
+            lines.append(f"{display_path(rotation.waiting_for)} holds the key an earlier rotation retired: delete it "
+                         "once no copy of the state (a pulled copy, a backup) needs it, to rotate again.")
+        return lines
     lines = [f"Re-sealed {_count(len(rotation.resealed), 'credential record')} under key id {rotation.new_kid}"
              + (f" ({len(rotation.already)} already were: an interrupted rotation finished)." if rotation.already else ".")]
     if rotation.dropped:

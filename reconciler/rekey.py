@@ -76,6 +76,7 @@ class Rotation:
     dropped: list[str] = field(default_factory=list)
     retired_key_file: Path | None = None
     key_file: Path | None = None  # the key file that now holds the new key (a generated one)
+    waiting_for: Path | None = None  # nothing done: a new key file waits until this retired one is deleted
 
     @property
     def changed(self) -> bool:
@@ -104,8 +105,13 @@ def rekey_state(ws: Workspace, new: NewKey, *, lock_timeout: float) -> Rotation:
         keys = {k.key_id: k for k in (old, target) if k is not None}
         _survey(store, keys, old, target, backend.describe())
         retire = old is not None and key_dir is not None and old.source == str(files.key)
-        if retire:
-            _check_retired_slot(files)
+        if retire and _retired_slot_taken(files):
+            if new == NewKey() and not files.new.exists():  # a finished rotation, maybe run again after a kill
+                return _finished_earlier(store, old, files)  # type: ignore[arg-type]
+            raise UsageError(
+                f"{files.old} holds the key retired by an earlier rotation",
+                hint="delete it once no copy of the state (a pulled copy, a backup) needs it, then run again",
+            )
         if target is None:  # a generated key file, or a passphrase without a salt yet: made only now
             target = _new_key(new, ws.environ, files, old, create=True)
             assert target is not None
@@ -190,14 +196,18 @@ def _describe(key: StateKey | None) -> str:
     return f"key id {key.key_id} from {key.source}" if key is not None else "none found"
 
 
-def _check_retired_slot(files: KeyFiles) -> None:
-    """`<env>.key.old` is free for the key about to retire (or already holds it: an interrupted run)."""
+def _retired_slot_taken(files: KeyFiles) -> bool:
+    """Whether `<env>.key.old` holds another key than the one about to retire (it is never overwritten); holding
+    the same one means a run was interrupted while retiring it."""
     kept = read_regular(files.old)
-    if kept is not None and kept != read_regular(files.key):
-        raise UsageError(
-            f"{files.old} holds the key retired by an earlier rotation",
-            hint="remove it once no copy of the state (a pulled copy, a backup) still needs it, then run again",
-        )
+    return kept is not None and kept != read_regular(files.key)
+
+
+def _finished_earlier(store, current: StateKey, files: KeyFiles) -> Rotation:  # type: ignore[no-untyped-def]
+    """Every record is under the key file's key (the survey checked each names a known key, and the only one known
+    is the current key), and `<env>.key.old` holds the key an earlier rotation retired: nothing to do. A new
+    rotation waits until that file is deleted, so that the old key is never lost unseen."""
+    return Rotation(current.key_id, current.source, already=store.addresses(), waiting_for=files.old)
 
 
 def _reseal_all(store, doc: StateDocument, vault: Vault, keys: Mapping[str, StateKey], rotation: Rotation) -> None:  # type: ignore[no-untyped-def]
