@@ -1025,11 +1025,12 @@ def _rotation_report(rotation: Any, new: Any) -> list[str]:
             lines.append(f"{display_path(rotation.waiting_for)} holds the key an earlier rotation retired: delete it "
                          "once no copy of the state (a pulled copy, a backup) needs it, to rotate again.")
         return lines
-    lines = [f"Re-sealed {_count(len(rotation.resealed), 'credential record')} under key id {rotation.new_kid}"
-             + (f" ({len(rotation.already)} already were: an interrupted rotation finished)." if rotation.already else ".")]
+    resumed = f" ({len(rotation.already)} already were: an interrupted rotation finished)" if rotation.already else ""
+    lines = [f"Re-sealed {_count(len(rotation.resealed), 'credential record')} under key id {rotation.new_kid}{resumed}."]
     if rotation.dropped:
+        more = " ..." if len(rotation.dropped) > 5 else ""
         lines.append(f"Dropped {_count(len(rotation.dropped), 'sealed blob')} that no command could open (left by an "
-                     f"interrupted step): {', '.join(rotation.dropped[:5])}" + (" ..." if len(rotation.dropped) > 5 else ""))
+                     f"interrupted step): {', '.join(rotation.dropped[:5])}{more}")
     lines.append(f"Rotation complete: only the new key (id {rotation.new_kid}) opens the credentials now.")
     if rotation.key_file is not None:
         lines.append(f"{display_path(rotation.key_file)} now holds the new key: back it up.")

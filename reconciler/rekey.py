@@ -99,14 +99,21 @@ def rekey_state(ws: Workspace, new: NewKey, *, lock_timeout: float) -> Rotation:
         if doc is None:
             raise UsageError("there is no state yet: nothing to re-key")
         store = backend.credential_store()
-        old = load_state_key(ws.environ, key_file=files.key, salt_file=files.salt, create=False,
-                             allow_key_file=key_dir is not None)
+        old = load_state_key(
+            ws.environ,
+            key_file=files.key,
+            salt_file=files.salt,
+            create=False,
+            allow_key_file=key_dir is not None,
+        )
         target = _new_key(new, ws.environ, files, old, create=False)
         keys = {k.key_id: k for k in (old, target) if k is not None}
         _survey(store, keys, old, target, backend.describe())
         retire = old is not None and key_dir is not None and old.source == str(files.key)
         if retire and _retired_slot_taken(files):
-            if new == NewKey() and not files.new.exists():  # a finished rotation, maybe run again after a kill
+            if (
+                new == NewKey() and not files.new.exists()
+            ):  # a finished rotation, maybe run again after a kill
                 return _finished_earlier(store, old, files)  # type: ignore[arg-type]
             raise UsageError(
                 f"{files.old} holds the key retired by an earlier rotation",
@@ -116,9 +123,15 @@ def rekey_state(ws: Workspace, new: NewKey, *, lock_timeout: float) -> Rotation:
             target = _new_key(new, ws.environ, files, old, create=True)
             assert target is not None
             keys[target.key_id] = target
-        rotation = Rotation(target.key_id, target.source, old.key_id if old else None, old.source if old else None)
-        _reseal_all(store, doc, Vault(store, target, lineage=doc.lineage, environment=doc.environment), keys, rotation)
-        if retire and old is not None and old.key_id != target.key_id:  # the same key: there is nothing to retire
+        rotation = Rotation(
+            target.key_id, target.source, old.key_id if old else None, old.source if old else None
+        )
+        _reseal_all(
+            store, doc, Vault(store, target, lineage=doc.lineage, environment=doc.environment), keys, rotation
+        )
+        if (
+            retire and old is not None and old.key_id != target.key_id
+        ):  # the same key: there is nothing to retire
             _retire_key_file(files, promote=new == NewKey(), rotation=rotation)
         return rotation
 
@@ -148,8 +161,12 @@ def _new_key(
     if new.key_env:
         return parse_key(_variable(environ, new.key_env, "key"), new.key_env)
     if new.passphrase_env:
-        return derive_key(_variable(environ, new.passphrase_env, "passphrase"), new.passphrase_env, files.salt,
-                          create=create)
+        return derive_key(
+            _variable(environ, new.passphrase_env, "passphrase"),
+            new.passphrase_env,
+            files.salt,
+            create=create,
+        )
     if old is not None and old.source != str(files.key):
         raise UsageError(
             f"the current key comes from {old.source}, not from a key file: say where the new key comes from",
@@ -173,11 +190,15 @@ def _new_key(
 def _variable(environ: Mapping[str, str], name: str, what: str) -> str:
     value = environ.get(name)
     if not value:
-        raise UsageError(f"{name} is not set (it should hold the new {what})", hint=f"export {name}=... and run again")
+        raise UsageError(
+            f"{name} is not set (it should hold the new {what})", hint=f"export {name}=... and run again"
+        )
     return value
 
 
-def _survey(store, keys: Mapping[str, StateKey], old: StateKey | None, new: StateKey | None, where: str) -> None:  # type: ignore[no-untyped-def]
+def _survey(
+    store, keys: Mapping[str, StateKey], old: StateKey | None, new: StateKey | None, where: str
+) -> None:  # type: ignore[no-untyped-def]
     """Before anything is written: every sealed blob names the current or the new key (by key id), or the
     rotation is refused — a wrong current key must not leave records that nothing opens."""
     for address in store.addresses():
@@ -210,7 +231,9 @@ def _finished_earlier(store, current: StateKey, files: KeyFiles) -> Rotation:  #
     return Rotation(current.key_id, current.source, already=store.addresses(), waiting_for=files.old)
 
 
-def _reseal_all(store, doc: StateDocument, vault: Vault, keys: Mapping[str, StateKey], rotation: Rotation) -> None:  # type: ignore[no-untyped-def]
+def _reseal_all(
+    store, doc: StateDocument, vault: Vault, keys: Mapping[str, StateKey], rotation: Rotation
+) -> None:  # type: ignore[no-untyped-def]
     """Each record under the vault's key, one compare-and-swap write each, in the store's order."""
     for address in store.addresses():
         for _ in range(3):  # nothing else writes under the lock; a moved generation is decided again
@@ -220,7 +243,9 @@ def _reseal_all(store, doc: StateDocument, vault: Vault, keys: Mapping[str, Stat
             except StaleStateError:
                 continue
         else:
-            raise StaleStateError(f"credentials of {address} keep changing while being re-sealed", hint="run again")
+            raise StaleStateError(
+                f"credentials of {address} keep changing while being re-sealed", hint="run again"
+            )
 
 
 def _reseal_record(  # type: ignore[no-untyped-def]
@@ -233,7 +258,9 @@ def _reseal_record(  # type: ignore[no-untyped-def]
     blobs: dict[str, Blob | None] = {}
     for part in BLOB_PARTS:
         blob = getattr(record, part)
-        blobs[part] = vault.reseal(address, part, blob, client_ids=clients, keys=keys) if blob is not None else None
+        blobs[part] = (
+            vault.reseal(address, part, blob, client_ids=clients, keys=keys) if blob is not None else None
+        )
         if blob is not None and blobs[part] is None:
             rotation.dropped.append(f"{address} ({part})")
     if all(blobs[part] is getattr(record, part) for part in BLOB_PARTS):
@@ -242,7 +269,13 @@ def _reseal_record(  # type: ignore[no-untyped-def]
     if all(blob is None for blob in blobs.values()):
         store.delete(address)  # only blobs nothing opens: the record goes with them
         return
-    vault.put(address, blobs["tokens"], blobs["pending"], staged=blobs["staged"], expected_generation=record.generation)
+    vault.put(
+        address,
+        blobs["tokens"],
+        blobs["pending"],
+        staged=blobs["staged"],
+        expected_generation=record.generation,
+    )
     rotation.resealed.append(address)
 
 

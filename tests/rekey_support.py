@@ -29,7 +29,6 @@ REKEY = ["-C", ".", "state", "rekey"]
 SECRET_VALUES = [OLD_KEY, NEW_KEY, OTHER_KEY, OLD_PASSPHRASE, NEW_PASSPHRASE]
 
 
-
 def apply_three(sandbox_config):  # type: ignore[no-untyped-def]
     """Three authorized installations in local state keyed by a generated key file."""
     sandbox, directory, write, _ = sandbox_config
@@ -70,10 +69,16 @@ def tokens_under(directory: Path, key: StateKey, only: set[str] | None = None) -
     backend = LocalBackend(directory / "state", "default")
     doc = backend.read()
     assert doc is not None
-    vault = Vault(LocalCredentialStore(directory / "state", "default"), key, lineage=doc.lineage, environment="default")
+    vault = Vault(
+        LocalCredentialStore(directory / "state", "default"), key, lineage=doc.lineage, environment="default"
+    )
     opened = {}
     for address, record in doc.resources.items():
-        if isinstance(record, InstallationRecord) and record.status == "authorized" and (only is None or address in only):
+        if (
+            isinstance(record, InstallationRecord)
+            and record.status == "authorized"
+            and (only is None or address in only)
+        ):
             sealed = vault.record(address)
             assert sealed is not None
             opened[address] = vault.current_tokens(address, record.client_id, sealed)

@@ -59,7 +59,9 @@ def test_a_generated_key_file_is_rotated_and_the_old_one_kept(applied) -> None: 
     result = run(REKEY, ENV)
     assert result.exit_code == 0, result.stderr
     new = file_key(state / "default.key")
-    assert new != old and file_key(state / "default.key.old") == old and not (state / "default.key.new").exists()
+    assert (
+        new != old and file_key(state / "default.key.old") == old and not (state / "default.key.new").exists()
+    )
     assert (state / "default.key").stat().st_mode & 0o777 == 0o600
     assert (state / "default.key.old").stat().st_mode & 0o777 == 0o600
     assert {"*.key", "*.key.*"} <= set((state / ".gitignore").read_text().splitlines())
@@ -71,12 +73,19 @@ def test_a_generated_key_file_is_rotated_and_the_old_one_kept(applied) -> None: 
     assert {a: t.refresh_token for a, t in after.items()} == {a: t.refresh_token for a, t in before.items()}
     assert all(works(sandbox, t) for t in after.values())
     no_secrets(sandbox, result.stdout, result.stderr, extra=(old, new))
-    for command in (["-C", ".", "plan", "--detailed-exitcode"], ["-C", ".", "refresh"],
-                    ["-C", ".", "state", "show", "installation.acme.ado"]):
+    for command in (
+        ["-C", ".", "plan", "--detailed-exitcode"],
+        ["-C", ".", "refresh"],
+        ["-C", ".", "state", "show", "installation.acme.ado"],
+    ):
         done = run(command, ENV)
         assert done.exit_code == 0, (command, done.stderr)
         no_secrets(sandbox, done.stdout, done.stderr, extra=(old, new))
-    assert re.search(r"^status +healthy$", run(["-C", ".", "state", "show", "installation.acme.ado"], ENV).stdout, re.MULTILINE)
+    assert re.search(
+        r"^status +healthy$",
+        run(["-C", ".", "state", "show", "installation.acme.ado"], ENV).stdout,
+        re.MULTILINE,
+    )
 
 
 def test_the_old_key_alone_is_a_clear_error_after_the_rotation(applied) -> None:  # type: ignore[no-untyped-def]
@@ -94,7 +103,10 @@ def test_the_old_key_alone_is_a_clear_error_after_the_rotation(applied) -> None:
     write(THREE.replace("Platform", "Web"))
     one_line_error(run(APPLY, with_old), f"sealed with key id {new_kid}")
     shown = run(["-C", ".", "state", "show", "installation.acme.ado"], with_old)
-    assert re.search(r"^status +error$", shown.stdout, re.MULTILINE) and f"sealed with key id {new_kid}" in shown.stdout
+    assert (
+        re.search(r"^status +error$", shown.stdout, re.MULTILINE)
+        and f"sealed with key id {new_kid}" in shown.stdout
+    )
     assert snapshot(directory / "state") == before
     no_secrets(sandbox, refreshed.stderr, shown.stdout, extra=(old,))
 
@@ -129,28 +141,51 @@ def test_a_passphrase_is_rotated_to_another_passphrase(sandbox_config) -> None: 
     assert result.exit_code == 0, result.stderr
     assert "set RECONCILER_STATE_PASSPHRASE to the value of NEW_PASS" in result.stdout
     assert run(["-C", ".", "refresh"], {**ENV, "RECONCILER_STATE_PASSPHRASE": NEW_PASSPHRASE}).exit_code == 0
-    one_line_error(run(["-C", ".", "refresh"], {**ENV, "RECONCILER_STATE_PASSPHRASE": OLD_PASSPHRASE}),
-                    "credentials are sealed with key id")
+    one_line_error(
+        run(["-C", ".", "refresh"], {**ENV, "RECONCILER_STATE_PASSPHRASE": OLD_PASSPHRASE}),
+        "credentials are sealed with key id",
+    )
     no_secrets(sandbox, result.stdout, result.stderr)
 
 
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        (["--new-key-env", "NEW_STATE_KEY"], {"RECONCILER_STATE_KEY": OTHER_KEY, "NEW_STATE_KEY": NEW_KEY},
-         "which is neither the current key"),
+        (
+            ["--new-key-env", "NEW_STATE_KEY"],
+            {"RECONCILER_STATE_KEY": OTHER_KEY, "NEW_STATE_KEY": NEW_KEY},
+            "which is neither the current key",
+        ),
         (["--new-key-env", "NEW_STATE_KEY"], {}, "NEW_STATE_KEY is not set"),
-        (["--new-key-env", "NEW_STATE_KEY"], {"NEW_STATE_KEY": "not base64!"}, "NEW_STATE_KEY is not valid base64"),
-        (["--new-key-env", "NEW_STATE_KEY"], {"NEW_STATE_KEY": base64.b64encode(b"short").decode()},
-         "NEW_STATE_KEY must decode to 32 bytes"),
+        (
+            ["--new-key-env", "NEW_STATE_KEY"],
+            {"NEW_STATE_KEY": "not base64!"},
+            "NEW_STATE_KEY is not valid base64",
+        ),
+        (
+            ["--new-key-env", "NEW_STATE_KEY"],
+            {"NEW_STATE_KEY": base64.b64encode(b"short").decode()},
+            "NEW_STATE_KEY must decode to 32 bytes",
+        ),
         (["--new-passphrase-env", "NEW_PASS"], {}, "NEW_PASS is not set"),
         (["--new-key-env", "A", "--new-passphrase-env", "B"], {"A": NEW_KEY, "B": "x"}, "not both"),
         ([], {"RECONCILER_STATE_KEY": OTHER_KEY}, "comes from RECONCILER_STATE_KEY, not from a key file"),
-        (["--new-key-env", "NEW_STATE_KEY"], {"RECONCILER_STATE_KEY": "%%%", "NEW_STATE_KEY": NEW_KEY},
-         "RECONCILER_STATE_KEY is not valid base64"),
+        (
+            ["--new-key-env", "NEW_STATE_KEY"],
+            {"RECONCILER_STATE_KEY": "%%%", "NEW_STATE_KEY": NEW_KEY},
+            "RECONCILER_STATE_KEY is not valid base64",
+        ),
     ],
-    ids=["wrong-current-key", "unset", "malformed", "short", "unset-passphrase", "both", "generate-from-env",
-         "malformed-current"],
+    ids=[
+        "wrong-current-key",
+        "unset",
+        "malformed",
+        "short",
+        "unset-passphrase",
+        "both",
+        "generate-from-env",
+        "malformed-current",
+    ],
 )
 def test_a_wrong_or_missing_key_is_one_line_and_writes_nothing(applied, args, env, message) -> None:  # type: ignore[no-untyped-def]
     """Each bad key or option: a one-line error naming the problem (never the value), exit 1, no file changed."""
@@ -184,22 +219,31 @@ def test_a_second_rotation_waits_for_the_old_key_file_to_be_removed(applied) -> 
     again = run(REKEY, ENV)
     assert again.exit_code == 0, again.stderr
     assert again.stdout.startswith("Nothing to re-key") and "default.key.old holds the key" in again.stdout
-    one_line_error(run([*REKEY, "--new-key-env", "N"], {**ENV, "N": NEW_KEY}), "holds the key retired by an earlier")
+    one_line_error(
+        run([*REKEY, "--new-key-env", "N"], {**ENV, "N": NEW_KEY}), "holds the key retired by an earlier"
+    )
     assert snapshot(directory) == before
     (directory / "state" / "default.key.old").unlink()
     assert run(REKEY, ENV).exit_code == 0
-    assert all(works(sandbox, t) for t in tokens_under(directory, key_of(file_key(directory / "state" / "default.key"))).values())
+    assert all(
+        works(sandbox, t)
+        for t in tokens_under(directory, key_of(file_key(directory / "state" / "default.key"))).values()
+    )
 
 
 def test_a_pending_authorization_is_re_sealed_too(applied) -> None:  # type: ignore[no-untyped-def]
     """A deferred authorization's sealed verifier moves to the new key and still completes."""
     _, directory, _ = applied
-    deferred = run([*APPLY[:3], "--auto-approve", "--auth-mode", "defer", "--replace", "installation.globex.ado"], ENV)
+    deferred = run(
+        [*APPLY[:3], "--auto-approve", "--auth-mode", "defer", "--replace", "installation.globex.ado"], ENV
+    )
     assert deferred.exit_code == 3, deferred.stderr
     assert run(REKEY, ENV).exit_code == 0
     new_kid = key_of(file_key(directory / "state" / "default.key")).key_id
     assert record_kids(directory)["installation.globex.ado"] == {new_kid}
-    record = json.loads((directory / "state" / "default.credentials" / "installation.globex.ado.json").read_text())
+    record = json.loads(
+        (directory / "state" / "default.credentials" / "installation.globex.ado.json").read_text()
+    )
     assert "pending" in record
     done = run(["-C", ".", "authorize", "--auth-mode", "browser"], ENV)
     assert done.exit_code == 0, done.stderr
@@ -233,7 +277,9 @@ def test_an_interrupted_rotation_is_refused_by_other_commands_and_finished_by_a_
     sandbox, directory, _ = applied
     state = directory / "state"
     old = file_key(state / "default.key")
-    args, env = (REKEY, ENV) if mode == "key file" else ([*REKEY, "--new-key-env", "N"], {**ENV, "N": NEW_KEY})
+    args, env = (
+        (REKEY, ENV) if mode == "key file" else ([*REKEY, "--new-key-env", "N"], {**ENV, "N": NEW_KEY})
+    )
     _interrupted(monkeypatch, args, env, after=1)
     new = file_key(state / "default.key.new") if mode == "key file" else NEW_KEY
     kids = record_kids(directory)
@@ -265,21 +311,33 @@ def test_a_postgres_state_is_rotated_to_a_new_team_key(on_postgres) -> None:  # 
     sandbox, directory, env, dsn = on_postgres
     refused = run(REKEY, {**env, "RECONCILER_STATE_KEY": OLD_KEY})
     one_line_error(refused, "shared state keeps no key file")
-    result = run([*REKEY, "--new-key-env", "RECONCILER_NEW_STATE_KEY"],
-                 {**env, "RECONCILER_STATE_KEY": OLD_KEY, "RECONCILER_NEW_STATE_KEY": NEW_KEY})
+    result = run(
+        [*REKEY, "--new-key-env", "RECONCILER_NEW_STATE_KEY"],
+        {**env, "RECONCILER_STATE_KEY": OLD_KEY, "RECONCILER_NEW_STATE_KEY": NEW_KEY},
+    )
     assert result.exit_code == 0, result.stderr
-    assert f"The old key (id {key_of(OLD_KEY).key_id}, from RECONCILER_STATE_KEY) is no longer needed" in result.stdout
+    assert (
+        f"The old key (id {key_of(OLD_KEY).key_id}, from RECONCILER_STATE_KEY) is no longer needed"
+        in result.stdout
+    )
     assert set(map(frozenset, pg_kids(dsn).values())) == {frozenset({key_of(NEW_KEY).key_id})}
     assert len(pg_kids(dsn)) == 3
     new = {**env, "RECONCILER_STATE_KEY": NEW_KEY}
-    for command in (["-C", ".", "refresh"], ["-C", ".", "plan", "--detailed-exitcode"],
-                    ["-C", ".", "state", "show", "installation.acme.ado"]):
+    for command in (
+        ["-C", ".", "refresh"],
+        ["-C", ".", "plan", "--detailed-exitcode"],
+        ["-C", ".", "state", "show", "installation.acme.ado"],
+    ):
         done = run(command, new)
         assert done.exit_code == 0, (command, done.stderr)
     assert "healthy" in run(["-C", ".", "state", "list"], new).stdout
-    one_line_error(run(["-C", ".", "refresh"], {**env, "RECONCILER_STATE_KEY": OLD_KEY}),
-                    f"credentials are sealed with key id {key_of(NEW_KEY).key_id}")
-    again = run([*REKEY, "--new-key-env", "RECONCILER_NEW_STATE_KEY"], {**new, "RECONCILER_NEW_STATE_KEY": NEW_KEY})
+    one_line_error(
+        run(["-C", ".", "refresh"], {**env, "RECONCILER_STATE_KEY": OLD_KEY}),
+        f"credentials are sealed with key id {key_of(NEW_KEY).key_id}",
+    )
+    again = run(
+        [*REKEY, "--new-key-env", "RECONCILER_NEW_STATE_KEY"], {**new, "RECONCILER_NEW_STATE_KEY": NEW_KEY}
+    )
     assert again.exit_code == 0 and again.stdout.startswith("Nothing to re-key")
     assert not list(directory.rglob("*.key*"))
     no_secrets(sandbox, result.stdout, result.stderr, refused.stderr, again.stdout, extra=(dsn,))

@@ -70,12 +70,26 @@ main()
 """
 
 
-def _killed_run(directory: Path, args: list[str], env: dict[str, str], kill_at: int) -> subprocess.CompletedProcess[str]:
+def _killed_run(
+    directory: Path, args: list[str], env: dict[str, str], kill_at: int
+) -> subprocess.CompletedProcess[str]:
     """The CLI in a process that SIGKILLs itself just before or after its `kill_at`-th change (0: never)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("ADO_", "ENTRA_", "RECONCILER_"))}
-    full = {**base, **env, "KILL_AT": str(kill_at), "RECONCILER_CACHE_DIR": os.environ["RECONCILER_CACHE_DIR"]}
-    return subprocess.run([sys.executable, "-c", DRIVER, *args], cwd=directory, env=full, capture_output=True,
-                          text=True, timeout=120, check=False)
+    full = {
+        **base,
+        **env,
+        "KILL_AT": str(kill_at),
+        "RECONCILER_CACHE_DIR": os.environ["RECONCILER_CACHE_DIR"],
+    }
+    return subprocess.run(
+        [sys.executable, "-c", DRIVER, *args],
+        cwd=directory,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def _kill_everywhere(directory: Path, args: list[str], env: dict[str, str], check) -> int:  # type: ignore[no-untyped-def]
@@ -95,7 +109,9 @@ def _kill_everywhere(directory: Path, args: list[str], env: dict[str, str], chec
         check(killed, finished=False)
         finished = _killed_run(directory, args, env, 0)
         assert finished.returncode == 0, (kill_at, finished.stderr)
-        assert "Rotation complete" in finished.stdout or "Nothing to re-key" in finished.stdout, finished.stdout
+        assert "Rotation complete" in finished.stdout or "Nothing to re-key" in finished.stdout, (
+            finished.stdout
+        )
         check(finished, finished=True)
     shutil.rmtree(pristine.parent)
     raise AssertionError("the rotation never finished")
@@ -110,12 +126,22 @@ def test_kill_9_during_a_local_rotation_at_every_point(applied, mode: str) -> No
     sandbox, directory, _ = applied
     state = directory / "state"
     old = file_key(state / "default.key")
-    args, env = (["-C", ".", "state", "rekey"], dict(ENV)) if mode == "key file" else (
-        ["-C", ".", "state", "rekey", "--new-key-env", "N"], {**ENV, "N": NEW_KEY})
+    args, env = (
+        (["-C", ".", "state", "rekey"], dict(ENV))
+        if mode == "key file"
+        else (["-C", ".", "state", "rekey", "--new-key-env", "N"], {**ENV, "N": NEW_KEY})
+    )
 
     def check(process: subprocess.CompletedProcess[str], *, finished: bool) -> None:
-        new = NEW_KEY if mode == "variable" else (
-            file_key(state / "default.key.new") if (state / "default.key.new").exists() else file_key(state / "default.key"))
+        new = (
+            NEW_KEY
+            if mode == "variable"
+            else (
+                file_key(state / "default.key.new")
+                if (state / "default.key.new").exists()
+                else file_key(state / "default.key")
+            )
+        )
         kids = {key_of(old).key_id, key_of(new).key_id}
         for address, found in record_kids(directory).items():
             assert len(found) == 1 and found <= kids, (address, found)
@@ -125,7 +151,10 @@ def test_kill_9_during_a_local_rotation_at_every_point(applied, mode: str) -> No
             assert tokens_under(directory, vault_key, records).keys() == records
         assert not any(token in all_text_under(directory) for token in sandbox.provider.issued)
         no_secrets(sandbox, process.stdout, process.stderr, extra=(old, new))
-        if not finished and ((state / "default.key.new").exists() or len(set(map(frozenset, record_kids(directory).values()))) == 2):
+        if not finished and (
+            (state / "default.key.new").exists()
+            or len(set(map(frozenset, record_kids(directory).values()))) == 2
+        ):
             one_line_error(run(["-C", str(directory), "refresh"], ENV), "a key rotation is unfinished")
         if finished:
             assert all(k == {key_of(new).key_id} for k in record_kids(directory).values())
