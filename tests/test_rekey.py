@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -341,3 +347,74 @@ def test_a_postgres_state_is_rotated_to_a_new_team_key(on_postgres) -> None:  # 
     assert again.exit_code == 0 and again.stdout.startswith("Nothing to re-key")
     assert not list(directory.rglob("*.key*"))
     no_secrets(sandbox, result.stdout, result.stderr, refused.stderr, again.stdout, extra=(dsn,))
+
+
+# -- README: the team setup, as printed ---------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _team_setup() -> tuple[list[str], str]:
+    """README's "Team setup with PostgreSQL" section (with its key rotation): the ```sh blocks in order, and the
+    ```yaml block."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Team setup with PostgreSQL\n", 1)[1].split("\n## ", 1)[0]
+    shell = re.findall(r"^```sh\n(.*?)^```", section, re.MULTILINE | re.DOTALL)
+    (yaml,) = re.findall(r"^```yaml\n(.*?)^```", section, re.MULTILINE | re.DOTALL)
+    return shell, yaml
+
+
+def test_the_team_setup_shows_docker_initdb_rekey_dsn_push_and_rotation() -> None:
+    """The section has the blocks the next test runs, and the Docker line creates what the DSN names."""
+    shell, yaml = _team_setup()
+    docker, server, rekey, dsn, push, rotate = shell
+    assert docker.startswith("docker run") and all(
+        f"-e {name}" in docker for name in ("POSTGRES_USER=reconciler", "POSTGRES_PASSWORD=change-me", "POSTGRES_DB=reconciler")
+    )
+    assert "127.0.0.1:5432:5432" in docker and "postgresql://reconciler:change-me@127.0.0.1:5432/reconciler" in dsn
+    assert "initdb" in server and "state rekey --new-key-env" in rekey and "state push state/" in push
+    assert "state rekey" in rotate and "dsn: ${env:RECONCILER_PG_DSN}" in yaml
+
+
+def _as_postgres(args: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+
+
+@pytest.mark.skipif(not (PG_BIN / "initdb").exists(), reason="PostgreSQL 15 is not installed")
+def test_the_team_setup_in_readme_works_as_printed(sandbox_config) -> None:  # type: ignore[no-untyped-def]
+    """README's PostgreSQL setup run as printed (only the port moved to a free one): a server started with its
+    initdb/pg_ctl/createdb lines, then — on local state sealed with a generated key file — its rekey to a team key,
+    the backend switch (its YAML), the DSN, state push, plan, and the rotation of the team key with refresh."""
+    from tests.sandbox_support import free_port
+
+    sandbox, directory, write, _ = sandbox_config
+    write(THREE)
+    assert run(APPLY, ENV).exit_code == 0
+    port = free_port()
+    _, server, rekey, dsn, push, rotate = (block.replace("5432", str(port)) for block in _team_setup()[0])
+    home = Path(tempfile.mkdtemp(prefix="reconciler-pg-home-"))  # outside pytest's root-only directory
+    if os.geteuid() == 0:
+        shutil.chown(home, "postgres", "postgres")
+    pg_env = {"HOME": str(home), "PATH": f"{PG_BIN}{os.pathsep}{os.environ['PATH']}", "LANG": "C.UTF-8"}
+    started = subprocess.run(_as_postgres(["env", *(f"{k}={v}" for k, v in pg_env.items()), "bash", "-ec", server]),
+                             cwd=home, capture_output=True, text=True, timeout=120, check=False)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        yaml = _team_setup()[1]
+        script = "\n".join([rekey, f"cat >> reconciler.yaml <<'YAML'\n{yaml}YAML", dsn, push, rotate])
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ADO_", "ENTRA_", "RECONCILER_"))}
+        env |= {**ENV, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+                "RECONCILER_CACHE_DIR": os.environ["RECONCILER_CACHE_DIR"]}
+        done = subprocess.run(["bash", "-ec", script], cwd=directory, env=env, capture_output=True, text=True,
+                              timeout=300, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.count("Rotation complete") == 2 and "Pushed lineage" in done.stdout
+        assert "No changes." in done.stdout and f"127.0.0.1:{port}" not in done.stdout
+        assert "change-me" not in done.stdout + done.stderr
+        assert not (directory / "state" / "default.key").exists() and (directory / "state" / "default.key.old").exists()
+        no_secrets(sandbox, done.stdout, done.stderr)
+    finally:
+        stop = [str(PG_BIN / "pg_ctl"), "-D", str(home / "reconciler-pg"), "-m", "immediate", "stop"]
+        subprocess.run(_as_postgres(stop), capture_output=True, check=False)
+        shutil.rmtree(home, ignore_errors=True)
