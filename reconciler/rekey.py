@@ -20,6 +20,7 @@ removed). Commands other than this one refuse state whose rotation is unfinished
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,8 @@ from reconciler.statefiles import read_regular
 from reconciler.workflow import Workspace, _git_ignore_keys, key_directory, open_backend
 
 __all__ = ["NewKey", "Rotation", "rekey_state"]
+
+VARIABLE_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,15 @@ def rekey_state(ws: Workspace, new: NewKey, *, lock_timeout: float) -> Rotation:
 
 
 def _check_new_key_options(new: NewKey, key_dir: Path | None, files: KeyFiles) -> None:
-    """The options name one source, and a generated key only where key files live (local state)."""
+    """The options name one source — by a variable's name, never shown unless it looks like one (a value typed in
+    its place must not be echoed) — and a generated key only where key files live (local state)."""
+    for option, name in (("--new-key-env", new.key_env), ("--new-passphrase-env", new.passphrase_env)):
+        if name is not None and not VARIABLE_NAME.fullmatch(name):
+            raise UsageError(
+                f"{option} takes the name of an environment variable (A-Z, 0-9 and _), not a value; the one given "
+                "is not shown",
+                hint=f"export NEW_STATE_KEY=... and pass {option} NEW_STATE_KEY",
+            )
     if new.key_env and new.passphrase_env:
         raise UsageError("give one of --new-key-env and --new-passphrase-env, not both")
     if new == NewKey() and key_dir is None:

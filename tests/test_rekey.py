@@ -103,6 +103,7 @@ def test_the_old_key_alone_is_a_clear_error_after_the_rotation(applied) -> None:
     new_kid = key_of(file_key(directory / "state" / "default.key")).key_id
     before = snapshot(directory / "state")
     with_old = {**ENV, "RECONCILER_STATE_KEY": old}
+    one_line_error(run(["-C", ".", "plan", "--refresh"], with_old), f"sealed with key id {new_kid}")
     refreshed = run(["-C", ".", "refresh"], with_old)
     one_line_error(refreshed, f"credentials are sealed with key id {new_kid}, but the current state key")
     assert "state rekey" in refreshed.stderr  # the hint says which key is wanted after a rotation
@@ -175,6 +176,9 @@ def test_a_passphrase_is_rotated_to_another_passphrase(sandbox_config) -> None: 
         ),
         (["--new-passphrase-env", "NEW_PASS"], {}, "NEW_PASS is not set"),
         (["--new-key-env", "A", "--new-passphrase-env", "B"], {"A": NEW_KEY, "B": "x"}, "not both"),
+        (["--new-key-env", NEW_KEY], {}, "takes the name of an environment variable"),
+        (["--new-passphrase-env", "hunter2"], {}, "takes the name of an environment variable"),
+        (["--new-key-env", ""], {}, "takes the name of an environment variable"),
         ([], {"RECONCILER_STATE_KEY": OTHER_KEY}, "comes from RECONCILER_STATE_KEY, not from a key file"),
         (
             ["--new-key-env", "NEW_STATE_KEY"],
@@ -191,6 +195,9 @@ def test_a_passphrase_is_rotated_to_another_passphrase(sandbox_config) -> None: 
         "both",
         "generate-from-env",
         "malformed-current",
+        "value-for-name",
+        "passphrase-for-name",
+        "empty-name",
     ],
 )
 def test_a_wrong_or_missing_key_is_one_line_and_writes_nothing(applied, args, env, message) -> None:  # type: ignore[no-untyped-def]
@@ -200,7 +207,7 @@ def test_a_wrong_or_missing_key_is_one_line_and_writes_nothing(applied, args, en
     result = run([*REKEY, *args], {**ENV, **env})
     one_line_error(result, message)
     assert snapshot(directory) == before
-    no_secrets(sandbox, result.stdout, result.stderr, extra=(file_key(directory / "state" / "default.key"),))
+    no_secrets(sandbox, result.stdout, result.stderr, extra=(file_key(directory / "state" / "default.key"), "hunter2"))
 
 
 def test_rotating_to_the_current_key_is_a_no_op(applied) -> None:  # type: ignore[no-untyped-def]
