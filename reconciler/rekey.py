@@ -2,7 +2,9 @@
 
 Owns: where the new key comes from (a variable holding a key or a passphrase — named, never given as a value — or
 a fresh key file beside local state), the check that every sealed blob names the current or the new key before
-anything is written, re-sealing record by record, and retiring the old key file afterwards.
+anything is written, re-sealing record by record, and retiring the old key file afterwards. A blob that no client
+id the state document names opens (left by an interrupted step; no command could ever use it) is dropped, and
+the rotation says so.
 Must not: print, prompt, read the environment itself (the workspace passes it in), or write a key anywhere but a
 mode-0600 key file beside local state, or plaintext anywhere.
 
@@ -102,21 +104,14 @@ def rekey_state(ws: Workspace, new: NewKey, *, lock_timeout: float) -> Rotation:
         if doc is None:
             raise UsageError("there is no state yet: nothing to re-key")
         store = backend.credential_store()
-        old = load_state_key(
-            ws.environ,
-            key_file=files.key,
-            salt_file=files.salt,
-            create=False,
-            allow_key_file=key_dir is not None,
-        )
+        old = load_state_key(ws.environ, key_file=files.key, salt_file=files.salt, create=False,
+                             allow_key_file=key_dir is not None)
         target = _new_key(new, ws.environ, files, old, create=False)
         keys = {k.key_id: k for k in (old, target) if k is not None}
         _survey(store, keys, old, target, backend.describe())
         retire = old is not None and key_dir is not None and old.source == str(files.key)
         if retire and _retired_slot_taken(files):
-            if (
-                new == NewKey() and not files.new.exists()
-            ):  # a finished rotation, maybe run again after a kill
+            if new == NewKey() and not files.new.exists():  # a finished rotation, maybe run again after a kill
                 return _finished_earlier(store, old, files)  # type: ignore[arg-type]
             raise UsageError(
                 f"{files.old} holds the key retired by an earlier rotation",
@@ -126,15 +121,10 @@ def rekey_state(ws: Workspace, new: NewKey, *, lock_timeout: float) -> Rotation:
             target = _new_key(new, ws.environ, files, old, create=True)
             assert target is not None
             keys[target.key_id] = target
-        rotation = Rotation(
-            target.key_id, target.source, old.key_id if old else None, old.source if old else None
-        )
-        _reseal_all(
-            store, doc, Vault(store, target, lineage=doc.lineage, environment=doc.environment), keys, rotation
-        )
-        if (
-            retire and old is not None and old.key_id != target.key_id
-        ):  # the same key: there is nothing to retire
+        rotation = Rotation(target.key_id, target.source, old.key_id if old else None, old.source if old else None)
+        vault = Vault(store, target, lineage=doc.lineage, environment=doc.environment)
+        _reseal_all(store, doc, vault, keys, rotation)
+        if retire and old is not None and old.key_id != target.key_id:  # the same key: nothing to retire
             _retire_key_file(files, promote=new == NewKey(), rotation=rotation)
         return rotation
 
