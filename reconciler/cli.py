@@ -983,6 +983,72 @@ def state_push(opts: Options, directory: Path, lock_timeout: float) -> int:
     return EXIT_OK
 
 
+@state.command("rekey")
+@click.option("--new-key-env", metavar="VAR",
+              help="Name of the variable holding the new key: base64 of 32 bytes (openssl rand -base64 32).")
+@click.option("--new-passphrase-env", metavar="VAR",
+              help="Name of the variable holding a passphrase to derive the new key from (scrypt).")
+@LOCK_TIMEOUT
+@click.pass_obj
+def state_rekey(opts: Options, new_key_env: str | None, new_passphrase_env: str | None, lock_timeout: float) -> int:
+    """Re-seal every stored credential under a new state key (key rotation).
+
+    The current key is found as for every command (RECONCILER_STATE_KEY, RECONCILER_STATE_PASSPHRASE, or the
+    key file state/<env>.key). The new one comes from the variable that --new-key-env or --new-passphrase-env
+    names (a value never goes on the command line); without either, local state keyed by its key file gets a
+    fresh key file. Under the state lock, record by record: interrupted, run the same command again to finish
+    (other commands refuse the state until then). Afterwards only the new key opens the credentials; a retired
+    key file is kept as <env>.key.old until you remove it.
+
+    \b
+    Examples:
+      reconciler state rekey                                   # local state: a fresh state/default.key
+      export RECONCILER_NEW_STATE_KEY="$(openssl rand -base64 32)"
+      reconciler state rekey --new-key-env RECONCILER_NEW_STATE_KEY
+    """
+    from reconciler.rekey import NewKey, rekey_state
+
+    rotation = rekey_state(opts.workspace(), NewKey(new_key_env, new_passphrase_env), lock_timeout=lock_timeout)
+    for line in _rotation_report(rotation, NewKey(new_key_env, new_passphrase_env)):
+        click.echo(line)
+    return EXIT_OK
+
+
+def _rotation_report(rotation: Any, new: Any) -> list[str]:
+    """What `state rekey` did and what to do next: key ids, variable names and paths, never a key."""
+    from reconciler.config.loader import display_path
+
+    if not rotation.changed:
+        records = _count(len(rotation.already), "record")
+        lines = [f"Nothing to re-key: every credential is sealed with key id {rotation.new_kid} ({records})."]
+        if rotation.waiting_for is not None:
+            lines.append(f"{display_path(rotation.waiting_for)} holds the key an earlier rotation retired: delete it "
+                         "once no copy of the state (a pulled copy, a backup) needs it, to rotate again.")
+        return lines
+    resumed = f" ({len(rotation.already)} already were: an interrupted rotation finished)" if rotation.already else ""
+    lines = [f"Re-sealed {_count(len(rotation.resealed), 'credential record')} under key id {rotation.new_kid}{resumed}."]
+    if rotation.dropped:
+        more = " ..." if len(rotation.dropped) > 5 else ""
+        lines.append(f"Dropped {_count(len(rotation.dropped), 'sealed blob')} that no command could open (left by an "
+                     f"interrupted step): {', '.join(rotation.dropped[:5])}{more}")
+    lines.append(f"Rotation complete: only the new key (id {rotation.new_kid}) opens the credentials now.")
+    if rotation.key_file is not None:
+        lines.append(f"{display_path(rotation.key_file)} now holds the new key: back it up.")
+    elif new.key_env:
+        lines.append(f"From now on set RECONCILER_STATE_KEY to the value of {new.key_env}.")
+    elif new.passphrase_env:
+        lines.append(f"From now on set RECONCILER_STATE_PASSPHRASE to the value of {new.passphrase_env}"
+                     " (and unset RECONCILER_STATE_KEY).")
+    if rotation.retired_key_file is not None:
+        lines.append(f"The old key is kept in {display_path(rotation.retired_key_file)}: delete it once no copy of "
+                     "the state (a pulled copy, a backup) needs it.")
+    elif rotation.old_kid is not None and rotation.old_source is not None:
+        lines.append(f"The old key (id {rotation.old_kid}, from {rotation.old_source}) is no longer needed here: "
+                     "retire it from your secret store once no copy of the state needs it.")
+    lines.append("Plans saved before the rotation are signed with the old key: make them again.")
+    return lines
+
+
 @cli.command("force-unlock")
 @click.argument("lock_id")
 @click.option("--force", is_flag=True, help="End a holder whose session is still alive without asking.")

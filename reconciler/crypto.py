@@ -25,13 +25,29 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from reconciler.errors import ReconcilerError
 from reconciler.statefiles import read_regular
 
-__all__ = ["StateKeyError", "StateKey", "load_state_key", "open_blob", "seal"]
+__all__ = [
+    "KeyFiles",
+    "KeyMismatchError",
+    "StateKey",
+    "StateKeyError",
+    "derive_key",
+    "generate_key_file",
+    "load_state_key",
+    "open_blob",
+    "parse_key",
+    "read_key_file",
+    "seal",
+]
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
 
 
 class StateKeyError(ReconcilerError):
     """The state key is missing, malformed, or not the key the state was sealed with."""
+
+
+class KeyMismatchError(StateKeyError):
+    """A key is at hand, but the credentials are sealed with another (or, mid-rotation, with two)."""
 
 
 @dataclass(frozen=True)
@@ -45,43 +61,91 @@ class StateKey:
         return hashlib.sha256(b"reconciler-key-id" + self.key).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class KeyFiles:
+    """Where one environment's key material lives beside local state: the key file and the passphrase salt, and
+    for a key rotation the new key (until it replaces the key file) and the retired one (kept until removed)."""
+
+    directory: Path
+    environment: str
+
+    @property
+    def key(self) -> Path:
+        return self.directory / f"{self.environment}.key"
+
+    @property
+    def new(self) -> Path:
+        return self.directory / f"{self.environment}.key.new"
+
+    @property
+    def old(self) -> Path:
+        return self.directory / f"{self.environment}.key.old"
+
+    @property
+    def salt(self) -> Path:
+        return self.directory / f"{self.environment}.kdf.json"
+
+
 def load_state_key(
     environ: Mapping[str, str], *, key_file: Path, salt_file: Path, create: bool, allow_key_file: bool = True
 ) -> StateKey | None:
     """The key to seal and open credentials. None when no key exists and `create` is False."""
     if environ.get("RECONCILER_STATE_KEY"):
-        try:
-            key = base64.b64decode(environ["RECONCILER_STATE_KEY"], validate=True)
-        except (binascii.Error, ValueError):
-            raise StateKeyError("RECONCILER_STATE_KEY is not valid base64", hint="generate one: openssl rand -base64 32") from None
-        if len(key) != 32:
-            raise StateKeyError(f"RECONCILER_STATE_KEY must decode to 32 bytes, not {len(key)}")
-        return StateKey(key, "RECONCILER_STATE_KEY")
+        return parse_key(environ["RECONCILER_STATE_KEY"], "RECONCILER_STATE_KEY")
     if environ.get("RECONCILER_STATE_PASSPHRASE"):
-        salt = _salt(salt_file, create)
-        if salt is None:
-            return None
-        kdf = Scrypt(salt=salt, length=32, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P)
-        return StateKey(kdf.derive(environ["RECONCILER_STATE_PASSPHRASE"].encode()), "RECONCILER_STATE_PASSPHRASE")
+        return derive_key(environ["RECONCILER_STATE_PASSPHRASE"], "RECONCILER_STATE_PASSPHRASE", salt_file, create=create)
     if not allow_key_file:
         raise StateKeyError(
             "this backend needs an explicit key", hint="set RECONCILER_STATE_KEY or RECONCILER_STATE_PASSPHRASE"
         )
+    found = read_key_file(key_file)
+    if found is not None or not create:
+        return found
+    # None: another process created it meanwhile, and that one is the key
+    return generate_key_file(key_file) or read_key_file(key_file)
+
+
+def parse_key(value: str, source: str) -> StateKey:
+    """A key given as base64 of 32 bytes (`source` names the variable; the value is never quoted)."""
     try:
-        text = read_regular(key_file)
+        key = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise StateKeyError(f"{source} is not valid base64", hint="generate one: openssl rand -base64 32") from None
+    if len(key) != 32:
+        raise StateKeyError(f"{source} must decode to 32 bytes, not {len(key)}", hint="generate one: openssl rand -base64 32")
+    return StateKey(key, source)
+
+
+def derive_key(passphrase: str, source: str, salt_file: Path, *, create: bool) -> StateKey | None:
+    """The key scrypt derives from `passphrase` with the salt stored in `salt_file` (created when `create`; None
+    when there is no salt and `create` is False)."""
+    salt = _salt(salt_file, create)
+    if salt is None:
+        return None
+    kdf = Scrypt(salt=salt, length=32, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P)
+    return StateKey(kdf.derive(passphrase.encode()), source)
+
+
+def generate_key_file(path: Path) -> StateKey | None:
+    """A fresh random key written to `path` whole (mode 0600), or None when `path` exists already."""
+    key = AESGCM.generate_key(bit_length=256)
+    if not _create_whole(path, (base64.b64encode(key).decode() + "\n").encode()):
+        return None
+    return StateKey(key, str(path), created=True)
+
+
+def read_key_file(path: Path) -> StateKey | None:
+    """The key in the key file `path` (None: no such file)."""
+    try:
+        text = read_regular(path)
         key = base64.b64decode(text.strip(), validate=True) if text is not None else b""
     except (OSError, binascii.Error, ValueError):
-        raise StateKeyError(f"{key_file}: not a readable state key file") from None
-    if text is not None:
-        if len(key) != 32:
-            raise StateKeyError(f"{key_file}: a state key must be 32 bytes")
-        return StateKey(key, str(key_file))
-    if not create:
+        raise StateKeyError(f"{path}: not a readable state key file") from None
+    if text is None:
         return None
-    key = AESGCM.generate_key(bit_length=256)
-    if not _create_whole(key_file, (base64.b64encode(key).decode() + "\n").encode()):
-        return load_state_key(environ, key_file=key_file, salt_file=salt_file, create=False)  # another process won
-    return StateKey(key, str(key_file), created=True)
+    if len(key) != 32:
+        raise StateKeyError(f"{path}: a state key must be 32 bytes")
+    return StateKey(key, str(path))
 
 
 def _create_whole(path: Path, data: bytes) -> bool:
@@ -141,9 +205,10 @@ def seal(key: StateKey, plaintext: bytes, aad: bytes) -> dict[str, str]:
 
 def open_blob(key: StateKey, blob: Mapping[str, str], aad: bytes, where: str) -> bytes:
     if blob.get("kid") != key.key_id:
-        raise StateKeyError(
+        raise KeyMismatchError(
             f"{where}: sealed with key id {blob.get('kid')}, but the current state key is {key.key_id}",
-            hint=f"use the key the state was written with (now from {key.source}); nothing was changed",
+            hint=f"use the key the state was sealed with, not the one from {key.source} (after `reconciler state "
+            "rekey`: the new one); nothing was changed",
         )
     try:
         nonce = base64.b64decode(blob["nonce"])

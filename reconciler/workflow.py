@@ -283,10 +283,24 @@ def open_key(  # type: ignore[no-untyped-def]
 
     A key that is not the one the existing credentials were sealed with is refused before anything is written,
     and no key is generated for a state that already holds sealed credentials (its key file is lost)."""
-    from reconciler.crypto import StateKeyError, load_state_key
+    from reconciler.crypto import KeyFiles, KeyMismatchError, StateKeyError, load_state_key
 
+    if key_dir is not None and KeyFiles(key_dir, environment).new.exists():
+        raise KeyMismatchError(
+            f"{backend.describe()}: a key rotation is unfinished ({KeyFiles(key_dir, environment).new} holds its "
+            "new key)",
+            hint="finish it: reconciler state rekey; nothing was changed",
+        )
     store = backend.credential_store()
-    sealed_kid = _sealed_key_id(store)
+    sealed = _sealed_key_ids(store)
+    if len(sealed) > 1:
+        raise KeyMismatchError(
+            f"{backend.describe()}: credentials are sealed with two keys (key ids {sealed[0]} and {sealed[1]}): "
+            "a key rotation is unfinished",
+            hint="finish it: run `reconciler state rekey` again with the same new-key option and the old key as "
+            "the current one; nothing was changed",
+        )
+    sealed_kid = sealed[0] if sealed else None
     key = load_state_key(
         environ,
         key_file=(key_dir or Path(".")) / f"{environment}.key",
@@ -308,10 +322,11 @@ def open_key(  # type: ignore[no-untyped-def]
             hint=f"set RECONCILER_STATE_KEY or RECONCILER_STATE_PASSPHRASE, or restore {key_dir}/{environment}.key",
         )
     if sealed_kid is not None and sealed_kid != key.key_id:
-        raise StateKeyError(
+        raise KeyMismatchError(
             f"{backend.describe()}: credentials are sealed with key id {sealed_kid}, but the current state key "
             f"(from {key.source}) is {key.key_id}",
-            hint="use the key the state was written with; nothing was changed",
+            hint="use the key the state was sealed with (after `reconciler state rekey`: the new one); nothing "
+            "was changed",
         )
     if key.created and key_dir is not None:
         _git_ignore_keys(key_dir)
@@ -320,16 +335,26 @@ def open_key(  # type: ignore[no-untyped-def]
 
 
 def _sealed_key_id(store) -> str | None:  # type: ignore[no-untyped-def]
-    for address in store.addresses()[:1]:
+    """The id of the key the credentials are sealed with (None: none are sealed)."""
+    sealed = _sealed_key_ids(store)
+    return sealed[0] if sealed else None
+
+
+def _sealed_key_ids(store) -> list[str]:  # type: ignore[no-untyped-def]
+    """The distinct key ids of the first and the last credential record, in the store's order: two when a key
+    rotation (which re-seals records in that order) was interrupted midway. Two reads, whatever the state's size."""
+    addresses = store.addresses()
+    found: list[str] = []
+    for address in dict.fromkeys(addresses[:1] + addresses[-1:]):
         record = store.get(address)
-        blob = (record.tokens or record.pending) if record else None
-        if blob:
-            return str(blob.get("kid"))
-    return None
+        blob = (record.tokens or record.pending or record.staged) if record else None
+        if blob and str(blob.get("kid")) not in found:
+            found.append(str(blob.get("kid")))
+    return found
 
 
 def _git_ignore_keys(directory: Path) -> None:
-    """`*.key` in the state directory's .gitignore (never written through a link planted there)."""
+    """`*.key` and `*.key.*` in the state directory's .gitignore (never written through a link planted there)."""
     import os
 
     from reconciler.statefiles import open_regular, read_regular
@@ -337,9 +362,10 @@ def _git_ignore_keys(directory: Path) -> None:
     ignore = directory / ".gitignore"
     raw = read_regular(ignore)
     lines = raw.decode(errors="replace").splitlines() if raw is not None else ["# state keys never go into git"]
-    if "*.key" not in lines:
+    missing = [pattern for pattern in ("*.key", "*.key.*") if pattern not in lines]  # *.key.*: a rotation's keys
+    if missing:
         with os.fdopen(open_regular(ignore, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), "w") as handle:
-            handle.write("\n".join([*lines, "*.key"]) + "\n")
+            handle.write("\n".join([*lines, *missing]) + "\n")
 
 
 def services_for(  # type: ignore[no-untyped-def]
@@ -387,24 +413,35 @@ def read_statuses(ws: Workspace) -> tuple[StateDocument | None, dict[str, Status
     doc = backend.read()
     if doc is None:
         return None, {}
-    vault = None
+    from reconciler.crypto import KeyMismatchError
+
+    vault, mismatch = None, None
     try:
         key = state_key(ws, root, backend, on_key_created=lambda source: None, create=False)
+    except KeyMismatchError as exc:  # a key, but not the one: the tokens cannot be read, and the status says so
+        key, mismatch = None, exc
     except ReconcilerError:
         key = None
     if key is not None:
         vault = Vault(backend.credential_store(), key, lineage=doc.lineage, environment=ws.environment_name)
     now = ws.clock()
     return doc, {
-        address: installation_status(record, _token_facts(vault, address, record), now=now)
+        address: installation_status(record, _token_facts(vault, address, record, mismatch), now=now)
         for address, record in doc.resources.items()
         if isinstance(record, InstallationRecord)
     }
 
 
-def _token_facts(vault, address: str, record: InstallationRecord) -> TokenFacts | None:  # type: ignore[no-untyped-def]
-    """The expiry and refreshability of the stored tokens (None: no vault to open them with)."""
-    if vault is None or record.status != "authorized":
+def _token_facts(  # type: ignore[no-untyped-def]
+    vault, address: str, record: InstallationRecord, mismatch: ReconcilerError | None = None
+) -> TokenFacts | None:
+    """The expiry and refreshability of the stored tokens (None: no vault to open them with; an error when the key
+    at hand is not theirs: `mismatch`)."""
+    if record.status != "authorized":
+        return None
+    if mismatch is not None:
+        return TokenFacts(error=f"stored tokens cannot be read: {mismatch.message}")
+    if vault is None:
         return None
     try:
         sealed = vault.record(address)

@@ -344,14 +344,14 @@ def test_lost_key_file_is_not_silently_replaced(setup) -> None:  # type: ignore[
 
 
 def test_key_file_is_git_ignored_even_with_an_existing_gitignore(setup) -> None:  # type: ignore[no-untyped-def]
-    """A state directory's own .gitignore gains `*.key` when the key file is generated."""
+    """A state directory's own .gitignore gains `*.key` (and `*.key.*`, a rotation's) when the key file is generated."""
     sandbox, directory, write, browser = setup
     (directory / "state").mkdir()
     (directory / "state" / ".gitignore").write_text("*.backup\n")
     write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"]))
     result = run(APPLY, ENV)
     assert result.exit_code == 0 and "created the state key" in result.stderr
-    assert (directory / "state" / ".gitignore").read_text().splitlines() == ["*.backup", "*.key"]
+    assert (directory / "state" / ".gitignore").read_text().splitlines() == ["*.backup", "*.key", "*.key.*"]
 
 
 def test_crash_between_staged_tokens_and_document_keeps_working_tokens(setup, monkeypatch) -> None:  # type: ignore[no-untyped-def]

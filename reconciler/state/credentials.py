@@ -13,7 +13,7 @@ import fcntl
 import json
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -25,7 +25,15 @@ from reconciler.errors import StaleStateError, StateError
 from reconciler.state.local import _atomic_write
 from reconciler.statefiles import check_directory, open_regular, read_regular
 
-__all__ = ["LocalCredentialStore", "PendingAuthorization", "SealedRecord", "TokenSet", "Vault", "copy_verdict"]
+__all__ = [
+    "BLOB_PARTS",
+    "LocalCredentialStore",
+    "PendingAuthorization",
+    "SealedRecord",
+    "TokenSet",
+    "Vault",
+    "copy_verdict",
+]
 
 
 class _Sealed(BaseModel):
@@ -80,6 +88,8 @@ class SealedRecord(BaseModel):
     pending: Blob | None = None
     staged: Blob | None = None  # new tokens written before the document that names their client (two-phase)
 
+
+BLOB_PARTS = ("tokens", "pending", "staged")  # the blobs a record may hold; staged ones are sealed as tokens
 
 Verdict = Literal["copy", "same", "newer", "diverged"]
 
@@ -240,6 +250,25 @@ class Vault:
         where = f"pending authorization of {address}"
         plaintext = open_blob(self.key, blob, self._aad(address, client_id, "pending"), where)
         return PendingAuthorization.model_validate_json(plaintext)
+
+    def reseal(
+        self, address: str, part: str, blob: Blob, *, client_ids: Collection[str], keys: Mapping[str, StateKey]
+    ) -> Blob | None:
+        """`blob` (one of `BLOB_PARTS`) under this vault's key: sealed anew from its plaintext, bound to the same
+        address, client id and purpose, or as it is when already under this key. It is opened with the key of
+        `keys` its key id names, for whichever of `client_ids` it was sealed for. None when none of them opens it:
+        a blob no command can use (left by an interrupted step whose document write never happened). The
+        plaintext exists only in memory."""
+        key = keys[str(blob.get("kid"))]
+        purpose = "pending" if part == "pending" else "tokens"
+        for client_id in client_ids:
+            aad = self._aad(address, client_id, purpose)
+            try:
+                plaintext = open_blob(key, blob, aad, f"{part} of {address}")
+            except StateKeyError:
+                continue
+            return blob if key.key_id == self.key.key_id else seal(self.key, plaintext, aad)
+        return None
 
     def put(
         self,

@@ -255,6 +255,7 @@ def test_no_secret_in_any_output_or_file(  # type: ignore[no-untyped-def]
     cli("apply", *browser_mode, "--replace", "installation.acme.entra", *not_echo)
     cli("state", "mv", "installation.globex.ado", "installation.globex.ado-main")
     cli("state", "pull", str(tmp_path / "backup"))
+    cli("state", "rekey")  # a new key file; the old one kept as default.key.old
     sandbox.provider.rotate_secret(LEGACY_ID, secrets["rotated client secret"])
     cli("refresh", "--window", "120", expect=1)
     sandbox.provider.revoke(client_id=ENTRA_ID)
@@ -265,12 +266,13 @@ def test_no_secret_in_any_output_or_file(  # type: ignore[no-untyped-def]
     issued = list(dict.fromkeys(sandbox.provider.issued))
     assert len(issued) >= 20 and not browser.errors  # codes, tokens and verifiers of every flow above
     secrets |= {f"issued value {n}": value for n, value in enumerate(issued)}
-    key_file = config / "state" / "default.key"
+    key_file, retired = config / "state" / "default.key", config / "state" / "default.key.old"
     secrets["state key"] = key_file.read_text().strip()
+    secrets["retired state key"] = retired.read_text().strip()
     files = {
         str(path.relative_to(tmp_path)): path.read_bytes()
         for path in sorted(tmp_path.rglob("*"))
-        if path.is_file() and path != key_file
+        if path.is_file() and path not in (key_file, retired)
     }
     logs = {"log records": "\n".join(r.getMessage() + repr(r.args) for r in caplog.records).encode()}
     artifacts = {**outputs, **files, **logs}
