@@ -46,7 +46,7 @@ class Workspace:
     config_dir: Path
     environ: Mapping[str, str]
     environment: str | None = None
-    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     cache: bool = False  # the parse cache (on for the CLI unless --no-cache; off by default for library calls)
     http_timeout: float = 30.0  # seconds for each request to a provider (connect, read, write)
 

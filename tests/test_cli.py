@@ -58,7 +58,7 @@ def _apply_everything(directory: Path) -> None:
     desired = load_config(directory, environ=ENV).desired
     import datetime as dt
 
-    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     resources = {p.address: partner_record(p) for p in desired.partners.values()}
     resources |= {
         i.address: installation_record(i, granted=i.scopes, authorized_at=now) for i in desired.installations.values()

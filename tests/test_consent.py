@@ -107,7 +107,7 @@ def _flow(sandbox: SandboxServer, port: int, flavour: str, http: httpx.Client): 
         token_url=f"{sandbox.url}/organizations/oauth2/v2.0/token" if entra else f"{sandbox.url}/oauth2/token",
         scopes=("vso.work_full",),
     )
-    return make_flow(settings, http, lambda: dt.datetime.now(dt.timezone.utc))
+    return make_flow(settings, http, lambda: dt.datetime.now(dt.UTC))
 
 
 @pytest.mark.parametrize("flavour", ["azure-devops-oauth", "entra-id"])

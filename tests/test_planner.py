@@ -15,7 +15,7 @@ from reconciler.planner import make_plan
 from reconciler.state import StateDocument
 from reconciler.state.records import installation_record, partner_record
 
-NOW = dt.datetime(2026, 11, 2, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
 CASE = Path(__file__).parent / "cases" / "no_changes"
 ENV = {"ADO_CLIENT_ID": "11111111-aaaa-4bbb-8ccc-000000000001", "ADO_CLIENT_SECRET": "x"}
 

@@ -56,7 +56,7 @@ def test_the_fast_path_keeps_dates_and_key_order() -> None:
     data = _load_plain("z: 1\na: 2026-11-25\nm: 2026-11-25T10:00:00Z\n")
     assert list(data) == ["z", "a", "m"]
     assert data["a"] == dt.date(2026, 11, 25)
-    assert data["m"] == dt.datetime(2026, 11, 25, 10, 0, tzinfo=dt.timezone.utc)
+    assert data["m"] == dt.datetime(2026, 11, 25, 10, 0, tzinfo=dt.UTC)
 
 
 UNUSUAL = {

@@ -229,10 +229,10 @@ class LoopbackReceiver:
             timeout = REQUEST_DEADLINE  # per read; the whole request is bounded by the server's deadline
             disable_nagle_algorithm = True  # the page goes out in two writes: no delayed-ACK stall for the browser
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the query holds a code
+            def log_message(self, format: str, *args: Any) -> None:  # quiet: the query holds a code
                 return
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 receiver._handle(self)
 
         try:

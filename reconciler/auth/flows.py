@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
-import authlib.deprecate  # noqa: E402,F401 - installs authlib's own "always" filter first, so ours below wins
+import authlib.deprecate  # noqa: F401 - installs authlib's own "always" filter first, so ours below wins
 import httpx
 from pydantic import SecretStr
 

@@ -337,7 +337,7 @@ class _Loader:
         """Where `path` is written: in the file that wrote it (base or overlay), with its line when found."""
         src = src.origin(path)
         position = locate(src.tree(), path, at_key=at_key) if src.text else None
-        line, column = position if position else (None, None)
+        line, column = position or (None, None)
         return Location(src.display, line, column)
 
     def _fail_if_issues(self) -> None:
@@ -840,7 +840,7 @@ class _Loader:
         if not ok or endpoints is None or redirect is None:
             return None
         unchecked = spec.client_secret in self._unchecked  # not available here, and not needed: no value
-        if spec.client_id is not None and (client_id is None or secret is None and not unchecked):
+        if spec.client_id is not None and (client_id is None or (secret is None and not unchecked)):
             return None
         authorize_url, token_url, api_url, _, revoke_url = endpoints
         return DesiredPartner(

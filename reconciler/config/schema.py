@@ -9,7 +9,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+    field_validator,
+)
 
 from reconciler.names import NAME_PATTERN  # the one rule for names, shared with addresses
 from reconciler.references import path_text_problem  # the one rule for paths, shared with ${file:} references

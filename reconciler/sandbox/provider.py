@@ -142,7 +142,7 @@ class Grant:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def s256(verifier: str) -> str:

@@ -76,7 +76,7 @@ class _Handler(BaseHTTPRequestHandler):
     provider: Provider  # set on the subclass made per server
     delay = 0.0  # seconds to hold the next answer back (the "slow" fault)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet: requests carry secrets
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: requests carry secrets
         return
 
     # -- plumbing -------------------------------------------------------------------------------------------
@@ -163,7 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- routes ---------------------------------------------------------------------------------------------
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         url = urlsplit(self.path)
         parts = [unquote(p) for p in url.path.split("/") if p]
         params = dict(parse_qsl(url.query, keep_blank_values=True))
@@ -183,7 +183,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, {"ok": True})
         self._json(404, {"message": "not found"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         parts = [unquote(p) for p in urlsplit(self.path).path.split("/") if p]
         try:
             if parts == ["oauth2", "token"]:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from tests.reliability.conftest import FIGURES
 
-
 # The session's collector (tests/reliability/conftest.py): the same object the `figures` fixture hands out.
 figures = FIGURES
 for _area in ("crash", "concurrency", "faults"):  # what each of these areas must never find

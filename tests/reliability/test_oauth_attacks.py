@@ -86,7 +86,7 @@ def _flow(sandbox: SandboxServer, port: int, flavour: str, http: httpx.Client): 
         token_url=f"{base}/token",
         scopes=("vso.work_full",),
     )
-    return make_flow(settings, http, lambda: dt.datetime.now(dt.timezone.utc))
+    return make_flow(settings, http, lambda: dt.datetime.now(dt.UTC))
 
 
 def _redeemed(sandbox: SandboxServer, landing: str) -> bool:
