@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from socketserver import ThreadingMixIn
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 from urllib.parse import parse_qs, urlsplit
 
 from reconciler.auth.errors import ConsentError
@@ -298,7 +298,7 @@ class LoopbackReceiver:
             self.outcome.code, self.outcome.error = code, error
             return True
 
-    def __enter__(self) -> LoopbackReceiver:
+    def __enter__(self) -> Self:
         self.server.timeout = 0.2
         self.thread.start()
         return self

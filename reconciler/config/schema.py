@@ -52,7 +52,7 @@ def _path_text(value: str) -> str:
 PathText = Annotated[str, StringConstraints(min_length=1), AfterValidator(_path_text)]
 # YAML sequences arrive as lists; accept them for tuple fields (items stay strict).
 Strings = Annotated[tuple[NonEmpty, ...], Field(strict=False)]
-SECRET_REF_DESCRIPTION = "A reference, never a literal: ${env:NAME} or ${file:PATH} (relative to the config directory)."
+SECRET_REF_DESCRIPTION = "A reference, never a literal: ${env:NAME} or ${file:PATH} (relative to the config directory)."  # noqa: S105 - a description
 
 
 class _Strict(BaseModel):
