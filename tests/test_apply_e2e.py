@@ -252,7 +252,7 @@ def test_defer_then_authorize(setup) -> None:  # type: ignore[no-untyped-def]
     assert record["status"] == "pending_authorization" and record["pending"]["requested_scopes"] == ["vso.work_full"]
     plan = run(PLAN_EXIT, ENV)
     assert plan.exit_code == 0 and "Pending authorizations" in plan.stdout
-    link = [line.strip() for line in deferred.stdout.splitlines() if "oauth2/v2.0/authorize?" in line][0]
+    link = next(line.strip() for line in deferred.stdout.splitlines() if "oauth2/v2.0/authorize?" in line)
     comment = run(["-C", ".", "plan", "--format", "markdown"], ENV).stdout
     assert "| Address | Link | Valid until |" in comment and "/organizations/oauth2/v2.0/authorize?" in comment
 

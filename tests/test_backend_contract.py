@@ -147,7 +147,7 @@ def test_lock_timeout_waits_for_the_holder(make_backend) -> None:  # type: ignor
     """--lock-timeout: a second writer waits and proceeds once the holder is done."""
     process = _holder(make_backend())
     try:
-        threading.Timer(0.5, lambda: process.stdin.close()).start()  # type: ignore[union-attr]
+        threading.Timer(0.5, process.stdin.close).start()  # type: ignore[union-attr]
         with make_backend().lock("apply", timeout=20) as info:
             assert info.pid == os.getpid()
     finally:

@@ -31,7 +31,7 @@ def test_partner_removed_while_in_use_is_a_plan_error() -> None:
         {p.address: partner_record(p) for p in desired.partners.values()}
     )
     without_partner = dataclasses.replace(desired, partners={})
-    with pytest.raises(PlanError, match="partner 'microsoft-azure-devops' is removed while installation.acme"):
+    with pytest.raises(PlanError, match=r"partner 'microsoft-azure-devops' is removed while installation\.acme"):
         make_plan(without_partner, recorded, now=NOW, catalog=load_catalog())
 
 

@@ -208,7 +208,7 @@ def test_two_concurrent_applies_on_postgres(team, pg_database: str) -> None:  # 
     import time
 
     time.sleep(1.5)  # the first holds the lock while its "browser" sleeps
-    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+    second = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=30)
     first.communicate(timeout=30)
     assert second.returncode == 1
     assert f"locked: held by pid {first.pid}" in second.stderr and "operation: apply" in second.stderr

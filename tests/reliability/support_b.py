@@ -184,7 +184,7 @@ class ApplyRun:
                 link_next = False
                 try:
                     answer_consent(line.strip(), client=client)
-                except Exception:  # noqa: BLE001 - the run was killed while the user answered
+                except Exception:  # noqa: BLE001, S110 - the run was killed while the user answered
                     pass
             match = COMPLETED.match(line)
             if match:
