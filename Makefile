@@ -1,5 +1,5 @@
 # make demo — the quickstart end to end against the sandbox; make sandbox — its sandbox in the foreground, to follow
-# README's tour in another terminal; make test — set up and run the tests;
+# README's tour in another terminal; make lint — ruff and mypy; make test — set up, lint and run the tests;
 # make reliability — the reliability suite at full budgets; make fidelity — the plan fidelity test at full budget.
 PYTHON ?= python3
 VENV   := .venv
@@ -12,7 +12,7 @@ CHROMIUM := /usr/bin/chromium
 
 PG_BIN   := /usr/lib/postgresql/15/bin
 
-.PHONY: demo sandbox test reliability fidelity bench clean browser postgres
+.PHONY: demo sandbox lint test reliability fidelity bench clean browser postgres
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,13 @@ postgres:
 	@test -x $(PG_BIN)/initdb || { echo "installing PostgreSQL 15 (Debian package) for the backend tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null; }
 
-test: $(STAMP) browser postgres
+# ruff (rules in pyproject.toml) over the package, tests, benchmark and examples; mypy over the package.
+# A few seconds with mypy's cache (.mypy_cache); make test runs it first.
+lint: $(STAMP)
+	$(BIN)/ruff check reconciler tests bench examples
+	$(BIN)/mypy
+
+test: $(STAMP) lint browser postgres
 	$(BIN)/python -m pytest -m "not slow"
 
 # The reliability suite at full budgets (bad input, secrets, OAuth attacks, 10,000 fuzz examples, crashes,
@@ -63,4 +69,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

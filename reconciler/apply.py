@@ -523,7 +523,7 @@ def authorize_pending(
                 redirect_uri=pending.redirect_uri,
                 client_id=pending.client_id,
                 scopes=pending.scopes,
-                code_verifier=pending.code_verifier if pending.code_verifier else None,
+                code_verifier=pending.code_verifier or None,
             )
             run.authorize(installation, request)
         except (ReconcilerError, ProviderError) as exc:

@@ -95,7 +95,7 @@ class _GlobalGroup(click.Group):
 class ReconcilerGroup(_GlobalGroup):
     """Maps every error to one line on stderr and an exit code; usage errors exit 1 (2 means "changes")."""
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
+    def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
         try:
             result = super().main(*args, **kwargs)
@@ -275,7 +275,7 @@ def _plan_options(target, exclude, replace, allow_delete):  # type: ignore[no-un
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _redacted(text: str, secrets: frozenset[str] | set[str]) -> str:

@@ -107,7 +107,7 @@ class PlanMemo:
             warn_untrusted(self.root, problem)
             return None
         try:
-            entry = marshal.loads(blob) if blob is not None else None
+            entry = marshal.loads(blob) if blob is not None else None  # noqa: S302 - our own private file
             return self._check(entry, now) if isinstance(entry, dict) else None
         except (KeyError, TypeError, ValueError, AttributeError, EOFError, TooManyMatches):
             return None  # an entry of another shape, or a pattern now over its limit: recompute
@@ -139,7 +139,8 @@ class PlanMemo:
         """The secret values, when every reference resolves as before (shown values unchanged, no secret reused
         in a shown field); None sends the run through the full load, which reports any problem properly."""
         within = reach(self.config_dir, self.environ, sealed)
-        secrets, shown = set(), set()
+        secrets: set[str] = set()
+        shown: set[str] = set()
         for reference, secret, value in references:
             match = REFERENCE.match(reference)
             if match is None:

@@ -52,7 +52,8 @@ def _desired_data(desired: DesiredState) -> dict[str, Any]:
         data = {f.name: getattr(item, f.name) for f in dataclasses.fields(item) if f.name != "client_secret"}
         if data.get("revoke_url") is None:  # optional, and absent from plans made before it existed
             data.pop("revoke_url", None)
-        return json.loads(json.dumps(data, default=_plain))
+        plain: dict[str, Any] = json.loads(json.dumps(data, default=_plain))
+        return plain
 
     return {
         "environment": desired.environment,

@@ -77,7 +77,7 @@ def reach(config_dir: Path, environ: Mapping[str, str], state_dirs: Iterable[str
 def refusal(kind: str, argument: str, *, config_dir: Path, within: Reach, dsn: bool = False) -> Problem | None:
     """Why `${kind:argument}` may not be used (reading no value), or None. `dsn`: it fills a backend DSN."""
     if kind == "env":
-        if dsn and argument in _STATE_KEYS or not dsn and argument.startswith(_OWN_PREFIX):
+        if (dsn and argument in _STATE_KEYS) or (not dsn and argument.startswith(_OWN_PREFIX)):
             return Problem(
                 f"a reference may not read {argument}: it holds the reconciler's own "
                 + ("state key" if argument in _STATE_KEYS else "settings (keys, passphrase, DSNs)"),

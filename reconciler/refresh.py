@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import httpx
 
@@ -111,7 +111,7 @@ class ThreadClients:
                 self._clients.append(client)
         return client
 
-    def __enter__(self) -> ThreadClients:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -42,7 +42,7 @@ class Status:
 
 
 def _when(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def installation_status(record: InstallationRecord, tokens: TokenFacts | None, *, now: dt.datetime) -> Status:

@@ -32,6 +32,8 @@ from reconciler.status import Status, TokenFacts, installation_status
 if TYPE_CHECKING:  # the apply and OAuth layers (httpx, authlib) load only for commands that use them
     from reconciler.apply import ApplyHooks, ApplyResult
     from reconciler.auth.consent import ConsentStep
+    from reconciler.planfile import SavedPlan
+    from reconciler.refresh import Finding, RefreshSettings
 
 __all__ = ["Options", "PlanResult", "Workspace", "open_backend", "plan_config"]
 
@@ -46,7 +48,7 @@ class Workspace:
     config_dir: Path
     environ: Mapping[str, str]
     environment: str | None = None
-    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     cache: bool = False  # the parse cache (on for the CLI unless --no-cache; off by default for library calls)
     http_timeout: float = 30.0  # seconds for each request to a provider (connect, read, write)
 
@@ -246,7 +248,7 @@ def show_plan(ws: Workspace, path: Path) -> PlanDocument:
     return _read_saved(ws, path, load_root(ws.config_dir, environment=ws.environment), secrets=False).document
 
 
-def _read_saved(ws: Workspace, path: Path, root: RootFile, *, secrets: bool = True):  # type: ignore[no-untyped-def]
+def _read_saved(ws: Workspace, path: Path, root: RootFile, *, secrets: bool = True) -> SavedPlan:
     """A saved plan, its signature checked; with `secrets` False its desired state carries empty secret values
     (for rendering only, never for applying)."""
     from reconciler.planfile import read_plan_file
@@ -761,7 +763,7 @@ def force_unlock(ws: Workspace, lock_id: str, *, confirm_live: Callable[[str], b
 
 @dataclass
 class RefreshOutcome:
-    findings: list  # list[Finding]
+    findings: list[Finding]
     plan: PlanResult | None = None
     recorded: int = 0  # records whose drift changed in state
 
@@ -770,7 +772,7 @@ def run_refresh(
     ws: Workspace,
     *,
     options: Options,
-    settings,  # type: ignore[no-untyped-def]
+    settings: RefreshSettings,
     progress: Callable[[int, int], None],
     lock_timeout: float,
     record: bool,
@@ -821,7 +823,7 @@ def run_refresh(
         return RefreshOutcome(findings, plan=PlanResult(loaded, backend, plan, to_document(plan, warnings=warnings)))
 
 
-def _record_drift(backend: StateBackend, findings: list, now: dt.datetime) -> int:  # type: ignore[type-arg]
+def _record_drift(backend: StateBackend, findings: list[Finding], now: dt.datetime) -> int:
     """Write what refresh found into the records (drift set, or cleared when the token works again)."""
     doc = backend.read()
     if doc is None:

@@ -15,6 +15,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
+from yaml.constructor import SafeConstructor as _SafeConstructor
+from yaml.events import (
+    AliasEvent,
+    DocumentStartEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+)
+from yaml.resolver import Resolver as _Resolver
 
 _BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -46,7 +58,7 @@ def _error_at(message: str, mark: Any) -> YamlSyntaxError:
     return YamlSyntaxError(message, mark.line + 1, mark.column + 1)
 
 
-class _StrictLoader(_BaseLoader):  # type: ignore[misc, valid-type]
+class _StrictLoader(_BaseLoader):  # type: ignore[misc]  # a base chosen at import (libyaml or not)
     """Safe loader that refuses what YAML would silently accept: a key repeated in one mapping (the last would
     win), and keys that are not strings (`yes:`, `null:` or `1:` become a boolean, null or number)."""
 
@@ -157,7 +169,7 @@ def _check_events(text: str, *, aliases: bool) -> None:
                 depth -= 1
         return
     written = expanded = 0
-    sizes: dict[str, int] = {}  # anchor -> values it stands for
+    sizes: dict[str | None, int] = {}  # anchor -> values it stands for
     open_collections: list[tuple[str | None, int]] = []  # (anchor, expanded count when it opened)
     limit = MAX_EXPANDED_VALUES
     for event in yaml.parse(text, Loader=_BaseLoader):
@@ -191,23 +203,16 @@ def _check_events(text: str, *, aliases: bool) -> None:
 
 # -- the fast path: libyaml's events straight into dicts and lists -----------------------------------------------
 
-try:
-    from yaml._yaml import CParser as _CParser
-except ImportError:  # PyYAML without libyaml: the full loader only
-    _CParser = None
+def _libyaml_parser() -> type[Any] | None:
+    """libyaml's event parser, or None for PyYAML without libyaml (the full loader only)."""
+    try:
+        from yaml._yaml import CParser
+    except ImportError:
+        return None
+    return CParser
 
-from yaml.constructor import SafeConstructor as _SafeConstructor
-from yaml.events import (
-    AliasEvent,
-    DocumentStartEvent,
-    MappingEndEvent,
-    MappingStartEvent,
-    ScalarEvent,
-    SequenceEndEvent,
-    SequenceStartEvent,
-    StreamEndEvent,
-)
-from yaml.resolver import Resolver as _Resolver
+
+_CParser = _libyaml_parser()
 
 
 class _Unusual(Exception):
@@ -243,13 +248,14 @@ def _load_plain(text: str) -> Any:
     """The safe loader's data for `text`, built from libyaml's event stream without node objects and without
     a Python frame per node: about twice as fast. Raises `_Unusual` (or a YAML error) for anything it leaves to
     the full loader, which then produces the same data or the positioned error."""
+    assert _CParser is not None, "the fast path needs libyaml (load_yaml_text checks)"
     next_event = _CParser(text).get_event
     containers: list[Any] = []  # open mappings and sequences, innermost last
     keys: list[Any] = []  # per open container: the mapping's pending key (_NO_KEY: none yet)
     root: Any = None
     documents = 0
     while True:
-        event = next_event()
+        event: Any = next_event()  # compared by exact type below (the hot loop), which mypy does not narrow
         kind = type(event)
         if kind is ScalarEvent:
             tag = event.tag

@@ -36,6 +36,6 @@ class PostgresServer:
     def stop(self) -> None:
         subprocess.run(
             _as_postgres([str(BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"]),
-            capture_output=True,
+            check=False, capture_output=True,
         )
         shutil.rmtree(self.root, ignore_errors=True)

@@ -95,7 +95,7 @@ def test_apply_records_tokens_and_granted_scopes_then_converges(setup, partner: 
 
 def test_deny_records_nothing_for_the_installation(setup) -> None:  # type: ignore[no-untyped-def]
     """Deny on the consent page: a clear error, exit 1, the partner (done before) kept, no installation record."""
-    sandbox, directory, write, browser = setup
+    _sandbox, directory, write, browser = setup
     browser.approve = False
     write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"]))
     result = run(APPLY, ENV)
@@ -109,7 +109,7 @@ def test_deny_records_nothing_for_the_installation(setup) -> None:  # type: igno
 
 def test_unknown_organization_fails_verification_and_records_nothing(setup) -> None:  # type: ignore[no-untyped-def]
     """A token that cannot reach the declared organization is an error naming it; the installation is not recorded."""
-    sandbox, directory, write, browser = setup
+    _sandbox, directory, write, _browser = setup
     write(installation("acme", "ado", "legacy", "nope-org", "Platform", ["vso.work_full"]))
     result = run(APPLY, ENV)
     assert result.exit_code == 1
@@ -119,7 +119,7 @@ def test_unknown_organization_fails_verification_and_records_nothing(setup) -> N
 
 def test_narrower_grant_is_recorded_and_reported(setup) -> None:  # type: ignore[no-untyped-def]
     """The provider grants fewer scopes: apply records what was granted and warns; the plan keeps reauthorize."""
-    sandbox, directory, write, browser = setup
+    sandbox, directory, write, _browser = setup
     sandbox.provider.set_grant_only("11111111-2222-4333-8444-legacyapp001", ["vso.work_full"])
     write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.code"]))
     result = run(APPLY, ENV)
@@ -132,7 +132,7 @@ def test_narrower_grant_is_recorded_and_reported(setup) -> None:  # type: ignore
 
 def test_require_scopes_makes_a_narrower_grant_an_error(setup) -> None:  # type: ignore[no-untyped-def]
     """--require-scopes: a narrower grant fails the step and records nothing for it."""
-    sandbox, directory, write, browser = setup
+    sandbox, directory, write, _browser = setup
     sandbox.provider.set_grant_only("11111111-2222-4333-8444-legacyapp001", ["vso.work_full"])
     write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.code"]))
     result = run([*APPLY, "--require-scopes"], ENV)
@@ -152,7 +152,7 @@ def test_require_scopes_makes_a_narrower_grant_an_error(setup) -> None:  # type:
 def test_token_endpoint_failures_are_clear_and_lose_nothing(setup, statuses: list[int], message: str) -> None:  # type: ignore[no-untyped-def]
     """Token endpoint faults that last (transient ones outlast the retries): a clear error naming the installation;
     what was done before is kept."""
-    sandbox, directory, write, browser = setup
+    sandbox, directory, write, _browser = setup
     write(
         installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"])
         + installation("globex", "ado", "legacy", "globex", "Operations", ["vso.work_full"])
@@ -174,7 +174,7 @@ def test_token_endpoint_failures_are_clear_and_lose_nothing(setup, statuses: lis
 
 def test_wrong_client_secret_is_a_partner_fault(setup) -> None:  # type: ignore[no-untyped-def]
     """invalid_client from the token endpoint is reported as the partner's credentials, with a hint."""
-    sandbox, directory, write, browser = setup
+    sandbox, _directory, write, _browser = setup
     sandbox.provider.rotate_secret("11111111-2222-4333-8444-legacyapp001", "a-new-secret-the-config-lacks")
     write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"]))
     result = run(APPLY, ENV)
@@ -185,7 +185,7 @@ def test_wrong_client_secret_is_a_partner_fault(setup) -> None:  # type: ignore[
 
 def test_wrong_state_key_is_a_clear_error_and_changes_nothing(setup) -> None:  # type: ignore[no-untyped-def]
     """Opening sealed tokens with another key fails clearly (an update needs them) and writes nothing."""
-    sandbox, directory, write, browser = setup
+    _sandbox, directory, write, _browser = setup
     write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.project"]))
     assert run(APPLY, ENV).exit_code == 0
     write(installation("acme", "ado", "legacy", "acme-org", "Web", ["vso.work_full", "vso.project"]))
@@ -202,7 +202,7 @@ def test_wrong_state_key_is_a_clear_error_and_changes_nothing(setup) -> None:  #
 
 def test_update_verifies_the_new_project(setup) -> None:  # type: ignore[no-untyped-def]
     """Changing the project is an in-place update verified against the provider: an unknown project fails."""
-    sandbox, directory, write, browser = setup
+    _sandbox, directory, write, browser = setup
     write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.project"]))
     assert run(APPLY, ENV).exit_code == 0
     write(installation("acme", "ado", "legacy", "acme-org", "Missing", ["vso.work_full", "vso.project"]))
@@ -214,7 +214,7 @@ def test_update_verifies_the_new_project(setup) -> None:  # type: ignore[no-unty
 
 def test_expired_token_is_refreshed_on_update_and_rotation_is_stored(setup) -> None:  # type: ignore[no-untyped-def]
     """An update with an expired access token refreshes first and stores the rotated refresh token at once."""
-    sandbox, directory, write, browser = setup
+    sandbox, _directory, write, _browser = setup
     write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.project"]))
     assert run(APPLY, ENV).exit_code == 0
     sandbox.provider.expire()
@@ -228,7 +228,7 @@ def test_expired_token_is_refreshed_on_update_and_rotation_is_stored(setup) -> N
 
 def test_delete_forgets_tokens(setup) -> None:  # type: ignore[no-untyped-def]
     """Removing an installation deletes its record and its sealed tokens."""
-    sandbox, directory, write, browser = setup
+    _sandbox, directory, write, _browser = setup
     write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"]))
     assert run(APPLY, ENV).exit_code == 0
     write("  {}\n")
@@ -242,7 +242,7 @@ def test_delete_forgets_tokens(setup) -> None:  # type: ignore[no-untyped-def]
 
 def test_defer_then_authorize(setup) -> None:  # type: ignore[no-untyped-def]
     """defer records pending authorizations, prints links and exits 3; `authorize` completes them later."""
-    sandbox, directory, write, browser = setup
+    _sandbox, directory, write, browser = setup
     write(installation("acme", "ado", "entra", "acme-org", "Platform", ["vso.work_full"]))
     deferred = run(["-C", ".", "apply", "--auto-approve", "--auth-mode", "defer"], ENV)
     assert deferred.exit_code == 3, deferred.stderr
@@ -252,7 +252,7 @@ def test_defer_then_authorize(setup) -> None:  # type: ignore[no-untyped-def]
     assert record["status"] == "pending_authorization" and record["pending"]["requested_scopes"] == ["vso.work_full"]
     plan = run(PLAN_EXIT, ENV)
     assert plan.exit_code == 0 and "Pending authorizations" in plan.stdout
-    link = [line.strip() for line in deferred.stdout.splitlines() if "oauth2/v2.0/authorize?" in line][0]
+    link = next(line.strip() for line in deferred.stdout.splitlines() if "oauth2/v2.0/authorize?" in line)
     comment = run(["-C", ".", "plan", "--format", "markdown"], ENV).stdout
     assert "| Address | Link | Valid until |" in comment and "/organizations/oauth2/v2.0/authorize?" in comment
 
@@ -267,7 +267,7 @@ def test_defer_then_authorize(setup) -> None:  # type: ignore[no-untyped-def]
 
 def test_apply_without_terminal_needs_auto_approve(setup) -> None:  # type: ignore[no-untyped-def]
     """With no terminal to confirm on, apply refuses unless --auto-approve is given, and writes nothing."""
-    sandbox, directory, write, browser = setup
+    _sandbox, directory, write, _browser = setup
     write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"]))
     result = run(["-C", ".", "apply"], ENV)
     assert result.exit_code == 1 and "--auto-approve" in result.stderr
@@ -276,7 +276,7 @@ def test_apply_without_terminal_needs_auto_approve(setup) -> None:  # type: igno
 
 def test_state_show_never_prints_token_material(setup) -> None:  # type: ignore[no-untyped-def]
     """state show prints status, scopes, client id and times, and no token."""
-    sandbox, directory, write, browser = setup
+    sandbox, _directory, write, _browser = setup
     write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"]))
     assert run(APPLY, ENV).exit_code == 0
     text = run(["-C", ".", "state", "show", "installation.acme.ado"]).stdout
@@ -291,7 +291,7 @@ def test_state_show_never_prints_token_material(setup) -> None:  # type: ignore[
 def test_passphrase_key_seals_and_a_wrong_passphrase_is_refused(setup) -> None:  # type: ignore[no-untyped-def]
     """RECONCILER_STATE_PASSPHRASE derives the key (salt stored beside the state); another passphrase cannot
     open the tokens and changes nothing; no key file is generated."""
-    sandbox, directory, write, browser = setup
+    _sandbox, directory, write, _browser = setup
     env = {**ENV, "RECONCILER_STATE_PASSPHRASE": "correct horse battery staple"}
     write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.project"]))
     assert run(APPLY, env).exit_code == 0
@@ -308,7 +308,7 @@ def test_passphrase_key_seals_and_a_wrong_passphrase_is_refused(setup) -> None: 
 @pytest.mark.parametrize(("value", "message"), [("bm90LWJhc2U2NA", "not valid base64"), ("c2hvcnQ=", "32 bytes")])
 def test_malformed_state_key_is_a_clear_error(setup, value: str, message: str) -> None:  # type: ignore[no-untyped-def]
     """A malformed RECONCILER_STATE_KEY is a one-line error before any authorization."""
-    sandbox, directory, write, browser = setup
+    _sandbox, _directory, write, browser = setup
     write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"]))
     result = run(APPLY, {**ENV, "RECONCILER_STATE_KEY": value})
     assert result.exit_code == 1 and message in result.stderr and "Traceback" not in result.stderr
@@ -317,7 +317,7 @@ def test_malformed_state_key_is_a_clear_error(setup, value: str, message: str) -
 
 def test_wrong_key_is_refused_before_any_authorization(setup) -> None:  # type: ignore[no-untyped-def]
     """With sealed credentials present, another key is refused before a new installation is authorized or written."""
-    sandbox, directory, write, browser = setup
+    _sandbox, directory, write, browser = setup
     write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"]))
     assert run(APPLY, ENV).exit_code == 0
     write(
@@ -333,7 +333,7 @@ def test_wrong_key_is_refused_before_any_authorization(setup) -> None:  # type: 
 
 def test_lost_key_file_is_not_silently_replaced(setup) -> None:  # type: ignore[no-untyped-def]
     """If the generated key file disappears, apply refuses instead of generating a new key over sealed tokens."""
-    sandbox, directory, write, browser = setup
+    _sandbox, directory, write, _browser = setup
     write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.project"]))
     assert run(APPLY, ENV).exit_code == 0
     (directory / "state" / "default.key").unlink()
@@ -345,7 +345,7 @@ def test_lost_key_file_is_not_silently_replaced(setup) -> None:  # type: ignore[
 
 def test_key_file_is_git_ignored_even_with_an_existing_gitignore(setup) -> None:  # type: ignore[no-untyped-def]
     """A state directory's own .gitignore gains `*.key` (and `*.key.*`, a rotation's) when the key file is generated."""
-    sandbox, directory, write, browser = setup
+    _sandbox, directory, write, _browser = setup
     (directory / "state").mkdir()
     (directory / "state" / ".gitignore").write_text("*.backup\n")
     write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"]))
@@ -359,7 +359,7 @@ def test_crash_between_staged_tokens_and_document_keeps_working_tokens(setup, mo
     the old tokens usable; one that dies after the document but before promotion uses the staged tokens."""
     from reconciler.state.local import LocalBackend
 
-    sandbox, directory, write, browser = setup
+    sandbox, directory, write, _browser = setup
     write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.project"]))
     assert run(APPLY, ENV).exit_code == 0
     write(installation("acme", "ado", "entra", "acme-org", "Platform", ["vso.work_full", "vso.project"]))
@@ -400,7 +400,7 @@ def test_crash_between_staged_tokens_and_document_keeps_working_tokens(setup, mo
 
 def test_revoked_token_on_update_says_sign_in_again(setup) -> None:  # type: ignore[no-untyped-def]
     """A revoked grant: the update's check fails, the refresh is rejected, and the error says to re-authorize."""
-    sandbox, directory, write, browser = setup
+    sandbox, _directory, write, _browser = setup
     write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.project"]))
     assert run(APPLY, ENV).exit_code == 0
     sandbox.provider.revoke()

@@ -94,9 +94,8 @@ def test_second_writer_fails_fast_naming_the_holder(make_backend) -> None:  # ty
     holder, other = make_backend(), make_backend()
     with holder.lock("apply") as info:
         started = time.monotonic()
-        with pytest.raises(StateLockedError) as error:
-            with other.lock("plan"):
-                pass
+        with pytest.raises(StateLockedError) as error, other.lock("plan"):
+            pass
         assert time.monotonic() - started < 3
         assert f"pid {os.getpid()}" in str(error.value) and "operation: apply" in str(error.value)
         assert os.uname().nodename in str(error.value)
@@ -131,9 +130,8 @@ def test_killed_holder_frees_the_lock_at_once(make_backend) -> None:  # type: ig
     """kill -9 of the lock holder: the next writer gets the lock immediately (no stuck lock)."""
     process = _holder(make_backend())
     try:
-        with pytest.raises(StateLockedError) as error:
-            with make_backend().lock("plan"):
-                pass
+        with pytest.raises(StateLockedError) as error, make_backend().lock("plan"):
+            pass
         assert f"pid {process.pid}" in str(error.value)
         os.kill(process.pid, signal.SIGKILL)
         process.wait(10)
@@ -149,7 +147,7 @@ def test_lock_timeout_waits_for_the_holder(make_backend) -> None:  # type: ignor
     """--lock-timeout: a second writer waits and proceeds once the holder is done."""
     process = _holder(make_backend())
     try:
-        threading.Timer(0.5, lambda: process.stdin.close()).start()  # type: ignore[union-attr]
+        threading.Timer(0.5, process.stdin.close).start()  # type: ignore[union-attr]
         with make_backend().lock("apply", timeout=20) as info:
             assert info.pid == os.getpid()
     finally:

@@ -29,7 +29,7 @@ def _apply(directory: Path, decision: str) -> subprocess.CompletedProcess[str]:
     }
     command = [sys.executable, "-m", "reconciler", "-C", str(directory), "apply", "--auto-approve"]
     command += ["--auth-mode", "browser", "--auth-timeout", "60"]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    return subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
 
 
 @pytest.mark.parametrize("partner", ["legacy", "entra"])

@@ -227,8 +227,10 @@ def test_exclude_summary_counts_only_what_remains(config_dir: Path) -> None:
 
 # -- item 9: --target/--exclude everywhere, state rm of a protected installation ------------------------------------
 
-PROTECTED = CONFIG + "        protect: true\n      board:\n        connector: microsoft-azure-devops\n" \
+PROTECTED = CONFIG + (
+    "        protect: true\n      board:\n        connector: microsoft-azure-devops\n"
     "        parameters: {organization: acme, project: B}\n        scopes: [vso.work_full]\n"
+)
 
 
 def _pending_protected(config_dir: Path) -> None:

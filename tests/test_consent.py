@@ -85,9 +85,11 @@ def test_loopback_receiver_refuses_wrong_state_and_other_paths_then_accepts() ->
 def test_loopback_receiver_times_out() -> None:
     """No redirect within the timeout is a clear error."""
     port = free_port()
-    with LoopbackReceiver(port, "/callback", _request(port=port), lambda m: None) as receiver:
-        with pytest.raises(ConsentError, match="no authorization arrived within 0.3 s"):
-            receiver.wait(0.3)
+    with (
+        LoopbackReceiver(port, "/callback", _request(port=port), lambda m: None) as receiver,
+        pytest.raises(ConsentError, match=r"no authorization arrived within 0\.3 s"),
+    ):
+        receiver.wait(0.3)
 
 
 @pytest.fixture
@@ -107,7 +109,7 @@ def _flow(sandbox: SandboxServer, port: int, flavour: str, http: httpx.Client): 
         token_url=f"{sandbox.url}/organizations/oauth2/v2.0/token" if entra else f"{sandbox.url}/oauth2/token",
         scopes=("vso.work_full",),
     )
-    return make_flow(settings, http, lambda: dt.datetime.now(dt.timezone.utc))
+    return make_flow(settings, http, lambda: dt.datetime.now(dt.UTC))
 
 
 @pytest.mark.parametrize("flavour", ["azure-devops-oauth", "entra-id"])

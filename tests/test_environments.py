@@ -21,7 +21,7 @@ from reconciler.state import StateDocument
 from reconciler.state.records import installation_record, partner_record
 
 ENV = {"ADO_CLIENT_ID": "11111111-0000-4000-8000-0000000000a1", "ADO_CLIENT_SECRET": "s3cr3t-partner-value", "STAGING_SECRET": "s3cr3t-staging"}
-NOW = dt.datetime(2026, 11, 2, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
 
 BASE = (
     "version: 1\n"  # 1

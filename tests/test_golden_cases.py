@@ -17,7 +17,7 @@ from reconciler.workflow import Workspace, plan_config
 from tests.conftest import UPDATE_GOLDEN, read_env_file, snapshot
 
 CASES = Path(__file__).parent / "cases"
-NOW = dt.datetime(2026, 11, 2, 9, 30, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 2, 9, 30, tzinfo=dt.UTC)
 
 
 def _outputs(case: Path) -> dict[str, str]:

@@ -21,8 +21,8 @@ from reconciler.state.records import installation_record, partner_record
 from tests.conftest import run
 
 CASES = Path(__file__).parent / "cases"
-NOW = dt.datetime(2026, 11, 2, 9, 30, tzinfo=dt.timezone.utc)
-EARLIER = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 2, 9, 30, tzinfo=dt.UTC)
+EARLIER = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
 PARTNER = DesiredPartner(
     name="microsoft-azure-devops",
     connector="microsoft-azure-devops",

@@ -22,7 +22,7 @@ from reconciler import workflow
 from tests.conftest import read_env_file, run
 
 CASES = Path(__file__).parent / "cases"
-NOW = dt.datetime(2026, 11, 2, 9, 30, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 2, 9, 30, tzinfo=dt.UTC)
 
 
 @pytest.fixture
@@ -141,7 +141,7 @@ def test_a_pending_link_expiring_changes_the_plan_without_any_file_changing(case
     _, env = case("pending_authorization")
     before = plan(env)
     assert "authorization pending since" in before[1]
-    later = dt.datetime(2026, 11, 8, 12, 0, tzinfo=dt.timezone.utc)  # the pending link's expiry
+    later = dt.datetime(2026, 11, 8, 12, 0, tzinfo=dt.UTC)  # the pending link's expiry
     monkeypatch.setattr(cli_module, "_now", lambda: later)
     after = plan(env)
     assert "pending authorization expired" in after[1]

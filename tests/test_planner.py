@@ -15,7 +15,7 @@ from reconciler.planner import make_plan
 from reconciler.state import StateDocument
 from reconciler.state.records import installation_record, partner_record
 
-NOW = dt.datetime(2026, 11, 2, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
 CASE = Path(__file__).parent / "cases" / "no_changes"
 ENV = {"ADO_CLIENT_ID": "11111111-aaaa-4bbb-8ccc-000000000001", "ADO_CLIENT_SECRET": "x"}
 
@@ -31,7 +31,7 @@ def test_partner_removed_while_in_use_is_a_plan_error() -> None:
         {p.address: partner_record(p) for p in desired.partners.values()}
     )
     without_partner = dataclasses.replace(desired, partners={})
-    with pytest.raises(PlanError, match="partner 'microsoft-azure-devops' is removed while installation.acme"):
+    with pytest.raises(PlanError, match=r"partner 'microsoft-azure-devops' is removed while installation\.acme"):
         make_plan(without_partner, recorded, now=NOW, catalog=load_catalog())
 
 

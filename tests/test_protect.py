@@ -18,7 +18,7 @@ from reconciler.state import StateDocument, decode_state, encode_state
 from reconciler.state.records import installation_record, partner_record, updated_installation_record
 
 ENV = {"ADO_CLIENT_ID": "11111111-0000-4000-8000-0000000000a1", "ADO_CLIENT_SECRET": "s3cr3t-partner-value"}
-NOW = dt.datetime(2026, 11, 2, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
 ACME_ADO, ACME_BOARDS, GLOBEX_ADO = "installation.acme.ado", "installation.acme.boards", "installation.globex.ado"
 INSTALLATION_PROTECT, TENANT_PROTECT = "        protect: true\n", "  globex:\n    protect: true\n"
 

@@ -29,7 +29,7 @@ THREE = (
 @pytest.fixture
 def applied(sandbox_config):  # type: ignore[no-untyped-def]
     """Three installations applied against the sandbox."""
-    sandbox, directory, write, browser = sandbox_config
+    sandbox, directory, write, _browser = sandbox_config
     write(THREE)
     assert run(APPLY, RENV).exit_code == 0
     return sandbox, directory
@@ -57,7 +57,7 @@ def test_refresh_rotates_expiring_tokens_and_stores_them(applied) -> None:  # ty
 def test_revoked_token_becomes_reauthorize(applied) -> None:  # type: ignore[no-untyped-def]
     """A grant revoked at the provider: plan --refresh plans `reauthorize` (token revoked); refresh records it so
     an offline plan says so too; re-authorizing clears it."""
-    sandbox, directory = applied
+    sandbox, _directory = applied
     grant = next(g for g in sandbox.provider.live_grants() if g["client_id"] == LEGACY_ID)
     sandbox.provider.revoke(grant_id=str(grant["id"]))
     plain = run(["-C", ".", "plan", "--detailed-exitcode"], RENV)
@@ -75,7 +75,7 @@ def test_revoked_token_becomes_reauthorize(applied) -> None:  # type: ignore[no-
 
 def test_rejected_refresh_token_becomes_reauthorize(applied) -> None:  # type: ignore[no-untyped-def]
     """An expiring token whose refresh is refused (invalid_grant) plans `reauthorize` (refresh token rejected)."""
-    sandbox, directory = applied
+    sandbox, _directory = applied
     sandbox.provider.revoke(client_id="22222222-3333-4444-8555-entraapp0001")
     result = run(["-C", ".", "plan", "--refresh", "--window", "120"], RENV)
     assert "installation.initech.ado must be re-authorized" in result.stdout
@@ -100,7 +100,7 @@ def test_partner_fault_is_never_a_mass_reauthorization(applied) -> None:  # type
 @pytest.mark.parametrize("statuses", [[429, 429], [500, 503], [203]])
 def test_transient_faults_are_retried(applied, statuses: list[int]) -> None:  # type: ignore[no-untyped-def]
     """429 (Retry-After honoured), 5xx and a sign-in page are retried; the refresh then succeeds."""
-    sandbox, directory = applied
+    sandbox, _directory = applied
     sandbox.provider.add_fault("token", statuses)
     result = run(["-C", ".", "refresh", "--window", "120", "--parallelism", "1"], RENV)
     assert result.exit_code == 0, result.stderr
@@ -129,7 +129,7 @@ def test_token_expired_early_at_the_provider_is_refreshed_not_retried(applied) -
     plan --refresh then shows no change."""
     import time
 
-    sandbox, directory = applied
+    sandbox, _directory = applied
     sandbox.provider.expire()
     started = time.monotonic()
     result = run(["-C", ".", "refresh"], RENV)

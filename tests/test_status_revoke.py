@@ -99,7 +99,7 @@ def test_status_without_a_key_falls_back_to_the_recorded_expiry(applied) -> None
     assert result.exit_code == 0 and f"{ADDRESS}\thealthy\t" in result.stdout
 
 
-NOW = dt.datetime(2026, 1, 1, 12, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
 
 
 def _record(**changes):  # type: ignore[no-untyped-def]

@@ -37,7 +37,7 @@ def _state(directory: Path, name: str = "default") -> dict:  # type: ignore[type
 
 def test_saved_plan_applies_exactly_its_changes(team) -> None:  # type: ignore[no-untyped-def]
     """plan --out then apply FILE: exactly the reviewed changes, even if the config changed since."""
-    sandbox, directory, write, browser = team
+    sandbox, directory, write, _browser = team
     write(TWO)
     saved = run(["-C", ".", "plan", "--out", "plan.bin"], TEAM_ENV)
     assert saved.exit_code == 0, saved.stderr
@@ -61,7 +61,7 @@ def test_saved_plan_applies_exactly_its_changes(team) -> None:  # type: ignore[n
 def test_stale_or_tampered_saved_plans_are_refused(team, case: str) -> None:  # type: ignore[no-untyped-def]
     """A saved plan is refused, with nothing changed, when the state moved, when state appeared after a plan
     made against none, when the file was edited, or when it belongs to another environment."""
-    sandbox, directory, write, browser = team
+    _sandbox, directory, write, browser = team
     write(TWO)
     if case == "serial-moved":
         assert run(APPLY, TEAM_ENV).exit_code == 0
@@ -94,7 +94,7 @@ def test_stale_or_tampered_saved_plans_are_refused(team, case: str) -> None:  # 
 
 def test_target_and_exclude(team) -> None:  # type: ignore[no-untyped-def]
     """--target applies only the matching installation (and the partner it needs); --exclude leaves one out."""
-    sandbox, directory, write, browser = team
+    _sandbox, directory, write, _browser = team
     write(TWO)
     result = run([*APPLY, "--target", "installation.acme.*"], TEAM_ENV)
     assert result.exit_code == 0, result.stderr
@@ -106,7 +106,7 @@ def test_target_and_exclude(team) -> None:  # type: ignore[no-untyped-def]
 
 def test_replace_forces_reauthorization(team) -> None:  # type: ignore[no-untyped-def]
     """--replace re-authorizes an up-to-date installation."""
-    sandbox, directory, write, browser = team
+    _sandbox, _directory, write, browser = team
     write(TWO)
     assert run(APPLY, TEAM_ENV).exit_code == 0
     plan = run(["-C", ".", "plan", "--replace", "installation.acme.ado"], TEAM_ENV)
@@ -117,7 +117,7 @@ def test_replace_forces_reauthorization(team) -> None:  # type: ignore[no-untype
 
 def test_state_mv_renames_without_reauthorizing_and_rm_forgets(team) -> None:  # type: ignore[no-untyped-def]
     """state mv moves a record and its (re-sealed) tokens; the renamed config plans no change; state rm forgets."""
-    sandbox, directory, write, browser = team
+    _sandbox, directory, write, browser = team
     write(TWO)
     assert run(APPLY, TEAM_ENV).exit_code == 0
     moved = run(["-C", ".", "state", "mv", "installation.acme.ado", "installation.acme.board"], TEAM_ENV)
@@ -135,7 +135,7 @@ def test_state_mv_renames_without_reauthorizing_and_rm_forgets(team) -> None:  #
 
 def test_environment_has_its_own_state(team) -> None:  # type: ignore[no-untyped-def]
     """--env staging merges environments/staging.yaml and keeps state/staging.json; an unknown env is an error."""
-    sandbox, directory, write, browser = team
+    _sandbox, directory, write, _browser = team
     write(TWO)
     (directory / "environments").mkdir()
     (directory / "environments" / "staging.yaml").write_text("tenants:\n  globex: null\n")
@@ -156,7 +156,7 @@ def _pg_config(write, dsn_env: str = "RECONCILER_PG_DSN") -> None:  # type: igno
 def test_postgres_backend_end_to_end_and_push_pull(team, pg_database: str) -> None:  # type: ignore[no-untyped-def]
     """apply on PostgreSQL state; plan converges; pull to a directory and push into a fresh database keeps lineage,
     serial and tokens (an update then opens them)."""
-    sandbox, directory, write, browser = team
+    _sandbox, directory, write, _browser = team
     env = {**TEAM_ENV, "RECONCILER_PG_DSN": pg_database}
     _pg_config(write)
     assert run(APPLY, env).exit_code == 0
@@ -185,7 +185,7 @@ def test_postgres_backend_end_to_end_and_push_pull(team, pg_database: str) -> No
 
 def test_postgres_backend_refuses_a_generated_key(team, pg_database: str) -> None:  # type: ignore[no-untyped-def]
     """Shared state never uses a key file: without RECONCILER_STATE_KEY/PASSPHRASE apply refuses to start."""
-    sandbox, directory, write, browser = team
+    _sandbox, directory, write, _browser = team
     _pg_config(write)
     result = run(APPLY, {**ENV, "RECONCILER_PG_DSN": pg_database})
     assert result.exit_code == 1 and "needs an explicit key" in result.stderr
@@ -194,7 +194,7 @@ def test_postgres_backend_refuses_a_generated_key(team, pg_database: str) -> Non
 
 def test_two_concurrent_applies_on_postgres(team, pg_database: str) -> None:  # type: ignore[no-untyped-def]
     """Two apply processes on one PostgreSQL state: one proceeds, the other fails at once naming the holder."""
-    sandbox, directory, write, browser = team
+    _sandbox, directory, write, _browser = team
     _pg_config(write)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_") or k == "RECONCILER_CACHE_DIR"},
@@ -208,7 +208,7 @@ def test_two_concurrent_applies_on_postgres(team, pg_database: str) -> None:  # 
     import time
 
     time.sleep(1.5)  # the first holds the lock while its "browser" sleeps
-    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+    second = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=30)
     first.communicate(timeout=30)
     assert second.returncode == 1
     assert f"locked: held by pid {first.pid}" in second.stderr and "operation: apply" in second.stderr

@@ -42,7 +42,7 @@ def _same(a: object, b: object) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
         return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     return type(a) is type(b) and a == b
 
 
@@ -56,7 +56,7 @@ def test_the_fast_path_keeps_dates_and_key_order() -> None:
     data = _load_plain("z: 1\na: 2026-11-25\nm: 2026-11-25T10:00:00Z\n")
     assert list(data) == ["z", "a", "m"]
     assert data["a"] == dt.date(2026, 11, 25)
-    assert data["m"] == dt.datetime(2026, 11, 25, 10, 0, tzinfo=dt.timezone.utc)
+    assert data["m"] == dt.datetime(2026, 11, 25, 10, 0, tzinfo=dt.UTC)
 
 
 UNUSUAL = {

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from socketserver import ThreadingMixIn
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 from urllib.parse import parse_qs, urlsplit
 
 from reconciler.auth.errors import ConsentError
@@ -229,10 +229,10 @@ class LoopbackReceiver:
             timeout = REQUEST_DEADLINE  # per read; the whole request is bounded by the server's deadline
             disable_nagle_algorithm = True  # the page goes out in two writes: no delayed-ACK stall for the browser
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the query holds a code
+            def log_message(self, format: str, *args: Any) -> None:  # quiet: the query holds a code
                 return
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 receiver._handle(self)
 
         try:
@@ -298,7 +298,7 @@ class LoopbackReceiver:
             self.outcome.code, self.outcome.error = code, error
             return True
 
-    def __enter__(self) -> LoopbackReceiver:
+    def __enter__(self) -> Self:
         self.server.timeout = 0.2
         self.thread.start()
         return self

@@ -15,10 +15,10 @@ import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import urlencode, urlsplit
 
-import authlib.deprecate  # noqa: E402,F401 - installs authlib's own "always" filter first, so ours below wins
+import authlib.deprecate  # noqa: F401 - installs authlib's own "always" filter first, so ours below wins
 import httpx
 from pydantic import SecretStr
 
@@ -246,7 +246,7 @@ def revoke_grant(settings: FlowSettings, url: str, http: httpx.Client, tokens: T
     except httpx.HTTPError as exc:
         raise transient(f"revocation endpoint {_origin(url)}", exc) from None
     if response.status_code != 200:
-        category = "partner" if response.status_code == 401 else "transient"
+        category: Literal["partner", "transient"] = "partner" if response.status_code == 401 else "transient"
         raise ProviderError(f"revocation endpoint {_origin(url)} answered HTTP {response.status_code}", category=category)
     return True
 
@@ -274,16 +274,21 @@ class EntraFlow:
 
     def _client(self, responses: list[httpx.Response]) -> Any:
         s = self.settings
+
+        def keep(response: httpx.Response) -> None:  # read now: the caller inspects it after the client is done
+            response.read()
+            responses.append(response)
+
         return OAuth2Client(
             client_id=s.client_id,
             client_secret=s.client_secret.get_secret_value(),
             scope=self.scope,
             redirect_uri=s.redirect_uri,
             code_challenge_method="S256",
-            token_endpoint_auth_method="client_secret_post",
+            token_endpoint_auth_method="client_secret_post",  # noqa: S106 - a method name, not a secret
             timeout=self.http.timeout,  # the caller's client decides, as for every other request
             verify=shared_tls_context(),
-            event_hooks={"response": [lambda r: (r.read(), responses.append(r))]},
+            event_hooks={"response": [keep]},
         )
 
     def authorization_request(self, *, state: str | None = None, code_verifier: str | None = None) -> AuthorizationRequest:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+from collections.abc import Iterable
 from importlib import resources
 from typing import Literal
 
@@ -76,7 +77,7 @@ class Connector(_Frozen):
     scopes: dict[str, ScopeSpec]
     verify: dict[str, VerifyCheck] = Field(default_factory=dict)
 
-    def closure(self, scopes: frozenset[str] | set[str] | tuple[str, ...]) -> frozenset[str]:
+    def closure(self, scopes: Iterable[str]) -> frozenset[str]:
         """Every scope the given ones grant, following `implies` transitively (memoised per scope set)."""
         key = (self.name, scopes if isinstance(scopes, frozenset) else frozenset(scopes))
         cached = _CLOSURES.get(key)
@@ -156,7 +157,7 @@ def load_catalog() -> Catalog:
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if not entry.name.endswith(".yaml"):
             continue
-        data = yaml.load(entry.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        data = yaml.load(entry.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - a safe loader
         try:
             connector = Connector.model_validate(data)
         except ValidationError as exc:

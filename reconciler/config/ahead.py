@@ -98,7 +98,7 @@ class ParsedAhead:
         try:
             while chunk := os.read(self._reader, 1 << 20):
                 chunks.append(chunk)
-            results = marshal.loads(b"".join(chunks))
+            results = marshal.loads(b"".join(chunks))  # noqa: S302 - written by our own forked child
             self._results = results if isinstance(results, dict) else {}
         except (OSError, EOFError, ValueError, TypeError):
             self._results = {}  # a worker that died: everything is parsed here instead
@@ -130,7 +130,12 @@ def parse_includes_ahead(
         if cache is None:
             return load_yaml_text(text), True
         parsed: list[bool] = []
-        data = cache.load(raw, lambda: parsed.append(True) or load_yaml_text(text))
+
+        def load() -> Any:  # called by the cache on a miss
+            parsed.append(True)
+            return load_yaml_text(text)
+
+        data = cache.load(raw, load)
         return data, bool(parsed)
 
     return parse_ahead(paths, parse)
@@ -164,7 +169,7 @@ def _work(paths: Sequence[Path], parse: Callable[[bytes], Any], shared: mmap.mma
             try:  # the limits the loader applies (size here, the YAML ones in the parse): a file over one is
                 raw = read_config_bytes(paths[tail])  # left to this process, which reports it without parsing
                 results[str(paths[tail])] = (_digest(raw), parse(raw))
-            except Exception:  # noqa: BLE001 - the error is reported when this process reads the file again
+            except Exception:  # noqa: BLE001, S112 - the error is reported when this process reads the file again
                 continue
         blob = memoryview(_plain(results))
         while blob:

@@ -185,7 +185,7 @@ class ParseCache:
             self._refused = True
         elif blob is not None:
             try:
-                tag, stored_key, data = marshal.loads(blob)
+                tag, stored_key, data = marshal.loads(blob)  # noqa: S302 - a directory only we can write
                 if tag == _ENTRY_TAG and stored_key == key:  # parsed from exactly these bytes
                     return data
             except (EOFError, ValueError, TypeError):

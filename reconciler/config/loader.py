@@ -44,7 +44,6 @@ from reconciler.config.includes import (
     read_config_bytes,
 )
 from reconciler.config.schema import (
-    NAME_PATTERN,
     IncludedFile,
     InstallationSpec,
     LocalBackendSpec,
@@ -54,6 +53,7 @@ from reconciler.config.schema import (
     TenantSpec,
 )
 from reconciler.errors import ConfigError, ConfigIssue, Location
+from reconciler.names import NAME_PATTERN
 from reconciler.references import REFERENCE, Problem, path_text_problem, reach, refusal, resolve
 from reconciler.yamlio import YamlSyntaxError, compose, load_yaml_text, locate
 
@@ -337,7 +337,7 @@ class _Loader:
         """Where `path` is written: in the file that wrote it (base or overlay), with its line when found."""
         src = src.origin(path)
         position = locate(src.tree(), path, at_key=at_key) if src.text else None
-        line, column = position if position else (None, None)
+        line, column = position or (None, None)
         return Location(src.display, line, column)
 
     def _fail_if_issues(self) -> None:
@@ -428,7 +428,7 @@ class _Loader:
             return None
         src = SourceFile(path, display, text)
         try:
-            ahead = self.ahead.get(path, raw) if self.ahead is not None else MISSING
+            ahead: Any = self.ahead.get(path, raw) if self.ahead is not None else MISSING  # data or MISSING
             if ahead is not MISSING:
                 data, fresh = ahead
                 if fresh and self.cache is not None:  # parsed there: cached here, once the whole load succeeds
@@ -595,7 +595,7 @@ class _Loader:
                 hint = f"list the file in the include: of {CONFIG_FILE}, or move its content into the overlay"
                 self._issue(overlay, (key,), "an environment overlay cannot include files", hint, at_key=True)
             elif key in _SECTIONS and value is None:  # `tenants: null`: none at all, wherever declared
-                holders = [part for part, (_, doc) in zip(parts, documents) if key in doc] or parts[:1]
+                holders = [part for part, (_, doc) in zip(parts, documents, strict=True) if key in doc] or parts[:1]
                 for part in holders:
                     part[key] = None
             elif key in _SECTIONS and isinstance(value, dict):
@@ -609,7 +609,7 @@ class _Loader:
             else:
                 parts[0][key] = value
         merged = []
-        for (src, doc), part in zip(documents, parts):
+        for (src, doc), part in zip(documents, parts, strict=True):
             written: set[KeyPath] = set()
             missing: list[KeyPath] = []
             merged.append((src, _overlaid(doc, part, (), written, missing)))
@@ -711,8 +711,10 @@ class _Loader:
                     self._issue(src, path, outcome.message, hint)
                 else:
                     self._issue(src, path, outcome.message, outcome.hint)
-                outcome = None
-            resolved = self._resolved[value] = outcome
+                resolved = None
+            else:
+                resolved = outcome
+            self._resolved[value] = resolved
         if secret:
             self._secret_references.add(value)
         if resolved is not None:
@@ -840,7 +842,7 @@ class _Loader:
         if not ok or endpoints is None or redirect is None:
             return None
         unchecked = spec.client_secret in self._unchecked  # not available here, and not needed: no value
-        if spec.client_id is not None and (client_id is None or secret is None and not unchecked):
+        if spec.client_id is not None and (client_id is None or (secret is None and not unchecked)):
             return None
         authorize_url, token_url, api_url, _, revoke_url = endpoints
         return DesiredPartner(

@@ -9,7 +9,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+    field_validator,
+)
 
 from reconciler.names import NAME_PATTERN  # the one rule for names, shared with addresses
 from reconciler.references import path_text_problem  # the one rule for paths, shared with ${file:} references
@@ -43,7 +52,7 @@ def _path_text(value: str) -> str:
 PathText = Annotated[str, StringConstraints(min_length=1), AfterValidator(_path_text)]
 # YAML sequences arrive as lists; accept them for tuple fields (items stay strict).
 Strings = Annotated[tuple[NonEmpty, ...], Field(strict=False)]
-SECRET_REF_DESCRIPTION = "A reference, never a literal: ${env:NAME} or ${file:PATH} (relative to the config directory)."
+SECRET_REF_DESCRIPTION = "A reference, never a literal: ${env:NAME} or ${file:PATH} (relative to the config directory)."  # noqa: S105 - a description
 
 
 class _Strict(BaseModel):

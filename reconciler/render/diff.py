@@ -51,7 +51,7 @@ def attribute_lines(change: ChangeDoc) -> Iterator[AttributeLine]:
     elif change.action == "delete":
         yield from (AttributeLine("-", k, old=v) for k, v in before.items())
     else:
-        for key in sorted(before.keys() | after.keys(), key=list((*after, *before)).index):
+        for key in sorted(before.keys() | after.keys(), key=[*after, *before].index):
             if key in RECORDED_ONLY or key.startswith(tuple(f"{k}." for k in RECORDED_ONLY)):
                 continue
             if key not in before:
@@ -64,7 +64,7 @@ def attribute_lines(change: ChangeDoc) -> Iterator[AttributeLine]:
 
 def format_value(value: Any) -> str:
     if value == "(sensitive)":
-        return value
+        return "(sensitive)"
     if isinstance(value, list):
         return "[" + ", ".join(json.dumps(v) for v in value) + "]"
     return json.dumps(value)

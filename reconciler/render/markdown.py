@@ -171,8 +171,10 @@ def _pending_sections(doc: PlanDocument, links: Mapping[str, str]) -> list[_Sect
     )
     sections = [table]
     if any(address not in links for address in rows):
-        note = "_Plans do not store authorization links: `reconciler authorize ADDRESS` completes a pending " \
-               "authorization, `reconciler authorize --reissue ADDRESS` issues a new link._"
+        note = (
+            "_Plans do not store authorization links: `reconciler authorize ADDRESS` completes a pending "
+            "authorization, `reconciler authorize --reissue ADDRESS` issues a new link._"
+        )
         sections.append(_Section((), ((note, ""),)))
     return sections
 

@@ -36,7 +36,7 @@ def answer_consent(
     base = f"{page.url.scheme}://{page.url.netloc.decode()}"
     decision = {"consent": match.group(1), "decision": "approve" if approve else "deny"}
     answer = client.post(f"{base}/oauth2/consent", data=decision)
-    location = answer.headers.get("Location")
+    location: str | None = answer.headers.get("Location")
     if answer.status_code != 302 or not location:
         raise ConsentAgentError(f"the consent form was not accepted (HTTP {answer.status_code})")
     if follow:

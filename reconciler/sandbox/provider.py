@@ -14,6 +14,7 @@ import hashlib
 import secrets
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from reconciler.catalog import load_catalog
@@ -142,7 +143,7 @@ class Grant:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def s256(verifier: str) -> str:
@@ -168,7 +169,7 @@ class Provider:
 
     # -- admin ------------------------------------------------------------------------------------------------
 
-    def register_app(self, data: dict[str, object]) -> App:
+    def register_app(self, data: dict[str, Any]) -> App:  # a JSON object
         flavour = str(data.get("flavour", LEGACY))
         if flavour not in (LEGACY, ENTRA):
             raise ValueError(f"flavour must be {LEGACY} or {ENTRA}")
@@ -177,9 +178,9 @@ class Provider:
             client_id=str(data["client_id"]),
             client_secret=str(data["client_secret"]),
             flavour=flavour,
-            redirect_uris=[str(u) for u in uris],  # type: ignore[union-attr]
-            scopes=list(data["scopes"]) if data.get("scopes") else None,  # type: ignore[call-overload]
-            grant_only=list(data["grant_only"]) if data.get("grant_only") else None,  # type: ignore[call-overload]
+            redirect_uris=[str(u) for u in uris],
+            scopes=list(data["scopes"]) if data.get("scopes") else None,
+            grant_only=list(data["grant_only"]) if data.get("grant_only") else None,
         )
         with self.lock:
             self.apps[app.client_id] = app

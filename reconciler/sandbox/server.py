@@ -23,7 +23,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from reconciler.sandbox.provider import ENTRA, LEGACY, Fault, OAuthFailure, Provider
@@ -61,7 +61,7 @@ def _consent_page(provider: Provider, consent_id: str) -> str:
 class _Headers(dict):  # type: ignore[type-arg]
     """Request headers by lower-cased name (the handlers only `get` them)."""
 
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Any:
         return super().get(name.lower(), default)
 
 
@@ -73,10 +73,11 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "reconciler-sandbox"
     disable_nagle_algorithm = True  # a response is one write; never wait for the client's delayed ACK
+    raw_requestline: bytes  # read by handle_one_request before it calls parse_request
     provider: Provider  # set on the subclass made per server
     delay = 0.0  # seconds to hold the next answer back (the "slow" fault)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet: requests carry secrets
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: requests carry secrets
         return
 
     # -- plumbing -------------------------------------------------------------------------------------------
@@ -163,7 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- routes ---------------------------------------------------------------------------------------------
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         url = urlsplit(self.path)
         parts = [unquote(p) for p in url.path.split("/") if p]
         params = dict(parse_qsl(url.query, keep_blank_values=True))
@@ -183,7 +184,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, {"ok": True})
         self._json(404, {"message": "not found"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         parts = [unquote(p) for p in urlsplit(self.path).path.split("/") if p]
         try:
             if parts == ["oauth2", "token"]:
@@ -317,9 +318,10 @@ class SandboxServer:
     @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        name = host.decode("ascii") if isinstance(host, bytes | bytearray) else host  # bytes: never for IPv4
+        return f"http://{name}:{port}"
 
-    def start(self) -> SandboxServer:
+    def start(self) -> Self:
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="sandbox", daemon=True)
         self._thread.start()
         return self
@@ -332,7 +334,7 @@ class SandboxServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def __enter__(self) -> SandboxServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -37,7 +37,7 @@ class LockInfo:
             user = getpass.getuser()
         except (KeyError, OSError):
             user = str(os.getuid())
-        created = (now or dt.datetime.now(dt.timezone.utc)).isoformat(timespec="seconds")
+        created = (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds")
         return cls(str(uuid.uuid4()), operation, os.getpid(), socket.gethostname(), user, created)
 
     def describe(self) -> str:

@@ -45,7 +45,7 @@ class TokenSet(_Sealed):
 
     access_token: SecretStr
     refresh_token: SecretStr | None = None
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 - a scheme name, not a secret
     expires_at: dt.datetime | None = None
     scope: tuple[str, ...] = ()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
@@ -29,7 +29,7 @@ __all__ = [
     "encode_state",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION: Final = 1
 
 
 class _Record(BaseModel):

@@ -139,7 +139,7 @@ class PostgresBackend:
 
     def _header(self, conn: Any, *, for_update: bool = False) -> tuple[str, int] | None:
         row = conn.execute(
-            "SELECT lineage, serial FROM reconciler_state WHERE environment = %s" + (" FOR UPDATE" if for_update else ""),
+            "SELECT lineage, serial FROM reconciler_state WHERE environment = %s" + (" FOR UPDATE" if for_update else ""),  # noqa: S608 - constant SQL
             (self.environment,),
         ).fetchone()
         return (row[0], row[1]) if row else None
@@ -154,7 +154,7 @@ class PostgresBackend:
                 "SELECT address, record FROM reconciler_resources WHERE environment = %s AND address = ANY(%s)",
                 (self.environment, addresses),
             ).fetchall()
-        return {address: record for address, record in rows}
+        return dict(rows)
 
     def read(self) -> StateDocument | None:
         def work(conn: Any) -> StateDocument | None:
@@ -193,7 +193,7 @@ class PostgresBackend:
                         "INSERT INTO reconciler_state (environment, lineage, serial) VALUES (%s, %s, %s)",
                         (self.environment, new.lineage, new.serial),
                     )
-                    self._put_rows(conn, {a: r for a, r in doc.resources.items()}, [])
+                    self._put_rows(conn, dict(doc.resources), [])
                     return new
                 lineage, serial = header
                 if expected_serial is None:

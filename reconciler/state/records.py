@@ -51,7 +51,7 @@ def installation_record(
         granted_scopes=tuple(sorted(set(granted))),
         client_id=installation.client_id,
         client_secret_ref=installation.client_secret_ref,
-        credentials_source=installation.credentials_source,  # type: ignore[arg-type]
+        credentials_source=installation.credentials_source,
         redirect_uri=installation.redirect_uri,
         token_url=installation.token_url,
         api_url=installation.api_url or None,

@@ -145,7 +145,7 @@ def _partner_effect(address: str, action: str, change: dict[str, Any], new: dict
 def _declared_match(address: str, change: dict[str, Any], new: dict[str, Any]) -> None:
     after = change["after"]
     for view, recorded in DECLARED.items():
-        if view not in after and view not in ("protected",):
+        if view not in after and view != "protected":
             continue
         want = after.get(view, False) if view == "protected" else after[view]
         have = field_of(new, recorded)

@@ -113,7 +113,7 @@ class History(RuleBasedStateMachine):
             name = f"S_{pool.upper()}{index}_V0"
             self.model.refs[(pool, index)] = name
             self.model.env[name] = secret
-        self.versions = {app: 0 for app in self.model.refs}
+        self.versions = dict.fromkeys(self.model.refs, 0)
         self.revoked: set[str] = set()
         self.held: Held | None = None
         self.last_applied: Model | None = None

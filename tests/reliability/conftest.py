@@ -117,9 +117,9 @@ def _review_case(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def figures(request: pytest.FixtureRequest) -> Iterator[Figures]:
+def figures(request: pytest.FixtureRequest) -> Figures:
     """The session's figures collector (see the module docstring)."""
-    yield request.config.stash[_FIGURES]
+    return request.config.stash[_FIGURES]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from tests.reliability.conftest import FIGURES
 
-
 # The session's collector (tests/reliability/conftest.py): the same object the `figures` fixture hands out.
 figures = FIGURES
 for _area in ("crash", "concurrency", "faults"):  # what each of these areas must never find
@@ -185,7 +184,7 @@ class ApplyRun:
                 link_next = False
                 try:
                     answer_consent(line.strip(), client=client)
-                except Exception:  # noqa: BLE001 - the run was killed while the user answered
+                except Exception:  # noqa: BLE001, S110 - the run was killed while the user answered
                     pass
             match = COMPLETED.match(line)
             if match:

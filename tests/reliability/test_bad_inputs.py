@@ -2131,7 +2131,7 @@ def bytes_changed(before: Mapping[str, bytes | None], after: Mapping[str, bytes 
         if key not in before or key not in after or old is None or new is None:
             total += max(len(old or b""), len(new or b""), 1)
         else:
-            total += sum(a != b for a, b in zip(old, new)) + abs(len(old) - len(new))
+            total += sum(a != b for a, b in zip(old, new, strict=False)) + abs(len(old) - len(new))
     return total, changed
 
 

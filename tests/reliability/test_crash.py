@@ -281,7 +281,7 @@ def test_a_crash_while_creating_the_state_key_leaves_no_half_key(
     from reconciler import crypto
     from tests.sandbox_support import APPLY, installation
 
-    sandbox, directory, write, browser = sandbox_config
+    _sandbox, directory, write, _browser = sandbox_config
     write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.project"]))
     env = {**ENV, "RECONCILER_STATE_PASSPHRASE": "correct horse"} if secret == "passphrase salt" else ENV
 
@@ -313,7 +313,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     mount.mkdir()
     result = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mount)],
-        capture_output=True,
+        check=False, capture_output=True,
         text=True,
     )
     if result.returncode != 0:
@@ -324,7 +324,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     try:
         yield mount
     finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+        subprocess.run(["umount", "-l", str(mount)], check=False, capture_output=True)
 
 
 def _fill(disk: Path, leave_pages: int = 0) -> Path:
@@ -434,7 +434,7 @@ def test_a_state_mv_interrupted_before_its_document_write_can_be_run_again(sandb
     document left them behind, and every later `state mv` to that address failed ("changed meanwhile")."""
     from tests.sandbox_support import APPLY, installation
 
-    sandbox, directory, write, browser = sandbox_config
+    sandbox, directory, write, _browser = sandbox_config
     write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full", "vso.project"]))
     assert run(APPLY, ENV).exit_code == 0
     before = _files(directory / "state")

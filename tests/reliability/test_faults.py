@@ -103,7 +103,7 @@ EXCHANGE = {
 def test_one_fault_at_the_code_exchange(applied, name: str) -> None:  # type: ignore[no-untyped-def]
     """One fault during the code exchange: transient ones are retried and the authorization completes; a spent
     code or a malformed answer is one error naming the installation, nothing recorded, and a re-run completes it."""
-    sandbox, directory, browser = applied
+    sandbox, directory, _browser = applied
     before = _footprint(directory, "installation.globex.ado"), _footprint(directory, "installation.acme.ado")
     _inject(sandbox, "token", name)
     started = time.monotonic()
@@ -144,7 +144,7 @@ def test_one_fault_at_the_code_exchange(applied, name: str) -> None:  # type: ig
 def test_a_token_answer_without_refresh_token_is_flagged_by_refresh(applied) -> None:  # type: ignore[no-untyped-def]
     """An installation authorized without a refresh token is recorded with a warning; the next refresh finds it
     cannot be refreshed, and the plan asks to re-authorize it (never a silent expiry)."""
-    sandbox, directory, browser = applied
+    sandbox, _directory, _browser = applied
     _inject(sandbox, "token", "no-refresh-token")
     assert run(APPLY, RENV).exit_code == 0
     refreshed = run(["-C", ".", "refresh", "--window", "120"], RENV)
@@ -169,7 +169,7 @@ VERIFY = {
 @counted(AREA)
 def test_one_fault_at_the_verification(applied, name: str) -> None:  # type: ignore[no-untyped-def]
     """One fault while checking the new token against the organization: retried, or one clear error."""
-    sandbox, directory, browser = applied
+    sandbox, directory, _browser = applied
     before = _footprint(directory, "installation.globex.ado")
     _inject(sandbox, "api", name)
     result = run([*TIMEOUT, *APPLY], RENV)
@@ -204,7 +204,7 @@ def test_one_fault_at_the_verification(applied, name: str) -> None:  # type: ign
 def test_a_fault_that_lasts_is_retried_a_bounded_number_of_times(applied, endpoint: str, name: str) -> None:  # type: ignore[no-untyped-def]
     """A provider that keeps failing: exactly ATTEMPTS requests, then one error naming the installation and saying
     so; nothing recorded for it, acme untouched; once the provider recovers a re-run completes it."""
-    sandbox, directory, browser = applied
+    sandbox, directory, _browser = applied
     before = _footprint(directory, "installation.globex.ado"), _footprint(directory, "installation.acme.ado")
     _inject(sandbox, endpoint, name, times=10)
     result = run([*TIMEOUT, *APPLY], RENV)
@@ -229,7 +229,7 @@ def test_a_fault_that_lasts_is_retried_a_bounded_number_of_times(applied, endpoi
 @pytest.fixture
 def three(sandbox_config):  # type: ignore[no-untyped-def]
     """Three installations (two Azure DevOps OAuth, one Entra ID) applied."""
-    sandbox, directory, write, browser = sandbox_config
+    sandbox, directory, write, _browser = sandbox_config
     write(ACME + GLOBEX + INITECH)
     assert run(APPLY, RENV).exit_code == 0
     return sandbox, directory
@@ -352,7 +352,7 @@ def test_authorize_retries_and_keeps_the_pending_authorization_when_it_fails(san
 @counted(AREA)
 def test_update_errors_name_the_installation_once(sandbox_config) -> None:  # type: ignore[no-untyped-def]
     """Regression: errors raised inside a step named the installation twice ("installation.x: installation.x: ...")."""
-    sandbox, directory, write, browser = sandbox_config
+    sandbox, _directory, write, _browser = sandbox_config
     write(ACME)
     assert run(APPLY, RENV).exit_code == 0
     sandbox.provider.revoke(client_id=LEGACY_ID)

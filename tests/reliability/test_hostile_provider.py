@@ -27,10 +27,10 @@ def nested_server() -> Iterator[str]:
     """A token endpoint on 127.0.0.1 answering every POST with deeply nested JSON, under the status in its path."""
 
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             return
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             self.send_response(int(self.path.strip("/")))
             self.send_header("Content-Type", "application/json")
@@ -67,7 +67,7 @@ def test_token_endpoint_answering_deeply_nested_json_is_a_provider_error(
         scopes=("vso.work_full",),
     )
     with httpx.Client() as http:
-        flow = make_flow(settings, http, lambda: dt.datetime.now(dt.timezone.utc))
+        flow = make_flow(settings, http, lambda: dt.datetime.now(dt.UTC))
         request = AuthorizationRequest("u", SecretStr("s"), settings.redirect_uri, "app", settings.scopes,
                                        SecretStr("v" * 50) if flavour == "entra-id" else None)
         with pytest.raises(ProviderError, match="HTTP"):

@@ -86,7 +86,7 @@ def _flow(sandbox: SandboxServer, port: int, flavour: str, http: httpx.Client): 
         token_url=f"{base}/token",
         scopes=("vso.work_full",),
     )
-    return make_flow(settings, http, lambda: dt.datetime.now(dt.timezone.utc))
+    return make_flow(settings, http, lambda: dt.datetime.now(dt.UTC))
 
 
 def _redeemed(sandbox: SandboxServer, landing: str) -> bool:
@@ -120,7 +120,7 @@ def _with_query(url: str, **params: str) -> str:
 
 def test_wrong_state_is_refused_and_the_receiver_keeps_waiting(victim, sandbox, attack) -> None:  # type: ignore[no-untyped-def]
     """The attacker's own valid callback (their code, their state) is refused: 400, reported, not completed."""
-    receiver, request, attacker_landing, reports, base = victim
+    receiver, _request, attacker_landing, reports, _base = victim
     answer = httpx.get(attacker_landing)
     assert answer.status_code == 400 and "does not belong" in answer.text
     with pytest.raises(ConsentError, match="no authorization arrived"):
@@ -131,7 +131,7 @@ def test_wrong_state_is_refused_and_the_receiver_keeps_waiting(victim, sandbox, 
 
 def test_forged_error_callback_cannot_abort_the_authorization(victim, attack) -> None:  # type: ignore[no-untyped-def]
     """`error=access_denied` with a forged state is refused like any wrong state; the real answer still works."""
-    receiver, request, attacker_landing, reports, base = victim
+    receiver, request, _attacker_landing, _reports, base = victim
     assert httpx.get(f"{base}/callback?error=access_denied&state=forged").status_code == 400
     assert receiver.outcome.error is None and not receiver.done.is_set()
     ok = httpx.get(f"{base}/callback?code=real-code&state={request.state.get_secret_value()}")
@@ -141,7 +141,7 @@ def test_forged_error_callback_cannot_abort_the_authorization(victim, attack) ->
 
 def test_error_callback_is_a_clear_refusal(victim, attack) -> None:  # type: ignore[no-untyped-def]
     """An `error=` callback with the right state ends the authorization with a clear error and no code."""
-    receiver, request, attacker_landing, reports, base = victim
+    receiver, request, _attacker_landing, _reports, base = victim
     state = request.state.get_secret_value()
     assert httpx.get(f"{base}/callback?error=access_denied&state={state}").status_code == 200
     with pytest.raises(ConsentError, match="the user denied the authorization"):
@@ -151,7 +151,7 @@ def test_error_callback_is_a_clear_refusal(victim, attack) -> None:  # type: ign
 
 def test_second_request_to_the_receiver_is_not_served(victim, sandbox, attack) -> None:  # type: ignore[no-untyped-def]
     """Once the right callback arrived, a second one (the attacker's, with the right state) is never answered."""
-    receiver, request, attacker_landing, reports, base = victim
+    receiver, request, attacker_landing, _reports, base = victim
     state = request.state.get_secret_value()
     assert httpx.get(f"{base}/callback?code=first&state={state}").status_code == 200
     assert receiver.wait(2) == "first"
@@ -166,7 +166,7 @@ def test_second_request_to_the_receiver_is_not_served(victim, sandbox, attack) -
 
 def test_receiver_is_bound_to_loopback_and_refuses_other_peers(victim, attack) -> None:  # type: ignore[no-untyped-def]
     """Bound to 127.0.0.1 (not all interfaces); a peer address other than 127.0.0.1 gets 403 with the right state."""
-    receiver, request, attacker_landing, reports, base = victim
+    receiver, request, _attacker_landing, reports, base = victim
     assert receiver.server.server_address[0] == "127.0.0.1"
     state = request.state.get_secret_value()
     with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2")) as other:
@@ -178,7 +178,7 @@ def test_receiver_is_bound_to_loopback_and_refuses_other_peers(victim, attack) -
 
 def test_request_naming_another_host_is_refused(victim, attack) -> None:  # type: ignore[no-untyped-def]
     """DNS rebinding: a request with the right state whose Host names another site is refused (403)."""
-    receiver, request, attacker_landing, reports, base = victim
+    receiver, request, _attacker_landing, reports, base = victim
     state = request.state.get_secret_value()
     port = urlsplit(base).port
     answer = httpx.get(f"{base}/callback?code=x&state={state}", headers={"Host": f"evil.example:{port}"})
@@ -189,7 +189,7 @@ def test_request_naming_another_host_is_refused(victim, attack) -> None:  # type
 
 def test_other_path_with_the_right_state_is_ignored(victim, attack) -> None:  # type: ignore[no-untyped-def]
     """Only the redirect URI's path completes the authorization."""
-    receiver, request, attacker_landing, reports, base = victim
+    receiver, request, _attacker_landing, _reports, base = victim
     state = request.state.get_secret_value()
     assert httpx.get(f"{base}/callback/../evil?code=x&state={state}").status_code == 404
     assert httpx.get(f"{base}/callbackx?code=x&state={state}").status_code == 404

@@ -312,7 +312,7 @@ def _memo_path(env: dict[str, str]) -> Path:
 
 def _plant_memo(path: Path, **changes: object) -> None:
     """Rewrite the memo entry our own run stored: 'No changes', and whatever `changes` say."""
-    entry = marshal.loads(path.read_bytes())
+    entry = marshal.loads(path.read_bytes())  # noqa: S302 - the memo our own run wrote
     entry.update({"output": "No changes. Your installations match the configuration.\n", "has_changes": False})
     entry.update(changes)
     path.write_bytes(marshal.dumps(entry))

@@ -81,10 +81,10 @@ def test_encodings_find_a_secret_embedded_at_any_alignment() -> None:
 class _Echo(BaseHTTPRequestHandler):
     """A token endpoint that refuses every request and repeats it in the error description."""
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
         described = f"cannot use {body} ({json.dumps(dict(parse_qsl(body)))})"
         payload = json.dumps({"error": "invalid_request", "error_description": described}).encode()
