@@ -39,7 +39,7 @@ from reconciler.crypto import (
     read_key_file,
 )
 from reconciler.errors import StaleStateError, UsageError
-from reconciler.state.credentials import BLOB_PARTS, Blob, SealedRecord, Vault
+from reconciler.state.credentials import BLOB_PARTS, Blob, CredentialStore, SealedRecord, Vault
 from reconciler.state.local import _atomic_write
 from reconciler.state.model import InstallationRecord, StateDocument
 from reconciler.statefiles import read_regular
@@ -198,8 +198,8 @@ def _variable(environ: Mapping[str, str], name: str, what: str) -> str:
 
 
 def _survey(
-    store, keys: Mapping[str, StateKey], old: StateKey | None, new: StateKey | None, where: str
-) -> None:  # type: ignore[no-untyped-def]
+    store: CredentialStore, keys: Mapping[str, StateKey], old: StateKey | None, new: StateKey | None, where: str
+) -> None:
     """Before anything is written: every sealed blob names the current or the new key (by key id), or the
     rotation is refused — a wrong current key must not leave records that nothing opens."""
     for address in store.addresses():
@@ -233,8 +233,8 @@ def _finished_earlier(store, current: StateKey, files: KeyFiles) -> Rotation:  #
 
 
 def _reseal_all(
-    store, doc: StateDocument, vault: Vault, keys: Mapping[str, StateKey], rotation: Rotation
-) -> None:  # type: ignore[no-untyped-def]
+    store: CredentialStore, doc: StateDocument, vault: Vault, keys: Mapping[str, StateKey], rotation: Rotation
+) -> None:
     """Each record under the vault's key, one compare-and-swap write each, in the store's order."""
     for address in store.addresses():
         for _ in range(3):  # nothing else writes under the lock; a moved generation is decided again
