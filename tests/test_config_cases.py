@@ -42,3 +42,14 @@ def test_config_case(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
         (directory / "expected.txt").write_text(outcome)
     assert (directory / "expected.txt").exists(), f"{case}: missing expected.txt (run with UPDATE_GOLDEN=1)"
     assert outcome == (directory / "expected.txt").read_text()
+
+
+RULE_MODULES = {"documents", "overlay", "translate", "values", "partners", "installations"}
+
+
+def test_every_rule_module_has_a_case() -> None:
+    """Each case is named after the module whose rule it proves, and each rule module has cases."""
+    package = Path(__file__).resolve().parent.parent / "reconciler" / "config"
+    assert all((package / f"{name}.py").is_file() for name in RULE_MODULES)
+    prefixes = {p.name.split("-", 1)[0] for p in CASES.iterdir() if p.is_dir()}
+    assert prefixes == RULE_MODULES

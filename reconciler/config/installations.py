@@ -219,12 +219,7 @@ def _scopes(
 
 
 def _check_scopes(
-    checks: Checks,
-    src: SourceFile,
-    path: KeyPath,
-    scopes: Sequence[str],
-    connector: Connector,
-    partner: DesiredPartner,
+    checks: Checks, src: SourceFile, path: KeyPath, scopes: Sequence[str], connector: Connector, partner: DesiredPartner
 ) -> tuple[str, ...]:
     report = checks.report
     registered = connector.closure(partner.scopes) if partner.scopes is not None else None
