@@ -1,4 +1,6 @@
-"""Configuration: YAML files -> validated `DesiredState`. See `loader` (reading) and `schema` (file shape).
+"""Configuration: YAML files -> validated `DesiredState`. `loader` orders a load; `schema` is the file shape;
+`documents` (files, includes), `overlay` (environments), `translate` (schema errors), `values` (references) and
+`partners`/`installations` (the catalog rules) each own one concern; `located` says where a problem is.
 
 The names below load on first use, so that the light submodules (`cache`, `includes`, `ahead`) import without
 the schema and pydantic: the plan memo's fast path (`reconciler.memo`) needs only those.

@@ -1,7 +1,7 @@
 """The shape of the YAML files, as strict pydantic models — the source of `reconciler schema`.
 
 Owns: what keys exist, their types and the name patterns. Must not: resolve secrets, read files, or check
-anything that needs the catalog or other files (that is `reconciler.config.loader`).
+anything that needs the catalog or other files (`partners`, `installations`, `values`, `documents`).
 """
 
 from __future__ import annotations
