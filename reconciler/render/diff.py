@@ -1,6 +1,9 @@
 """Attribute-level differences between a change's `before` and `after`, shared by the text renderers.
 
-Pure: flattens nested mappings to dotted keys and compares values; lists of scopes compare as sets.
+Pure: flattens nested mappings to dotted keys; what changed is decided by DeepDiff (lists of scopes compare
+without order), on a change whose shown attributes differ at all — a plain comparison first, since most do not.
+Owns: which attributes a change shows, and how a value is written. Must not: decide what changed in state (the
+planner does), or show a recorded-only attribute as a difference from the configuration.
 """
 
 from __future__ import annotations
@@ -37,10 +40,19 @@ def _flatten(values: Mapping[str, Any] | None, prefix: str = "") -> dict[str, An
     return out
 
 
-def _same(old: Any, new: Any) -> bool:
-    if isinstance(old, list) and isinstance(new, list):
-        return sorted(map(str, old)) == sorted(map(str, new))
-    return bool(old == new)
+def _shown(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` without the recorded-only attributes (never diffed against the configuration)."""
+    prefixes = tuple(f"{k}." for k in RECORDED_ONLY)
+    return {k: v for k, v in values.items() if k not in RECORDED_ONLY and not k.startswith(prefixes)}
+
+
+def _changed_keys(before: dict[str, Any], after: dict[str, Any]) -> set[str]:
+    """The flattened keys whose values differ, lists compared without order (imported here: only a plan that
+    shows an update pays for DeepDiff)."""
+    from deepdiff import DeepDiff
+
+    diff = DeepDiff(before, after, ignore_order=True, ignore_numeric_type_changes=True, view="tree")
+    return {str(level.path(output_format="list")[0]) for levels in diff.values() for level in levels}
 
 
 def attribute_lines(change: ChangeDoc) -> Iterator[AttributeLine]:
@@ -51,14 +63,16 @@ def attribute_lines(change: ChangeDoc) -> Iterator[AttributeLine]:
     elif change.action == "delete":
         yield from (AttributeLine("-", k, old=v) for k, v in before.items())
     else:
-        for key in sorted(before.keys() | after.keys(), key=[*after, *before].index):
-            if key in RECORDED_ONLY or key.startswith(tuple(f"{k}." for k in RECORDED_ONLY)):
-                continue
+        before, after = _shown(before), _shown(after)
+        if before == after:
+            return
+        changed = _changed_keys(before, after)
+        for key in sorted(changed, key=[*after, *before].index):
             if key not in before:
                 yield AttributeLine("+", key, new=after[key])
             elif key not in after:
                 yield AttributeLine("-", key, old=before[key])
-            elif not _same(before[key], after[key]):
+            else:
                 yield AttributeLine("~", key, old=before[key], new=after[key])
 
 
