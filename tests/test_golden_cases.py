@@ -1,7 +1,7 @@
 """Golden planner cases: each `tests/cases/<rule>/` holds a config, an optional recorded state and the expected
 plan in every format (or the expected error); `tests/cases/config/` holds the loader's cases instead
-(tests/test_config_cases.py). Set UPDATE_GOLDEN=1 to rewrite the expected files, then review
-the diff."""
+(tests/test_config_cases.py), and `tests/cases/bad-input/` the bad-input catalog
+(tests/reliability/test_bad_inputs.py). Set UPDATE_GOLDEN=1 to rewrite the expected files, then review the diff."""
 
 from __future__ import annotations
 
@@ -30,7 +30,11 @@ def _outputs(case: Path) -> dict[str, str]:
     return {"plan.json": render_json(doc), "plan.txt": render_text(doc), "plan.md": render_markdown(doc)}
 
 
-@pytest.mark.parametrize("case", sorted(p.name for p in CASES.iterdir() if p.is_dir() and p.name != "config"))
+# Not golden cases: the loader's (tests/test_config_cases.py) and the bad-input catalog (tests/reliability/).
+OTHER_SUITES = {"config", "bad-input"}
+
+
+@pytest.mark.parametrize("case", sorted(p.name for p in CASES.iterdir() if p.is_dir() and p.name not in OTHER_SUITES))
 def test_golden_case(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The plan for each golden case equals its expected files, byte for byte, and writes nothing."""
     directory = CASES / case
