@@ -136,7 +136,7 @@ def _append(directory: Path, path: str, text: str, times: int = 1) -> None:
 
 
 def _symlink(directory: Path, path: str, target: str) -> None:
-    """Make `path` a symbolic link to `target` (git would keep it, but a link out of the tree is the point)."""
+    """Make `path` a symbolic link to `target` (a link out of the tree, which the repository should not hold)."""
     (directory / path).parent.mkdir(parents=True, exist_ok=True)
     (directory / path).symlink_to(target)
 
@@ -278,7 +278,6 @@ def test_bad_input_fails_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         problems.append(f"took {seconds:.1f} s")
     figures.add("bad-input", cases=1, failures=int(bool(problems)), bytes_changed=changed)
     assert not problems, f"{problems}\nstdout: {result.stdout[:2000]}\nstderr: {result.stderr[:2000]}"
-
 
 
 def test_catalog_covers_every_category() -> None:
