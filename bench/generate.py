@@ -51,8 +51,10 @@ from reconciler.config import load_config
 from reconciler.crypto import load_state_key
 from reconciler.sandbox.provider import ACCESS_LIFETIME, LEGACY, Grant, Provider
 from reconciler.state import LocalBackend, StateDocument
-from reconciler.state.credentials import LocalCredentialStore, TokenSet, Vault
 from reconciler.state.records import installation_record, partner_record
+from reconciler.tokens.model import TokenSet
+from reconciler.tokens.store import LocalCredentialStore
+from reconciler.tokens.vault import Vault
 
 PARTNER = "microsoft-azure-devops"
 CLIENT_ID = "b3nch000-0000-4000-8000-000000000001"

@@ -40,9 +40,10 @@ from reconciler.errors import ReconcilerError, StaleStateError, StateError
 from reconciler.plan import Action, Plan, ResourceChange
 from reconciler.planner import PENDING_LIFETIME, pending_matches, revocation_url, revoke_in, target_digest
 from reconciler.state.backend import StateBackend
-from reconciler.state.credentials import PendingAuthorization, TokenSet, Vault
 from reconciler.state.model import InstallationRecord, PartnerRecord, PendingRecord, StateDocument
 from reconciler.state.records import installation_record, partner_record, updated_installation_record
+from reconciler.tokens.model import PendingAuthorization, TokenSet
+from reconciler.tokens.vault import Vault
 
 __all__ = ["ApplyError", "ApplyHooks", "ApplyResult", "Services", "apply_plan", "authorize_pending"]
 

@@ -34,8 +34,9 @@ from reconciler.auth.verify import verify_token
 from reconciler.catalog import Catalog
 from reconciler.config.desired import DesiredState
 from reconciler.errors import ReconcilerError
-from reconciler.state.credentials import TokenSet, Vault
 from reconciler.state.model import InstallationRecord, PartnerRecord, StateDocument
+from reconciler.tokens.model import TokenSet
+from reconciler.tokens.vault import Vault
 
 __all__ = ["DRIFT_REASONS", "Finding", "RefreshSettings", "refresh_all"]
 

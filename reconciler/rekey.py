@@ -39,10 +39,11 @@ from reconciler.crypto import (
     read_key_file,
 )
 from reconciler.errors import StaleStateError, UsageError
-from reconciler.state.credentials import BLOB_PARTS, Blob, CredentialStore, SealedRecord, Vault
-from reconciler.state.local import _atomic_write
 from reconciler.state.model import InstallationRecord, StateDocument
-from reconciler.statefiles import read_regular
+from reconciler.statefiles import atomic_write, read_regular
+from reconciler.tokens.model import BLOB_PARTS, Blob, SealedRecord
+from reconciler.tokens.store import CredentialStore
+from reconciler.tokens.vault import Vault
 from reconciler.workflow import Workspace, _git_ignore_keys, key_directory, open_backend
 
 __all__ = ["NewKey", "Rotation", "rekey_state"]
@@ -297,7 +298,7 @@ def _retire_key_file(files: KeyFiles, *, promote: bool, rotation: Rotation) -> N
     leaves `<env>.key` and `<env>.key.old` equal: the next run sees an unfinished rotation and finishes it."""
     current = read_regular(files.key)
     if current is not None and read_regular(files.old) != current:
-        _atomic_write(files.old, current)
+        atomic_write(files.old, current)
     if promote:
         os.replace(files.new, files.key)
         rotation.key_file = files.key

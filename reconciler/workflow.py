@@ -381,7 +381,7 @@ def services_for(  # type: ignore[no-untyped-def]
 ):
     """The executor's side effects (the key is checked, or created, on first use)."""
     from reconciler.apply import Services
-    from reconciler.state.credentials import Vault
+    from reconciler.tokens.vault import Vault
 
     def vault_for(lineage: str) -> Vault:
         key = state_key(ws, root, backend, on_key_created=on_key_created)
@@ -408,7 +408,7 @@ def read_statuses(ws: Workspace) -> tuple[StateDocument | None, dict[str, Status
     """The recorded state with each installation's status, derived from what state recorded and the expiry of its
     stored tokens (a refresh stores rotated tokens in the credential record only, never in the document). Without
     a state key the expiry the last apply recorded stands in. Nothing is written; no secret leaves the vault."""
-    from reconciler.state.credentials import Vault
+    from reconciler.tokens.vault import Vault
 
     root = load_root(ws.config_dir, environment=ws.environment)
     backend = open_backend(ws, root)
@@ -621,7 +621,7 @@ def state_mv(ws: Workspace, old: str, new: str, *, lock_timeout: float) -> None:
     """Rename an installation without re-authorizing: its record moves and its credentials are re-sealed for the
     new address (a blob opens only where it was sealed)."""
     from reconciler.names import check_address
-    from reconciler.state.credentials import Vault
+    from reconciler.tokens.vault import Vault
 
     check_address(old, kind="installation")
     parts = check_address(new, kind="installation")  # the configuration's name rules: no forged lines
@@ -733,7 +733,7 @@ def _copy_state(source: StateBackend, target: StateBackend, lock_timeout: float)
 def _copy_record(sink, address: str, record, outcome: StateCopy) -> None:  # type: ignore[no-untyped-def]
     """Copy one record if it is a later generation, compare-and-swap (a refresh does not take the document lock:
     when the destination's record moves meanwhile, decide again against its new generation)."""
-    from reconciler.state.credentials import copy_verdict
+    from reconciler.tokens.model import copy_verdict
 
     while True:
         stored = sink.get(address)
@@ -780,7 +780,7 @@ def run_refresh(
     """Refresh expiring tokens and check every authorized installation. With `record`, store what was found in
     state (`reconciler refresh`); otherwise plan with it (`plan --refresh`). Rotated tokens are stored either way."""
     from reconciler.refresh import ThreadClients, refresh_all
-    from reconciler.state.credentials import Vault
+    from reconciler.tokens.vault import Vault
 
     loaded = _load(ws)
     backend = open_backend(ws, loaded.root)

@@ -376,7 +376,7 @@ def test_crash_between_staged_tokens_and_document_keeps_working_tokens(setup, mo
     write(installation("acme", "ado", "legacy", "acme-org", "Web", ["vso.work_full", "vso.project"]))
     assert run(APPLY, ENV).exit_code == 0  # an update opens the old tokens
 
-    from reconciler.state.credentials import Vault
+    from reconciler.tokens.vault import Vault
 
     write(installation("acme", "ado", "entra", "acme-org", "Web", ["vso.work_full", "vso.project"]))
     real_put = Vault.put

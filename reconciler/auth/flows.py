@@ -25,8 +25,8 @@ from pydantic import SecretStr
 from reconciler.auth.errors import ProviderError, classify_error, redacted, retry_after_seconds, transient
 from reconciler.catalog import AuthFlavour, Catalog
 from reconciler.config.desired import DesiredInstallation, DesiredPartner, same_origin
-from reconciler.state.credentials import TokenSet
 from reconciler.state.model import InstallationRecord, PartnerRecord
+from reconciler.tokens.model import TokenSet
 
 with warnings.catch_warnings():  # authlib announces its own move to another HTTP package; not our concern
     warnings.simplefilter("ignore", DeprecationWarning)

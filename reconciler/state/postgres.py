@@ -20,9 +20,9 @@ from typing import Any
 
 from reconciler.errors import StaleStateError, StateError, StateLockedError
 from reconciler.state.backend import LockInfo
-from reconciler.state.credentials import Blob, SealedRecord
 from reconciler.state.dsn import DsnError, connect_problem, parse_dsn
 from reconciler.state.model import StateDocument, check_import, decode_state
+from reconciler.tokens.model import Blob, SealedRecord
 
 __all__ = ["PostgresBackend", "PostgresCredentialStore"]
 
