@@ -33,16 +33,18 @@ from reconciler.auth.flows import (
     revoke_grant,
 )
 from reconciler.auth.retry import RetryPolicy, retrying
-from reconciler.auth.verify import verify_token
+from reconciler.auth.verify import Verification, verify_token
 from reconciler.catalog import Catalog, Connector
 from reconciler.config.desired import DesiredInstallation, DesiredState
-from reconciler.errors import ReconcilerError, StaleStateError, StateError
+from reconciler.errors import ReconcilerError, StaleStateError
 from reconciler.plan import Action, Plan, ResourceChange
 from reconciler.planner import PENDING_LIFETIME, pending_matches, revocation_url, revoke_in, target_digest
 from reconciler.state.backend import StateBackend
 from reconciler.state.model import InstallationRecord, PartnerRecord, PendingRecord, StateDocument
 from reconciler.state.records import installation_record, partner_record, updated_installation_record
+from reconciler.tokens.custodian import RefreshRejected, TokenCustodian, refresh_due
 from reconciler.tokens.model import PendingAuthorization, TokenSet
+from reconciler.tokens.scopes import granted_scopes, missing_scopes
 from reconciler.tokens.vault import Vault
 
 __all__ = ["ApplyError", "ApplyHooks", "ApplyResult", "Services", "apply_plan", "authorize_pending"]
@@ -102,7 +104,7 @@ class _Run:
         self.desired, self.services, self.hooks, self.doc = desired, services, hooks, doc
         self.require_scopes = require_scopes
         self.exists = doc.serial > 0
-        self.vault = services.vault_for(doc.lineage)
+        self.tokens = TokenCustodian(services.vault_for(doc.lineage), policy=services.retry, sleep=services.sleep)
         self.result = ApplyResult(state=doc if self.exists else None)
 
     # -- persistence -------------------------------------------------------------------------------------------
@@ -175,7 +177,7 @@ class _Run:
         # Revoked after the document (a crash never leaves a record whose grant is gone) and before the tokens are
         # forgotten (a crash leaves an orphan blob, never a record without one).
         revoked = record is not None and self.revoke(address, record, tokens)
-        self.vault.forget(address)
+        self.tokens.forget(address)
         self.result.completed.append(address)
         self.hooks.step(address, "deleted; its grant is revoked" if revoked else "deleted; its tokens are forgotten")
 
@@ -184,12 +186,10 @@ class _Run:
         if record.status != "authorized":
             return None
         try:
-            sealed = self.vault.record(address)
-            if sealed is None or (sealed.tokens is None and sealed.staged is None):
-                return None
-            return self.vault.current_tokens(address, record.client_id, sealed)
+            held = self.tokens.held(address, record.client_id)
         except ReconcilerError:
             return None
+        return held.tokens if held is not None else None
 
     def revoke(self, address: str, record: InstallationRecord, tokens: TokenSet | None) -> bool:
         """Best effort: revoke the grant behind `tokens` at the endpoint STATE recorded for `record` (its
@@ -243,9 +243,7 @@ class _Run:
             created_at=now,
             expires_at=now + PENDING_LIFETIME,
         )
-        sealed = self.vault.record(address)
-        blob = self.vault.seal_pending(address, installation.client_id, pending)
-        self.vault.put(address, sealed.tokens if sealed else None, blob, expected_generation=_generation(sealed))
+        self.tokens.stage_pending(address, installation.client_id, pending)
         marker = PendingRecord(
             since=now,
             expires_at=pending.expires_at,
@@ -289,20 +287,10 @@ class _Run:
         self.record_tokens(installation, tokens)
 
     def record_tokens(self, installation: DesiredInstallation, tokens: TokenSet) -> None:
+        """Verify new tokens at the declared API, then record them with the document (stage, write, promote)."""
         address = installation.address
         connector = self.connector(installation)
-        if tokens.scope:
-            granted = connector.normalise_granted(installation.auth, tokens.scope)
-        else:
-            granted = installation.scopes
-            self.warn(address, "the provider did not say which scopes it granted; recording the requested ones")
-        missing = sorted(set(installation.scopes) - connector.closure(granted))
-        if missing and self.require_scopes:
-            raise ApplyError(f"the provider granted fewer scopes than asked (missing: {', '.join(missing)})")
-        if missing:
-            self.warn(address, f"granted fewer scopes than asked (missing: {', '.join(missing)}); recorded as granted")
-        if tokens.refresh_token is None:
-            self.warn(address, "the provider issued no refresh token: this installation cannot be refreshed")
+        granted = self.granted(installation, connector, tokens)
         verification = self.retrying(
             lambda: verify_token(
                 self.services.http, connector, self.api_url(installation), installation.parameters, granted, tokens
@@ -311,19 +299,8 @@ class _Run:
         for message in verification.warnings:
             self.warn(address, message)
         now = self.services.now()
-        # Two phases, so that a crash anywhere leaves tokens the document's client id opens: stage the new tokens
-        # beside the current ones, write the document, then promote them.
         old = self.installation_record(address)
         replaced = self.held_tokens(address, old) if old is not None else None
-        sealed = self.vault.record(address)
-        blob = self.vault.seal_tokens(address, installation.client_id, tokens)
-        staged = self.vault.put(
-            address,
-            sealed.tokens if sealed else None,
-            sealed.pending if sealed else None,
-            staged=blob,
-            expected_generation=_generation(sealed),
-        )
         record = installation_record(
             installation,
             granted=granted,
@@ -331,12 +308,26 @@ class _Run:
             expires_at=tokens.expires_at,
             authorized_by=verification.user,
         ).model_copy(update={"verified_at": now})
-        self.save(address, record)
-        self.vault.put(address, blob, None, expected_generation=staged)
+        self.tokens.record_new(address, installation.client_id, tokens, lambda: self.save(address, record))
         if old is not None and self.revoke(address, old, replaced):
             self.hooks.step(address, "the old grant is revoked")
         self.result.completed.append(address)
         self.hooks.step(address, f"authorized (granted: {', '.join(granted) or 'none'})")
+
+    def granted(self, installation: DesiredInstallation, connector: Connector, tokens: TokenSet) -> tuple[str, ...]:
+        """The scopes to record for new tokens; fewer than asked is refused (`require_scopes`) or a warning."""
+        address = installation.address
+        granted, reported = granted_scopes(connector, installation.auth, tokens.scope, installation.scopes)
+        if not reported:
+            self.warn(address, "the provider did not say which scopes it granted; recording the requested ones")
+        missing = missing_scopes(connector, installation.scopes, granted)
+        if missing and self.require_scopes:
+            raise ApplyError(f"the provider granted fewer scopes than asked (missing: {', '.join(missing)})")
+        if missing:
+            self.warn(address, f"granted fewer scopes than asked (missing: {', '.join(missing)}); recorded as granted")
+        if tokens.refresh_token is None:
+            self.warn(address, "the provider issued no refresh token: this installation cannot be refreshed")
+        return granted
 
     def update_installation(self, installation: DesiredInstallation) -> None:
         """Parameters or secret reference changed: verify the current token against the new declaration. A pending
@@ -345,79 +336,39 @@ class _Run:
         record = self.installation_record(address)
         assert record is not None
         binding = self.binding(installation, record)
-        sealed = self.vault.record(address)
-        if sealed is None or (sealed.tokens is None and sealed.staged is None):
+        held = self.tokens.held(address, record.client_id)
+        if held is None:
             raise ApplyError("no tokens recorded", hint=f"re-authorize with --replace {address}")
-        tokens = self.vault.current_tokens(address, record.client_id, sealed)
         now = self.services.now()
-        generation = sealed.generation
+        connector = self.connector(installation)
 
-        def refresh() -> TokenSet:
-            nonlocal generation
-            self.vault.ensure_room_for_rotation(address)
-            try:
-                fresh = self.retrying(lambda: self.bound_flow(installation, binding).refresh(tokens))
-            except ProviderError as exc:
-                if exc.category != "grant":
-                    raise
-                raise ApplyError(
-                    f"the refresh token was rejected ({exc.message})",
-                    hint=f"this installation must sign in again: reconciler apply --replace {address}",
-                ) from None
-            blob = self.vault.seal_tokens(address, record.client_id, fresh)
-            generation = _store_rotated(self.vault, address, blob, sealed.pending, generation)
-            return fresh
+        def check(tokens: TokenSet) -> Verification:
+            api, parameters = binding.api_url, installation.parameters
+            return verify_token(self.services.http, connector, api, parameters, record.granted_scopes, tokens)
 
-        if tokens.expires_at is not None and tokens.expires_at <= now + REFRESH_MARGIN:
-            tokens = refresh()
-        check = (
-            self.services.http,
-            self.connector(installation),
-            binding.api_url,
-            installation.parameters,
-            record.granted_scopes,
-        )
         try:
-            verification = verify_token(*check, tokens)
-        except ProviderError as exc:
-            if exc.status in (203, 401) and tokens.refresh_token is not None:
-                tokens = refresh()  # expired or revoked early: one refresh, then the same check again
-            elif exc.category != "transient":
-                raise
-            verification = self.retrying(lambda: verify_token(*check, tokens))
-        for message in verification.warnings:
+            fresh = self.tokens.verify_fresh(
+                address,
+                record.client_id,
+                held,
+                lambda tokens: self.bound_flow(installation, binding).refresh(tokens),
+                check,
+                due=refresh_due(held.tokens, now, REFRESH_MARGIN),
+            )
+        except RefreshRejected as exc:
+            raise ApplyError(
+                f"the refresh token was rejected ({exc.message})",
+                hint=f"this installation must sign in again: reconciler apply --replace {address}",
+            ) from None
+        for message in fresh.checked.warnings:
             self.warn(address, message)
         updated = updated_installation_record(record, installation).model_copy(
-            update={"expires_at": tokens.expires_at, "verified_at": now, "pending": None}
+            update={"expires_at": fresh.tokens.expires_at, "verified_at": now, "pending": None}
         )
         self.save(address, updated)
-        current = self.vault.record(address)
-        if current is not None and current.pending is not None:  # after the document, as a delete does
-            self.vault.put(address, current.tokens, None, staged=current.staged, expected_generation=current.generation)
+        self.tokens.withdraw_pending(address)  # after the document, as a delete does
         self.result.completed.append(address)
         self.hooks.step(address, "updated and verified")
-
-
-def _store_rotated(vault: Vault, address: str, blob: dict[str, str], pending: object, generation: int) -> int:
-    """Store a rotated refresh token at once: the provider already invalidated the previous one, so a failed write
-    is retried before it is given up (and then the installation has to sign in again)."""
-    for attempt in range(4):
-        try:
-            return vault.put(address, blob, pending, expected_generation=generation)  # type: ignore[arg-type]
-        except StaleStateError:
-            raise
-        except StateError:
-            if attempt == 3:
-                raise ApplyError(
-                    "the provider rotated the refresh token and it could not be stored",
-                    hint=f"free the disk, then re-authorize: reconciler apply --replace {address}",
-                ) from None
-            time.sleep(0.2 * 2**attempt)
-    raise AssertionError("unreachable")
-
-
-def _generation(sealed: object) -> int | None:
-    return getattr(sealed, "generation", None)
 
 
 def _pending_stands(run: _Run, installation: DesiredInstallation, record: InstallationRecord) -> bool:
@@ -514,10 +465,9 @@ def authorize_pending(
                 continue
             if services.now() >= record.pending.expires_at:
                 raise ApplyError("the pending authorization expired", hint="reissue it with --reissue")
-            sealed = run.vault.record(address)
-            if sealed is None or sealed.pending is None:
+            pending = run.tokens.pending(address, record.pending.client_id)
+            if pending is None:
                 raise ApplyError("the pending authorization's sealed record is missing", hint="reissue it with --reissue")
-            pending = run.vault.open_pending(address, record.pending.client_id, sealed.pending)
             request = AuthorizationRequest(
                 url=pending.authorize_url,
                 state=pending.state,
