@@ -1,11 +1,12 @@
 """The executor: carries out a Plan, one change at a time, persisting state after every completed step.
 
-Owns: the order of effects per change (authorize -> exchange -> verify -> seal tokens -> record), deferred
+Owns: the order of effects per change (authorize -> exchange -> verify -> record tokens and document), deferred
 authorizations, in-place updates verified against the provider, deletes, and what an interrupted run leaves
-behind (everything completed before the failure, never a record without its tokens). Reports through `ApplyHooks`;
-never prints or prompts (the consent step it is given may). Side effects come in through `Services`. Recorded
-tokens (and the client secret with them) go only to the endpoints state recorded for their installation; only a
-new authorization uses the declared ones.
+behind (everything completed before the failure, never a record without its tokens). Tokens are written only
+through the custodian (`reconciler.tokens.custodian`), revoked through `reconciler.revocation`. Reports through
+`ApplyHooks`; never prints or prompts (the consent step it is given may). Side effects come in through `Services`.
+Recorded tokens (and the client secret with them) go only to the endpoints state recorded for their
+installation; only a new authorization uses the declared ones.
 """
 
 from __future__ import annotations
@@ -24,13 +25,11 @@ from reconciler.auth.flows import (
     AuthorizationRequest,
     Binding,
     Flow,
-    FlowSettings,
     bound_settings,
     declared_binding,
     installation_settings,
     make_flow,
     recorded_binding,
-    revoke_grant,
 )
 from reconciler.auth.retry import RetryPolicy, retrying
 from reconciler.auth.verify import Verification, verify_token
@@ -38,7 +37,8 @@ from reconciler.catalog import Catalog, Connector
 from reconciler.config.desired import DesiredInstallation, DesiredState
 from reconciler.errors import ReconcilerError, StaleStateError
 from reconciler.plan import Action, Plan, ResourceChange
-from reconciler.planner import PENDING_LIFETIME, pending_matches, revocation_url, revoke_in, target_digest
+from reconciler.planner import PENDING_LIFETIME, target_digest
+from reconciler.revocation import declared_secret, revoke_recorded
 from reconciler.state.backend import StateBackend
 from reconciler.state.model import InstallationRecord, PartnerRecord, PendingRecord, StateDocument
 from reconciler.state.records import installation_record, partner_record, updated_installation_record
@@ -47,7 +47,7 @@ from reconciler.tokens.model import PendingAuthorization, TokenSet
 from reconciler.tokens.scopes import granted_scopes, missing_scopes
 from reconciler.tokens.vault import Vault
 
-__all__ = ["ApplyError", "ApplyHooks", "ApplyResult", "Services", "apply_plan", "authorize_pending"]
+__all__ = ["ApplyError", "ApplyHooks", "ApplyResult", "Run", "Services", "apply_plan"]
 
 REFRESH_MARGIN = dt.timedelta(minutes=2)
 T = TypeVar("T")
@@ -95,8 +95,9 @@ class ApplyResult:
     error: ReconcilerError | None = None
 
 
-class _Run:
-    """One apply: the current document, the vault, and the helpers every step shares."""
+class Run:
+    """One run of the executor (an apply, or `authorize`): the current document, the token custodian, and the
+    helpers every step shares."""
 
     def __init__(
         self, desired: DesiredState, services: Services, hooks: ApplyHooks, doc: StateDocument, require_scopes: bool
@@ -139,7 +140,7 @@ class _Run:
         """The endpoints recorded for `record`'s tokens, which the configuration must still declare: recorded
         tokens are used nowhere else (a plan made before the configuration moved is refused, not carried out)."""
         partner_record = self.doc.resources.get(f"partner.{record.partner}")
-        binding = recorded_binding(record, partner_record if isinstance(partner_record, PartnerRecord) else None)
+        binding = recorded_binding(record, partner_record.api_url if isinstance(partner_record, PartnerRecord) else None)
         partner = self.desired.partners[f"partner.{installation.partner}"]
         if binding is None or binding != declared_binding(installation, partner):
             raise ApplyError(
@@ -192,42 +193,12 @@ class _Run:
         return held.tokens if held is not None else None
 
     def revoke(self, address: str, record: InstallationRecord, tokens: TokenSet | None) -> bool:
-        """Best effort: revoke the grant behind `tokens` at the endpoint STATE recorded for `record` (its
-        `revoke_url`, or the flavour's path on its token origin; see `revocation_url`), with the secret of
-        the client that obtained them (only while the configuration still declares that client at that token
-        endpoint). A failure is a warning naming where to revoke by hand; the tokens are forgotten either way."""
-        if tokens is None:
-            return False
-        url = revocation_url(record, self.services.catalog)
-        if url is None:
-            return False  # the plan said so: "its tokens are forgotten, not revoked: revoke in ..."
-        where = revoke_in(record, self.services.catalog)
-        secret = self.recorded_client_secret(address, record)
-        if secret is None:
-            self.warn(address, f"not revoked: client {record.client_id} is no longer declared; revoke in {where}")
-            return False
-        connector = self.services.catalog.connectors.get(record.connector)
-        flavour = connector.auth.get(record.auth) if connector is not None else None
-        if flavour is None:  # a flavour this catalog no longer has: its dialect is not known
-            self.warn(address, f"not revoked: auth {record.auth} is not in the catalog; revoke in {where}")
-            return False
-        settings = FlowSettings(flavour, record.client_id, secret, record.redirect_uri, "", record.token_url, ())
-        try:
-            return self.retrying(lambda: revoke_grant(settings, url, self.services.http, tokens))
-        except ProviderError as exc:
-            self.warn(address, f"its grant was not revoked ({exc.message}); its tokens are forgotten: revoke in {where}")
-            return False
-
-    def recorded_client_secret(self, address: str, record: InstallationRecord):  # type: ignore[no-untyped-def]
-        """The declared secret of the client `record`'s tokens were issued to, at the token endpoint they came
-        from; None when the configuration no longer declares that pair (the secret belongs elsewhere)."""
-        if record.credentials_source == "installation":
-            owner = self.desired.installations.get(address)
-        else:
-            owner = self.desired.partners.get(f"partner.{record.partner}")  # type: ignore[assignment]
-        if owner is None or owner.client_id != record.client_id or owner.token_url != record.token_url:
-            return None
-        return owner.client_secret
+        """Best effort (see `revoke_recorded`): a failure is a warning; the tokens are forgotten either way."""
+        secret = declared_secret(self.desired, address, record)
+        outcome = revoke_recorded(record, tokens, secret, self.services.catalog, self.services.http, self.retrying)
+        if outcome.warning is not None:
+            self.warn(address, outcome.warning)
+        return outcome.revoked
 
     def defer(self, installation: DesiredInstallation) -> None:
         address = installation.address
@@ -371,19 +342,6 @@ class _Run:
         self.hooks.step(address, "updated and verified")
 
 
-def _pending_stands(run: _Run, installation: DesiredInstallation, record: InstallationRecord) -> bool:
-    """Whether `record`'s pending authorization may be completed under the current configuration: what it was
-    issued for (client, endpoints, scopes, parameters) is still what is declared, so the code, the secret and the
-    new tokens go where the authorization was planned to send them."""
-    partner = run.desired.partners.get(f"partner.{installation.partner}")
-    recorded = run.doc.resources.get(f"partner.{record.partner}")
-    if partner is None:
-        return False
-    return pending_matches(
-        installation, record, partner.authorize_url, recorded if isinstance(recorded, PartnerRecord) else None
-    )
-
-
 def _current_document(plan: Plan, backend: StateBackend) -> StateDocument:
     current = backend.read()
     if plan.state.lineage is None:
@@ -405,7 +363,7 @@ def apply_plan(
 ) -> ApplyResult:
     """Carry out `plan` in order. Call with the state lock held. Returns what was achieved, and the error that
     stopped the run (if any) — everything completed before it is persisted."""
-    run = _Run(desired, services, hooks, _current_document(plan, services.backend), require_scopes)
+    run = Run(desired, services, hooks, _current_document(plan, services.backend), require_scopes)
     for change in plan.changes:
         if change.action is Action.NOOP:
             continue
@@ -422,7 +380,7 @@ def apply_plan(
     return run.result
 
 
-def _carry_out(run: _Run, change: ResourceChange) -> None:
+def _carry_out(run: Run, change: ResourceChange) -> None:
     if change.kind == "partner":
         return run.partner(change)
     if change.action is Action.DELETE:
@@ -433,52 +391,3 @@ def _carry_out(run: _Run, change: ResourceChange) -> None:
     if run.services.consent is None:
         return run.defer(installation)
     return run.authorize(installation)
-
-
-def authorize_pending(
-    addresses: list[str],
-    desired: DesiredState,
-    services: Services,
-    hooks: ApplyHooks,
-    *,
-    reissue: bool = False,
-    require_scopes: bool = False,
-) -> ApplyResult:
-    """Complete (or, with `reissue`, replace) the pending authorizations of `addresses`. Lock held by the caller."""
-    doc = services.backend.read()
-    if doc is None:
-        raise ApplyError("no state yet: nothing is pending", hint="run `reconciler apply` first")
-    run = _Run(desired, services, hooks, doc, require_scopes)
-    for address in addresses:
-        try:
-            record = run.installation_record(address)
-            installation = desired.installations.get(address)
-            if record is None or record.pending is None:
-                raise ApplyError("no pending authorization")
-            if installation is None or not _pending_stands(run, installation, record):
-                raise ApplyError(
-                    "the pending authorization no longer matches the configuration (its client or endpoints moved)",
-                    hint="run plan and apply: it is withdrawn and issued anew",
-                )
-            if reissue or services.consent is None:
-                run.defer(installation)
-                continue
-            if services.now() >= record.pending.expires_at:
-                raise ApplyError("the pending authorization expired", hint="reissue it with --reissue")
-            pending = run.tokens.pending(address, record.pending.client_id)
-            if pending is None:
-                raise ApplyError("the pending authorization's sealed record is missing", hint="reissue it with --reissue")
-            request = AuthorizationRequest(
-                url=pending.authorize_url,
-                state=pending.state,
-                redirect_uri=pending.redirect_uri,
-                client_id=pending.client_id,
-                scopes=pending.scopes,
-                code_verifier=pending.code_verifier or None,
-            )
-            run.authorize(installation, request)
-        except (ReconcilerError, ProviderError) as exc:
-            run.result.error = ApplyError(exc.message if address in exc.message else f"{address}: {exc.message}", hint=exc.hint)
-            break
-    return run.result
-

@@ -147,7 +147,7 @@ def check_one(
     partner = desired.partners[f"partner.{installation.partner}"]
     if breaker.open(partner.name):
         return Finding(address, "skipped", f"not checked: partner {partner.name}'s credentials were rejected", partner.name)
-    binding = recorded_binding(record, recorded_partner)
+    binding = recorded_binding(record, recorded_partner.api_url if recorded_partner else None)
     if binding is None or binding != declared_binding(installation, partner) or installation.client_secret is None:
         return Finding(address, "skipped", "the client or its endpoints changed: the plan re-authorizes it anyway")
     connector = catalog.connectors[installation.connector]

@@ -537,7 +537,7 @@ def run_authorize(
 ) -> RunOutcome:
     """Complete (or reissue) pending authorizations matching `patterns` (all pending ones when empty), minus those
     matching `excludes`."""
-    from reconciler.apply import authorize_pending
+    from reconciler.authorize import authorize_pending
     loaded = _load(ws)
     backend = open_backend(ws, loaded.root)
     if backend.read() is None:  # before the lock, which would create the state directory

@@ -24,7 +24,6 @@ from pydantic import SecretStr
 from reconciler.auth.errors import ProviderError, classify_error, redacted, retry_after_seconds, transient
 from reconciler.catalog import AuthFlavour, Catalog
 from reconciler.config.desired import DesiredInstallation, DesiredPartner, same_origin
-from reconciler.state.model import InstallationRecord, PartnerRecord
 from reconciler.tokens.model import TokenSet
 
 with warnings.catch_warnings():  # authlib announces its own move to another HTTP package; not our concern
@@ -41,6 +40,7 @@ __all__ = [
     "Flow",
     "FlowSettings",
     "LegacyFlow",
+    "RecordedClient",
     "bound_settings",
     "declared_binding",
     "installation_settings",
@@ -130,10 +130,24 @@ def declared_binding(installation: DesiredInstallation, partner: DesiredPartner)
     return Binding(installation.client_id, installation.redirect_uri, installation.token_url, api_url)
 
 
-def recorded_binding(record: InstallationRecord, partner: PartnerRecord | None) -> Binding | None:
-    """The binding state recorded for an installation; None when its API is not known (a record from before the
-    API was kept, whose partner is not recorded either): such tokens are sent nowhere until re-authorized."""
-    api_url = record.api_url or (partner.api_url if partner is not None else None)
+class RecordedClient(Protocol):
+    """What state records of an installation's client and endpoints (an `InstallationRecord` is one)."""
+
+    @property
+    def client_id(self) -> str: ...
+    @property
+    def redirect_uri(self) -> str: ...
+    @property
+    def token_url(self) -> str: ...
+    @property
+    def api_url(self) -> str | None: ...
+
+
+def recorded_binding(record: RecordedClient, partner_api_url: str | None) -> Binding | None:
+    """The binding state recorded for an installation (`partner_api_url`: the API its recorded partner names, if
+    any); None when its API is not known (a record from before the API was kept, whose partner is not recorded
+    either): such tokens are sent nowhere until re-authorized."""
+    api_url = record.api_url or partner_api_url
     if api_url is None:
         return None
     return Binding(record.client_id, record.redirect_uri, record.token_url, api_url)
