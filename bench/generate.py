@@ -297,7 +297,7 @@ def write_state(directory: Path, provider: Provider | None, *, credentials: bool
                 expires_at=grant.access_expires_at if grant else now + ACCESS_LIFETIME,
                 scope=(*installation.scopes, "vso.authorization_grant"),
             )
-            vault.put(address, vault.seal_tokens(address, installation.client_id, tokens), None,
+            vault.store.put(address, vault.seal_tokens(address, installation.client_id, tokens), None,
                       expected_generation=None)
     return len(desired.installations)
 

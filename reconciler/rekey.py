@@ -271,7 +271,7 @@ def _reseal_record(  # type: ignore[no-untyped-def]
     if all(blob is None for blob in blobs.values()):
         store.delete(address)  # only blobs nothing opens: the record goes with them
         return
-    vault.put(
+    vault.store.put(
         address,
         blobs["tokens"],
         blobs["pending"],

@@ -75,6 +75,7 @@ class TokenCustodian:
         self, vault: Vault, *, policy: RetryPolicy = RetryPolicy(), sleep: Callable[[float], None] = time.sleep
     ) -> None:
         self.vault, self.policy, self.sleep = vault, policy, sleep
+        self.store = vault.store  # written by compare-and-swap on each record's generation
 
     def retrying(self, call: Callable[[], T], *, final: Callable[[ProviderError], bool] = lambda exc: False) -> T:
         return retrying(call, self.policy, self.sleep, final=final)
@@ -104,7 +105,7 @@ class TokenCustodian:
         document's client id opens (`Vault.current_tokens` falls back to the staged ones)."""
         record = self.vault.record(address)
         blob = self.vault.seal_tokens(address, client_id, tokens)
-        staged = self.vault.put(
+        staged = self.store.put(
             address,
             record.tokens if record else None,
             record.pending if record else None,
@@ -112,19 +113,19 @@ class TokenCustodian:
             expected_generation=_generation(record),
         )
         write_document()
-        self.vault.put(address, blob, None, expected_generation=staged)
+        self.store.put(address, blob, None, expected_generation=staged)
 
     def stage_pending(self, address: str, client_id: str, pending: PendingAuthorization) -> None:
         """Seal a pending authorization beside the current tokens (replacing any earlier one)."""
         record = self.vault.record(address)
         blob = self.vault.seal_pending(address, client_id, pending)
-        self.vault.put(address, record.tokens if record else None, blob, expected_generation=_generation(record))
+        self.store.put(address, record.tokens if record else None, blob, expected_generation=_generation(record))
 
     def withdraw_pending(self, address: str) -> None:
         """Drop the pending authorization sealed for `address`, keeping its tokens (after the document said so)."""
         record = self.vault.record(address)
         if record is not None and record.pending is not None:
-            self.vault.put(address, record.tokens, None, staged=record.staged, expected_generation=record.generation)
+            self.store.put(address, record.tokens, None, staged=record.staged, expected_generation=record.generation)
 
     def move(
         self, old: str, new: str, client_id: str, pending_client_id: str | None, write_document: Callable[[], object]
@@ -139,7 +140,7 @@ class TokenCustodian:
         if record is not None:
             held = self.held(old, client_id)
             pending = self.pending(old, pending_client_id) if pending_client_id else None
-            self.vault.put(
+            self.store.put(
                 new,
                 self.vault.seal_tokens(new, client_id, held.tokens) if held else None,
                 self.vault.seal_pending(new, pending_client_id, pending) if pending and pending_client_id else None,
@@ -179,7 +180,7 @@ class TokenCustodian:
         lose the tokens it holds."""
         for attempt in range(self.policy.attempts):
             try:
-                return self.vault.put(address, blob, record.pending, expected_generation=record.generation)
+                return self.store.put(address, blob, record.pending, expected_generation=record.generation)
             except StaleStateError:
                 raise
             except StateError:

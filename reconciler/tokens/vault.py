@@ -1,5 +1,5 @@
 """The vault: seals and opens one state's credentials with the state key, bound to lineage, environment, address,
-client id and purpose, and writes sealed records to the store by compare-and-swap on their generation.
+client id and purpose, over the store that keeps them (written by compare-and-swap on each record's generation).
 
 Owns: sealing and opening, re-sealing under a new key (`reseal`, for a key rotation), which blob holds the
 current tokens (`current_tokens`: the promoted one, or new ones staged just before a crash), and refusing to
@@ -67,17 +67,6 @@ class Vault:
                 continue
             return blob if key.key_id == self.key.key_id else seal(self.key, opened, aad)
         return None
-
-    def put(
-        self,
-        address: str,
-        tokens: Blob | None,
-        pending: Blob | None,
-        *,
-        expected_generation: int | None,
-        staged: Blob | None = None,
-    ) -> int:
-        return self.store.put(address, tokens, pending, expected_generation=expected_generation, staged=staged)
 
     def current_tokens(self, address: str, client_id: str, record: SealedRecord) -> TokenSet:
         """The tokens the document's client id opens: the current blob, or new ones staged just before a crash."""
