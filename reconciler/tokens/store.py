@@ -96,12 +96,18 @@ class LocalCredentialStore:
         staged: Blob | None = None,
     ) -> int:
         """Replace the record if its generation is still `expected_generation` (None: no record yet)."""
+        record = SealedRecord(generation=(expected_generation or 0) + 1, tokens=tokens, pending=pending, staged=staged)
+        self.put_record(address, record, expected_generation=expected_generation)
+        return record.generation
+
+    def put_record(self, address: str, record: SealedRecord, *, expected_generation: int | None) -> None:
+        """Store `record` as it is (`state push` copies records so), if the stored generation is still
+        `expected_generation` (None: no record yet). A failed write leaves the record as it was."""
         with self._guard(address):
             current = self.get(address)
             have = current.generation if current else None
             if have != expected_generation:
                 raise StaleStateError(f"credentials of {address} changed meanwhile (generation {have})")
-            record = SealedRecord(generation=(have or 0) + 1, tokens=tokens, pending=pending, staged=staged)
             try:
                 atomic_write(self._path(address), record.model_dump_json(exclude_none=True).encode())
             except OSError as exc:
@@ -109,17 +115,6 @@ class LocalCredentialStore:
                     f"cannot write credentials of {address}: {exc.strerror}",
                     hint="they are as they were; free some disk space and run again",
                 ) from None
-            return record.generation
-
-    def put_record(self, address: str, record: SealedRecord, *, expected_generation: int | None) -> None:
-        """Store a record as it is (for `state push`), if the stored generation is still `expected_generation`
-        (None: no record yet)."""
-        with self._guard(address):
-            current = self.get(address)
-            have = current.generation if current else None
-            if have != expected_generation:
-                raise StaleStateError(f"credentials of {address} changed meanwhile (generation {have})")
-            atomic_write(self._path(address), record.model_dump_json(exclude_none=True).encode())
 
     def delete(self, address: str) -> None:
         with self._guard(address):
