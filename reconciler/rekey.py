@@ -41,7 +41,8 @@ from reconciler.crypto import (
 from reconciler.errors import StaleStateError, UsageError
 from reconciler.state.model import InstallationRecord, StateDocument
 from reconciler.statefiles import atomic_write, read_regular
-from reconciler.tokens.model import BLOB_PARTS, Blob, SealedRecord
+from reconciler.tokens.custodian import TokenCustodian
+from reconciler.tokens.model import BLOB_PARTS
 from reconciler.tokens.store import CredentialStore
 from reconciler.tokens.vault import Vault
 from reconciler.workflow import Workspace, _git_ignore_keys, key_directory, open_backend
@@ -250,35 +251,19 @@ def _reseal_all(
             )
 
 
-def _reseal_record(  # type: ignore[no-untyped-def]
-    store, doc: StateDocument, vault: Vault, keys: Mapping[str, StateKey], address: str, rotation: Rotation
+def _reseal_record(
+    store: CredentialStore,
+    doc: StateDocument,
+    vault: Vault,
+    keys: Mapping[str, StateKey],
+    address: str,
+    rotation: Rotation,
 ) -> None:
-    record: SealedRecord | None = store.get(address)
-    if record is None:
+    resealed = TokenCustodian(vault).reseal(address, _client_ids(doc, address), keys)
+    if resealed is None:
         return
-    clients = _client_ids(doc, address)
-    blobs: dict[str, Blob | None] = {}
-    for part in BLOB_PARTS:
-        blob = getattr(record, part)
-        blobs[part] = (
-            vault.reseal(address, part, blob, client_ids=clients, keys=keys) if blob is not None else None
-        )
-        if blob is not None and blobs[part] is None:
-            rotation.dropped.append(f"{address} ({part})")
-    if all(blobs[part] is getattr(record, part) for part in BLOB_PARTS):
-        rotation.already.append(address)
-        return
-    if all(blob is None for blob in blobs.values()):
-        store.delete(address)  # only blobs nothing opens: the record goes with them
-        return
-    vault.store.put(
-        address,
-        blobs["tokens"],
-        blobs["pending"],
-        staged=blobs["staged"],
-        expected_generation=record.generation,
-    )
-    rotation.resealed.append(address)
+    rotation.dropped.extend(f"{address} ({part})" for part in resealed.dropped)
+    {"already": rotation.already, "resealed": rotation.resealed}.get(resealed.outcome, []).append(address)
 
 
 def _client_ids(doc: StateDocument, address: str) -> list[str]:

@@ -1,29 +1,30 @@
 """The custodian: the one place a token is written, and the one policy for keeping tokens fresh.
 
 Owns: recording new tokens stage-then-promote (a crash anywhere leaves tokens the document's client id opens),
-sealing a pending authorization beside the current tokens and withdrawing it, rotating tokens (refresh, then
-store the rotated ones at once, before anything else happens), "verify fresh" (a check that meets a sign-in page
-or a refusal refreshes once and checks again), moving an address's tokens to another address, and forgetting
-them. Must not: know the state document, the configuration or the plan — the caller writes the document through
-the callback it hands in, between the two phases — print, or send a token anywhere but the flow and the check
-it is given.
+sealing a pending authorization beside the current tokens and withdrawing it, rotating tokens (refresh, then store
+the rotated ones at once, before anything else happens), "verify fresh" (a check that meets a sign-in page or a
+refusal refreshes once and checks again), moving an address's tokens to another address, re-sealing them under a
+new key, and forgetting them. Must not: know the state document, the configuration or the plan — the caller
+writes the document through the callback it hands in, between the two phases — print, or send a token anywhere
+but the refresh and the check it is given.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from reconciler.auth.errors import ProviderError
 from reconciler.auth.retry import RetryPolicy, retrying
+from reconciler.crypto import StateKey
 from reconciler.errors import ReconcilerError, StaleStateError, StateError
-from reconciler.tokens.model import Blob, PendingAuthorization, SealedRecord, TokenSet
+from reconciler.tokens.model import BLOB_PARTS, Blob, PendingAuthorization, SealedRecord, TokenSet
 from reconciler.tokens.vault import Vault
 
-__all__ = ["REFRESH_TRIGGERS", "Fresh", "Held", "RefreshRejected", "Refresh", "TokenCustodian", "refresh_due"]
+__all__ = ["REFRESH_TRIGGERS", "Fresh", "Held", "RefreshRejected", "Resealed", "Refresh", "TokenCustodian", "refresh_due"]
 
 # A check answering with a sign-in page (the provider expired the access token before its recorded expiry) or
 # refusing the token: one refresh, then the same check again.
@@ -51,6 +52,14 @@ class Fresh(Generic[V]):
     tokens: TokenSet
     checked: V
     refreshed: bool
+
+
+@dataclass(frozen=True)
+class Resealed:
+    """What re-sealing one record did, and the blobs (`BLOB_PARTS`) dropped because nothing opens them."""
+
+    outcome: Literal["already", "resealed", "deleted"]
+    dropped: list[str]
 
 
 class RefreshRejected(ReconcilerError):
@@ -149,6 +158,34 @@ class TokenCustodian:
         write_document()
         if record is not None:
             self.vault.forget(old)
+
+    def reseal(self, address: str, client_ids: Collection[str], keys: Mapping[str, StateKey]) -> Resealed | None:
+        """Re-seal every blob of `address` under the vault's key in one compare-and-swap write (see
+        `Vault.reseal`). A blob none of `client_ids` opens with `keys` is dropped — no command could use it — and
+        a record left with none goes. None: no record."""
+        record = self.vault.record(address)
+        if record is None:
+            return None
+        blobs: dict[str, Blob | None] = {}
+        dropped: list[str] = []
+        for part in BLOB_PARTS:
+            blob = getattr(record, part)
+            blobs[part] = self.vault.reseal(address, part, blob, client_ids=client_ids, keys=keys) if blob else None
+            if blob is not None and blobs[part] is None:
+                dropped.append(part)
+        if all(blobs[part] is getattr(record, part) for part in BLOB_PARTS):
+            return Resealed("already", dropped)
+        if all(blob is None for blob in blobs.values()):
+            self.store.delete(address)  # only blobs nothing opens: the record goes with them
+            return Resealed("deleted", dropped)
+        self.store.put(
+            address,
+            blobs["tokens"],
+            blobs["pending"],
+            staged=blobs["staged"],
+            expected_generation=record.generation,
+        )
+        return Resealed("resealed", dropped)
 
     def forget(self, address: str) -> None:
         """Drop every credential of `address` (after the document no longer names it)."""
