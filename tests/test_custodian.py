@@ -161,7 +161,7 @@ def test_rotated_tokens_that_cannot_be_stored_say_so(custodian: TokenCustodian, 
     _recorded(custodian, _tokens("old"))
     held = custodian.held(ADDRESS, CLIENT)
     store.failures = [StateError("disk full")] * 4
-    with pytest.raises(StateError, match="rotated the refresh token and it could not be stored"):
+    with pytest.raises(StateError, match=r"rotated the refresh token and it could not be stored \(disk full\)"):
         custodian.rotate(ADDRESS, CLIENT, held, FakeProvider().refresh)  # type: ignore[arg-type]
 
 

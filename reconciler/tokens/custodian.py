@@ -220,10 +220,10 @@ class TokenCustodian:
                 return self.store.put(address, blob, record.pending, expected_generation=record.generation)
             except StaleStateError:
                 raise
-            except StateError:
+            except StateError as exc:
                 if attempt == self.policy.attempts - 1:
                     raise StateError(
-                        "the provider rotated the refresh token and it could not be stored",
+                        f"the provider rotated the refresh token and it could not be stored ({exc.message})",
                         hint=f"free the disk, then re-authorize: reconciler apply --replace {address}",
                     ) from None
                 self.sleep(self.policy.backoff * 2**attempt)
