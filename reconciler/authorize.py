@@ -39,7 +39,7 @@ def authorize_pending(
             installation = desired.installations.get(address)
             if record is None or record.pending is None:
                 raise ApplyError("no pending authorization")
-            if installation is None or not pending_stands(run, installation, record):
+            if installation is None or not _pending_stands(run, installation, record):
                 raise ApplyError(
                     "the pending authorization no longer matches the configuration (its client or endpoints moved)",
                     hint="run plan and apply: it is withdrawn and issued anew",
@@ -67,7 +67,7 @@ def authorize_pending(
     return run.result
 
 
-def pending_stands(run: Run, installation: DesiredInstallation, record: InstallationRecord) -> bool:
+def _pending_stands(run: Run, installation: DesiredInstallation, record: InstallationRecord) -> bool:
     """Whether `record`'s pending authorization may be completed under the current configuration: what it was
     issued for (client, endpoints, scopes, parameters) is still what is declared, so the code, the secret and the
     new tokens go where the authorization was planned to send them."""
