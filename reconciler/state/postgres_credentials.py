@@ -12,12 +12,13 @@ from collections.abc import Callable
 from typing import Any
 
 from reconciler.errors import StaleStateError
-from reconciler.tokens.model import Blob, SealedRecord
+from reconciler.tokens.model import SealedRecord
+from reconciler.tokens.store import WholeRecordWrites
 
 __all__ = ["PostgresCredentialStore"]
 
 
-class PostgresCredentialStore:
+class PostgresCredentialStore(WholeRecordWrites):
     """Sealed credential rows, one per (environment, address), compare-and-swap on generation."""
 
     def __init__(self, run: Callable[[Callable[[Any], Any]], Any], environment: str) -> None:
@@ -34,20 +35,6 @@ class PostgresCredentialStore:
             return SealedRecord(generation=row[0], tokens=row[1], pending=row[2], staged=row[3]) if row else None
 
         return self._run(work)  # type: ignore[no-any-return]
-
-    def put(
-        self,
-        address: str,
-        tokens: Blob | None,
-        pending: Blob | None,
-        *,
-        expected_generation: int | None,
-        staged: Blob | None = None,
-    ) -> int:
-        """Replace the row if its generation is still `expected_generation` (None: no row yet)."""
-        record = SealedRecord(generation=(expected_generation or 0) + 1, tokens=tokens, pending=pending, staged=staged)
-        self.put_record(address, record, expected_generation=expected_generation)
-        return record.generation
 
     def put_record(self, address: str, record: SealedRecord, *, expected_generation: int | None) -> None:
         """Store a record as it is (for `state push`), if the stored generation is still `expected_generation`

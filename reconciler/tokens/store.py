@@ -23,7 +23,7 @@ from reconciler.errors import StaleStateError, StateError
 from reconciler.statefiles import atomic_write, check_directory, open_regular, read_regular
 from reconciler.tokens.model import Blob, SealedRecord, Verdict, copy_verdict
 
-__all__ = ["LOCK_STRIPES", "CredentialStore", "LocalCredentialStore", "copy_record"]
+__all__ = ["LOCK_STRIPES", "CredentialStore", "LocalCredentialStore", "WholeRecordWrites", "copy_record"]
 
 
 class CredentialStore(Protocol):
@@ -48,10 +48,31 @@ class CredentialStore(Protocol):
     def addresses(self) -> list[str]: ...
 
 
+class WholeRecordWrites:
+    """A store's `put` as the next generation of the record, written by its compare-and-swap `put_record`."""
+
+    def put(
+        self,
+        address: str,
+        tokens: Blob | None,
+        pending: Blob | None,
+        *,
+        expected_generation: int | None,
+        staged: Blob | None = None,
+    ) -> int:
+        """Replace the record if its generation is still `expected_generation` (None: no record yet)."""
+        record = SealedRecord(generation=(expected_generation or 0) + 1, tokens=tokens, pending=pending, staged=staged)
+        self.put_record(address, record, expected_generation=expected_generation)
+        return record.generation
+
+    def put_record(self, address: str, record: SealedRecord, *, expected_generation: int | None) -> None:
+        raise NotImplementedError
+
+
 LOCK_STRIPES = 64
 
 
-class LocalCredentialStore:
+class LocalCredentialStore(WholeRecordWrites):
     """`<dir>/<env>.credentials/<address>.json`, one `SealedRecord` per address."""
 
     def __init__(self, directory: Path, environment: str) -> None:
@@ -85,20 +106,6 @@ class LocalCredentialStore:
             yield
         finally:
             os.close(fd)
-
-    def put(
-        self,
-        address: str,
-        tokens: Blob | None,
-        pending: Blob | None,
-        *,
-        expected_generation: int | None,
-        staged: Blob | None = None,
-    ) -> int:
-        """Replace the record if its generation is still `expected_generation` (None: no record yet)."""
-        record = SealedRecord(generation=(expected_generation or 0) + 1, tokens=tokens, pending=pending, staged=staged)
-        self.put_record(address, record, expected_generation=expected_generation)
-        return record.generation
 
     def put_record(self, address: str, record: SealedRecord, *, expected_generation: int | None) -> None:
         """Store `record` as it is (`state push` copies records so), if the stored generation is still
