@@ -15,7 +15,8 @@ from reconciler.auth.retry import RetryPolicy
 from reconciler.crypto import StateKey
 from reconciler.errors import StaleStateError, StateError
 from reconciler.tokens.custodian import RefreshRejected, TokenCustodian, refresh_due
-from reconciler.tokens.model import Blob, PendingAuthorization, SealedRecord, TokenSet
+from reconciler.tokens.model import PendingAuthorization, SealedRecord, TokenSet
+from reconciler.tokens.store import WholeRecordWrites
 from reconciler.tokens.vault import Vault
 
 ADDRESS = "installation.acme.ado"
@@ -23,7 +24,7 @@ CLIENT = "client-1"
 NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
 
 
-class MemoryStore:
+class MemoryStore(WholeRecordWrites):
     """A credential store in a dict, with the store's compare-and-swap; `failures` fails that many writes."""
 
     def __init__(self) -> None:
@@ -34,25 +35,13 @@ class MemoryStore:
     def get(self, address: str) -> SealedRecord | None:
         return self.records.get(address)
 
-    def put(
-        self,
-        address: str,
-        tokens: Blob | None,
-        pending: Blob | None,
-        *,
-        expected_generation: int | None,
-        staged: Blob | None = None,
-    ) -> int:
+    def put_record(self, address: str, record: SealedRecord, *, expected_generation: int | None) -> None:
         if self.failures:
             raise self.failures.pop(0)
         have = self.records[address].generation if address in self.records else None
         if have != expected_generation:
             raise StaleStateError(f"credentials of {address} changed meanwhile (generation {have})")
         self.writes += 1
-        self.records[address] = SealedRecord(generation=(have or 0) + 1, tokens=tokens, pending=pending, staged=staged)
-        return self.records[address].generation
-
-    def put_record(self, address: str, record: SealedRecord, *, expected_generation: int | None) -> None:
         self.records[address] = record
 
     def delete(self, address: str) -> None:
