@@ -51,8 +51,11 @@ from reconciler.config import load_config
 from reconciler.crypto import load_state_key
 from reconciler.sandbox.provider import ACCESS_LIFETIME, LEGACY, Grant, Provider
 from reconciler.state import LocalBackend, StateDocument
-from reconciler.state.credentials import LocalCredentialStore, TokenSet, Vault
 from reconciler.state.records import installation_record, partner_record
+from reconciler.tokens.custodian import TokenCustodian
+from reconciler.tokens.model import TokenSet
+from reconciler.tokens.store import LocalCredentialStore
+from reconciler.tokens.vault import Vault
 
 PARTNER = "microsoft-azure-devops"
 CLIENT_ID = "b3nch000-0000-4000-8000-000000000001"
@@ -295,8 +298,7 @@ def write_state(directory: Path, provider: Provider | None, *, credentials: bool
                 expires_at=grant.access_expires_at if grant else now + ACCESS_LIFETIME,
                 scope=(*installation.scopes, "vso.authorization_grant"),
             )
-            vault.put(address, vault.seal_tokens(address, installation.client_id, tokens), None,
-                      expected_generation=None)
+            TokenCustodian(vault).record_new(address, installation.client_id, tokens, lambda: None)
     return len(desired.installations)
 
 

@@ -1,11 +1,12 @@
 """The executor: carries out a Plan, one change at a time, persisting state after every completed step.
 
-Owns: the order of effects per change (authorize -> exchange -> verify -> seal tokens -> record), deferred
+Owns: the order of effects per change (authorize -> exchange -> verify -> record tokens and document), deferred
 authorizations, in-place updates verified against the provider, deletes, and what an interrupted run leaves
-behind (everything completed before the failure, never a record without its tokens). Reports through `ApplyHooks`;
-never prints or prompts (the consent step it is given may). Side effects come in through `Services`. Recorded
-tokens (and the client secret with them) go only to the endpoints state recorded for their installation; only a
-new authorization uses the declared ones.
+behind (everything completed before the failure, never a record without its tokens). Tokens are written only
+through the custodian (`reconciler.tokens.custodian`), revoked through `reconciler.revocation`. Reports through
+`ApplyHooks`; never prints or prompts (the consent step it is given may). Side effects come in through `Services`.
+Recorded tokens (and the client secret with them) go only to the endpoints state recorded for their
+installation; only a new authorization uses the declared ones.
 """
 
 from __future__ import annotations
@@ -24,27 +25,29 @@ from reconciler.auth.flows import (
     AuthorizationRequest,
     Binding,
     Flow,
-    FlowSettings,
     bound_settings,
     declared_binding,
     installation_settings,
     make_flow,
     recorded_binding,
-    revoke_grant,
 )
 from reconciler.auth.retry import RetryPolicy, retrying
-from reconciler.auth.verify import verify_token
+from reconciler.auth.verify import Verification, verify_token
 from reconciler.catalog import Catalog, Connector
 from reconciler.config.desired import DesiredInstallation, DesiredState
-from reconciler.errors import ReconcilerError, StaleStateError, StateError
+from reconciler.errors import ReconcilerError, StaleStateError
 from reconciler.plan import Action, Plan, ResourceChange
-from reconciler.planner import PENDING_LIFETIME, pending_matches, revocation_url, revoke_in, target_digest
+from reconciler.planner import PENDING_LIFETIME, target_digest
+from reconciler.revocation import declared_secret, revoke_recorded
 from reconciler.state.backend import StateBackend
-from reconciler.state.credentials import PendingAuthorization, TokenSet, Vault
 from reconciler.state.model import InstallationRecord, PartnerRecord, PendingRecord, StateDocument
 from reconciler.state.records import installation_record, partner_record, updated_installation_record
+from reconciler.tokens.custodian import RefreshRejected, TokenCustodian, refresh_due
+from reconciler.tokens.model import PendingAuthorization, TokenSet
+from reconciler.tokens.scopes import granted_scopes, missing_scopes
+from reconciler.tokens.vault import Vault
 
-__all__ = ["ApplyError", "ApplyHooks", "ApplyResult", "Services", "apply_plan", "authorize_pending"]
+__all__ = ["ApplyError", "ApplyHooks", "ApplyResult", "Run", "Services", "apply_plan"]
 
 REFRESH_MARGIN = dt.timedelta(minutes=2)
 T = TypeVar("T")
@@ -92,8 +95,9 @@ class ApplyResult:
     error: ReconcilerError | None = None
 
 
-class _Run:
-    """One apply: the current document, the vault, and the helpers every step shares."""
+class Run:
+    """One run of the executor (an apply, or `authorize`): the current document, the token custodian, and the
+    helpers every step shares."""
 
     def __init__(
         self, desired: DesiredState, services: Services, hooks: ApplyHooks, doc: StateDocument, require_scopes: bool
@@ -101,7 +105,7 @@ class _Run:
         self.desired, self.services, self.hooks, self.doc = desired, services, hooks, doc
         self.require_scopes = require_scopes
         self.exists = doc.serial > 0
-        self.vault = services.vault_for(doc.lineage)
+        self.tokens = TokenCustodian(services.vault_for(doc.lineage), policy=services.retry, sleep=services.sleep)
         self.result = ApplyResult(state=doc if self.exists else None)
 
     # -- persistence -------------------------------------------------------------------------------------------
@@ -136,7 +140,7 @@ class _Run:
         """The endpoints recorded for `record`'s tokens, which the configuration must still declare: recorded
         tokens are used nowhere else (a plan made before the configuration moved is refused, not carried out)."""
         partner_record = self.doc.resources.get(f"partner.{record.partner}")
-        binding = recorded_binding(record, partner_record if isinstance(partner_record, PartnerRecord) else None)
+        binding = recorded_binding(record, partner_record.api_url if isinstance(partner_record, PartnerRecord) else None)
         partner = self.desired.partners[f"partner.{installation.partner}"]
         if binding is None or binding != declared_binding(installation, partner):
             raise ApplyError(
@@ -174,7 +178,7 @@ class _Run:
         # Revoked after the document (a crash never leaves a record whose grant is gone) and before the tokens are
         # forgotten (a crash leaves an orphan blob, never a record without one).
         revoked = record is not None and self.revoke(address, record, tokens)
-        self.vault.forget(address)
+        self.tokens.forget(address)
         self.result.completed.append(address)
         self.hooks.step(address, "deleted; its grant is revoked" if revoked else "deleted; its tokens are forgotten")
 
@@ -183,50 +187,18 @@ class _Run:
         if record.status != "authorized":
             return None
         try:
-            sealed = self.vault.record(address)
-            if sealed is None or (sealed.tokens is None and sealed.staged is None):
-                return None
-            return self.vault.current_tokens(address, record.client_id, sealed)
+            held = self.tokens.held(address, record.client_id)
         except ReconcilerError:
             return None
+        return held.tokens if held is not None else None
 
     def revoke(self, address: str, record: InstallationRecord, tokens: TokenSet | None) -> bool:
-        """Best effort: revoke the grant behind `tokens` at the endpoint STATE recorded for `record` (its
-        `revoke_url`, or the flavour's path on its token origin; see `revocation_url`), with the secret of
-        the client that obtained them (only while the configuration still declares that client at that token
-        endpoint). A failure is a warning naming where to revoke by hand; the tokens are forgotten either way."""
-        if tokens is None:
-            return False
-        url = revocation_url(record, self.services.catalog)
-        if url is None:
-            return False  # the plan said so: "its tokens are forgotten, not revoked: revoke in ..."
-        where = revoke_in(record, self.services.catalog)
-        secret = self.recorded_client_secret(address, record)
-        if secret is None:
-            self.warn(address, f"not revoked: client {record.client_id} is no longer declared; revoke in {where}")
-            return False
-        connector = self.services.catalog.connectors.get(record.connector)
-        flavour = connector.auth.get(record.auth) if connector is not None else None
-        if flavour is None:  # a flavour this catalog no longer has: its dialect is not known
-            self.warn(address, f"not revoked: auth {record.auth} is not in the catalog; revoke in {where}")
-            return False
-        settings = FlowSettings(flavour, record.client_id, secret, record.redirect_uri, "", record.token_url, ())
-        try:
-            return self.retrying(lambda: revoke_grant(settings, url, self.services.http, tokens))
-        except ProviderError as exc:
-            self.warn(address, f"its grant was not revoked ({exc.message}); its tokens are forgotten: revoke in {where}")
-            return False
-
-    def recorded_client_secret(self, address: str, record: InstallationRecord):  # type: ignore[no-untyped-def]
-        """The declared secret of the client `record`'s tokens were issued to, at the token endpoint they came
-        from; None when the configuration no longer declares that pair (the secret belongs elsewhere)."""
-        if record.credentials_source == "installation":
-            owner = self.desired.installations.get(address)
-        else:
-            owner = self.desired.partners.get(f"partner.{record.partner}")  # type: ignore[assignment]
-        if owner is None or owner.client_id != record.client_id or owner.token_url != record.token_url:
-            return None
-        return owner.client_secret
+        """Best effort (see `revoke_recorded`): a failure is a warning; the tokens are forgotten either way."""
+        secret = declared_secret(self.desired, address, record)
+        outcome = revoke_recorded(record, tokens, secret, self.services.catalog, self.services.http, self.retrying)
+        if outcome.warning is not None:
+            self.warn(address, outcome.warning)
+        return outcome.revoked
 
     def defer(self, installation: DesiredInstallation) -> None:
         address = installation.address
@@ -242,9 +214,7 @@ class _Run:
             created_at=now,
             expires_at=now + PENDING_LIFETIME,
         )
-        sealed = self.vault.record(address)
-        blob = self.vault.seal_pending(address, installation.client_id, pending)
-        self.vault.put(address, sealed.tokens if sealed else None, blob, expected_generation=_generation(sealed))
+        self.tokens.stage_pending(address, installation.client_id, pending)
         marker = PendingRecord(
             since=now,
             expires_at=pending.expires_at,
@@ -288,20 +258,10 @@ class _Run:
         self.record_tokens(installation, tokens)
 
     def record_tokens(self, installation: DesiredInstallation, tokens: TokenSet) -> None:
+        """Verify new tokens at the declared API, then record them with the document (stage, write, promote)."""
         address = installation.address
         connector = self.connector(installation)
-        if tokens.scope:
-            granted = connector.normalise_granted(installation.auth, tokens.scope)
-        else:
-            granted = installation.scopes
-            self.warn(address, "the provider did not say which scopes it granted; recording the requested ones")
-        missing = sorted(set(installation.scopes) - connector.closure(granted))
-        if missing and self.require_scopes:
-            raise ApplyError(f"the provider granted fewer scopes than asked (missing: {', '.join(missing)})")
-        if missing:
-            self.warn(address, f"granted fewer scopes than asked (missing: {', '.join(missing)}); recorded as granted")
-        if tokens.refresh_token is None:
-            self.warn(address, "the provider issued no refresh token: this installation cannot be refreshed")
+        granted = self.granted(installation, connector, tokens)
         verification = self.retrying(
             lambda: verify_token(
                 self.services.http, connector, self.api_url(installation), installation.parameters, granted, tokens
@@ -310,19 +270,8 @@ class _Run:
         for message in verification.warnings:
             self.warn(address, message)
         now = self.services.now()
-        # Two phases, so that a crash anywhere leaves tokens the document's client id opens: stage the new tokens
-        # beside the current ones, write the document, then promote them.
         old = self.installation_record(address)
         replaced = self.held_tokens(address, old) if old is not None else None
-        sealed = self.vault.record(address)
-        blob = self.vault.seal_tokens(address, installation.client_id, tokens)
-        staged = self.vault.put(
-            address,
-            sealed.tokens if sealed else None,
-            sealed.pending if sealed else None,
-            staged=blob,
-            expected_generation=_generation(sealed),
-        )
         record = installation_record(
             installation,
             granted=granted,
@@ -330,12 +279,26 @@ class _Run:
             expires_at=tokens.expires_at,
             authorized_by=verification.user,
         ).model_copy(update={"verified_at": now})
-        self.save(address, record)
-        self.vault.put(address, blob, None, expected_generation=staged)
+        self.tokens.record_new(address, installation.client_id, tokens, lambda: self.save(address, record))
         if old is not None and self.revoke(address, old, replaced):
             self.hooks.step(address, "the old grant is revoked")
         self.result.completed.append(address)
         self.hooks.step(address, f"authorized (granted: {', '.join(granted) or 'none'})")
+
+    def granted(self, installation: DesiredInstallation, connector: Connector, tokens: TokenSet) -> tuple[str, ...]:
+        """The scopes to record for new tokens; fewer than asked is refused (`require_scopes`) or a warning."""
+        address = installation.address
+        granted, reported = granted_scopes(connector, installation.auth, tokens.scope, installation.scopes)
+        if not reported:
+            self.warn(address, "the provider did not say which scopes it granted; recording the requested ones")
+        missing = missing_scopes(connector, installation.scopes, granted)
+        if missing and self.require_scopes:
+            raise ApplyError(f"the provider granted fewer scopes than asked (missing: {', '.join(missing)})")
+        if missing:
+            self.warn(address, f"granted fewer scopes than asked (missing: {', '.join(missing)}); recorded as granted")
+        if tokens.refresh_token is None:
+            self.warn(address, "the provider issued no refresh token: this installation cannot be refreshed")
+        return granted
 
     def update_installation(self, installation: DesiredInstallation) -> None:
         """Parameters or secret reference changed: verify the current token against the new declaration. A pending
@@ -344,92 +307,39 @@ class _Run:
         record = self.installation_record(address)
         assert record is not None
         binding = self.binding(installation, record)
-        sealed = self.vault.record(address)
-        if sealed is None or (sealed.tokens is None and sealed.staged is None):
+        held = self.tokens.held(address, record.client_id)
+        if held is None:
             raise ApplyError("no tokens recorded", hint=f"re-authorize with --replace {address}")
-        tokens = self.vault.current_tokens(address, record.client_id, sealed)
         now = self.services.now()
-        generation = sealed.generation
+        connector = self.connector(installation)
 
-        def refresh() -> TokenSet:
-            nonlocal generation
-            self.vault.ensure_room_for_rotation(address)
-            try:
-                fresh = self.retrying(lambda: self.bound_flow(installation, binding).refresh(tokens))
-            except ProviderError as exc:
-                if exc.category != "grant":
-                    raise
-                raise ApplyError(
-                    f"the refresh token was rejected ({exc.message})",
-                    hint=f"this installation must sign in again: reconciler apply --replace {address}",
-                ) from None
-            blob = self.vault.seal_tokens(address, record.client_id, fresh)
-            generation = _store_rotated(self.vault, address, blob, sealed.pending, generation)
-            return fresh
+        def check(tokens: TokenSet) -> Verification:
+            api, parameters = binding.api_url, installation.parameters
+            return verify_token(self.services.http, connector, api, parameters, record.granted_scopes, tokens)
 
-        if tokens.expires_at is not None and tokens.expires_at <= now + REFRESH_MARGIN:
-            tokens = refresh()
-        check = (
-            self.services.http,
-            self.connector(installation),
-            binding.api_url,
-            installation.parameters,
-            record.granted_scopes,
-        )
         try:
-            verification = verify_token(*check, tokens)
-        except ProviderError as exc:
-            if exc.status in (203, 401) and tokens.refresh_token is not None:
-                tokens = refresh()  # expired or revoked early: one refresh, then the same check again
-            elif exc.category != "transient":
-                raise
-            verification = self.retrying(lambda: verify_token(*check, tokens))
-        for message in verification.warnings:
+            fresh = self.tokens.verify_fresh(
+                address,
+                record.client_id,
+                held,
+                lambda tokens: self.bound_flow(installation, binding).refresh(tokens),
+                check,
+                due=refresh_due(held.tokens, now, REFRESH_MARGIN),
+            )
+        except RefreshRejected as exc:
+            raise ApplyError(
+                f"the refresh token was rejected ({exc.message})",
+                hint=f"this installation must sign in again: reconciler apply --replace {address}",
+            ) from None
+        for message in fresh.checked.warnings:
             self.warn(address, message)
         updated = updated_installation_record(record, installation).model_copy(
-            update={"expires_at": tokens.expires_at, "verified_at": now, "pending": None}
+            update={"expires_at": fresh.tokens.expires_at, "verified_at": now, "pending": None}
         )
         self.save(address, updated)
-        current = self.vault.record(address)
-        if current is not None and current.pending is not None:  # after the document, as a delete does
-            self.vault.put(address, current.tokens, None, staged=current.staged, expected_generation=current.generation)
+        self.tokens.withdraw_pending(address)  # after the document, as a delete does
         self.result.completed.append(address)
         self.hooks.step(address, "updated and verified")
-
-
-def _store_rotated(vault: Vault, address: str, blob: dict[str, str], pending: object, generation: int) -> int:
-    """Store a rotated refresh token at once: the provider already invalidated the previous one, so a failed write
-    is retried before it is given up (and then the installation has to sign in again)."""
-    for attempt in range(4):
-        try:
-            return vault.put(address, blob, pending, expected_generation=generation)  # type: ignore[arg-type]
-        except StaleStateError:
-            raise
-        except StateError:
-            if attempt == 3:
-                raise ApplyError(
-                    "the provider rotated the refresh token and it could not be stored",
-                    hint=f"free the disk, then re-authorize: reconciler apply --replace {address}",
-                ) from None
-            time.sleep(0.2 * 2**attempt)
-    raise AssertionError("unreachable")
-
-
-def _generation(sealed: object) -> int | None:
-    return getattr(sealed, "generation", None)
-
-
-def _pending_stands(run: _Run, installation: DesiredInstallation, record: InstallationRecord) -> bool:
-    """Whether `record`'s pending authorization may be completed under the current configuration: what it was
-    issued for (client, endpoints, scopes, parameters) is still what is declared, so the code, the secret and the
-    new tokens go where the authorization was planned to send them."""
-    partner = run.desired.partners.get(f"partner.{installation.partner}")
-    recorded = run.doc.resources.get(f"partner.{record.partner}")
-    if partner is None:
-        return False
-    return pending_matches(
-        installation, record, partner.authorize_url, recorded if isinstance(recorded, PartnerRecord) else None
-    )
 
 
 def _current_document(plan: Plan, backend: StateBackend) -> StateDocument:
@@ -453,7 +363,7 @@ def apply_plan(
 ) -> ApplyResult:
     """Carry out `plan` in order. Call with the state lock held. Returns what was achieved, and the error that
     stopped the run (if any) — everything completed before it is persisted."""
-    run = _Run(desired, services, hooks, _current_document(plan, services.backend), require_scopes)
+    run = Run(desired, services, hooks, _current_document(plan, services.backend), require_scopes)
     for change in plan.changes:
         if change.action is Action.NOOP:
             continue
@@ -470,7 +380,7 @@ def apply_plan(
     return run.result
 
 
-def _carry_out(run: _Run, change: ResourceChange) -> None:
+def _carry_out(run: Run, change: ResourceChange) -> None:
     if change.kind == "partner":
         return run.partner(change)
     if change.action is Action.DELETE:
@@ -481,53 +391,3 @@ def _carry_out(run: _Run, change: ResourceChange) -> None:
     if run.services.consent is None:
         return run.defer(installation)
     return run.authorize(installation)
-
-
-def authorize_pending(
-    addresses: list[str],
-    desired: DesiredState,
-    services: Services,
-    hooks: ApplyHooks,
-    *,
-    reissue: bool = False,
-    require_scopes: bool = False,
-) -> ApplyResult:
-    """Complete (or, with `reissue`, replace) the pending authorizations of `addresses`. Lock held by the caller."""
-    doc = services.backend.read()
-    if doc is None:
-        raise ApplyError("no state yet: nothing is pending", hint="run `reconciler apply` first")
-    run = _Run(desired, services, hooks, doc, require_scopes)
-    for address in addresses:
-        try:
-            record = run.installation_record(address)
-            installation = desired.installations.get(address)
-            if record is None or record.pending is None:
-                raise ApplyError("no pending authorization")
-            if installation is None or not _pending_stands(run, installation, record):
-                raise ApplyError(
-                    "the pending authorization no longer matches the configuration (its client or endpoints moved)",
-                    hint="run plan and apply: it is withdrawn and issued anew",
-                )
-            if reissue or services.consent is None:
-                run.defer(installation)
-                continue
-            if services.now() >= record.pending.expires_at:
-                raise ApplyError("the pending authorization expired", hint="reissue it with --reissue")
-            sealed = run.vault.record(address)
-            if sealed is None or sealed.pending is None:
-                raise ApplyError("the pending authorization's sealed record is missing", hint="reissue it with --reissue")
-            pending = run.vault.open_pending(address, record.pending.client_id, sealed.pending)
-            request = AuthorizationRequest(
-                url=pending.authorize_url,
-                state=pending.state,
-                redirect_uri=pending.redirect_uri,
-                client_id=pending.client_id,
-                scopes=pending.scopes,
-                code_verifier=pending.code_verifier or None,
-            )
-            run.authorize(installation, request)
-        except (ReconcilerError, ProviderError) as exc:
-            run.result.error = ApplyError(exc.message if address in exc.message else f"{address}: {exc.message}", hint=exc.hint)
-            break
-    return run.result
-

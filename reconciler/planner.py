@@ -27,6 +27,7 @@ from reconciler.config.desired import (
 from reconciler.errors import PlanError
 from reconciler.plan import NOT_TARGETED, Action, Plan, ResourceChange, StateRef
 from reconciler.state.model import InstallationRecord, PartnerRecord, PendingRecord, StateDocument
+from reconciler.tokens.scopes import missing_scopes
 
 __all__ = [
     "PENDING_LIFETIME",
@@ -429,8 +430,7 @@ def _reauthorize_reasons(
     if have.status == "pending_authorization" and not reasons:
         reasons.append("pending authorization no longer matches the configuration")
     if have.status == "authorized" and set(want.scopes) == set(have.requested_scopes):
-        granted = connector.closure(connector.normalise_granted(have.auth, have.granted_scopes))
-        missing = sorted(set(want.scopes) - granted)
+        missing = missing_scopes(connector, want.scopes, have.granted_scopes)
         if missing:
             reasons.append("scopes not granted: " + ", ".join(missing))
     return tuple(reasons)
@@ -493,8 +493,7 @@ def _grant_warnings(want: DesiredInstallation, have: InstallationRecord, connect
     if have.status != "authorized":
         return ()
     declared = connector.closure(want.scopes)
-    granted = connector.normalise_granted(have.auth, have.granted_scopes)
-    extra = sorted(s for s in granted if s not in declared)
+    extra = sorted(s for s in have.granted_scopes if s not in declared)  # normalised when recorded
     return (f"consent still held: {', '.join(extra)}",) if extra else ()
 
 

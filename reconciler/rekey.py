@@ -39,10 +39,12 @@ from reconciler.crypto import (
     read_key_file,
 )
 from reconciler.errors import StaleStateError, UsageError
-from reconciler.state.credentials import BLOB_PARTS, Blob, CredentialStore, SealedRecord, Vault
-from reconciler.state.local import _atomic_write
 from reconciler.state.model import InstallationRecord, StateDocument
-from reconciler.statefiles import read_regular
+from reconciler.statefiles import atomic_write, read_regular
+from reconciler.tokens.custodian import TokenCustodian
+from reconciler.tokens.model import BLOB_PARTS
+from reconciler.tokens.store import CredentialStore
+from reconciler.tokens.vault import Vault
 from reconciler.workflow import Workspace, _git_ignore_keys, key_directory, open_backend
 
 __all__ = ["NewKey", "Rotation", "rekey_state"]
@@ -249,35 +251,19 @@ def _reseal_all(
             )
 
 
-def _reseal_record(  # type: ignore[no-untyped-def]
-    store, doc: StateDocument, vault: Vault, keys: Mapping[str, StateKey], address: str, rotation: Rotation
+def _reseal_record(
+    store: CredentialStore,
+    doc: StateDocument,
+    vault: Vault,
+    keys: Mapping[str, StateKey],
+    address: str,
+    rotation: Rotation,
 ) -> None:
-    record: SealedRecord | None = store.get(address)
-    if record is None:
+    resealed = TokenCustodian(vault).reseal(address, _client_ids(doc, address), keys)
+    if resealed is None:
         return
-    clients = _client_ids(doc, address)
-    blobs: dict[str, Blob | None] = {}
-    for part in BLOB_PARTS:
-        blob = getattr(record, part)
-        blobs[part] = (
-            vault.reseal(address, part, blob, client_ids=clients, keys=keys) if blob is not None else None
-        )
-        if blob is not None and blobs[part] is None:
-            rotation.dropped.append(f"{address} ({part})")
-    if all(blobs[part] is getattr(record, part) for part in BLOB_PARTS):
-        rotation.already.append(address)
-        return
-    if all(blob is None for blob in blobs.values()):
-        store.delete(address)  # only blobs nothing opens: the record goes with them
-        return
-    vault.put(
-        address,
-        blobs["tokens"],
-        blobs["pending"],
-        staged=blobs["staged"],
-        expected_generation=record.generation,
-    )
-    rotation.resealed.append(address)
+    rotation.dropped.extend(f"{address} ({part})" for part in resealed.dropped)
+    {"already": rotation.already, "resealed": rotation.resealed}.get(resealed.outcome, []).append(address)
 
 
 def _client_ids(doc: StateDocument, address: str) -> list[str]:
@@ -297,7 +283,7 @@ def _retire_key_file(files: KeyFiles, *, promote: bool, rotation: Rotation) -> N
     leaves `<env>.key` and `<env>.key.old` equal: the next run sees an unfinished rotation and finishes it."""
     current = read_regular(files.key)
     if current is not None and read_regular(files.old) != current:
-        _atomic_write(files.old, current)
+        atomic_write(files.old, current)
     if promote:
         os.replace(files.new, files.key)
         rotation.key_file = files.key

@@ -6,7 +6,8 @@ directory. Every open of a state file — snapshot, journal, backup, lock, key f
 records and their stripe locks — goes through `open_regular`/`read_regular`, and every file replaced by rename
 is checked with `check_replaceable` first; a credentials directory must be a real directory (`check_directory`).
 
-Owns: those checks and their one message (the file, what it is, and that it was not changed).
+Owns: those checks and their one message (the file, what it is, and that it was not changed), and the atomic
+replacement of a state file (`atomic_write`: temp file, fsync, rename, directory fsync).
 Must not: follow a link at a state file's name, create a file through one, or block on a special file. The state
 directory itself may be a link (it is named by the configuration, which could point anywhere just as well).
 """
@@ -16,11 +17,19 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 from reconciler.errors import StateError
 
-__all__ = ["NotARegularFileError", "check_directory", "check_replaceable", "open_regular", "read_regular"]
+__all__ = [
+    "NotARegularFileError",
+    "atomic_write",
+    "check_directory",
+    "check_replaceable",
+    "open_regular",
+    "read_regular",
+]
 
 _NOFOLLOW = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # O_NONBLOCK: opening a FIFO returns at once
 _LINK_ERRNOS = {errno.ELOOP, errno.EMLINK}  # what O_NOFOLLOW reports for a link (EMLINK on FreeBSD)
@@ -96,3 +105,28 @@ def check_directory(path: Path | str) -> None:
         return
     if not stat.S_ISDIR(mode):
         raise NotARegularFileError(path, _what(path), expected="a directory")
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that a reader sees the old or the new bytes, never a mix. A link or special
+    file at `path` is refused (`NotARegularFileError`), not replaced."""
+    check_replaceable(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

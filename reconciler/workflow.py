@@ -21,13 +21,15 @@ from reconciler.config import LoadedConfig, load_config
 from reconciler.config.ahead import ParsedAhead, parse_includes_ahead
 from reconciler.config.loader import CONFIG_FILE, display_path, load_root, resolve_reference
 from reconciler.config.schema import LocalBackendSpec, RootFile
-from reconciler.errors import ReconcilerError, StaleStateError, UsageError
+from reconciler.errors import ReconcilerError, UsageError
 from reconciler.plan import Plan
 from reconciler.planner import make_plan, select
 from reconciler.render.document import PlanDocument, to_document
 from reconciler.state import LocalBackend, StateBackend, StateDocument
 from reconciler.state.model import InstallationRecord
 from reconciler.status import Status, TokenFacts, installation_status
+from reconciler.tokens.model import SealedRecord
+from reconciler.tokens.store import CredentialStore, copy_record
 
 if TYPE_CHECKING:  # the apply and OAuth layers (httpx, authlib) load only for commands that use them
     from reconciler.apply import ApplyHooks, ApplyResult
@@ -381,14 +383,14 @@ def services_for(  # type: ignore[no-untyped-def]
 ):
     """The executor's side effects (the key is checked, or created, on first use)."""
     from reconciler.apply import Services
-    from reconciler.state.credentials import Vault
+    from reconciler.tokens.vault import Vault
 
     def vault_for(lineage: str) -> Vault:
         key = state_key(ws, root, backend, on_key_created=on_key_created)
         return Vault(backend.credential_store(), key, lineage=lineage, environment=ws.environment_name)
 
     return Services(
-        backend=backend, vault_for=vault_for, http=http, consent=consent, now=ws.clock, catalog=load_catalog()
+        backend=backend, vault_for=vault_for, http=http.client(), consent=consent, now=ws.clock, catalog=load_catalog()
     )
 
 
@@ -408,7 +410,7 @@ def read_statuses(ws: Workspace) -> tuple[StateDocument | None, dict[str, Status
     """The recorded state with each installation's status, derived from what state recorded and the expiry of its
     stored tokens (a refresh stores rotated tokens in the credential record only, never in the document). Without
     a state key the expiry the last apply recorded stands in. Nothing is written; no secret leaves the vault."""
-    from reconciler.state.credentials import Vault
+    from reconciler.tokens.vault import Vault
 
     root = load_root(ws.config_dir, environment=ws.environment)
     backend = open_backend(ws, root)
@@ -445,14 +447,15 @@ def _token_facts(  # type: ignore[no-untyped-def]
         return TokenFacts(error=f"stored tokens cannot be read: {mismatch.message}")
     if vault is None:
         return None
+    from reconciler.tokens.custodian import TokenCustodian
+
     try:
-        sealed = vault.record(address)
-        if sealed is None or (sealed.tokens is None and sealed.staged is None):
-            return TokenFacts(present=False)
-        tokens = vault.current_tokens(address, record.client_id, sealed)
+        held = TokenCustodian(vault).held(address, record.client_id)
     except ReconcilerError as exc:
         return TokenFacts(error=f"stored tokens cannot be read: {exc.message}")
-    return TokenFacts(expires_at=tokens.expires_at, refreshable=tokens.refresh_token is not None)
+    if held is None:
+        return TokenFacts(present=False)
+    return TokenFacts(expires_at=held.tokens.expires_at, refreshable=held.tokens.refresh_token is not None)
 
 
 def run_apply(
@@ -491,9 +494,9 @@ def run_apply(
             if document.has_changes:
                 raise ReconcilerError("apply cancelled; nothing was changed")
             return RunOutcome(ApplyResult(state=None, pending=[(c.address, "") for c in plan.changes if c.pending]))
-        import httpx
+        from reconciler.auth.transport import Http
 
-        with httpx.Client(timeout=ws.http_timeout) as http:
+        with Http(timeout=ws.http_timeout) as http:
             services = services_for(ws, root, backend, http=http, consent=consent, on_key_created=on_key_created)
             services = dataclasses.replace(services, on_missed=on_missed)
             return RunOutcome(apply_plan(plan, desired, services, hooks, require_scopes=require_scopes))
@@ -534,7 +537,7 @@ def run_authorize(
 ) -> RunOutcome:
     """Complete (or reissue) pending authorizations matching `patterns` (all pending ones when empty), minus those
     matching `excludes`."""
-    from reconciler.apply import authorize_pending
+    from reconciler.authorize import authorize_pending
     loaded = _load(ws)
     backend = open_backend(ws, loaded.root)
     if backend.read() is None:  # before the lock, which would create the state directory
@@ -552,9 +555,9 @@ def run_authorize(
             raise UsageError(f"no pending authorization matches {', '.join(unmatched)}")
         if not selected:
             return RunOutcome(None)
-        import httpx
+        from reconciler.auth.transport import Http
 
-        with httpx.Client(timeout=ws.http_timeout) as http:
+        with Http(timeout=ws.http_timeout) as http:
             services = services_for(ws, loaded.root, backend, http=http, consent=consent, on_key_created=lambda p: None)
             return RunOutcome(
                 authorize_pending(selected, loaded.desired, services, hooks, reissue=reissue, require_scopes=require_scopes)
@@ -621,7 +624,8 @@ def state_mv(ws: Workspace, old: str, new: str, *, lock_timeout: float) -> None:
     """Rename an installation without re-authorizing: its record moves and its credentials are re-sealed for the
     new address (a blob opens only where it was sealed)."""
     from reconciler.names import check_address
-    from reconciler.state.credentials import Vault
+    from reconciler.tokens.custodian import TokenCustodian
+    from reconciler.tokens.vault import Vault
 
     check_address(old, kind="installation")
     parts = check_address(new, kind="installation")  # the configuration's name rules: no forged lines
@@ -638,28 +642,16 @@ def state_mv(ws: Workspace, old: str, new: str, *, lock_timeout: float) -> None:
             raise UsageError(f"{new} is already in state")
         key = state_key(ws, root, backend, on_key_created=lambda source: None)
         vault = Vault(backend.credential_store(), key, lineage=doc.lineage, environment=ws.environment_name)
-        sealed = vault.record(old)
-        leftover = vault.record(new)  # credentials an interrupted move sealed for `new` before its document write
-        if leftover is not None and sealed is None:
-            vault.forget(new)
-        if sealed is not None:
-            tokens = vault.current_tokens(old, record.client_id, sealed) if sealed.tokens or sealed.staged else None
-            pending = (
-                vault.open_pending(old, record.pending.client_id, sealed.pending)
-                if sealed.pending and record.pending
-                else None
-            )
-            vault.put(
-                new,
-                vault.seal_tokens(new, record.client_id, tokens) if tokens else None,
-                vault.seal_pending(new, record.pending.client_id, pending) if pending and record.pending else None,
-                expected_generation=leftover.generation if leftover else None,
-            )
         moved = record.model_copy(update={"tenant": parts[1], "name": parts[2]})
         resources = {a: r for a, r in doc.resources.items() if a != old}
-        backend.write(doc.with_resources({**resources, new: moved}), expected_serial=doc.serial)
-        if sealed is not None:
-            vault.forget(old)
+        written = doc.with_resources({**resources, new: moved})
+        TokenCustodian(vault).move(
+            old,
+            new,
+            record.client_id,
+            record.pending.client_id if record.pending else None,
+            lambda: backend.write(written, expected_serial=doc.serial),
+        )
 
 
 @dataclass
@@ -730,23 +722,13 @@ def _copy_state(source: StateBackend, target: StateBackend, lock_timeout: float)
     return outcome
 
 
-def _copy_record(sink, address: str, record, outcome: StateCopy) -> None:  # type: ignore[no-untyped-def]
-    """Copy one record if it is a later generation, compare-and-swap (a refresh does not take the document lock:
-    when the destination's record moves meanwhile, decide again against its new generation)."""
-    from reconciler.state.credentials import copy_verdict
-
-    while True:
-        stored = sink.get(address)
-        verdict = copy_verdict(record, stored)
-        if verdict != "copy":
-            {"newer": outcome.kept_newer, "diverged": outcome.kept_diverged}.get(verdict, []).append(address)
-            return
-        try:
-            sink.put_record(address, record, expected_generation=stored.generation if stored else None)
-        except StaleStateError:
-            continue
+def _copy_record(sink: CredentialStore, address: str, record: SealedRecord, outcome: StateCopy) -> None:
+    """Copy one record if it is a later generation (see `copy_record`), noting a record kept instead."""
+    verdict = copy_record(sink, address, record)
+    if verdict == "copy":
         outcome.copied.append(address)
-        return
+    else:
+        {"newer": outcome.kept_newer, "diverged": outcome.kept_diverged}.get(verdict, []).append(address)
 
 
 def force_unlock(ws: Workspace, lock_id: str, *, confirm_live: Callable[[str], bool]) -> str:
@@ -779,8 +761,9 @@ def run_refresh(
 ) -> RefreshOutcome:
     """Refresh expiring tokens and check every authorized installation. With `record`, store what was found in
     state (`reconciler refresh`); otherwise plan with it (`plan --refresh`). Rotated tokens are stored either way."""
-    from reconciler.refresh import ThreadClients, refresh_all
-    from reconciler.state.credentials import Vault
+    from reconciler.auth.transport import Http
+    from reconciler.refresh import refresh_all
+    from reconciler.tokens.vault import Vault
 
     loaded = _load(ws)
     backend = open_backend(ws, loaded.root)
@@ -797,7 +780,7 @@ def run_refresh(
             key = state_key(ws, loaded.root, backend, on_key_created=lambda source: None, create=False)
             if key is not None:
                 vault = Vault(backend.credential_store(), key, lineage=doc.lineage, environment=ws.environment_name)
-                with ThreadClients(timeout=ws.http_timeout) as http:
+                with Http(timeout=ws.http_timeout) as http:
                     findings = refresh_all(
                         doc, loaded.desired, vault, http, load_catalog(),
                         now=ws.clock, settings=settings, addresses=selected, progress=progress,

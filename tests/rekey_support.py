@@ -10,8 +10,10 @@ from pathlib import Path
 from reconciler.crypto import StateKey
 from reconciler.sandbox import SandboxServer
 from reconciler.state import LocalBackend
-from reconciler.state.credentials import LocalCredentialStore, TokenSet, Vault
 from reconciler.state.model import InstallationRecord
+from reconciler.tokens.model import TokenSet
+from reconciler.tokens.store import LocalCredentialStore
+from reconciler.tokens.vault import Vault
 from tests.conftest import run
 from tests.sandbox_support import APPLY, ENV, installation
 

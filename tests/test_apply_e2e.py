@@ -376,10 +376,10 @@ def test_crash_between_staged_tokens_and_document_keeps_working_tokens(setup, mo
     write(installation("acme", "ado", "legacy", "acme-org", "Web", ["vso.work_full", "vso.project"]))
     assert run(APPLY, ENV).exit_code == 0  # an update opens the old tokens
 
-    from reconciler.state.credentials import Vault
+    from reconciler.tokens.store import LocalCredentialStore
 
     write(installation("acme", "ado", "entra", "acme-org", "Web", ["vso.work_full", "vso.project"]))
-    real_put = Vault.put
+    real_put = LocalCredentialStore.put
     calls = []
 
     def put_then_die(self, address, tokens, pending, *, expected_generation, staged=None):  # type: ignore[no-untyped-def]
@@ -388,9 +388,9 @@ def test_crash_between_staged_tokens_and_document_keeps_working_tokens(setup, mo
             raise KeyboardInterrupt
         return real_put(self, address, tokens, pending, expected_generation=expected_generation, staged=staged)
 
-    monkeypatch.setattr(Vault, "put", put_then_die)
+    monkeypatch.setattr(LocalCredentialStore, "put", put_then_die)
     assert run(APPLY, ENV).exit_code == 1
-    monkeypatch.setattr(Vault, "put", real_put)
+    monkeypatch.setattr(LocalCredentialStore, "put", real_put)
     assert _state(directory)["resources"]["installation.acme.ado"]["client_id"] == "22222222-3333-4444-8555-entraapp0001"
     sandbox.provider.expire()
     write(installation("acme", "ado", "entra", "acme-org", "Platform", ["vso.work_full", "vso.project"]))

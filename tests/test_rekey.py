@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.state.credentials import LocalCredentialStore
+from reconciler.tokens.store import LocalCredentialStore
 from tests.conftest import run, snapshot
 from tests.rekey_support import (
     NEW_KEY,

@@ -315,7 +315,7 @@ def test_revoke_grant_authenticates_in_the_flavours_dialect_and_only_on_the_toke
     from reconciler.auth.errors import ProviderError
     from reconciler.auth.flows import FlowSettings, revoke_grant
     from reconciler.catalog import load_catalog
-    from reconciler.state.credentials import TokenSet
+    from reconciler.tokens.model import TokenSet
 
     sent: list[httpx.Request] = []
     http = httpx.Client(transport=httpx.MockTransport(lambda r: (sent.append(r), httpx.Response(200))[1]))

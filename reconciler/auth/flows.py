@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,13 +24,13 @@ from pydantic import SecretStr
 from reconciler.auth.errors import ProviderError, classify_error, redacted, retry_after_seconds, transient
 from reconciler.catalog import AuthFlavour, Catalog
 from reconciler.config.desired import DesiredInstallation, DesiredPartner, same_origin
-from reconciler.state.credentials import TokenSet
-from reconciler.state.model import InstallationRecord, PartnerRecord
+from reconciler.tokens.model import TokenSet
 
 with warnings.catch_warnings():  # authlib announces its own move to another HTTP package; not our concern
     warnings.simplefilter("ignore", DeprecationWarning)
     from authlib.common.errors import AuthlibBaseError
-    from authlib.integrations.httpx_client import OAuth2Client
+    from authlib.integrations.httpx_client import OAuth2Auth, OAuth2ClientAuth, OAuthError
+    from authlib.oauth2.client import OAuth2Client as _BaseOAuth2Client
     from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 __all__ = [
@@ -41,6 +40,7 @@ __all__ = [
     "Flow",
     "FlowSettings",
     "LegacyFlow",
+    "RecordedClient",
     "bound_settings",
     "declared_binding",
     "installation_settings",
@@ -130,10 +130,24 @@ def declared_binding(installation: DesiredInstallation, partner: DesiredPartner)
     return Binding(installation.client_id, installation.redirect_uri, installation.token_url, api_url)
 
 
-def recorded_binding(record: InstallationRecord, partner: PartnerRecord | None) -> Binding | None:
-    """The binding state recorded for an installation; None when its API is not known (a record from before the
-    API was kept, whose partner is not recorded either): such tokens are sent nowhere until re-authorized."""
-    api_url = record.api_url or (partner.api_url if partner is not None else None)
+class RecordedClient(Protocol):
+    """What state records of an installation's client and endpoints (an `InstallationRecord` is one)."""
+
+    @property
+    def client_id(self) -> str: ...
+    @property
+    def redirect_uri(self) -> str: ...
+    @property
+    def token_url(self) -> str: ...
+    @property
+    def api_url(self) -> str | None: ...
+
+
+def recorded_binding(record: RecordedClient, partner_api_url: str | None) -> Binding | None:
+    """The binding state recorded for an installation (`partner_api_url`: the API its recorded partner names, if
+    any); None when its API is not known (a record from before the API was kept, whose partner is not recorded
+    either): such tokens are sent nowhere until re-authorized."""
+    api_url = record.api_url or partner_api_url
     if api_url is None:
         return None
     return Binding(record.client_id, record.redirect_uri, record.token_url, api_url)
@@ -251,17 +265,26 @@ def revoke_grant(settings: FlowSettings, url: str, http: httpx.Client, tokens: T
     return True
 
 
-_TLS: list[Any] = []  # the one TLS context of this process (see shared_tls_context)
-_TLS_LOCK = threading.Lock()
+class _Session:
+    """authlib's session: every request goes through the command's client, and each answer is kept for `_fetch`
+    to classify (authlib raises on an error answer before the caller could see it)."""
+
+    def __init__(self, http: httpx.Client) -> None:
+        self.http = http
+        self.responses: list[httpx.Response] = []
+
+    def post(self, url: str, **options: Any) -> httpx.Response:
+        response = self.http.post(url, **options)
+        self.responses.append(response)
+        return response
 
 
-def shared_tls_context() -> Any:
-    """One verifying TLS context (httpx's defaults) for every client this process makes: building one loads the
-    CA bundle, which costs more than the token request it would serve (Entra clients are made per request)."""
-    with _TLS_LOCK:
-        if not _TLS:
-            _TLS.append(httpx.create_ssl_context())
-        return _TLS[0]
+class _OAuth2Client(_BaseOAuth2Client):
+    """authlib's protocol client on a session of ours, its client authentication as an `httpx.Auth`."""
+
+    client_auth_class = OAuth2ClientAuth
+    token_auth_class = OAuth2Auth
+    oauth_error_class = OAuthError  # type: ignore[assignment]  # authlib raises it on an error answer
 
 
 class EntraFlow:
@@ -272,32 +295,25 @@ class EntraFlow:
         flavour = settings.flavour
         self.scope = " ".join([*(flavour.scope_prefix + scope for scope in settings.scopes), *flavour.extra_scopes])
 
-    def _client(self, responses: list[httpx.Response]) -> Any:
+    def _client(self, session: _Session | None = None) -> Any:
+        """authlib's client for this flow, sending through `session` (the command's client)."""
         s = self.settings
-
-        def keep(response: httpx.Response) -> None:  # read now: the caller inspects it after the client is done
-            response.read()
-            responses.append(response)
-
-        return OAuth2Client(
+        return _OAuth2Client(
+            session or _Session(self.http),
             client_id=s.client_id,
             client_secret=s.client_secret.get_secret_value(),
             scope=self.scope,
             redirect_uri=s.redirect_uri,
             code_challenge_method="S256",
             token_endpoint_auth_method="client_secret_post",  # noqa: S106 - a method name, not a secret
-            timeout=self.http.timeout,  # the caller's client decides, as for every other request
-            verify=shared_tls_context(),
-            event_hooks={"response": [keep]},
         )
 
     def authorization_request(self, *, state: str | None = None, code_verifier: str | None = None) -> AuthorizationRequest:
         s = self.settings
         verifier = code_verifier or secrets.token_urlsafe(64)
-        with self._client([]) as client:
-            url, state = client.create_authorization_url(
-                s.authorize_url, state=state or secrets.token_urlsafe(24), code_verifier=verifier, response_mode="query"
-            )
+        url, state = self._client().create_authorization_url(
+            s.authorize_url, state=state or secrets.token_urlsafe(24), code_verifier=verifier, response_mode="query"
+        )
         challenge = f"code_challenge={create_s256_code_challenge(verifier)}"
         if challenge not in url or "code_challenge_method=S256" not in url:
             raise ProviderError("could not build a PKCE (S256) authorization URL", category="protocol")
@@ -324,17 +340,16 @@ class EntraFlow:
         return result
 
     def _fetch(self, call: Callable[[Any], Any], *, sent: tuple[str, ...]) -> TokenSet:
-        responses: list[httpx.Response] = []
+        session = _Session(self.http)
         try:
-            with self._client(responses) as client:
-                call(client)
+            call(self._client(session))
         except (httpx.TransportError, httpx.TimeoutException) as exc:
             raise transient(f"token endpoint {_origin(self.settings.token_url)}", exc) from None
         except (httpx.HTTPError, AuthlibBaseError, ValueError, KeyError, TypeError, RecursionError):
             pass  # authlib raises on error answers; the answer itself is classified below
-        if not responses:
+        if not session.responses:
             raise ProviderError("the token request could not be made", category="protocol")
-        last = responses[-1]
+        last = session.responses[-1]
         try:
             return normalise_token_response(
                 last.status_code,

@@ -12,7 +12,7 @@ import httpx
 
 from reconciler.auth.errors import ProviderError, classify_error, retry_after_seconds, transient
 from reconciler.catalog import Connector
-from reconciler.state.credentials import TokenSet
+from reconciler.tokens.model import TokenSet
 
 __all__ = ["Verification", "verify_token"]
 

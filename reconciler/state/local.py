@@ -16,7 +16,6 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,7 +34,8 @@ from reconciler.state.model import (
     decode_state,
     encode_state,
 )
-from reconciler.statefiles import check_replaceable, open_regular, read_regular
+from reconciler.statefiles import atomic_write, open_regular, read_regular
+from reconciler.tokens.store import LocalCredentialStore
 
 __all__ = ["LocalBackend"]
 
@@ -229,12 +229,12 @@ class LocalBackend:
             self.directory.mkdir(parents=True, exist_ok=True)
             previous = read_regular(self.path) if replace_existing else None
             if previous is not None:
-                _atomic_write(self.backup_path, previous)
+                atomic_write(self.backup_path, previous)
             encoded = encode_state(new)
-            _atomic_write(self.path, encoded)
+            atomic_write(self.path, encoded)
             # Records up to new.serial are in the snapshot now; replay skips them even if this truncation is lost.
             if os.path.lexists(self.journal_path):
-                _atomic_write(self.journal_path, b"")
+                atomic_write(self.journal_path, b"")
         except OSError as exc:
             self._current = None
             raise StateError(
@@ -350,9 +350,7 @@ class LocalBackend:
         fcntl.flock(fd, fcntl.LOCK_UN)
         return holder
 
-    def credential_store(self):  # type: ignore[no-untyped-def]
-        from reconciler.state.credentials import LocalCredentialStore
-
+    def credential_store(self) -> LocalCredentialStore:
         return LocalCredentialStore(self.directory, self.environment)
 
     def _holder_info(self, fd: int) -> LockInfo | None:
@@ -390,28 +388,3 @@ def _record_holder(fd: int, info: LockInfo, display: str) -> None:
             f"state {display}: cannot record the lock holder: {exc.strerror or exc}",
             hint="nothing was changed; free some disk space and run again",
         ) from None
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that a reader sees the old or the new bytes, never a mix. A link or special
-    file at `path` is refused (`NotARegularFileError`), not replaced."""
-    check_replaceable(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -2,8 +2,7 @@
 compare-and-swap on `serial`, session advisory locks.
 
 Owns: the tables (created on first use), resource rows (a step rewrites only its own rows, keeping each one's
-previous value in a backup table), sealed credential rows
-(compare-and-swap on `generation`), and the lock: a *session* advisory lock on a dedicated connection, so a crashed
+previous value in a backup table), and the lock (sealed credential rows are in `postgres_credentials`): a *session* advisory lock on a dedicated connection, so a crashed
 or killed process never leaves a stuck lock (the server releases it with the session). Needs a direct connection,
 not a transaction pooler. Must not: know the configuration or the plan; put a DSN (it may hold a password), or
 any text of the driver's that may quote it, in a message (`dsn` words every DSN problem itself).
@@ -20,11 +19,11 @@ from typing import Any
 
 from reconciler.errors import StaleStateError, StateError, StateLockedError
 from reconciler.state.backend import LockInfo
-from reconciler.state.credentials import Blob, SealedRecord
 from reconciler.state.dsn import DsnError, connect_problem, parse_dsn
 from reconciler.state.model import StateDocument, check_import, decode_state
+from reconciler.state.postgres_credentials import PostgresCredentialStore
 
-__all__ = ["PostgresBackend", "PostgresCredentialStore"]
+__all__ = ["PostgresBackend"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS reconciler_state (
@@ -388,92 +387,4 @@ class PostgresBackend:
         return self._run(work)  # type: ignore[no-any-return]
 
     def credential_store(self) -> PostgresCredentialStore:
-        return PostgresCredentialStore(self)
-
-
-class PostgresCredentialStore:
-    """Sealed credential rows, one per (environment, address), compare-and-swap on generation."""
-
-    def __init__(self, backend: PostgresBackend) -> None:
-        self.backend = backend
-        self.environment = backend.environment
-
-    def get(self, address: str) -> SealedRecord | None:
-        def work(conn: Any) -> SealedRecord | None:
-            row = conn.execute(
-                "SELECT generation, tokens, pending, staged FROM reconciler_credentials "
-                "WHERE environment = %s AND address = %s",
-                (self.environment, address),
-            ).fetchone()
-            return SealedRecord(generation=row[0], tokens=row[1], pending=row[2], staged=row[3]) if row else None
-
-        return self.backend._run(work)  # type: ignore[no-any-return]
-
-    def put(
-        self,
-        address: str,
-        tokens: Blob | None,
-        pending: Blob | None,
-        *,
-        expected_generation: int | None,
-        staged: Blob | None = None,
-    ) -> int:
-        def work(conn: Any) -> int:
-            payload = tuple(json.dumps(blob) if blob else None for blob in (tokens, pending, staged))
-            if expected_generation is None:
-                cursor = conn.execute(
-                    "INSERT INTO reconciler_credentials (environment, address, generation, tokens, pending, staged) "
-                    "VALUES (%s, %s, 1, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    (self.environment, address, *payload),
-                )
-                generation = 1
-            else:
-                generation = expected_generation + 1
-                cursor = conn.execute(
-                    "UPDATE reconciler_credentials SET generation = %s, tokens = %s, pending = %s, staged = %s "
-                    "WHERE environment = %s AND address = %s AND generation = %s",
-                    (generation, *payload, self.environment, address, expected_generation),
-                )
-            if cursor.rowcount != 1:
-                raise StaleStateError(f"credentials of {address} changed meanwhile")
-            return generation
-
-        return self.backend._run(work)  # type: ignore[no-any-return]
-
-    def put_record(self, address: str, record: SealedRecord, *, expected_generation: int | None) -> None:
-        """Store a record as it is (for `state push`), if the stored generation is still `expected_generation`
-        (None: no record yet)."""
-
-        def work(conn: Any) -> None:
-            blobs = tuple(json.dumps(b) if b else None for b in (record.tokens, record.pending, record.staged))
-            if expected_generation is None:
-                cursor = conn.execute(
-                    "INSERT INTO reconciler_credentials (environment, address, generation, tokens, pending, staged) "
-                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    (self.environment, address, record.generation, *blobs),
-                )
-            else:
-                cursor = conn.execute(
-                    "UPDATE reconciler_credentials SET generation = %s, tokens = %s, pending = %s, staged = %s "
-                    "WHERE environment = %s AND address = %s AND generation = %s",
-                    (record.generation, *blobs, self.environment, address, expected_generation),
-                )
-            if cursor.rowcount != 1:
-                raise StaleStateError(f"credentials of {address} changed meanwhile")
-
-        self.backend._run(work)
-
-    def delete(self, address: str) -> None:
-        self.backend._run(
-            lambda conn: conn.execute(
-                "DELETE FROM reconciler_credentials WHERE environment = %s AND address = %s", (self.environment, address)
-            )
-        )
-
-    def addresses(self) -> list[str]:
-        rows = self.backend._run(
-            lambda conn: conn.execute(
-                "SELECT address FROM reconciler_credentials WHERE environment = %s ORDER BY address", (self.environment,)
-            ).fetchall()
-        )
-        return [row[0] for row in rows]
+        return PostgresCredentialStore(self._run, self.environment)

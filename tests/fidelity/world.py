@@ -19,7 +19,9 @@ from reconciler.catalog import load_catalog
 from reconciler.crypto import load_state_key
 from reconciler.sandbox import SandboxServer
 from reconciler.state import LocalBackend
-from reconciler.state.credentials import LocalCredentialStore, SealedRecord, TokenSet, Vault
+from reconciler.tokens.model import SealedRecord, TokenSet
+from reconciler.tokens.store import LocalCredentialStore
+from reconciler.tokens.vault import Vault
 
 STATE_KEY = base64.b64encode(b"fidelity-state-key-0123456789abc").decode()
 FLAVOURS = {"legacy": "azure-devops-oauth", "entra": "entra-id"}  # app pool -> auth flavour

@@ -59,8 +59,8 @@ def recorded_tokens(state_dir, environ):  # type: ignore[no-untyped-def]
     state key (key file beside the state, or RECONCILER_STATE_KEY in `environ`) — or the error opening them."""
     from reconciler.errors import ReconcilerError
     from reconciler.state import LocalBackend
-    from reconciler.state.credentials import Vault
     from reconciler.state.model import InstallationRecord
+    from reconciler.tokens.vault import Vault
     from reconciler.workflow import open_key
 
     backend = LocalBackend(state_dir, "default")
@@ -91,7 +91,7 @@ def recorded_tokens(state_dir, environ):  # type: ignore[no-untyped-def]
 def works_at(provider, tokens) -> bool:  # type: ignore[no-untyped-def]
     """Whether the sandbox still honours these tokens: the refresh token of a live grant (or, without one, the
     access token)."""
-    from reconciler.state.credentials import TokenSet
+    from reconciler.tokens.model import TokenSet
 
     if not isinstance(tokens, TokenSet):
         return False

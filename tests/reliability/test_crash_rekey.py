@@ -47,7 +47,7 @@ def on_postgres(sandbox_config, pg_database: str):  # type: ignore[no-untyped-de
 
 DRIVER = """
 import os, signal, sys
-from reconciler.state.postgres import PostgresCredentialStore
+from reconciler.state.postgres_credentials import PostgresCredentialStore
 kill_at, seen = int(os.environ["KILL_AT"]), [0]
 def point():
     seen[0] += 1

@@ -16,7 +16,7 @@ from reconciler.auth.errors import ProviderError
 from reconciler.auth.flows import AuthorizationRequest, FlowSettings, make_flow
 from reconciler.auth.verify import verify_token
 from reconciler.catalog import load_catalog
-from reconciler.state.credentials import TokenSet
+from reconciler.tokens.model import TokenSet
 
 CONNECTOR = load_catalog().connectors["microsoft-azure-devops"]
 NESTED = b"[" * 100_000 + b"]" * 100_000

@@ -205,7 +205,7 @@ PLANTS = {  # kind: (the name planted in the state directory, the command that m
 def _stripe(address: str) -> str:
     import zlib
 
-    from reconciler.state.credentials import LOCK_STRIPES
+    from reconciler.tokens.store import LOCK_STRIPES
 
     return f"{zlib.crc32(address.encode()) % LOCK_STRIPES:02d}"
 

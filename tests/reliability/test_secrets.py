@@ -33,7 +33,7 @@ from reconciler.auth.errors import ProviderError
 from reconciler.auth.flows import AuthorizationRequest, FlowSettings, make_flow
 from reconciler.catalog import load_catalog
 from reconciler.sandbox import SandboxServer
-from reconciler.state.credentials import TokenSet
+from reconciler.tokens.model import TokenSet
 from tests.conftest import run
 from tests.sandbox_support import ENTRA_ID, LEGACY_ID, ScriptedBrowser, free_port, installation
 

@@ -1,0 +1,80 @@
+"""Completing pending authorizations (`reconciler authorize`): each one's sign-in, as the executor's authorize step,
+with the request sealed when it was deferred — or, with `reissue`, a new pending authorization in its place.
+
+Owns: which pending authorizations may still be completed (unexpired, still matching the configuration: the
+code, the secret and the new tokens go where the authorization was planned to send them). Must not: print or
+prompt (the consent step may), or write tokens itself (the executor's steps do, through the custodian).
+"""
+
+from __future__ import annotations
+
+from reconciler.apply import ApplyError, ApplyHooks, ApplyResult, Run, Services
+from reconciler.auth.errors import ProviderError
+from reconciler.auth.flows import AuthorizationRequest
+from reconciler.config.desired import DesiredInstallation, DesiredState
+from reconciler.errors import ReconcilerError
+from reconciler.planner import pending_matches
+from reconciler.state.model import InstallationRecord, PartnerRecord
+
+__all__ = ["authorize_pending"]
+
+
+def authorize_pending(
+    addresses: list[str],
+    desired: DesiredState,
+    services: Services,
+    hooks: ApplyHooks,
+    *,
+    reissue: bool = False,
+    require_scopes: bool = False,
+) -> ApplyResult:
+    """Complete (or, with `reissue`, replace) the pending authorizations of `addresses`. Lock held by the caller."""
+    doc = services.backend.read()
+    if doc is None:
+        raise ApplyError("no state yet: nothing is pending", hint="run `reconciler apply` first")
+    run = Run(desired, services, hooks, doc, require_scopes)
+    for address in addresses:
+        try:
+            record = run.installation_record(address)
+            installation = desired.installations.get(address)
+            if record is None or record.pending is None:
+                raise ApplyError("no pending authorization")
+            if installation is None or not _pending_stands(run, installation, record):
+                raise ApplyError(
+                    "the pending authorization no longer matches the configuration (its client or endpoints moved)",
+                    hint="run plan and apply: it is withdrawn and issued anew",
+                )
+            if reissue or services.consent is None:
+                run.defer(installation)
+                continue
+            if services.now() >= record.pending.expires_at:
+                raise ApplyError("the pending authorization expired", hint="reissue it with --reissue")
+            pending = run.tokens.pending(address, record.pending.client_id)
+            if pending is None:
+                raise ApplyError("the pending authorization's sealed record is missing", hint="reissue it with --reissue")
+            request = AuthorizationRequest(
+                url=pending.authorize_url,
+                state=pending.state,
+                redirect_uri=pending.redirect_uri,
+                client_id=pending.client_id,
+                scopes=pending.scopes,
+                code_verifier=pending.code_verifier or None,
+            )
+            run.authorize(installation, request)
+        except (ReconcilerError, ProviderError) as exc:
+            run.result.error = ApplyError(exc.message if address in exc.message else f"{address}: {exc.message}", hint=exc.hint)
+            break
+    return run.result
+
+
+def _pending_stands(run: Run, installation: DesiredInstallation, record: InstallationRecord) -> bool:
+    """Whether `record`'s pending authorization may be completed under the current configuration: what it was
+    issued for (client, endpoints, scopes, parameters) is still what is declared, so the code, the secret and the
+    new tokens go where the authorization was planned to send them."""
+    partner = run.desired.partners.get(f"partner.{installation.partner}")
+    recorded = run.doc.resources.get(f"partner.{record.partner}")
+    if partner is None:
+        return False
+    return pending_matches(
+        installation, record, partner.authorize_url, recorded if isinstance(recorded, PartnerRecord) else None
+    )
