@@ -269,9 +269,10 @@ def _progress(label: str):  # type: ignore[no-untyped-def]
 
 
 def _plan_options(target, exclude, replace, allow_delete):  # type: ignore[no-untyped-def]
+    from reconciler.addresses import Globs, Selection
     from reconciler.workflow import Options as PlanOptions
 
-    return PlanOptions(frozenset(target), frozenset(exclude), frozenset(replace), frozenset(allow_delete))
+    return PlanOptions(Selection.of(target, exclude), Globs.of(replace), Globs.of(allow_delete))
 
 
 def _now() -> dt.datetime:
@@ -514,13 +515,14 @@ def refresh(opts: Options, parallelism: int, window: float, lock_timeout: float,
       reconciler refresh
       reconciler refresh --parallelism 32 --target 'installation.acme.*'
     """
+    from reconciler.addresses import Selection
     from reconciler.workflow import Options as PlanOptions
     from reconciler.workflow import run_refresh
 
     with _progress("Refreshing") as progress:
         outcome = run_refresh(
             opts.workspace(),
-            options=PlanOptions(targets=frozenset(target), excludes=frozenset(exclude)),
+            options=PlanOptions(Selection.of(target, exclude)),
             settings=_refresh_settings(parallelism, window),
             progress=progress,
             lock_timeout=lock_timeout,

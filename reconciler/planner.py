@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import fnmatch
 import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from reconciler.addresses import EVERYTHING, NO_GLOBS, Globs, Selection
 from reconciler.catalog import AuthFlavour, Catalog, Connector
 from reconciler.config.desired import (
     DesiredInstallation,
@@ -39,7 +39,6 @@ __all__ = [
     "recorded_api_url",
     "revocation_url",
     "revoke_in",
-    "select",
     "target_digest",
 ]
 
@@ -54,13 +53,15 @@ def make_plan(
     now: dt.datetime,
     catalog: Catalog,
     state_location: str = "state",
-    allow_delete: frozenset[str] = frozenset(),
-    replace: frozenset[str] = frozenset(),
+    selection: Selection = EVERYTHING,
+    allow_delete: Globs = NO_GLOBS,
+    replace: Globs = NO_GLOBS,
     refreshed: Mapping[str, str] | None = None,
 ) -> Plan:
-    """Diff `desired` against `recorded` (None: no state yet) and return every address's action.
+    """Diff `desired` against `recorded` (None: no state yet) and return every address's action, restricted to
+    `selection` (see `_select`).
 
-    Deleting a protected installation raises `PlanError` unless an `allow_delete` glob (fnmatch) matches its address.
+    Deleting a protected installation raises `PlanError` unless an `allow_delete` glob matches its address.
     `refreshed` maps addresses to what a refresh just found at the provider ("token revoked", "refresh token
     rejected"): those installations must re-authorize, as must any whose record carries such a finding.
     """
@@ -98,7 +99,8 @@ def make_plan(
     changes = [c for c in partners if c.action is not Action.DELETE] + installations + removed
 
     state = StateRef(state_location, recorded.lineage, recorded.serial) if recorded else StateRef(state_location)
-    return Plan(environment=desired.environment, state=state, changes=tuple(changes))
+    plan = Plan(environment=desired.environment, state=state, changes=tuple(changes))
+    return plan if selection.everything else _select(plan, selection)
 
 
 # -- views ------------------------------------------------------------------------------------------------------
@@ -227,19 +229,13 @@ def _iso(value: dt.datetime | None) -> str | None:
 # -- partners ---------------------------------------------------------------------------------------------------
 
 
-def select(plan: Plan, *, targets: frozenset[str] = frozenset(), excludes: frozenset[str] = frozenset()) -> Plan:
-    """The plan restricted to addresses matching `targets` (globs; all when empty) and not `excludes`. A targeted
-    installation keeps its partner's change, which it needs; everything else (no-ops too, so that summaries count
-    only what is selected) becomes a no-op "not targeted"."""
-
-    def hit(address: str, patterns: frozenset[str]) -> bool:
-        return any(fnmatch.fnmatchcase(address, pattern) for pattern in patterns)
-
-    chosen = {
-        c.address for c in plan.changes if (not targets or hit(c.address, targets)) and not hit(c.address, excludes)
-    }
+def _select(plan: Plan, selection: Selection) -> Plan:
+    """The plan restricted to the selected addresses. A targeted installation keeps its partner's change, which it
+    needs; everything else (no-ops too, so that summaries count only what is selected) becomes a no-op "not
+    targeted"."""
+    chosen = {c.address for c in plan.changes if selection.chooses(c.address)}
     needed = {f"partner.{_partner_of(c)}" for c in plan.changes if c.address in chosen and _partner_of(c)}
-    chosen |= {a for a in needed if not hit(a, excludes)}
+    chosen |= {a for a in needed if not selection.excludes.match(a)}
     changes = tuple(
         c
         if c.address in chosen
@@ -255,12 +251,12 @@ def _partner_of(change: ResourceChange) -> str | None:
 
 
 def _replaced(
-    change: ResourceChange, patterns: frozenset[str], have: InstallationRecord | None, catalog: Catalog
+    change: ResourceChange, patterns: Globs, have: InstallationRecord | None, catalog: Catalog
 ) -> ResourceChange:
     """--replace: an existing installation is re-authorized even when nothing else asks for it."""
     if change.kind != "installation" or change.action not in (Action.NOOP, Action.UPDATE) or have is None:
         return change
-    if not any(fnmatch.fnmatchcase(change.address, pattern) for pattern in patterns):
+    if not patterns.match(change.address):
         return change
     reasons = ("re-authorization requested (--replace)",) + (change.reasons if change.action is Action.UPDATE else ())
     return _reauthorized(ResourceChange(change.address, Action.REAUTHORIZE, reasons, change.before, change.after), have, catalog)
@@ -460,7 +456,7 @@ def _check_protected_deletes(
     desired: DesiredState,
     changes: list[ResourceChange],
     recorded: dict[str, InstallationRecord],
-    allow_delete: frozenset[str],
+    allow_delete: Globs,
 ) -> list[ResourceChange]:
     """Deleting an installation that state records as protected (or whose tenant is still declared protected) is
     an error unless `allow_delete` names it; the allowed ones say so in their reasons."""
@@ -472,11 +468,11 @@ def _check_protected_deletes(
         if change.action is not Action.DELETE or not protected:
             out.append(change)
             continue
-        allowed_by = [pattern for pattern in sorted(allow_delete) if fnmatch.fnmatchcase(change.address, pattern)]
-        if not allowed_by:
+        allowed_by = allow_delete.first_match(change.address)
+        if allowed_by is None:
             refused.append(change.address)
             continue
-        reason = f"protected: deletion allowed by --allow-delete {allowed_by[0]}"
+        reason = f"protected: deletion allowed by --allow-delete {allowed_by}"
         out.append(dataclasses.replace(change, reasons=(*change.reasons, reason)))
     if refused:
         noun = "installation" if len(refused) == 1 else "installations"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import fnmatch
 import functools
 import gc
 from collections.abc import Callable, Collection, Mapping
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
+from reconciler.addresses import EVERYTHING, NO_GLOBS, Globs, Selection
 from reconciler.catalog import load_catalog
 from reconciler.config import LoadedConfig, load_config
 from reconciler.config.ahead import ParsedAhead, parse_includes_ahead
@@ -23,7 +23,7 @@ from reconciler.config.loader import CONFIG_FILE, display_path, load_root, resol
 from reconciler.config.schema import LocalBackendSpec, RootFile
 from reconciler.errors import ReconcilerError, UsageError
 from reconciler.plan import Plan
-from reconciler.planner import make_plan, select
+from reconciler.planner import make_plan
 from reconciler.render.document import PlanDocument, to_document
 from reconciler.state import LocalBackend, StateBackend, StateDocument
 from reconciler.state.model import InstallationRecord
@@ -68,10 +68,9 @@ class Workspace:
 class Options:
     """What to plan: address globs to target, exclude, force re-authorization of, and allow deleting."""
 
-    targets: frozenset[str] = field(default_factory=frozenset)
-    excludes: frozenset[str] = field(default_factory=frozenset)
-    replace: frozenset[str] = field(default_factory=frozenset)
-    allow_delete: frozenset[str] = field(default_factory=frozenset)
+    selection: Selection = EVERYTHING
+    replace: Globs = NO_GLOBS
+    allow_delete: Globs = NO_GLOBS
 
 
 @dataclass(frozen=True)
@@ -181,18 +180,16 @@ def _plan(
     recorded: StateDocument | None,
     now: dt.datetime | None = None,
 ) -> Plan:
-    plan = make_plan(
+    return make_plan(
         loaded.desired,
         recorded,
         now=now or ws.clock(),
         catalog=load_catalog(),
         state_location=backend.describe(),
+        selection=options.selection,
         allow_delete=options.allow_delete,
         replace=options.replace,
     )
-    if options.targets or options.excludes:
-        plan = select(plan, targets=options.targets, excludes=options.excludes)
-    return plan
 
 
 @_bulk
@@ -549,8 +546,8 @@ def run_authorize(
         pending = [
             a for a, r in (doc.resources.items() if doc else ()) if isinstance(r, InstallationRecord) and r.pending
         ]
-        selected = [a for a in pending if (not patterns or _matches(a, patterns)) and not _matches(a, excludes)]
-        unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(a, p) for a in pending)]
+        selected = Selection.of(patterns, excludes).pick(pending)
+        unmatched = Globs.of(patterns).unmatched(pending)
         if unmatched:
             raise UsageError(f"no pending authorization matches {', '.join(unmatched)}")
         if not selected:
@@ -589,8 +586,8 @@ def state_rm(
         doc = backend.read()
         if doc is None:
             raise UsageError("there is no state yet")
-        gone = [a for a in doc.resources if _matches(a, patterns) and not _matches(a, excludes)]
-        missing = [p for p in patterns if not any(fnmatch.fnmatchcase(a, p) for a in doc.resources)]
+        gone = Selection(Globs.of(patterns), Globs.of(excludes)).pick(doc.resources) if patterns else []
+        missing = Globs.of(patterns).unmatched(doc.resources)
         if missing:
             raise UsageError(f"not in state: {', '.join(missing)}", hint="`reconciler state list` shows what is")
         _refuse_protected(doc, gone, allow_delete)
@@ -601,16 +598,12 @@ def state_rm(
         return gone
 
 
-def _matches(address: str, patterns: Collection[str]) -> bool:
-    return any(fnmatch.fnmatchcase(address, pattern) for pattern in patterns)
-
-
 def _refuse_protected(doc: StateDocument, addresses: list[str], allow_delete: Collection[str]) -> None:
     """A UsageError naming the protected installations among `addresses` that no `allow_delete` glob names."""
     refused = [
         a for a in addresses
         if isinstance(record := doc.resources[a], InstallationRecord) and record.protected
-        and not _matches(a, allow_delete)
+        and not Globs.of(allow_delete).match(a)
     ]
     if refused:
         noun = "installation" if len(refused) == 1 else "installations"
@@ -771,12 +764,7 @@ def run_refresh(
         doc = backend.read()
         findings = []
         if doc is not None:
-            selected = {
-                a
-                for a in doc.resources
-                if (not options.targets or any(fnmatch.fnmatchcase(a, p) for p in options.targets))
-                and not any(fnmatch.fnmatchcase(a, p) for p in options.excludes)
-            }
+            selected = set(options.selection.pick(doc.resources))
             key = state_key(ws, loaded.root, backend, on_key_created=lambda source: None, create=False)
             if key is not None:
                 vault = Vault(backend.credential_store(), key, lineage=doc.lineage, environment=ws.environment_name)
@@ -794,12 +782,11 @@ def run_refresh(
             now=ws.clock(),
             catalog=load_catalog(),
             state_location=backend.describe(),
+            selection=options.selection,
             allow_delete=options.allow_delete,
             replace=options.replace,
             refreshed=drift,
         )
-        if options.targets or options.excludes:
-            plan = select(plan, targets=options.targets, excludes=options.excludes)
         warnings = [str(w) for w in loaded.warnings] + [
             f"{f.address}: {f.message}" for f in findings if f.outcome in ("transient", "partner", "skipped")
         ]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.addresses import Globs
 from reconciler.catalog import load_catalog
 from reconciler.config import DesiredState, load_config
 from reconciler.errors import ConfigError, PlanError
@@ -85,7 +86,7 @@ def _without(desired: DesiredState, *addresses: str, tenants: frozenset[str] | N
 
 
 def _plan(desired: DesiredState, recorded: StateDocument, allow_delete: frozenset[str] = frozenset()) -> Plan:
-    return make_plan(desired, recorded, now=NOW, catalog=load_catalog(), allow_delete=allow_delete)
+    return make_plan(desired, recorded, now=NOW, catalog=load_catalog(), allow_delete=Globs.of(allow_delete))
 
 
 def _actions(plan: Plan) -> dict[str, str]:
