@@ -50,7 +50,8 @@ from pydantic import SecretStr
 from reconciler.config import load_config
 from reconciler.crypto import load_state_key
 from reconciler.sandbox.provider import ACCESS_LIFETIME, LEGACY, Grant, Provider
-from reconciler.state import LocalBackend, StateDocument
+from reconciler.state.local import LocalBackend
+from reconciler.state.model import StateDocument
 from reconciler.state.records import installation_record, partner_record
 from reconciler.tokens.custodian import TokenCustodian
 from reconciler.tokens.model import TokenSet

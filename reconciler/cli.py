@@ -581,7 +581,7 @@ REFERENCE_PATTERN = r"^\$\{(env|file):[^}]+\}$"
 def _with_catalog_and_references(document: dict[str, Any]) -> dict[str, Any]:
     """`document` with what the model alone does not say: scopes come from the catalog (an enum of every
     connector's scopes) and secret fields take a reference only (the loader refuses literals)."""
-    from reconciler.catalog import load_catalog
+    from reconciler.catalog.files import load_catalog
 
     catalog = load_catalog()
     scopes = sorted({scope for connector in catalog.connectors.values() for scope in connector.scopes})

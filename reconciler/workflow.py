@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from reconciler.addresses import EVERYTHING, NO_GLOBS, Globs, Selection
-from reconciler.catalog import load_catalog
+from reconciler.catalog.files import load_catalog
 from reconciler.config import LoadedConfig, load_config
 from reconciler.config.ahead import ParsedAhead, parse_includes_ahead
 from reconciler.config.loader import CONFIG_FILE, display_path, load_root, resolve_reference
@@ -25,8 +25,9 @@ from reconciler.errors import ReconcilerError, UsageError
 from reconciler.plan import Plan
 from reconciler.planner import make_plan
 from reconciler.render.document import PlanDocument, to_document
-from reconciler.state import LocalBackend, StateBackend, StateDocument
-from reconciler.state.model import InstallationRecord
+from reconciler.state.backend import StateBackend
+from reconciler.state.local import LocalBackend
+from reconciler.state.model import InstallationRecord, StateDocument
 from reconciler.status import Status, TokenFacts, installation_status
 from reconciler.tokens.model import SealedRecord
 from reconciler.tokens.store import CredentialStore, copy_record

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from reconciler.crypto import StateKey
 from reconciler.sandbox import SandboxServer
-from reconciler.state import LocalBackend
+from reconciler.state.local import LocalBackend
 from reconciler.state.model import InstallationRecord
 from reconciler.tokens.model import TokenSet
 from reconciler.tokens.store import LocalCredentialStore

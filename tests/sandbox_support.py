@@ -9,7 +9,7 @@ from pathlib import Path
 
 from reconciler.sandbox import SandboxServer
 from reconciler.sandbox.agent import answer_consent
-from reconciler.state import PartnerRecord
+from reconciler.state.model import PartnerRecord
 
 LEGACY_ID = "11111111-2222-4333-8444-legacyapp001"
 ENTRA_ID = "22222222-3333-4444-8555-entraapp0001"

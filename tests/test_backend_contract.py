@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import StaleStateError, StateError, StateLockedError
-from reconciler.state import LocalBackend, StateDocument
+from reconciler.state.local import LocalBackend
+from reconciler.state.model import StateDocument
 from reconciler.state.postgres import PostgresBackend
 from tests.sandbox_support import PARTNER
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.config import load_config
-from reconciler.state import LocalBackend, StateDocument
+from reconciler.state.local import LocalBackend
+from reconciler.state.model import StateDocument
 from reconciler.state.records import installation_record, partner_record
 from tests.conftest import run, snapshot
 

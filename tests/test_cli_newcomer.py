@@ -420,7 +420,7 @@ def test_schema_for_included_files_requires_no_version() -> None:
 
 def test_schema_lists_the_catalog_scopes() -> None:
     """Installation scopes are an enum of the catalog's scopes: an unknown scope fails in an editor too."""
-    from reconciler.catalog import load_catalog
+    from reconciler.catalog.files import load_catalog
 
     for document in (_schema(), _schema("--include-file")):
         scopes = document["$defs"]["InstallationSpec"]["properties"]["scopes"]["items"]["enum"]

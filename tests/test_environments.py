@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.catalog import load_catalog
+from reconciler.catalog.files import load_catalog
 from reconciler.config import LoadedConfig, environment_names, load_config
 from reconciler.config.loader import load_root
 from reconciler.errors import ConfigError, ConfigIssue
 from reconciler.planner import make_plan
-from reconciler.state import StateDocument
+from reconciler.state.model import StateDocument
 from reconciler.state.records import installation_record, partner_record
 
 ENV = {"ADO_CLIENT_ID": "11111111-0000-4000-8000-0000000000a1", "ADO_CLIENT_SECRET": "s3cr3t-partner-value", "STAGING_SECRET": "s3cr3t-staging"}

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.catalog import load_catalog
+from reconciler.catalog.files import load_catalog
 from reconciler.config.desired import DesiredInstallation, DesiredPartner, DesiredState
 from reconciler.planner import make_plan, target_digest
 from reconciler.render.document import ChangeDoc, PlanDocument, StateDoc, SummaryDoc, to_document

@@ -198,7 +198,7 @@ def test_postgres_state_is_never_memoised(tmp_path: Path) -> None:
 
 
 def test_the_state_digests_are_of_the_bytes_read(tmp_path: Path) -> None:
-    from reconciler.state import LocalBackend
+    from reconciler.state.local import LocalBackend
     from reconciler.state.model import StateDocument, encode_state
 
     backend = LocalBackend(tmp_path, "default")

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.catalog import load_catalog
+from reconciler.catalog.files import load_catalog
 from reconciler.config import load_config
 from reconciler.errors import PlanError
 from reconciler.planner import make_plan
-from reconciler.state import StateDocument
+from reconciler.state.model import StateDocument
 from reconciler.state.records import installation_record, partner_record
 
 NOW = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from reconciler.addresses import Globs
-from reconciler.catalog import load_catalog
+from reconciler.catalog.files import load_catalog
 from reconciler.config import DesiredState, load_config
 from reconciler.errors import ConfigError, PlanError
 from reconciler.plan import Action, Plan
 from reconciler.planner import make_plan
-from reconciler.state import StateDocument, decode_state, encode_state
+from reconciler.state.model import StateDocument, decode_state, encode_state
 from reconciler.state.records import installation_record, partner_record, updated_installation_record
 
 ENV = {"ADO_CLIENT_ID": "11111111-0000-4000-8000-0000000000a1", "ADO_CLIENT_SECRET": "s3cr3t-partner-value"}

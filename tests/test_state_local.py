@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import StaleStateError, StateError
-from reconciler.state import LocalBackend, StateDocument, decode_state, encode_state
+from reconciler.state.local import LocalBackend
+from reconciler.state.model import StateDocument, decode_state, encode_state
 from tests.sandbox_support import PARTNER
 
 LINEAGE = b"0f5a2c3e-1b7d-4e8f-9a6b-2c4d6e8f0a1b"

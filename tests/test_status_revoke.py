@@ -287,7 +287,7 @@ def test_a_revoke_url_on_another_origin_than_the_token_endpoint_is_refused(tmp_p
 def test_a_recorded_revoke_url_is_used_only_on_the_recorded_token_origin(revoke_url, token_url, ok) -> None:  # type: ignore[no-untyped-def]
     """At delete time the endpoint comes from state; one on another origin than the recorded token endpoint (an
     edited state) is not used, and the flavour (Microsoft's, no `revoke_path`) offers none either."""
-    from reconciler.catalog import load_catalog
+    from reconciler.catalog.files import load_catalog
     from reconciler.planner import revocation_url
 
     record = _record(revoke_url=revoke_url, token_url=token_url)
@@ -314,7 +314,7 @@ def test_revoke_grant_authenticates_in_the_flavours_dialect_and_only_on_the_toke
 
     from reconciler.auth.errors import ProviderError
     from reconciler.auth.flows import FlowSettings, revoke_grant
-    from reconciler.catalog import load_catalog
+    from reconciler.catalog.files import load_catalog
     from reconciler.tokens.model import TokenSet
 
     sent: list[httpx.Request] = []

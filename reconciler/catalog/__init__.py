@@ -1,24 +1,20 @@
-"""Connector catalog: connector definitions as data (`connectors/<name>.yaml` inside this package).
+"""Connector catalog: connector definitions as data (`connectors/<name>.yaml` inside this package, read by
+`files`).
 
-Owns: loading and validating those files into frozen models, scope look-ups (implication, did-you-mean,
-protocol decorations). Adding a connector is adding one YAML file here. Must not: read user configuration,
-state, the network or the clock.
+Owns: the frozen models of a connector definition and scope look-ups (implication, did-you-mean, protocol
+decorations). Adding a connector is adding one YAML file here. Must not: read files (the planner imports these
+models without a YAML parser), user configuration, state, the network or the clock.
 """
 
 from __future__ import annotations
 
 import difflib
-import functools
 from collections.abc import Iterable
-from importlib import resources
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from reconciler.errors import ReconcilerError
-
-__all__ = ["AuthFlavour", "Catalog", "Connector", "ParameterSpec", "ScopeSpec", "load_catalog"]
+__all__ = ["AuthFlavour", "Catalog", "Connector", "ParameterSpec", "ScopeSpec"]
 
 
 class _Frozen(BaseModel):
@@ -143,28 +139,3 @@ class Catalog(_Frozen):
     def suggest_connector(self, unknown: str) -> str | None:
         matches = difflib.get_close_matches(unknown, list(self.connectors), n=1, cutoff=0.5)
         return matches[0] if matches else None
-
-
-class CatalogError(ReconcilerError):
-    """A connector definition shipped in the package is invalid (a packaging bug, reported plainly)."""
-
-
-@functools.lru_cache(maxsize=1)
-def load_catalog() -> Catalog:
-    """Read every `connectors/*.yaml` file in this package into a `Catalog`."""
-    connectors: dict[str, Connector] = {}
-    folder = resources.files(__package__).joinpath("connectors")
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if not entry.name.endswith(".yaml"):
-            continue
-        data = yaml.load(entry.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - a safe loader
-        try:
-            connector = Connector.model_validate(data)
-        except ValidationError as exc:
-            raise CatalogError(f"connector definition {entry.name} is invalid: {exc.errors()[0]['msg']}") from None
-        for scope, spec in connector.scopes.items():
-            for implied in spec.implies:
-                if implied not in connector.scopes:
-                    raise CatalogError(f"connector {connector.name}: scope {scope} implies unknown {implied}")
-        connectors[connector.name] = connector
-    return Catalog(connectors=connectors)

@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.catalog import Catalog, load_catalog
+from reconciler.catalog import Catalog
+from reconciler.catalog.files import load_catalog
 from reconciler.config.ahead import ParsedAhead
 from reconciler.config.cache import ParseCache
 from reconciler.config.desired import DesiredState

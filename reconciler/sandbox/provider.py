@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from reconciler.catalog import load_catalog
+from reconciler.catalog.files import load_catalog
 
 __all__ = ["App", "Fault", "Grant", "OAuthFailure", "Provider"]
 

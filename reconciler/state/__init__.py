@@ -1,24 +1,4 @@
-"""State: the recorded document and the backends that keep it. See `model`, `backend`, `local`."""
-
-from reconciler.state.backend import LockInfo, StateBackend
-from reconciler.state.local import LocalBackend
-from reconciler.state.model import (
-    FORMAT_VERSION,
-    InstallationRecord,
-    PartnerRecord,
-    StateDocument,
-    decode_state,
-    encode_state,
-)
-
-__all__ = [
-    "FORMAT_VERSION",
-    "InstallationRecord",
-    "LocalBackend",
-    "LockInfo",
-    "PartnerRecord",
-    "StateBackend",
-    "StateDocument",
-    "decode_state",
-    "encode_state",
-]
+"""State: the recorded document (`model`), the backend protocol (`backend`) and the backends that keep it
+(`local`, `postgres`). Import what you use from its module: importing this package imports nothing else, so that
+the planner reads the document's model without loading a backend.
+"""

@@ -15,10 +15,10 @@ from typing import Any
 
 import httpx
 
-from reconciler.catalog import load_catalog
+from reconciler.catalog.files import load_catalog
 from reconciler.crypto import load_state_key
 from reconciler.sandbox import SandboxServer
-from reconciler.state import LocalBackend
+from reconciler.state.local import LocalBackend
 from reconciler.tokens.model import SealedRecord, TokenSet
 from reconciler.tokens.store import LocalCredentialStore
 from reconciler.tokens.vault import Vault

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.state import LocalBackend, StateDocument
+from reconciler.state.local import LocalBackend
+from reconciler.state.model import StateDocument
 from reconciler.state.postgres import PostgresBackend
 from tests.reliability.support_b import counted, figures
 

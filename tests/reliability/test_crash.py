@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from reconciler.sandbox import SandboxServer
-from reconciler.state import LocalBackend
+from reconciler.state.local import LocalBackend
 from tests.conftest import run
 from tests.reliability.support_b import (
     ApplyRun,
@@ -222,7 +222,7 @@ def test_kill_9_during_apply_of_200(tmp_path: Path, provider) -> None:  # type: 
 def test_a_record_appended_after_a_torn_journal_tail_is_kept(tmp_path: Path) -> None:
     """Regression: after a torn journal record (a full disk or power loss mid-append), every later record was
     appended behind it and ignored by readers — lost if the writer died before folding the journal."""
-    from reconciler.state import StateDocument
+    from reconciler.state.model import StateDocument
     from tests.sandbox_support import PARTNER
 
     backend = LocalBackend(tmp_path, "default")

@@ -418,7 +418,7 @@ def state_files(draw: st.DrawFn) -> tuple[bytes, bytes]:
 
 def _fuzz_state(examples: int, figures) -> None:  # type: ignore[no-untyped-def]
     from reconciler.errors import StateError
-    from reconciler.state import LocalBackend
+    from reconciler.state.local import LocalBackend
 
     outcomes = Outcomes()
 

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from reconciler.auth.errors import ProviderError
 from reconciler.auth.flows import AuthorizationRequest, FlowSettings, make_flow
 from reconciler.auth.verify import verify_token
-from reconciler.catalog import load_catalog
+from reconciler.catalog.files import load_catalog
 from reconciler.tokens.model import TokenSet
 
 CONNECTOR = load_catalog().connectors["microsoft-azure-devops"]

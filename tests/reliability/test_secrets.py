@@ -31,7 +31,7 @@ from pydantic import SecretStr
 
 from reconciler.auth.errors import ProviderError
 from reconciler.auth.flows import AuthorizationRequest, FlowSettings, make_flow
-from reconciler.catalog import load_catalog
+from reconciler.catalog.files import load_catalog
 from reconciler.sandbox import SandboxServer
 from reconciler.tokens.model import TokenSet
 from tests.conftest import run

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from reconciler.errors import StaleStateError, StateLockedError
-from reconciler.state import LocalBackend, PartnerRecord
+from reconciler.state.local import LocalBackend
+from reconciler.state.model import PartnerRecord
 from reconciler.state.postgres import PostgresBackend
 
 kind, where, name = sys.argv[1], sys.argv[2], sys.argv[3]

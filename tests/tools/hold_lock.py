@@ -5,7 +5,7 @@ Prints "ready" once the lock is held, then holds it until stdin closes (or the p
 import sys
 from pathlib import Path
 
-from reconciler.state import LocalBackend
+from reconciler.state.local import LocalBackend
 from reconciler.state.postgres import PostgresBackend
 
 kind, where = sys.argv[1], sys.argv[2]

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from reconciler.errors import StateLockedError
-from reconciler.state import LocalBackend
+from reconciler.state.local import LocalBackend
 from reconciler.state.postgres import PostgresBackend
 
 kind, where, point = sys.argv[1], sys.argv[2], sys.argv[3]
