@@ -16,39 +16,12 @@ from reconciler.crypto import StateKey
 from reconciler.errors import StaleStateError, StateError
 from reconciler.tokens.custodian import RefreshRejected, TokenCustodian, refresh_due
 from reconciler.tokens.model import PendingAuthorization, SealedRecord, TokenSet
-from reconciler.tokens.store import WholeRecordWrites
 from reconciler.tokens.vault import Vault
+from tests.fakes import MemoryStore
 
 ADDRESS = "installation.acme.ado"
 CLIENT = "client-1"
 NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
-
-
-class MemoryStore(WholeRecordWrites):
-    """A credential store in a dict, with the store's compare-and-swap; `failures` fails that many writes."""
-
-    def __init__(self) -> None:
-        self.records: dict[str, SealedRecord] = {}
-        self.failures: list[Exception] = []
-        self.writes = 0
-
-    def get(self, address: str) -> SealedRecord | None:
-        return self.records.get(address)
-
-    def put_record(self, address: str, record: SealedRecord, *, expected_generation: int | None) -> None:
-        if self.failures:
-            raise self.failures.pop(0)
-        have = self.records[address].generation if address in self.records else None
-        if have != expected_generation:
-            raise StaleStateError(f"credentials of {address} changed meanwhile (generation {have})")
-        self.writes += 1
-        self.records[address] = record
-
-    def delete(self, address: str) -> None:
-        self.records.pop(address, None)
-
-    def addresses(self) -> list[str]:
-        return sorted(self.records)
 
 
 def _tokens(name: str, *, expires_in: int = 3600, refresh: bool = True) -> TokenSet:
