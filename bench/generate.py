@@ -49,7 +49,9 @@ from pydantic import SecretStr
 
 from reconciler.config import load_config
 from reconciler.crypto import load_state_key
-from reconciler.sandbox.provider import ACCESS_LIFETIME, LEGACY, Grant, Provider
+from reconciler.sandbox.model import LEGACY, Grant
+from reconciler.sandbox.provider import Provider
+from reconciler.sandbox.tokens import ACCESS_LIFETIME
 from reconciler.state.local import LocalBackend
 from reconciler.state.model import StateDocument
 from reconciler.state.records import installation_record, partner_record

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.sandbox import provider as sandbox_provider
+from reconciler.sandbox import tokens as sandbox_tokens
 from tests.conftest import read_env_file, run
 from tests.sandbox_support import APPLY, ENV, LEGACY_ID, installation
 
@@ -83,7 +83,7 @@ def test_a_rotation_moves_expires_at_forward_without_moving_serial(applied, monk
     sandbox, directory, _ = applied
     before = _show()["expires_at"]
     serial = json.loads((directory / "state" / "default.json").read_text())["serial"]
-    monkeypatch.setattr(sandbox_provider, "ACCESS_LIFETIME", dt.timedelta(hours=5))
+    monkeypatch.setattr(sandbox_tokens, "ACCESS_LIFETIME", dt.timedelta(hours=5))
     sandbox.provider.expire()
     result = run(["-C", ".", "refresh"], RENV)
     assert result.exit_code == 0 and "1 refreshed" in result.stdout, result.stdout + result.stderr

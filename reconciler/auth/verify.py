@@ -42,46 +42,53 @@ def verify_token(
             response = http.get(f"{api_url.rstrip('/')}/{path}", headers=headers)
         except httpx.HTTPError as exc:
             raise transient(f"{name} check at {api_url}", exc) from None
-        content_type = response.headers.get("content-type", "")
-        if response.status_code == 200 and "json" in content_type:
-            try:
-                body = response.json()
-            except (ValueError, RecursionError):
-                body = None
-            if not isinstance(body, dict):
-                raise ProviderError(f"{name} check: the provider answered with unusable JSON", category="protocol")
+        if response.status_code == 200 and "json" in response.headers.get("content-type", ""):
+            user = _authenticated_user(name, response)
             if name == "organization":
-                user = body.get("authenticatedUser", {})
-                result.user = user.get("providerDisplayName") if isinstance(user, dict) else None
+                result.user = user
             continue
         allowed = not check.needs_any or any(scope in granted for scope in check.needs_any)
         if response.status_code in (401, 403) and not allowed:
             needs = ", ".join(check.needs_any)
             result.warnings.append(f"could not verify {target}: the scopes do not include {needs}")
             continue
-        if response.status_code == 404:
-            raise ProviderError(f"{target} was not found with this token", category="verify", status=404)
-        if response.status_code in (401, 403):
-            body = response.text[:300]
-            hint = None
-            if "TF400813" in body:
-                hint = "the organization may have disabled third-party application access via OAuth"
-            raise ProviderError(
-                f"the token does not reach {target} (HTTP {response.status_code})",
-                category="verify",
-                hint=hint,
-                status=response.status_code,
-            )
-        error = classify_error(
-            response.status_code,
-            None,
-            html="html" in content_type,
-            retry_after=retry_after_seconds(response.headers.get("retry-after")),
-        )
-        raise ProviderError(
-            f"{name} check: {error.message}",
-            category=error.category,
-            status=response.status_code,
-            retry_after=error.retry_after,
-        )
+        raise _failure(name, target, response)
     return result
+
+
+def _authenticated_user(name: str, response: httpx.Response) -> str | None:
+    """Who a passing check says the token belongs to (None: not said); a body that is no JSON object is refused."""
+    try:
+        body = response.json()
+    except (ValueError, RecursionError):
+        body = None
+    if not isinstance(body, dict):
+        raise ProviderError(f"{name} check: the provider answered with unusable JSON", category="protocol")
+    user = body.get("authenticatedUser", {})
+    return user.get("providerDisplayName") if isinstance(user, dict) else None
+
+
+def _failure(name: str, target: str, response: httpx.Response) -> ProviderError:
+    """Why a check did not pass: `target` not found, the token refused there, or the answer classified as any
+    provider answer is (throttled, unavailable, a sign-in page, ...)."""
+    if response.status_code == 404:
+        return ProviderError(f"{target} was not found with this token", category="verify", status=404)
+    if response.status_code in (401, 403):
+        hint = None
+        if "TF400813" in response.text[:300]:
+            hint = "the organization may have disabled third-party application access via OAuth"
+        return ProviderError(
+            f"the token does not reach {target} (HTTP {response.status_code})",
+            category="verify",
+            hint=hint,
+            status=response.status_code,
+        )
+    error = classify_error(
+        response.status_code,
+        None,
+        html="html" in response.headers.get("content-type", ""),
+        retry_after=retry_after_seconds(response.headers.get("retry-after")),
+    )
+    return ProviderError(
+        f"{name} check: {error.message}", category=error.category, status=response.status_code, retry_after=error.retry_after
+    )

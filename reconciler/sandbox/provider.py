@@ -1,157 +1,46 @@
-"""The sandbox provider's model: registered apps, organizations, consents, codes and token grants.
+"""The sandbox provider: registered apps, organizations, consents, codes and token grants, behind one lock.
 
-Owns: the rules of the two OAuth dialects as the real services apply them (exact redirect match and the
-assertion token form for Azure DevOps OAuth; code + PKCE S256 and rotating refresh tokens for Entra ID), and the
-REST checks a token must pass. Thread-safe; no HTTP here (see `server`). A documented test double for demos and
+Owns: the admin switches (apps, organizations, narrower grants, secret rotation, revocation, expiry, faults), the
+consent rules of the two OAuth dialects as the real services apply them (exact redirect match for Azure DevOps
+OAuth; code + PKCE S256 for Entra ID), and the REST checks a token must pass; the token endpoints are
+`tokens`, the records `model`. Thread-safe; no HTTP here (see `server`). A documented test double for demos and
 tests — never used by the real flows.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
 import secrets
 import threading
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode
 
 from reconciler.catalog.files import load_catalog
+from reconciler.sandbox.model import (
+    ADO_RESOURCE,
+    ENTRA,
+    ENTRA_EXTRA,
+    FAULT_ENDPOINTS,
+    LEGACY,
+    App,
+    Code,
+    Consent,
+    Fault,
+    Grant,
+    OAuthFailure,
+    now,
+    same_redirect,
+)
+from reconciler.sandbox.tokens import TokenEndpoints
 
-__all__ = ["App", "Fault", "Grant", "OAuthFailure", "Provider"]
+__all__ = ["Provider"]
 
-LEGACY = "azure-devops-oauth"
-ENTRA = "entra-id"
-ADO_RESOURCE = "499b84ac-1321-427f-aa17-267ca6975798/"
-ENTRA_EXTRA = ("offline_access", "openid", "profile", "email")
 PROJECT_SCOPES = {"vso.project", "vso.project_write", "vso.project_manage"}
-PROFILE_SCOPES = {"vso.profile", "vso.profile_write"}
 CODE_LIFETIME = dt.timedelta(minutes=5)
-ACCESS_LIFETIME = dt.timedelta(seconds=3599)
 
 
-class OAuthFailure(Exception):
-    """A refusal the provider reports to the client: `error` code, description, HTTP status, AADSTS code."""
-
-    def __init__(self, error: str, description: str, status: int = 400, aadsts: int | None = None) -> None:
-        super().__init__(description)
-        self.error, self.description, self.status, self.aadsts = error, description, status, aadsts
-
-
-FAULT_ENDPOINTS = ("token", "api")
-FAULT_KINDS = ("status", "signin-page", "slow", "hang", "malformed-json", "no-refresh-token")
-
-
-@dataclass(frozen=True)
-class Fault:
-    """How the sandbox misbehaves for one request (see docs/sandbox.md, "Fault switches").
-
-    `status`: that HTTP status with a JSON error body (429 carries `Retry-After: retry_after`); `signin-page`: HTTP
-    203 with an HTML sign-in page, as Azure DevOps answers for bad credentials; `slow`: the request is carried out
-    at once and its answer sent `seconds` later (a client that gave up by then has lost it); `hang`: no answer at all, the connection held open until the client gives up; `malformed-json`:
-    HTTP 200 `application/json` whose body is cut short; `no-refresh-token` (token endpoint): the real answer
-    without `refresh_token` (a code exchange issues none; a refresh keeps the current one valid, as RFC 6749 6
-    allows)."""
-
-    kind: str
-    status: int = 500
-    seconds: float = 0.0
-    retry_after: str = "1"
-    organization: str | None = None  # api faults only: hit only calls for this organization
-
-    @classmethod
-    def parse(cls, data: object) -> Fault:
-        """A fault from the admin API: an HTTP status (500), a kind ("hang"), or an object with `kind` & co."""
-        if isinstance(data, int) or (isinstance(data, str) and data.isdigit()):
-            return cls("status", status=int(data))
-        if isinstance(data, str):
-            data = {"kind": data}
-        if not isinstance(data, dict) or data.get("kind", "status") not in FAULT_KINDS:
-            raise ValueError(f"a fault is an HTTP status or one of {', '.join(FAULT_KINDS)}")
-        organization = data.get("organization")
-        return cls(
-            kind=str(data.get("kind", "status")),
-            status=int(data.get("status", 500)),
-            seconds=float(data.get("seconds", 0.0)),
-            retry_after=str(data.get("retry_after", "1")),
-            organization=str(organization) if organization is not None else None,
-        )
-
-
-@dataclass
-class App:
-    client_id: str
-    client_secret: str
-    flavour: str
-    redirect_uris: list[str]
-    scopes: list[str] | None = None  # registered scopes; None: any catalog scope
-    grant_only: list[str] | None = None  # the user consents to these at most (a narrower grant)
-    previous_secrets: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Consent:
-    id: str
-    app: App
-    state: str
-    scopes: list[str]
-    redirect_uri: str
-    code_challenge: str | None
-    offline: bool
-
-
-@dataclass
-class Code:
-    value: str
-    app: App
-    scopes: list[str]
-    redirect_uri: str
-    code_challenge: str | None
-    offline: bool
-    expires_at: dt.datetime
-    used: bool = False
-    grant: Grant | None = None
-
-
-@dataclass
-class Grant:
-    """One authorization: the live access token and refresh token it has issued."""
-
-    id: str
-    app: App
-    scopes: list[str]
-    user: str
-    access_token: str
-    refresh_token: str | None
-    access_expires_at: dt.datetime
-    redirect_uri: str
-    revoked: bool = False
-    refreshes: int = 0
-
-    def public(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "client_id": self.app.client_id,
-            "flavour": self.app.flavour,
-            "scopes": sorted(self.scopes),
-            "user": self.user,
-            "revoked": self.revoked,
-            "access_expires_at": self.access_expires_at.isoformat(),
-            "refreshes": self.refreshes,
-        }
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def s256(verifier: str) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-
-
-class Provider:
-    """All sandbox state, guarded by one lock."""
+class Provider(TokenEndpoints):
+    """All sandbox state, guarded by one lock (token endpoints: `TokenEndpoints`)."""
 
     def __init__(self, user: str = "sandbox.user@example.com") -> None:
         self.lock = threading.Lock()
@@ -219,12 +108,7 @@ class Provider:
         if not form.get("client_assertion") or not form.get("token"):
             raise OAuthFailure("invalid_request", "missing field(s): client_assertion, token")
         with self.lock:
-            app = next(
-                (a for a in self.apps.values() if a.flavour == LEGACY and a.client_secret == form["client_assertion"]),
-                None,
-            )
-            if app is None:
-                raise OAuthFailure("invalid_client", "The client secret is invalid or expired.", 401)
+            app = self.legacy_client(form["client_assertion"])
             for grant in self.grants.values():
                 if grant.app is app and form["token"] in (grant.access_token, grant.refresh_token):
                     grant.revoked = True
@@ -235,7 +119,7 @@ class Provider:
         with self.lock:
             hits = [g for g in self.grants.values() if grant_id is None or g.id == grant_id]
             for grant in hits:
-                grant.access_expires_at = _now() - dt.timedelta(seconds=1)
+                grant.access_expires_at = now() - dt.timedelta(seconds=1)
             return len(hits)
 
     def add_fault(self, endpoint: str, statuses: list[int]) -> None:
@@ -330,7 +214,7 @@ class Provider:
             redirect_uri=consent.redirect_uri,
             code_challenge=consent.code_challenge,
             offline=consent.offline,
-            expires_at=_now() + CODE_LIFETIME,
+            expires_at=now() + CODE_LIFETIME,
         )
         with self.lock:
             self.codes[code.value] = code
@@ -341,131 +225,6 @@ class Provider:
         with self.lock:
             return self.consents.get(consent_id)
 
-    # -- token --------------------------------------------------------------------------------------------------
-
-    def legacy_token(self, form: dict[str, str], *, withhold_refresh: bool = False) -> dict[str, object]:
-        missing = [
-            f
-            for f in ("client_assertion_type", "client_assertion", "grant_type", "assertion", "redirect_uri")
-            if not form.get(f)
-        ]
-        if missing:
-            raise OAuthFailure("invalid_request", f"missing field(s): {', '.join(missing)}")
-        if form["client_assertion_type"] != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer":
-            raise OAuthFailure("invalid_request", "client_assertion_type is not jwt-bearer")
-        with self.lock:
-            app = next(
-                (a for a in self.apps.values() if a.flavour == LEGACY and a.client_secret == form["client_assertion"]),
-                None,
-            )
-            if app is None:
-                raise OAuthFailure("invalid_client", "The client secret is invalid or expired.", 401)
-            grant_type = form["grant_type"]
-            if grant_type == "urn:ietf:params:oauth:grant-type:jwt-bearer":
-                grant = self._redeem(app, form["assertion"], form["redirect_uri"], None, withhold_refresh)
-            elif grant_type == "refresh_token":
-                grant = self._rotate(app, form["assertion"], form["redirect_uri"], withhold_refresh)
-            else:
-                raise OAuthFailure("unsupported_grant_type", f"grant_type {grant_type} is not supported")
-            body: dict[str, object] = {
-                "access_token": grant.access_token,
-                "token_type": "jwt-bearer",
-                "expires_in": str(int((grant.access_expires_at - _now()).total_seconds())),
-                "refresh_token": grant.refresh_token,
-                "scope": " ".join([*grant.scopes, "vso.authorization_grant"]),
-            }
-            if withhold_refresh or not grant.refresh_token:
-                del body["refresh_token"]
-            return body
-
-    def entra_token(self, form: dict[str, str], *, withhold_refresh: bool = False) -> dict[str, object]:
-        with self.lock:
-            app = self.apps.get(form.get("client_id", ""))
-            if app is None or app.flavour != ENTRA:
-                raise OAuthFailure("invalid_client", "AADSTS700016: Application not found.", 400, 700016)
-            if form.get("client_secret") != app.client_secret:
-                raise OAuthFailure("invalid_client", "AADSTS7000215: Invalid client secret provided.", 401, 7000215)
-            grant_type = form.get("grant_type")
-            if not form.get("scope"):
-                raise OAuthFailure("invalid_request", "AADSTS900144: The request body must contain 'scope'.", 400, 900144)
-            if grant_type == "authorization_code":
-                if not form.get("code_verifier"):
-                    raise OAuthFailure("invalid_request", "AADSTS50148: code_verifier is required.", 400, 50148)
-                grant = self._redeem(
-                    app, form.get("code", ""), form.get("redirect_uri", ""), form["code_verifier"], withhold_refresh
-                )
-            elif grant_type == "refresh_token":
-                grant = self._rotate(app, form.get("refresh_token", ""), None, withhold_refresh)
-            else:
-                raise OAuthFailure("unsupported_grant_type", f"AADSTS70003: grant_type {grant_type}.", 400, 70003)
-            body: dict[str, object] = {
-                "token_type": "Bearer",
-                "expires_in": int((grant.access_expires_at - _now()).total_seconds()),
-                "ext_expires_in": 3599,
-                "scope": " ".join(
-                    [*(ADO_RESOURCE + s for s in grant.scopes), *(["offline_access"] if grant.refresh_token else [])]
-                ),
-                "access_token": grant.access_token,
-            }
-            if grant.refresh_token and not withhold_refresh:
-                body["refresh_token"] = grant.refresh_token
-            return body
-
-    def _redeem(
-        self, app: App, code_value: str, redirect_uri: str, verifier: str | None, no_refresh: bool = False
-    ) -> Grant:
-        code = self.codes.get(code_value)
-        if code is None or code.app is not app:
-            raise OAuthFailure("invalid_grant", _aad(app, 70000, "The provided authorization code is invalid."))
-        if code.used:
-            if code.grant is not None:  # a replayed code revokes what it issued (RFC 6749 4.1.2)
-                code.grant.revoked = True
-            raise OAuthFailure("invalid_grant", _aad(app, 54005, "The authorization code was already redeemed."))
-        if code.expires_at < _now():
-            raise OAuthFailure("invalid_grant", _aad(app, 70008, "The authorization code has expired."))
-        if not self._same_redirect(app, code.redirect_uri, redirect_uri):
-            raise OAuthFailure("invalid_grant", _aad(app, 50148, "redirect_uri does not match the authorization."))
-        if code.code_challenge is not None and (verifier is None or s256(verifier) != code.code_challenge):
-            raise OAuthFailure("invalid_grant", _aad(app, 501481, "The code_verifier does not match the challenge."))
-        code.used = True
-        grant = Grant(
-            id=secrets.token_hex(8),
-            app=app,
-            scopes=list(code.scopes),
-            user=self.user,
-            access_token=_token("at"),
-            refresh_token=_token("rt") if code.offline and not no_refresh else None,
-            access_expires_at=_now() + ACCESS_LIFETIME,
-            redirect_uri=code.redirect_uri,
-        )
-        code.grant = grant
-        self.issued += [t for t in (grant.access_token, grant.refresh_token, verifier) if t]
-        self.grants[grant.id] = grant
-        self.by_access[grant.access_token] = grant
-        if grant.refresh_token:
-            self.by_refresh[grant.refresh_token] = grant
-        return grant
-
-    def _rotate(self, app: App, refresh_token: str, redirect_uri: str | None, keep_refresh: bool = False) -> Grant:
-        """New tokens for a refresh token: both rotate (with `keep_refresh` only the access token, and the refresh
-        token stays valid)."""
-        grant = self.by_refresh.get(refresh_token)
-        if grant is None or grant.app is not app or grant.revoked or grant.refresh_token != refresh_token:
-            raise OAuthFailure("invalid_grant", _aad(app, 70000, "The refresh token is invalid, revoked or used."))
-        if redirect_uri is not None and redirect_uri != grant.redirect_uri:
-            raise OAuthFailure("invalid_grant", "redirect_uri does not match the authorization.")
-        del self.by_access[grant.access_token]
-        grant.access_token = _token("at")
-        if not keep_refresh:
-            del self.by_refresh[refresh_token]
-            grant.refresh_token = _token("rt")
-            self.by_refresh[grant.refresh_token] = grant
-        grant.access_expires_at = _now() + ACCESS_LIFETIME
-        grant.refreshes += 1
-        self.issued += [grant.access_token, grant.refresh_token]
-        self.by_access[grant.access_token] = grant
-        return grant
-
     # -- REST ---------------------------------------------------------------------------------------------------
 
     def api(self, authorization: str | None, organization: str, resource: str) -> tuple[int, object]:
@@ -475,7 +234,7 @@ class Provider:
             grant = self.by_access.get(token or "")
             if grant is None or grant.revoked:
                 return 401, {"message": "TF400813: The user is not authorized to access this resource."}
-            if grant.access_expires_at < _now():
+            if grant.access_expires_at < now():
                 return 203, "<html><body><h1>Sign in to your account</h1></body></html>"
             if organization not in self.orgs:
                 return 404, {"message": f"TF200016: The organization {organization} does not exist."}
@@ -495,27 +254,8 @@ class Provider:
     # -- helpers ------------------------------------------------------------------------------------------------
 
     def _redirect_allowed(self, app: App, uri: str) -> bool:
-        return any(self._same_redirect(app, registered, uri) for registered in app.redirect_uris)
-
-    @staticmethod
-    def _same_redirect(app: App, registered: str, uri: str) -> bool:
-        if registered == uri:
-            return True
-        if app.flavour != ENTRA:
-            return False
-        a, b = urlsplit(registered), urlsplit(uri)  # Entra ignores the port of a loopback redirect
-        return a.scheme == b.scheme == "http" and a.hostname == b.hostname == "127.0.0.1" and a.path == b.path
-
-
-def _token(kind: str) -> str:
-    return f"sbx.{kind}.{secrets.token_urlsafe(32)}"
-
-
-def _aad(app: App, code: int, text: str) -> str:
-    return f"AADSTS{code}: {text}" if app.flavour == ENTRA else text
+        return any(same_redirect(app, registered, uri) for registered in app.redirect_uris)
 
 
 def _with_query(uri: str, **params: str) -> str:
-    from urllib.parse import urlencode
-
     return uri + ("&" if "?" in uri else "?") + urlencode(params)

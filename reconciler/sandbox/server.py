@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from reconciler.sandbox.provider import ENTRA, LEGACY, Fault, OAuthFailure, Provider
+from reconciler.sandbox.model import ENTRA, LEGACY, Fault, OAuthFailure
+from reconciler.sandbox.provider import Provider
 
 __all__ = ["SandboxServer", "SeedError", "load_seed"]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.sandbox import SandboxServer
-from reconciler.sandbox.provider import Fault
+from reconciler.sandbox.model import Fault
 from tests.conftest import run
 from tests.reliability.support_b import counted, figures, recorded_tokens, works_at
 from tests.sandbox_support import APPLY, ENV, LEGACY_ID, installation
