@@ -38,7 +38,7 @@ class Options:
     http_timeout: float = 30.0
 
     def workspace(self):  # type: ignore[no-untyped-def]
-        from reconciler.workflow import Workspace
+        from reconciler.app.workspace import Workspace
 
         return Workspace(self.config_dir, os.environ, self.environment, _now, cache=self.cache, http_timeout=self.http_timeout)
 
@@ -270,9 +270,9 @@ def _progress(label: str):  # type: ignore[no-untyped-def]
 
 def _plan_options(target, exclude, replace, allow_delete):  # type: ignore[no-untyped-def]
     from reconciler.addresses import Globs, Selection
-    from reconciler.workflow import Options as PlanOptions
+    from reconciler.app.planning import PlanScope
 
-    return PlanOptions(Selection.of(target, exclude), Globs.of(replace), Globs.of(allow_delete))
+    return PlanScope(Selection.of(target, exclude), Globs.of(replace), Globs.of(allow_delete))
 
 
 def _now() -> dt.datetime:
@@ -318,17 +318,10 @@ def validate(opts: Options) -> int:
       reconciler validate
       reconciler -C examples/quickstart validate
     """
-    from reconciler.config import load_config
+    from reconciler.app.source import config_source
+    from reconciler.app.workspace import check_backend
 
-    loaded = load_config(
-        opts.config_dir,
-        environ=os.environ,
-        today=_now().date(),
-        environment=opts.environment,
-        cache=opts.workspace().parse_cache(),
-        unchecked_secrets=True,
-    )
-    from reconciler.workflow import check_backend
+    loaded = config_source(opts.workspace(), unchecked_secrets=True, parse_ahead=False).load()
 
     check_backend(opts.workspace(), loaded.root)
     for warning in loaded.warnings:
@@ -403,10 +396,9 @@ def plan(opts: Options, fmt: str, detailed_exitcode: bool, split_dir: Path | Non
 
     ahead = None
     if not refresh:  # included files are parsed on a second core while this process imports the rest
-        from reconciler.config.ahead import parse_includes_ahead
-        from reconciler.config.cache import parse_cache
+        from reconciler.app.source import start_parse_ahead
 
-        ahead = parse_includes_ahead(opts.config_dir, parse_cache(os.environ) if opts.cache else None, os.environ)
+        ahead = start_parse_ahead(opts.workspace())
     try:
         return _plan(opts, memo, ahead, fmt, detailed_exitcode, split_dir, out, refresh, parallelism, window,
                      lock_timeout, _plan_options(target, exclude, replace, allow_delete))
@@ -417,19 +409,19 @@ def plan(opts: Options, fmt: str, detailed_exitcode: bool, split_dir: Path | Non
 
 def _plan(opts: Options, memo: Any, ahead: Any, fmt: str, detailed_exitcode: bool, split_dir: Path | None,
           out: Path | None, refresh: bool, parallelism: int, window: float, lock_timeout: float, options: Any) -> int:
+    from reconciler.app.planning import plan_config, save_plan
     from reconciler.render import render_json, render_markdown, render_text
     from reconciler.render.markdown import render_markdown_parts
-    from reconciler.workflow import plan_config, save_plan
 
     workspace = opts.workspace()
     partner_faults: list[str] = []
     if refresh:
-        from reconciler.workflow import run_refresh
+        from reconciler.app.refresh import run_refresh
 
         with _progress("Refreshing") as progress:
             refreshed = run_refresh(
                 workspace,
-                options=options,
+                scope=options,
                 settings=_refresh_settings(parallelism, window),
                 progress=progress,
                 lock_timeout=lock_timeout,
@@ -516,13 +508,13 @@ def refresh(opts: Options, parallelism: int, window: float, lock_timeout: float,
       reconciler refresh --parallelism 32 --target 'installation.acme.*'
     """
     from reconciler.addresses import Selection
-    from reconciler.workflow import Options as PlanOptions
-    from reconciler.workflow import run_refresh
+    from reconciler.app.planning import PlanScope
+    from reconciler.app.refresh import run_refresh
 
     with _progress("Refreshing") as progress:
         outcome = run_refresh(
             opts.workspace(),
-            options=PlanOptions(Selection.of(target, exclude)),
+            scope=PlanScope(Selection.of(target, exclude)),
             settings=_refresh_settings(parallelism, window),
             progress=progress,
             lock_timeout=lock_timeout,
@@ -686,8 +678,8 @@ def apply(opts: Options, plan_file: Path | None, auto_approve: bool, auth_mode: 
       reconciler apply plan.bin --auto-approve --auth-mode defer   # exactly a saved, reviewed plan
       BROWSER="reconciler sandbox approve %s" reconciler apply --auto-approve   # sandbox demo
     """
+    from reconciler.app.run import run_apply
     from reconciler.render import render_text
-    from reconciler.workflow import run_apply
 
     mode = auth_mode or ("browser" if _interactive() else "defer")
     if plan_file is not None and (target or exclude or replace or allow_delete):
@@ -714,7 +706,7 @@ def apply(opts: Options, plan_file: Path | None, auto_approve: bool, auth_mode: 
 
     outcome = run_apply(
         opts.workspace(),
-        options=_plan_options(target, exclude, replace, allow_delete),
+        scope=_plan_options(target, exclude, replace, allow_delete),
         plan_file=plan_file,
         consent=_consent(mode, auth_timeout, chosen=auth_mode is not None),
         hooks=_EchoHooks(),
@@ -756,7 +748,7 @@ def authorize(opts: Options, addresses: tuple[str, ...], reissue: bool, auth_mod
       reconciler authorize --target 'installation.acme.*' --exclude installation.acme.legacy
       reconciler authorize installation.acme.ado-main --reissue
     """
-    from reconciler.workflow import run_authorize
+    from reconciler.app.run import run_authorize
 
     mode = auth_mode or ("browser" if _interactive() else "paste")
     outcome = run_authorize(
@@ -813,7 +805,7 @@ def state_list(opts: Options, as_json: bool) -> int:
       reconciler state list
       reconciler state list --json | jq -r '.[] | select(.status == "needs-reauthorization") | .address'
     """
-    from reconciler.workflow import read_statuses
+    from reconciler.app.statecmds import read_statuses
 
     doc, statuses = read_statuses(opts.workspace())
     addresses = list(doc.resources) if doc else []
@@ -867,7 +859,7 @@ def state_show(opts: Options, address: str, fmt: str, as_json: bool) -> int:
       reconciler state show installation.acme.ado-main
       reconciler state show installation.acme.ado-main --format json | jq .granted_scopes
     """
-    from reconciler.workflow import read_statuses
+    from reconciler.app.statecmds import read_statuses
 
     doc, statuses = read_statuses(opts.workspace())
     record = doc.resources.get(address) if doc else None
@@ -909,7 +901,7 @@ def state_rm(opts: Options, addresses: tuple[str, ...], lock_timeout: float, tar
       reconciler state rm --target 'installation.acme.*' --exclude installation.acme.ado-main
       reconciler state rm installation.acme.ado-main --allow-delete installation.acme.ado-main
     """
-    from reconciler.workflow import state_rm as remove
+    from reconciler.app.statecmds import state_rm as remove
 
     if not addresses and not target:
         raise UsageError("state rm needs the addresses to forget", hint="give ADDRESS arguments or --target ADDRESS")
@@ -932,7 +924,7 @@ def state_mv(opts: Options, old: str, new: str, lock_timeout: float) -> int:
     Examples:
       reconciler state mv installation.acme.ado installation.acme.ado-main
     """
-    from reconciler.workflow import state_mv as move
+    from reconciler.app.statecmds import state_mv as move
 
     move(opts.workspace(), old, new, lock_timeout=lock_timeout)
     click.echo(f"Moved {old} to {new}")
@@ -950,7 +942,7 @@ def state_pull(opts: Options, directory: Path, lock_timeout: float) -> int:
     Examples:
       reconciler state pull backup/
     """
-    from reconciler.workflow import state_pull as pull
+    from reconciler.app.statecmds import state_pull as pull
 
     copy = pull(opts.workspace(), directory, lock_timeout=lock_timeout)
     doc = copy.doc
@@ -975,7 +967,7 @@ def state_push(opts: Options, directory: Path, lock_timeout: float) -> int:
     Examples:
       reconciler state push state/     # move local state to the PostgreSQL backend named in reconciler.yaml
     """
-    from reconciler.workflow import state_push as push
+    from reconciler.app.statecmds import state_push as push
 
     copy = push(opts.workspace(), directory, lock_timeout=lock_timeout)
     doc = copy.doc
@@ -1008,7 +1000,7 @@ def state_rekey(opts: Options, new_key_env: str | None, new_passphrase_env: str 
       export RECONCILER_NEW_STATE_KEY="$(openssl rand -base64 32)"
       reconciler state rekey --new-key-env RECONCILER_NEW_STATE_KEY
     """
-    from reconciler.rekey import NewKey, rekey_state
+    from reconciler.app.rekey import NewKey, rekey_state
 
     rotation = rekey_state(opts.workspace(), NewKey(new_key_env, new_passphrase_env), lock_timeout=lock_timeout)
     for line in _rotation_report(rotation, NewKey(new_key_env, new_passphrase_env)):
@@ -1066,7 +1058,7 @@ def force_unlock(opts: Options, lock_id: str, force: bool) -> int:
       reconciler force-unlock 6f1c2a9e-...
       reconciler force-unlock 6f1c2a9e-... --force     # in a script: end a live holder's session
     """
-    from reconciler.workflow import force_unlock as release
+    from reconciler.app.statecmds import force_unlock as release
 
     def confirm_live(holder: str) -> bool:
         if force:
@@ -1091,8 +1083,8 @@ def show(opts: Options, plan_file: Path, fmt: str) -> int:
     Examples:
       reconciler show plan.bin --format markdown
     """
+    from reconciler.app.planning import show_plan
     from reconciler.render import render_json, render_markdown, render_text
-    from reconciler.workflow import show_plan
 
     doc = show_plan(opts.workspace(), plan_file)
     renderers = {"json": render_json, "markdown": render_markdown}

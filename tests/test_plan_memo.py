@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from reconciler import cli as cli_module
-from reconciler import workflow
+from reconciler.app import planning
 from tests.conftest import read_env_file, run
 
 CASES = Path(__file__).parent / "cases"
@@ -52,13 +52,13 @@ def fresh(env: dict[str, str], *args: str) -> tuple[int, str, str]:
 def planned_count(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the plans actually computed from here on."""
     calls = [0]
-    real = workflow.plan_config
+    real = planning.plan_config
 
     def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
         calls[0] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(workflow, "plan_config", counted)
+    monkeypatch.setattr(planning, "plan_config", counted)
     return calls
 
 
