@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import cli as cli_module
 from reconciler.app import planning
+from reconciler.cli import group as cli_group
 from tests.conftest import read_env_file, run
 
 CASES = Path(__file__).parent / "cases"
@@ -33,7 +33,7 @@ def case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-un
         directory = tmp_path / name
         shutil.copytree(CASES / name, directory)
         monkeypatch.chdir(directory)
-        monkeypatch.setattr(cli_module, "_now", lambda: NOW)
+        monkeypatch.setattr(cli_group, "now", lambda: NOW)
         env = {**read_env_file(directory / "env"), "RECONCILER_CACHE_DIR": str(tmp_path / "cache")}
         return directory, env
 
@@ -142,7 +142,7 @@ def test_a_pending_link_expiring_changes_the_plan_without_any_file_changing(case
     before = plan(env)
     assert "authorization pending since" in before[1]
     later = dt.datetime(2026, 11, 8, 12, 0, tzinfo=dt.UTC)  # the pending link's expiry
-    monkeypatch.setattr(cli_module, "_now", lambda: later)
+    monkeypatch.setattr(cli_group, "now", lambda: later)
     after = plan(env)
     assert "pending authorization expired" in after[1]
     assert after == fresh(env)

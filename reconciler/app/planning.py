@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reconciler.addresses import EVERYTHING, NO_GLOBS, Globs, Selection
 from reconciler.app.keys import no_note, state_key
+from reconciler.app.request import PlanScope
 from reconciler.app.source import config_source, paused_gc
 from reconciler.app.workspace import Workspace, open_backend, read_root
 from reconciler.catalog import load_catalog
@@ -32,16 +32,7 @@ if TYPE_CHECKING:
     from reconciler.config.ahead import ParsedAhead
     from reconciler.planfile import SavedPlan
 
-__all__ = ["PlanResult", "PlanScope", "check_fresh", "plan_config", "plan_of", "read_saved", "save_plan", "show_plan"]
-
-
-@dataclass(frozen=True)
-class PlanScope:
-    """What to plan: address globs to target, exclude, force re-authorization of, and allow deleting."""
-
-    selection: Selection = EVERYTHING
-    replace: Globs = NO_GLOBS
-    allow_delete: Globs = NO_GLOBS
+__all__ = ["PlanResult", "check_fresh", "plan_config", "plan_of", "read_saved", "save_plan", "show_plan"]
 
 
 @dataclass(frozen=True)
@@ -78,9 +69,9 @@ def plan_of(
         )
 
 
-def plan_config(ws: Workspace, scope: PlanScope = PlanScope(), ahead: ParsedAhead | None = None) -> PlanResult:
-    """Load, read state, plan: everything `reconciler plan` shows, as data (`ahead`: a parse-ahead worker the
-    caller started). A plan shows and compares secret references, never their values: a secret not available
+def plan_config(ws: Workspace, scope: PlanScope | None = None, ahead: ParsedAhead | None = None) -> PlanResult:
+    """Load, read state, plan: everything `reconciler plan` shows, as data (`scope` None: everything; `ahead`: a
+    parse-ahead worker the caller started). A plan shows and compares secret references, never their values: a secret not available
     here is only noted (`loaded.unchecked`)."""
     early: list[tuple[object, StateBackend, StateDocument | None]] = []
 
@@ -99,7 +90,7 @@ def plan_config(ws: Workspace, scope: PlanScope = PlanScope(), ahead: ParsedAhea
             backend = open_backend(ws, loaded.root)
             recorded = backend.read()
         now = ws.clock()
-        plan = plan_of(ws, loaded, backend, scope, recorded, now=now)
+        plan = plan_of(ws, loaded, backend, scope or PlanScope(), recorded, now=now)
         document = to_document(plan, warnings=[str(w) for w in loaded.warnings])
         return PlanResult(loaded, backend, plan, document, _valid_until(recorded, now))
 

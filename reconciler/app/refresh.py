@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from reconciler.app.keys import no_note, state_key
-from reconciler.app.planning import PlanResult, PlanScope, plan_of
+from reconciler.app.planning import PlanResult, plan_of
+from reconciler.app.request import PlanScope
 from reconciler.app.source import config_source
 from reconciler.app.workspace import Workspace, open_backend
 from reconciler.catalog import load_catalog

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 from reconciler.addresses import Globs, Selection
 from reconciler.app.keys import no_note, sealed_key_id, state_key
-from reconciler.app.planning import PlanScope, check_fresh, plan_of, read_saved
+from reconciler.app.planning import check_fresh, plan_of, read_saved
+from reconciler.app.request import PlanScope
 from reconciler.app.source import config_source
 from reconciler.app.workspace import Workspace, open_backend, read_root
 from reconciler.catalog import load_catalog
