@@ -14,6 +14,7 @@ import click
 from reconciler.cli.group import EXIT_CHANGES, EXIT_OK, GlobalOptions, cli
 from reconciler.cli.options import address_options, plan_scope, refresh_options, refresh_settings
 from reconciler.cli.output import progress_bar, redacted, warn_short_secrets, write_part
+from reconciler.cli.views import view
 from reconciler.errors import ReconcilerError, UsageError
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ def _plan_and_print(request: PlanRequest, memo: Any, ahead: Any) -> int:
         save_plan(request.workspace, result, request.out)
         click.echo(f"Saved the plan to {request.out}; apply exactly it with `reconciler apply {request.out}`.", err=True)
     secrets = result.loaded.desired.secret_values()
-    output = redacted(_render(request.format, doc, color=request.color), secrets)
+    output = redacted(view(request.format, color=request.color).plan(doc), secrets)
     warn_short_secrets(secrets)
     if request.split_dir is not None:
         _write_parts(request.split_dir, doc, secrets)
@@ -131,16 +132,6 @@ def _print(request: PlanRequest, output: str, has_changes: bool) -> int:
     """`output` on stdout; the exit code of a plan with (or without) changes."""
     click.echo(output, nl=False, color=request.color)
     return EXIT_CHANGES if request.detailed_exitcode and has_changes else EXIT_OK
-
-
-def _render(fmt: str, doc: Any, *, color: bool) -> str:
-    from reconciler.render import render_json, render_markdown, render_text
-
-    if fmt == "json":
-        return render_json(doc)
-    if fmt == "markdown":
-        return render_markdown(doc)
-    return render_text(doc, color=color)
 
 
 def _write_parts(split_dir: Path, doc: Any, secrets: frozenset[str] | set[str]) -> None:
@@ -169,11 +160,8 @@ def show(opts: GlobalOptions, plan_file: Path, fmt: str) -> int:
       reconciler show plan.bin --format markdown
     """
     from reconciler.app.planning import show_plan
-    from reconciler.render import render_json, render_markdown, render_text
 
-    doc = show_plan(opts.workspace(), plan_file)
-    renderers = {"json": render_json, "markdown": render_markdown}
-    output = renderers[fmt](doc) if fmt in renderers else render_text(doc, color=opts.use_color())
+    output = view(fmt, color=opts.use_color()).plan(show_plan(opts.workspace(), plan_file))
     click.echo(output, nl=False, color=opts.use_color())
     return EXIT_OK
 

@@ -22,6 +22,7 @@ from reconciler.cli.options import (
     plan_scope,
     selection_options,
 )
+from reconciler.cli.views import view
 from reconciler.errors import ReconcilerError, UsageError, one_line
 
 
@@ -100,7 +101,6 @@ def apply(opts: GlobalOptions, plan_file: Path | None, auto_approve: bool, auth_
       BROWSER="reconciler sandbox approve %s" reconciler apply --auto-approve   # sandbox demo
     """
     from reconciler.app.run import run_apply
-    from reconciler.render import render_text
 
     mode = auth_mode or ("browser" if _interactive() else "defer")
     if plan_file is not None and (target or exclude or replace or allow_delete):
@@ -109,7 +109,7 @@ def apply(opts: GlobalOptions, plan_file: Path | None, auto_approve: bool, auth_
         raise UsageError("apply needs confirmation, and there is no terminal to ask", hint="pass --auto-approve")
 
     def confirm(document) -> bool:  # type: ignore[no-untyped-def]
-        click.echo(render_text(document, color=opts.use_color()), nl=False, color=opts.use_color())
+        click.echo(view("text", color=opts.use_color()).plan(document), nl=False, color=opts.use_color())
         if not document.has_changes:
             return False
         if auto_approve:

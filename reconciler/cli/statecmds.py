@@ -6,8 +6,6 @@ application layer does that).
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ import click
 
 from reconciler.cli.group import EXIT_OK, GlobalGroup, GlobalOptions, cli, count, global_options
 from reconciler.cli.options import LOCK_TIMEOUT, exact_address, globs_option, patterns, selection_options
+from reconciler.cli.views import iso, view
 from reconciler.errors import UsageError, one_line
 
 
@@ -39,41 +38,8 @@ def state_list(opts: GlobalOptions, as_json: bool) -> int:
     from reconciler.app.statecmds import read_statuses
 
     doc, statuses = read_statuses(opts.workspace())
-    addresses = list(doc.resources) if doc else []
-    if as_json:
-        entries = [_list_entry(address, doc.resources[address], statuses.get(address)) for address in addresses]  # type: ignore[union-attr]
-        click.echo(json.dumps(entries, indent=2))
-        return EXIT_OK
-    for address in addresses:
-        status = statuses.get(address)
-        click.echo(f"{address}\t{_status_line(status)}" if status else f"{address}\trecorded")
+    click.echo(view("json" if as_json else "text").listing(doc, statuses), nl=False)
     return EXIT_OK
-
-
-def _list_entry(address: str, record: Any, status: Any) -> dict[str, Any]:
-    """One `state list --json` entry: names, the derived status and times — records hold no token material."""
-    from reconciler.state.model import InstallationRecord
-
-    entry: dict[str, Any] = {"address": address, "kind": record.kind, "status": status.word if status else "recorded"}
-    if isinstance(record, InstallationRecord):
-        entry |= {"pending": record.pending is not None, "protected": record.protected, "drift": record.drift}
-        times = record.model_dump(mode="json", include={"authorized_at"})
-        if status is not None:
-            entry["reason"] = status.reason
-            times |= {"checked_at": _iso(status.checked_at), "expires_at": _iso(status.expires_at)}
-        entry |= {key: value for key, value in times.items() if value is not None}
-    return entry
-
-
-def _iso(moment: dt.datetime | None) -> str | None:
-    """A time as the JSON state shows it (UTC written `Z`)."""
-    return moment.isoformat().replace("+00:00", "Z") if moment else None
-
-
-def _status_line(status) -> str:  # type: ignore[no-untyped-def]
-    """`word<TAB>reason (checked <when>)`: a status says why, and when it was last established."""
-    checked = status.checked_at.isoformat(timespec="seconds") if status.checked_at else "never"
-    return f"{status.word}\t{one_line(status.reason)} (checked {checked})"
 
 
 @state.command("show")
@@ -100,17 +66,10 @@ def state_show(opts: GlobalOptions, address: str, fmt: str, as_json: bool) -> in
     if address in statuses:  # the derived status replaces the recorded one; the expiry is the stored token's
         status = statuses[address]
         data["status"], data["reason"] = status.word, status.reason
-        data["checked_at"] = _iso(status.checked_at)
-        data["expires_at"] = _iso(status.expires_at)
+        data["checked_at"] = iso(status.checked_at)
+        data["expires_at"] = iso(status.expires_at)
         data = {k: v for k, v in data.items() if v is not None}
-    if as_json or fmt == "json":
-        click.echo(json.dumps({"address": address, **data}, indent=2))
-        return EXIT_OK
-    click.echo(f"# {address}")
-    width = max(len(k) for k in data)
-    for key, value in data.items():
-        shown = ", ".join(value) if isinstance(value, list) else json.dumps(value) if isinstance(value, dict) else value
-        click.echo(f"{key.ljust(width)}  {one_line(str(shown))}")  # recorded values forge no lines
+    click.echo(view("json" if as_json else fmt).record(address, data), nl=False)
     return EXIT_OK
 
 
