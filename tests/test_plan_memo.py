@@ -191,10 +191,13 @@ def test_a_plan_that_fails_stores_nothing(case, tmp_path: Path) -> None:
 
 
 def test_postgres_state_is_never_memoised(tmp_path: Path) -> None:
-    """Other writers change shared state unseen: the backend offers no local digests, so nothing is stored."""
+    """Other writers change shared state unseen: the backend offers the memo no local files, so nothing is stored."""
+    from reconciler.memo import StateFiles
+    from reconciler.state import LocalBackend
     from reconciler.state.postgres import PostgresBackend
 
-    assert PostgresBackend("host=127.0.0.1 port=1", "default").read_digests() is None
+    assert not isinstance(PostgresBackend("host=127.0.0.1 port=1", "default"), StateFiles)
+    assert isinstance(LocalBackend(Path("state"), "default"), StateFiles)
 
 
 def test_the_state_digests_are_of_the_bytes_read(tmp_path: Path) -> None:

@@ -1,21 +1,23 @@
 """Where a command's configuration comes from: one interface, `ConfigSource.load()`, and the speed machinery as
 wrappers around the plain source.
 
-The plain source calls `load_config`. The parse cache, the parse-ahead worker (a second core parsing included
-files) and the pause of the cyclic garbage collector each wrap a source and give exactly what it gives, sooner;
-`config_source` composes them for a workspace. The core (loader, planner, backends) knows none of them beyond the
-loader's two optional hand-ins (`cache=`, `ahead=`), passed down as `Assist`.
-Owns: that composition and the GC pause. Must not: change what is loaded, print, or know about click.
+The plain source calls `load_config`. The parse-ahead worker (a second core parsing included files), the parse
+cache and the pause of the cyclic garbage collector each wrap a source and give exactly what it gives, sooner;
+`config_source` composes them for a workspace. The core knows none of them: the loader parses each file through
+a `Parser` (reconciler.config.documents), and the wrappers here hand it one that answers from the worker or the
+cache before parsing.
+Owns: that composition, the parsers the wrappers hand in, and the GC pause. Must not: change what is loaded,
+print, or know about click.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from reconciler.app.workspace import Workspace
 
@@ -23,24 +25,15 @@ if TYPE_CHECKING:  # loading itself (pydantic, the schema) is imported only when
     from reconciler.config import LoadedConfig
     from reconciler.config.ahead import ParsedAhead
     from reconciler.config.cache import ParseCache
+    from reconciler.config.documents import Parser
 
-__all__ = ["Assist", "ConfigSource", "config_source", "paused_gc", "start_parse_ahead"]
-
-
-@dataclass(frozen=True)
-class Assist:
-    """Files a load may take already parsed instead of parsing them: from the parse cache, from the worker."""
-
-    cache: ParseCache | None = None
-    ahead: ParsedAhead | None = None
-
-
-NO_ASSIST = Assist()
+__all__ = ["ConfigSource", "config_source", "paused_gc", "start_parse_ahead"]
 
 
 class ConfigSource(Protocol):
-    def load(self, assist: Assist = NO_ASSIST) -> LoadedConfig:
-        """The workspace's configuration, loaded and validated (`ConfigError` listing every problem)."""
+    def load(self, parser: Parser | None = None) -> LoadedConfig:
+        """The workspace's configuration, loaded and validated (`ConfigError` listing every problem); `parser`:
+        handed in by an outer wrapper (None: the plain one)."""
 
 
 @dataclass(frozen=True)
@@ -50,8 +43,9 @@ class PlainSource:
     ws: Workspace
     unchecked_secrets: bool = False
 
-    def load(self, assist: Assist = NO_ASSIST) -> LoadedConfig:
+    def load(self, parser: Parser | None = None) -> LoadedConfig:
         from reconciler.config import load_config
+        from reconciler.config.documents import PLAIN
 
         ws = self.ws
         return load_config(
@@ -59,8 +53,7 @@ class PlainSource:
             environ=ws.environ,
             today=ws.clock().date(),
             environment=ws.environment,
-            cache=assist.cache,
-            ahead=assist.ahead,
+            parser=parser or PLAIN,
             unchecked_secrets=self.unchecked_secrets,
         )
 
@@ -72,29 +65,63 @@ class CachedSource:
     inner: ConfigSource
     cache: ParseCache
 
-    def load(self, assist: Assist = NO_ASSIST) -> LoadedConfig:
-        return self.inner.load(dataclasses.replace(assist, cache=self.cache))
+    def load(self, parser: Parser | None = None) -> LoadedConfig:
+        return self.inner.load(CachedParser(self.cache, _plain(parser)))
+
+
+@dataclass(frozen=True)
+class CachedParser:
+    """The cache's entry for a file's bytes, else `inner`'s parse, kept once the whole load succeeded."""
+
+    cache: ParseCache
+    inner: Parser
+
+    def parse(self, path: Path, raw: bytes, text: str) -> Any:
+        return self.cache.load(raw, lambda: self.inner.parse(path, raw, text))
+
+    def done(self) -> None:
+        self.inner.done()
+        self.cache.commit()
 
 
 @dataclass(frozen=True)
 class ParsedAheadSource:
     """Included files parsed on a second core (by `started`, a worker the caller started earlier, else by one
-    started here) while `meanwhile()` runs; the worker is closed when the load returns."""
+    started here, consulting `cache`) while `meanwhile()` runs; the worker is closed when the load returns."""
 
     inner: ConfigSource
     ws: Workspace
+    cache: ParseCache | None = None
     started: ParsedAhead | None = None
     meanwhile: Callable[[], object] | None = None
 
-    def load(self, assist: Assist = NO_ASSIST) -> LoadedConfig:
-        ahead = self.started or start_parse_ahead(self.ws, assist.cache)
+    def load(self, parser: Parser | None = None) -> LoadedConfig:
+        ahead = self.started or start_parse_ahead(self.ws, self.cache)
+        if ahead is None:
+            return self.inner.load(parser)
         try:
-            if ahead is not None and self.meanwhile is not None:
+            if self.meanwhile is not None:
                 self.meanwhile()
-            return self.inner.load(dataclasses.replace(assist, ahead=ahead))
+            return self.inner.load(AheadParser(ahead, _plain(parser)))
         finally:
-            if ahead is not None:
-                ahead.close()
+            ahead.close()
+
+
+@dataclass(frozen=True)
+class AheadParser:
+    """The worker's parse of a file (checked against the bytes read here), else `inner`'s."""
+
+    ahead: ParsedAhead
+    inner: Parser
+
+    def parse(self, path: Path, raw: bytes, text: str) -> Any:
+        from reconciler.config.ahead import MISSING
+
+        found = self.ahead.get(path, raw)
+        return self.inner.parse(path, raw, text) if found is MISSING else found[0]
+
+    def done(self) -> None:
+        self.inner.done()
 
 
 @dataclass(frozen=True)
@@ -103,9 +130,15 @@ class GcPausedSource:
 
     inner: ConfigSource
 
-    def load(self, assist: Assist = NO_ASSIST) -> LoadedConfig:
+    def load(self, parser: Parser | None = None) -> LoadedConfig:
         with paused_gc():
-            return self.inner.load(assist)
+            return self.inner.load(parser)
+
+
+def _plain(parser: Parser | None) -> Parser:
+    from reconciler.config.documents import PLAIN
+
+    return parser or PLAIN
 
 
 @contextmanager
@@ -146,11 +179,12 @@ def config_source(
     parse_ahead: bool = True,
 ) -> ConfigSource:
     """The workspace's configuration, with every speed wrapper that applies (`ahead`, `meanwhile`: see
-    `ParsedAheadSource`; `parse_ahead` False: no worker, for a command that parses a single file)."""
-    source: ConfigSource = PlainSource(ws, unchecked_secrets)
-    if parse_ahead:
-        source = ParsedAheadSource(source, ws, ahead, meanwhile)
+    `ParsedAheadSource`; `parse_ahead` False: no worker). Each file is looked up in the cache first, then taken
+    from the worker, else parsed here; the cache keeps what the other two parsed."""
     cache = parse_cache(ws)
+    source: ConfigSource = PlainSource(ws, unchecked_secrets)
     if cache is not None:
         source = CachedSource(source, cache)
+    if parse_ahead:
+        source = ParsedAheadSource(source, ws, cache, ahead, meanwhile)
     return GcPausedSource(source)
