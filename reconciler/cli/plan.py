@@ -83,8 +83,9 @@ def _plan(request: PlanRequest) -> int:
     memo = open_memo(request)
     hit = memo.lookup(request.workspace.clock()) if memo is not None else None
     if hit is not None:
+        output = redacted(hit.output, hit.secret_values)
         warn_short_secrets(hit.secret_values)
-        return _print(request, redacted(hit.output, hit.secret_values), hit.has_changes)
+        return _print(request, output, hit.has_changes)
     ahead = None
     if request.refresh is None:
         from reconciler.app.source import start_parse_ahead
@@ -118,14 +119,14 @@ def _plan_and_print(request: PlanRequest, memo: Any, ahead: Any) -> int:
         _write_parts(request.split_dir, doc, secrets)
     if memo is not None:
         remember(memo, result, output)
-    _print(request, output, False)
+    code = _print(request, output, doc.has_changes)
     if outcome.partner_faults:
         raise ReconcilerError(
             f"the provider rejected the client credentials of partner(s) {', '.join(outcome.partner_faults)}: their "
             "installations were not re-planned",
             hint="rotate the partner's client secret; users need not sign in again",
         )
-    return EXIT_CHANGES if request.detailed_exitcode and doc.has_changes else EXIT_OK
+    return code
 
 
 def _print(request: PlanRequest, output: str, has_changes: bool) -> int:
