@@ -31,7 +31,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from reconciler import __version__
 from reconciler.config.cache import (
@@ -44,7 +44,7 @@ from reconciler.config.cache import (
 from reconciler.config.includes import CONFIG_FILE, TooManyMatches, glob_matches
 from reconciler.references import REFERENCE, Problem, reach, resolve
 
-__all__ = ["Hit", "PlanMemo", "file_digest"]
+__all__ = ["Hit", "PlanMemo", "StateFiles", "file_digest"]
 
 _FORMAT = "reconciler-plan-memo-2"
 _PACKAGE = Path(__file__).resolve().parent
@@ -58,6 +58,15 @@ def file_digest(path: str | Path) -> str | None:
             return hashlib.file_digest(handle, "sha256").hexdigest()
     except OSError:
         return None
+
+
+@runtime_checkable
+class StateFiles(Protocol):
+    """State kept in local files, as the memo asks it: what it read (a shared backend offers no such thing:
+    other writers change it unseen, and nothing local tells that it is unchanged)."""
+
+    def read_digests(self) -> list[tuple[str, str | None]] | None:
+        """The SHA-256 of each file the last `read` used, as read (None: absent); None when nothing was read."""
 
 
 @dataclass(frozen=True)

@@ -192,12 +192,12 @@ def test_python_dash_m_and_version() -> None:
 
 def test_internal_errors_are_reported_as_bugs_without_message(config_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An unexpected exception prints one 'bug' line (not its message, which could hold a value), exit 1."""
-    import reconciler.workflow
+    import reconciler.app.planning
 
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError(PARTNER_SECRET)
 
-    monkeypatch.setattr(reconciler.workflow, "plan_config", boom)
+    monkeypatch.setattr(reconciler.app.planning, "plan_config", boom)
     result = run(["-C", ".", "plan"], ENV)
     assert result.exit_code == 1
     assert "internal error: RuntimeError" in result.stderr and "bug" in result.stderr

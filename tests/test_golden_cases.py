@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from deepdiff import DeepDiff
 
+from reconciler.app.planning import plan_config
+from reconciler.app.workspace import Workspace
 from reconciler.errors import ReconcilerError
 from reconciler.render import render_json, render_markdown, render_text
-from reconciler.workflow import Workspace, plan_config
 from tests.conftest import UPDATE_GOLDEN, read_env_file, snapshot
 
 CASES = Path(__file__).parent / "cases"

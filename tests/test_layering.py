@@ -13,21 +13,27 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "reconciler"
 
 FORBIDDEN = {
-    "planner.py": {"yaml", "httpx", "authlib", "click", "rich", "os", "time", "reconciler.cli", "reconciler.render"},
+    "planner.py": {"yaml", "httpx", "authlib", "click", "rich", "os", "time", "reconciler.cli", "reconciler.render",
+                   "reconciler.memo", "reconciler.config.cache", "reconciler.config.ahead"},
     "plan.py": {"yaml", "httpx", "authlib", "click", "rich", "os"},
     "render": {"reconciler.cli", "reconciler.state", "reconciler.config", "click", "httpx", "authlib", "os"},
     "config": {"httpx", "authlib", "click", "rich", "reconciler.state", "reconciler.planner", "reconciler.render"},
-    "state": {"httpx", "authlib", "click", "rich", "reconciler.planner", "reconciler.render", "reconciler.cli"},
+    "state": {"httpx", "authlib", "click", "rich", "reconciler.planner", "reconciler.render", "reconciler.cli",
+              "reconciler.memo", "reconciler.config.cache", "reconciler.config.ahead"},
     "catalog": {"httpx", "authlib", "click", "reconciler.config", "reconciler.state", "reconciler.planner"},
-    "workflow.py": {"click", "rich"},
+    "app": {"click", "rich", "reconciler.cli"},
+    # The speed machinery (plan memo, parse cache, parse-ahead worker) wraps the core from the application layer:
+    # the loader parses through a `Parser` it is handed, the planner and the backends know none of it.
+    "config/loader.py": {"reconciler.memo", "reconciler.config.cache", "reconciler.config.ahead"},
+    "config/documents.py": {"reconciler.memo", "reconciler.config.cache", "reconciler.config.ahead"},
     # Tokens are kept below the configuration, the plan and the state document: apply, refresh, the state
     # commands (and the adapters to come) use them, never the other way round.
     "tokens": {
         "httpx", "authlib", "click", "rich", "reconciler.config", "reconciler.planner", "reconciler.render",
-        "reconciler.cli", "reconciler.state", "reconciler.workflow", "reconciler.apply", "reconciler.refresh",
+        "reconciler.cli", "reconciler.state", "reconciler.app", "reconciler.apply", "reconciler.refresh",
     },
     "auth": {"click", "rich", "reconciler.state", "reconciler.planner", "reconciler.render", "reconciler.cli",
-             "reconciler.workflow", "reconciler.apply", "reconciler.refresh"},
+             "reconciler.app", "reconciler.apply", "reconciler.refresh"},
 }
 
 
@@ -50,6 +56,22 @@ def test_module_does_not_import_forbidden_layers(target: str) -> None:
     for file in files:
         bad = {n for n in _imports(file) for f in FORBIDDEN[target] if n == f or n.startswith(f + ".")}
         assert not bad, f"{file.relative_to(PACKAGE)} imports {sorted(bad)}"
+
+
+TOP_LAYERS = ("reconciler.cli", "reconciler.app")  # the cli may import the app; the app, everything below
+
+
+@pytest.mark.parametrize("file", sorted(p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")))
+def test_nothing_below_imports_the_app_or_the_cli(file: str) -> None:
+    """Only the CLI imports the application layer, and nothing but `python -m reconciler` imports the CLI
+    (imports inside functions included)."""
+    allowed = {"__main__": TOP_LAYERS, "cli": TOP_LAYERS, "app": ("reconciler.app",)}
+    may = allowed.get(file.split("/")[0].removesuffix(".py"), ())
+    bad = {
+        n for n in _imports(PACKAGE / file) for layer in TOP_LAYERS
+        if (n == layer or n.startswith(layer + ".")) and not any(n == m or n.startswith(m + ".") for m in may)
+    }
+    assert not bad, f"{file} imports {sorted(bad)}"
 
 
 def test_every_module_opens_with_a_docstring() -> None:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import cli as cli_module
-from reconciler import workflow
+from reconciler.app import planning
+from reconciler.cli import group as cli_group
 from tests.conftest import read_env_file, run
 
 CASES = Path(__file__).parent / "cases"
@@ -33,7 +33,7 @@ def case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-un
         directory = tmp_path / name
         shutil.copytree(CASES / name, directory)
         monkeypatch.chdir(directory)
-        monkeypatch.setattr(cli_module, "_now", lambda: NOW)
+        monkeypatch.setattr(cli_group, "now", lambda: NOW)
         env = {**read_env_file(directory / "env"), "RECONCILER_CACHE_DIR": str(tmp_path / "cache")}
         return directory, env
 
@@ -52,13 +52,13 @@ def fresh(env: dict[str, str], *args: str) -> tuple[int, str, str]:
 def planned_count(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the plans actually computed from here on."""
     calls = [0]
-    real = workflow.plan_config
+    real = planning.plan_config
 
     def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
         calls[0] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(workflow, "plan_config", counted)
+    monkeypatch.setattr(planning, "plan_config", counted)
     return calls
 
 
@@ -142,7 +142,7 @@ def test_a_pending_link_expiring_changes_the_plan_without_any_file_changing(case
     before = plan(env)
     assert "authorization pending since" in before[1]
     later = dt.datetime(2026, 11, 8, 12, 0, tzinfo=dt.UTC)  # the pending link's expiry
-    monkeypatch.setattr(cli_module, "_now", lambda: later)
+    monkeypatch.setattr(cli_group, "now", lambda: later)
     after = plan(env)
     assert "pending authorization expired" in after[1]
     assert after == fresh(env)
@@ -191,10 +191,13 @@ def test_a_plan_that_fails_stores_nothing(case, tmp_path: Path) -> None:
 
 
 def test_postgres_state_is_never_memoised(tmp_path: Path) -> None:
-    """Other writers change shared state unseen: the backend offers no local digests, so nothing is stored."""
+    """Other writers change shared state unseen: the backend offers the memo no local files, so nothing is stored."""
+    from reconciler.memo import StateFiles
+    from reconciler.state.local import LocalBackend
     from reconciler.state.postgres import PostgresBackend
 
-    assert PostgresBackend("host=127.0.0.1 port=1", "default").read_digests() is None
+    assert not isinstance(PostgresBackend("host=127.0.0.1 port=1", "default"), StateFiles)
+    assert isinstance(LocalBackend(Path("state"), "default"), StateFiles)
 
 
 def test_the_state_digests_are_of_the_bytes_read(tmp_path: Path) -> None:

@@ -14,10 +14,8 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from reconciler.config.ahead import MISSING, ParsedAhead
-from reconciler.config.cache import ParseCache
 from reconciler.config.includes import (
     MAX_FILE_BYTES,
     FileTooLarge,
@@ -57,14 +55,35 @@ class Manifest:
         self.files.append((os.path.abspath(path), hashlib.sha256(raw).hexdigest()))
 
 
-class Reader:
-    """Reads the files of one load: each at most once, parsed through the cache or the parse-ahead worker,
-    recorded in the manifest, every problem reported."""
+class Parser(Protocol):
+    """How a load turns a file's text into plain data. The plain parser parses; the speed machinery (the parse
+    cache, the parse-ahead worker: see `reconciler.app.source`) wraps it and answers from elsewhere when it can,
+    always with what the plain parser would give."""
 
-    def __init__(
-        self, report: Report, manifest: Manifest, cache: ParseCache | None = None, ahead: ParsedAhead | None = None
-    ) -> None:
-        self.report, self.manifest, self.cache, self.ahead = report, manifest, cache, ahead
+    def parse(self, path: Path, raw: bytes, text: str) -> Any:
+        """The YAML data of `text` (read from `path` as `raw`); `YamlSyntaxError` when it is not YAML."""
+
+    def done(self) -> None:
+        """The whole load succeeded (a cache may keep what was parsed)."""
+
+
+class PlainParser:
+    def parse(self, path: Path, raw: bytes, text: str) -> Any:
+        return load_yaml_text(text)
+
+    def done(self) -> None:
+        return None
+
+
+PLAIN = PlainParser()
+
+
+class Reader:
+    """Reads the files of one load: each at most once, parsed by `parser`, recorded in the manifest, every
+    problem reported."""
+
+    def __init__(self, report: Report, manifest: Manifest, parser: Parser = PLAIN) -> None:
+        self.report, self.manifest, self.parser = report, manifest, parser
         self.seen: set[Path] = set()
 
     def read(self, path: Path, model: type[IncludedFile] | None) -> Document | None:
@@ -88,21 +107,11 @@ class Reader:
             self.report.at(display, line, column, "file is not valid UTF-8")
             return None
         try:
-            data = self._parsed(path, raw, text)
+            data = self.parser.parse(path, raw, text)
         except YamlSyntaxError as exc:
             self.report.at(display, exc.line, exc.column, exc.message, exc.hint)
             return None
         return self._mapping(SourceFile(path, display, text), data, model)
-
-    def _parsed(self, path: Path, raw: bytes, text: str) -> Any:
-        """The YAML data of a file: from the parse-ahead worker, the cache, or parsed here."""
-        found: Any = self.ahead.get(path, raw) if self.ahead is not None else MISSING
-        if found is not MISSING:
-            data, fresh = found
-            if fresh and self.cache is not None:  # parsed there: cached here, once the whole load succeeds
-                self.cache.remember(raw, data)
-            return data
-        return self.cache.load(raw, lambda: load_yaml_text(text)) if self.cache else load_yaml_text(text)
 
     def _mapping(self, src: SourceFile, data: Any, model: type[IncludedFile] | None) -> Document | None:
         if data is None and model is None:

@@ -17,10 +17,8 @@ from pathlib import Path
 
 from reconciler.catalog import Catalog
 from reconciler.catalog.files import load_catalog
-from reconciler.config.ahead import ParsedAhead
-from reconciler.config.cache import ParseCache
 from reconciler.config.desired import DesiredState
-from reconciler.config.documents import Document, Manifest, Reader, declared, validated_files
+from reconciler.config.documents import PLAIN, Document, Manifest, Parser, Reader, declared, validated_files
 from reconciler.config.includes import CONFIG_FILE, FileTooLarge, include_patterns, read_config_bytes
 from reconciler.config.installations import desired_installations
 from reconciler.config.located import KeyPath, Report, SourceFile, display_path
@@ -86,8 +84,7 @@ def load_config(
     today: dt.date | None = None,
     catalog: Catalog | None = None,
     environment: str | None = None,
-    cache: ParseCache | None = None,
-    ahead: ParsedAhead | None = None,
+    parser: Parser = PLAIN,
     unchecked_secrets: bool = False,
 ) -> LoadedConfig:
     """Load and validate the configuration in `config_dir`; raise `ConfigError` listing every problem.
@@ -99,13 +96,13 @@ def load_config(
 
     With `environment`, `environments/<environment>.yaml` is merged over the files before validation: mappings
     merge by key, lists and other values are replaced, a null removes the key. An unknown name is an error;
-    `default` without such a file is the base configuration. With `cache`, unchanged files are not parsed again;
-    with `ahead` (see `parse_includes_ahead`), files a worker has parsed already are not parsed here.
+    `default` without such a file is the base configuration. `parser` turns each file's text into data (the speed
+    machinery wraps the plain one: see `reconciler.app.source`).
     """
     config_dir, catalog = Path(config_dir), catalog or load_catalog()
     report = Report()
     manifest = Manifest(today=today.isoformat() if today else None)
-    documents, overlay = _documents(Reader(report, manifest, cache, ahead), config_dir, environment)
+    documents, overlay = _documents(Reader(report, manifest, parser), config_dir, environment)
     files = validated_files(report, documents)
     report.fail_if_issues()
     root = files[0][1]
@@ -120,8 +117,7 @@ def load_config(
     desired = _desired(Checks(report, values, catalog, today), root, partners, tenants, environment)
     shown = [src.display for src, _ in files] + ([overlay.display] if overlay is not None else [])
     manifest.references = values.manifest_references()
-    if cache is not None:
-        cache.commit()
+    parser.done()
     return LoadedConfig(desired, report.warnings, shown, root, manifest, values.unchecked_references())
 
 

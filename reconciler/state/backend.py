@@ -59,10 +59,6 @@ class StateBackend(Protocol):
     def read(self) -> StateDocument | None:
         """The current document, or None when no state exists yet. Never creates anything."""
 
-    def read_digests(self) -> list[tuple[str, str | None]] | None:
-        """The SHA-256 of each local file the last `read` used, as read (None: absent), for the plan memo; None
-        when state is not in local files or nothing was read (the memo is then not used)."""
-
     def write(
         self, doc: StateDocument, *, expected_serial: int | None, changed: set[str] | None = None
     ) -> StateDocument:

@@ -89,7 +89,8 @@ class LocalBackend:
         return self._display
 
     def read_digests(self) -> list[tuple[str, str | None]] | None:
-        """The SHA-256 of each file the last `read` used, as it was read (None: absent); None before any read."""
+        """The SHA-256 of each file the last `read` used, as it was read (None: absent); None before any read. For
+        the plan memo (`reconciler.memo.StateFiles`), not part of the backend protocol."""
         return self._digests
 
     def read(self) -> StateDocument | None:

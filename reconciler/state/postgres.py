@@ -104,9 +104,6 @@ class PostgresBackend:
     def describe(self) -> str:
         return self._where
 
-    def read_digests(self) -> None:
-        return None  # other writers change rows unseen: nothing local tells that state is unchanged
-
     @contextmanager
     def _session(self) -> Iterator[Any]:
         if self._conn is not None:

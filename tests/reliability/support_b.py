@@ -57,11 +57,11 @@ def counted(area: str):  # type: ignore[no-untyped-def]
 def recorded_tokens(state_dir, environ):  # type: ignore[no-untyped-def]
     """Every installation state records as authorized, with the tokens its sealed credentials open to under the
     state key (key file beside the state, or RECONCILER_STATE_KEY in `environ`) — or the error opening them."""
+    from reconciler.app.keys import open_key
     from reconciler.errors import ReconcilerError
     from reconciler.state.local import LocalBackend
     from reconciler.state.model import InstallationRecord
     from reconciler.tokens.vault import Vault
-    from reconciler.workflow import open_key
 
     backend = LocalBackend(state_dir, "default")
     doc = backend.read()

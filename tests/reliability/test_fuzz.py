@@ -29,8 +29,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from reconciler.app.source import CachedParser
 from reconciler.config import load_config
 from reconciler.config.cache import ParseCache
+from reconciler.config.documents import PLAIN
 from reconciler.errors import ConfigError, ReconcilerError, one_line
 
 ENVIRON = {"ADO_CLIENT_ID": "11111111-0000-4000-8000-0000000000a1", "ADO_CLIENT_SECRET": "fuzz-secret-value", "ENTRA_SECRET": "fuzz-entra-secret"}
@@ -305,7 +307,8 @@ def check_one(files: dict[str, str | bytes], environment: str | None, outcomes: 
         cache = ParseCache(cache_dir, "fuzz")
         try:
             for _ in range(2):  # the second load reads what the first one cached, when it loaded
-                load_config(directory, environ=ENVIRON, today=dt.date(2026, 6, 1), environment=environment, cache=cache)
+                load_config(directory, environ=ENVIRON, today=dt.date(2026, 6, 1), environment=environment,
+                            parser=CachedParser(cache, PLAIN))
             outcomes.valid += 1
         except ReconcilerError as exc:
             lines = exc.lines()

@@ -16,7 +16,7 @@ the user names (and names again to resume) or in `<env>.key.new` — so a run ki
 the two keys open, and running the command again finds both and carries on where it stopped. Only when every
 record is under the new key is the key file switched: the old key is first copied to `<env>.key.old`, then the
 new key file replaces `<env>.key` in one rename (or, for a new key held in a variable, the old key file is
-removed). Commands other than this one refuse state whose rotation is unfinished (see `workflow.open_key`).
+removed). Commands other than this one refuse state whose rotation is unfinished (see `reconciler.app.keys.open_key`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.config.loader import load_root
+from reconciler.app.keys import git_ignore_keys
+from reconciler.app.workspace import Workspace, key_directory, locked_state, open_backend, read_root
 from reconciler.crypto import (
     KeyFiles,
     StateKey,
@@ -45,7 +46,6 @@ from reconciler.tokens.custodian import TokenCustodian
 from reconciler.tokens.model import BLOB_PARTS
 from reconciler.tokens.store import CredentialStore
 from reconciler.tokens.vault import Vault
-from reconciler.workflow import Workspace, _git_ignore_keys, key_directory, open_backend
 
 __all__ = ["NewKey", "Rotation", "rekey_state"]
 
@@ -94,17 +94,13 @@ def rekey_state(ws: Workspace, new: NewKey, *, lock_timeout: float) -> Rotation:
     """Re-seal every credential record of the workspace's state under the key `new` names. Refused, with nothing
     written, when a blob is sealed with neither the current key nor the new one; a no-op when the new key is the
     current one and every record is under it. Run again after an interruption with the same `new` to finish."""
-    root = load_root(ws.config_dir, environment=ws.environment)
+    root = read_root(ws)
     backend = open_backend(ws, root)
     key_dir = key_directory(ws, root)
     files = KeyFiles(key_dir or Path("."), ws.environment_name)
     _check_new_key_options(new, key_dir, files)
-    if backend.read() is None:  # before the lock, which would create the state directory
-        raise UsageError("there is no state yet: nothing to re-key")
-    with backend.lock("state rekey", timeout=lock_timeout):
-        doc = backend.read()
-        if doc is None:
-            raise UsageError("there is no state yet: nothing to re-key")
+    missing = "there is no state yet: nothing to re-key"
+    with locked_state(backend, "state rekey", timeout=lock_timeout, missing=missing) as doc:
         store = backend.credential_store()
         old = load_state_key(ws.environ, key_file=files.key, salt_file=files.salt, create=False,
                              allow_key_file=key_dir is not None)
@@ -186,7 +182,7 @@ def _new_key(
     made = generate_key_file(files.new)
     if made is None:  # cannot happen under the lock; never overwrite a key
         raise StateKeyError(f"{files.new} appeared meanwhile; nothing was re-sealed", hint="run again")
-    _git_ignore_keys(files.directory)
+    git_ignore_keys(files.directory)
     return made
 
 

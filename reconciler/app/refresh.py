@@ -1,0 +1,94 @@
+"""`reconciler refresh` and `plan --refresh`: refresh expiring tokens, check every authorized installation, and
+record what was found or plan with it.
+
+Owns: the wiring of a refresh run (lock, key, vault, transport) and writing the drift it found into the records.
+Must not: print, prompt, read the clock or the environment itself, or know about click.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from reconciler.app.keys import no_note, state_key
+from reconciler.app.planning import PlanResult, plan_of
+from reconciler.app.request import PlanScope
+from reconciler.app.source import config_source
+from reconciler.app.workspace import Workspace, open_backend
+from reconciler.catalog.files import load_catalog
+from reconciler.render.document import to_document
+from reconciler.state.backend import StateBackend
+from reconciler.state.model import InstallationRecord
+
+if TYPE_CHECKING:  # the OAuth layer (httpx, authlib) loads only when a refresh runs
+    from reconciler.refresh import Finding, RefreshSettings
+
+__all__ = ["RefreshOutcome", "run_refresh"]
+
+
+@dataclass
+class RefreshOutcome:
+    findings: list[Finding]
+    plan: PlanResult | None = None
+    recorded: int = 0  # records whose drift changed in state
+
+
+def run_refresh(
+    ws: Workspace,
+    *,
+    scope: PlanScope,
+    settings: RefreshSettings,
+    progress: Callable[[int, int], None],
+    lock_timeout: float,
+    record: bool,
+) -> RefreshOutcome:
+    """Refresh expiring tokens and check every authorized installation. With `record`, store what was found in
+    state (`reconciler refresh`); otherwise plan with it (`plan --refresh`). Rotated tokens are stored either way."""
+    from reconciler.auth.transport import Http
+    from reconciler.refresh import refresh_all
+    from reconciler.tokens.vault import Vault
+
+    loaded = config_source(ws).load()
+    backend = open_backend(ws, loaded.root)
+    with backend.lock("refresh" if record else "plan --refresh", timeout=lock_timeout):
+        doc = backend.read()
+        findings = []
+        if doc is not None:
+            selected = set(scope.selection.pick(doc.resources))
+            key = state_key(ws, loaded.root, backend, on_key_created=no_note, create=False)
+            if key is not None:
+                vault = Vault(backend.credential_store(), key, lineage=doc.lineage, environment=ws.environment_name)
+                with Http(timeout=ws.http_timeout) as http:
+                    findings = refresh_all(
+                        doc, loaded.desired, vault, http, load_catalog(),
+                        now=ws.clock, settings=settings, addresses=selected, progress=progress,
+                    )
+        if record:
+            return RefreshOutcome(findings, recorded=_record_drift(backend, findings, ws.clock()) if doc else 0)
+        drift = {f.address: f.drift for f in findings if f.drift}
+        plan = plan_of(ws, loaded, backend, scope, doc, refreshed=drift)
+        warnings = [str(w) for w in loaded.warnings] + [
+            f"{f.address}: {f.message}" for f in findings if f.outcome in ("transient", "partner", "skipped")
+        ]
+        return RefreshOutcome(findings, plan=PlanResult(loaded, backend, plan, to_document(plan, warnings=warnings)))
+
+
+def _record_drift(backend: StateBackend, findings: list[Finding], now: dt.datetime) -> int:
+    """Write what refresh found into the records (drift set, or cleared when the token works again)."""
+    doc = backend.read()
+    if doc is None:
+        return 0
+    resources = dict(doc.resources)
+    changed = 0
+    for finding in findings:
+        record = resources.get(finding.address)
+        if not isinstance(record, InstallationRecord) or finding.outcome not in ("ok", "refreshed", "revoked", "rejected"):
+            continue
+        if record.drift != finding.drift:
+            changed += 1
+            resources[finding.address] = record.model_copy(update={"drift": finding.drift, "checked_at": now})
+    if changed:
+        backend.write(doc.with_resources(resources), expected_serial=doc.serial)
+    return changed
