@@ -105,6 +105,7 @@ INDIRECT_EXTRA = {
 # reason: httpx imports its own command line (click and rich) whenever they are installed, and the custodian
 # classifies provider failures with `reconciler.auth.errors`, which reads httpx's exceptions.
 DIRECT_ONLY = {
+    "app": {"click", "rich"},
     "auth": {"click", "rich"},
     "tokens": {"httpx", "click", "rich"},
 }
