@@ -34,6 +34,9 @@ FORBIDDEN = {
     },
     "auth": {"click", "rich", "reconciler.state", "reconciler.planner", "reconciler.render", "reconciler.cli",
              "reconciler.app", "reconciler.apply", "reconciler.refresh"},
+    # Platform adapters speak a platform's API; they decide nothing and read no configuration or state.
+    "platforms": {"click", "rich", "yaml", "reconciler.config", "reconciler.state", "reconciler.planner",
+                  "reconciler.render", "reconciler.cli", "reconciler.app", "reconciler.apply"},
 }
 
 
@@ -100,12 +103,14 @@ INDIRECT_EXTRA = {
     "catalog": STATE_BACKENDS | CONFIG_LOADING | {"reconciler.auth", "reconciler.tokens"},
     "tokens": STATE_BACKENDS | CONFIG_LOADING,
     "auth": STATE_BACKENDS | CONFIG_LOADING,
+    "platforms": STATE_BACKENDS | CONFIG_LOADING,
 }
 # Direct rules that hold for a layer's own import lines but not through a neighbour it may import, each with its
 # reason: httpx imports its own command line (click and rich) whenever they are installed, and the custodian
 # classifies provider failures with `reconciler.auth.errors`, which reads httpx's exceptions.
 DIRECT_ONLY = {
     "app": {"click", "rich"},
+    "platforms": {"click", "rich"},
     "auth": {"click", "rich"},
     "tokens": {"httpx", "click", "rich"},
 }

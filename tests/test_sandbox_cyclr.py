@@ -9,7 +9,8 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from reconciler.sandbox.cyclr import CyclrFailure, CyclrSandbox
-from reconciler.sandbox.provider import ENTRA, LEGACY, Provider
+from reconciler.sandbox.model import ENTRA, LEGACY
+from reconciler.sandbox.provider import Provider
 
 NOW = dt.datetime(2026, 12, 3, 10, 0, tzinfo=dt.UTC)
 SERVICE = "http://127.0.0.1:8765"

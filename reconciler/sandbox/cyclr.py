@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from reconciler.sandbox.provider import ADO_RESOURCE, ENTRA, LEGACY, OAuthFailure, Provider
+from reconciler.sandbox.model import ADO_RESOURCE, ENTRA, LEGACY, OAuthFailure
+from reconciler.sandbox.provider import Provider
 
 __all__ = ["CyclrFailure", "CyclrSandbox", "default_connectors"]
 
