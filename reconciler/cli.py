@@ -336,7 +336,7 @@ def validate(opts: Options) -> int:
     if loaded.unchecked:
         click.echo(loaded.unchecked_note(), err=True)
     desired = loaded.desired
-    tenants = len({i.tenant for i in desired.installations.values()})
+    tenants = len({i.declared.tenant for i in desired.installations.values()})
     click.echo(
         f"The configuration is valid: {_count(len(desired.partners), 'partner')}, {_count(tenants, 'tenant')}, "
         f"{_count(len(desired.installations), 'installation')} in {_count(len(loaded.files), 'file')}."
@@ -532,7 +532,7 @@ def refresh(opts: Options, parallelism: int, window: float, lock_timeout: float,
     for finding in outcome.findings:
         counts[finding.outcome] = counts.get(finding.outcome, 0) + 1
         if finding.outcome not in ("ok", "refreshed"):
-            click.echo(f"{finding.address}: {one_line(finding.drift or finding.message)}", err=True)
+            click.echo(f"{finding.address}: {one_line(finding.drift.words if finding.drift else finding.message)}", err=True)
     labels = {"ok": "fine", "refreshed": "refreshed", "revoked": "revoked", "rejected": "refresh rejected",
               "partner": "partner fault", "transient": "could not be checked", "skipped": "skipped"}
     summary = ", ".join(f"{counts[k]} {label}" for k, label in labels.items() if counts.get(k))
@@ -833,7 +833,7 @@ def _list_entry(address: str, record: Any, status: Any) -> dict[str, Any]:
 
     entry: dict[str, Any] = {"address": address, "kind": record.kind, "status": status.word if status else "recorded"}
     if isinstance(record, InstallationRecord):
-        entry |= {"pending": record.pending is not None, "protected": record.protected, "drift": record.drift}
+        entry |= {"pending": record.pending is not None, "protected": record.protected, "drift": record.drift.words if record.drift else None}
         times = record.model_dump(mode="json", include={"authorized_at"})
         if status is not None:
             entry["reason"] = status.reason

@@ -239,7 +239,7 @@ def save_plan(ws: Workspace, result: PlanResult, path: Path) -> None:
     if not path.parent.is_dir():
         raise PlanFileError(f"{path}: cannot write the plan file: No such file or directory")
     key = state_key(ws, result.loaded.root, result.backend, on_key_created=lambda source: None)
-    write_plan_file(path, result.document, result.loaded.desired, key)
+    write_plan_file(path, result.plan, result.document, result.loaded.desired, key)
 
 
 def show_plan(ws: Workspace, path: Path) -> PlanDocument:
