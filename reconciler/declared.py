@@ -294,7 +294,6 @@ INSTALLATION_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("protected", Effect.UPDATE, _protected),
     FieldRule("revoke_url", Effect.UPDATE, _revoke_url, recorded_in_place=_same_token_endpoint),
 )
-assert {rule.field for rule in INSTALLATION_FIELDS} == set(DeclaredInstallation.model_fields)
 
 
 def declared_reasons(

@@ -29,7 +29,9 @@ __all__ = [
     "StateDocument",
     "check_import",
     "decode_state",
+    "decode_stored",
     "encode_state",
+    "upgrade_record",
 ]
 
 FORMAT_VERSION: Final = 2
@@ -148,11 +150,13 @@ def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
     validation to judge."""
     resources = data.get("resources")
     if isinstance(resources, dict):
-        data = {**data, "resources": {address: _upgrade_v1_record(r) for address, r in resources.items()}}
+        data = {**data, "resources": {address: upgrade_record(r) for address, r in resources.items()}}
     return {**data, "format_version": 2}
 
 
-def _upgrade_v1_record(record: Any) -> Any:
+def upgrade_record(record: Any) -> Any:
+    """One raw record of format 1 or 2 as format 2. Idempotent, so that stores keeping records one by one (the
+    local journal, PostgreSQL rows: a step rewrites only its own) may hold records of both formats."""
     if not isinstance(record, dict) or record.get("kind") != "installation":
         return record
     record = dict(record)
@@ -175,6 +179,11 @@ def encode_state(doc: StateDocument) -> bytes:
 
 def decode_state(raw: bytes, where: str) -> StateDocument:
     """Parse a state document, upgrading older formats; every problem is a `StateError` naming `where`."""
+    return decode_stored(raw, where)[0]
+
+
+def decode_stored(raw: bytes, where: str) -> tuple[StateDocument, int]:
+    """`decode_state`, and the format version the document was stored in (older: the next write upgrades it)."""
     restore = f"the file is left as it is; restore {where}.backup (if there is one) or move the file away"
     try:
         data = json.loads(raw)
@@ -188,7 +197,7 @@ def decode_state(raw: bytes, where: str) -> StateDocument:
         ) from None
     if not isinstance(data, dict) or type(data.get("format_version")) is not int:
         raise StateError(f"{where}: not a reconciler state file (no format_version)", hint=restore)
-    version = data["format_version"]
+    version = stored = data["format_version"]
     if version > FORMAT_VERSION:
         raise StateError(
             f"{where}: state format_version {version} is newer than this reconciler reads ({FORMAT_VERSION})",
@@ -208,7 +217,7 @@ def decode_state(raw: bytes, where: str) -> StateDocument:
         raise StateError(f"{where}: invalid state at {loc}: {error['msg']}", hint=restore) from None
     for address, record in doc.resources.items():
         check_resource(address, record, where, restore)
-    return doc
+    return doc, stored
 
 
 def check_resource(address: str, record: PartnerRecord | InstallationRecord, where: str, hint: str) -> None:
