@@ -22,7 +22,6 @@ import httpx
 from reconciler.auth.consent import ConsentStep
 from reconciler.auth.errors import ConsentError, ProviderError
 from reconciler.auth.flows import (
-    AuthorizationRequest,
     Binding,
     Flow,
     bound_settings,
@@ -31,20 +30,27 @@ from reconciler.auth.flows import (
     make_flow,
     recorded_binding,
 )
+from reconciler.auth.request import AuthorizationRequest
 from reconciler.auth.retry import RetryPolicy, retrying
 from reconciler.auth.verify import Verification, verify_token
 from reconciler.catalog import Catalog, Connector
 from reconciler.config.desired import DesiredState
-from reconciler.declared import DeclaredInstallation, DeclaredPartner, target_digest
+from reconciler.declared import DeclaredInstallation, DeclaredPartner
 from reconciler.errors import ReconcilerError, StaleStateError
 from reconciler.plan import Action, Plan, ResourceChange
 from reconciler.planner import PENDING_LIFETIME
 from reconciler.revocation import declared_secret, revoke_recorded
 from reconciler.state.backend import StateBackend
-from reconciler.state.model import InstallationRecord, PartnerRecord, PendingRecord, StateDocument
-from reconciler.state.records import installation_record, partner_record, updated_installation_record
+from reconciler.state.model import InstallationRecord, PartnerRecord, StateDocument
+from reconciler.state.records import (
+    installation_record,
+    partner_record,
+    pending_installation_record,
+    pending_marker,
+    updated_installation_record,
+)
 from reconciler.tokens.custodian import RefreshRejected, TokenCustodian, refresh_due
-from reconciler.tokens.model import PendingAuthorization, TokenSet
+from reconciler.tokens.model import TokenSet
 from reconciler.tokens.scopes import granted_scopes, missing_scopes
 from reconciler.tokens.vault import Vault
 
@@ -210,33 +216,10 @@ class Run:
         address = installation.address
         now = self.services.now()
         request = self.flow(installation).authorization_request()
-        pending = PendingAuthorization(
-            state=request.state,
-            code_verifier=request.code_verifier,
-            authorize_url=request.url,
-            redirect_uri=request.redirect_uri,
-            client_id=request.client_id,
-            scopes=request.scopes,
-            created_at=now,
-            expires_at=now + PENDING_LIFETIME,
-        )
-        self.tokens.stage_pending(address, installation.client_id, pending)
-        marker = PendingRecord(
-            since=now,
-            expires_at=pending.expires_at,
-            target_digest=target_digest(installation),
-            client_id=installation.client_id,
-            requested_scopes=installation.scopes,
-            authorize_url=request.url,
-        )
-        current = self.installation_record(address)
-        if current is not None and current.status == "authorized":
-            record = current.model_copy(update={"pending": marker})
-        else:
-            record = installation_record(installation, granted=(), authorized_at=now).model_copy(
-                update={"status": "pending_authorization", "authorized_at": None, "pending": marker}
-            )
-        self.save(address, record)
+        expires_at = now + PENDING_LIFETIME
+        self.tokens.stage_pending(address, installation.client_id, request.sealed(now, expires_at))
+        marker = pending_marker(installation, request.url, since=now, expires_at=expires_at)
+        self.save(address, pending_installation_record(self.installation_record(address), installation, marker))
         self.result.pending.append((address, request.url))
         self.hooks.link(address, request.url)
 

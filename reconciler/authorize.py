@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from reconciler.apply import ApplyError, ApplyHooks, ApplyResult, Run, Services
 from reconciler.auth.errors import ProviderError
-from reconciler.auth.flows import AuthorizationRequest
+from reconciler.auth.request import AuthorizationRequest
 from reconciler.config.desired import DesiredState
 from reconciler.errors import ReconcilerError
 from reconciler.planner import pending_target
@@ -51,15 +51,7 @@ def authorize_pending(
             pending = run.tokens.pending(address, record.pending.client_id)
             if pending is None:
                 raise ApplyError("the pending authorization's sealed record is missing", hint="reissue it with --reissue")
-            request = AuthorizationRequest(
-                url=pending.authorize_url,
-                state=pending.state,
-                redirect_uri=pending.redirect_uri,
-                client_id=pending.client_id,
-                scopes=pending.scopes,
-                code_verifier=pending.code_verifier or None,
-            )
-            run.authorize(installation, request)
+            run.authorize(installation, AuthorizationRequest.unsealed(pending))
         except (ReconcilerError, ProviderError) as exc:
             run.result.error = ApplyError(exc.message if address in exc.message else f"{address}: {exc.message}", hint=exc.hint)
             break

@@ -22,6 +22,7 @@ import httpx
 from pydantic import SecretStr
 
 from reconciler.auth.errors import ProviderError, classify_error, redacted, retry_after_seconds, transient
+from reconciler.auth.request import AuthorizationRequest
 from reconciler.catalog import AuthFlavour, Catalog
 from reconciler.config.desired import same_origin
 from reconciler.declared import DeclaredInstallation, DeclaredPartner, api_url_of
@@ -35,7 +36,6 @@ with warnings.catch_warnings():  # authlib announces its own move to another HTT
     from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 __all__ = [
-    "AuthorizationRequest",
     "Binding",
     "EntraFlow",
     "Flow",
@@ -51,22 +51,6 @@ __all__ = [
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-
-
-@dataclass(frozen=True)
-class AuthorizationRequest:
-    """One authorization to obtain: the URL for the user, and what the callback must match."""
-
-    url: str
-    state: SecretStr
-    redirect_uri: str
-    client_id: str
-    scopes: tuple[str, ...]
-    code_verifier: SecretStr | None = None
-
-    @property
-    def pkce(self) -> bool:
-        return self.code_verifier is not None
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,7 @@
 """Building state records from declarations: what a completed step records.
 
-Owns: the mapping DeclaredPartner/DeclaredInstallation -> PartnerRecord/InstallationRecord, the in-place update
-of a record (by `INSTALLATION_FIELDS`), and the pending marker <-> authorization request conversion of a deferred
-authorization. Must not: do I/O.
+Owns: the mapping DeclaredPartner/DeclaredInstallation -> PartnerRecord/InstallationRecord: a new grant, an
+in-place update (by `INSTALLATION_FIELDS`), a deferred authorization's marker. Must not: do I/O.
 """
 
 from __future__ import annotations
@@ -10,10 +9,22 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
-from reconciler.declared import INSTALLATION_FIELDS, DeclaredInstallation, DeclaredPartner, Effect
-from reconciler.state.model import InstallationRecord, PartnerRecord
+from reconciler.declared import (
+    INSTALLATION_FIELDS,
+    DeclaredInstallation,
+    DeclaredPartner,
+    Effect,
+    target_digest,
+)
+from reconciler.state.model import InstallationRecord, PartnerRecord, PendingRecord
 
-__all__ = ["installation_record", "partner_record", "updated_installation_record"]
+__all__ = [
+    "installation_record",
+    "partner_record",
+    "pending_installation_record",
+    "pending_marker",
+    "updated_installation_record",
+]
 
 
 def partner_record(partner: DeclaredPartner) -> PartnerRecord:
@@ -50,3 +61,28 @@ def updated_installation_record(record: InstallationRecord, installation: Declar
             if rule.recorded_in_place(installation, record)
         }
     )
+
+
+def pending_marker(
+    installation: DeclaredInstallation, link: str, *, since: dt.datetime, expires_at: dt.datetime
+) -> PendingRecord:
+    """What the document records of a deferred authorization of `installation` (its secrets are sealed apart)."""
+    return PendingRecord(
+        since=since,
+        expires_at=expires_at,
+        target_digest=target_digest(installation),
+        client_id=installation.client_id,
+        requested_scopes=installation.scopes,
+        authorize_url=link,
+    )
+
+
+def pending_installation_record(
+    current: InstallationRecord | None, installation: DeclaredInstallation, marker: PendingRecord
+) -> InstallationRecord:
+    """The record while `marker` waits: an authorized record keeps its grant (in use until the new one is in
+    place); anything else becomes a pending record of the declaration."""
+    if current is not None and current.status == "authorized":
+        return current.model_copy(update={"pending": marker})
+    record = installation_record(installation, granted=(), authorized_at=None)
+    return record.model_copy(update={"status": "pending_authorization", "pending": marker})
