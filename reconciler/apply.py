@@ -37,8 +37,8 @@ from reconciler.catalog import Catalog, Connector
 from reconciler.config.desired import DesiredState
 from reconciler.declared import DeclaredInstallation, DeclaredPartner
 from reconciler.errors import ReconcilerError, StaleStateError
+from reconciler.pending import PENDING_LIFETIME
 from reconciler.plan import Action, Plan, ResourceChange
-from reconciler.planner import PENDING_LIFETIME
 from reconciler.revocation import declared_secret, revoke_recorded
 from reconciler.state.backend import StateBackend
 from reconciler.state.model import InstallationRecord, PartnerRecord, StateDocument

@@ -13,7 +13,7 @@ from reconciler.auth.errors import ProviderError
 from reconciler.auth.request import AuthorizationRequest
 from reconciler.config.desired import DesiredState
 from reconciler.errors import ReconcilerError
-from reconciler.planner import pending_target
+from reconciler.pending import pending_target
 
 __all__ = ["authorize_pending"]
 

@@ -1,6 +1,8 @@
 """The planner: a pure function of (desired, recorded, now) -> Plan.
 
-Owns: every rule that decides an action, one small function each, and the attribute views shown in plans.
+Owns: every rule that decides an action, one small function each (which declared attribute is an update and
+which a re-authorization is `reconciler.declared`'s table; whether a pending authorization stands is
+`reconciler.pending`'s), and the view of a recorded installation shown in plans.
 Must not: read files, the environment, the network or the clock (`now` is passed in), nor import YAML, HTTP,
 OAuth or CLI libraries. Output is sorted by address — partners before installations — and reproducible.
 """
@@ -11,7 +13,6 @@ import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from reconciler.addresses import EVERYTHING, NO_GLOBS, Globs, Selection
 from reconciler.catalog import AuthFlavour, Catalog, Connector
@@ -25,24 +26,20 @@ from reconciler.declared import (
     installation_view,
     partner_reasons,
     partner_view,
-    target_digest,
 )
 from reconciler.errors import PlanError
+from reconciler.pending import link_goes_to, pending_matches
 from reconciler.plan import NOT_TARGETED, Action, Plan, ResourceChange, StateRef
-from reconciler.state.model import Drift, InstallationRecord, PartnerRecord, PendingRecord, StateDocument
+from reconciler.state.model import Drift, InstallationRecord, PartnerRecord, StateDocument
 from reconciler.tokens.scopes import missing_scopes
 
 __all__ = [
-    "PENDING_LIFETIME",
     "make_plan",
-    "pending_matches",
-    "pending_target",
     "record_view",
     "revocation_url",
     "revoke_in",
 ]
 
-PENDING_LIFETIME = dt.timedelta(days=7)
 
 
 def make_plan(
@@ -120,47 +117,6 @@ def record_view(record: InstallationRecord) -> dict[str, Any]:
     if record.pending is not None and record.pending.authorize_url:
         view["authorization_url"] = record.pending.authorize_url
     return view
-
-
-def pending_matches(
-    want: DeclaredInstallation, have: InstallationRecord, authorize_url: str, recorded_partner: PartnerRecord | None
-) -> bool:
-    """Whether `have`'s pending authorization still stands for `want`: its digest is the one `want` has, and its
-    link goes to the declared authorization endpoint. A version 1 digest (which does not cover the API) stands only
-    for a record that is itself the pending one, whose recorded API then says where its tokens would go."""
-    pending = have.pending
-    if pending is None:
-        return False
-    if pending.target_digest != target_digest(want):
-        legacy = pending.target_digest == target_digest(want, version=1)
-        recorded_api = api_url_of(have, recorded_partner)
-        if not (legacy and have.status == "pending_authorization" and recorded_api == want.api_url):
-            return False
-    return _link_goes_to(pending, authorize_url, recorded_partner)
-
-
-def pending_target(desired: DesiredState, recorded: StateDocument, address: str) -> DeclaredInstallation | None:
-    """The declaration the recorded pending authorization of `address` may still be completed for: what it was
-    issued for (client, endpoints, scopes, parameters) is still what is declared (`pending_matches`), so the code,
-    the secret and the new tokens go where the authorization was planned to send them. None: it may not."""
-    want, have = desired.installations.get(address), recorded.resources.get(address)
-    partner = _partner_of_installation(desired, want)
-    if want is None or partner is None or not isinstance(have, InstallationRecord):
-        return None
-    recorded_partner = recorded.resources.get(f"partner.{have.partner}")
-    if not isinstance(recorded_partner, PartnerRecord):
-        recorded_partner = None
-    return want.declared if pending_matches(want.declared, have, partner.authorize_url, recorded_partner) else None
-
-
-def _link_goes_to(pending: PendingRecord, authorize_url: str, recorded_partner: PartnerRecord | None) -> bool:
-    """Whether a pending authorization's link opens the declared authorization endpoint (scheme, host, path). A
-    marker recorded without its link is judged by the recorded partner's endpoint."""
-    if pending.authorize_url:
-        link = urlsplit(pending.authorize_url)
-        endpoint = urlsplit(authorize_url)
-        return (link.scheme, link.netloc, link.path) == (endpoint.scheme, endpoint.netloc, endpoint.path)
-    return recorded_partner is None or recorded_partner.authorize_url == authorize_url
 
 
 def _partner_of_installation(desired: DesiredState, installation: DesiredInstallation | None) -> DeclaredPartner | None:
@@ -274,7 +230,7 @@ def _installation_change(
             return ResourceChange(address, Action.NOOP, (reason,), before, after, pending=True, target=want)
         reason = f"pending authorization expired on {_iso(pending.expires_at)}"
         return ResourceChange(address, Action.REAUTHORIZE, (reason,), before, after, target=want)
-    link_moved = pending is not None and partner is not None and not _link_goes_to(pending, authorize_url, recorded_partner)
+    link_moved = pending is not None and partner is not None and not link_goes_to(pending, authorize_url, recorded_partner)
     api = (api_url_of(have, recorded_partner), api_url_of(want, partner) or "")
     connector = catalog.connectors[want.connector]
     reauthorize = _reauthorize_reasons(want, have, connector, api, link_moved)
