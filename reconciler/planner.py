@@ -16,7 +16,12 @@ from typing import Any
 
 from reconciler.addresses import EVERYTHING, NO_GLOBS, Globs, Selection
 from reconciler.catalog import AuthFlavour, Catalog, Connector
-from reconciler.config.desired import DesiredInstallation, DesiredState, same_origin, url_origin
+from reconciler.config.desired import (
+    DesiredInstallation,
+    DesiredState,
+    same_origin,
+    url_origin,
+)
 from reconciler.declared import (
     DeclaredInstallation,
     DeclaredPartner,
@@ -66,7 +71,7 @@ def make_plan(
     recorded_installations = {a: r for a, r in records.items() if isinstance(r, InstallationRecord)}
 
     partners = [
-        _partner_change(address, _declared(desired.partners.get(address)), recorded_partners.get(address))
+        _partner_change(address, p.declared if (p := desired.partners.get(address)) else None, recorded_partners.get(address))
         for address in sorted(desired.partners.keys() | recorded_partners.keys())
     ]
     _check_partners_in_use(desired, partners)
@@ -74,7 +79,7 @@ def make_plan(
     installations = [
         _installation_change(
             address,
-            _declared(desired.installations.get(address)),
+            i.declared if (i := desired.installations.get(address)) else None,
             recorded_installations.get(address),
             now=now,
             catalog=catalog,
@@ -97,11 +102,6 @@ def make_plan(
     state = StateRef(state_location, recorded.lineage, recorded.serial) if recorded else StateRef(state_location)
     plan = Plan(environment=desired.environment, state=state, changes=tuple(changes))
     return plan if selection.everything else _select(plan, selection)
-
-
-def _declared(item: Any) -> Any:
-    """The declaration of a desired partner or installation (None: not declared)."""
-    return item.declared if item is not None else None
 
 
 # -- views ------------------------------------------------------------------------------------------------------

@@ -141,16 +141,7 @@ def bound_settings(
             category="config",
             hint="plan and apply: it is re-authorized",
         )
-    settings = installation_settings(installation, secret, partner, catalog)
-    return FlowSettings(
-        flavour=settings.flavour,
-        client_id=binding.client_id,
-        client_secret=settings.client_secret,
-        redirect_uri=binding.redirect_uri,
-        authorize_url=settings.authorize_url,
-        token_url=binding.token_url,
-        scopes=settings.scopes,
-    )
+    return installation_settings(installation, secret, partner, catalog)  # its client and endpoints: the binding
 
 
 def make_flow(settings: FlowSettings, http: httpx.Client, now: Callable[[], dt.datetime]) -> Flow:
