@@ -154,9 +154,9 @@ def installation_view(installation: DeclaredInstallation) -> dict[str, Any]:
 
 def target_digest(installation: DeclaredInstallation, *, version: int = 2) -> str:
     """A digest of what an authorization of `installation` is for: a pending authorization is still good exactly
-    while the configuration keeps this digest (and its authorization link's endpoint, see `pending_matches`).
+    while the configuration keeps this digest (and its authorization link's endpoint, see `reconciler.pending`).
     Versioned, and independent of what plans display. Version 2 adds the API the tokens will be used at; version 1
-    digests (recorded before) are read by `pending_matches` only."""
+    digests (recorded before) are read by `reconciler.pending` only."""
     target: dict[str, Any] = {
         "v": version,
         "connector": installation.connector,

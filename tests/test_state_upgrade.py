@@ -113,3 +113,25 @@ def test_a_format_2_document_reads_as_written() -> None:
     from reconciler.state.model import encode_state
 
     assert decode_state(encode_state(doc), "v2") == doc
+
+
+def test_a_saved_plan_carries_what_each_change_moves_to(v1: Path) -> None:
+    """`plan --out` stores the declaration of every change apply carries out (secrets by reference only), and
+    reading the file gives the plan those targets."""
+    from reconciler.crypto import StateKey
+    from reconciler.planfile import read_plan_file
+
+    raw_key = b"upgrade-key-0123456789abcdef0123"
+    env = {**read_env_file(v1 / "env"), "RECONCILER_STATE_KEY": base64.b64encode(raw_key).decode()}
+    assert run(["-C", ".", "plan", "--out", "plan.bin"], env).exit_code == 0
+    text = (v1 / "plan.bin").read_text()
+    assert not [value for value in env.values() if value in text]
+    stored = json.loads(text)["targets"]
+    assert sorted(stored) == ["installation.initech.ado"]  # the one change; no-ops are not carried out
+    saved = read_plan_file(
+        v1 / "plan.bin", key=StateKey(raw_key, "test"), environment="default", resolve_secret=lambda ref: "x"
+    )
+    fresh = plan_config(Workspace(Path("."), read_env_file(v1 / "env"), clock=lambda: NOW)).plan
+    [change] = [c for c in saved.plan.changes if c.target is not None]
+    assert change.address == "installation.initech.ado"
+    assert change.target == next(c.target for c in fresh.changes if c.address == change.address)
