@@ -6,7 +6,9 @@ behind (everything completed before the failure, never a record without its toke
 through the custodian (`reconciler.tokens.custodian`), revoked through `reconciler.revocation`. Reports through
 `ApplyHooks`; never prints or prompts (the consent step it is given may). Side effects come in through `Services`.
 Recorded tokens (and the client secret with them) go only to the endpoints state recorded for their
-installation; only a new authorization uses the declared ones.
+installation; only a new authorization uses the declared ones. Each change is carried out from the declaration it
+moves to (`ResourceChange.target`); the configuration is consulted only for secret values (by reference) and for
+the partner's endpoints.
 """
 
 from __future__ import annotations
@@ -178,8 +180,7 @@ class Run:
         if change.action is Action.DELETE:
             self.save(change.address, None)
         else:
-            assert isinstance(change.target, DeclaredPartner)
-            self.save(change.address, partner_record(change.target))
+            self.save(change.address, partner_record(_target(change, DeclaredPartner)))
         self.result.completed.append(change.address)
         self.hooks.step(change.address, "deleted" if change.action is Action.DELETE else f"{change.action.value}d")
 
@@ -374,10 +375,19 @@ def _carry_out(run: Run, change: ResourceChange) -> None:
         return run.partner(change)
     if change.action is Action.DELETE:
         return run.delete_installation(change.address)
-    installation = change.target
-    assert isinstance(installation, DeclaredInstallation)
+    installation = _target(change, DeclaredInstallation)
     if change.action is Action.UPDATE:
         return run.update_installation(installation)
     if run.services.consent is None:
         return run.defer(installation)
     return run.authorize(installation)
+
+
+D = TypeVar("D", DeclaredPartner, DeclaredInstallation)
+
+
+def _target(change: ResourceChange, kind: type[D]) -> D:
+    """The declaration `change` moves to: what is carried out (the configuration gives only secret values)."""
+    if not isinstance(change.target, kind):
+        raise ApplyError("the plan does not say what this change moves to", hint="plan again")
+    return change.target

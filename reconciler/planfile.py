@@ -2,9 +2,8 @@
 
 Owns: the plan file's versioned format — the plan document it shows, the declaration each change moves to (what
 apply carries out), the desired values it was made from (secret references, never values), the state lineage and
-serial it was made against, the configuration digest — and its
-HMAC, keyed from the state key, so that a file edited after review does not apply. Must not: hold secret values,
-or decide anything the planner decides.
+serial it was made against, the configuration digest — and its HMAC, keyed from the state key, so that a file
+edited after review does not apply. Must not: hold secret values, or decide anything the planner decides.
 """
 
 from __future__ import annotations
