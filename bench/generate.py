@@ -274,8 +274,9 @@ def write_state(directory: Path, provider: Provider | None, *, credentials: bool
     grants: dict[str, Grant | None] = {}
     resources: dict = {}
     for address, partner in desired.partners.items():
-        resources[address] = partner_record(partner)
-    for address, installation in desired.installations.items():
+        resources[address] = partner_record(partner.declared)
+    for address, desired_installation in desired.installations.items():
+        installation = desired_installation.declared
         grant = new_grant(provider, installation.scopes) if provider is not None else None
         grants[address] = grant
         expires = grant.access_expires_at if grant else now + ACCESS_LIFETIME
@@ -291,8 +292,8 @@ def write_state(directory: Path, provider: Provider | None, *, credentials: bool
                              create=False, allow_key_file=False)
         assert key is not None
         vault = Vault(LocalCredentialStore(state_dir, ENVIRONMENT), key, lineage=doc.lineage, environment=ENVIRONMENT)
-        for address, installation in desired.installations.items():
-            grant = grants[address]
+        for address, desired_installation in desired.installations.items():
+            installation, grant = desired_installation.declared, grants[address]
             tokens = TokenSet(
                 access_token=SecretStr(grant.access_token if grant else f"bench.at.{secrets.token_urlsafe(32)}"),
                 refresh_token=SecretStr(grant.refresh_token if grant and grant.refresh_token

@@ -6,7 +6,9 @@ behind (everything completed before the failure, never a record without its toke
 through the custodian (`reconciler.tokens.custodian`), revoked through `reconciler.revocation`. Reports through
 `ApplyHooks`; never prints or prompts (the consent step it is given may). Side effects come in through `Services`.
 Recorded tokens (and the client secret with them) go only to the endpoints state recorded for their
-installation; only a new authorization uses the declared ones.
+installation; only a new authorization uses the declared ones. Each change is carried out from the declaration it
+moves to (`ResourceChange.target`); the configuration is consulted only for secret values (by reference) and for
+the partner's endpoints.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import httpx
 from reconciler.auth.consent import ConsentStep
 from reconciler.auth.errors import ConsentError, ProviderError
 from reconciler.auth.flows import (
-    AuthorizationRequest,
     Binding,
     Flow,
     bound_settings,
@@ -31,19 +32,27 @@ from reconciler.auth.flows import (
     make_flow,
     recorded_binding,
 )
+from reconciler.auth.request import AuthorizationRequest
 from reconciler.auth.retry import RetryPolicy, retrying
 from reconciler.auth.verify import Verification, verify_token
 from reconciler.catalog import Catalog, Connector
-from reconciler.config.desired import DesiredInstallation, DesiredState
+from reconciler.config.desired import DesiredState
+from reconciler.declared import DeclaredInstallation, DeclaredPartner
 from reconciler.errors import ReconcilerError, StaleStateError
+from reconciler.pending import PENDING_LIFETIME
 from reconciler.plan import Action, Plan, ResourceChange
-from reconciler.planner import PENDING_LIFETIME, target_digest
 from reconciler.revocation import declared_secret, revoke_recorded
 from reconciler.state.backend import StateBackend
-from reconciler.state.model import InstallationRecord, PartnerRecord, PendingRecord, StateDocument
-from reconciler.state.records import installation_record, partner_record, updated_installation_record
+from reconciler.state.model import InstallationRecord, PartnerRecord, StateDocument
+from reconciler.state.records import (
+    installation_record,
+    partner_record,
+    pending_installation_record,
+    pending_marker,
+    updated_installation_record,
+)
 from reconciler.tokens.custodian import RefreshRejected, TokenCustodian, refresh_due
-from reconciler.tokens.model import PendingAuthorization, TokenSet
+from reconciler.tokens.model import TokenSet
 from reconciler.tokens.scopes import granted_scopes, missing_scopes
 from reconciler.tokens.vault import Vault
 
@@ -124,34 +133,38 @@ class Run:
 
     # -- helpers -----------------------------------------------------------------------------------------------
 
-    def connector(self, installation: DesiredInstallation) -> Connector:
+    def connector(self, installation: DeclaredInstallation) -> Connector:
         return self.services.catalog.connectors[installation.connector]
 
-    def flow(self, installation: DesiredInstallation) -> Flow:
-        partner = self.desired.partners[f"partner.{installation.partner}"]
-        settings = installation_settings(installation, partner, self.services.catalog)
+    def declared_partner(self, installation: DeclaredInstallation) -> DeclaredPartner:
+        """The partner `installation` uses, as configured (its endpoints; its secret stays with the configuration)."""
+        return self.desired.partners[f"partner.{installation.partner}"].declared
+
+    def flow(self, installation: DeclaredInstallation) -> Flow:
+        secret = self.desired.secret(installation.client_secret_ref)
+        settings = installation_settings(installation, secret, self.declared_partner(installation), self.services.catalog)
         return make_flow(settings, self.services.http, self.services.now)
 
-    def api_url(self, installation: DesiredInstallation) -> str:
+    def api_url(self, installation: DeclaredInstallation) -> str:
         """The declared API: where the tokens of a new authorization are checked (and then recorded)."""
-        return declared_binding(installation, self.desired.partners[f"partner.{installation.partner}"]).api_url
+        return declared_binding(installation, self.declared_partner(installation)).api_url
 
-    def binding(self, installation: DesiredInstallation, record: InstallationRecord) -> Binding:
+    def binding(self, installation: DeclaredInstallation, record: InstallationRecord) -> Binding:
         """The endpoints recorded for `record`'s tokens, which the configuration must still declare: recorded
         tokens are used nowhere else (a plan made before the configuration moved is refused, not carried out)."""
-        partner_record = self.doc.resources.get(f"partner.{record.partner}")
-        binding = recorded_binding(record, partner_record.api_url if isinstance(partner_record, PartnerRecord) else None)
-        partner = self.desired.partners[f"partner.{installation.partner}"]
-        if binding is None or binding != declared_binding(installation, partner):
+        recorded_partner = self.doc.resources.get(f"partner.{record.partner}")
+        binding = recorded_binding(record, recorded_partner if isinstance(recorded_partner, PartnerRecord) else None)
+        if binding is None or binding != declared_binding(installation, self.declared_partner(installation)):
             raise ApplyError(
                 "the configuration moves its client or endpoints: its tokens are not sent there",
                 hint="plan again: it is re-authorized",
             )
         return binding
 
-    def bound_flow(self, installation: DesiredInstallation, binding: Binding) -> Flow:
-        partner = self.desired.partners[f"partner.{installation.partner}"]
-        settings = bound_settings(binding, installation, partner, self.services.catalog)
+    def bound_flow(self, installation: DeclaredInstallation, binding: Binding) -> Flow:
+        secret = self.desired.secret(installation.client_secret_ref)
+        partner = self.declared_partner(installation)
+        settings = bound_settings(binding, installation, secret, partner, self.services.catalog)
         return make_flow(settings, self.services.http, self.services.now)
 
     def retrying(self, call: Callable[[], T]) -> T:
@@ -167,7 +180,7 @@ class Run:
         if change.action is Action.DELETE:
             self.save(change.address, None)
         else:
-            self.save(change.address, partner_record(self.desired.partners[change.address]))
+            self.save(change.address, partner_record(_target(change, DeclaredPartner)))
         self.result.completed.append(change.address)
         self.hooks.step(change.address, "deleted" if change.action is Action.DELETE else f"{change.action.value}d")
 
@@ -200,41 +213,18 @@ class Run:
             self.warn(address, outcome.warning)
         return outcome.revoked
 
-    def defer(self, installation: DesiredInstallation) -> None:
+    def defer(self, installation: DeclaredInstallation) -> None:
         address = installation.address
         now = self.services.now()
         request = self.flow(installation).authorization_request()
-        pending = PendingAuthorization(
-            state=request.state,
-            code_verifier=request.code_verifier,
-            authorize_url=request.url,
-            redirect_uri=request.redirect_uri,
-            client_id=request.client_id,
-            scopes=request.scopes,
-            created_at=now,
-            expires_at=now + PENDING_LIFETIME,
-        )
-        self.tokens.stage_pending(address, installation.client_id, pending)
-        marker = PendingRecord(
-            since=now,
-            expires_at=pending.expires_at,
-            target_digest=target_digest(installation),
-            client_id=installation.client_id,
-            requested_scopes=installation.scopes,
-            authorize_url=request.url,
-        )
-        current = self.installation_record(address)
-        if current is not None and current.status == "authorized":
-            record = current.model_copy(update={"pending": marker})
-        else:
-            record = installation_record(installation, granted=(), authorized_at=now).model_copy(
-                update={"status": "pending_authorization", "authorized_at": None, "pending": marker}
-            )
-        self.save(address, record)
+        expires_at = now + PENDING_LIFETIME
+        self.tokens.stage_pending(address, installation.client_id, request.sealed(now, expires_at))
+        marker = pending_marker(installation, request.url, since=now, expires_at=expires_at)
+        self.save(address, pending_installation_record(self.installation_record(address), installation, marker))
         self.result.pending.append((address, request.url))
         self.hooks.link(address, request.url)
 
-    def authorize(self, installation: DesiredInstallation, request: AuthorizationRequest | None = None) -> None:
+    def authorize(self, installation: DeclaredInstallation, request: AuthorizationRequest | None = None) -> None:
         """Interactive authorization, exchange, verification, then tokens sealed and the record written."""
         address = installation.address
         consent = self.services.consent
@@ -257,7 +247,7 @@ class Run:
             raise ProviderError(exc.message, category=exc.category, status=exc.status, hint=hint) from None
         self.record_tokens(installation, tokens)
 
-    def record_tokens(self, installation: DesiredInstallation, tokens: TokenSet) -> None:
+    def record_tokens(self, installation: DeclaredInstallation, tokens: TokenSet) -> None:
         """Verify new tokens at the declared API, then record them with the document (stage, write, promote)."""
         address = installation.address
         connector = self.connector(installation)
@@ -285,7 +275,7 @@ class Run:
         self.result.completed.append(address)
         self.hooks.step(address, f"authorized (granted: {', '.join(granted) or 'none'})")
 
-    def granted(self, installation: DesiredInstallation, connector: Connector, tokens: TokenSet) -> tuple[str, ...]:
+    def granted(self, installation: DeclaredInstallation, connector: Connector, tokens: TokenSet) -> tuple[str, ...]:
         """The scopes to record for new tokens; fewer than asked is refused (`require_scopes`) or a warning."""
         address = installation.address
         granted, reported = granted_scopes(connector, installation.auth, tokens.scope, installation.scopes)
@@ -300,7 +290,7 @@ class Run:
             self.warn(address, "the provider issued no refresh token: this installation cannot be refreshed")
         return granted
 
-    def update_installation(self, installation: DesiredInstallation) -> None:
+    def update_installation(self, installation: DeclaredInstallation) -> None:
         """Parameters or secret reference changed: verify the current token against the new declaration. A pending
         authorization is withdrawn (had it still matched the configuration, the plan would have waited for it)."""
         address = installation.address
@@ -385,9 +375,19 @@ def _carry_out(run: Run, change: ResourceChange) -> None:
         return run.partner(change)
     if change.action is Action.DELETE:
         return run.delete_installation(change.address)
-    installation = run.desired.installations[change.address]
+    installation = _target(change, DeclaredInstallation)
     if change.action is Action.UPDATE:
         return run.update_installation(installation)
     if run.services.consent is None:
         return run.defer(installation)
     return run.authorize(installation)
+
+
+D = TypeVar("D", DeclaredPartner, DeclaredInstallation)
+
+
+def _target(change: ResourceChange, kind: type[D]) -> D:
+    """The declaration `change` moves to: what is carried out (the configuration gives only secret values)."""
+    if not isinstance(change.target, kind):
+        raise ApplyError("the plan does not say what this change moves to", hint="plan again")
+    return change.target

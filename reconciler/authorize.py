@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from reconciler.apply import ApplyError, ApplyHooks, ApplyResult, Run, Services
 from reconciler.auth.errors import ProviderError
-from reconciler.auth.flows import AuthorizationRequest
-from reconciler.config.desired import DesiredInstallation, DesiredState
+from reconciler.auth.request import AuthorizationRequest
+from reconciler.config.desired import DesiredState
 from reconciler.errors import ReconcilerError
-from reconciler.planner import pending_matches
-from reconciler.state.model import InstallationRecord, PartnerRecord
+from reconciler.pending import pending_target
 
 __all__ = ["authorize_pending"]
 
@@ -36,10 +35,10 @@ def authorize_pending(
     for address in addresses:
         try:
             record = run.installation_record(address)
-            installation = desired.installations.get(address)
             if record is None or record.pending is None:
                 raise ApplyError("no pending authorization")
-            if installation is None or not _pending_stands(run, installation, record):
+            installation = pending_target(desired, run.doc, address)
+            if installation is None:
                 raise ApplyError(
                     "the pending authorization no longer matches the configuration (its client or endpoints moved)",
                     hint="run plan and apply: it is withdrawn and issued anew",
@@ -52,29 +51,8 @@ def authorize_pending(
             pending = run.tokens.pending(address, record.pending.client_id)
             if pending is None:
                 raise ApplyError("the pending authorization's sealed record is missing", hint="reissue it with --reissue")
-            request = AuthorizationRequest(
-                url=pending.authorize_url,
-                state=pending.state,
-                redirect_uri=pending.redirect_uri,
-                client_id=pending.client_id,
-                scopes=pending.scopes,
-                code_verifier=pending.code_verifier or None,
-            )
-            run.authorize(installation, request)
+            run.authorize(installation, AuthorizationRequest.unsealed(pending))
         except (ReconcilerError, ProviderError) as exc:
             run.result.error = ApplyError(exc.message if address in exc.message else f"{address}: {exc.message}", hint=exc.hint)
             break
     return run.result
-
-
-def _pending_stands(run: Run, installation: DesiredInstallation, record: InstallationRecord) -> bool:
-    """Whether `record`'s pending authorization may be completed under the current configuration: what it was
-    issued for (client, endpoints, scopes, parameters) is still what is declared, so the code, the secret and the
-    new tokens go where the authorization was planned to send them."""
-    partner = run.desired.partners.get(f"partner.{installation.partner}")
-    recorded = run.doc.resources.get(f"partner.{record.partner}")
-    if partner is None:
-        return False
-    return pending_matches(
-        installation, record, partner.authorize_url, recorded if isinstance(recorded, PartnerRecord) else None
-    )

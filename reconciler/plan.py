@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from reconciler.declared import DeclaredInstallation, DeclaredPartner
+
 __all__ = ["NOT_TARGETED", "Action", "Plan", "ResourceChange", "StateRef"]
 
 NOT_TARGETED = "not targeted"
@@ -36,7 +38,8 @@ CHANGE_ACTIONS = (Action.CREATE, Action.UPDATE, Action.REAUTHORIZE, Action.DELET
 
 @dataclass(frozen=True)
 class ResourceChange:
-    """One address: the action, why (display only), warnings, and the attributes before and after."""
+    """One address: the action, why (display only), warnings, the attributes before and after (display), and
+    the declaration it moves to."""
 
     address: str
     action: Action
@@ -45,6 +48,8 @@ class ResourceChange:
     after: Mapping[str, Any] | None
     warnings: tuple[str, ...] = ()
     pending: bool = False
+    # What the address moves to — the declaration apply carries out (secrets by reference); None for a delete.
+    target: DeclaredPartner | DeclaredInstallation | None = None
 
     @property
     def kind(self) -> str:

@@ -1,14 +1,13 @@
 """Saved plans: `plan --out FILE` writes one; `apply FILE` applies exactly it, or refuses it as stale or tampered.
 
-Owns: the plan file's versioned format — the plan document it shows, the desired values it was made from (secret
-references, never values), the state lineage and serial it was made against, the configuration digest — and its
-HMAC, keyed from the state key, so that a file edited after review does not apply. Must not: hold secret values,
-or decide anything the planner decides.
+Owns: the plan file's versioned format — the plan document it shows, the declaration each change moves to (what
+apply carries out), the desired values it was made from (secret references, never values), the state lineage and
+serial it was made against, the configuration digest — and its HMAC, keyed from the state key, so that a file
+edited after review does not apply. Must not: hold secret values, or decide anything the planner decides.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import json
@@ -23,6 +22,7 @@ from pydantic import SecretStr
 from reconciler import __version__
 from reconciler.config.desired import DesiredInstallation, DesiredPartner, DesiredState
 from reconciler.crypto import StateKey
+from reconciler.declared import DeclaredInstallation, DeclaredPartner
 from reconciler.errors import ReconcilerError
 from reconciler.names import is_address
 from reconciler.plan import Action, Plan, ResourceChange, StateRef
@@ -31,7 +31,7 @@ from reconciler.statefiles import open_regular
 
 __all__ = ["PLAN_FILE_VERSION", "PlanFileError", "SavedPlan", "config_digest", "read_plan_file", "write_plan_file"]
 
-PLAN_FILE_VERSION = 1
+PLAN_FILE_VERSION = 2
 MAGIC = "reconciler-plan"
 
 
@@ -47,27 +47,24 @@ class SavedPlan:
     config_digest: str
 
 
-def _desired_data(desired: DesiredState) -> dict[str, Any]:
-    def strip(item: Any) -> dict[str, Any]:
-        data = {f.name: getattr(item, f.name) for f in dataclasses.fields(item) if f.name != "client_secret"}
-        if data.get("revoke_url") is None:  # optional, and absent from plans made before it existed
-            data.pop("revoke_url", None)
-        plain: dict[str, Any] = json.loads(json.dumps(data, default=_plain))
-        return plain
+def _declared_data(declared: DeclaredPartner | DeclaredInstallation) -> dict[str, Any]:
+    """A declaration as saved: its attributes, the client secret by reference only (a declaration holds no value)."""
+    return declared.model_dump(mode="json")
 
+
+def _desired_data(desired: DesiredState) -> dict[str, Any]:
     return {
         "environment": desired.environment,
-        "partners": {address: strip(p) for address, p in sorted(desired.partners.items())},
-        "installations": {address: strip(i) for address, i in sorted(desired.installations.items())},
+        "partners": {address: _declared_data(p.declared) for address, p in sorted(desired.partners.items())},
+        "installations": {address: _declared_data(i.declared) for address, i in sorted(desired.installations.items())},
     }
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, (tuple, frozenset, set)):
-        return sorted(value) if isinstance(value, (set, frozenset)) else list(value)
-    if hasattr(value, "items"):
-        return dict(value.items())
-    raise TypeError(f"cannot save {type(value).__name__} in a plan file")
+def _targets_data(plan: Plan) -> dict[str, Any]:
+    """What each change apply carries out moves to (no-ops are not carried out)."""
+    return {
+        c.address: _declared_data(c.target) for c in plan.changes if c.target is not None and c.action is not Action.NOOP
+    }
 
 
 def config_digest(desired: DesiredState) -> str:
@@ -82,7 +79,7 @@ def _mac(key: StateKey, body: dict[str, Any]) -> str:
     return hmac.new(mac_key, canonical, hashlib.sha256).hexdigest()
 
 
-def write_plan_file(path: Path, document: PlanDocument, desired: DesiredState, key: StateKey) -> None:
+def write_plan_file(path: Path, plan: Plan, document: PlanDocument, desired: DesiredState, key: StateKey) -> None:
     body = {
         "magic": MAGIC,
         "format_version": PLAN_FILE_VERSION,
@@ -91,6 +88,7 @@ def write_plan_file(path: Path, document: PlanDocument, desired: DesiredState, k
         "state": {"lineage": document.state.lineage, "serial": document.state.serial},
         "config_digest": config_digest(desired),
         "desired": _desired_data(desired),
+        "targets": _targets_data(plan),
         "plan": document.model_dump(mode="json"),
     }
     payload = {**body, "hmac": _mac(key, body), "key_id": key.key_id}
@@ -138,6 +136,7 @@ def read_plan_file(
     try:
         document = PlanDocument.model_validate(body["plan"])
         desired = _rebuild_desired(body["desired"], resolve_secret)
+        plan = plan_from_document(document, body["targets"])
     except (KeyError, TypeError, ValueError) as exc:
         raise PlanFileError(f"{path}: the plan file is inconsistent ({type(exc).__name__})") from None
     if config_digest(desired) != body.get("config_digest"):
@@ -145,7 +144,7 @@ def read_plan_file(
     named = [c.address for c in document.changes] + [*desired.partners, *desired.installations]
     if not all(is_address(address) for address in named):
         raise PlanFileError(f"{path}: the plan file names an invalid address (damaged)", hint="plan again")
-    return SavedPlan(document, plan_from_document(document), desired, body["config_digest"])
+    return SavedPlan(document, plan, desired, body["config_digest"])
 
 
 def _rebuild_desired(data: dict[str, Any], resolve_secret: Callable[[str], str]) -> DesiredState:
@@ -153,19 +152,20 @@ def _rebuild_desired(data: dict[str, Any], resolve_secret: Callable[[str], str])
         ref = item.get("client_secret_ref")
         return SecretStr(resolve_secret(ref)) if ref else None
 
-    partners = {}
-    for address, item in data["partners"].items():
-        fields = {**item, "scopes": tuple(item["scopes"]) if item.get("scopes") is not None else None}
-        partners[address] = DesiredPartner(**fields, client_secret=secret(item))
-    installations = {}
-    for address, item in data["installations"].items():
-        fields = {**item, "scopes": tuple(item["scopes"]), "parameters": dict(item["parameters"])}
-        installations[address] = DesiredInstallation(**fields, client_secret=secret(item))
+    partners = {
+        address: DesiredPartner(DeclaredPartner.model_validate(item), client_secret=secret(item))
+        for address, item in data["partners"].items()
+    }
+    installations = {
+        address: DesiredInstallation(DeclaredInstallation.model_validate(item), client_secret=secret(item))
+        for address, item in data["installations"].items()
+    }
     return DesiredState(partners=partners, installations=installations, environment=data["environment"])
 
 
-def plan_from_document(document: PlanDocument) -> Plan:
-    """The executor's Plan from the saved document (the document is what was reviewed)."""
+def plan_from_document(document: PlanDocument, targets: dict[str, Any]) -> Plan:
+    """The executor's Plan from the saved document (the document is what was reviewed) and the declarations its
+    changes move to."""
     changes = tuple(
         ResourceChange(
             address=c.address,
@@ -175,8 +175,18 @@ def plan_from_document(document: PlanDocument) -> Plan:
             after=c.after,
             warnings=tuple(c.warnings),
             pending=c.pending,
+            target=_target(c.address, targets.get(c.address)),
         )
         for c in document.changes
     )
     state = StateRef(document.state.location, document.state.lineage, document.state.serial)
     return Plan(environment=document.environment, state=state, changes=changes)
+
+
+def _target(address: str, data: Any) -> DeclaredPartner | DeclaredInstallation | None:
+    if data is None:
+        return None
+    declared = (DeclaredPartner if address.startswith("partner.") else DeclaredInstallation).model_validate(data)
+    if declared.address != address:
+        raise ValueError("a target names another address")
+    return declared

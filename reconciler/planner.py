@@ -1,6 +1,8 @@
 """The planner: a pure function of (desired, recorded, now) -> Plan.
 
-Owns: every rule that decides an action, one small function each, and the attribute views shown in plans.
+Owns: every rule that decides an action, one small function each (which declared attribute is an update and
+which a re-authorization is `reconciler.declared`'s table; whether a pending authorization stands is
+`reconciler.pending`'s), and the view of a recorded installation shown in plans.
 Must not: read files, the environment, the network or the clock (`now` is passed in), nor import YAML, HTTP,
 OAuth or CLI libraries. Output is sorted by address — partners before installations — and reproducible.
 """
@@ -9,41 +11,40 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from reconciler.addresses import EVERYTHING, NO_GLOBS, Globs, Selection
 from reconciler.catalog import AuthFlavour, Catalog, Connector
 from reconciler.config.desired import (
     DesiredInstallation,
-    DesiredPartner,
     DesiredState,
     same_origin,
     url_origin,
 )
+from reconciler.declared import (
+    DeclaredInstallation,
+    DeclaredPartner,
+    Effect,
+    api_url_of,
+    declared_reasons,
+    installation_view,
+    partner_reasons,
+    partner_view,
+)
 from reconciler.errors import PlanError
+from reconciler.pending import link_goes_to, pending_matches
 from reconciler.plan import NOT_TARGETED, Action, Plan, ResourceChange, StateRef
-from reconciler.state.model import InstallationRecord, PartnerRecord, PendingRecord, StateDocument
+from reconciler.state.model import Drift, InstallationRecord, PartnerRecord, StateDocument
 from reconciler.tokens.scopes import missing_scopes
 
 __all__ = [
-    "PENDING_LIFETIME",
-    "SENSITIVE",
-    "installation_view",
     "make_plan",
-    "partner_view",
-    "pending_matches",
-    "recorded_api_url",
+    "record_view",
     "revocation_url",
     "revoke_in",
-    "target_digest",
 ]
 
-SENSITIVE = "(sensitive)"
-PENDING_LIFETIME = dt.timedelta(days=7)
 
 
 def make_plan(
@@ -56,21 +57,21 @@ def make_plan(
     selection: Selection = EVERYTHING,
     allow_delete: Globs = NO_GLOBS,
     replace: Globs = NO_GLOBS,
-    refreshed: Mapping[str, str] | None = None,
+    refreshed: Mapping[str, Drift] | None = None,
 ) -> Plan:
     """Diff `desired` against `recorded` (None: no state yet) and return every address's action, restricted to
     `selection` (see `_select`).
 
     Deleting a protected installation raises `PlanError` unless an `allow_delete` glob matches its address.
-    `refreshed` maps addresses to what a refresh just found at the provider ("token revoked", "refresh token
-    rejected"): those installations must re-authorize, as must any whose record carries such a finding.
+    `refreshed` maps addresses to what a refresh just found at the provider (a revoked token, a rejected refresh
+    token): those installations must re-authorize, as must any whose record carries such a finding.
     """
     records = recorded.resources if recorded is not None else {}
     recorded_partners = {a: r for a, r in records.items() if isinstance(r, PartnerRecord)}
     recorded_installations = {a: r for a, r in records.items() if isinstance(r, InstallationRecord)}
 
     partners = [
-        _partner_change(address, desired.partners.get(address), recorded_partners.get(address))
+        _partner_change(address, p.declared if (p := desired.partners.get(address)) else None, recorded_partners.get(address))
         for address in sorted(desired.partners.keys() | recorded_partners.keys())
     ]
     _check_partners_in_use(desired, partners)
@@ -78,7 +79,7 @@ def make_plan(
     installations = [
         _installation_change(
             address,
-            desired.installations.get(address),
+            i.declared if (i := desired.installations.get(address)) else None,
             recorded_installations.get(address),
             now=now,
             catalog=catalog,
@@ -106,114 +107,23 @@ def make_plan(
 # -- views ------------------------------------------------------------------------------------------------------
 
 
-def partner_view(partner: DesiredPartner | PartnerRecord) -> dict[str, Any]:
-    """The attributes of a partner shown in plans; the secret appears only as `(sensitive)` and its reference."""
-    return {
-        "connector": partner.connector,
-        "auth": partner.auth,
-        "tenant_id": partner.tenant_id,
-        "client_id": partner.client_id,
-        "client_secret": SENSITIVE if partner.client_secret_ref else None,
-        "client_secret_ref": partner.client_secret_ref,
-        "redirect_uri": partner.redirect_uri,
-        "authorize_url": partner.authorize_url,
-        "token_url": partner.token_url,
-        "api_url": partner.api_url,
-        "scopes": list(partner.scopes) if partner.scopes is not None else None,
-        **({"revoke_url": partner.revoke_url} if partner.revoke_url else {}),  # shown only when declared
-    }
-
-
-def installation_view(installation: DesiredInstallation | InstallationRecord) -> dict[str, Any]:
-    """The attributes of an installation shown in plans; recorded ones add what the provider granted."""
-    if isinstance(installation, InstallationRecord):
-        scopes = installation.requested_scopes
-    else:
-        scopes = installation.scopes
-    view: dict[str, Any] = {
-        "connector": installation.connector,
-        "partner": installation.partner,
-        "auth": installation.auth,
-        "parameters": dict(installation.parameters),
-        "scopes": list(scopes),
-        "client_id": installation.client_id,
-        "credentials_source": installation.credentials_source,
-        "redirect_uri": installation.redirect_uri,
-        "token_url": installation.token_url,
-    }
-    if installation.credentials_source == "installation":  # a partner's own secret is shown on the partner
-        view["client_secret"] = SENSITIVE
-        view["client_secret_ref"] = installation.client_secret_ref
-    if installation.protected:  # shown only when set, so that unprotected plans read as before
-        view["protected"] = True
-    if installation.revoke_url:  # likewise: only where a revocation endpoint is declared
-        view["revoke_url"] = installation.revoke_url
-    if isinstance(installation, InstallationRecord):
-        view["granted_scopes"] = list(installation.granted_scopes)
-        view["status"] = installation.status
-        view["authorized_at"] = _iso(installation.authorized_at)
-        view["expires_at"] = _iso(installation.expires_at)
-        if installation.pending is not None and installation.pending.authorize_url:
-            view["authorization_url"] = installation.pending.authorize_url
+def record_view(record: InstallationRecord) -> dict[str, Any]:
+    """The attributes of a recorded installation shown in plans: as declared, and what the provider granted."""
+    view = installation_view(record)
+    view["granted_scopes"] = list(record.granted_scopes)
+    view["status"] = record.status
+    view["authorized_at"] = _iso(record.authorized_at)
+    view["expires_at"] = _iso(record.expires_at)
+    if record.pending is not None and record.pending.authorize_url:
+        view["authorization_url"] = record.pending.authorize_url
     return view
 
 
-def target_digest(installation: DesiredInstallation, *, version: int = 2) -> str:
-    """A digest of what an authorization of `installation` is for: a pending authorization is still good exactly
-    while the configuration keeps this digest (and its authorization link's endpoint, see `pending_matches`).
-    Versioned, and independent of what plans display. Version 2 adds the API the tokens will be used at; version 1
-    digests (recorded before) are read by `pending_matches` only."""
-    target: dict[str, Any] = {
-        "v": version,
-        "connector": installation.connector,
-        "auth": installation.auth,
-        "client_id": installation.client_id,
-        "redirect_uri": installation.redirect_uri,
-        "token_url": installation.token_url,
-        "scopes": sorted(installation.scopes),
-        "parameters": dict(sorted(installation.parameters.items())),
-    }
-    if version >= 2:
-        target["api_url"] = installation.api_url
-    canonical = json.dumps(target, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
-
-
-def pending_matches(
-    want: DesiredInstallation, have: InstallationRecord, authorize_url: str, recorded_partner: PartnerRecord | None
-) -> bool:
-    """Whether `have`'s pending authorization still stands for `want`: its digest is the one `want` has, and its
-    link goes to the declared authorization endpoint. A version 1 digest (which does not cover the API) stands only
-    for a record that is itself the pending one, whose recorded API then says where its tokens would go."""
-    pending = have.pending
-    if pending is None:
-        return False
-    if pending.target_digest != target_digest(want):
-        legacy = pending.target_digest == target_digest(want, version=1)
-        recorded_api = have.api_url or (recorded_partner.api_url if recorded_partner else None)
-        if not (legacy and have.status == "pending_authorization" and recorded_api == want.api_url):
-            return False
-    return _link_goes_to(pending, authorize_url, recorded_partner)
-
-
-def _link_goes_to(pending: PendingRecord, authorize_url: str, recorded_partner: PartnerRecord | None) -> bool:
-    """Whether a pending authorization's link opens the declared authorization endpoint (scheme, host, path). A
-    marker recorded without its link is judged by the recorded partner's endpoint."""
-    if pending.authorize_url:
-        link = urlsplit(pending.authorize_url)
-        endpoint = urlsplit(authorize_url)
-        return (link.scheme, link.netloc, link.path) == (endpoint.scheme, endpoint.netloc, endpoint.path)
-    return recorded_partner is None or recorded_partner.authorize_url == authorize_url
-
-
-def recorded_api_url(have: InstallationRecord, recorded_partner: PartnerRecord | None) -> str | None:
-    """The API an installation's tokens were checked against: its record's, or (for a record from before it was
-    kept) its recorded partner's; None when neither is known."""
-    return have.api_url or (recorded_partner.api_url if recorded_partner is not None else None)
-
-
-def _partner_of_installation(desired: DesiredState, installation: DesiredInstallation | None) -> DesiredPartner | None:
-    return desired.partners.get(f"partner.{installation.partner}") if installation is not None else None
+def _partner_of_installation(desired: DesiredState, installation: DesiredInstallation | None) -> DeclaredPartner | None:
+    if installation is None:
+        return None
+    partner = desired.partners.get(f"partner.{installation.declared.partner}")
+    return partner.declared if partner is not None else None
 
 
 def _recorded_partner_of(
@@ -259,44 +169,31 @@ def _replaced(
     if not patterns.match(change.address):
         return change
     reasons = ("re-authorization requested (--replace)",) + (change.reasons if change.action is Action.UPDATE else ())
-    return _reauthorized(ResourceChange(change.address, Action.REAUTHORIZE, reasons, change.before, change.after), have, catalog)
+    replaced = dataclasses.replace(change, action=Action.REAUTHORIZE, reasons=reasons, warnings=(), pending=False)
+    return _reauthorized(replaced, have, catalog)
 
 
-def _partner_change(address: str, want: DesiredPartner | None, have: PartnerRecord | None) -> ResourceChange:
+def _partner_change(address: str, want: DeclaredPartner | None, have: PartnerRecord | None) -> ResourceChange:
     if have is None:
         assert want is not None
-        return ResourceChange(address, Action.CREATE, ("new partner",), None, partner_view(want))
+        return ResourceChange(address, Action.CREATE, ("new partner",), None, partner_view(want), target=want)
     before = partner_view(have)
     if want is None:
         return ResourceChange(address, Action.DELETE, ("removed from configuration",), before, None)
     after = partner_view(want)
-    reasons = _partner_reasons(want, have)
+    reasons = partner_reasons(want, have)
     if reasons:
-        return ResourceChange(address, Action.UPDATE, reasons, before, after)
-    return ResourceChange(address, Action.NOOP, ("up to date",), before, after)
-
-
-def _partner_reasons(want: DesiredPartner, have: PartnerRecord) -> tuple[str, ...]:
-    reasons: list[str] = []
-    for attribute in ("connector", "auth", "tenant_id", "client_id", "redirect_uri"):
-        if getattr(want, attribute) != getattr(have, attribute):
-            reasons.append(f"{attribute} changed")
-    if want.client_secret_ref != have.client_secret_ref:
-        reasons.append("client_secret reference changed")
-    for attribute in ("authorize_url", "token_url", "api_url", "revoke_url"):
-        if getattr(want, attribute) != getattr(have, attribute):
-            reasons.append(f"endpoint {attribute} changed")
-    reasons.extend(_set_reasons("registered scopes", have.scopes or (), want.scopes or ()))
-    return tuple(reasons)
+        return ResourceChange(address, Action.UPDATE, reasons, before, after, target=want)
+    return ResourceChange(address, Action.NOOP, ("up to date",), before, after, target=want)
 
 
 def _check_partners_in_use(desired: DesiredState, changes: list[ResourceChange]) -> None:
     """A partner leaving the configuration while a declared installation still uses it cannot be planned."""
     removed = {c.address.split(".", 1)[1] for c in changes if c.action is Action.DELETE}
     for installation in desired.installations.values():
-        if installation.partner in removed:
+        if installation.declared.partner in removed:
             raise PlanError(
-                f"partner '{installation.partner}' is removed while {installation.address} still uses it",
+                f"partner '{installation.declared.partner}' is removed while {installation.address} still uses it",
                 hint="remove or move its installations in the same change",
             )
 
@@ -306,49 +203,50 @@ def _check_partners_in_use(desired: DesiredState, changes: list[ResourceChange])
 
 def _installation_change(
     address: str,
-    want: DesiredInstallation | None,
+    want: DeclaredInstallation | None,
     have: InstallationRecord | None,
     *,
     now: dt.datetime,
     catalog: Catalog,
-    drift: str | None = None,
-    partner: DesiredPartner | None = None,
+    drift: Drift | None = None,
+    partner: DeclaredPartner | None = None,
     recorded_partner: PartnerRecord | None = None,
 ) -> ResourceChange:
     if have is None:
         assert want is not None
-        return ResourceChange(address, Action.CREATE, ("new installation: needs authorization",), None, installation_view(want))
-    before = installation_view(have)
+        new = ("new installation: needs authorization",)
+        return ResourceChange(address, Action.CREATE, new, None, installation_view(want), target=want)
+    before = record_view(have)
     if want is None:
         reasons, warnings = _revocation(have, catalog, "its grant is revoked at the provider, then its tokens forgotten",
                                         "its tokens are forgotten, not revoked")
         return ResourceChange(address, Action.DELETE, ("removed from configuration", *reasons), before, None, warnings)
     after = installation_view(want)
-    connector = catalog.connectors[want.connector]
     pending = have.pending
     authorize_url = partner.authorize_url if partner is not None else ""
     if pending is not None and pending_matches(want, have, authorize_url, recorded_partner):
         if now < pending.expires_at:
             reason = f"authorization pending since {_iso(pending.since)} (link valid until {_iso(pending.expires_at)})"
-            return ResourceChange(address, Action.NOOP, (reason,), before, after, pending=True)
+            return ResourceChange(address, Action.NOOP, (reason,), before, after, pending=True, target=want)
         reason = f"pending authorization expired on {_iso(pending.expires_at)}"
-        return ResourceChange(address, Action.REAUTHORIZE, (reason,), before, after)
-    link_moved = pending is not None and partner is not None and not _link_goes_to(pending, authorize_url, recorded_partner)
-    declared_api = want.api_url or (partner.api_url if partner is not None else "")
-    recorded_api = recorded_api_url(have, recorded_partner)
-    reauthorize = _reauthorize_reasons(want, have, connector, (recorded_api, declared_api), link_moved)
+        return ResourceChange(address, Action.REAUTHORIZE, (reason,), before, after, target=want)
+    link_moved = pending is not None and partner is not None and not link_goes_to(pending, authorize_url, recorded_partner)
+    api = (api_url_of(have, recorded_partner), api_url_of(want, partner) or "")
+    connector = catalog.connectors[want.connector]
+    reauthorize = _reauthorize_reasons(want, have, connector, api, link_moved)
     drift = drift or have.drift
     if drift and have.status == "authorized":
-        reauthorize = (*reauthorize, drift)
-    update = _update_reasons(want, have)
+        reauthorize = (*reauthorize, drift.words)
+    update = tuple(declared_reasons(Effect.UPDATE, want, have))  # applied in place, verified with the tokens held
     if pending is not None and have.status == "authorized":  # one that still matches returned above
         update = (*update, "pending authorization withdrawn: it no longer matches the configuration")
     if reauthorize:
-        return _reauthorized(ResourceChange(address, Action.REAUTHORIZE, reauthorize + update, before, after), have, catalog)
+        change = ResourceChange(address, Action.REAUTHORIZE, reauthorize + update, before, after, target=want)
+        return _reauthorized(change, have, catalog)
     warnings = _grant_warnings(want, have, connector)
     if update:
-        return ResourceChange(address, Action.UPDATE, update, before, after, warnings)
-    return ResourceChange(address, Action.NOOP, ("up to date",), before, after, warnings)
+        return ResourceChange(address, Action.UPDATE, update, before, after, warnings, target=want)
+    return ResourceChange(address, Action.NOOP, ("up to date",), before, after, warnings, target=want)
 
 
 def _revocation(have: InstallationRecord, catalog: Catalog, revoked: str, forgotten: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -395,61 +293,35 @@ def _reauthorized(change: ResourceChange, have: InstallationRecord, catalog: Cat
 
 
 def _reauthorize_reasons(
-    want: DesiredInstallation,
+    want: DeclaredInstallation,
     have: InstallationRecord,
     connector: Connector,
     api: tuple[str | None, str],
     link_moved: bool = False,
 ) -> tuple[str, ...]:
-    """Why the recorded tokens no longer stand for what is declared (each forces a new consent). Tokens are bound
-    to the client and the endpoints that issued and accept them: any of those moving is a re-authorization."""
-    reasons: list[str] = []
-    if want.connector != have.connector:
-        reasons.append(f"connector changed: {have.connector} -> {want.connector}")
-    if want.auth != have.auth:
-        reasons.append(f"auth changed: {have.auth} -> {want.auth}")
-    if want.client_id != have.client_id:
-        source = f"partner {want.partner} " if want.credentials_source == "partner" else ""
-        reasons.append(f"{source}client_id changed")
-    if want.redirect_uri != have.redirect_uri:
-        reasons.append("redirect_uri changed")
-    if want.token_url != have.token_url:
-        reasons.append(f"token endpoint changed: {have.token_url} -> {want.token_url}")
-    recorded_api, declared_api = api
-    if recorded_api is None and have.status == "authorized":
-        reasons.append("the API its tokens were checked against is not recorded")
-    elif recorded_api is not None and declared_api != recorded_api:
-        reasons.append(f"API endpoint changed: {recorded_api} -> {declared_api}")
-    reasons.extend(_set_reasons("scopes", have.requested_scopes, want.scopes))
+    """Why the recorded tokens no longer stand for what is declared (each forces a new consent): the declared
+    attributes the tokens are bound to (`INSTALLATION_FIELDS`), a pending link that moved, a grant short of the
+    declared scopes."""
+    reasons = declared_reasons(Effect.REAUTHORIZE, want, have, judged=_api_reasons(have, *api))
     if have.status == "pending_authorization" and link_moved:
         reasons.append("authorization endpoint changed: the pending link is withdrawn")
     if have.status == "pending_authorization" and not reasons:
         reasons.append("pending authorization no longer matches the configuration")
-    if have.status == "authorized" and set(want.scopes) == set(have.requested_scopes):
+    if have.status == "authorized" and set(want.scopes) == set(have.scopes):
         missing = missing_scopes(connector, want.scopes, have.granted_scopes)
         if missing:
             reasons.append("scopes not granted: " + ", ".join(missing))
     return tuple(reasons)
 
 
-def _update_reasons(want: DesiredInstallation, have: InstallationRecord) -> tuple[str, ...]:
-    """Changes applied in place (verified against the provider), without a new consent."""
-    reasons: list[str] = []
-    if want.partner != have.partner:  # same client and endpoints (else a re-authorization): a rename
-        reasons.append(f"partner changed: {have.partner} -> {want.partner}")
-    for key in sorted(want.parameters.keys() | have.parameters.keys()):
-        old, new = have.parameters.get(key), want.parameters.get(key)
-        if old != new:
-            reasons.append(f"{key} changed: {_quote(old)} -> {_quote(new)}")
-    if want.client_secret_ref != have.client_secret_ref and want.credentials_source == "installation":
-        reasons.append("client_secret reference changed")
-    if want.credentials_source != have.credentials_source and want.client_id == have.client_id:
-        reasons.append(f"credentials now from the {want.credentials_source}")
-    if want.protected != have.protected:  # recorded, so that the protection of what state holds is known
-        reasons.append("protection added" if want.protected else "protection removed")
-    if want.token_url == have.token_url and want.revoke_url != have.revoke_url:  # where its grant is revoked
-        reasons.append(f"revocation endpoint changed: {_quote(have.revoke_url)} -> {_quote(want.revoke_url)}")
-    return tuple(reasons)
+def _api_reasons(have: InstallationRecord, recorded_api: str | None, declared_api: str) -> tuple[str, ...]:
+    """The API the tokens were checked against (its recorded partner's standing in for a record from before it
+    was kept) against the declared one."""
+    if recorded_api is None and have.status == "authorized":
+        return ("the API its tokens were checked against is not recorded",)
+    if recorded_api is not None and declared_api != recorded_api:
+        return (f"API endpoint changed: {recorded_api} -> {declared_api}",)
+    return ()
 
 
 def _check_protected_deletes(
@@ -484,27 +356,10 @@ def _check_protected_deletes(
     return out
 
 
-def _grant_warnings(want: DesiredInstallation, have: InstallationRecord, connector: Connector) -> tuple[str, ...]:
+def _grant_warnings(want: DeclaredInstallation, have: InstallationRecord, connector: Connector) -> tuple[str, ...]:
     """A grant wider than the declaration is reported, never planned (Entra keeps earlier consent)."""
     if have.status != "authorized":
         return ()
     declared = connector.closure(want.scopes)
     extra = sorted(s for s in have.granted_scopes if s not in declared)  # normalised when recorded
     return (f"consent still held: {', '.join(extra)}",) if extra else ()
-
-
-def _quote(value: str | None) -> str:
-    """A value inside a reason, quoted so that no name can pass for plan text."""
-    return json.dumps(value) if value is not None else "(none)"
-
-
-def _set_reasons(label: str, old: tuple[str, ...] | list[str], new: tuple[str, ...] | list[str]) -> list[str]:
-    if old == new:
-        return []
-    added, removed = sorted(set(new) - set(old)), sorted(set(old) - set(new))
-    out = []
-    if added:
-        out.append(f"{label} added: {', '.join(added)}")
-    if removed:
-        out.append(f"{label} removed: {', '.join(removed)}")
-    return out

@@ -30,15 +30,15 @@ from reconciler.auth.verify import Verification, verify_token
 from reconciler.catalog import Catalog
 from reconciler.config.desired import DesiredState
 from reconciler.errors import ReconcilerError
-from reconciler.state.model import InstallationRecord, PartnerRecord, StateDocument
+from reconciler.state.model import Drift, InstallationRecord, PartnerRecord, StateDocument
 from reconciler.tokens.custodian import RefreshRejected, TokenCustodian, refresh_due
 from reconciler.tokens.model import TokenSet
 from reconciler.tokens.vault import Vault
 
-__all__ = ["DRIFT_REASONS", "Finding", "RefreshSettings", "refresh_all"]
+__all__ = ["Finding", "RefreshSettings", "refresh_all"]
 
 Outcome = Literal["ok", "refreshed", "revoked", "rejected", "partner", "transient", "skipped"]
-DRIFT_REASONS = {"revoked": "token revoked", "rejected": "refresh token rejected"}
+_DRIFT = {"revoked": Drift.REVOKED, "rejected": Drift.REJECTED}
 PARTNER_BREAKER = 3  # identical partner failures before the rest of that partner's installations are skipped
 
 
@@ -50,9 +50,9 @@ class Finding:
     partner: str | None = None
 
     @property
-    def drift(self) -> str | None:
-        """The reason a plan gives for re-authorizing, when this finding demands it."""
-        return DRIFT_REASONS.get(self.outcome)
+    def drift(self) -> Drift | None:
+        """What state records of this finding, when it demands a re-authorization."""
+        return _DRIFT.get(self.outcome)
 
 
 @dataclass(frozen=True)
@@ -143,15 +143,16 @@ def check_one(
     recorded_partner: PartnerRecord | None = None,
 ) -> Finding:
     """Refresh (when due) and verify one installation, against the endpoints state recorded for it only."""
-    installation = desired.installations[address]
-    partner = desired.partners[f"partner.{installation.partner}"]
+    desired_installation = desired.installations[address]
+    installation, secret = desired_installation.declared, desired_installation.client_secret
+    partner = desired.partners[f"partner.{installation.partner}"].declared
     if breaker.open(partner.name):
         return Finding(address, "skipped", f"not checked: partner {partner.name}'s credentials were rejected", partner.name)
-    binding = recorded_binding(record, recorded_partner.api_url if recorded_partner else None)
-    if binding is None or binding != declared_binding(installation, partner) or installation.client_secret is None:
+    binding = recorded_binding(record, recorded_partner)
+    if binding is None or binding != declared_binding(installation, partner) or secret is None:
         return Finding(address, "skipped", "the client or its endpoints changed: the plan re-authorizes it anyway")
     connector = catalog.connectors[installation.connector]
-    flow = make_flow(bound_settings(binding, installation, partner, catalog), http, now)
+    flow = make_flow(bound_settings(binding, installation, secret, partner, catalog), http, now)
 
     def check(tokens: TokenSet) -> Verification:
         return verify_token(http, connector, binding.api_url, installation.parameters, record.granted_scopes, tokens)

@@ -42,7 +42,7 @@ def declared_secret(desired: DesiredState, address: str, record: InstallationRec
         if record.credentials_source == "installation"
         else desired.partners.get(f"partner.{record.partner}")
     )
-    if owner is None or owner.client_id != record.client_id or owner.token_url != record.token_url:
+    if owner is None or owner.declared.client_id != record.client_id or owner.declared.token_url != record.token_url:
         return None
     return owner.client_secret
 

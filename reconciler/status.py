@@ -55,7 +55,7 @@ def installation_status(record: InstallationRecord, tokens: TokenFacts | None, *
         since = record.pending.since if record.pending else None
         return Status("pending", "authorization pending" + (f" since {_when(since)}" if since else ""), since)
     if record.drift is not None:
-        reason = record.drift + _pending_note(record)
+        reason = record.drift.words + _pending_note(record)
         return Status("needs-reauthorization", reason, record.checked_at, expires_at)
     if tokens is not None and tokens.error is not None:
         return Status("error", tokens.error, now, expires_at)

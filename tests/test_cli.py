@@ -60,9 +60,10 @@ def _apply_everything(directory: Path) -> None:
     import datetime as dt
 
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    resources = {p.address: partner_record(p) for p in desired.partners.values()}
+    resources = {p.address: partner_record(p.declared) for p in desired.partners.values()}
     resources |= {
-        i.address: installation_record(i, granted=i.scopes, authorized_at=now) for i in desired.installations.values()
+        i.address: installation_record(i.declared, granted=i.declared.scopes, authorized_at=now)
+        for i in desired.installations.values()
     }
     backend = LocalBackend(directory / "state", "default")
     with backend.lock("test"):

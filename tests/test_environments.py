@@ -101,23 +101,23 @@ def test_maps_merge_by_key(config) -> None:  # type: ignore[no-untyped-def]
     )
     desired = _load(directory).desired
     ado = desired.installations["installation.initech.ado"]
-    assert dict(ado.parameters) == {"organization": "initech", "project": "TPS-staging"}
-    assert ado.scopes == ("vso.code", "vso.work_full")
-    assert ado.redirect_uri == "https://app-s.cyclr.com/connector/callback"
-    assert ado.client_id == "11111111-0000-4000-8000-0000000000a1"
+    assert dict(ado.declared.parameters) == {"organization": "initech", "project": "TPS-staging"}
+    assert ado.declared.scopes == ("vso.code", "vso.work_full")
+    assert ado.declared.redirect_uri == "https://app-s.cyclr.com/connector/callback"
+    assert ado.declared.client_id == "11111111-0000-4000-8000-0000000000a1"
     assert set(desired.installations) == {
         "installation.acme.ado",
         "installation.initech.ado",
         "installation.initech.boards",
     }
-    assert dict(desired.installations["installation.initech.boards"].parameters)["project"] == "Boards"
+    assert dict(desired.installations["installation.initech.boards"].declared.parameters)["project"] == "Boards"
 
 
 def test_lists_are_replaced(config) -> None:  # type: ignore[no-untyped-def]
     """A list in the overlay replaces the base list whole (scopes are not appended to)."""
     directory = config(INITECH_ADO + "        scopes: [vso.work_full]\n")
     ado = _load(directory).desired.installations["installation.initech.ado"]
-    assert ado.scopes == ("vso.work_full",)
+    assert ado.declared.scopes == ("vso.work_full",)
 
 
 def test_null_removes_an_installation(config) -> None:  # type: ignore[no-untyped-def]
@@ -132,8 +132,11 @@ def test_null_removes_an_installation(config) -> None:  # type: ignore[no-untype
     staging = _load(directory).desired
     assert "installation.initech.boards" in base.installations
     assert set(staging.installations) == {"installation.acme.ado", "installation.initech.ado"}
-    resources = {p.address: partner_record(p) for p in base.partners.values()}
-    resources |= {i.address: installation_record(i, granted=i.scopes, authorized_at=NOW) for i in base.installations.values()}
+    resources = {p.address: partner_record(p.declared) for p in base.partners.values()}
+    resources |= {
+        i.address: installation_record(i.declared, granted=i.declared.scopes, authorized_at=NOW)
+        for i in base.installations.values()
+    }
     recorded = StateDocument.new("staging").with_resources(resources)
     plan = make_plan(staging, recorded, now=NOW, catalog=load_catalog())
     assert {c.address: c.action.value for c in plan.changes if c.action.value != "noop"} == {
@@ -172,8 +175,8 @@ def test_overlay_changes_a_tenant_of_an_included_file(config) -> None:  # type: 
     )
     loaded = _load(directory)
     acme = loaded.desired.installations["installation.acme.ado"]
-    assert dict(acme.parameters) == {"organization": "acme", "project": "P-staging"}
-    assert acme.scopes == ("vso.code", "vso.work_full")
+    assert dict(acme.declared.parameters) == {"organization": "acme", "project": "P-staging"}
+    assert acme.declared.scopes == ("vso.code", "vso.work_full")
     assert loaded.files == ["reconciler.yaml", "tenants/acme.yaml", "environments/staging.yaml"]
 
 
@@ -190,7 +193,7 @@ def test_overlay_adds_a_tenant_and_switches_a_secret_reference(config) -> None: 
     )
     desired = _load(directory).desired
     partner = desired.partners["partner.microsoft-azure-devops"]
-    assert partner.client_secret_ref == "${env:STAGING_SECRET}"
+    assert partner.declared.client_secret_ref == "${env:STAGING_SECRET}"
     assert partner.client_secret is not None and partner.client_secret.get_secret_value() == "s3cr3t-staging"
     assert "installation.globex.ado" in desired.installations
 
@@ -345,7 +348,7 @@ def test_another_environments_unusable_state_path_does_not_stop_this_one(config)
     directory, so this environment loads (and that environment's own load names the key)."""
     directory = config('backend: {path: "st\\0ate"}\n')
     loaded = load_config(directory, environ=ENV, today=NOW.date())
-    assert "acme" in {i.tenant for i in loaded.desired.installations.values()}
+    assert "acme" in {i.declared.tenant for i in loaded.desired.installations.values()}
     with pytest.raises(ConfigError) as raised:
         load_config(directory, environ=ENV, today=NOW.date(), environment="staging")
     assert "backend.path: must not contain control characters" in str(raised.value)

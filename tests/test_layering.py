@@ -15,6 +15,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "reconciler"
 FORBIDDEN = {
     "planner.py": {"yaml", "httpx", "authlib", "click", "rich", "os", "time", "reconciler.cli", "reconciler.render",
                    "reconciler.memo", "reconciler.config.cache", "reconciler.config.ahead"},
+    "pending.py": {"yaml", "httpx", "authlib", "click", "rich", "os", "time", "reconciler.cli", "reconciler.render"},
+    "declared.py": {"yaml", "httpx", "authlib", "click", "rich", "os", "reconciler.config", "reconciler.state",
+                    "reconciler.planner", "reconciler.auth", "reconciler.render", "reconciler.cli", "reconciler.apply"},
     "plan.py": {"yaml", "httpx", "authlib", "click", "rich", "os"},
     "render": {"reconciler.cli", "reconciler.state", "reconciler.config", "click", "httpx", "authlib", "os"},
     "config": {"httpx", "authlib", "click", "rich", "reconciler.state", "reconciler.planner", "reconciler.render"},

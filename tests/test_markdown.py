@@ -13,7 +13,8 @@ import pytest
 
 from reconciler.catalog.files import load_catalog
 from reconciler.config.desired import DesiredInstallation, DesiredPartner, DesiredState
-from reconciler.planner import make_plan, target_digest
+from reconciler.declared import DeclaredInstallation, DeclaredPartner, target_digest
+from reconciler.planner import make_plan
 from reconciler.render.document import ChangeDoc, PlanDocument, StateDoc, SummaryDoc, to_document
 from reconciler.render.markdown import COMMENT_LIMIT, render_markdown, render_markdown_parts
 from reconciler.state.model import PendingRecord, StateDocument
@@ -23,7 +24,7 @@ from tests.conftest import run
 CASES = Path(__file__).parent / "cases"
 NOW = dt.datetime(2026, 11, 2, 9, 30, tzinfo=dt.UTC)
 EARLIER = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
-PARTNER = DesiredPartner(
+PARTNER = DeclaredPartner(
     name="microsoft-azure-devops",
     connector="microsoft-azure-devops",
     auth="azure-devops-oauth",
@@ -44,8 +45,8 @@ ADDRESS_LINE = re.compile(r"^(?:[+~ -]|-/\+) (\S+)$")
 
 def _installation(
     tenant: str, name: str, *, project: str = "Platform", scopes: tuple[str, ...] = ("vso.work_full", "vso.code")
-) -> DesiredInstallation:
-    return DesiredInstallation(
+) -> DeclaredInstallation:
+    return DeclaredInstallation(
         tenant=tenant,
         name=name,
         connector=PARTNER.connector,
@@ -91,7 +92,10 @@ def _large_plan() -> PlanDocument:
         gone = _installation(f"tenant-{t:03d}", "old-ado")
         records[gone.address] = installation_record(gone, granted=gone.scopes, authorized_at=EARLIER)
     state = StateDocument.new("default").with_resources(records)
-    desired_state = DesiredState(partners={PARTNER.address: PARTNER}, installations={i.address: i for i in desired})
+    desired_state = DesiredState(
+        partners={PARTNER.address: DesiredPartner(PARTNER)},
+        installations={i.address: DesiredInstallation(i) for i in desired},
+    )
     return to_document(make_plan(desired_state, state, now=NOW, catalog=load_catalog(), state_location="state"))
 
 

@@ -194,7 +194,7 @@ def _partner_of(directory: Path, address: str = "installation.acme.ado-main") ->
     from reconciler.config import load_config
 
     loaded = load_config(directory, environ=SECRETS, today=dt.date(2026, 12, 3))
-    return loaded.desired.installations[address].partner
+    return loaded.desired.installations[address].declared.partner
 
 
 def test_the_first_declared_partner_stays_the_default(write_config) -> None:  # type: ignore[no-untyped-def]
@@ -358,7 +358,7 @@ def test_an_installations_unchecked_secret_is_not_its_partners(write_config) -> 
     directory = _review(write_config, text)
     loaded = load_config(directory, environ=SECRETS, today=dt.date(2026, 12, 3), unchecked_secrets=True)
     own = loaded.desired.installations["installation.acme.ado-own"]
-    assert own.credentials_source == "installation" and own.client_secret is None
+    assert own.declared.credentials_source == "installation" and own.client_secret is None
     assert loaded.desired.installations["installation.acme.ado-main"].client_secret is not None
     assert [u.reference for u in loaded.unchecked] == ["${file:secrets/acme-own}"]
 

@@ -28,7 +28,7 @@ def test_partner_removed_while_in_use_is_a_plan_error() -> None:
     """A desired installation whose partner is being deleted cannot be planned (the loader normally stops this)."""
     desired = _desired()
     recorded = StateDocument.new("default").with_resources(
-        {p.address: partner_record(p) for p in desired.partners.values()}
+        {p.address: partner_record(p.declared) for p in desired.partners.values()}
     )
     without_partner = dataclasses.replace(desired, partners={})
     with pytest.raises(PlanError, match=r"partner 'microsoft-azure-devops' is removed while installation\.acme"):
@@ -38,7 +38,7 @@ def test_partner_removed_while_in_use_is_a_plan_error() -> None:
 def test_plan_is_reproducible_and_sorted() -> None:
     """The same inputs give the same plan; partners come first and addresses are sorted."""
     desired = _desired()
-    resources = {i.address: installation_record(i, granted=i.scopes, authorized_at=NOW) for i in desired.installations.values()}
+    resources = {i.address: installation_record(i.declared, granted=i.declared.scopes, authorized_at=NOW) for i in desired.installations.values()}
     recorded = StateDocument.new("default").with_resources(resources)
     first = make_plan(desired, recorded, now=NOW, catalog=load_catalog())
     second = make_plan(desired, recorded, now=NOW, catalog=load_catalog())
@@ -50,8 +50,8 @@ def test_plan_is_reproducible_and_sorted() -> None:
 def test_partner_deletes_come_after_installation_deletes() -> None:
     """Removing everything deletes installations before the partner whose client they were issued to."""
     desired = _desired()
-    resources = {p.address: partner_record(p) for p in desired.partners.values()}
-    resources |= {i.address: installation_record(i, granted=i.scopes, authorized_at=NOW) for i in desired.installations.values()}
+    resources = {p.address: partner_record(p.declared) for p in desired.partners.values()}
+    resources |= {i.address: installation_record(i.declared, granted=i.declared.scopes, authorized_at=NOW) for i in desired.installations.values()}
     empty = dataclasses.replace(desired, partners={}, installations={})
     plan = make_plan(empty, StateDocument.new("default").with_resources(resources), now=NOW, catalog=load_catalog())
     assert [c.action.value for c in plan.changes] == ["delete"] * 3
@@ -61,12 +61,13 @@ def test_partner_deletes_come_after_installation_deletes() -> None:
 def test_changed_api_endpoint_reauthorizes_instead_of_sending_tokens_elsewhere() -> None:
     """Tokens are only ever used where they were issued and checked: a new api_url means a new authorization."""
     desired = _desired()
-    resources = {i.address: installation_record(i, granted=i.scopes, authorized_at=NOW) for i in desired.installations.values()}
+    resources = {i.address: installation_record(i.declared, granted=i.declared.scopes, authorized_at=NOW) for i in desired.installations.values()}
     recorded = StateDocument.new("default").with_resources(resources)
     moved = dataclasses.replace(
         desired,
         installations={
-            a: dataclasses.replace(i, api_url="https://proxy.example.net") for a, i in desired.installations.items()
+            a: dataclasses.replace(i, declared=i.declared.model_copy(update={"api_url": "https://proxy.example.net"}))
+            for a, i in desired.installations.items()
         },
     )
     plan = make_plan(moved, recorded, now=NOW, catalog=load_catalog())

@@ -74,8 +74,11 @@ def _desired(directory: Path) -> DesiredState:
 
 def _applied(desired: DesiredState) -> StateDocument:
     """State after everything in `desired` was applied."""
-    resources = {p.address: partner_record(p) for p in desired.partners.values()}
-    resources |= {i.address: installation_record(i, granted=i.scopes, authorized_at=NOW) for i in desired.installations.values()}
+    resources = {p.address: partner_record(p.declared) for p in desired.partners.values()}
+    resources |= {
+        i.address: installation_record(i.declared, granted=i.declared.scopes, authorized_at=NOW)
+        for i in desired.installations.values()
+    }
     return StateDocument.new("default").with_resources(resources)
 
 
@@ -99,7 +102,7 @@ def _actions(plan: Plan) -> dict[str, str]:
 def test_protect_on_installation_and_tenant(config) -> None:  # type: ignore[no-untyped-def]
     """`protect: true` protects one installation; on a tenant, every installation of it."""
     desired = _desired(config())
-    assert {a: i.protected for a, i in desired.installations.items()} == {
+    assert {a: i.declared.protected for a, i in desired.installations.items()} == {
         ACME_ADO: True,
         ACME_BOARDS: False,
         GLOBEX_ADO: True,
@@ -111,7 +114,7 @@ def test_installation_cannot_opt_out_of_tenant_protection(config) -> None:  # ty
     """`protect: false` under a protected tenant stays protected, with a located warning saying so."""
     directory = config(CONFIG + "        protect: false\n")  # 27
     loaded = load_config(directory, environ=ENV)
-    assert loaded.desired.installations[GLOBEX_ADO].protected
+    assert loaded.desired.installations[GLOBEX_ADO].declared.protected
     [warning] = loaded.warnings
     assert str(warning).startswith("reconciler.yaml:27:18: tenants.globex.installations.ado.protect: protect: false")
     assert "tenant 'globex' protects all its installations" in str(warning)
@@ -175,7 +178,7 @@ def test_record_protection_holds_when_the_configuration_dropped_it(config) -> No
     recorded = _applied(_desired(directory))
     config(CONFIG.replace(INSTALLATION_PROTECT, "").replace(TENANT_PROTECT, "  globex:\n"))
     desired = _desired(directory)
-    assert not any(i.protected for i in desired.installations.values())
+    assert not any(i.declared.protected for i in desired.installations.values())
     with pytest.raises(PlanError, match=f"protected installations: {ACME_ADO}, {GLOBEX_ADO}"):
         _plan(_without(desired, ACME_ADO, GLOBEX_ADO), recorded)
 
@@ -236,7 +239,8 @@ def test_changing_protection_is_an_update(config, before: bool, after: bool, rea
     desired = _desired(config())
     recorded = _applied(desired)
     recorded = recorded.with_record(ACME_ADO, recorded.resources[ACME_ADO].model_copy(update={"protected": before}))
-    installation = dataclasses.replace(desired.installations[ACME_ADO], protected=after)
+    want = desired.installations[ACME_ADO]
+    installation = dataclasses.replace(want, declared=want.declared.model_copy(update={"protected": after}))
     changed = dataclasses.replace(desired, installations={**desired.installations, ACME_ADO: installation})
     plan = _plan(changed, recorded)
     assert _actions(plan) == {ACME_ADO: "update"}
@@ -254,7 +258,7 @@ def test_unprotect_then_delete(config) -> None:  # type: ignore[no-untyped-def]
     step1 = _desired(directory)
     plan = _plan(step1, recorded)
     assert _actions(plan) == {ACME_ADO: "update"}
-    record = updated_installation_record(recorded.resources[ACME_ADO], step1.installations[ACME_ADO])  # type: ignore[arg-type]
+    record = updated_installation_record(recorded.resources[ACME_ADO], step1.installations[ACME_ADO].declared)  # type: ignore[arg-type]
     recorded = recorded.with_record(ACME_ADO, record)
     assert _actions(_plan(step1, recorded)) == {}
     plan = _plan(_without(step1, ACME_ADO), recorded)  # step 2: acme/ado removed

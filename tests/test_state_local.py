@@ -10,7 +10,7 @@ import pytest
 
 from reconciler.errors import StaleStateError, StateError
 from reconciler.state.local import LocalBackend
-from reconciler.state.model import StateDocument, decode_state, encode_state
+from reconciler.state.model import FORMAT_VERSION, StateDocument, decode_state, encode_state
 from tests.sandbox_support import PARTNER
 
 LINEAGE = b"0f5a2c3e-1b7d-4e8f-9a6b-2c4d6e8f0a1b"
@@ -145,7 +145,7 @@ def test_encoding_round_trips(tmp_path: Path) -> None:
     raw = encode_state(doc)
     assert decode_state(raw, "x") == doc
     assert encode_state(decode_state(raw, "x")) == raw
-    assert json.loads(raw)["format_version"] == 1
+    assert json.loads(raw)["format_version"] == FORMAT_VERSION == 2
 
 
 def _many(n: int) -> dict:  # type: ignore[type-arg]

@@ -107,7 +107,7 @@ def _record(**changes):  # type: ignore[no-untyped-def]
 
     fields = {
         "tenant": "acme", "name": "ado", "connector": "microsoft-azure-devops", "partner": "legacy",
-        "auth": "azure-devops-oauth", "parameters": {}, "requested_scopes": ("vso.work_full",), "client_id": "c",
+        "auth": "azure-devops-oauth", "parameters": {}, "scopes": ("vso.work_full",), "client_id": "c",
         "client_secret_ref": "${env:S}", "redirect_uri": "http://127.0.0.1/cb", "token_url": "https://t.example/token",
         "verified_at": NOW, "expires_at": NOW + dt.timedelta(hours=1),
     }
@@ -118,7 +118,7 @@ def _record(**changes):  # type: ignore[no-untyped-def]
     ("changes", "facts", "word", "reason"),
     [
         ({}, None, "healthy", "token valid until 2026-01-01T13:00:00Z"),
-        ({"drift": "token revoked", "checked_at": NOW}, None, "needs-reauthorization", "token revoked"),
+        ({"drift": "revoked", "checked_at": NOW}, None, "needs-reauthorization", "token revoked"),
         ({}, {"present": False}, "needs-reauthorization", "no tokens are recorded"),
         ({}, {"error": "stored tokens cannot be read: x"}, "error", "stored tokens cannot be read: x"),
         ({}, {"expires_at": NOW + dt.timedelta(minutes=5)}, "expiring", "access token expires at 2026-01-01T12:05:00Z"),

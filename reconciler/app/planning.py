@@ -26,7 +26,7 @@ from reconciler.plan import Plan
 from reconciler.planner import make_plan
 from reconciler.render.document import PlanDocument, to_document
 from reconciler.state.backend import StateBackend
-from reconciler.state.model import InstallationRecord, StateDocument
+from reconciler.state.model import Drift, InstallationRecord, StateDocument
 
 if TYPE_CHECKING:
     from reconciler.config.ahead import ParsedAhead
@@ -52,7 +52,7 @@ def plan_of(
     recorded: StateDocument | None,
     *,
     now: dt.datetime | None = None,
-    refreshed: Mapping[str, str] | None = None,
+    refreshed: Mapping[str, Drift] | None = None,
 ) -> Plan:
     """The plan of `loaded` against `recorded` for `scope` (`refreshed`: drift found by a refresh just now)."""
     with paused_gc():
@@ -115,7 +115,7 @@ def save_plan(ws: Workspace, result: PlanResult, path: Path) -> None:
     if not path.parent.is_dir():
         raise PlanFileError(f"{path}: cannot write the plan file: No such file or directory")
     key = state_key(ws, result.loaded.root, result.backend, on_key_created=no_note)
-    write_plan_file(path, result.document, result.loaded.desired, key)
+    write_plan_file(path, result.plan, result.document, result.loaded.desired, key)
 
 
 def show_plan(ws: Workspace, path: Path) -> PlanDocument:

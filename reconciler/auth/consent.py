@@ -32,7 +32,7 @@ from typing import Any, Protocol, Self
 from urllib.parse import parse_qs, urlsplit
 
 from reconciler.auth.errors import ConsentError
-from reconciler.auth.flows import AuthorizationRequest
+from reconciler.auth.request import AuthorizationRequest
 from reconciler.errors import one_line
 
 __all__ = [

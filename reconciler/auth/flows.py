@@ -22,8 +22,10 @@ import httpx
 from pydantic import SecretStr
 
 from reconciler.auth.errors import ProviderError, classify_error, redacted, retry_after_seconds, transient
+from reconciler.auth.request import AuthorizationRequest
 from reconciler.catalog import AuthFlavour, Catalog
-from reconciler.config.desired import DesiredInstallation, DesiredPartner, same_origin
+from reconciler.config.desired import same_origin
+from reconciler.declared import DeclaredInstallation, DeclaredPartner, api_url_of
 from reconciler.tokens.model import TokenSet
 
 with warnings.catch_warnings():  # authlib announces its own move to another HTTP package; not our concern
@@ -34,13 +36,11 @@ with warnings.catch_warnings():  # authlib announces its own move to another HTT
     from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 __all__ = [
-    "AuthorizationRequest",
     "Binding",
     "EntraFlow",
     "Flow",
     "FlowSettings",
     "LegacyFlow",
-    "RecordedClient",
     "bound_settings",
     "declared_binding",
     "installation_settings",
@@ -51,22 +51,6 @@ __all__ = [
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-
-
-@dataclass(frozen=True)
-class AuthorizationRequest:
-    """One authorization to obtain: the URL for the user, and what the callback must match."""
-
-    url: str
-    state: SecretStr
-    redirect_uri: str
-    client_id: str
-    scopes: tuple[str, ...]
-    code_verifier: SecretStr | None = None
-
-    @property
-    def pkce(self) -> bool:
-        return self.code_verifier is not None
 
 
 @dataclass(frozen=True)
@@ -96,15 +80,16 @@ class Flow(Protocol):
 
 
 def installation_settings(
-    installation: DesiredInstallation, partner: DesiredPartner, catalog: Catalog
+    installation: DeclaredInstallation, secret: SecretStr | None, partner: DeclaredPartner, catalog: Catalog
 ) -> FlowSettings:
-    """The flow settings of one installation: its client, its partner's endpoints, its scopes."""
-    if installation.client_secret is None:
+    """The flow settings of one installation: its client (`secret`: its resolved client secret), its partner's
+    endpoints, its scopes."""
+    if secret is None:
         raise ProviderError(f"{installation.address}: no client secret resolved", category="config")
     return FlowSettings(
         flavour=catalog.connectors[installation.connector].auth[installation.auth],
         client_id=installation.client_id,
-        client_secret=installation.client_secret,
+        client_secret=secret,
         redirect_uri=installation.redirect_uri,
         authorize_url=partner.authorize_url,
         token_url=installation.token_url,
@@ -124,37 +109,28 @@ class Binding:
     api_url: str
 
 
-def declared_binding(installation: DesiredInstallation, partner: DesiredPartner) -> Binding:
+def declared_binding(installation: DeclaredInstallation, partner: DeclaredPartner) -> Binding:
     """The binding the configuration declares for `installation` (what an authorization would record)."""
-    api_url = installation.api_url or partner.api_url
+    api_url = api_url_of(installation, partner) or ""
     return Binding(installation.client_id, installation.redirect_uri, installation.token_url, api_url)
 
 
-class RecordedClient(Protocol):
-    """What state records of an installation's client and endpoints (an `InstallationRecord` is one)."""
-
-    @property
-    def client_id(self) -> str: ...
-    @property
-    def redirect_uri(self) -> str: ...
-    @property
-    def token_url(self) -> str: ...
-    @property
-    def api_url(self) -> str | None: ...
-
-
-def recorded_binding(record: RecordedClient, partner_api_url: str | None) -> Binding | None:
-    """The binding state recorded for an installation (`partner_api_url`: the API its recorded partner names, if
-    any); None when its API is not known (a record from before the API was kept, whose partner is not recorded
-    either): such tokens are sent nowhere until re-authorized."""
-    api_url = record.api_url or partner_api_url
+def recorded_binding(record: DeclaredInstallation, recorded_partner: DeclaredPartner | None) -> Binding | None:
+    """The binding state recorded for an installation (`recorded_partner`: its partner as recorded, if it is);
+    None when its API is not known (a record from before the API was kept, whose partner is not recorded either):
+    such tokens are sent nowhere until re-authorized."""
+    api_url = api_url_of(record, recorded_partner)
     if api_url is None:
         return None
     return Binding(record.client_id, record.redirect_uri, record.token_url, api_url)
 
 
 def bound_settings(
-    binding: Binding, installation: DesiredInstallation, partner: DesiredPartner, catalog: Catalog
+    binding: Binding,
+    installation: DeclaredInstallation,
+    secret: SecretStr | None,
+    partner: DeclaredPartner,
+    catalog: Catalog,
 ) -> FlowSettings:
     """Flow settings for using recorded tokens: every endpoint and the client id from `binding` (what state
     recorded), only the secret from the configuration — and only when the configuration declares the same binding,
@@ -165,16 +141,7 @@ def bound_settings(
             category="config",
             hint="plan and apply: it is re-authorized",
         )
-    settings = installation_settings(installation, partner, catalog)
-    return FlowSettings(
-        flavour=settings.flavour,
-        client_id=binding.client_id,
-        client_secret=settings.client_secret,
-        redirect_uri=binding.redirect_uri,
-        authorize_url=settings.authorize_url,
-        token_url=binding.token_url,
-        scopes=settings.scopes,
-    )
+    return installation_settings(installation, secret, partner, catalog)  # its client and endpoints: the binding
 
 
 def make_flow(settings: FlowSettings, http: httpx.Client, now: Callable[[], dt.datetime]) -> Flow:

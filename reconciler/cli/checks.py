@@ -37,7 +37,7 @@ def validate(opts: GlobalOptions) -> int:
     if loaded.unchecked:
         click.echo(loaded.unchecked_note(), err=True)
     desired = loaded.desired
-    tenants = len({i.tenant for i in desired.installations.values()})
+    tenants = len({i.declared.tenant for i in desired.installations.values()})
     click.echo(
         f"The configuration is valid: {count(len(desired.partners), 'partner')}, {count(tenants, 'tenant')}, "
         f"{count(len(desired.installations), 'installation')} in {count(len(loaded.files), 'file')}."
@@ -79,7 +79,7 @@ def refresh(opts: GlobalOptions, parallelism: int, window: float, lock_timeout: 
     for finding in outcome.findings:
         counts[finding.outcome] = counts.get(finding.outcome, 0) + 1
         if finding.outcome not in ("ok", "refreshed"):
-            click.echo(f"{finding.address}: {one_line(finding.drift or finding.message)}", err=True)
+            click.echo(f"{finding.address}: {one_line(finding.drift.words if finding.drift else finding.message)}", err=True)
     labels = {"ok": "fine", "refreshed": "refreshed", "revoked": "revoked", "rejected": "refresh rejected",
               "partner": "partner fault", "transient": "could not be checked", "skipped": "skipped"}
     summary = ", ".join(f"{counts[k]} {label}" for k, label in labels.items() if counts.get(k))

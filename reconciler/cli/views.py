@@ -115,7 +115,7 @@ def _list_entry(address: str, record: Any, status: Status | None) -> dict[str, A
 
     entry: dict[str, Any] = {"address": address, "kind": record.kind, "status": status.word if status else "recorded"}
     if isinstance(record, InstallationRecord):
-        entry |= {"pending": record.pending is not None, "protected": record.protected, "drift": record.drift}
+        entry |= {"pending": record.pending is not None, "protected": record.protected, "drift": record.drift.words if record.drift else None}
         times = record.model_dump(mode="json", include={"authorized_at"})
         if status is not None:
             entry["reason"] = status.reason

@@ -1,4 +1,5 @@
-"""DesiredState: the configuration after validation and secret resolution — what the planner consumes.
+"""DesiredState: the configuration after validation and secret resolution — what the planner consumes: each
+partner's and installation's declaration (`reconciler.declared`) with its resolved client secret.
 
 Owns: the resolved, immutable types. Secrets are `SecretStr` and are never part of `repr` or equality
 (the reference string is what plans compare). Must not: import YAML, files or the environment.
@@ -8,16 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr
+
+from reconciler.declared import DeclaredInstallation, DeclaredPartner
 
 __all__ = [
     "DesiredInstallation",
     "DesiredPartner",
     "DesiredState",
-    "installation_address",
-    "partner_address",
     "same_origin",
     "url_origin",
 ]
@@ -40,65 +42,32 @@ def same_origin(a: str, b: str) -> bool:
     return pa.scheme == pb.scheme and pa.hostname == pb.hostname and ports[0] == ports[1]
 
 
-def partner_address(name: str) -> str:
-    return f"partner.{name}"
-
-
-def installation_address(tenant: str, name: str) -> str:
-    return f"installation.{tenant}.{name}"
-
-
 @dataclass(frozen=True, slots=True)
 class DesiredPartner:
-    """A partner entry with defaults filled in from the catalog and the platform settings."""
+    """A partner's declaration and its resolved client secret (None: it declares no client of its own)."""
 
-    name: str
-    connector: str
-    auth: str
-    tenant_id: str | None
-    client_id: str | None
-    client_secret_ref: str | None
-    redirect_uri: str
-    authorize_url: str
-    token_url: str
-    api_url: str
-    scopes: tuple[str, ...] | None
+    declared: DeclaredPartner
     client_secret: SecretStr | None = field(default=None, repr=False, compare=False)
-    revoke_url: str | None = None  # RFC 7009 revocation endpoint on the token_url's origin; None: none offered
 
     @property
     def address(self) -> str:
-        return partner_address(self.name)
+        return self.declared.address
 
     @property
     def has_credentials(self) -> bool:
-        return self.client_id is not None
+        return self.declared.client_id is not None
 
 
 @dataclass(frozen=True, slots=True)
 class DesiredInstallation:
-    """One installation with its effective credentials and endpoints (from its partner or its own)."""
+    """An installation's declaration (its effective client and endpoints) and its resolved client secret."""
 
-    tenant: str
-    name: str
-    connector: str
-    partner: str
-    auth: str
-    parameters: Mapping[str, str]
-    scopes: tuple[str, ...]
-    client_id: str
-    client_secret_ref: str
-    credentials_source: str  # "partner" | "installation"
-    redirect_uri: str
-    token_url: str
-    api_url: str = ""  # where the token is used (verification, refresh checks): tokens never go anywhere else
-    protected: bool = False  # `protect: true` on the installation or its tenant: deleting it needs --allow-delete
+    declared: DeclaredInstallation
     client_secret: SecretStr | None = field(default=None, repr=False, compare=False)
-    revoke_url: str | None = None  # its partner's revocation endpoint (same origin as token_url), if any
 
     @property
     def address(self) -> str:
-        return installation_address(self.tenant, self.name)
+        return self.declared.address
 
 
 @dataclass(frozen=True)
@@ -109,6 +78,16 @@ class DesiredState:
     installations: Mapping[str, DesiredInstallation]
     environment: str = "default"
     protected_tenants: frozenset[str] = frozenset()  # tenants declared with `protect: true`
+
+    def secret(self, reference: str | None) -> SecretStr | None:
+        """The resolved value of a client secret reference the configuration declares (None: not declared, or
+        not resolved here)."""
+        return self._secrets.get(reference) if reference is not None else None
+
+    @cached_property
+    def _secrets(self) -> dict[str, SecretStr]:
+        items: tuple[DesiredPartner | DesiredInstallation, ...] = (*self.partners.values(), *self.installations.values())
+        return {i.declared.client_secret_ref: i.client_secret for i in items if i.client_secret and i.declared.client_secret_ref}
 
     def secret_values(self) -> set[str]:
         """Every resolved secret value, for redaction of anything shown to a user."""

@@ -22,6 +22,7 @@ from reconciler.config.located import KeyPath, SourceFile, did_you_mean
 from reconciler.config.partners import Checks, unknown_scope
 from reconciler.config.schema import InstallationSpec, PartnerSpec, TenantSpec
 from reconciler.config.values import NO_REFERENCE
+from reconciler.declared import DeclaredInstallation
 
 __all__ = ["desired_installations"]
 
@@ -100,41 +101,41 @@ def _installation(
     clean: _CleanScopes,
 ) -> DesiredInstallation | None:
     report = checks.report
-    connector = checks.catalog.connectors[partner.connector]
+    connector = checks.catalog.connectors[partner.declared.connector]
     before = len(report.issues)
     tenant_name, tenant_protected = tenant
     if tenant_protected and "protect" in spec.model_fields_set and not spec.protect:
         message = f"protect: false has no effect: tenant '{tenant_name}' protects all its installations"
         report.issue(src, (*path, "protect"), message, "remove it, or the tenant's protect: true", warning=True)
-    if spec.connector is not None and spec.connector != partner.connector:
-        message = f"connector '{spec.connector}' does not match partner '{partner.name}' ({partner.connector})"
+    if spec.connector is not None and spec.connector != partner.declared.connector:
+        message = f"connector '{spec.connector}' does not match partner '{partner.declared.name}' ({partner.declared.connector})"
         report.issue(src, (*path, "connector"), message)
     _check_parameters(checks, src, path, spec.parameters, connector)
     scopes = _scopes(checks, src, path, spec.scopes, connector, partner, clean)
-    credentials = _credentials(checks, src, path, spec, partner, overridden.get(partner.name, False))
+    credentials = _credentials(checks, src, path, spec, partner, overridden.get(partner.declared.name, False))
     if credentials is None:
         return None
     client_id, secret, secret_ref, source = credentials
     if len(report.issues) > before or client_id is None or secret_ref is None:
         return None
-    return DesiredInstallation(
+    declared = DeclaredInstallation(
         tenant=tenant_name,
         name=name,
-        connector=partner.connector,
-        partner=partner.name,
-        auth=partner.auth,
+        connector=partner.declared.connector,
+        partner=partner.declared.name,
+        auth=partner.declared.auth,
         parameters=dict(sorted(spec.parameters.items())),
         scopes=scopes,
         client_id=client_id,
         client_secret_ref=secret_ref,
         credentials_source=source,
-        redirect_uri=partner.redirect_uri,
-        token_url=partner.token_url,
-        api_url=partner.api_url,
+        redirect_uri=partner.declared.redirect_uri,
+        token_url=partner.declared.token_url,
+        api_url=partner.declared.api_url,
         protected=spec.protect or tenant_protected,
-        client_secret=secret,
-        revoke_url=partner.revoke_url,
+        revoke_url=partner.declared.revoke_url,
     )
+    return DesiredInstallation(declared, client_secret=secret)
 
 
 def _credentials(
@@ -148,16 +149,16 @@ def _credentials(
         client_id = values.value(src, (*cred_path, "client_id"), spec.credentials.client_id, secret=False)
         if client_id is not None:
             written = spec.credentials.client_id
-            values.client_id(src, (*cred_path, "client_id"), written, client_id, partner.auth, overridden)
+            values.client_id(src, (*cred_path, "client_id"), written, client_id, partner.declared.auth, overridden)
         secret_value = values.value(src, (*cred_path, "client_secret"), spec.credentials.client_secret, secret=True)
         secret = SecretStr(secret_value) if secret_value is not None else None  # None: not checked here
         return client_id, secret, spec.credentials.client_secret, "installation"
     if partner.has_credentials:
-        return partner.client_id, partner.client_secret, partner.client_secret_ref, "partner"
+        return partner.declared.client_id, partner.client_secret, partner.declared.client_secret_ref, "partner"
     checks.report.issue(
         src,
         src.missing_at(path, "credentials"),
-        f"no client credentials: partner '{partner.name}' leaves client_id/client_secret blank",
+        f"no client credentials: partner '{partner.declared.name}' leaves client_id/client_secret blank",
         'add credentials: {client_id: ..., client_secret: "${env:...}"} to this installation',
     )
     return None
@@ -206,7 +207,7 @@ def _scopes(
     """The declared scopes, sorted and without repeats, after checking them against the catalog and the
     partner's registration. Thousands of installations list one of a few scope lists: a list that passed
     without any remark is not checked again."""
-    key = (partner.name, tuple(scopes))
+    key = (partner.declared.name, tuple(scopes))
     known = clean.get(key)
     if known is not None:
         return known
@@ -222,7 +223,7 @@ def _check_scopes(
     checks: Checks, src: SourceFile, path: KeyPath, scopes: Sequence[str], connector: Connector, partner: DesiredPartner
 ) -> tuple[str, ...]:
     report = checks.report
-    registered = connector.closure(partner.scopes) if partner.scopes is not None else None
+    registered = connector.closure(partner.declared.scopes) if partner.declared.scopes is not None else None
     seen: set[str] = set()
     for index, scope in enumerate(scopes):
         where = (*path, "scopes", index)
@@ -236,8 +237,8 @@ def _check_scopes(
             report.issue(
                 src,
                 where,
-                f"scope '{scope}' is not registered with partner '{partner.name}'",
-                f"registered: {', '.join(partner.scopes or ())}; the provider would refuse it (InvalidScope)",
+                f"scope '{scope}' is not registered with partner '{partner.declared.name}'",
+                f"registered: {', '.join(partner.declared.scopes or ())}; the provider would refuse it (InvalidScope)",
             )
     missing = [s for s in connector.recommended_scopes if s not in connector.closure(frozenset(seen))]
     if missing and not any(s not in connector.scopes for s in seen):

@@ -22,6 +22,7 @@ from reconciler.config.desired import DesiredPartner, same_origin, url_origin
 from reconciler.config.located import KeyPath, Report, SourceFile, did_you_mean
 from reconciler.config.schema import PartnerSpec, RootFile
 from reconciler.config.values import NO_REFERENCE, Values
+from reconciler.declared import DeclaredPartner
 
 __all__ = ["SECRET_EXPIRY_WARNING", "Checks", "default_partners", "desired_partners", "unknown_scope", "url_problem"]
 
@@ -95,7 +96,7 @@ def _partner(
     unchecked = spec.client_secret in values.unchecked  # not available here, and not needed: no value
     if spec.client_id is not None and (client_id is None or (secret is None and not unchecked)):
         return None
-    return DesiredPartner(
+    declared = DeclaredPartner(
         name=name,
         connector=connector.name,
         auth=spec.auth,
@@ -107,9 +108,9 @@ def _partner(
         token_url=endpoints.token_url,
         api_url=endpoints.api_url,
         scopes=tuple(sorted(set(spec.scopes))) if spec.scopes is not None else None,
-        client_secret=SecretStr(secret) if secret is not None else None,
         revoke_url=endpoints.revoke_url,
     )
+    return DesiredPartner(declared, client_secret=SecretStr(secret) if secret is not None else None)
 
 
 def _connector(checks: Checks, src: SourceFile, path: KeyPath, spec: PartnerSpec, name: str) -> Connector | None:

@@ -27,12 +27,14 @@ from pydantic import TypeAdapter, ValidationError
 from reconciler.errors import StaleStateError, StateError, StateLockedError
 from reconciler.state.backend import LockInfo
 from reconciler.state.model import (
+    FORMAT_VERSION,
     Record,
     StateDocument,
     check_import,
     check_resource,
-    decode_state,
+    decode_stored,
     encode_state,
+    upgrade_record,
 )
 from reconciler.statefiles import atomic_write, open_regular, read_regular
 from reconciler.tokens.store import LocalCredentialStore
@@ -81,6 +83,7 @@ class LocalBackend:
         self._journal_bytes = 0
         self._journal_tail = 0  # bytes after the journal's last newline: a torn record (a full disk, a power loss)
         self._snapshot_bytes = 0
+        self._stored_version = FORMAT_VERSION  # the snapshot's format on disk: an older one is rewritten, not appended to
         self._display = f"{display_dir.rstrip('/')}/{environment}.json" if display_dir else str(self.path)
         self._held: LockInfo | None = None
         self._digests: list[tuple[str, str | None]] | None = None
@@ -104,7 +107,7 @@ class LocalBackend:
             self._digests = [(os.path.abspath(self.path), None)]
             return None
         self._digests = [(os.path.abspath(self.path), hashlib.sha256(raw).hexdigest())]
-        doc = decode_state(raw, self._display)
+        doc, self._stored_version = decode_stored(raw, self._display)
         if doc.environment != self.environment:
             raise StateError(
                 f"{self._display}: holds environment '{doc.environment}', expected '{self.environment}'",
@@ -144,7 +147,7 @@ class LocalBackend:
             for address in record["delete"]:
                 resources.pop(address, None)
             for address, data in record["set"].items():
-                resources[address] = _RECORD.validate_python(data)
+                resources[address] = _RECORD.validate_python(upgrade_record(data))
                 check_resource(address, resources[address], str(self.journal_path), "the journal is left as it is")
             serial += 1
             good += len(line) + 1
@@ -176,7 +179,7 @@ class LocalBackend:
                 raise StaleStateError(
                     f"{self._display}: serial moved from {expected_serial} to {current.serial} (another writer)"
                 )
-        if current is not None and changed is not None:
+        if current is not None and changed is not None and self._stored_version == FORMAT_VERSION:
             changed = {a for a in changed if current.resources.get(a) != doc.resources.get(a)}
             if not changed:
                 return current
@@ -243,6 +246,7 @@ class LocalBackend:
                 hint="the previous state is intact",
             ) from None
         self._snapshot_bytes, self._journal_bytes = len(encoded), 0
+        self._stored_version = FORMAT_VERSION
         if self._held is not None:
             self._current = new
         return new

@@ -10,15 +10,18 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
+from enum import Enum
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
+from reconciler.declared import DeclaredInstallation, DeclaredPartner
 from reconciler.errors import StaleStateError, StateError, one_line
 from reconciler.names import is_address
 
 __all__ = [
     "FORMAT_VERSION",
+    "Drift",
     "InstallationRecord",
     "PartnerRecord",
     "PendingRecord",
@@ -26,36 +29,22 @@ __all__ = [
     "StateDocument",
     "check_import",
     "decode_state",
+    "decode_stored",
     "encode_state",
+    "upgrade_record",
 ]
 
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
 
 
 class _Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class PartnerRecord(_Record):
-    """A partner's settings as last applied. The client secret is recorded by reference only."""
+class PartnerRecord(DeclaredPartner):
+    """A partner's declaration as last applied (the client secret by reference only)."""
 
     kind: Literal["partner"] = "partner"
-    name: str
-    connector: str
-    auth: str
-    tenant_id: str | None = None
-    client_id: str | None = None
-    client_secret_ref: str | None = None
-    redirect_uri: str
-    authorize_url: str
-    token_url: str
-    api_url: str
-    scopes: tuple[str, ...] | None = None
-    revoke_url: str | None = None  # RFC 7009 revocation endpoint on the token_url's origin (None: none declared)
-
-    @property
-    def address(self) -> str:
-        return f"partner.{self.name}"
 
 
 class PendingRecord(_Record):
@@ -71,40 +60,35 @@ class PendingRecord(_Record):
     authorize_url: str | None = None
 
 
-class InstallationRecord(_Record):
-    """An installation as last applied: what was asked, what the provider granted, with which client."""
+class Drift(str, Enum):
+    """What `reconciler refresh` found at the provider about an installation's tokens: it must re-authorize. The
+    value is what state stores; `words` is what plans and listings show (display only)."""
+
+    REVOKED = "revoked"
+    REJECTED = "rejected"
+
+    @property
+    def words(self) -> str:
+        return _DRIFT_WORDS[self]
+
+
+_DRIFT_WORDS = {Drift.REVOKED: "token revoked", Drift.REJECTED: "refresh token rejected"}
+
+
+class InstallationRecord(DeclaredInstallation):
+    """An installation's declaration as last applied, and what happened: what the provider granted, when and to
+    whom, a pending authorization, and what a refresh found since."""
 
     kind: Literal["installation"] = "installation"
-    tenant: str
-    name: str
-    connector: str
-    partner: str
-    auth: str
-    parameters: dict[str, str]
-    requested_scopes: tuple[str, ...]
     granted_scopes: tuple[str, ...] = ()
-    client_id: str
-    client_secret_ref: str
-    credentials_source: Literal["partner", "installation"] = "partner"
-    redirect_uri: str
-    token_url: str
     status: Literal["authorized", "pending_authorization"] = "authorized"
     authorized_at: AwareDatetime | None = None
     authorized_by: str | None = None
     expires_at: AwareDatetime | None = None
     verified_at: AwareDatetime | None = None
     pending: PendingRecord | None = None
-    api_url: str | None = None  # the API the tokens were checked against (None: recorded before it was kept)
-    protected: bool = False  # declared `protect: true` when last applied: deleting it needs --allow-delete
-    drift: str | None = None  # what `reconciler refresh` found at the provider ("token revoked", ...); None: fine
+    drift: Drift | None = None  # None: nothing found (or not checked)
     checked_at: AwareDatetime | None = None
-    # Where the grant can be revoked (RFC 7009, on the token_url's origin) as declared when it was obtained or last
-    # updated in place; None: nowhere known (the catalog flavour's `revoke_path`, if any, still applies).
-    revoke_url: str | None = None
-
-    @property
-    def address(self) -> str:
-        return f"installation.{self.tenant}.{self.name}"
 
 
 Record = Annotated[PartnerRecord | InstallationRecord, Field(discriminator="kind")]
@@ -115,7 +99,7 @@ class StateDocument(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    format_version: Literal[1] = FORMAT_VERSION
+    format_version: Literal[2] = FORMAT_VERSION
     lineage: str = Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
     serial: StrictInt = Field(ge=0)
     environment: str
@@ -157,8 +141,35 @@ def check_import(where: str, current: StateDocument, doc: StateDocument) -> None
         )
 
 
+_V1_DRIFT = {"token revoked": Drift.REVOKED.value, "refresh token rejected": Drift.REJECTED.value}
+
+
+def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 -> 2: an installation's declared scopes are `scopes` (as declared), no longer `requested_scopes`;
+    `drift` holds the finding (`revoked`, `rejected`), no longer its display words. Anything else is left for
+    validation to judge."""
+    resources = data.get("resources")
+    if isinstance(resources, dict):
+        data = {**data, "resources": {address: upgrade_record(r) for address, r in resources.items()}}
+    return {**data, "format_version": 2}
+
+
+def upgrade_record(record: Any) -> Any:
+    """One raw record of format 1 or 2 as format 2. Idempotent, so that stores keeping records one by one (the
+    local journal, PostgreSQL rows: a step rewrites only its own) may hold records of both formats."""
+    if not isinstance(record, dict) or record.get("kind") != "installation":
+        return record
+    record = dict(record)
+    if "requested_scopes" in record and "scopes" not in record:
+        record["scopes"] = record.pop("requested_scopes")
+    drift = record.get("drift")
+    if isinstance(drift, str):
+        record["drift"] = _V1_DRIFT.get(drift, drift)
+    return record
+
+
 # One function per format version, upgrading a raw document from version N to N+1.
-_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_v1}
 
 
 def encode_state(doc: StateDocument) -> bytes:
@@ -168,6 +179,11 @@ def encode_state(doc: StateDocument) -> bytes:
 
 def decode_state(raw: bytes, where: str) -> StateDocument:
     """Parse a state document, upgrading older formats; every problem is a `StateError` naming `where`."""
+    return decode_stored(raw, where)[0]
+
+
+def decode_stored(raw: bytes, where: str) -> tuple[StateDocument, int]:
+    """`decode_state`, and the format version the document was stored in (older: the next write upgrades it)."""
     restore = f"the file is left as it is; restore {where}.backup (if there is one) or move the file away"
     try:
         data = json.loads(raw)
@@ -181,7 +197,7 @@ def decode_state(raw: bytes, where: str) -> StateDocument:
         ) from None
     if not isinstance(data, dict) or type(data.get("format_version")) is not int:
         raise StateError(f"{where}: not a reconciler state file (no format_version)", hint=restore)
-    version = data["format_version"]
+    version = stored = data["format_version"]
     if version > FORMAT_VERSION:
         raise StateError(
             f"{where}: state format_version {version} is newer than this reconciler reads ({FORMAT_VERSION})",
@@ -201,7 +217,7 @@ def decode_state(raw: bytes, where: str) -> StateDocument:
         raise StateError(f"{where}: invalid state at {loc}: {error['msg']}", hint=restore) from None
     for address, record in doc.resources.items():
         check_resource(address, record, where, restore)
-    return doc
+    return doc, stored
 
 
 def check_resource(address: str, record: PartnerRecord | InstallationRecord, where: str, hint: str) -> None:

@@ -25,6 +25,10 @@ from reconciler.state.postgres_credentials import PostgresCredentialStore
 
 __all__ = ["PostgresBackend"]
 
+# The rows are the document's records, each rewritten only by a step that changes it: rows of format 1 and 2 live
+# side by side, and every row is read as format 1 (the record upgrade is idempotent, see `upgrade_record`).
+ROWS_FORMAT = 1
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS reconciler_state (
     environment text PRIMARY KEY,
@@ -158,7 +162,7 @@ class PostgresBackend:
             if header is None:
                 return None
             raw = {
-                "format_version": 1,
+                "format_version": ROWS_FORMAT,
                 "lineage": header[0],
                 "serial": header[1],
                 "environment": self.environment,
@@ -253,7 +257,7 @@ class PostgresBackend:
             with conn.transaction():
                 header = self._header(conn, for_update=True)
                 if header is not None:
-                    raw = {"format_version": 1, "lineage": header[0], "serial": header[1], "environment": self.environment}
+                    raw = {"format_version": ROWS_FORMAT, "lineage": header[0], "serial": header[1], "environment": self.environment}
                     current = decode_state(json.dumps({**raw, "resources": self._rows(conn)}).encode(), self._where)
                     check_import(self._where, current, doc)
                     if current.serial == doc.serial:

@@ -21,7 +21,7 @@ DECLARED = {
     "partner": "partner",
     "auth": "auth",
     "parameters": "parameters",
-    "scopes": "requested_scopes",
+    "scopes": "scopes",
     "client_id": "client_id",
     "credentials_source": "credentials_source",
     "redirect_uri": "redirect_uri",
@@ -217,7 +217,7 @@ def _update_effect(
         fail(f"{address}: planned update but the record is missing before or after")
         return
     _declared_match(address, change, new)
-    declared_fields = set(DECLARED.values()) - {"requested_scopes", "client_id"}
+    declared_fields = set(DECLARED.values()) - {"scopes", "client_id"}
     for name in sorted(set(old) | set(new)):
         if name in declared_fields or name in UPDATE_MAY_CHANGE:
             continue
@@ -269,7 +269,7 @@ def residual(model: Model, snap: Snapshot) -> set[str]:
         if record is None or record.get("status", "authorized") != "authorized" or "pending" in record:
             continue
         declared = inst.declared_scopes()
-        if sorted(record["requested_scopes"]) != declared:
+        if sorted(record["scopes"]) != declared:
             continue
         if set(declared) - CONNECTOR.closure(frozenset(field_of(record, "granted_scopes"))):
             out.add(address)
@@ -299,7 +299,7 @@ def check_matches_model(model: Model, snap: Snapshot) -> None:
         scopes, client = (
             (marker["requested_scopes"], marker["client_id"])
             if marker
-            else (record["requested_scopes"], record["client_id"])
+            else (record["scopes"], record["client_id"])
         )
         if sorted(scopes) != inst.declared_scopes() or client != model.client_id(inst):
             fail(
@@ -397,7 +397,7 @@ def revoked(config_dir: Path, snap: Snapshot, sandbox: SandboxServer) -> set[str
 def _brief(record: dict[str, Any] | None) -> dict[str, Any] | None:
     if record is None:
         return None
-    keep = ("status", "requested_scopes", "granted_scopes", "client_id", "parameters", "pending", "drift")
+    keep = ("status", "scopes", "granted_scopes", "client_id", "parameters", "pending", "drift")
     return {k: record[k] for k in keep if k in record}
 
 

@@ -489,7 +489,7 @@ class History(RuleBasedStateMachine):
             ):
                 fail(f"{address}: authorize left {oracle._brief(record)}")
                 return
-            if sorted(record["requested_scopes"]) != inst.declared_scopes() or record[
+            if sorted(record["scopes"]) != inst.declared_scopes() or record[
                 "client_id"
             ] != self.model.client_id(inst):
                 fail(

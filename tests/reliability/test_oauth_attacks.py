@@ -30,7 +30,8 @@ from pydantic import SecretStr
 
 from reconciler.auth.consent import BrowserConsent, LoopbackReceiver, PasteConsent, parse_callback
 from reconciler.auth.errors import ConsentError, ProviderError
-from reconciler.auth.flows import AuthorizationRequest, FlowSettings, make_flow
+from reconciler.auth.flows import FlowSettings, make_flow
+from reconciler.auth.request import AuthorizationRequest
 from reconciler.catalog.files import load_catalog
 from reconciler.sandbox import SandboxServer
 from reconciler.sandbox.agent import answer_consent

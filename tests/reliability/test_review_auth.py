@@ -25,7 +25,7 @@ from pydantic import SecretStr
 
 from reconciler.auth import consent
 from reconciler.auth.consent import LoopbackReceiver
-from reconciler.auth.flows import AuthorizationRequest
+from reconciler.auth.request import AuthorizationRequest
 from tests.conftest import run, snapshot
 from tests.sandbox_support import APPLY, ENTRA_SECRET, ENV, LEGACY_SECRET, free_port, installation
 

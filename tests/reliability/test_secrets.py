@@ -30,7 +30,8 @@ import pytest
 from pydantic import SecretStr
 
 from reconciler.auth.errors import ProviderError
-from reconciler.auth.flows import AuthorizationRequest, FlowSettings, make_flow
+from reconciler.auth.flows import FlowSettings, make_flow
+from reconciler.auth.request import AuthorizationRequest
 from reconciler.catalog.files import load_catalog
 from reconciler.sandbox import SandboxServer
 from reconciler.tokens.model import TokenSet
