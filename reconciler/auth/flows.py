@@ -194,16 +194,7 @@ class LegacyFlow:
             response = self.http.post(s.token_url, data=form, headers={"Accept": "application/json"})
         except httpx.HTTPError as exc:
             raise transient(f"token endpoint {_origin(s.token_url)}", exc) from None
-        try:
-            return normalise_token_response(
-                response.status_code,
-                response.headers.get("content-type", ""),
-                response.content,
-                self.now(),
-                retry_after=retry_after_seconds(response.headers.get("retry-after")),
-            )
-        except ProviderError as exc:  # its description may repeat the request
-            raise redacted(exc, (form["client_assertion"], form["assertion"])) from None
+        return token_answer(response, self.now(), sent=(form["client_assertion"], form["assertion"]))
 
 
 def revoke_grant(settings: FlowSettings, url: str, http: httpx.Client, tokens: TokenSet) -> bool:
@@ -316,17 +307,24 @@ class EntraFlow:
             pass  # authlib raises on error answers; the answer itself is classified below
         if not session.responses:
             raise ProviderError("the token request could not be made", category="protocol")
-        last = session.responses[-1]
-        try:
-            return normalise_token_response(
-                last.status_code,
-                last.headers.get("content-type", ""),
-                last.content,
-                self.now(),
-                retry_after=retry_after_seconds(last.headers.get("retry-after")),
-            )
-        except ProviderError as exc:  # its description may repeat the request
-            raise redacted(exc, (self.settings.client_secret.get_secret_value(), *sent)) from None
+        return token_answer(
+            session.responses[-1], self.now(), sent=(self.settings.client_secret.get_secret_value(), *sent)
+        )
+
+
+def token_answer(response: httpx.Response, now: dt.datetime, *, sent: tuple[str, ...]) -> TokenSet:
+    """The TokenSet of a token endpoint's `response`; a failure's description (which may repeat the request)
+    with every secret value `sent` redacted."""
+    try:
+        return normalise_token_response(
+            response.status_code,
+            response.headers.get("content-type", ""),
+            response.content,
+            now,
+            retry_after=retry_after_seconds(response.headers.get("retry-after")),
+        )
+    except ProviderError as exc:
+        raise redacted(exc, sent) from None
 
 
 def normalise_token_response(

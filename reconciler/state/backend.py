@@ -10,14 +10,16 @@ import datetime as dt
 import getpass
 import os
 import socket
+import time
 import uuid
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from reconciler.errors import StateLockedError
 from reconciler.state.model import StateDocument
 
-__all__ = ["LockInfo", "StateBackend"]
+__all__ = ["LockInfo", "StateBackend", "wait_for_lock"]
 
 
 @dataclass(frozen=True)
@@ -77,3 +79,15 @@ class StateBackend(Protocol):
 
     def credential_store(self) -> Any:
         """The sealed credentials of this state."""
+
+
+def wait_for_lock(deadline: float, locked: str, holder: str, *, gone: str = "is gone") -> None:
+    """Before trying a held lock again: a short pause, or — once `deadline` (time.monotonic) has passed — a
+    `StateLockedError` saying what (`locked`) is held by whom."""
+    now = time.monotonic()
+    if now >= deadline:
+        raise StateLockedError(
+            f"{locked} is locked: {holder}",
+            hint=f"wait and retry, pass --lock-timeout, or force-unlock if that process {gone}",
+        )
+    time.sleep(min(0.1, deadline - now))

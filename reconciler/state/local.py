@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from reconciler.errors import StaleStateError, StateError, StateLockedError
-from reconciler.state.backend import LockInfo
+from reconciler.state.backend import LockInfo, wait_for_lock
 from reconciler.state.model import (
     FORMAT_VERSION,
     Record,
@@ -288,13 +288,7 @@ class LocalBackend:
                     _record_holder(fd, info, self._display)
                     return
                 holder = self._holder(fd)
-            now = time.monotonic()
-            if now >= deadline:
-                raise StateLockedError(
-                    f"state {self._display} is locked: {holder}",
-                    hint="wait and retry, pass --lock-timeout, or force-unlock if that process is gone",
-                )
-            time.sleep(min(0.1, deadline - now))
+            wait_for_lock(deadline, f"state {self._display}", holder)
 
     @contextmanager
     def _gated(self, gate: int) -> Iterator[None]:

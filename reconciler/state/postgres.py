@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from reconciler.errors import StaleStateError, StateError, StateLockedError
-from reconciler.state.backend import LockInfo
+from reconciler.state.backend import LockInfo, wait_for_lock
 from reconciler.state.dsn import DsnError, connect_problem, parse_dsn
 from reconciler.state.model import StateDocument, check_import, decode_state
 from reconciler.state.postgres_credentials import PostgresCredentialStore
@@ -327,14 +327,7 @@ class PostgresBackend:
             if holder is None and unseen < 100:
                 unseen += 1
                 continue  # let go between our try and our look: try again at once
-            holder = holder or "held by a session that pg_locks does not show"
-            now = time.monotonic()
-            if now >= deadline:
-                raise StateLockedError(
-                    f"{self._where} is locked: {holder}",
-                    hint="wait and retry, pass --lock-timeout, or force-unlock if that process is stuck",
-                )
-            time.sleep(min(0.1, deadline - now))
+            wait_for_lock(deadline, self._where, holder or "held by a session that pg_locks does not show", gone="is stuck")
 
     def _holding(self, conn: Any) -> tuple[int, LockInfo | None] | None:
         """The backend pid of the session holding the lock now and its claim (None: it made none), or None when
