@@ -95,7 +95,7 @@ CONFIG_LOADING = frozenset(
 )
 STATE_BACKENDS = frozenset({"psycopg", "reconciler.state.local", "reconciler.state.postgres",
                             "reconciler.state.postgres_credentials", "reconciler.state.dsn"})
-CORE = frozenset({"yaml", "httpx", "authlib", "click", "rich", "reconciler.cli", "reconciler.workflow",
+CORE = frozenset({"yaml", "httpx", "authlib", "click", "rich", "reconciler.cli", "reconciler.app",
                   "reconciler.render", "reconciler.apply", *STATE_BACKENDS, *CONFIG_LOADING})
 INDIRECT_EXTRA = {
     "planner.py": CORE,

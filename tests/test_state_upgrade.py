@@ -11,8 +11,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from reconciler.workflow import Workspace, plan_config
 
+from reconciler.app.planning import plan_config
+from reconciler.app.workspace import Workspace
 from reconciler.declared import target_digest
 from reconciler.render import render_json
 from reconciler.state.local import LocalBackend
