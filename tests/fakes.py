@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from urllib.parse import parse_qs
 
@@ -100,7 +100,7 @@ class MemoryBackend:
     def import_document(self, doc: StateDocument) -> None:
         self.doc = doc
 
-    def force_unlock(self, lock_id: str) -> str:
+    def force_unlock(self, lock_id: str, *, confirm_live: Callable[[str], bool] | None = None) -> str:
         holder, self.held = self.held, None
         return holder.describe() if holder is not None else "nobody"
 

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, overload
 
 from reconciler.app.workspace import Workspace, key_directory
 from reconciler.config.schema import RootFile
 from reconciler.state.backend import StateBackend
+from reconciler.tokens.store import CredentialStore
+
+if TYPE_CHECKING:
+    from reconciler.crypto import StateKey
 
 __all__ = ["git_ignore_keys", "no_note", "open_key", "sealed_key_id", "state_key"]
 
@@ -21,14 +26,28 @@ def no_note(source: str) -> None:
     """For `on_key_created` where a created key needs no note (only commands that may seal announce one)."""
 
 
-def state_key(  # type: ignore[no-untyped-def]
+@overload
+def state_key(
+    ws: Workspace, root: RootFile, backend: StateBackend, *, on_key_created: Callable[[str], None],
+    create: Literal[True] = True,
+) -> StateKey: ...
+
+
+@overload
+def state_key(
+    ws: Workspace, root: RootFile, backend: StateBackend, *, on_key_created: Callable[[str], None], create: bool
+) -> StateKey | None: ...
+
+
+def state_key(
     ws: Workspace, root: RootFile, backend: StateBackend, *, on_key_created: Callable[[str], None], create: bool = True
-):
-    """The state key, checked against what is already sealed (see `open_key`)."""
+) -> StateKey | None:
+    """The state key, checked against what is already sealed (see `open_key`); with `create` never None (a key
+    is made, or an error says why none can be)."""
     return open_key(backend, key_directory(ws, root), ws.environ, ws.environment_name, on_key_created, create=create)
 
 
-def open_key(  # type: ignore[no-untyped-def]
+def open_key(
     backend: StateBackend,
     key_dir: Path | None,
     environ: Mapping[str, str],
@@ -36,7 +55,7 @@ def open_key(  # type: ignore[no-untyped-def]
     on_key_created: Callable[[str], None],
     *,
     create: bool = True,
-):
+) -> StateKey | None:
     """The state key, checked against the credentials already sealed in `backend`.
 
     A key that is not the one the existing credentials were sealed with is refused before anything is written,
@@ -99,13 +118,13 @@ def _refuse_unfinished_rotation(backend: StateBackend, key_dir: Path | None, env
     return sealed[0] if sealed else None
 
 
-def sealed_key_id(store) -> str | None:  # type: ignore[no-untyped-def]
+def sealed_key_id(store: CredentialStore) -> str | None:
     """The id of the key the credentials are sealed with (None: none are sealed)."""
     sealed = _sealed_key_ids(store)
     return sealed[0] if sealed else None
 
 
-def _sealed_key_ids(store) -> list[str]:  # type: ignore[no-untyped-def]
+def _sealed_key_ids(store: CredentialStore) -> list[str]:
     """The distinct key ids of the first and the last credential record, in the store's order: two when a key
     rotation (which re-seals records in that order) was interrupted midway. Two reads, whatever the state's size."""
     addresses = store.addresses()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reconciler.addresses import Globs, Selection
 from reconciler.app.keys import no_note, state_key
@@ -21,6 +22,9 @@ from reconciler.state.model import InstallationRecord, StateDocument
 from reconciler.status import Status, TokenFacts, installation_status
 from reconciler.tokens.model import SealedRecord
 from reconciler.tokens.store import CredentialStore, copy_record
+
+if TYPE_CHECKING:
+    from reconciler.tokens.vault import Vault
 
 __all__ = [
     "StateCopy", "force_unlock", "read_state", "read_statuses", "state_mv", "state_pull", "state_push", "state_rm",
@@ -62,8 +66,8 @@ def read_statuses(ws: Workspace) -> tuple[StateDocument | None, dict[str, Status
     }
 
 
-def _token_facts(  # type: ignore[no-untyped-def]
-    vault, address: str, record: InstallationRecord, mismatch: ReconcilerError | None = None
+def _token_facts(
+    vault: Vault | None, address: str, record: InstallationRecord, mismatch: ReconcilerError | None = None
 ) -> TokenFacts | None:
     """The expiry and refreshability of the stored tokens (None: no vault to open them with; an error when the key
     at hand is not theirs: `mismatch`)."""
@@ -238,7 +242,4 @@ def _copy_record(sink: CredentialStore, address: str, record: SealedRecord, outc
 def force_unlock(ws: Workspace, lock_id: str, *, confirm_live: Callable[[str], bool]) -> str:
     """Release a lock whose holder is stuck; returns who held it. A backend that can end a live holder (PostgreSQL)
     does so only when `confirm_live(holder)` says yes; a local lock's live holder is always refused."""
-    backend = open_backend(ws, read_root(ws))
-    if isinstance(backend, LocalBackend):
-        return backend.force_unlock(lock_id)
-    return backend.force_unlock(lock_id, confirm_live=confirm_live)  # type: ignore[call-arg]
+    return open_backend(ws, read_root(ws)).force_unlock(lock_id, confirm_live=confirm_live)

@@ -12,6 +12,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -74,8 +75,9 @@ class StateBackend(Protocol):
     def import_document(self, doc: StateDocument) -> None:
         """Store `doc` with its own serial (moving state between backends). Lock held."""
 
-    def force_unlock(self, lock_id: str) -> str:
-        """Release the lock `lock_id` whose holder is stuck; returns who held it."""
+    def force_unlock(self, lock_id: str, *, confirm_live: Callable[[str], bool] | None = None) -> str:
+        """Release the lock `lock_id` whose holder is stuck; returns who held it. A backend that can end a live
+        holder does so only when `confirm_live(holder)` says yes; one that cannot refuses a live holder."""
 
     def credential_store(self) -> Any:
         """The sealed credentials of this state."""

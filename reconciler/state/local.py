@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -319,8 +319,9 @@ class LocalBackend:
                 return
         self._snapshot(doc, replace_existing=current is not None)
 
-    def force_unlock(self, lock_id: str) -> str:
-        """Clear lock information left behind. A live holder keeps its OS lock: stop that process instead."""
+    def force_unlock(self, lock_id: str, *, confirm_live: Callable[[str], bool] | None = None) -> str:
+        """Clear lock information left behind. A live holder keeps its OS lock and is always refused (`confirm_live`
+        is never asked): stop that process instead."""
         try:
             fd = open_regular(self.lock_path, os.O_RDWR)
         except FileNotFoundError:
