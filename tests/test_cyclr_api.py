@@ -235,3 +235,40 @@ def test_answers_in_no_documented_shape_are_protocol_errors(api: CyclrApi, fake:
     with pytest.raises(ProviderError) as caught:
         api.list_connectors("acme")
     assert caught.value.category == "protocol"
+
+
+def test_a_message_that_repeats_the_request_never_carries_its_secrets(api: CyclrApi, fake: FakeCyclr) -> None:
+    access, refresh = "access-token-4b1e9a7c55", "refresh-token-8d2f0c6e13"
+    client_secret = "connector-secret-93ab71f0"
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, json={"Message": f"bad request: {request.content.decode()}"})
+
+    fake.on("PUT", "/v1.0/account/connectors/9", echo)
+    fake.on("POST", "/v1.0/account/connectors/9/properties", echo)
+    fake.on("POST", "/v1.0/connectors/42/install", echo)
+    value = json.dumps({"AccessToken": access, "RefreshToken": refresh})
+    calls = [
+        lambda: api.put_auth_value("acme", "9", SecretStr(value)),
+        lambda: api.set_property("acme", "9", "ClientSecret", client_secret),
+        lambda: api.install("acme", "42", name="ado", authentication_id=None,
+                            properties=[{"Name": "ClientSecret", "Value": client_secret}]),
+    ]
+    for call in calls:
+        with pytest.raises(ProviderError) as caught:
+            call()
+        shown = str(caught.value) + str(caught.value.hint)
+        assert caught.value.status == 400
+        for secret in (access, refresh, client_secret, SECRET, *TOKENS):
+            assert secret not in shown
+
+
+def test_a_token_endpoint_message_never_carries_the_client_secret(fake: FakeCyclr) -> None:
+    def echo(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(422, json={"Message": f"cannot: {request.content.decode()}"})
+
+    client = httpx.Client(transport=httpx.MockTransport(echo))
+    api = CyclrApi(API, PartnerApiCredentials("partner-client", SecretStr(SECRET)), lambda: client)
+    with pytest.raises(ProviderError) as caught:
+        api.list_accounts()
+    assert caught.value.status == 422 and SECRET not in str(caught.value)

@@ -14,6 +14,7 @@ error, a log or a `repr`.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,11 +25,13 @@ from urllib.parse import quote, urlencode
 import httpx
 from pydantic import SecretStr
 
-from reconciler.auth.errors import ProviderError, retry_after_seconds, transient
+from reconciler.auth.errors import ProviderError, redacted, retry_after_seconds, transient
 from reconciler.auth.retry import RetryPolicy, retrying
 from reconciler.errors import one_line
 
 __all__ = ["AccountExists", "CyclrApi", "PartnerApiCredentials", "SignInToken", "sign_in_link"]
+
+SECRET_PROPERTIES = frozenset({"ClientSecret"})  # account-connector properties whose values are secrets
 
 _MESSAGE_LIMIT = 300  # characters of a Cyclr message shown to the user
 
@@ -137,6 +140,7 @@ class CyclrApi:
         if description:
             body["Description"] = description
         path = f"/v1.0/connectors/{_part(connector_id)}/install"
+        sent = tuple(str(p.get("Value")) for p in properties if p.get("Name") in SECRET_PROPERTIES)
         failed: list[ProviderError] = []
 
         def attempt() -> dict[str, Any]:
@@ -145,7 +149,7 @@ class CyclrApi:
                 if done is not None:
                     return done
             try:
-                return _object(self._call("POST", path, account=account_id, json=body, retry=False))
+                return _object(self._call("POST", path, account=account_id, json=body, retry=False, sent=sent))
             except ProviderError as exc:
                 if exc.category == "transient":
                     failed.append(exc)
@@ -162,12 +166,14 @@ class CyclrApi:
 
     def set_property(self, account_id: str, account_connector_id: str, name: str, value: str) -> None:
         path = f"/v1.0/account/connectors/{_part(account_connector_id)}/properties"
-        self._call("POST", path, account=account_id, json={"Name": name, "Value": value})
+        sent = (value,) if name in SECRET_PROPERTIES else ()
+        self._call("POST", path, account=account_id, json={"Name": name, "Value": value}, sent=sent)
 
     def put_auth_value(self, account_id: str, account_connector_id: str, auth_value: SecretStr) -> None:
         """Hand the platform the tokens (a JSON string, see the protocols) for an account connector."""
         path = f"/v1.0/account/connectors/{_part(account_connector_id)}"
-        self._call("PUT", path, account=account_id, json={"AuthValue": auth_value.get_secret_value()})
+        value = auth_value.get_secret_value()
+        self._call("PUT", path, account=account_id, json={"AuthValue": value}, sent=(value, *_strings_in(value)))
 
     def delete_account_connector(self, account_id: str, account_connector_id: str) -> bool:
         """False when it was already gone. A platform without the call (405) is an error saying where to do it."""
@@ -193,16 +199,20 @@ class CyclrApi:
         json: Any = None,
         missing_ok: bool = False,
         retry: bool = True,
+        sent: tuple[str, ...] = (),
     ) -> Any:
         """One API call's JSON answer (`_MISSING` for a 404 when `missing_ok`), with the partner token, retried
-        when `retry` and the failure is transient."""
+        when `retry` and the failure is transient. `sent`: the secret values in the request, kept out of any error
+        made from the answer (a message may repeat the request)."""
 
         def once() -> Any:
-            return self._authorized(method, path, account, json, missing_ok)
+            return self._authorized(method, path, account, json, missing_ok, sent)
 
         return retrying(once, self._policy, self._sleep) if retry else once()
 
-    def _authorized(self, method: str, path: str, account: str | None, json: Any, missing_ok: bool) -> Any:
+    def _authorized(
+        self, method: str, path: str, account: str | None, json: Any, missing_ok: bool, sent: tuple[str, ...]
+    ) -> Any:
         """The call with the cached partner token; on a 401 once more with a new token; a second 401 is the
         partner's API credentials' fault."""
         token, fresh = self._partner_token()
@@ -213,7 +223,10 @@ class CyclrApi:
             response = self._send(method, path, token, account, json)
         if response.status_code == 401:
             raise _credentials_refused(self._credentials.client_id, response.status_code)
-        return _answer(response, f"{method} {path}", missing_ok)
+        try:
+            return _answer(response, f"{method} {path}", missing_ok)
+        except ProviderError as exc:
+            raise redacted(exc, (*sent, token, self._credentials.client_secret.get_secret_value())) from None
 
     def _send(self, method: str, path: str, token: str, account: str | None, json: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
@@ -249,7 +262,10 @@ class CyclrApi:
             raise transient("the Cyclr API token endpoint", exc) from None
         if response.status_code in (400, 401, 403):
             raise _credentials_refused(self._credentials.client_id, response.status_code)
-        data = _object(_answer(response, "POST /oauth/token", missing_ok=False))
+        try:
+            data = _object(_answer(response, "POST /oauth/token", missing_ok=False))
+        except ProviderError as exc:
+            raise redacted(exc, (form["client_secret"],)) from None
         token = data.get("access_token")
         if not isinstance(token, str) or not token:
             raise ProviderError("the Cyclr API token endpoint answered without an access_token", category="protocol")
@@ -321,6 +337,15 @@ def _message(response: httpx.Response) -> str | None:
         return None
     text = one_line(message.strip())
     return text if len(text) <= _MESSAGE_LIMIT else text[:_MESSAGE_LIMIT] + "…"
+
+
+def _strings_in(value: str) -> tuple[str, ...]:
+    """The string values of a JSON object given as text (the tokens inside an AuthValue); none if it is not one."""
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return ()
+    return tuple(v for v in data.values() if isinstance(v, str)) if isinstance(data, dict) else ()
 
 
 def _object(data: Any) -> dict[str, Any]:
