@@ -137,7 +137,7 @@ def read_plan_file(
         document = PlanDocument.model_validate(body["plan"])
         desired = _rebuild_desired(body["desired"], resolve_secret)
         plan = plan_from_document(document, body["targets"])
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise PlanFileError(f"{path}: the plan file is inconsistent ({type(exc).__name__})") from None
     if config_digest(desired) != body.get("config_digest"):
         raise PlanFileError(f"{path}: the plan file's configuration does not match its digest")

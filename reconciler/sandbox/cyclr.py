@@ -5,7 +5,8 @@ hands a person from the connectorauth link to the sandbox provider's consent pag
 Owns: the Cyclr v1.0 rules as section C of the protocols states them (404 for unknown ids, `{"Message": ...}`
 errors, "ID already in use", one-use five-minute sign-in tokens, 14-day bearer tokens) plus console actions for
 tests (deauthenticate, delete or edit an account connector as a person in the console would). Thread-safe; no
-HTTP here (the server routes to it). A documented test double — never used by the real adapters.
+HTTP here (the sandbox server's Cyclr routes are to call it). A documented test double — never used by the real
+adapters.
 """
 
 from __future__ import annotations
