@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from reconciler.placement import Placement
+
 __all__ = [
     "INSTALLATION_FIELDS",
     "PARTNER_FIELDS",
@@ -77,7 +79,10 @@ class DeclaredPartner(_Frozen):
 
 
 class DeclaredInstallation(_Frozen):
-    """One installation with its effective client and endpoints (from its partner or its own)."""
+    """One installation with its effective client and endpoints (from its partner or its own). On a platform
+    (`placement`), a connector the catalog does not describe has no partner, flavour, client or endpoints (empty
+    strings); `credentials_source` "platform" means the client is the platform's own (Cyclr's Application Connector
+    Library)."""
 
     tenant: str
     name: str
@@ -88,7 +93,7 @@ class DeclaredInstallation(_Frozen):
     scopes: tuple[str, ...]
     client_id: str
     client_secret_ref: str
-    credentials_source: Literal["partner", "installation"] = "partner"
+    credentials_source: Literal["partner", "installation", "platform"] = "partner"
     redirect_uri: str
     token_url: str
     # Where the tokens are used (verification, refresh checks): tokens never go anywhere else. On a record, None:
@@ -96,6 +101,7 @@ class DeclaredInstallation(_Frozen):
     api_url: str | None = None
     protected: bool = False  # `protect: true` on the installation or its tenant: deleting it needs --allow-delete
     revoke_url: str | None = None  # its partner's revocation endpoint (same origin as token_url), if any
+    placement: Placement | None = None  # None: our own state holds it (the local platform)
 
     @property
     def address(self) -> str:
@@ -130,7 +136,8 @@ def partner_view(partner: DeclaredPartner) -> dict[str, Any]:
 
 
 def installation_view(installation: DeclaredInstallation) -> dict[str, Any]:
-    """The declared attributes of an installation shown in plans (a record's view adds what happened)."""
+    """The declared attributes of an installation shown in plans (a record's view adds what happened). Attributes
+    an installation on a platform does not have (no partner, client or endpoints of its own) are left out."""
     view: dict[str, Any] = {
         "connector": installation.connector,
         "partner": installation.partner,
@@ -142,6 +149,12 @@ def installation_view(installation: DeclaredInstallation) -> dict[str, Any]:
         "redirect_uri": installation.redirect_uri,
         "token_url": installation.token_url,
     }
+    placement = installation.placement
+    if placement is not None:
+        view = {k: v for k, v in view.items() if v != ""}
+        view.update(platform=placement.platform, account=placement.account, auth_via=placement.auth_via)
+        if placement.authentication is not None:
+            view["authentication"] = placement.authentication
     if installation.credentials_source == "installation":  # a partner's own secret is shown on the partner
         view["client_secret"] = SENSITIVE
         view["client_secret_ref"] = installation.client_secret_ref
@@ -169,6 +182,8 @@ def target_digest(installation: DeclaredInstallation, *, version: int = 2) -> st
     }
     if version >= 2:
         target["api_url"] = installation.api_url or ""
+    if installation.placement is not None:  # absent for the local platform: earlier digests stay as they were
+        target["placement"] = installation.placement.model_dump(mode="json")
     canonical = json.dumps(target, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
@@ -256,6 +271,18 @@ def _credentials_source(want: DeclaredInstallation, have: DeclaredInstallation) 
     return (f"credentials now from the {want.credentials_source}",) if changed else ()
 
 
+def _placement(want: DeclaredInstallation, have: DeclaredInstallation) -> Iterable[str]:
+    old, new = have.placement, want.placement
+    if old == new:
+        return ()
+    if old is None or new is None:
+        where = f"the {new.platform} platform" if new is not None else "local state"
+        return (f"moves to {where}",)
+    labels = ("platform", "account", "auth_via", "authentication")
+    changed = [label for label in labels if getattr(old, label) != getattr(new, label)]
+    return [f"{label} changed: {quote(getattr(old, label))} -> {quote(getattr(new, label))}" for label in changed]
+
+
 def _protected(want: DeclaredInstallation, have: DeclaredInstallation) -> Iterable[str]:
     # recorded, so that the protection of what state holds is known
     if want.protected == have.protected:
@@ -287,6 +314,7 @@ INSTALLATION_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("token_url", Effect.REAUTHORIZE, _token_url),
     FieldRule("api_url", Effect.REAUTHORIZE, None),  # the partner's API stands in for one not recorded
     FieldRule("scopes", Effect.REAUTHORIZE, lambda want, have: set_reasons("scopes", have.scopes, want.scopes)),
+    FieldRule("placement", Effect.REAUTHORIZE, _placement),  # another account, or another party holding the tokens
     FieldRule("partner", Effect.UPDATE, _changed("partner")),  # same client and endpoints (else above): a rename
     FieldRule("parameters", Effect.UPDATE, _parameters),
     FieldRule("client_secret_ref", Effect.UPDATE, _secret_ref),

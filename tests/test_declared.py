@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 from reconciler.declared import INSTALLATION_FIELDS, DeclaredInstallation, Effect, declared_reasons
+from reconciler.placement import Placement
 from reconciler.state.records import installation_record, updated_installation_record
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -18,7 +19,7 @@ CHANGED = {
     "connector": "other", "partner": "renamed", "auth": "entra-id", "parameters": {"organization": "other"},
     "scopes": ("vso.code",), "client_id": "d", "client_secret_ref": "${env:T}", "credentials_source": "installation",
     "redirect_uri": "https://y.example/cb", "token_url": "https://u.example/token", "api_url": "https://api.example",
-    "protected": True, "revoke_url": "https://t.example/revoke",
+    "protected": True, "revoke_url": "https://t.example/revoke", "placement": Placement(account="acme"),
 }
 
 
@@ -51,3 +52,15 @@ def test_each_changed_attribute_gives_a_reason_of_its_effect() -> None:
         if rule.field not in ("client_secret_ref", "credentials_source"):
             assert declared_reasons(rule.effect, want, BASE), rule.field
         assert not any(declared_reasons(effect, want, BASE) for effect in others), rule.field
+
+
+def test_a_placement_change_names_what_moved() -> None:
+    """Another account or another party holding the tokens is a re-authorization that says which."""
+    on_cyclr = BASE.model_copy(update={"placement": Placement(account="acme")})
+    moved = on_cyclr.model_copy(update={"placement": Placement(account="acme-2", auth_via="reconciler")})
+    assert declared_reasons(Effect.REAUTHORIZE, on_cyclr, BASE) == ["moves to the cyclr platform"]
+    assert declared_reasons(Effect.REAUTHORIZE, BASE, on_cyclr) == ["moves to local state"]
+    assert declared_reasons(Effect.REAUTHORIZE, moved, on_cyclr) == [
+        'account changed: "acme" -> "acme-2"',
+        'auth_via changed: "platform" -> "reconciler"',
+    ]

@@ -15,8 +15,10 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from reconciler.declared import DeclaredInstallation, DeclaredPartner
+from reconciler.placement import DeclaredAccount
 
 __all__ = [
+    "CyclrSettings",
     "DesiredInstallation",
     "DesiredPartner",
     "DesiredState",
@@ -70,6 +72,18 @@ class DesiredInstallation:
         return self.declared.address
 
 
+@dataclass(frozen=True, slots=True)
+class CyclrSettings:
+    """`platform: {type: cyclr}`: where the partner's Cyclr API and service are, and its API client (Console >
+    Settings > OAuth Client Credentials), the secret resolved."""
+
+    api_url: str  # https://<api_domain>, or endpoints.api_url
+    service_url: str  # https://<service_domain>, or endpoints.service_url: the connectorauth links' origin
+    client_id: str
+    client_secret_ref: str
+    client_secret: SecretStr = field(repr=False, compare=False)
+
+
 @dataclass(frozen=True)
 class DesiredState:
     """Everything the configuration declares, keyed by address."""
@@ -78,6 +92,8 @@ class DesiredState:
     installations: Mapping[str, DesiredInstallation]
     environment: str = "default"
     protected_tenants: frozenset[str] = frozenset()  # tenants declared with `protect: true`
+    platform: CyclrSettings | None = None  # None: the local platform (our own state holds the tokens)
+    accounts: Mapping[str, DeclaredAccount] = field(default_factory=dict)  # on a platform: one per tenant
 
     def secret(self, reference: str | None) -> SecretStr | None:
         """The resolved value of a client secret reference the configuration declares (None: not declared, or
@@ -93,4 +109,6 @@ class DesiredState:
         """Every resolved secret value, for redaction of anything shown to a user."""
         values = {p.client_secret.get_secret_value() for p in self.partners.values() if p.client_secret}
         values |= {i.client_secret.get_secret_value() for i in self.installations.values() if i.client_secret}
+        if self.platform is not None:
+            values.add(self.platform.client_secret.get_secret_value())
         return values

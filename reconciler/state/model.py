@@ -18,15 +18,19 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, Val
 from reconciler.declared import DeclaredInstallation, DeclaredPartner
 from reconciler.errors import StaleStateError, StateError, one_line
 from reconciler.names import is_address
+from reconciler.placement import DeclaredAccount
 
 __all__ = [
     "FORMAT_VERSION",
+    "AccountConnectorRecord",
+    "AccountRecord",
     "Drift",
     "InstallationRecord",
     "PartnerRecord",
     "PendingRecord",
     "Record",
     "StateDocument",
+    "AnyRecord",
     "check_import",
     "decode_state",
     "decode_stored",
@@ -34,7 +38,7 @@ __all__ = [
     "upgrade_record",
 ]
 
-FORMAT_VERSION: Final = 2
+FORMAT_VERSION: Final = 3
 
 
 class _Record(BaseModel):
@@ -47,6 +51,24 @@ class PartnerRecord(DeclaredPartner):
     kind: Literal["partner"] = "partner"
 
 
+class AccountRecord(DeclaredAccount):
+    """A tenant's account on the platform as last applied: created by us, or adopted (`reconciler import`)."""
+
+    kind: Literal["account"] = "account"
+    adopted: bool = False
+
+
+class AccountConnectorRecord(_Record):
+    """Where an installation lives on the platform: the account connector, the platform connector (id and version)
+    and authentication entry it was installed from, and whether the platform last said it is authenticated."""
+
+    account_connector_id: str
+    connector_id: str
+    connector_version: str | None = None
+    authentication_id: str | None = None
+    authenticated: bool = False
+
+
 class PendingRecord(_Record):
     """A deferred authorization waiting for its user (the secrets of it are sealed with the credentials)."""
 
@@ -56,7 +78,8 @@ class PendingRecord(_Record):
     client_id: str
     requested_scopes: tuple[str, ...]
     # The link the user opens. It carries `state` (posted in pull requests by design, so a link stays valid); the
-    # PKCE verifier that completes it stays sealed with the credentials.
+    # PKCE verifier that completes it stays sealed with the credentials. None for a sign-in through the platform,
+    # whose link carries a one-use token: `reconciler authorize` mints one when someone is there to use it.
     authorize_url: str | None = None
 
 
@@ -89,9 +112,16 @@ class InstallationRecord(DeclaredInstallation):
     pending: PendingRecord | None = None
     drift: Drift | None = None  # None: nothing found (or not checked)
     checked_at: AwareDatetime | None = None
+    account_connector: AccountConnectorRecord | None = None  # on a platform: where it is installed
+
+    @property
+    def platform_holds_tokens(self) -> bool:
+        """Whether the platform, not our state, holds this installation's tokens (no grant is recorded here)."""
+        return self.placement is not None and self.placement.platform_holds_tokens
 
 
-Record = Annotated[PartnerRecord | InstallationRecord, Field(discriminator="kind")]
+Record = Annotated[PartnerRecord | AccountRecord | InstallationRecord, Field(discriminator="kind")]
+AnyRecord = PartnerRecord | AccountRecord | InstallationRecord
 
 
 class StateDocument(BaseModel):
@@ -99,7 +129,7 @@ class StateDocument(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    format_version: Literal[2] = FORMAT_VERSION
+    format_version: Literal[3] = FORMAT_VERSION
     lineage: str = Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
     serial: StrictInt = Field(ge=0)
     environment: str
@@ -110,10 +140,10 @@ class StateDocument(BaseModel):
         """An empty document with a fresh lineage (serial 0: nothing written yet)."""
         return cls(lineage=str(uuid.uuid4()), serial=0, environment=environment)
 
-    def with_resources(self, resources: dict[str, PartnerRecord | InstallationRecord]) -> StateDocument:
+    def with_resources(self, resources: dict[str, AnyRecord]) -> StateDocument:
         return self.model_copy(update={"resources": dict(sorted(resources.items()))})
 
-    def with_record(self, address: str, record: PartnerRecord | InstallationRecord | None) -> StateDocument:
+    def with_record(self, address: str, record: AnyRecord | None) -> StateDocument:
         """A copy with one address set (or removed, for None). Order does not matter: encoding sorts."""
         resources = dict(self.resources)
         if record is None:
@@ -155,7 +185,7 @@ def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def upgrade_record(record: Any) -> Any:
-    """One raw record of format 1 or 2 as format 2. Idempotent, so that stores keeping records one by one (the
+    """One raw record of any format as the current one. Idempotent, so that stores keeping records one by one (the
     local journal, PostgreSQL rows: a step rewrites only its own) may hold records of both formats."""
     if not isinstance(record, dict) or record.get("kind") != "installation":
         return record
@@ -168,8 +198,14 @@ def upgrade_record(record: Any) -> Any:
     return record
 
 
+def _upgrade_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Format 2 -> 3: accounts and installations on a platform may be recorded; nothing recorded before changes
+    (the version moves so that an older reconciler refuses such a document as newer, not as damaged)."""
+    return {**data, "format_version": 3}
+
+
 # One function per format version, upgrading a raw document from version N to N+1.
-_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_v1}
+_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_v1, 2: _upgrade_v2}
 
 
 def encode_state(doc: StateDocument) -> bytes:
@@ -220,7 +256,7 @@ def decode_stored(raw: bytes, where: str) -> tuple[StateDocument, int]:
     return doc, stored
 
 
-def check_resource(address: str, record: PartnerRecord | InstallationRecord, where: str, hint: str) -> None:
+def check_resource(address: str, record: AnyRecord, where: str, hint: str) -> None:
     """A recorded resource is damaged unless its address is one the configuration's names can form and is the
     record's own (a forged address could write lines into listings and plans)."""
     if not is_address(address):
