@@ -41,9 +41,10 @@ from reconciler.declared import DeclaredInstallation, DeclaredPartner
 from reconciler.errors import ReconcilerError, StaleStateError
 from reconciler.pending import PENDING_LIFETIME
 from reconciler.plan import Action, Plan, ResourceChange
+from reconciler.platform_apply import PlatformServices, carry_out_on_platform
 from reconciler.revocation import declared_secret, revoke_recorded
 from reconciler.state.backend import StateBackend
-from reconciler.state.model import InstallationRecord, PartnerRecord, StateDocument
+from reconciler.state.model import AnyRecord, InstallationRecord, PartnerRecord, StateDocument
 from reconciler.state.records import (
     installation_record,
     partner_record,
@@ -93,6 +94,7 @@ class Services:
     # pending (as `--auth-mode defer` would) and carries on with the others; None or False stops the run.
     on_missed: Callable[[str, ReconcilerError], bool] | None = None
     sleep: Callable[[float], None] = time.sleep
+    platform: PlatformServices | None = None  # the configuration's platform (accounts, account connectors)
 
 
 @dataclass
@@ -119,7 +121,7 @@ class Run:
 
     # -- persistence -------------------------------------------------------------------------------------------
 
-    def save(self, address: str, record: PartnerRecord | InstallationRecord | None) -> None:
+    def save(self, address: str, record: AnyRecord | None) -> None:
         """Persist one completed step: `address` set to `record` (None: removed)."""
         expected = self.doc.serial if self.exists else None
         doc = self.doc.with_record(address, record)
@@ -373,6 +375,8 @@ def apply_plan(
 def _carry_out(run: Run, change: ResourceChange) -> None:
     if change.kind == "partner":
         return run.partner(change)
+    if carry_out_on_platform(run, change, run.services.platform, run.services.now):
+        return None
     if change.action is Action.DELETE:
         return run.delete_installation(change.address)
     installation = _target(change, DeclaredInstallation)

@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Any
 
 from reconciler.declared import DeclaredInstallation, DeclaredPartner
+from reconciler.placement import DeclaredAccount
 
 __all__ = ["NOT_TARGETED", "Action", "Plan", "ResourceChange", "StateRef"]
 
@@ -49,7 +50,7 @@ class ResourceChange:
     warnings: tuple[str, ...] = ()
     pending: bool = False
     # What the address moves to — the declaration apply carries out (secrets by reference); None for a delete.
-    target: DeclaredPartner | DeclaredInstallation | None = None
+    target: DeclaredPartner | DeclaredAccount | DeclaredInstallation | None = None
 
     @property
     def kind(self) -> str:
@@ -58,7 +59,7 @@ class ResourceChange:
     @property
     def tenant(self) -> str | None:
         parts = self.address.split(".")
-        return parts[1] if parts[0] == "installation" else None
+        return parts[1] if parts[0] in ("installation", "account") else None
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,12 @@ from typing import Any
 from pydantic import SecretStr
 
 from reconciler import __version__
-from reconciler.config.desired import DesiredInstallation, DesiredPartner, DesiredState
+from reconciler.config.desired import CyclrSettings, DesiredInstallation, DesiredPartner, DesiredState
 from reconciler.crypto import StateKey
 from reconciler.declared import DeclaredInstallation, DeclaredPartner
 from reconciler.errors import ReconcilerError
 from reconciler.names import is_address
+from reconciler.placement import DeclaredAccount
 from reconciler.plan import Action, Plan, ResourceChange, StateRef
 from reconciler.render.document import PlanDocument
 from reconciler.statefiles import open_regular
@@ -47,17 +48,25 @@ class SavedPlan:
     config_digest: str
 
 
-def _declared_data(declared: DeclaredPartner | DeclaredInstallation) -> dict[str, Any]:
+def _declared_data(declared: DeclaredPartner | DeclaredAccount | DeclaredInstallation) -> dict[str, Any]:
     """A declaration as saved: its attributes, the client secret by reference only (a declaration holds no value)."""
     return declared.model_dump(mode="json")
 
 
 def _desired_data(desired: DesiredState) -> dict[str, Any]:
-    return {
+    data: dict[str, Any] = {
         "environment": desired.environment,
         "partners": {address: _declared_data(p.declared) for address, p in sorted(desired.partners.items())},
         "installations": {address: _declared_data(i.declared) for address, i in sorted(desired.installations.items())},
     }
+    platform = desired.platform
+    if platform is not None:  # absent for the local platform: its plan files are as before
+        data["platform"] = {
+            "type": "cyclr", "api_url": platform.api_url, "service_url": platform.service_url,
+            "client_id": platform.client_id, "client_secret_ref": platform.client_secret_ref,
+        }
+        data["accounts"] = {address: _declared_data(a) for address, a in sorted(desired.accounts.items())}
+    return data
 
 
 def _targets_data(plan: Plan) -> dict[str, Any]:
@@ -141,7 +150,7 @@ def read_plan_file(
         raise PlanFileError(f"{path}: the plan file is inconsistent ({type(exc).__name__})") from None
     if config_digest(desired) != body.get("config_digest"):
         raise PlanFileError(f"{path}: the plan file's configuration does not match its digest")
-    named = [c.address for c in document.changes] + [*desired.partners, *desired.installations]
+    named = [c.address for c in document.changes] + [*desired.partners, *desired.accounts, *desired.installations]
     if not all(is_address(address) for address in named):
         raise PlanFileError(f"{path}: the plan file names an invalid address (damaged)", hint="plan again")
     return SavedPlan(document, plan, desired, body["config_digest"])
@@ -160,7 +169,16 @@ def _rebuild_desired(data: dict[str, Any], resolve_secret: Callable[[str], str])
         address: DesiredInstallation(DeclaredInstallation.model_validate(item), client_secret=secret(item))
         for address, item in data["installations"].items()
     }
-    return DesiredState(partners=partners, installations=installations, environment=data["environment"])
+    platform = data.get("platform")
+    if platform is None:
+        return DesiredState(partners=partners, installations=installations, environment=data["environment"])
+    settings = CyclrSettings(
+        api_url=str(platform["api_url"]), service_url=str(platform["service_url"]),
+        client_id=str(platform["client_id"]), client_secret_ref=str(platform["client_secret_ref"]),
+        client_secret=SecretStr(resolve_secret(str(platform["client_secret_ref"]))),
+    )
+    accounts = {address: DeclaredAccount.model_validate(item) for address, item in data["accounts"].items()}
+    return DesiredState(partners, installations, data["environment"], platform=settings, accounts=accounts)
 
 
 def plan_from_document(document: PlanDocument, targets: dict[str, Any]) -> Plan:
@@ -183,10 +201,15 @@ def plan_from_document(document: PlanDocument, targets: dict[str, Any]) -> Plan:
     return Plan(environment=document.environment, state=state, changes=changes)
 
 
-def _target(address: str, data: Any) -> DeclaredPartner | DeclaredInstallation | None:
+_KINDS: dict[str, type[DeclaredPartner | DeclaredAccount | DeclaredInstallation]] = {
+    "partner": DeclaredPartner, "account": DeclaredAccount, "installation": DeclaredInstallation,
+}
+
+
+def _target(address: str, data: Any) -> DeclaredPartner | DeclaredAccount | DeclaredInstallation | None:
     if data is None:
         return None
-    declared = (DeclaredPartner if address.startswith("partner.") else DeclaredInstallation).model_validate(data)
+    declared = _KINDS[address.split(".", 1)[0]].model_validate(data)
     if declared.address != address:
         raise ValueError("a target names another address")
     return declared

@@ -34,8 +34,9 @@ from reconciler.declared import (
 )
 from reconciler.errors import PlanError
 from reconciler.pending import link_goes_to, pending_matches
+from reconciler.placed import account_change, placed_installation_change, placed_view
 from reconciler.plan import NOT_TARGETED, Action, Plan, ResourceChange, StateRef
-from reconciler.state.model import Drift, InstallationRecord, PartnerRecord, StateDocument
+from reconciler.state.model import AccountRecord, Drift, InstallationRecord, PartnerRecord, StateDocument
 from reconciler.tokens.scopes import missing_scopes
 
 __all__ = [
@@ -69,12 +70,14 @@ def make_plan(
     records = recorded.resources if recorded is not None else {}
     recorded_partners = {a: r for a, r in records.items() if isinstance(r, PartnerRecord)}
     recorded_installations = {a: r for a, r in records.items() if isinstance(r, InstallationRecord)}
+    recorded_accounts = {a: r for a, r in records.items() if isinstance(r, AccountRecord)}
 
     partners = [
         _partner_change(address, p.declared if (p := desired.partners.get(address)) else None, recorded_partners.get(address))
         for address in sorted(desired.partners.keys() | recorded_partners.keys())
     ]
     _check_partners_in_use(desired, partners)
+    accounts = [account_change(a, desired.accounts.get(a), recorded_accounts.get(a), allow_delete) for a in sorted(desired.accounts.keys() | recorded_accounts.keys())]
     drift = refreshed or {}
     installations = [
         _installation_change(
@@ -94,10 +97,11 @@ def make_plan(
         installations = [
             _replaced(change, replace, recorded_installations.get(change.address), catalog) for change in installations
         ]
-    # Partners first, so installations find their partner; partner deletes last, after the installations
-    # that may still need the partner's client to be revoked.
-    removed = [c for c in partners if c.action is Action.DELETE]
-    changes = [c for c in partners if c.action is not Action.DELETE] + installations + removed
+    # Partners and accounts first, so installations find their partner and account; partner and account deletes
+    # last, after the installations that may still need the partner's client (to be revoked) or live in the account.
+    removed = [c for c in (*partners, *accounts) if c.action is Action.DELETE]
+    kept = [c for c in (*partners, *accounts) if c.action is not Action.DELETE]
+    changes = kept + installations + removed
 
     state = StateRef(state_location, recorded.lineage, recorded.serial) if recorded else StateRef(state_location)
     plan = Plan(environment=desired.environment, state=state, changes=tuple(changes))
@@ -116,7 +120,7 @@ def record_view(record: InstallationRecord) -> dict[str, Any]:
     view["expires_at"] = _iso(record.expires_at)
     if record.pending is not None and record.pending.authorize_url:
         view["authorization_url"] = record.pending.authorize_url
-    return view
+    return placed_view(record, view) if record.placement is not None else view
 
 
 def _partner_of_installation(desired: DesiredState, installation: DesiredInstallation | None) -> DeclaredPartner | None:
@@ -145,6 +149,7 @@ def _select(plan: Plan, selection: Selection) -> Plan:
     targeted"."""
     chosen = {c.address for c in plan.changes if selection.chooses(c.address)}
     needed = {f"partner.{_partner_of(c)}" for c in plan.changes if c.address in chosen and _partner_of(c)}
+    needed |= {f"account.{c.tenant}" for c in plan.changes if c.address in chosen and c.kind == "installation"}
     chosen |= {a for a in needed if not selection.excludes.match(a)}
     changes = tuple(
         c
@@ -212,6 +217,11 @@ def _installation_change(
     partner: DeclaredPartner | None = None,
     recorded_partner: PartnerRecord | None = None,
 ) -> ResourceChange:
+    placed = placed_installation_change(
+        address, want, have, record_view(have) if have is not None else None, now=now, drift=drift
+    )
+    if placed is not None:
+        return placed
     if have is None:
         assert want is not None
         new = ("new installation: needs authorization",)
@@ -253,7 +263,7 @@ def _revocation(have: InstallationRecord, catalog: Catalog, revoked: str, forgot
     """What becomes of the grant `have` holds when its tokens are given up: a reason when its recorded endpoints
     let the client revoke it (`revocation_url`), else a warning saying where a person can. Nothing when no grant is
     held (a pending first authorization)."""
-    if have.status != "authorized":
+    if have.status != "authorized" or have.platform_holds_tokens:
         return (), ()
     if revocation_url(have, catalog) is not None:
         return (revoked,), ()

@@ -84,18 +84,23 @@ class PendingRecord(_Record):
 
 
 class Drift(str, Enum):
-    """What `reconciler refresh` found at the provider about an installation's tokens: it must re-authorize. The
-    value is what state stores; `words` is what plans and listings show (display only)."""
+    """What `reconciler refresh` found at the provider (or the platform) about an installation's tokens: it must
+    re-authorize. The value is what state stores; `words` is what plans and listings show (display only)."""
 
     REVOKED = "revoked"
     REJECTED = "rejected"
+    DEAUTHENTICATED = "deauthenticated"
 
     @property
     def words(self) -> str:
         return _DRIFT_WORDS[self]
 
 
-_DRIFT_WORDS = {Drift.REVOKED: "token revoked", Drift.REJECTED: "refresh token rejected"}
+_DRIFT_WORDS = {
+    Drift.REVOKED: "token revoked",
+    Drift.REJECTED: "refresh token rejected",
+    Drift.DEAUTHENTICATED: "not authenticated on the platform",
+}
 
 
 class InstallationRecord(DeclaredInstallation):

@@ -105,6 +105,12 @@ class CyclrApi:
     def list_accounts(self) -> list[dict[str, Any]]:
         return _objects(self._call("GET", "/v1.0/accounts"))
 
+    def update_account(self, account_id: str, name: str, timezone: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"Name": name}
+        if timezone:
+            body["Timezone"] = timezone
+        return _object(self._call("PUT", f"/v1.0/accounts/{_part(account_id)}", json=body))
+
     def delete_account(self, account_id: str) -> bool:
         """False when the account was already gone."""
         return self._call("DELETE", f"/v1.0/accounts/{_part(account_id)}", missing_ok=True) is not _MISSING
