@@ -150,8 +150,9 @@ def installation_view(installation: DeclaredInstallation) -> dict[str, Any]:
         "token_url": installation.token_url,
     }
     placement = installation.placement
-    if placement is not None:
-        view = {k: v for k, v in view.items() if v != ""}
+    if placement is not None:  # where the platform signs in, our own OAuth endpoints are not used
+        ours = ("redirect_uri", "token_url") if placement.platform_holds_tokens else ()
+        view = {k: v for k, v in view.items() if v != "" and k not in ours}
         view.update(platform=placement.platform, account=placement.account, auth_via=placement.auth_via)
         if placement.authentication is not None:
             view["authentication"] = placement.authentication

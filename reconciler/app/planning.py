@@ -54,7 +54,12 @@ def plan_of(
     now: dt.datetime | None = None,
     refreshed: Mapping[str, Drift] | None = None,
 ) -> Plan:
-    """The plan of `loaded` against `recorded` for `scope` (`refreshed`: drift found by a refresh just now)."""
+    """The plan of `loaded` against `recorded` for `scope` (`refreshed`: drift found by a refresh just now). On a
+    platform, every installation is first checked against the platform's connector list."""
+    if loaded.desired.platform is not None:
+        from reconciler.app.platform import check_platform
+
+        check_platform(ws, loaded.desired)
     with paused_gc():
         return make_plan(
             loaded.desired,

@@ -30,6 +30,8 @@ if TYPE_CHECKING:  # the apply and OAuth layers (httpx, authlib) load only for c
     from reconciler.apply import ApplyHooks, ApplyResult, Services
     from reconciler.auth.consent import ConsentStep
     from reconciler.auth.transport import Http
+    from reconciler.config.desired import DesiredState
+    from reconciler.platform_apply import PlatformSignIn
 
 __all__ = ["RunOutcome", "run_apply", "run_authorize", "services_for"]
 
@@ -49,8 +51,12 @@ def services_for(
     http: Http,
     consent: ConsentStep | None,
     on_key_created: Callable[[str], None],
+    desired: DesiredState | None = None,
+    sign_in: PlatformSignIn | None = None,
 ) -> Services:
-    """The executor's side effects (the key is checked, or created, on first use)."""
+    """The executor's side effects (the key is checked, or created, on first use); with `desired`, its platform's
+    (`sign_in`: how a person signs in through the platform; None: every such sign-in is deferred)."""
+    from reconciler.app.platform import platform_services
     from reconciler.apply import Services
     from reconciler.tokens.vault import Vault
 
@@ -58,8 +64,10 @@ def services_for(
         key = state_key(ws, root, backend, on_key_created=on_key_created)
         return Vault(backend.credential_store(), key, lineage=lineage, environment=ws.environment_name)
 
+    platform = platform_services(ws, desired, http, sign_in) if desired is not None else None
     return Services(
-        backend=backend, vault_for=vault_for, http=http.client(), consent=consent, now=ws.clock, catalog=load_catalog()
+        backend=backend, vault_for=vault_for, http=http.client(), consent=consent, now=ws.clock, catalog=load_catalog(),
+        platform=platform,
     )
 
 
@@ -75,6 +83,7 @@ def run_apply(
     on_key_created: Callable[[str], None],
     plan_file: Path | None = None,
     on_missed: Callable[[str, ReconcilerError], bool] | None = None,
+    sign_in: PlatformSignIn | None = None,
 ) -> RunOutcome:
     """Lock, plan (or read the saved plan), confirm (the callback shows the plan), and carry it out. `on_missed`
     decides whether a sign-in that timed out is left pending while the others go on (see `Services`)."""
@@ -102,7 +111,10 @@ def run_apply(
         from reconciler.auth.transport import Http
 
         with Http(timeout=ws.http_timeout) as http:
-            services = services_for(ws, root, backend, http=http, consent=consent, on_key_created=on_key_created)
+            services = services_for(
+                ws, root, backend, http=http, consent=consent, on_key_created=on_key_created, desired=desired,
+                sign_in=sign_in,
+            )
             services = dataclasses.replace(services, on_missed=on_missed)
             return RunOutcome(apply_plan(plan, desired, services, hooks, require_scopes=require_scopes))
 
@@ -117,6 +129,7 @@ def run_authorize(
     require_scopes: bool,
     lock_timeout: float,
     excludes: Collection[str] = (),
+    sign_in: PlatformSignIn | None = None,
 ) -> RunOutcome:
     """Complete (or reissue) pending authorizations matching `patterns` (all pending ones when empty), minus those
     matching `excludes`."""
@@ -142,7 +155,10 @@ def run_authorize(
         from reconciler.auth.transport import Http
 
         with Http(timeout=ws.http_timeout) as http:
-            services = services_for(ws, loaded.root, backend, http=http, consent=consent, on_key_created=no_note)
+            services = services_for(
+                ws, loaded.root, backend, http=http, consent=consent, on_key_created=no_note, desired=loaded.desired,
+                sign_in=sign_in,
+            )
             return RunOutcome(
                 authorize_pending(selected, loaded.desired, services, hooks, reissue=reissue, require_scopes=require_scopes)
             )

@@ -38,6 +38,7 @@ class Workspace:
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     cache: bool = False  # the parse cache (on for the CLI unless --no-cache; off by default for library calls)
     http_timeout: float = 30.0  # seconds for each request to a provider (connect, read, write)
+    refresh_catalog: bool = False  # fetch the platform's connector list even when the cached one is fresh
 
     @property
     def environment_name(self) -> str:

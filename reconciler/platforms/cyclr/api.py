@@ -117,8 +117,9 @@ class CyclrApi:
 
     # -- connectors -----------------------------------------------------------------------------------------------
 
-    def list_connectors(self, account_id: str) -> list[dict[str, Any]]:
-        """The connectors the account can install, with their `Authentication[]` and `Parameters[]`."""
+    def list_connectors(self, account_id: str | None = None) -> list[dict[str, Any]]:
+        """The connectors the partner (or, given one, the account) can install, with their `Authentication[]` and
+        `Parameters[]`."""
         return _objects(self._call("GET", "/v1.0/connectors", account=account_id))
 
     def list_account_connectors(self, account_id: str) -> list[dict[str, Any]]:

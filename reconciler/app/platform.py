@@ -1,0 +1,79 @@
+"""The configuration's platform for a command: its API client, its connector list (cached), the plan-time check of
+every installation against that list, and the executor's platform services.
+
+Owns: building those from the desired state's platform settings and the command's HTTP transport. Must not: print,
+prompt, read the clock or the environment itself, or know about click.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from reconciler.app.workspace import Workspace
+from reconciler.config.desired import CyclrSettings, DesiredState
+from reconciler.errors import PlanError
+
+if TYPE_CHECKING:  # HTTP loads only for commands that reach the platform
+    from reconciler.auth.transport import Http
+    from reconciler.platform_apply import PlatformServices, PlatformSignIn
+    from reconciler.platforms.cyclr.api import CyclrApi
+
+__all__ = ["check_installations", "check_platform", "platform_api", "platform_services"]
+
+
+def platform_api(settings: CyclrSettings, http: Http) -> CyclrApi:
+    from reconciler.platforms.cyclr.api import CyclrApi, PartnerApiCredentials
+
+    credentials = PartnerApiCredentials(settings.client_id, settings.client_secret)
+    return CyclrApi(settings.api_url, credentials, http.client)
+
+
+def connector_list(ws: Workspace, api: CyclrApi) -> Sequence[Mapping[str, Any]]:
+    """The platform's connector list for this command (fetched once per command)."""
+    return api.list_connectors()
+
+
+def check_installations(desired: DesiredState, listed: Sequence[Mapping[str, Any]]) -> None:
+    """Every installation on the platform names a connector, authentication and parameters the platform offers:
+    a plan error (with a did-you-mean from the platform's own list) names the installation."""
+    from reconciler.platforms.cyclr.connectors import install_request, resolve_connector
+
+    for address, installation in sorted(desired.installations.items()):
+        want = installation.declared
+        if want.placement is None:
+            continue
+        try:
+            connector = resolve_connector(want.connector, listed)
+            install_request(
+                connector, flavour=want.auth or None, parameters=want.parameters, scopes=want.scopes,
+                pinned_authentication=want.placement.authentication,
+            )
+        except PlanError as exc:
+            raise PlanError(f"{address}: {exc.message}", hint=exc.hint) from None
+
+
+def check_platform(ws: Workspace, desired: DesiredState) -> None:
+    """`check_installations` against the platform's list (cached; fetched with the partner's API credentials)."""
+    from reconciler.auth.transport import Http
+
+    assert desired.platform is not None
+    with Http(timeout=ws.http_timeout) as http:
+        check_installations(desired, connector_list(ws, platform_api(desired.platform, http)))
+
+
+def platform_services(ws: Workspace, desired: DesiredState, http: Http, sign_in: PlatformSignIn | None) -> PlatformServices | None:
+    """The executor's platform services (None: the local platform)."""
+    from reconciler.platform_apply import PlatformServices
+
+    if desired.platform is None:
+        return None
+    api = platform_api(desired.platform, http)
+    listed: list[Sequence[Mapping[str, Any]]] = []
+
+    def connectors() -> Sequence[Mapping[str, Any]]:
+        if not listed:
+            listed.append(connector_list(ws, api))
+        return listed[0]
+
+    return PlatformServices(api=api, connectors=connectors, service_url=desired.platform.service_url, sign_in=sign_in)
