@@ -37,8 +37,11 @@ from reconciler.tokens.vault import Vault
 
 __all__ = ["Finding", "RefreshSettings", "refresh_all"]
 
-Outcome = Literal["ok", "refreshed", "revoked", "rejected", "partner", "transient", "skipped"]
-_DRIFT = {"revoked": Drift.REVOKED, "rejected": Drift.REJECTED}
+# "deauthenticated", "gone", "edited": what a platform says of an account or account connector (platform_refresh)
+Outcome = Literal[
+    "ok", "refreshed", "revoked", "rejected", "partner", "transient", "skipped", "deauthenticated", "gone", "edited"
+]
+_DRIFT = {"revoked": Drift.REVOKED, "rejected": Drift.REJECTED, "deauthenticated": Drift.DEAUTHENTICATED}
 PARTNER_BREAKER = 3  # identical partner failures before the rest of that partner's installations are skipped
 
 
@@ -99,6 +102,7 @@ def refresh_all(
         for address, record in doc.resources.items()
         if isinstance(record, InstallationRecord)
         and record.status == "authorized"
+        and not record.platform_holds_tokens  # the platform keeps those fresh (see platform_refresh)
         and address in desired.installations
         and (addresses is None or address in addresses)
     ]

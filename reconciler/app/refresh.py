@@ -20,9 +20,12 @@ from reconciler.app.workspace import Workspace, open_backend
 from reconciler.catalog.files import load_catalog
 from reconciler.render.document import to_document
 from reconciler.state.backend import StateBackend
-from reconciler.state.model import InstallationRecord
+from reconciler.state.model import InstallationRecord, StateDocument
 
 if TYPE_CHECKING:  # the OAuth layer (httpx, authlib) loads only when a refresh runs
+    from reconciler.auth.transport import Http
+    from reconciler.config.desired import CyclrSettings
+    from reconciler.platform_refresh import PlatformRefresh
     from reconciler.refresh import Finding, RefreshSettings
 
 __all__ = ["RefreshOutcome", "run_refresh"]
@@ -54,25 +57,70 @@ def run_refresh(
     backend = open_backend(ws, loaded.root)
     with backend.lock("refresh" if record else "plan --refresh", timeout=lock_timeout):
         doc = backend.read()
-        findings = []
+        findings: list[Finding] = []
+        observed = doc
         if doc is not None:
             selected = set(scope.selection.pick(doc.resources))
             key = state_key(ws, loaded.root, backend, on_key_created=no_note, create=False)
-            if key is not None:
-                vault = Vault(backend.credential_store(), key, lineage=doc.lineage, environment=ws.environment_name)
-                with Http(timeout=ws.http_timeout) as http:
+            with Http(timeout=ws.http_timeout) as http:
+                if key is not None:
+                    vault = Vault(backend.credential_store(), key, lineage=doc.lineage, environment=ws.environment_name)
                     findings = refresh_all(
                         doc, loaded.desired, vault, http, load_catalog(),
                         now=ws.clock, settings=settings, addresses=selected, progress=progress,
                     )
+                if loaded.desired.platform is not None:
+                    seen = _observe(loaded.desired.platform, http, doc, selected, settings, progress)
+                    findings, observed = findings + seen.findings, seen.observed
         if record:
-            return RefreshOutcome(findings, recorded=_record_drift(backend, findings, ws.clock()) if doc else 0)
+            if doc is None or observed is None:
+                return RefreshOutcome(findings)
+            changed = _record_drift(backend, findings, ws.clock()) + _record_observed(backend, observed, findings)
+            return RefreshOutcome(findings, recorded=changed)
+        doc = observed
         drift = {f.address: f.drift for f in findings if f.drift}
         plan = plan_of(ws, loaded, backend, scope, doc, refreshed=drift)
         warnings = [str(w) for w in loaded.warnings] + [
             f"{f.address}: {f.message}" for f in findings if f.outcome in ("transient", "partner", "skipped")
         ]
         return RefreshOutcome(findings, plan=PlanResult(loaded, backend, plan, to_document(plan, warnings=warnings)))
+
+
+def _observe(
+    settings: CyclrSettings,
+    http: Http,
+    doc: StateDocument,
+    selected: set[str],
+    refresh: RefreshSettings,
+    progress: Callable[[int, int], None],
+) -> PlatformRefresh:
+    from reconciler.app.platform import platform_api
+    from reconciler.platform_refresh import observe_platform
+
+    api = platform_api(settings, http)
+    return observe_platform(doc, api, addresses=selected, parallelism=refresh.parallelism, progress=progress)
+
+
+def _record_observed(backend: StateBackend, observed: StateDocument, findings: list[Finding]) -> int:
+    """Write what the platform shows of the records it was asked about (a record gone from it is removed)."""
+    doc = backend.read()
+    if doc is None:
+        return 0
+    resources = dict(doc.resources)
+    changed = 0
+    for finding in findings:
+        if finding.outcome not in ("ok", "gone", "edited", "deauthenticated") or finding.address not in resources:
+            continue
+        seen = observed.resources.get(finding.address)
+        if seen != resources[finding.address]:
+            changed += 1
+            if seen is None:
+                del resources[finding.address]
+            else:
+                resources[finding.address] = seen
+    if changed:
+        backend.write(doc.with_resources(resources), expected_serial=doc.serial)
+    return changed
 
 
 def _record_drift(backend: StateBackend, findings: list[Finding], now: dt.datetime) -> int:

@@ -81,7 +81,9 @@ def refresh(opts: GlobalOptions, parallelism: int, window: float, lock_timeout: 
         if finding.outcome not in ("ok", "refreshed"):
             click.echo(f"{finding.address}: {one_line(finding.drift.words if finding.drift else finding.message)}", err=True)
     labels = {"ok": "fine", "refreshed": "refreshed", "revoked": "revoked", "rejected": "refresh rejected",
-              "partner": "partner fault", "transient": "could not be checked", "skipped": "skipped"}
+              "partner": "partner fault", "transient": "could not be checked", "skipped": "skipped",
+              "deauthenticated": "not authenticated on the platform", "gone": "gone from the platform",
+              "edited": "edited on the platform"}
     summary = ", ".join(f"{counts[k]} {label}" for k, label in labels.items() if counts.get(k))
     click.echo(f"Refresh complete: {summary or 'nothing to refresh'}.")
     partners = sorted({f.partner for f in outcome.findings if f.outcome == "partner" and f.partner})
