@@ -57,6 +57,13 @@ def installation_status(record: InstallationRecord, tokens: TokenFacts | None, *
     if record.drift is not None:
         reason = record.drift.words + _pending_note(record)
         return Status("needs-reauthorization", reason, record.checked_at, expires_at)
+    if record.platform_holds_tokens:  # no tokens of ours: what the platform last said stands
+        installed = record.account_connector
+        if installed is None:
+            return Status("needs-reauthorization", "not found on the platform", record.checked_at)
+        if not installed.authenticated:
+            return Status("needs-reauthorization", "not authenticated on the platform", record.checked_at)
+        return Status("healthy", "signed in; the platform holds its tokens", checked)
     if tokens is not None and tokens.error is not None:
         return Status("error", tokens.error, now, expires_at)
     if tokens is not None and not tokens.present:

@@ -14,7 +14,7 @@ import click
 
 from reconciler.cli.group import EXIT_OK, GlobalGroup, GlobalOptions, cli, count, global_options
 from reconciler.cli.options import LOCK_TIMEOUT, exact_address, globs_option, patterns, selection_options
-from reconciler.cli.views import iso, view
+from reconciler.cli.views import iso, placed_fields, view
 from reconciler.errors import UsageError, one_line
 
 
@@ -57,12 +57,15 @@ def state_show(opts: GlobalOptions, address: str, fmt: str, as_json: bool) -> in
       reconciler state show installation.acme.ado-main --format json | jq .granted_scopes
     """
     from reconciler.app.statecmds import read_statuses
+    from reconciler.state.model import InstallationRecord
 
     doc, statuses = read_statuses(opts.workspace())
     record = doc.resources.get(address) if doc else None
     if record is None:
         raise UsageError(f"{address} is not in state", hint="`reconciler state list` shows what is")
     data = record.model_dump(mode="json", exclude_none=True)
+    if isinstance(record, InstallationRecord) and record.placement is not None:
+        data = {k: v for k, v in data.items() if k not in ("placement", "account_connector")} | placed_fields(record)
     if address in statuses:  # the derived status replaces the recorded one; the expiry is the stored token's
         status = statuses[address]
         data["status"], data["reason"] = status.word, status.reason

@@ -121,7 +121,24 @@ def _list_entry(address: str, record: Any, status: Status | None) -> dict[str, A
             entry["reason"] = status.reason
             times |= {"checked_at": iso(status.checked_at), "expires_at": iso(status.expires_at)}
         entry |= {key: value for key, value in times.items() if value is not None}
+        if record.placement is not None:
+            entry |= {k: v for k, v in placed_fields(record).items() if k != "granted_scopes"}
     return entry
+
+
+def placed_fields(record: Any) -> dict[str, Any]:
+    """Where an installation on a platform lives, flat (`state show`, `state list --json`): the platform, account,
+    account connector, platform connector (id and version), authentication entry, whether the platform says it is
+    authenticated; where the platform holds the tokens, granted scopes are said to be held there."""
+    from reconciler.placed import HELD_BY_PLATFORM
+
+    placement, installed = record.placement, record.account_connector
+    fields: dict[str, Any] = {"platform": placement.platform, "account_id": placement.account, "auth_via": placement.auth_via}
+    if installed is not None:
+        fields |= installed.model_dump(mode="json", exclude_none=True)
+    if record.platform_holds_tokens:
+        fields["granted_scopes"] = HELD_BY_PLATFORM
+    return fields
 
 
 def iso(moment: dt.datetime | None) -> str | None:
