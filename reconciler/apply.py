@@ -41,7 +41,7 @@ from reconciler.declared import DeclaredInstallation, DeclaredPartner
 from reconciler.errors import ReconcilerError, StaleStateError
 from reconciler.pending import PENDING_LIFETIME
 from reconciler.plan import Action, Plan, ResourceChange
-from reconciler.platform_apply import PlatformServices, carry_out_on_platform
+from reconciler.platform_apply import PlatformServices, carry_out_on_platform, kept_installed, push_tokens
 from reconciler.revocation import declared_secret, revoke_recorded
 from reconciler.state.backend import StateBackend
 from reconciler.state.model import AnyRecord, InstallationRecord, PartnerRecord, StateDocument
@@ -124,7 +124,7 @@ class Run:
     def save(self, address: str, record: AnyRecord | None) -> None:
         """Persist one completed step: `address` set to `record` (None: removed)."""
         expected = self.doc.serial if self.exists else None
-        doc = self.doc.with_record(address, record)
+        doc = self.doc.with_record(address, kept_installed(self.doc.resources.get(address), record))
         self.doc = self.services.backend.write(doc, expected_serial=expected, changed={address})
         self.exists = True
         self.result.state = self.doc
@@ -272,6 +272,7 @@ class Run:
             authorized_by=verification.user,
         ).model_copy(update={"verified_at": now})
         self.tokens.record_new(address, installation.client_id, tokens, lambda: self.save(address, record))
+        push_tokens(self, self.services.platform, installation, tokens)  # on a platform: its account connector's
         if old is not None and self.revoke(address, old, replaced):
             self.hooks.step(address, "the old grant is revoked")
         self.result.completed.append(address)

@@ -12,8 +12,11 @@ from reconciler.apply import ApplyError, ApplyHooks, ApplyResult, Run, Services
 from reconciler.auth.errors import ProviderError
 from reconciler.auth.request import AuthorizationRequest
 from reconciler.config.desired import DesiredState
+from reconciler.declared import target_digest
 from reconciler.errors import ReconcilerError
 from reconciler.pending import pending_target
+from reconciler.platform_apply import PlatformSteps
+from reconciler.state.model import InstallationRecord
 
 __all__ = ["authorize_pending"]
 
@@ -37,6 +40,9 @@ def authorize_pending(
             record = run.installation_record(address)
             if record is None or record.pending is None:
                 raise ApplyError("no pending authorization")
+            if record.platform_holds_tokens:
+                sign_in_on_platform(run, record, desired, services)
+                continue
             installation = pending_target(desired, run.doc, address)
             if installation is None:
                 raise ApplyError(
@@ -56,3 +62,19 @@ def authorize_pending(
             run.result.error = ApplyError(exc.message if address in exc.message else f"{address}: {exc.message}", hint=exc.hint)
             break
     return run.result
+
+
+def sign_in_on_platform(run: Run, record: InstallationRecord, desired: DesiredState, services: Services) -> None:
+    """A sign-in due on the platform: a fresh one-use link now that someone is there to use it (a deferred one
+    recorded no link). Only while the configuration still declares what was installed."""
+    want = desired.installations.get(record.address)
+    if want is None or record.pending is None or record.pending.target_digest != target_digest(want.declared):
+        raise ApplyError(
+            "the configuration changed since it was installed", hint="run plan and apply: it is updated first"
+        )
+    if services.platform is None or services.platform.sign_in is None:
+        raise ApplyError(
+            "a sign-in through the platform needs someone to open its link",
+            hint="run `reconciler authorize` with --auth-mode browser or paste",
+        )
+    PlatformSteps(run, services.platform, services.now).sign_in(want.declared, record)

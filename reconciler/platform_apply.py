@@ -11,9 +11,12 @@ step it is given may), hold a sign-in token anywhere but in the link it hands th
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from pydantic import SecretStr
 
 from reconciler.config.desired import DesiredState
 from reconciler.declared import DeclaredInstallation, target_digest
@@ -32,8 +35,17 @@ from reconciler.state.model import (
     StateDocument,
 )
 from reconciler.state.records import installation_record, updated_installation_record
+from reconciler.tokens.model import TokenSet
 
-__all__ = ["PlatformServices", "PlatformSignIn", "PlatformSteps", "carry_out_on_platform"]
+__all__ = [
+    "PlatformServices",
+    "PlatformSignIn",
+    "PlatformSteps",
+    "auth_value",
+    "carry_out_on_platform",
+    "kept_installed",
+    "push_tokens",
+]
 
 
 class PlatformSignIn(Protocol):
@@ -82,7 +94,9 @@ class Run(Protocol):
 def carry_out_on_platform(
     run: Run, change: ResourceChange, services: PlatformServices | None, now: Callable[[], dt.datetime]
 ) -> bool:
-    """Carry out `change` if it is the platform's (an account, or an installation that is or was on it)."""
+    """Carry out the platform's part of `change` (an account, or an installation that is or was on it). False: the
+    rest is the usual executor's — none of it, or, where the reconciler holds the tokens (`auth_via: reconciler`),
+    the authorization (its tokens then go to the account connector, see `push_tokens`) or the delete."""
     record = run.doc.resources.get(change.address)
     target = change.target
     placed = (isinstance(target, DeclaredInstallation) and target.placement is not None) or (
@@ -95,13 +109,12 @@ def carry_out_on_platform(
     steps = PlatformSteps(run, services, now)
     if change.kind == "account":
         steps.account(change, record if isinstance(record, AccountRecord) else None)
-    elif change.action is Action.DELETE:
+        return True
+    if change.action is Action.DELETE:
         assert isinstance(record, InstallationRecord)
-        steps.delete_installation(change.address, record)
-    else:
-        assert isinstance(target, DeclaredInstallation)
-        steps.installation(change, target)
-    return True
+        return steps.delete_installation(change.address, record)
+    assert isinstance(target, DeclaredInstallation)
+    return steps.installation(change, target)
 
 
 class PlatformSteps:
@@ -130,16 +143,20 @@ class PlatformSteps:
 
     # -- installations ------------------------------------------------------------------------------------------
 
-    def delete_installation(self, address: str, record: InstallationRecord) -> None:
+    def delete_installation(self, address: str, record: InstallationRecord) -> bool:
         installed, placement = record.account_connector, record.placement
         if installed is not None and placement is not None:
             self.api.delete_account_connector(placement.account, installed.account_connector_id)
+        if not record.platform_holds_tokens:
+            return False  # our tokens: revoked and forgotten as usual
         self.run.save(address, None)
         self.run.result.completed.append(address)
         self.run.hooks.step(address, "deleted; its account connector is removed")
+        return True
 
-    def installation(self, change: ResourceChange, want: DeclaredInstallation) -> None:
-        """Install (or update the properties of) `want`, then sign it in unless the change needs none."""
+    def installation(self, change: ResourceChange, want: DeclaredInstallation) -> bool:
+        """Install (or update the properties of) `want`, then sign it in through the platform unless the change
+        needs none. False: the reconciler holds its tokens, and the usual executor authorizes or updates it."""
         address, placement = want.address, want.placement
         assert placement is not None
         request = self.request(want)
@@ -151,11 +168,15 @@ class PlatformSteps:
             assert record is not None and record.account_connector is not None
             self.set_properties(placement.account, record.account_connector.account_connector_id, request)
             record = updated_installation_record(record, want)
-            if change.action is Action.UPDATE:
+            if change.action is Action.UPDATE and placement.platform_holds_tokens:
                 self.run.save(address, record.model_copy(update={"pending": None}))
                 self.run.result.completed.append(address)
-                return self.run.hooks.step(address, "properties updated")
+                self.run.hooks.step(address, "properties updated")
+                return True
+        if not placement.platform_holds_tokens:
+            return False
         self.sign_in(want, record)
+        return True
 
     def request(self, want: DeclaredInstallation) -> InstallRequest:
         placement = want.placement
@@ -237,3 +258,40 @@ class PlatformSteps:
         self.run.save(want.address, record.model_copy(update={"pending": marker, "status": status}))
         self.run.result.pending.append((want.address, ""))
         self.run.hooks.step(want.address, f"sign-in due: reconciler authorize {want.address}")
+
+
+# -- tokens of our own (auth_via: reconciler) -------------------------------------------------------------------
+
+
+def kept_installed(old: AnyRecord | None, new: AnyRecord | None) -> AnyRecord | None:
+    """`new`, keeping where `old` is installed when `new` (a record of the same placement, written by a step that
+    knows nothing of platforms: an authorization of our own, a deferral) does not say."""
+    if not isinstance(new, InstallationRecord) or new.placement is None or new.account_connector is not None:
+        return new
+    if isinstance(old, InstallationRecord) and old.placement == new.placement:
+        return new.model_copy(update={"account_connector": old.account_connector})
+    return new
+
+
+def auth_value(tokens: TokenSet) -> SecretStr:
+    """The platform's AuthValue of `tokens`: the JSON string {AccessToken, RefreshToken, Expires, RefreshExpires}."""
+    expires = tokens.expires_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if tokens.expires_at else None
+    refresh = tokens.refresh_token.get_secret_value() if tokens.refresh_token is not None else None
+    value = {"AccessToken": tokens.access_token.get_secret_value(), "RefreshToken": refresh, "Expires": expires,
+             "RefreshExpires": None}
+    return SecretStr(json.dumps(value))
+
+
+def push_tokens(run: Run, services: PlatformServices | None, installation: DeclaredInstallation, tokens: TokenSet) -> None:
+    """Hand tokens we just recorded for an installation on the platform to its account connector."""
+    placement = installation.placement
+    if placement is None or services is None:
+        return
+    record = run.installation_record(installation.address)
+    installed = record.account_connector if record is not None else None
+    if record is None or installed is None:
+        raise ReconcilerError("the account connector is not recorded: its tokens cannot be handed over", hint="plan again")
+    services.api.put_auth_value(placement.account, installed.account_connector_id, auth_value(tokens))
+    signed_in = installed.model_copy(update={"authenticated": True})
+    run.save(installation.address, record.model_copy(update={"account_connector": signed_in}))
+    run.hooks.step(installation.address, "tokens handed to the platform (authenticated)")
