@@ -23,7 +23,7 @@ from typing import Self
 import pytest
 from pydantic import SecretStr
 
-from reconciler.auth import consent
+from reconciler.auth import loopback
 from reconciler.auth.consent import LoopbackReceiver
 from reconciler.auth.request import AuthorizationRequest
 from tests.conftest import run, snapshot
@@ -206,7 +206,7 @@ def _trickle(sock: socket.socket, stop: threading.Event) -> None:
 def test_a_trickling_client_does_not_block_the_real_redirect(monkeypatch: pytest.MonkeyPatch) -> None:
     """One connection sends a partial request and then trickles; the real redirect on a second connection is
     received all the same, and the slow connection is closed by the whole-request deadline."""
-    monkeypatch.setattr(consent, "REQUEST_DEADLINE", 1.0, raising=False)
+    monkeypatch.setattr(loopback, "REQUEST_DEADLINE", 1.0)
     port = free_port()
     request = _request(port)
     stop = threading.Event()
@@ -241,7 +241,7 @@ def test_a_trickling_client_does_not_block_the_real_redirect(monkeypatch: pytest
 def test_silent_connections_beyond_the_cap_do_not_block_the_redirect(monkeypatch: pytest.MonkeyPatch) -> None:
     """Many idle connections (a browser's pre-connects, or a flood) hold no more than the cap; once their deadline
     passes the real redirect is received (a guard for the cap: connections beyond it wait their turn)."""
-    monkeypatch.setattr(consent, "REQUEST_DEADLINE", 1.0, raising=False)
+    monkeypatch.setattr(loopback, "REQUEST_DEADLINE", 1.0)
     port = free_port()
     request = _request(port)
     with LoopbackReceiver(port, "/callback", request, lambda message: None) as receiver:
