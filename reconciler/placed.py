@@ -92,6 +92,8 @@ def placed_installation_change(
             reason = f"sign-in due since {pending.since.isoformat()}: reconciler authorize {address}"
             return ResourceChange(address, Action.NOOP, (reason,), before, after, pending=True, target=want)
         reauthorize.append(f"pending sign-in expired on {pending.expires_at.isoformat()}")
+    if pending is None and have.status == "pending_authorization":  # installed; its sign-in failed or was stopped
+        reauthorize.append("sign-in not completed")
     drift = drift or have.drift
     if have.status == "authorized" and (drift is not None or not have.account_connector.authenticated):
         reauthorize.append((drift or Drift.DEAUTHENTICATED).words)

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from pydantic import SecretStr
 
+from reconciler.auth.signin import PlatformSignIn
 from reconciler.config.desired import DesiredState
 from reconciler.declared import DeclaredInstallation, target_digest
 from reconciler.errors import ReconcilerError
@@ -39,18 +40,12 @@ from reconciler.tokens.model import TokenSet
 
 __all__ = [
     "PlatformServices",
-    "PlatformSignIn",
     "PlatformSteps",
     "auth_value",
     "carry_out_on_platform",
     "kept_installed",
     "push_tokens",
 ]
-
-
-class PlatformSignIn(Protocol):
-    def sign_in(self, link_for: Callable[[str], str], authenticated: Callable[[], bool], label: str) -> None:
-        """Have a person complete the sign-in behind `link_for(target_origin)`; return once `authenticated()`."""
 
 
 @dataclass(frozen=True)
@@ -228,9 +223,10 @@ class PlatformSteps:
         if sign_in is None:
             return self.defer(want, record)
 
-        def link_for(target_origin: str) -> str:
+        def link_for(target_origin: str | None) -> str:
             token = self.api.sign_in_token(placement.account)
-            return sign_in_link(self.services.service_url, installed.account_connector_id, token, target_origin)
+            origin = target_origin or self.services.service_url  # None: the platform's own origin
+            return sign_in_link(self.services.service_url, installed.account_connector_id, token, origin)
 
         def authenticated() -> bool:
             found = self.api.get_account_connector(placement.account, installed.account_connector_id)

@@ -22,7 +22,7 @@ __all__ = ["open_memo", "remember"]
 def open_memo(request: PlanRequest) -> PlanMemo | None:
     """The memo entry for `request` (None: the memo does not apply to it)."""
     ws = request.workspace
-    if not ws.cache or request.refresh is not None or request.out is not None or request.split_dir is not None:
+    if not ws.cache or ws.refresh_catalog or request.refresh is not None or request.out is not None or request.split_dir is not None:
         return None
     from reconciler.memo import PlanMemo
 

@@ -15,8 +15,9 @@ from reconciler.config.desired import CyclrSettings, DesiredState
 from reconciler.errors import PlanError
 
 if TYPE_CHECKING:  # HTTP loads only for commands that reach the platform
+    from reconciler.auth.signin import PlatformSignIn
     from reconciler.auth.transport import Http
-    from reconciler.platform_apply import PlatformServices, PlatformSignIn
+    from reconciler.platform_apply import PlatformServices
     from reconciler.platforms.cyclr.api import CyclrApi
 
 __all__ = ["check_installations", "check_platform", "platform_api", "platform_services"]
@@ -29,9 +30,14 @@ def platform_api(settings: CyclrSettings, http: Http) -> CyclrApi:
     return CyclrApi(settings.api_url, credentials, http.client)
 
 
-def connector_list(ws: Workspace, api: CyclrApi) -> Sequence[Mapping[str, Any]]:
-    """The platform's connector list for this command (fetched once per command)."""
-    return api.list_connectors()
+def connector_list(ws: Workspace, settings: CyclrSettings, api: CyclrApi) -> Sequence[Mapping[str, Any]]:
+    """The platform's connector list, from the cache beside the configuration while it is fresh (an hour), else
+    fetched and kept there; `ws.refresh_catalog` fetches it regardless."""
+    from reconciler.platforms.cyclr.catalog_cache import CACHE_DIR, cache_key
+    from reconciler.platforms.cyclr.catalog_cache import connector_list as cached
+
+    key = cache_key(settings.api_url, settings.client_id)
+    return cached(api.list_connectors, ws.config_dir / CACHE_DIR, key, now=ws.clock(), refresh=ws.refresh_catalog)
 
 
 def check_installations(desired: DesiredState, listed: Sequence[Mapping[str, Any]]) -> None:
@@ -59,7 +65,7 @@ def check_platform(ws: Workspace, desired: DesiredState) -> None:
 
     assert desired.platform is not None
     with Http(timeout=ws.http_timeout) as http:
-        check_installations(desired, connector_list(ws, platform_api(desired.platform, http)))
+        check_installations(desired, connector_list(ws, desired.platform, platform_api(desired.platform, http)))
 
 
 def platform_services(ws: Workspace, desired: DesiredState, http: Http, sign_in: PlatformSignIn | None) -> PlatformServices | None:
@@ -68,12 +74,13 @@ def platform_services(ws: Workspace, desired: DesiredState, http: Http, sign_in:
 
     if desired.platform is None:
         return None
-    api = platform_api(desired.platform, http)
+    settings = desired.platform
+    api = platform_api(settings, http)
     listed: list[Sequence[Mapping[str, Any]]] = []
 
     def connectors() -> Sequence[Mapping[str, Any]]:
         if not listed:
-            listed.append(connector_list(ws, api))
+            listed.append(connector_list(ws, settings, api))
         return listed[0]
 
     return PlatformServices(api=api, connectors=connectors, service_url=desired.platform.service_url, sign_in=sign_in)

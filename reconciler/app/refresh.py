@@ -18,6 +18,7 @@ from reconciler.app.request import PlanScope
 from reconciler.app.source import config_source
 from reconciler.app.workspace import Workspace, open_backend
 from reconciler.catalog.files import load_catalog
+from reconciler.config import LoadedConfig
 from reconciler.render.document import to_document
 from reconciler.state.backend import StateBackend
 from reconciler.state.model import InstallationRecord, StateDocument
@@ -49,41 +50,71 @@ def run_refresh(
 ) -> RefreshOutcome:
     """Refresh expiring tokens and check every authorized installation. With `record`, store what was found in
     state (`reconciler refresh`); otherwise plan with it (`plan --refresh`). Rotated tokens are stored either way."""
-    from reconciler.auth.transport import Http
-    from reconciler.refresh import refresh_all
-    from reconciler.tokens.vault import Vault
 
     loaded = config_source(ws).load()
     backend = open_backend(ws, loaded.root)
     with backend.lock("refresh" if record else "plan --refresh", timeout=lock_timeout):
-        doc = backend.read()
-        findings: list[Finding] = []
-        observed = doc
-        if doc is not None:
-            selected = set(scope.selection.pick(doc.resources))
-            key = state_key(ws, loaded.root, backend, on_key_created=no_note, create=False)
-            with Http(timeout=ws.http_timeout) as http:
-                if key is not None:
-                    vault = Vault(backend.credential_store(), key, lineage=doc.lineage, environment=ws.environment_name)
-                    findings = refresh_all(
-                        doc, loaded.desired, vault, http, load_catalog(),
-                        now=ws.clock, settings=settings, addresses=selected, progress=progress,
-                    )
-                if loaded.desired.platform is not None:
-                    seen = _observe(loaded.desired.platform, http, doc, selected, settings, progress)
-                    findings, observed = findings + seen.findings, seen.observed
         if record:
+            doc = backend.read()
+            findings, observed = refreshed(ws, loaded, backend, doc, scope, settings, progress)
             if doc is None or observed is None:
                 return RefreshOutcome(findings)
             changed = _record_drift(backend, findings, ws.clock()) + _record_observed(backend, observed, findings)
             return RefreshOutcome(findings, recorded=changed)
-        doc = observed
-        drift = {f.address: f.drift for f in findings if f.drift}
-        plan = plan_of(ws, loaded, backend, scope, doc, refreshed=drift)
-        warnings = [str(w) for w in loaded.warnings] + [
-            f"{f.address}: {f.message}" for f in findings if f.outcome in ("transient", "partner", "skipped")
-        ]
-        return RefreshOutcome(findings, plan=PlanResult(loaded, backend, plan, to_document(plan, warnings=warnings)))
+        findings, result = refreshed_plan(ws, loaded, backend, scope, settings, progress)
+        return RefreshOutcome(findings, plan=result)
+
+
+def refreshed_plan(
+    ws: Workspace,
+    loaded: LoadedConfig,
+    backend: StateBackend,
+    scope: PlanScope,
+    settings: RefreshSettings,
+    progress: Callable[[int, int], None],
+) -> tuple[list[Finding], PlanResult]:
+    """Refresh, then plan with what was found (`plan --refresh`, `apply --refresh`). Call with the lock held."""
+    findings, observed = refreshed(ws, loaded, backend, backend.read(), scope, settings, progress)
+    drift = {f.address: f.drift for f in findings if f.drift}
+    plan = plan_of(ws, loaded, backend, scope, observed, refreshed=drift)
+    warnings = [str(w) for w in loaded.warnings] + [
+        f"{f.address}: {f.message}" for f in findings if f.outcome in ("transient", "partner", "skipped")
+    ]
+    return findings, PlanResult(loaded, backend, plan, to_document(plan, warnings=warnings))
+
+
+def refreshed(
+    ws: Workspace,
+    loaded: LoadedConfig,
+    backend: StateBackend,
+    doc: StateDocument | None,
+    scope: PlanScope,
+    settings: RefreshSettings,
+    progress: Callable[[int, int], None],
+) -> tuple[list[Finding], StateDocument | None]:
+    """Refresh expiring tokens, check every authorized installation, and read the platform's accounts and account
+    connectors: the findings, and the document as the platform shows it (not written). Rotated tokens are stored."""
+    from reconciler.auth.transport import Http
+    from reconciler.refresh import refresh_all
+    from reconciler.tokens.vault import Vault
+
+    if doc is None:
+        return [], None
+    findings: list[Finding] = []
+    observed = doc
+    selected = set(scope.selection.pick(doc.resources))
+    key = state_key(ws, loaded.root, backend, on_key_created=no_note, create=False)
+    with Http(timeout=ws.http_timeout) as http:
+        if key is not None:
+            vault = Vault(backend.credential_store(), key, lineage=doc.lineage, environment=ws.environment_name)
+            findings = refresh_all(
+                doc, loaded.desired, vault, http, load_catalog(),
+                now=ws.clock, settings=settings, addresses=selected, progress=progress,
+            )
+        if loaded.desired.platform is not None:
+            seen = _observe(loaded.desired.platform, http, doc, selected, settings, progress)
+            findings, observed = findings + seen.findings, seen.observed
+    return findings, observed
 
 
 def _observe(

@@ -29,9 +29,10 @@ from reconciler.state.model import InstallationRecord
 if TYPE_CHECKING:  # the apply and OAuth layers (httpx, authlib) load only for commands that use them
     from reconciler.apply import ApplyHooks, ApplyResult, Services
     from reconciler.auth.consent import ConsentStep
+    from reconciler.auth.signin import PlatformSignIn
     from reconciler.auth.transport import Http
     from reconciler.config.desired import DesiredState
-    from reconciler.platform_apply import PlatformSignIn
+    from reconciler.refresh import RefreshSettings
 
 __all__ = ["RunOutcome", "run_apply", "run_authorize", "services_for"]
 
@@ -84,9 +85,11 @@ def run_apply(
     plan_file: Path | None = None,
     on_missed: Callable[[str, ReconcilerError], bool] | None = None,
     sign_in: PlatformSignIn | None = None,
+    refresh: RefreshSettings | None = None,
 ) -> RunOutcome:
-    """Lock, plan (or read the saved plan), confirm (the callback shows the plan), and carry it out. `on_missed`
-    decides whether a sign-in that timed out is left pending while the others go on (see `Services`)."""
+    """Lock, plan (or read the saved plan; with `refresh`, after a refresh), confirm (the callback shows the plan),
+    and carry it out. `on_missed` decides whether a sign-in that timed out is left pending while the others go on
+    (see `Services`)."""
     from reconciler.apply import ApplyResult, apply_plan
 
     if plan_file is not None:
@@ -101,6 +104,11 @@ def run_apply(
             state_key(ws, root, backend, on_key_created=on_key_created, create=False)
         if plan_file is not None:
             check_fresh(plan_file, plan, backend)
+        elif refresh is not None:
+            from reconciler.app.refresh import refreshed_plan
+
+            result = refreshed_plan(ws, loaded, backend, scope, refresh, lambda done, total: None)[1]
+            plan, document = result.plan, result.document
         else:
             plan = plan_of(ws, loaded, backend, scope, backend.read())
             document = to_document(plan, warnings=[str(w) for w in loaded.warnings])

@@ -75,13 +75,19 @@ def address_options(func):  # type: ignore[no-untyped-def]
     ])
 
 
+PARALLELISM = click.option("--parallelism", type=click.IntRange(1, 256), default=10, show_default=True,
+                           help="Installations checked at once.")
+WINDOW = click.option("--window", type=click.FloatRange(min=0), default=15, show_default=True,
+                      help="Refresh tokens expiring within this many minutes.")
+REFRESH_CATALOG = click.option("--refresh-catalog", is_flag=True,
+                               help="Fetch the platform's connector list even if the copy kept for an hour is fresh.")
+
+
 def refresh_options(func):  # type: ignore[no-untyped-def]
     """--parallelism / --window / --lock-timeout for commands that refresh tokens."""
     options = [
-        click.option("--parallelism", type=click.IntRange(1, 256), default=10, show_default=True,
-                     help="Installations checked at once."),
-        click.option("--window", type=click.FloatRange(min=0), default=15, show_default=True,
-                     help="Refresh tokens expiring within this many minutes."),
+        PARALLELISM,
+        WINDOW,
         click.option("--lock-timeout", type=click.FloatRange(min=0), default=0, show_default=True,
                      help="Seconds to wait for the state lock."),
     ]

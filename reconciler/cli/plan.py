@@ -6,13 +6,20 @@ plan, the split parts). Must not: hold loading or planning logic (the applicatio
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from reconciler.cli.group import EXIT_CHANGES, EXIT_OK, GlobalOptions, cli
-from reconciler.cli.options import address_options, plan_scope, refresh_options, refresh_settings
+from reconciler.cli.options import (
+    REFRESH_CATALOG,
+    address_options,
+    plan_scope,
+    refresh_options,
+    refresh_settings,
+)
 from reconciler.cli.output import progress_bar, redacted, warn_short_secrets, write_part
 from reconciler.cli.views import view
 from reconciler.errors import ReconcilerError, UsageError
@@ -39,13 +46,15 @@ if TYPE_CHECKING:
     "DIR/plan-1.md, plan-2.md, ... (earlier plan-N.md files in DIR are replaced).",
 )
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also save the plan, for `apply FILE`.")
-@click.option("--refresh", "refresh", is_flag=True, help="Refresh expiring tokens and check each at the provider first.")
+@click.option("--refresh", "refresh", is_flag=True, help="Refresh expiring tokens and check each at the provider (and "
+              "every account connector on the platform) first.")
 @refresh_options
+@REFRESH_CATALOG
 @address_options
 @click.pass_obj
 def plan(opts: GlobalOptions, fmt: str, detailed_exitcode: bool, split_dir: Path | None, out: Path | None, refresh: bool,
-         parallelism: int, window: float, lock_timeout: float, target: tuple[str, ...], exclude: tuple[str, ...],
-         replace: tuple[str, ...], allow_delete: tuple[str, ...]) -> int:
+         parallelism: int, window: float, lock_timeout: float, refresh_catalog: bool, target: tuple[str, ...],
+         exclude: tuple[str, ...], replace: tuple[str, ...], allow_delete: tuple[str, ...]) -> int:
     """Show what apply would change. Offline and read-only, unless --refresh (which stores rotated tokens).
 
     \b
@@ -62,7 +71,7 @@ def plan(opts: GlobalOptions, fmt: str, detailed_exitcode: bool, split_dir: Path
     from reconciler.app.request import PlanRequest
 
     request = PlanRequest(
-        opts.workspace(),
+        dataclasses.replace(opts.workspace(), refresh_catalog=refresh_catalog),
         plan_scope(target, exclude, replace, allow_delete),
         format=fmt,
         color=opts.use_color(),

@@ -7,6 +7,7 @@ execution logic.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -16,10 +17,14 @@ from reconciler.cli.group import EXIT_OK, EXIT_PENDING, GlobalOptions, cli
 from reconciler.cli.options import (
     AUTH_TIMEOUT,
     LOCK_TIMEOUT,
+    PARALLELISM,
+    REFRESH_CATALOG,
     REQUIRE_SCOPES,
+    WINDOW,
     address_options,
     patterns,
     plan_scope,
+    refresh_settings,
     selection_options,
 )
 from reconciler.cli.views import view
@@ -61,6 +66,21 @@ def _consent(mode: str, timeout: float, *, chosen: bool = True):  # type: ignore
     return BrowserConsent(_announce, lambda m: click.echo(f"note: {m}", err=True), fallback, timeout=timeout)
 
 
+def _sign_in(mode: str, timeout: float):  # type: ignore[no-untyped-def]
+    """How a person signs in through the platform (`auth_via: platform`) in `mode`: None defers every sign-in."""
+    from reconciler.auth.signin import BrowserSignIn, PasteSignIn
+
+    def report(message: str) -> None:
+        click.echo(f"note: {one_line(message)}", err=True)
+
+    if mode == "defer":
+        return None
+    if mode == "paste":
+        return PasteSignIn(lambda label, url: click.echo(f"\nSign in {label} — open this link in a browser (it works "
+                                                         f"once, for 5 minutes):\n  {url}\n", err=True), report)
+    return BrowserSignIn(report, timeout=timeout)
+
+
 def _interactive() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
@@ -83,11 +103,17 @@ AUTH_MODE = click.option(
               "on a terminal you are asked instead.")
 @REQUIRE_SCOPES
 @LOCK_TIMEOUT
+@click.option("--refresh", is_flag=True, help="Refresh and check every installation first (as `plan --refresh`), "
+              "then plan and apply in one run.")
+@PARALLELISM
+@WINDOW
+@REFRESH_CATALOG
 @address_options
 @click.pass_obj
 def apply(opts: GlobalOptions, plan_file: Path | None, auto_approve: bool, auth_mode: str | None, auth_timeout: float,
-          leave_missed_pending: bool, require_scopes: bool, lock_timeout: float, target: tuple[str, ...],
-          exclude: tuple[str, ...], replace: tuple[str, ...], allow_delete: tuple[str, ...]) -> int:
+          leave_missed_pending: bool, require_scopes: bool, lock_timeout: float, refresh: bool, parallelism: int,
+          window: float, refresh_catalog: bool, target: tuple[str, ...], exclude: tuple[str, ...],
+          replace: tuple[str, ...], allow_delete: tuple[str, ...]) -> int:
     """Plan, confirm, then make it so: run the due authorizations and record tokens (sealed) and granted scopes.
 
     State is written after every completed step; an error stops the run and keeps everything done before it.
@@ -103,7 +129,7 @@ def apply(opts: GlobalOptions, plan_file: Path | None, auto_approve: bool, auth_
     from reconciler.app.run import run_apply
 
     mode = auth_mode or ("browser" if _interactive() else "defer")
-    if plan_file is not None and (target or exclude or replace or allow_delete):
+    if plan_file is not None and (target or exclude or replace or allow_delete or refresh):
         raise UsageError("a saved plan is applied as it was made", hint="give --target & co. to `plan --out`")
     if not auto_approve and not sys.stdin.isatty():
         raise UsageError("apply needs confirmation, and there is no terminal to ask", hint="pass --auto-approve")
@@ -126,10 +152,12 @@ def apply(opts: GlobalOptions, plan_file: Path | None, auto_approve: bool, auth_
         return click.confirm("Continue with the others and leave it pending?", default=False, err=True)
 
     outcome = run_apply(
-        opts.workspace(),
+        dataclasses.replace(opts.workspace(), refresh_catalog=refresh_catalog),
+        refresh=refresh_settings(parallelism, window) if refresh else None,
         scope=plan_scope(target, exclude, replace, allow_delete),
         plan_file=plan_file,
         consent=_consent(mode, auth_timeout, chosen=auth_mode is not None),
+        sign_in=_sign_in(mode, auth_timeout),
         hooks=_EchoHooks(),
         confirm=confirm,
         on_missed=on_missed,
@@ -177,6 +205,7 @@ def authorize(opts: GlobalOptions, addresses: tuple[str, ...], reissue: bool, au
         [*addresses, *target],
         excludes=exclude,
         consent=None if reissue else _consent(mode, auth_timeout, chosen=auth_mode is not None),
+        sign_in=None if reissue else _sign_in(mode, auth_timeout),
         hooks=_EchoHooks(),
         reissue=reissue,
         require_scopes=require_scopes,
