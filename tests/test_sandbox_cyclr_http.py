@@ -23,8 +23,7 @@ from reconciler.auth.errors import ProviderError
 from reconciler.auth.retry import RetryPolicy
 from reconciler.cli import cli
 from reconciler.platforms.cyclr.api import AccountExists, CyclrApi, PartnerApiCredentials, sign_in_link
-from reconciler.sandbox import SandboxServer, load_seed
-from reconciler.sandbox import cyclr_routes
+from reconciler.sandbox import SandboxServer, cyclr_routes, load_seed
 from reconciler.sandbox.agent import ConsentAgentError, answer_consent
 from reconciler.sandbox.seed import SeedError
 
@@ -132,7 +131,7 @@ def test_a_used_or_expired_sign_in_token_is_refused(server: SandboxServer, api: 
     connector = _install(api)
     link = _link(server, api, connector)
     answer_consent(link, follow=False)
-    with pytest.raises(ConsentAgentError, match="HTTP 401.*invalid, used or expired"):
+    with pytest.raises(ConsentAgentError, match=r"HTTP 401.*invalid, used or expired"):
         answer_consent(link, follow=False)
     late = _link(server, api, connector)
     later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=6)
@@ -173,7 +172,7 @@ def test_a_400_message_is_shown_as_cyclr_said_it(server: SandboxServer, api: Cyc
     api.create_account("acme", "Acme Ltd")
     fault = {"status": 400, "message": "InvalidScope: vso.work_full is not registered"}
     _admin(server, "faults", {"endpoint": "cyclr-install", "faults": [fault]})
-    with pytest.raises(ProviderError, match="HTTP 400\\): InvalidScope: vso.work_full is not registered"):
+    with pytest.raises(ProviderError, match=r"HTTP 400\): InvalidScope: vso.work_full is not registered"):
         _install(api)
     assert api.list_account_connectors("acme") == []
 
@@ -255,13 +254,12 @@ def test_the_sandbox_approve_command_follows_a_connectorauth_link(server: Sandbo
 
 
 class _Landing(BaseHTTPRequestHandler):
+    """The targetOrigin page (HTTP/1.0: the body ends with the connection)."""
+
     def do_GET(self) -> None:
-        body = b"<html><body><h1>Signed in to Cyclr</h1></body></html>"
         self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        self.wfile.write(b"<html><body><h1>Signed in to Cyclr</h1></body></html>")
 
     def log_message(self, format: str, *args: Any) -> None:
         return
