@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl
 from reconciler.sandbox.cyclr import CyclrSandbox
 from reconciler.sandbox.cyclr_model import CyclrFailure
 from reconciler.sandbox.model import now
+from reconciler.sandbox.seed import ExistingAccount, add_existing
 
 __all__ = ["Answer", "CyclrRoutes", "Request"]
 
@@ -128,8 +129,6 @@ def _library(cyclr: CyclrSandbox, request: Request) -> Answer:
 
 
 def _existing(cyclr: CyclrSandbox, request: Request) -> Answer:
-    from reconciler.sandbox.seed import ExistingAccount, add_existing
-
     return _ok({"accounts": add_existing(cyclr, [ExistingAccount.model_validate(request.json())])}, 201)
 
 

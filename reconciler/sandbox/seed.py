@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reconciler.sandbox.cyclr import CyclrSandbox
+from reconciler.sandbox.cyclr_model import CyclrFailure
 from reconciler.sandbox.provider import Provider
 
 __all__ = ["ExistingAccount", "SeedError", "add_existing", "load_seed"]
@@ -102,8 +103,6 @@ def load_seed(provider: Provider, path: Path, cyclr: CyclrSandbox | None = None)
     """Register the apps and organizations listed in a seed file (YAML or JSON; `${NAME}` is taken from the
     environment; see docs/sandbox.md) and, given `cyclr`, its `cyclr:` section."""
     import yaml
-
-    from reconciler.sandbox.cyclr_model import CyclrFailure
 
     try:
         seed = Seed.model_validate(yaml.safe_load(os.path.expandvars(path.read_text())) or {})
