@@ -312,3 +312,24 @@ def test_64_concurrent_connections_are_all_answered(server: SandboxServer, api: 
         http.close()
     assert failures == []
     assert statuses.count(200) == 64 * 10
+
+
+def test_sandbox_serve_seeds_the_cyclr_api(tmp_path: Path) -> None:
+    """`reconciler sandbox serve --seed` with a cyclr: section serves that partner and its existing accounts."""
+    seed = tmp_path / "seed.yaml"
+    seed.write_text(f"cyclr:\n  partner: {{client_id: {PARTNER}, client_secret: {PARTNER_SECRET}}}\n"
+                    "  accounts: [{id: globex, name: Globex, connectors: [{connector: 310, name: ado-main}]}]\n")
+    command = [sys.executable, "-m", "reconciler", "sandbox", "serve", "--port", "0", "--seed", str(seed)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        url = line.split(" listening on ")[1].split()[0]
+        with httpx.Client() as client:
+            api = CyclrApi(url, PartnerApiCredentials(PARTNER, SecretStr(PARTNER_SECRET)), lambda: client)
+            assert [c["Name"] for c in api.list_account_connectors("globex")] == ["ado-main"]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        if process.stderr is not None:
+            process.stderr.close()
