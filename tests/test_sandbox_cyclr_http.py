@@ -113,6 +113,18 @@ def test_an_auth_value_put_authenticates_and_an_empty_one_signs_out(api: CyclrAp
     assert (api.get_account_connector("acme", connector) or {})["Authenticated"] is False
 
 
+def test_a_put_renames_and_sets_properties(server: SandboxServer, api: CyclrApi) -> None:
+    """PUT without AuthValue changes the name and properties, and leaves the authentication as it was."""
+    api.create_account("acme", "Acme Ltd")
+    connector = _install(api)
+    answer_consent(_link(server, api, connector), follow=False)
+    headers = {"Authorization": f"Bearer {server.cyclr.issued[0]}", "X-Cyclr-Account": "acme"}
+    body = {"Name": "renamed", "Properties": [{"Name": "Project", "Value": "Platform"}]}
+    answer = httpx.put(f"{server.url}/v1.0/account/connectors/{connector}", json=body, headers=headers)
+    assert answer.status_code == 200 and answer.json()["Name"] == "renamed"
+    assert answer.json()["Authenticated"] is True and _properties(api, connector)["Project"] == "Platform"
+
+
 @pytest.mark.parametrize("approve", [True, False])
 def test_the_connectorauth_link_leads_through_consent_to_target_origin(server: SandboxServer, api: CyclrApi,
                                                                        approve: bool) -> None:
