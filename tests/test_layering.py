@@ -39,7 +39,11 @@ FORBIDDEN = {
              "reconciler.app", "reconciler.apply", "reconciler.refresh"},
     # Platform adapters speak a platform's API; they decide nothing and read no configuration or state.
     "platforms": {"click", "rich", "yaml", "reconciler.config", "reconciler.state", "reconciler.planner",
-                  "reconciler.render", "reconciler.cli", "reconciler.app", "reconciler.apply"},
+                  "reconciler.render", "reconciler.cli", "reconciler.app", "reconciler.apply", "reconciler.sandbox"},
+    # The sandbox is a test double on its own: it speaks the protocols, never through the real adapters or flows.
+    "sandbox": {"click", "rich", "reconciler.platforms", "reconciler.auth", "reconciler.config", "reconciler.state",
+                "reconciler.planner", "reconciler.render", "reconciler.cli", "reconciler.app", "reconciler.apply",
+                "reconciler.refresh"},
 }
 
 
@@ -116,6 +120,7 @@ DIRECT_ONLY = {
     "platforms": {"click", "rich"},
     "auth": {"click", "rich"},
     "tokens": {"httpx", "click", "rich"},
+    "sandbox": {"click", "rich"},
 }
 INDIRECT = {
     target: frozenset(

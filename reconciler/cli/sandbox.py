@@ -15,13 +15,13 @@ from reconciler.errors import UsageError
 
 @cli.group()
 def sandbox() -> None:
-    """The built-in sandbox provider: Azure DevOps OAuth and Entra ID on 127.0.0.1, for demos and tests."""
+    """The built-in sandbox: Azure DevOps OAuth, Entra ID and the Cyclr API on 127.0.0.1, for demos and tests."""
 
 
 @sandbox.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (keep it loopback).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="Port (0: any free port).")
-@click.option("--seed", type=click.Path(exists=True, dir_okay=False), help="YAML of apps and organizations to register.")
+@click.option("--seed", type=click.Path(exists=True, dir_okay=False), help="YAML of apps, organizations and Cyclr accounts to set up.")
 def sandbox_serve(host: str, port: int, seed: str | None) -> int:
     """Serve the sandbox provider until interrupted (see docs/sandbox.md).
 
@@ -30,7 +30,7 @@ def sandbox_serve(host: str, port: int, seed: str | None) -> int:
       reconciler sandbox serve --seed examples/quickstart/sandbox.yaml
     """
     from reconciler.sandbox import SandboxServer, load_seed
-    from reconciler.sandbox.server import SeedError
+    from reconciler.sandbox.seed import SeedError
 
     if host not in {"127.0.0.1", "localhost", "::1"}:
         raise UsageError(f"the sandbox serves loopback only, not {host}", hint="it hands out test tokens to anyone")
@@ -40,7 +40,7 @@ def sandbox_serve(host: str, port: int, seed: str | None) -> int:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     if seed:
         try:
-            load_seed(server.provider, Path(seed))
+            load_seed(server.provider, Path(seed), server.cyclr)
         except SeedError as exc:
             server.httpd.server_close()
             raise UsageError(str(exc)) from None

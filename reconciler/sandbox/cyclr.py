@@ -4,9 +4,9 @@ hands a person from the connectorauth link to the sandbox provider's consent pag
 
 Owns: the Cyclr v1.0 rules as section C of the protocols states them (404 for unknown ids, `{"Message": ...}`
 errors, "ID already in use", one-use five-minute sign-in tokens, 14-day bearer tokens) plus console actions for
-tests (deauthenticate, delete or edit an account connector as a person in the console would). Thread-safe; no
-HTTP here (the sandbox server's Cyclr routes are to call it). A documented test double — never used by the real
-adapters.
+tests (set the partner's API credentials and the Application Connector Library; deauthenticate, delete or edit an
+account connector as a person in the console would; add accounts that exist already). Thread-safe. Must not:
+speak HTTP (`cyclr_routes` does) or be used by the real adapters: it is a documented test double.
 """
 
 from __future__ import annotations
@@ -18,10 +18,17 @@ import itertools
 import json
 import secrets
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
+from reconciler.sandbox.cyclr_model import (
+    CALLBACK,
+    AccountConnector,
+    CyclrFailure,
+    SignIn,
+    default_connectors,
+)
 from reconciler.sandbox.model import ADO_RESOURCE, ENTRA, LEGACY, OAuthFailure
 from reconciler.sandbox.provider import Provider
 
@@ -29,119 +36,56 @@ __all__ = ["CyclrFailure", "CyclrSandbox", "default_connectors"]
 
 BEARER_LIFETIME = dt.timedelta(days=14)
 SIGN_IN_LIFETIME = dt.timedelta(minutes=5)
-CALLBACK = "/connector/callback"
-
-
-class CyclrFailure(Exception):
-    """An answer other than success: HTTP `status` with `{"Message": message}`."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
-def default_connectors() -> list[dict[str, Any]]:
-    """The connector list the sandbox offers: Azure DevOps with both authentication types, and Slack."""
-    ado_parameters = [
-        {"Id": 101, "TargetName": "Organization", "IsAccountConnectorProperty": True, "IsOptional": False},
-        {"Id": 102, "TargetName": "Project", "IsAccountConnectorProperty": True, "IsOptional": True},
-        {"Id": 103, "TargetName": "Scopes", "IsAccountConnectorProperty": True, "IsOptional": False},
-        {"Id": 104, "TargetName": "ClientId", "IsAccountConnectorProperty": True, "IsOptional": True},
-        {"Id": 105, "TargetName": "ClientSecret", "IsAccountConnectorProperty": True, "IsOptional": True,
-         "IsSensitive": True},
-    ]
-    return [
-        {
-            "Id": 310, "Name": "Microsoft Azure DevOps", "Version": "1.0",
-            "Authentication": [
-                {"Id": 31, "AuthName": "Entra Token (recommended)", "AuthType": "OAuth2",
-                 "OAuth2Type": "AuthorisationCode"},
-                {"Id": 32, "AuthName": "Azure DevOps OAuth app (being retired)", "AuthType": "OAuth2",
-                 "OAuth2Type": "AuthorisationCode"},
-            ],
-            "Parameters": ado_parameters,
-        },
-        {
-            "Id": 420, "Name": "Slack", "Version": "1.0",
-            "Authentication": [{"Id": 41, "AuthName": "OAuth", "AuthType": "OAuth2"}],
-            "Parameters": [{"Id": 201, "TargetName": "Channel", "IsAccountConnectorProperty": True,
-                            "IsOptional": True}],
-        },
-    ]
-
-
-@dataclass
-class AccountConnector:
-    id: int
-    account: str
-    connector: dict[str, Any]
-    name: str
-    description: str
-    authentication_id: int | None
-    properties: dict[str, str] = field(default_factory=dict)
-    authenticated: bool = False
-    auth_value: str | None = None
-
-    def public(self, *, detail: bool) -> dict[str, Any]:
-        listed: dict[str, Any] = {
-            "Id": self.id,
-            "Name": self.name,
-            "Description": self.description,
-            "Connector": {"Id": self.connector["Id"], "Name": self.connector["Name"],
-                          "Version": self.connector["Version"]},
-        }
-        if detail:
-            listed["Authenticated"] = self.authenticated
-            listed["AuthenticationId"] = self.authentication_id
-            listed["Properties"] = [
-                {"Name": name, "Value": "********" if name == "ClientSecret" else value}
-                for name, value in sorted(self.properties.items())
-            ]
-        return listed
-
-
-@dataclass
-class SignIn:
-    """A sign-in under way: the browser is at the provider's consent page."""
-
-    connector: AccountConnector
-    target_origin: str
-    verifier: str
-    client: tuple[str, str]
-    flavour: str
-    redirect_uri: str
 
 
 class CyclrSandbox:
-    """All Cyclr state, guarded by one lock. `provider` runs the OAuth consent of every sign-in."""
+    """All Cyclr state, guarded by one lock. `provider` runs the OAuth consent of every sign-in. Without partner
+    API credentials (`set_partner`) every token request is refused."""
 
-    def __init__(self, provider: Provider, client_id: str, client_secret: str) -> None:
+    def __init__(self, provider: Provider, client_id: str | None = None, client_secret: str | None = None) -> None:
         self.lock = threading.Lock()
         self.provider = provider
-        self.partner = (client_id, client_secret)
+        self.partner = (client_id, client_secret) if client_id and client_secret else None
         self.bearers: dict[str, dt.datetime] = {}
         self.accounts: dict[str, dict[str, Any]] = {}
         self.connectors = default_connectors()
         self.library: dict[int, tuple[str, str]] = {}  # authentication id -> the partner's app (client id, secret)
         self.account_connectors: dict[int, AccountConnector] = {}
+        self.by_account: dict[str, dict[int, AccountConnector]] = {}  # account id -> its account connectors
         self.sign_in_tokens: dict[str, tuple[str, dt.datetime]] = {}  # token -> (account id, expiry)
         self.sign_ins: dict[str, SignIn] = {}  # OAuth state -> sign-in
         self.ids = itertools.count(1001)
-        self.issued: list[str] = []  # every bearer and sign-in token: tests search outputs for them
+        self.issued: list[str] = []  # every bearer, sign-in token and seeded AuthValue token: tests search for them
 
     # -- partner token ------------------------------------------------------------------------------------------
 
-    def issue_bearer(self, form: dict[str, str], now: dt.datetime) -> dict[str, Any]:
+    def set_partner(self, client_id: str, client_secret: str) -> None:
+        """Console action (Settings > OAuth Client Credentials): the partner's API credentials from now on."""
+        if not client_id or not client_secret:
+            raise CyclrFailure(400, "client_id and client_secret are required")
+        with self.lock:
+            self.partner = (client_id, client_secret)
+
+    def set_library(self, authentication_id: int, client_id: str, client_secret: str) -> None:
+        """Console action (Application Connector Library): the app an authentication type signs in with when an
+        account connector has no `ClientId`/`ClientSecret` of its own."""
+        if not any(a["Id"] == authentication_id for c in self.connectors for a in c["Authentication"]):
+            raise CyclrFailure(404, f"Authentication {authentication_id} not found")
+        with self.lock:
+            self.library[authentication_id] = (client_id, client_secret)
+
+    def issue_bearer(self, form: Mapping[str, str], now: dt.datetime) -> dict[str, Any]:
         if form.get("grant_type") != "client_credentials":
             raise CyclrFailure(400, "unsupported_grant_type")
-        if (form.get("client_id"), form.get("client_secret")) != self.partner:
+        partner = self.partner
+        if partner is None or (form.get("client_id"), form.get("client_secret")) != partner:
             raise CyclrFailure(401, "invalid_client")
         token = secrets.token_urlsafe(24)
         with self.lock:
             self.bearers[token] = now + BEARER_LIFETIME
             self.issued.append(token)
         return {"token_type": "bearer", "access_token": token, "expires_in": int(BEARER_LIFETIME.total_seconds()) - 1,
-                "clientId": self.partner[0]}
+                "clientId": partner[0]}
 
     def check_bearer(self, authorization: str | None, now: dt.datetime) -> None:
         token = (authorization or "").removeprefix("Bearer ").strip()
@@ -194,10 +138,17 @@ class CyclrSandbox:
         with self.lock:
             if self.accounts.pop(account_id, None) is None:
                 raise CyclrFailure(404, f"Account {account_id} not found")
-            for key in [k for k, c in self.account_connectors.items() if c.account == account_id]:
+            for key in self.by_account.pop(account_id, {}):
                 del self.account_connectors[key]
 
     # -- account connectors -------------------------------------------------------------------------------------
+
+    def connector_id(self, reference: str | int) -> str:
+        """The id of the connector `reference` names: its Id, or its Name (any case)."""
+        for connector in self.connectors:
+            if str(reference) == str(connector["Id"]) or str(reference).lower() == connector["Name"].lower():
+                return str(connector["Id"])
+        raise CyclrFailure(404, f"Connector {reference} not found")
 
     def install(self, account_id: str, connector_id: str, body: dict[str, Any]) -> dict[str, Any]:
         self.account(account_id)
@@ -210,17 +161,14 @@ class CyclrSandbox:
             raise CyclrFailure(400, f"AuthenticationId {authentication} is not an authentication of this connector")
         if not isinstance(body.get("Name"), str) or not body["Name"]:
             raise CyclrFailure(400, "Name is required")
-        properties = {str(p.get("Name")): str(p.get("Value")) for p in body.get("Properties") or []}
-        known = {p["TargetName"] for p in connector["Parameters"] if p.get("IsAccountConnectorProperty")}
-        unknown = sorted(set(properties) - known - {"ClientId", "ClientSecret"})
-        if unknown:
-            raise CyclrFailure(400, f"Unknown property {unknown[0]}")
+        properties = _properties(connector, body.get("Properties") or [])
         with self.lock:
             installed = AccountConnector(
                 next(self.ids), account_id, connector, body["Name"], str(body.get("Description") or ""),
                 int(authentication) if authentication is not None else None, properties,
             )
             self.account_connectors[installed.id] = installed
+            self.by_account.setdefault(account_id, {})[installed.id] = installed
         return installed.public(detail=True)
 
     def _owned(self, account_id: str, connector_id: str) -> AccountConnector:
@@ -232,7 +180,7 @@ class CyclrSandbox:
     def list_account_connectors(self, account_id: str) -> list[dict[str, Any]]:
         self.account(account_id)
         with self.lock:
-            return [c.public(detail=False) for c in self.account_connectors.values() if c.account == account_id]
+            return [c.public(detail=False) for c in self.by_account.get(account_id, {}).values()]
 
     def account_connector(self, account_id: str, connector_id: str) -> dict[str, Any]:
         with self.lock:
@@ -240,31 +188,65 @@ class CyclrSandbox:
 
     def set_property(self, account_id: str, connector_id: str, body: dict[str, Any]) -> None:
         with self.lock:
-            self._owned(account_id, connector_id).properties[str(body.get("Name"))] = str(body.get("Value"))
+            connector = self._owned(account_id, connector_id)
+            connector.properties.update(_properties(connector.connector, [body]))
 
-    def put_auth_value(self, account_id: str, connector_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        value = body.get("AuthValue")
-        try:
-            tokens = json.loads(value) if isinstance(value, str) else None
-        except ValueError:
-            tokens = None
-        if not isinstance(tokens, dict):
-            raise CyclrFailure(400, "AuthValue must be a JSON string")
+    def update_account_connector(self, account_id: str, connector_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT: `AuthValue` (a JSON string of the tokens; `"{}"` signs it out), `Name`, `Description`,
+        `Properties` — whichever the body has."""
+        changes: dict[str, Any] = {k: str(body[k]) for k in ("Name", "Description") if body.get(k) is not None}
+        if "AuthValue" in body:
+            changes["auth"] = _auth_value(body["AuthValue"])
         with self.lock:
             connector = self._owned(account_id, connector_id)
-            connector.auth_value = value
-            connector.authenticated = bool(tokens.get("AccessToken"))
+            properties = _properties(connector.connector, body.get("Properties") or [])
+            connector.name = changes.get("Name", connector.name)
+            connector.description = changes.get("Description", connector.description)
+            connector.properties.update(properties)
+            if "auth" in changes:
+                connector.auth_value, connector.authenticated = changes["auth"]
             return connector.public(detail=True)
 
     def delete_account_connector(self, account_id: str, connector_id: str) -> None:
         with self.lock:
-            del self.account_connectors[self._owned(account_id, connector_id).id]
+            self._forget(self._owned(account_id, connector_id))
+
+    def _forget(self, connector: AccountConnector) -> None:
+        del self.account_connectors[connector.id]
+        self.by_account.get(connector.account, {}).pop(connector.id, None)
+
+    # -- console actions (tests and demos) ----------------------------------------------------------------------
+
+    def _any(self, connector_id: int) -> AccountConnector:
+        found = self.account_connectors.get(connector_id)
+        if found is None:
+            raise CyclrFailure(404, f"Account connector {connector_id} not found")
+        return found
 
     def deauthenticate(self, connector_id: int) -> None:
-        """Console/test action: the account connector's authentication lapses."""
+        """The account connector's authentication lapses."""
         with self.lock:
-            connector = self.account_connectors[connector_id]
+            connector = self._any(connector_id)
             connector.authenticated, connector.auth_value = False, None
+
+    def console_delete(self, connector_id: int) -> None:
+        """A person deletes the account connector in the console."""
+        with self.lock:
+            self._forget(self._any(connector_id))
+
+    def console_set_property(self, connector_id: int, name: str, value: str) -> None:
+        """A person edits a property in the console."""
+        with self.lock:
+            connector = self._any(connector_id)
+            connector.properties.update(_properties(connector.connector, [{"Name": name, "Value": value}]))
+
+    def mark_authenticated(self, connector_id: int) -> None:
+        """The account connector was signed in before (an estate to import): it holds tokens of its own."""
+        tokens = {"AccessToken": secrets.token_urlsafe(24), "RefreshToken": secrets.token_urlsafe(24)}
+        with self.lock:
+            connector = self._any(connector_id)
+            connector.auth_value, connector.authenticated = json.dumps({**tokens, "Expires": 3599}), True
+            self.issued.extend(tokens.values())
 
     # -- sign-in ------------------------------------------------------------------------------------------------
 
@@ -349,3 +331,28 @@ class CyclrSandbox:
 
 def _with(url: str, **params: str) -> str:
     return url + ("&" if "?" in url else "?") + urlencode(params)
+
+
+def _properties(connector: dict[str, Any], given: object) -> dict[str, str]:
+    """`[{"Name", "Value"}, ...]` as a mapping, every name one of the connector's account-connector properties."""
+    if not isinstance(given, list) or not all(isinstance(p, dict) and p.get("Name") for p in given):
+        raise CyclrFailure(400, "Properties must be a list of {Name, Value}")
+    properties = {str(p["Name"]): str(p.get("Value")) for p in given}
+    known = {p["TargetName"] for p in connector["Parameters"] if p.get("IsAccountConnectorProperty")}
+    unknown = sorted(set(properties) - known - {"ClientId", "ClientSecret"})
+    if unknown:
+        raise CyclrFailure(400, f"Unknown property {unknown[0]}")
+    return properties
+
+
+def _auth_value(value: object) -> tuple[str | None, bool]:
+    """(the stored AuthValue, authenticated) for a PUT: a JSON object as a string; `"{}"` signs out."""
+    tokens = None
+    if isinstance(value, str):
+        try:
+            tokens = json.loads(value)
+        except ValueError:
+            pass
+    if not isinstance(value, str) or not isinstance(tokens, dict):
+        raise CyclrFailure(400, "AuthValue must be a JSON string")
+    return (value if tokens else None), bool(tokens.get("AccessToken"))

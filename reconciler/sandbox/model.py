@@ -45,7 +45,7 @@ class OAuthFailure(Exception):
         self.error, self.description, self.status, self.aadsts = error, description, status, aadsts
 
 
-FAULT_ENDPOINTS = ("token", "api")
+FAULT_ENDPOINTS = ("token", "api", "cyclr", "cyclr-install", "cyclr-token")
 FAULT_KINDS = ("status", "signin-page", "slow", "hang", "malformed-json", "no-refresh-token")
 
 
@@ -58,13 +58,15 @@ class Fault:
     at once and its answer sent `seconds` later (a client that gave up by then has lost it); `hang`: no answer at all, the connection held open until the client gives up; `malformed-json`:
     HTTP 200 `application/json` whose body is cut short; `no-refresh-token` (token endpoint): the real answer
     without `refresh_token` (a code exchange issues none; a refresh keeps the current one valid, as RFC 6749 6
-    allows)."""
+    allows). On the Cyclr endpoints a status answer carries `{"Message": message}`, and `organization` (or
+    `account` when parsed) names the one account (`X-Cyclr-Account`) whose calls it hits."""
 
     kind: str
     status: int = 500
     seconds: float = 0.0
     retry_after: str = "1"
-    organization: str | None = None  # api faults only: hit only calls for this organization
+    organization: str | None = None  # api faults: only this organization's calls; cyclr faults: this account's
+    message: str | None = None  # cyclr faults: the `{"Message": ...}` of a status answer
 
     @classmethod
     def parse(cls, data: object) -> Fault:
@@ -75,13 +77,15 @@ class Fault:
             data = {"kind": data}
         if not isinstance(data, dict) or data.get("kind", "status") not in FAULT_KINDS:
             raise ValueError(f"a fault is an HTTP status or one of {', '.join(FAULT_KINDS)}")
-        organization = data.get("organization")
+        organization = data.get("organization", data.get("account"))
+        message = data.get("message")
         return cls(
             kind=str(data.get("kind", "status")),
             status=int(data.get("status", 500)),
             seconds=float(data.get("seconds", 0.0)),
             retry_after=str(data.get("retry_after", "1")),
             organization=str(organization) if organization is not None else None,
+            message=str(message) if message is not None else None,
         )
 
 

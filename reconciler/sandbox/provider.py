@@ -53,7 +53,7 @@ class Provider(TokenEndpoints):
         self.grants: dict[str, Grant] = {}
         self.by_access: dict[str, Grant] = {}
         self.by_refresh: dict[str, Grant] = {}
-        self.faults: dict[str, list[Fault]] = {}  # endpoint ("token", "api") -> faults to answer the next requests with
+        self.faults: dict[str, list[Fault]] = {}  # endpoint (FAULT_ENDPOINTS) -> faults to answer the next requests with
         self.issued: list[str] = []  # every code, token and verifier seen: tests search outputs for them
 
     # -- admin ------------------------------------------------------------------------------------------------
@@ -127,8 +127,8 @@ class Provider(TokenEndpoints):
         self.add_faults(endpoint, [Fault("status", status=int(s)) for s in statuses])
 
     def add_faults(self, endpoint: str, faults: list[Fault]) -> int:
-        """Answer the next requests to `endpoint` ("token" or "api") with these faults, one request each; returns
-        how many are queued."""
+        """Answer the next requests to `endpoint` (one of `FAULT_ENDPOINTS`: the OAuth token endpoints, the REST
+        checks, the Cyclr API) with these faults, one request each; returns how many are queued."""
         if endpoint not in FAULT_ENDPOINTS:
             raise ValueError(f"endpoint must be one of {', '.join(FAULT_ENDPOINTS)}")
         with self.lock:

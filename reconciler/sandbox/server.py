@@ -10,6 +10,7 @@ Routes (see docs/sandbox.md):
   GET  /<org>/_apis/connectionData            organization check (any valid token)
   GET  /<org>/_apis/projects/<project>        project check (needs vso.project or broader)
   /_sandbox/...                               admin: apps, organizations, grants, narrower grants, revoke, expire, faults
+  /oauth/token, /v1.0/..., /connectorauth/..., /connector/callback, /_sandbox/cyclr/...   the Cyclr API (`cyclr_routes`)
 Must not: be imported by the real flows.
 """
 
@@ -22,14 +23,15 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from reconciler.sandbox.cyclr import CyclrSandbox
+from reconciler.sandbox.cyclr_routes import CyclrRoutes, Request
 from reconciler.sandbox.model import ENTRA, LEGACY, Fault, OAuthFailure
 from reconciler.sandbox.provider import Provider
 
-__all__ = ["SandboxServer", "SeedError", "load_seed"]
+__all__ = ["SandboxServer"]
 
 HANG_LIMIT = 120.0  # seconds a hung connection is held at most (the client normally gives up long before)
 
@@ -76,6 +78,7 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # a response is one write; never wait for the client's delayed ACK
     raw_requestline: bytes  # read by handle_one_request before it calls parse_request
     provider: Provider  # set on the subclass made per server
+    cyclr: CyclrRoutes  # likewise
     delay = 0.0  # seconds to hold the next answer back (the "slow" fault)
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: requests carry secrets
@@ -169,6 +172,8 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         parts = [unquote(p) for p in url.path.split("/") if p]
         params = dict(parse_qsl(url.query, keep_blank_values=True))
+        if self.cyclr.claims(tuple(parts)):
+            return self._cyclr(tuple(parts), params)
         if parts == ["oauth2", "authorize"]:
             return self._authorize(LEGACY, params)
         if len(parts) == 4 and parts[1:] == ["oauth2", "v2.0", "authorize"]:
@@ -187,6 +192,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         parts = [unquote(p) for p in urlsplit(self.path).path.split("/") if p]
+        if self.cyclr.claims(tuple(parts)):
+            return self._cyclr(tuple(parts), {})
         try:
             if parts == ["oauth2", "token"]:
                 return self._token(self.provider.legacy_token, LEGACY)
@@ -207,9 +214,36 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(400, {"message": f"bad request: {exc}"})
         self._json(404, {"message": "not found"})
 
-    def _fault(self, fault: Fault) -> bool:
-        """Misbehave as `fault` says; False when the request is then to be answered as usual (slow, or the answer
-        is to be altered by the handler)."""
+    def do_PUT(self) -> None:
+        self._other_method()
+
+    def do_DELETE(self) -> None:
+        self._other_method()
+
+    def _other_method(self) -> None:
+        url = urlsplit(self.path)
+        parts = tuple(unquote(p) for p in url.path.split("/") if p)
+        if self.cyclr.claims(parts):
+            return self._cyclr(parts, dict(parse_qsl(url.query, keep_blank_values=True)))
+        self._body()
+        self._json(405, {"message": "method not allowed"})
+
+    def _cyclr(self, parts: tuple[str, ...], params: dict[str, str]) -> None:
+        """A Cyclr request: its queued fault if any (a status answer in Cyclr's `{"Message"}`), else its route."""
+        request = Request(self.command, parts, params, self.headers, self._body())  # type: ignore[arg-type]
+        account = self.headers.get("X-Cyclr-Account")
+        fault = next(filter(None, (self.provider.next_fault(q, account) for q in self.cyclr.fault_queues(request))), None)
+        if fault is not None and self._fault(fault, {"Message": fault.message or "sandbox fault"}):
+            return None
+        answer = self.cyclr.answer(request)
+        if answer.location is not None:
+            return self._send(answer.status, b"", "text/plain", {"Location": answer.location, **answer.headers})
+        body = b"" if answer.body is None else json.dumps(answer.body).encode()
+        self._send(answer.status, body, "application/json; charset=utf-8", answer.headers)
+
+    def _fault(self, fault: Fault, body: object = None) -> bool:
+        """Misbehave as `fault` says (a status answer's JSON `body`); False when the request is then to be answered
+        as usual (slow, or the answer is to be altered by the handler)."""
         stopping: threading.Event = self.server.stopping  # type: ignore[attr-defined]
         if fault.kind == "slow":
             self.delay = fault.seconds  # carried out now, answered late (see `_send`)
@@ -226,7 +260,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._html(203, "<html><head><title>Sign In</title></head><body><h1>Sign in to your account</h1></body></html>")
             return True
         headers = {"Retry-After": fault.retry_after} if fault.status == 429 else {}
-        self._send(fault.status, json.dumps({"message": "sandbox fault"}).encode(), "application/json", headers)
+        error = body if body is not None else {"message": "sandbox fault"}
+        self._send(fault.status, json.dumps(error).encode(), "application/json", headers)
         return True
 
     def _hang(self, stopping: threading.Event) -> None:
@@ -305,14 +340,25 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(404, {"message": "not found"})
 
 
+class _Server(ThreadingHTTPServer):
+    """One thread per connection; a deep listen backlog so that a benchmark's burst of connections is queued, not
+    reset (the standard library's default is 5)."""
+
+    request_queue_size = 256
+    daemon_threads = True
+
+
 class SandboxServer:
-    """A sandbox provider listening on `host:port` (port 0: any free port), served from a background thread."""
+    """A sandbox provider and Cyclr API listening on `host:port` (port 0: any free port), served from a background
+    thread. `cyclr` is the Cyclr model (see `cyclr`), whose sign-ins consent at this server's provider."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, provider: Provider | None = None) -> None:
         self.provider = provider or Provider()
-        handler = type("Handler", (_Handler,), {"provider": self.provider})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
+        self.cyclr = CyclrSandbox(self.provider)
+        routes = CyclrRoutes(self.cyclr, "")
+        handler = type("Handler", (_Handler,), {"provider": self.provider, "cyclr": routes})
+        self.httpd = _Server((host, port), handler)
+        routes.service_url = self.url
         self.httpd.stopping = threading.Event()  # type: ignore[attr-defined]  # ends slow and hung answers
         self._thread: threading.Thread | None = None
 
@@ -340,42 +386,3 @@ class SandboxServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def load_seed(provider: Provider, path: Path) -> None:
-    """Register the apps and organizations listed in a seed file (YAML or JSON; `${NAME}` is taken from the
-    environment; see docs/sandbox.md)."""
-    import os
-
-    import yaml
-    from pydantic import BaseModel, ConfigDict, ValidationError
-
-    class SeedApp(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        client_id: str
-        client_secret: str
-        flavour: Literal["azure-devops-oauth", "entra-id"] = "azure-devops-oauth"
-        redirect_uris: list[str]
-        scopes: list[str] | None = None
-        grant_only: list[str] | None = None
-
-    class Seed(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        apps: list[SeedApp] = []
-        organizations: dict[str, list[str]] = {}
-
-    try:
-        seed = Seed.model_validate(yaml.safe_load(os.path.expandvars(path.read_text())) or {})
-    except (OSError, yaml.YAMLError) as exc:
-        raise SeedError(f"{path}: cannot read the seed file ({type(exc).__name__})") from None
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        raise SeedError(f"{path}: {'.'.join(map(str, error['loc']))}: {error['msg']}") from None
-    for app in seed.apps:
-        provider.register_app(app.model_dump())
-    for organization, projects in seed.organizations.items():
-        provider.register_org(organization, projects)
-
-
-class SeedError(Exception):
-    """The seed file is unreadable or does not have the documented shape."""
