@@ -171,9 +171,9 @@ def _outside_catalog(
     _protect_false_warning(checks, at, spec)
     if spec.partner is not None:
         entry = declared.get(spec.partner)
-        of = f" (partner '{spec.partner}' is for {entry[1].connector or spec.partner})" if entry is not None else ""
-        message = f"connector '{spec.connector}' is not in the catalog: it takes no partner{of}"
-        hint = f"remove partner:; the platform's own connector list describes {spec.connector}"
+        of = f"; partner '{spec.partner}' is for {entry[1].connector or spec.partner}" if entry is not None else ""
+        message = f"connector '{spec.connector}' is outside the catalog and takes no partner{of}"
+        hint = f"remove partner: the platform's own connector list describes {spec.connector}"
         report.issue(src, (*path, "partner"), message, hint)
     for key, value in spec.parameters.items():
         _no_reference(checks, src, (*path, "parameters", key), value)

@@ -53,10 +53,10 @@ def installation_placement(
         origin = f" (from partner '{partner[0]}')" if spec.auth_via is None and partner is not None else ""
         if partner is None:
             message = f"auth_via: reconciler needs a catalog connector: the reconciler cannot run {spec.connector}'s sign-in"
-            hint = "remove auth_via: Cyclr runs the sign-in (auth_via: platform)"
+            hint = "remove auth_via: Cyclr runs the sign-in, as auth_via: platform"
         else:
             message = f"auth_via: reconciler{origin} needs client credentials: the partner leaves them blank"
-            hint = "add credentials: {client_id: ..., client_secret: \"${env:...}\"}, or sign in through Cyclr (auth_via: platform)"
+            hint = "add credentials: {client_id: ..., client_secret: \"${env:...}\"}, or sign in through Cyclr: auth_via: platform"
         checks.report.issue(src, where, message, hint)
         return None
     pinned = partner_spec.authentication if partner_spec is not None else None

@@ -52,7 +52,7 @@ def only_on_cyclr(report: Report, src: SourceFile, path: KeyPath, spec: BaseMode
                 src,
                 (*path, key),
                 f"{key} applies only on the Cyclr platform",
-                "remove it, or set platform.type: cyclr (the default, local, keeps the tokens in our state)",
+                "remove it, or set platform.type: cyclr; on the local platform the reconciler signs in and keeps the tokens",
                 at_key=True,
             )
 
@@ -71,9 +71,9 @@ def cyclr_settings(checks: Checks, src: SourceFile, root: RootFile) -> CyclrSett
     api_url = _origin(report, src, spec, "api_domain", "api_url")
     service_url = _origin(report, src, spec, "service_domain", "service_url")
     client_id = secret = None
-    for key in ("client_id", "client_secret"):
+    for key, how in (("client_id", "literal or reference"), ("client_secret", "by reference: ${env:CYCLR_CLIENT_SECRET}")):
         if getattr(spec, key) is None:
-            hint = "from Console > Settings > OAuth Client Credentials; the secret by reference: ${env:CYCLR_CLIENT_SECRET}"
+            hint = f"the API client of Console > Settings > OAuth Client Credentials; its {key} {how}"
             report.issue(src, src.missing_at(_PATH, key), f"platform type cyclr needs {key}", hint)
     if spec.client_id is not None:
         client_id = values.value(src, (*_PATH, "client_id"), spec.client_id, secret=False)
@@ -101,7 +101,7 @@ def _origin(report: Report, src: SourceFile, spec: PlatformSpec, domain_key: str
     domain: str | None = getattr(spec, domain_key)
     if domain is None:
         example = "api.eu.cyclr.com" if domain_key == "api_domain" else "app-h.cyclr.com"
-        hint = f"set platform.{domain_key} (e.g. {example}), or endpoints.{url_key} for a sandbox"
+        hint = f"set platform.{domain_key}, e.g. {example}, or endpoints.{url_key} for a sandbox"
         report.issue(src, src.missing_at(_PATH, domain_key), f"platform type cyclr needs {domain_key}", hint)
         return None
     return f"https://{domain}"
@@ -130,7 +130,7 @@ def declared_accounts(
         if owner != name:
             declared = tenant.account is not None and tenant.account.id is not None
             where: KeyPath = ("tenants", name, "account", "id") if declared else ("tenants", name)
-            message = f"account id '{account.id}' is already tenant '{owner}''s account"
+            message = f"account id '{account.id}' is already the account of tenant '{owner}'"
             checks.report.issue(src, where, message, "each tenant has an account of its own: set account.id")
             continue
         out[account.address] = account

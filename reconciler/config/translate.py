@@ -64,7 +64,7 @@ def _translate(report: Report, src: SourceFile, model: type[BaseModel], error: A
         example = "app-h.cyclr.com" if loc[-1] == "service_domain" else "api.eu.cyclr.com"
         report.issue(src, loc, f"expected a host name such as {example} (no https://, no path)")
     elif kind == "string_pattern_mismatch" and loc[-2:-1] == ("account",):
-        hint = "the account's API id: a name such as the tenant key (its default)"
+        hint = "the account's API id is a name; it defaults to the tenant key"
         report.issue(src, loc, "invalid account id: use letters, digits, '-' and '_'", hint)
     elif kind == "literal_error" and (loc == ("platform", "type") or loc[-1:] == ("auth_via",)):
         hint = _LITERAL_HINTS[str(loc[-1])]
@@ -76,8 +76,8 @@ def _translate(report: Report, src: SourceFile, model: type[BaseModel], error: A
 
 
 _LITERAL_HINTS = {
-    "type": "local keeps the tokens in our state (the default); cyclr reconciles accounts through the Cyclr API",
-    "auth_via": "platform: Cyclr runs the sign-in (the default); reconciler: we run it and push the tokens",
+    "type": "local, the default, keeps the tokens in our state; cyclr reconciles accounts through the Cyclr API",
+    "auth_via": "platform, the default: Cyclr runs the sign-in; reconciler: we run it and push the tokens",
 }
 
 
