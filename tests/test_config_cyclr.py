@@ -128,11 +128,8 @@ partners:
 <PARTNER>tenants:
   acme:
     installations:
-      ado:
-        connector: microsoft-azure-devops
-        parameters: {organization: acme, project: P}
-        scopes: [vso.work_full]
-<INSTALLATION>"""
+      ado: {connector: microsoft-azure-devops, parameters: {organization: acme, project: P}, scopes: [vso.work_full]<INSTALLATION>}
+"""
 
 
 @pytest.mark.parametrize(
@@ -150,7 +147,7 @@ def test_auth_via_defaults_from_installation_to_partner_to_platform(
     """auth_via: the installation's, else its partner's, else `platform`; the partner's pinned authentication is the
     placement's; with the partner's client the credentials are the partner's."""
     text = AUTH_VIA_TEXT.replace("<PARTNER>", f"    auth_via: {on_partner}\n" if on_partner else "").replace(
-        "<INSTALLATION>", f"        auth_via: {on_installation}\n" if on_installation else ""
+        "<INSTALLATION>", f", auth_via: {on_installation}" if on_installation else ""
     )
     declared = _load(tmp_path, text).installations["installation.acme.ado"].declared
     assert declared.placement == Placement(account="acme", auth_via=expected, authentication="Azure DevOps OAuth app")
