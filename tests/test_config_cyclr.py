@@ -249,6 +249,7 @@ def test_the_schema_command_describes_the_new_keys() -> None:
     for key in ("type", "api_domain", "service_domain", "client_id", "client_secret"):
         assert platform[key].get("description"), key
     assert set(defs["PlatformEndpointsSpec"]["properties"]) == {"api_url", "service_url"}
+    assert platform["client_secret"]["anyOf"][0]["pattern"] == r"^\$\{(env|file):[^}]+\}$"  # a reference only
     assert all(v.get("description") for v in defs["AccountSpec"]["properties"].values())
     assert defs["InstallationSpec"]["properties"]["auth_via"]["description"]
     assert {"authentication", "auth_via"} <= set(defs["PartnerSpec"]["properties"])

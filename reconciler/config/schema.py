@@ -22,6 +22,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from reconciler.names import NAME_PATTERN  # the one rule for names, shared with addresses
@@ -98,7 +99,7 @@ class PartnerSpec(_Strict):
     redirect_uri: NonEmpty | None = Field(
         None, description="Callback registered with the app; default https://<service_domain>/connector/callback."
     )
-    scopes: Annotated[Strings, Field(min_length=1)] | None = Field(
+    scopes: Annotated[Strings, Field(min_length=1)] | SkipJsonSchema[None] = Field(  # None: left out
         None, description="Scopes registered with the app; installations may ask only these."
     )
     endpoints: EndpointsSpec | None = None
@@ -134,7 +135,7 @@ class InstallationSpec(_Strict):
         description="Install parameters: organization, project (a connector outside the catalog: its own, checked "
         "against the platform's connector list when planning).",
     )
-    scopes: Annotated[Strings, Field(min_length=1)] | None = Field(
+    scopes: Annotated[Strings, Field(min_length=1)] | SkipJsonSchema[None] = Field(  # None: left out
         None,
         validate_default=True,
         description="Scopes to request; required on the local platform and for the catalog's connectors.",
