@@ -9,7 +9,7 @@ files (`partners`, `installations`, `placements`, `platform`, `values`, `documen
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -22,7 +22,6 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from reconciler.names import NAME_PATTERN  # the one rule for names, shared with addresses
@@ -70,6 +69,14 @@ AUTH_VIA_DESCRIPTION = (
 SECRET_REF_DESCRIPTION = "A reference, never a literal: ${env:NAME} or ${file:PATH} (relative to the config directory)."  # noqa: S105 - a description
 
 
+def _a_list_when_given(schema: dict[str, Any]) -> None:
+    """An optional list is described as the list (leaving it out is how it is optional, not null)."""
+    listed = [option for option in schema.pop("anyOf", ()) if option.get("type") != "null"]
+    if len(listed) == 1:
+        schema.update(listed[0])
+    schema.pop("default", None)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
@@ -99,7 +106,7 @@ class PartnerSpec(_Strict):
     redirect_uri: NonEmpty | None = Field(
         None, description="Callback registered with the app; default https://<service_domain>/connector/callback."
     )
-    scopes: Annotated[Strings, Field(min_length=1)] | SkipJsonSchema[None] = Field(  # None: left out
+    scopes: Annotated[Strings, Field(min_length=1)] | None = Field(
         None, description="Scopes registered with the app; installations may ask only these."
     )
     endpoints: EndpointsSpec | None = None
@@ -135,9 +142,10 @@ class InstallationSpec(_Strict):
         description="Install parameters: organization, project (a connector outside the catalog: its own, checked "
         "against the platform's connector list when planning).",
     )
-    scopes: Annotated[Strings, Field(min_length=1)] | SkipJsonSchema[None] = Field(  # None: left out
+    scopes: Annotated[Strings, Field(min_length=1)] | None = Field(
         None,
         validate_default=True,
+        json_schema_extra=_a_list_when_given,
         description="Scopes to request; required on the local platform and for the catalog's connectors.",
     )
     credentials: CredentialsSpec | None = None
