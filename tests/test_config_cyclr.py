@@ -15,6 +15,7 @@ from reconciler.config.ahead import parse_includes_ahead
 from reconciler.config.cache import ParseCache, catalog_digest
 from reconciler.config.desired import CyclrSettings, DesiredState
 from reconciler.config.documents import PLAIN
+from reconciler.config.loader import load_root
 from reconciler.declared import DeclaredInstallation
 from reconciler.errors import ConfigError
 from reconciler.placement import DeclaredAccount, Placement
@@ -76,6 +77,7 @@ def test_the_issue_example_gives_platform_settings_accounts_and_placements(tmp_p
         api_url=None, placement=placement,
     )
     assert desired.installations["installation.acme.chat"].client_secret is None
+    assert load_root(tmp_path).platform is not None  # the root alone validates as the Cyclr platform's too
 
 
 def test_accounts_default_to_the_tenant_key_one_per_tenant(tmp_path: Path) -> None:
