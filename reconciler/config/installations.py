@@ -62,7 +62,7 @@ def desired_installations(
     out: dict[str, DesiredInstallation] = {}
     clean: _CleanScopes = {}
     for tenant_name, (src, tenant) in tenants.items():
-        account = account_of(tenant_name, tenant).id
+        account = account_of(tenant_name, tenant).id if checks.cyclr else ""  # "": the local platform has none
         for name, spec in tenant.installations.items():
             path: KeyPath = ("tenants", tenant_name, "installations", name)
             at = _At(src, path, tenant_name, tenant.protect, account, name)
