@@ -1,7 +1,8 @@
 """Platform rules: `platform:` made `CyclrSettings` (or the local platform), and each tenant's `account:` made a
 `DeclaredAccount`.
 
-Owns: platform.type (local by default), service_domain (required; on cyclr unless endpoints.service_url),
+Owns: platform.type (local by default), service_domain (on cyclr, required unless endpoints.service_url; the
+schema requires it on the local platform),
 api_domain (cyclr: required unless endpoints.api_url), the platform's API client (client_id, client_secret by
 reference), endpoints (overrides; plain http only on loopback), the callback origin partners derive their redirect
 URI from, tenants.<t>.account with its defaults (one account per tenant), and the one refusal of a key that applies
@@ -65,8 +66,6 @@ def cyclr_settings(checks: Checks, src: SourceFile, root: RootFile) -> CyclrSett
     if spec is None or spec.type != "cyclr":
         if spec is not None:
             only_on_cyclr(report, src, _PATH, spec, _CYCLR_KEYS)
-            if spec.service_domain is None:
-                report.issue(src, src.missing_at(_PATH, "service_domain"), "missing required key 'service_domain'")
         return None
     api_url = _origin(report, src, spec, "api_domain", "api_url")
     service_url = _origin(report, src, spec, "service_domain", "service_url")

@@ -1,8 +1,8 @@
 """The shape of the YAML files, as strict pydantic models — the source of `reconciler schema`.
 
-Owns: what keys exist, their types and the name patterns, and the one requirement that depends on the platform:
-`scopes` is required on the local platform (the root file's `platform.type` is every file's validation context,
-see `validation_context`). Must not: resolve secrets, read files, or check anything that needs the catalog or other
+Owns: what keys exist, their types and the name patterns, and the requirements of the local platform: `scopes`
+(the root file's `platform.type` is every file's validation context, see `validation_context`) and
+`platform.service_domain`. Must not: resolve secrets, read files, or check anything that needs the catalog or other
 files (`partners`, `installations`, `placements`, `platform`, `values`, `documents`).
 """
 
@@ -192,6 +192,7 @@ class PlatformSpec(_Strict):
     type: Literal["local", "cyclr"] = Field("local", description="local (the default) or cyclr.")
     service_domain: HostName | None = Field(
         None,
+        validate_default=True,
         description="e.g. app-h.cyclr.com; the callback is https://<service_domain>/connector/callback. Required, "
         "but for cyclr with endpoints.service_url.",
     )
@@ -205,6 +206,13 @@ class PlatformSpec(_Strict):
     )
     client_secret: NonEmpty | None = Field(None, description="cyclr: the API client secret. " + SECRET_REF_DESCRIPTION)
     endpoints: PlatformEndpointsSpec | None = None
+
+    @field_validator("service_domain", mode="after")
+    @classmethod
+    def _service_domain_required_locally(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("type") == "local":  # cyclr: see `config.platform`; a wrong type: reported
+            raise PydanticCustomError("missing", "Field required")
+        return value
 
 
 class LocalBackendSpec(_Strict):
