@@ -123,7 +123,12 @@ def schema(include_file: bool) -> int:
     return EXIT_OK
 
 
-SECRET_FIELDS = (("PartnerSpec", "client_secret"), ("CredentialsSpec", "client_secret"), ("PostgresBackendSpec", "dsn"))
+SECRET_FIELDS = (
+    ("PartnerSpec", "client_secret"),
+    ("CredentialsSpec", "client_secret"),
+    ("PlatformSpec", "client_secret"),
+    ("PostgresBackendSpec", "dsn"),
+)
 REFERENCE_PATTERN = r"^\$\{(env|file):[^}]+\}$"
 
 

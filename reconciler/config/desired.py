@@ -81,6 +81,8 @@ class CyclrSettings:
     service_url: str  # https://<service_domain>, or endpoints.service_url: the connectorauth links' origin
     client_id: str
     client_secret_ref: str
+    # Empty where the value was not available to a command that needs no secret's value (validate, plan: the
+    # reference is then listed in `LoadedConfig.unchecked`).
     client_secret: SecretStr = field(repr=False, compare=False)
 
 
@@ -109,6 +111,6 @@ class DesiredState:
         """Every resolved secret value, for redaction of anything shown to a user."""
         values = {p.client_secret.get_secret_value() for p in self.partners.values() if p.client_secret}
         values |= {i.client_secret.get_secret_value() for i in self.installations.values() if i.client_secret}
-        if self.platform is not None:
+        if self.platform is not None and self.platform.client_secret.get_secret_value():
             values.add(self.platform.client_secret.get_secret_value())
         return values

@@ -25,7 +25,7 @@ from reconciler.config.includes import (
     read_config_bytes,
 )
 from reconciler.config.located import Report, SourceFile, display_path
-from reconciler.config.schema import IncludedFile, PartnerSpec, RootFile, TenantSpec
+from reconciler.config.schema import IncludedFile, PartnerSpec, RootFile, TenantSpec, validation_context
 from reconciler.config.translate import kind_of, validated
 from reconciler.references import path_text_problem
 from reconciler.yamlio import YamlSyntaxError, load_yaml_text
@@ -183,8 +183,9 @@ def _abbreviated(chain: Sequence[str], head: int = 3, tail: int = 2) -> str:
 def validated_files(report: Report, documents: Sequence[Document]) -> list[tuple[SourceFile, IncludedFile]]:
     """The documents that pass the schema (the first is the root file), every schema error reported."""
     files = []
+    context = validation_context(documents[0][1]) if documents else {}
     for index, (src, data) in enumerate(documents):
-        doc = validated(report, src, data, RootFile if index == 0 else IncludedFile)
+        doc = validated(report, src, data, RootFile if index == 0 else IncludedFile, context)
         if doc is not None:
             files.append((src, doc))
     return files

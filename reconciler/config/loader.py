@@ -2,7 +2,7 @@
 
 Owns: the order of a load — the documents (`documents`: root file, includes), the environment overlay
 (`overlay`), schema validation (`translate`), the backend DSN and every field's references (`values`), then the
-partner and installation rules (`partners`, `installations`) — stopping after a stage with errors, and the
+platform, partner, placement and installation rules (`platform`, `partners`, `placements`, `installations`) — stopping after a stage with errors, and the
 public entry points (`load_config`, `load_root`, `resolve_reference`). Every problem is reported as
 file:line:column plus key path in the file that wrote the value (see `located`). Must not: write anything, touch
 state, reach the network, or hold a rule itself (each lives in the module named above).
@@ -31,7 +31,15 @@ from reconciler.config.overlay import (
     state_directories,
 )
 from reconciler.config.partners import Checks, default_partners, desired_partners
-from reconciler.config.schema import PartnerSpec, PostgresBackendSpec, RootFile, TenantSpec
+from reconciler.config.placements import check_partner_keys
+from reconciler.config.platform import callback_origin, cyclr_settings, declared_accounts, is_cyclr
+from reconciler.config.schema import (
+    PartnerSpec,
+    PostgresBackendSpec,
+    RootFile,
+    TenantSpec,
+    validation_context,
+)
 from reconciler.config.translate import validated
 from reconciler.config.values import NOTE_LIMIT, Unchecked, Values
 from reconciler.errors import ConfigError, ConfigIssue, Location
@@ -114,7 +122,8 @@ def load_config(
         values.check_dsn(files[0][0], root.backend.dsn)
     partners, tenants = declared(report, files)
     report.fail_if_issues()
-    desired = _desired(Checks(report, values, catalog, today), root, partners, tenants, environment)
+    checks = Checks(report, values, catalog, today, is_cyclr(root), callback_origin(root))
+    desired = _desired(checks, files[0][0], root, partners, tenants, environment)
     shown = [src.display for src, _ in files] + ([overlay.display] if overlay is not None else [])
     manifest.references = values.manifest_references()
     parser.done()
@@ -155,13 +164,17 @@ def _require_root(config_dir: Path, root_path: Path) -> None:
 
 def _desired(
     checks: Checks,
+    root_src: SourceFile,
     root: RootFile,
     partners: dict[str, tuple[SourceFile, PartnerSpec]],
     tenants: dict[str, tuple[SourceFile, TenantSpec]],
     environment: str | None,
 ) -> DesiredState:
-    """The desired state after the partner and installation rules and the checks across fields."""
-    desired_partners_, overridden = desired_partners(checks, partners, root)
+    """The desired state after the platform, partner and installation rules and the checks across fields."""
+    platform = cyclr_settings(checks, root_src, root)
+    accounts = declared_accounts(checks, tenants)
+    desired_partners_, overridden = desired_partners(checks, partners)
+    check_partner_keys(checks, partners)
     defaults = default_partners(checks.report, partners)
     installations = desired_installations(checks, tenants, desired_partners_, partners, defaults, overridden)
     checks.values.check()
@@ -171,6 +184,8 @@ def _desired(
         installations=installations,
         environment=environment or DEFAULT_ENVIRONMENT,
         protected_tenants=frozenset(name for name, (_, tenant) in tenants.items() if tenant.protect),
+        platform=platform,
+        accounts=accounts,
     )
 
 
@@ -190,7 +205,7 @@ def load_root(config_dir: Path, *, environment: str | None = None) -> RootFile:
     documents = [raw]
     if overlay is not None:
         documents = apply_overlay(report, documents, *overlay, complete=False)
-    root = validated(report, *documents[0], RootFile)
+    root = validated(report, *documents[0], RootFile, validation_context(documents[0][1]))
     report.fail_if_issues()
     assert isinstance(root, RootFile)
     return root

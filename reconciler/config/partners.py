@@ -1,7 +1,7 @@
 """Partner rules: each `partners.<name>` entry checked against the catalog and made a `DesiredPartner`.
 
 Owns: the partner's connector and auth flavour, tenant_id, the client id/secret pair, endpoint overrides and the
-revocation endpoint's origin, the redirect URI (declared or derived from platform.service_domain), registered
+revocation endpoint's origin, the redirect URI (declared or derived from the platform's callback origin), registered
 scopes, the client secret's expiry warning, and which partner is the default of its connector. Each rule is a
 small function of the spec and what it needs. Must not: read files, resolve a reference itself (`Values` does),
 or look at installations.
@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from reconciler.catalog import AuthFlavour, Catalog, Connector
 from reconciler.config.desired import DesiredPartner, same_origin, url_origin
 from reconciler.config.located import KeyPath, Report, SourceFile, did_you_mean
-from reconciler.config.schema import PartnerSpec, RootFile
+from reconciler.config.schema import PartnerSpec
 from reconciler.config.values import NO_REFERENCE, Values
 from reconciler.declared import DeclaredPartner
 
@@ -37,13 +37,16 @@ _URL_UNSAFE = re.compile(r"[\x00-\x20\x7f-\x9f]")  # never raw in a URL; a clien
 
 @dataclass(frozen=True)
 class Checks:
-    """What the catalog rules of one load share: where problems go, the values resolved so far, the catalog, and
-    the date warnings are computed for (None: no date warnings)."""
+    """What the catalog rules of one load share: where problems go, the values resolved so far, the catalog, the
+    date warnings are computed for (None: no date warnings), whether installations live on the Cyclr platform, and
+    the callback origin redirect URIs derive from (see `reconciler.config.platform`)."""
 
     report: Report
     values: Values
     catalog: Catalog
     today: dt.date | None
+    cyclr: bool = False
+    callback_origin: str | None = None
 
 
 class _Endpoints(NamedTuple):
@@ -55,20 +58,20 @@ class _Endpoints(NamedTuple):
 
 
 def desired_partners(
-    checks: Checks, partners: Mapping[str, tuple[SourceFile, PartnerSpec]], root: RootFile
+    checks: Checks, partners: Mapping[str, tuple[SourceFile, PartnerSpec]]
 ) -> tuple[dict[str, DesiredPartner], dict[str, bool]]:
     """The partners that pass every rule, and for each declared partner whether its endpoints are overridden."""
     out: dict[str, DesiredPartner] = {}
     overridden: dict[str, bool] = {}
     for name, (src, spec) in partners.items():
-        partner = _partner(checks, src, name, spec, root, overridden)
+        partner = _partner(checks, src, name, spec, overridden)
         if partner is not None:
             out[name] = partner
     return out, overridden
 
 
 def _partner(
-    checks: Checks, src: SourceFile, name: str, spec: PartnerSpec, root: RootFile, overridden: dict[str, bool]
+    checks: Checks, src: SourceFile, name: str, spec: PartnerSpec, overridden: dict[str, bool]
 ) -> DesiredPartner | None:
     report, values = checks.report, checks.values
     path: KeyPath = ("partners", name)
@@ -88,7 +91,7 @@ def _partner(
     overridden[name] = endpoints is not None and endpoints.overridden
     if client_id is not None and spec.client_id is not None:
         values.client_id(src, (*path, "client_id"), spec.client_id, client_id, spec.auth, overridden[name])
-    redirect = _redirect(report, src, path, spec, root, flavour.redirect_allows_loopback or overridden[name])
+    redirect = _redirect(checks, src, path, spec, flavour.redirect_allows_loopback or overridden[name])
     ok = _registered_scopes_ok(report, src, path, spec, connector) and ok
     _expiry_warning(report, src, path, spec, checks.today)
     if not ok or endpoints is None or redirect is None:
@@ -201,13 +204,14 @@ def _endpoints(
     return _Endpoints(merged["authorize_url"], merged["token_url"], api_url, bool(overrides), revoke_url)
 
 
-def _redirect(
-    report: Report, src: SourceFile, path: KeyPath, spec: PartnerSpec, root: RootFile, allow_http: bool
-) -> str | None:
-    """The redirect URI: declared (http only to a loopback host, where `allow_http`), or derived from
-    platform.service_domain."""
+def _redirect(checks: Checks, src: SourceFile, path: KeyPath, spec: PartnerSpec, allow_http: bool) -> str | None:
+    """The redirect URI: declared (http only to a loopback host, where `allow_http`), or derived from the
+    platform's callback origin (https://<service_domain>)."""
+    report = checks.report
     if spec.redirect_uri is None:
-        if root.platform is None:
+        if checks.callback_origin is None:
+            if checks.cyclr:
+                return None  # reported on the platform
             report.issue(
                 src,
                 path,
@@ -215,7 +219,7 @@ def _redirect(
                 "set platform.service_domain (callback https://<service_domain>/connector/callback) or redirect_uri",
             )
             return None
-        return f"https://{root.platform.service_domain}/connector/callback"
+        return f"{checks.callback_origin}/connector/callback"
     uri = spec.redirect_uri
     problem = NO_REFERENCE if "${" in uri else url_problem(uri, allow_http_loopback=allow_http)
     if problem:

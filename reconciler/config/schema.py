@@ -1,13 +1,15 @@
 """The shape of the YAML files, as strict pydantic models — the source of `reconciler schema`.
 
-Owns: what keys exist, their types and the name patterns. Must not: resolve secrets, read files, or check
-anything that needs the catalog or other files (`partners`, `installations`, `values`, `documents`).
+Owns: what keys exist, their types and the name patterns, and the requirements of the local platform: `scopes`
+(the root file's `platform.type` is every file's validation context, see `validation_context`) and
+`platform.service_domain`. Must not: resolve secrets, read files, or check anything that needs the catalog or other
+files (`partners`, `installations`, `placements`, `platform`, `values`, `documents`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -17,13 +19,17 @@ from pydantic import (
     Field,
     StringConstraints,
     Tag,
+    ValidationInfo,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from reconciler.names import NAME_PATTERN  # the one rule for names, shared with addresses
 from reconciler.references import path_text_problem  # the one rule for paths, shared with ${file:} references
 
 __all__ = [
+    "AccountSpec",
+    "AuthVia",
     "BackendSpec",
     "LocalBackendSpec",
     "PostgresBackendSpec",
@@ -32,9 +38,11 @@ __all__ = [
     "IncludedFile",
     "InstallationSpec",
     "PartnerSpec",
+    "PlatformEndpointsSpec",
     "PlatformSpec",
     "RootFile",
     "TenantSpec",
+    "validation_context",
 ]
 
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
@@ -52,7 +60,21 @@ def _path_text(value: str) -> str:
 PathText = Annotated[str, StringConstraints(min_length=1), AfterValidator(_path_text)]
 # YAML sequences arrive as lists; accept them for tuple fields (items stay strict).
 Strings = Annotated[tuple[NonEmpty, ...], Field(strict=False)]
+HostName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.-]+(:[0-9]+)?$")]
+AuthVia = Literal["platform", "reconciler"]
+AUTH_VIA_DESCRIPTION = (
+    "cyclr only: who runs the sign-in — platform (Cyclr's sign-in link; Cyclr holds the tokens) or reconciler (our "
+    "OAuth flow, the tokens pushed to Cyclr; needs client credentials and a catalog connector)."
+)
 SECRET_REF_DESCRIPTION = "A reference, never a literal: ${env:NAME} or ${file:PATH} (relative to the config directory)."  # noqa: S105 - a description
+
+
+def _a_list_when_given(schema: dict[str, Any]) -> None:
+    """An optional list is described as the list (leaving it out is how it is optional, not null)."""
+    listed = [option for option in schema.pop("anyOf", ()) if option.get("type") != "null"]
+    if len(listed) == 1:
+        schema.update(listed[0])
+    schema.pop("default", None)
 
 
 class _Strict(BaseModel):
@@ -88,6 +110,10 @@ class PartnerSpec(_Strict):
         None, description="Scopes registered with the app; installations may ask only these."
     )
     endpoints: EndpointsSpec | None = None
+    authentication: NonEmpty | None = Field(
+        None, description="cyclr only: the connector's Authentication entry to install with (its AuthName or Id)."
+    )
+    auth_via: AuthVia | None = Field(None, description=AUTH_VIA_DESCRIPTION + " Default of its installations: platform.")
     default: bool = Field(
         False,
         description="The partner of its connector for installations that name no `partner:` (at most one per "
@@ -105,25 +131,88 @@ class CredentialsSpec(_Strict):
 class InstallationSpec(_Strict):
     """One connector installation of a tenant."""
 
-    connector: ConnectorName | None = Field(None, description="Catalog connector (or implied by `partner`).")
+    connector: ConnectorName | None = Field(
+        None,
+        description="Catalog connector (or implied by `partner`); with platform type cyclr, any connector the "
+        "account can install (one outside the catalog takes no partner, and Cyclr runs its sign-in).",
+    )
     partner: Name | None = Field(None, description="Partner entry to use; default: the connector's default partner.")
-    parameters: dict[Name, str] = Field(default_factory=dict, description="Install parameters: organization, project.")
-    scopes: Strings = Field(min_length=1)
+    parameters: dict[Name, str] = Field(
+        default_factory=dict,
+        description="Install parameters: organization, project (a connector outside the catalog: its own, checked "
+        "against the platform's connector list when planning).",
+    )
+    scopes: Annotated[Strings, Field(min_length=1)] | None = Field(
+        None,
+        validate_default=True,
+        json_schema_extra=_a_list_when_given,
+        description="Scopes to request; required on the local platform and for the catalog's connectors.",
+    )
     credentials: CredentialsSpec | None = None
+    auth_via: AuthVia | None = Field(None, description=AUTH_VIA_DESCRIPTION + " Default: its partner's.")
     protect: bool = Field(False, description="A plan that would delete it fails unless --allow-delete names it.")
+
+    @field_validator("scopes", mode="after")
+    @classmethod
+    def _scopes_required_locally(cls, value: tuple[str, ...] | None, info: ValidationInfo) -> tuple[str, ...] | None:
+        if value is None and (info.context or {}).get("platform", "local") == "local":
+            raise PydanticCustomError("missing", "Field required")  # reported as today's missing key
+        return value
+
+
+class AccountSpec(_Strict):
+    """The tenant's account on the Cyclr platform (platform type cyclr only)."""
+
+    id: Name | None = Field(None, description="The account's API id; default: the tenant key.")
+    name: NonEmpty | None = Field(None, description="The account's name; default: the tenant key.")
+    timezone: NonEmpty | None = Field(None, description="The account's time zone, e.g. Europe/London.")
 
 
 class TenantSpec(_Strict):
     """One tenant: its installations, and whether all of them are protected from deletion."""
 
     installations: dict[Name, InstallationSpec] = Field(default_factory=dict)
+    account: AccountSpec | None = None
     protect: bool = Field(False, description="Protect every installation of the tenant (as `protect: true` on each).")
 
 
-class PlatformSpec(_Strict):
-    service_domain: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.-]+(:[0-9]+)?$")] = Field(
-        description="e.g. app-h.cyclr.com; the callback is https://<service_domain>/connector/callback."
+class PlatformEndpointsSpec(_Strict):
+    """Overrides of the Cyclr origins (a sandbox, a proxy); plain http only to 127.0.0.1 or localhost."""
+
+    api_url: NonEmpty | None = Field(None, description="The Cyclr API, instead of https://<api_domain>.")
+    service_url: NonEmpty | None = Field(
+        None, description="The service (sign-in links, the callback), instead of https://<service_domain>."
     )
+
+
+class PlatformSpec(_Strict):
+    """Where installations live: `local` (our state holds the tokens) or `cyclr` (accounts and account connectors
+    reconciled through the partner's Cyclr API)."""
+
+    type: Literal["local", "cyclr"] = Field("local", description="local (the default) or cyclr.")
+    service_domain: HostName | None = Field(
+        None,
+        validate_default=True,
+        description="e.g. app-h.cyclr.com; the callback is https://<service_domain>/connector/callback. Required, "
+        "but for cyclr with endpoints.service_url.",
+    )
+    api_domain: HostName | None = Field(
+        None,
+        description="cyclr: the API domain — api.cyclr.com, api.us2.cyclr.com, api.cyclr.uk, api.eu.cyclr.com, "
+        "api.apac.cyclr.com, or a private instance's. Required, but with endpoints.api_url.",
+    )
+    client_id: NonEmpty | None = Field(
+        None, description="cyclr: the API client id (Console > Settings > OAuth Client Credentials), literal or reference."
+    )
+    client_secret: NonEmpty | None = Field(None, description="cyclr: the API client secret. " + SECRET_REF_DESCRIPTION)
+    endpoints: PlatformEndpointsSpec | None = None
+
+    @field_validator("service_domain", mode="after")
+    @classmethod
+    def _service_domain_required_locally(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("type") == "local":  # cyclr: see `config.platform`; a wrong type: reported
+            raise PydanticCustomError("missing", "Field required")
+        return value
 
 
 class LocalBackendSpec(_Strict):
@@ -150,6 +239,15 @@ BackendSpec = Annotated[
     Annotated[LocalBackendSpec, Tag("local")] | Annotated[PostgresBackendSpec, Tag("postgres")],
     Discriminator(_backend_type, custom_error_type="backend_type", custom_error_message="type must be local or postgres"),
 ]
+
+
+def validation_context(root: object) -> dict[str, str]:
+    """The context every file of a configuration is validated in: the platform type the root file's data declares
+    (read before validation; anything but `cyclr` is the local platform, and a wrong type is reported by the root
+    file's own validation)."""
+    platform = root.get("platform") if isinstance(root, dict) else None
+    cyclr = isinstance(platform, dict) and platform.get("type") == "cyclr"
+    return {"platform": "cyclr" if cyclr else "local"}
 
 
 class IncludedFile(_Strict):

@@ -23,10 +23,13 @@ from reconciler.names import NAME_PATTERN
 __all__ = ["kind_of", "validated"]
 
 
-def validated(report: Report, src: SourceFile, data: dict[str, Any], model: type[IncludedFile]) -> IncludedFile | None:
-    """`data` as `model`, or None after reporting every schema error in it."""
+def validated(
+    report: Report, src: SourceFile, data: dict[str, Any], model: type[IncludedFile], context: dict[str, str]
+) -> IncludedFile | None:
+    """`data` as `model` in `context` (see `schema.validation_context`), or None after reporting every schema error
+    in it."""
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
             _translate(report, src, model, error)
@@ -57,12 +60,25 @@ def _translate(report: Report, src: SourceFile, model: type[BaseModel], error: A
         report.issue(src, loc, str(error.get("ctx", {}).get("error", error["msg"])))
     elif kind == "too_short":
         report.issue(src, loc, "must list at least 1 item")
-    elif kind == "string_pattern_mismatch" and loc[-1:] == ("service_domain",):
-        report.issue(src, loc, "expected a host name such as app-h.cyclr.com (no https://, no path)")
+    elif kind == "string_pattern_mismatch" and loc[-1:] in (("service_domain",), ("api_domain",)):
+        example = "app-h.cyclr.com" if loc[-1] == "service_domain" else "api.eu.cyclr.com"
+        report.issue(src, loc, f"expected a host name such as {example} (no https://, no path)")
+    elif kind == "string_pattern_mismatch" and loc[-2:-1] == ("account",):
+        hint = "the account's API id is a name; it defaults to the tenant key"
+        report.issue(src, loc, "invalid account id: use letters, digits, '-' and '_'", hint)
+    elif kind == "literal_error" and (loc == ("platform", "type") or loc[-1:] == ("auth_via",)):
+        hint = _LITERAL_HINTS[str(loc[-1])]
+        report.issue(src, loc, _plain_message(error)[0], hint)
     elif kind == "string_pattern_mismatch" and NAME_PATTERN in str(error.get("ctx", {}).get("pattern", "")):
         report.issue(src, loc, "invalid name: use letters, digits, '-' and '_'")
     else:
         report.issue(src, loc, *_plain_message(error))
+
+
+_LITERAL_HINTS = {
+    "type": "local, the default, keeps the tokens in our state; cyclr reconciles accounts through the Cyclr API",
+    "auth_via": "platform, the default: Cyclr runs the sign-in; reconciler: we run it and push the tokens",
+}
 
 
 def _plain_message(error: Any) -> tuple[str, str | None]:
