@@ -193,3 +193,51 @@ def test_paste_mode_shows_the_link_once_and_waits_for_the_platform(workdir: Path
     assert len(links) == 1  # the one place a sign-in token is shown
     assert "connectorauth" not in out + all_text_under(workdir)
     _assert_no_secret(out + all_text_under(workdir), sandbox)
+
+
+EXISTING = {
+    "id": "Globex Corp 01", "name": "Globex Corp", "timezone": "Europe/London",
+    "connectors": [
+        {"connector": "Microsoft Azure DevOps", "name": "ADO Main", "authentication_id": 31, "authenticated": True,
+         "properties": {"Organization": "globex-org", "Project": "Ops", "Scopes": "vso.work_full vso.code",
+                        "ClientId": "33333333-4444-4555-8666-777777777777", "ClientSecret": "globex-own-secret-5e2a9c-UNIQUE"}},
+        {"connector": "Slack", "name": "Chat", "authentication_id": 41, "authenticated": True,
+         "properties": {"Channel": "#ops"}},
+    ],
+}
+
+
+def test_an_existing_account_is_imported_and_then_up_to_date(workdir: Path, sandbox: SandboxServer) -> None:
+    """A pre-existing account with two installs: generated YAML (secrets by reference), recorded as it is, and the
+    next plan is "No changes" with no sign-in; the connector's secret is in no output or file."""
+    (workdir / "reconciler.yaml").write_text(_config(sandbox.url, ()).replace("tenants:\n", ""))
+    _admin(sandbox, "cyclr/accounts", EXISTING)
+    dry = _run("import", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "globex-corp" in dry.output and not (workdir / "tenants").exists() and not (workdir / "state").exists()
+    done = _run("import", "--write", "tenants")
+    assert done.exit_code == 0, done.output
+    written = (workdir / "tenants" / "globex-corp.yaml").read_text()
+    assert "${env:GLOBEX_CORP_ADO_MAIN_CLIENT_SECRET}" in written and "id: Globex Corp 01" in written
+    assert "GLOBEX_CORP_ADO_MAIN_CLIENT_SECRET" in done.output and "- tenants/*.yaml" in done.output
+    with (workdir / "reconciler.yaml").open("a") as root:  # the line import asked for
+        root.write("include: [tenants/*.yaml]\n")
+    state = _state(workdir)
+    assert set(state) >= {"account.globex-corp", "installation.globex-corp.ado-main", "installation.globex-corp.chat"}
+    plan = _run("plan")
+    assert plan.exit_code == 0 and "No changes" in plan.output, plan.output
+    _assert_no_secret(dry.output + done.output + plan.output + all_text_under(workdir), sandbox)
+    assert "globex-own-secret-5e2a9c-UNIQUE" not in dry.output + done.output + all_text_under(workdir)
+    again = _run("import", "--write", "tenants")
+    assert again.exit_code == 0 and "nothing to adopt" in again.output
+
+
+def test_import_names_the_include_line_and_adopts_a_declared_tenant(workdir: Path, sandbox: SandboxServer) -> None:
+    (workdir / "reconciler.yaml").write_text(_config(sandbox.url, ("acme",)))
+    _admin(sandbox, "cyclr/accounts", {**EXISTING, "id": "acme", "connectors": []})
+    _admin(sandbox, "cyclr/accounts", {**EXISTING, "id": "other"})
+    done = _run("import", "--tenant", "acme")
+    assert done.exit_code == 0, done.output
+    assert "account.acme: adopted" in done.output and "other" not in done.output
+    plan = _run("plan")
+    assert "Plan: 2 to create, 1 to update" in plan.output  # partner + install; the account's name as declared

@@ -11,7 +11,7 @@ state, reach the network, or hold a rule itself (each lives in the module named 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from reconciler.config.partners import Checks, default_partners, desired_partner
 from reconciler.config.placements import check_partner_keys
 from reconciler.config.platform import callback_origin, cyclr_settings, declared_accounts, is_cyclr
 from reconciler.config.schema import (
+    IncludedFile,
     PartnerSpec,
     PostgresBackendSpec,
     RootFile,
@@ -94,8 +95,11 @@ def load_config(
     environment: str | None = None,
     parser: Parser = PLAIN,
     unchecked_secrets: bool = False,
+    extra: Sequence[Path] = (),
 ) -> LoadedConfig:
-    """Load and validate the configuration in `config_dir`; raise `ConfigError` listing every problem.
+    """Load and validate the configuration in `config_dir`; raise `ConfigError` listing every problem. `extra`
+    files are read as if the root file included them (after its own includes): `reconciler import` checks what it
+    generated before the root file's `include:` names it.
 
     With `unchecked_secrets` (for commands that never use a secret's value: validate, plan), a client secret
     whose value is not available here — its variable is not set or is empty, its file does not exist — is listed
@@ -110,7 +114,7 @@ def load_config(
     config_dir, catalog = Path(config_dir), catalog or load_catalog()
     report = Report()
     manifest = Manifest(today=today.isoformat() if today else None)
-    documents, overlay = _documents(Reader(report, manifest, parser), config_dir, environment)
+    documents, overlay = _documents(Reader(report, manifest, parser), config_dir, environment, extra)
     files = validated_files(report, documents)
     report.fail_if_issues()
     root = files[0][1]
@@ -130,7 +134,9 @@ def load_config(
     return LoadedConfig(desired, report.warnings, shown, root, manifest, values.unchecked_references())
 
 
-def _documents(reader: Reader, config_dir: Path, environment: str | None) -> tuple[list[Document], SourceFile | None]:
+def _documents(
+    reader: Reader, config_dir: Path, environment: str | None, extra: Sequence[Path] = ()
+) -> tuple[list[Document], SourceFile | None]:
     """The root file, its includes (depth first) and the environment overlay merged in, and the overlay read;
     stops with every problem of a stage (the files as read, then the merge)."""
     root_path = config_dir / CONFIG_FILE
@@ -142,6 +148,11 @@ def _documents(reader: Reader, config_dir: Path, environment: str | None) -> tup
     assert raw is not None
     documents = [raw]
     reader.include(raw[0], include_patterns(raw[1]), (root_path.resolve(),), documents)
+    for path in extra:
+        if path.resolve() not in reader.seen:
+            reader.seen.add(path.resolve())
+            loaded = reader.read(path, IncludedFile)
+            documents.extend([loaded] if loaded is not None else [])
     overlay = reader.read(path, None) if path is not None else None
     reader.report.fail_if_issues()  # the files as read: merging or validating broken ones would only add noise
     if overlay is None:

@@ -160,10 +160,17 @@ class InstallationSpec(_Strict):
         return value
 
 
+# An account's API id is the platform's: any text of 1-128 characters without '/', '\\', control characters or
+# spaces around it (Cyclr ids are often GUIDs, sometimes words with spaces).
+AccountId = Annotated[
+    str, StringConstraints(pattern=r"^[^\s/\\\x00-\x1f\x7f](?:[^/\\\x00-\x1f\x7f]{0,126}[^\s/\\\x00-\x1f\x7f])?$")
+]
+
+
 class AccountSpec(_Strict):
     """The tenant's account on the Cyclr platform (platform type cyclr only)."""
 
-    id: Name | None = Field(None, description="The account's API id; default: the tenant key.")
+    id: AccountId | None = Field(None, description="The account's API id; default: the tenant key.")
     name: NonEmpty | None = Field(None, description="The account's name; default: the tenant key.")
     timezone: NonEmpty | None = Field(None, description="The account's time zone, e.g. Europe/London.")
 

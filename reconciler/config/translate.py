@@ -64,8 +64,8 @@ def _translate(report: Report, src: SourceFile, model: type[BaseModel], error: A
         example = "app-h.cyclr.com" if loc[-1] == "service_domain" else "api.eu.cyclr.com"
         report.issue(src, loc, f"expected a host name such as {example} (no https://, no path)")
     elif kind == "string_pattern_mismatch" and loc[-2:-1] == ("account",):
-        hint = "the account's API id is a name; it defaults to the tenant key"
-        report.issue(src, loc, "invalid account id: use letters, digits, '-' and '_'", hint)
+        hint = "the account's API id as the platform has it; it defaults to the tenant key"
+        report.issue(src, loc, "invalid account id: 1-128 characters, no '/', '\\', control characters or spaces around it", hint)
     elif kind == "literal_error" and (loc == ("platform", "type") or loc[-1:] == ("auth_via",)):
         hint = _LITERAL_HINTS[str(loc[-1])]
         report.issue(src, loc, _plain_message(error)[0], hint)
