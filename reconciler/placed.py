@@ -15,9 +15,11 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import SecretStr
+
 from reconciler.addresses import Globs
 from reconciler.declared import DeclaredInstallation, Effect, declared_reasons, installation_view, quote
-from reconciler.placement import DeclaredAccount, account_reasons, account_view
+from reconciler.placement import DeclaredAccount, account_reasons, account_view, secret_digest
 from reconciler.plan import Action, ResourceChange
 from reconciler.state.model import AccountRecord, Drift, InstallationRecord
 
@@ -73,9 +75,11 @@ def placed_installation_change(
     *,
     now: dt.datetime,
     drift: Drift | None,
+    secret: SecretStr | None = None,
 ) -> ResourceChange | None:
     """The change of an installation that is (or was) on a platform; None when neither side is (the local rules
-    judge it)."""
+    judge it). `secret`: the declared client secret's value, when resolved here (a new value behind the same
+    reference is pushed again)."""
     placed = (want is not None and want.placement is not None) or (have is not None and have.placement is not None)
     if not placed:
         return None
@@ -97,7 +101,7 @@ def placed_installation_change(
     drift = drift or have.drift
     if have.status == "authorized" and (drift is not None or not have.account_connector.authenticated):
         reauthorize.append((drift or Drift.DEAUTHENTICATED).words)
-    update = _reasons(Effect.UPDATE, want, have) + _pushed_secret(want, have)
+    update = _reasons(Effect.UPDATE, want, have) + _pushed_secret(want, have, secret)
     if reauthorize:
         return ResourceChange(address, Action.REAUTHORIZE, (*reauthorize, *update), before, after, target=want)
     if update:
@@ -128,9 +132,15 @@ def _reasons(effect: Effect, want: DeclaredInstallation, have: InstallationRecor
     return declared_reasons(effect, want, same)
 
 
-def _pushed_secret(want: DeclaredInstallation, have: InstallationRecord) -> list[str]:
+def _pushed_secret(want: DeclaredInstallation, have: InstallationRecord, secret: SecretStr | None) -> list[str]:
     """A partner's client secret reference that changed is the partner's change, and on a platform also each of its
-    installations': the ClientSecret property is pushed again."""
-    if want.credentials_source != "partner" or want.client_secret_ref == have.client_secret_ref:
+    installations': the ClientSecret property is set again — as it is when a new value stands behind the same
+    reference (rotated where the reference points)."""
+    if want.credentials_source == "partner" and want.client_secret_ref != have.client_secret_ref:
+        return [f"partner {want.partner} client_secret reference changed: ClientSecret is set again"]
+    pushed = have.account_connector.client_secret_digest if have.account_connector is not None else None
+    if pushed is None or secret is None or want.client_secret_ref != have.client_secret_ref:
         return []
-    return [f"partner {want.partner} client_secret reference changed: ClientSecret is set again"]
+    if secret_digest(want.address, secret.get_secret_value()) != pushed:
+        return ["client secret value changed: ClientSecret is set again"]
+    return []

@@ -7,12 +7,13 @@ Owns: those declared types (frozen; no secret). Must not: import YAML, HTTP, sta
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["ACCOUNT_FIELDS", "DeclaredAccount", "Placement", "account_address", "account_reasons", "account_view"]
+__all__ = ["ACCOUNT_FIELDS", "secret_digest", "DeclaredAccount", "Placement", "account_address", "account_reasons", "account_view"]
 
 
 class _Frozen(BaseModel):
@@ -64,3 +65,9 @@ def account_reasons(want: DeclaredAccount, have: DeclaredAccount) -> tuple[str, 
     if want.id != have.id:
         return (f"account id changed: {json.dumps(have.id)} -> {json.dumps(want.id)}",)
     return tuple(reason for field, reason in ACCOUNT_FIELDS if getattr(want, field) != getattr(have, field))
+
+
+def secret_digest(address: str, value: str) -> str:
+    """What state keeps of a client secret pushed to the platform (a ClientSecret property), to notice a new value
+    behind the same reference: a digest bound to the installation (the value itself is never kept)."""
+    return hashlib.sha256(f"reconciler client secret v1\0{address}\0{value}".encode()).hexdigest()[:32]

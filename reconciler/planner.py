@@ -14,6 +14,8 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import SecretStr
+
 from reconciler.addresses import EVERYTHING, NO_GLOBS, Globs, Selection
 from reconciler.catalog import AuthFlavour, Catalog, Connector
 from reconciler.config.desired import (
@@ -88,6 +90,7 @@ def make_plan(
             catalog=catalog,
             drift=drift.get(address),
             partner=_partner_of_installation(desired, desired.installations.get(address)),
+            secret=i.client_secret if (i := desired.installations.get(address)) else None,
             recorded_partner=_recorded_partner_of(recorded_partners, recorded_installations.get(address)),
         )
         for address in sorted(desired.installations.keys() | recorded_installations.keys())
@@ -216,9 +219,10 @@ def _installation_change(
     drift: Drift | None = None,
     partner: DeclaredPartner | None = None,
     recorded_partner: PartnerRecord | None = None,
+    secret: SecretStr | None = None,
 ) -> ResourceChange:
     placed = placed_installation_change(
-        address, want, have, record_view(have) if have is not None else None, now=now, drift=drift
+        address, want, have, record_view(have) if have is not None else None, now=now, drift=drift, secret=secret
     )
     if placed is not None:
         return placed

@@ -23,10 +23,15 @@ from reconciler.config.desired import DesiredState
 from reconciler.declared import DeclaredInstallation, target_digest
 from reconciler.errors import ReconcilerError
 from reconciler.pending import PENDING_LIFETIME
-from reconciler.placement import DeclaredAccount
+from reconciler.placement import DeclaredAccount, secret_digest
 from reconciler.plan import Action, ResourceChange
 from reconciler.platforms.cyclr.api import CyclrApi, sign_in_link
-from reconciler.platforms.cyclr.connectors import InstallRequest, install_request, resolve_connector
+from reconciler.platforms.cyclr.connectors import (
+    CLIENT_SECRET,
+    InstallRequest,
+    install_request,
+    resolve_connector,
+)
 from reconciler.state.model import (
     AccountConnectorRecord,
     AccountRecord,
@@ -162,7 +167,8 @@ class PlatformSteps:
         else:
             assert record is not None and record.account_connector is not None
             self.set_properties(placement.account, record.account_connector.account_connector_id, request)
-            record = updated_installation_record(record, want)
+            installed = record.account_connector.model_copy(update={"client_secret_digest": _digest(want, request)})
+            record = updated_installation_record(record, want).model_copy(update={"account_connector": installed})
             if change.action is Action.UPDATE and placement.platform_holds_tokens:
                 self.run.save(address, record.model_copy(update={"pending": None}))
                 self.run.result.completed.append(address)
@@ -199,7 +205,7 @@ class PlatformSteps:
         where = AccountConnectorRecord(
             account_connector_id=str(installed.get("Id")), connector_id=request.connector.id,
             connector_version=request.connector.version or None, authentication_id=request.authentication_id,
-            authenticated=bool(installed.get("Authenticated")),
+            authenticated=bool(installed.get("Authenticated")), client_secret_digest=_digest(want, request),
         )
         record = installation_record(want, granted=(), authorized_at=None).model_copy(
             update={"status": "pending_authorization", "account_connector": where}
@@ -254,6 +260,11 @@ class PlatformSteps:
         self.run.save(want.address, record.model_copy(update={"pending": marker, "status": status}))
         self.run.result.pending.append((want.address, ""))
         self.run.hooks.step(want.address, f"sign-in due: reconciler authorize {want.address}")
+
+
+def _digest(want: DeclaredInstallation, request: InstallRequest) -> str | None:
+    secret = next((p["Value"] for p in request.properties if p["Name"] == CLIENT_SECRET), None)
+    return secret_digest(want.address, secret) if secret is not None else None
 
 
 # -- tokens of our own (auth_via: reconciler) -------------------------------------------------------------------

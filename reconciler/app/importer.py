@@ -68,7 +68,7 @@ def run_import(
     backend = open_backend(ws, loaded.root)
     recorded = backend.read()
     with Http(timeout=ws.http_timeout) as http, ThreadPoolExecutor(max_workers=8) as pool:
-        api = platform_api(settings, http)
+        api = platform_api(settings, http, desired.secret_values())
         chosen = _chosen_accounts(api.list_accounts(), desired, recorded, tenants)
         estate = read_estate(api, chosen, connector_list(ws, settings, api), pool.map)
     outcome = ImportOutcome()

@@ -37,9 +37,13 @@ def open_memo(request: PlanRequest) -> PlanMemo | None:
 
 
 def remember(memo: PlanMemo, result: PlanResult, output: str) -> None:
-    """Keep `output`, the rendered `result`, with the digests of the state files as they were read."""
+    """Keep `output`, the rendered `result`, with the digests of the state files as they were read. Not on a
+    platform: its plan also depends on the platform's connector list and on secret values (a ClientSecret pushed
+    again when its value changes), which the memo does not record."""
     from reconciler.memo import StateFiles
 
+    if result.loaded.desired.platform is not None:
+        return
     digests = result.backend.read_digests() if isinstance(result.backend, StateFiles) else None
     if digests is not None:
         memo.store(

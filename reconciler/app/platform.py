@@ -7,7 +7,7 @@ prompt, read the clock or the environment itself, or know about click.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from reconciler.app.workspace import Workspace
@@ -23,11 +23,12 @@ if TYPE_CHECKING:  # HTTP loads only for commands that reach the platform
 __all__ = ["check_installations", "check_platform", "platform_api", "platform_services"]
 
 
-def platform_api(settings: CyclrSettings, http: Http) -> CyclrApi:
+def platform_api(settings: CyclrSettings, http: Http, secrets: Iterable[str] = ()) -> CyclrApi:
+    """The platform's API client; no error it makes repeats one of `secrets` (the configuration's values)."""
     from reconciler.platforms.cyclr.api import CyclrApi, PartnerApiCredentials
 
     credentials = PartnerApiCredentials(settings.client_id, settings.client_secret)
-    return CyclrApi(settings.api_url, credentials, http.client)
+    return CyclrApi(settings.api_url, credentials, http.client, secrets=secrets)
 
 
 def connector_list(ws: Workspace, settings: CyclrSettings, api: CyclrApi) -> Sequence[Mapping[str, Any]]:
@@ -65,7 +66,8 @@ def check_platform(ws: Workspace, desired: DesiredState) -> None:
 
     assert desired.platform is not None
     with Http(timeout=ws.http_timeout) as http:
-        check_installations(desired, connector_list(ws, desired.platform, platform_api(desired.platform, http)))
+        api = platform_api(desired.platform, http, desired.secret_values())
+        check_installations(desired, connector_list(ws, desired.platform, api))
 
 
 def platform_services(ws: Workspace, desired: DesiredState, http: Http, sign_in: PlatformSignIn | None) -> PlatformServices | None:
@@ -75,7 +77,7 @@ def platform_services(ws: Workspace, desired: DesiredState, http: Http, sign_in:
     if desired.platform is None:
         return None
     settings = desired.platform
-    api = platform_api(settings, http)
+    api = platform_api(settings, http, desired.secret_values())
     listed: list[Sequence[Mapping[str, Any]]] = []
 
     def connectors() -> Sequence[Mapping[str, Any]]:

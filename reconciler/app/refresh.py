@@ -25,7 +25,7 @@ from reconciler.state.model import InstallationRecord, StateDocument
 
 if TYPE_CHECKING:  # the OAuth layer (httpx, authlib) loads only when a refresh runs
     from reconciler.auth.transport import Http
-    from reconciler.config.desired import CyclrSettings
+    from reconciler.config.desired import DesiredState
     from reconciler.platform_refresh import PlatformRefresh
     from reconciler.refresh import Finding, RefreshSettings
 
@@ -112,13 +112,13 @@ def refreshed(
                 now=ws.clock, settings=settings, addresses=selected, progress=progress,
             )
         if loaded.desired.platform is not None:
-            seen = _observe(loaded.desired.platform, http, doc, selected, settings, progress)
+            seen = _observe(loaded.desired, http, doc, selected, settings, progress)
             findings, observed = findings + seen.findings, seen.observed
     return findings, observed
 
 
 def _observe(
-    settings: CyclrSettings,
+    desired: DesiredState,
     http: Http,
     doc: StateDocument,
     selected: set[str],
@@ -128,7 +128,8 @@ def _observe(
     from reconciler.app.platform import platform_api
     from reconciler.platform_refresh import observe_platform
 
-    api = platform_api(settings, http)
+    assert desired.platform is not None
+    api = platform_api(desired.platform, http, desired.secret_values())
     return observe_platform(doc, api, addresses=selected, parallelism=refresh.parallelism, progress=progress)
 
 

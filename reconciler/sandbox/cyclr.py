@@ -275,7 +275,9 @@ class CyclrSandbox:
         redirect = service_url.rstrip("/") + CALLBACK
         with self.lock:
             self.sign_ins[state] = SignIn(connector, params["targetOrigin"], verifier, client, flavour, redirect)
-        scopes = connector.properties.get("Scopes", "").split()
+        # A connector without a Scopes property (Slack) stands in with the provider's profile scope: the sandbox
+        # runs every connector's consent on its one OAuth provider.
+        scopes = connector.properties.get("Scopes", "").split() or ["vso.profile"]
         if flavour == LEGACY:
             query = {"client_id": client[0], "response_type": "Assertion", "state": state,
                      "scope": " ".join(scopes), "redirect_uri": redirect}

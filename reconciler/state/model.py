@@ -67,6 +67,7 @@ class AccountConnectorRecord(_Record):
     connector_version: str | None = None
     authentication_id: str | None = None
     authenticated: bool = False
+    client_secret_digest: str | None = None  # of the ClientSecret property last set (`placement.secret_digest`)
 
 
 class PendingRecord(_Record):

@@ -17,7 +17,7 @@ import datetime as dt
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -69,7 +69,9 @@ class CyclrApi:
         *,
         policy: RetryPolicy = RetryPolicy(),
         sleep: Callable[[float], None] = time.sleep,
+        secrets: Iterable[str] = (),
     ) -> None:
+        """`secrets`: values no error may repeat besides those this client sends (the configuration's)."""
         self._api = api_url.rstrip("/")
         self._credentials = credentials
         self._client = client
@@ -77,6 +79,7 @@ class CyclrApi:
         self._sleep = sleep
         self._token: str | None = None
         self._token_lock = threading.Lock()
+        self._sent: set[str] = set(secrets)  # and every secret value this client has sent: no error repeats one
 
     def __repr__(self) -> str:
         return f"CyclrApi({self._api!r}, client_id={self._credentials.client_id!r})"
@@ -210,7 +213,11 @@ class CyclrApi:
     ) -> Any:
         """One API call's JSON answer (`_MISSING` for a 404 when `missing_ok`), with the partner token, retried
         when `retry` and the failure is transient. `sent`: the secret values in the request, kept out of any error
-        made from the answer (a message may repeat the request)."""
+        made from the answer (a message may repeat the request) — as is every secret sent before by this client (a
+        message may repeat what another request set)."""
+
+        with self._token_lock:
+            self._sent.update(sent)
 
         def once() -> Any:
             return self._authorized(method, path, account, json, missing_ok, sent)
@@ -233,7 +240,9 @@ class CyclrApi:
         try:
             return _answer(response, f"{method} {path}", missing_ok)
         except ProviderError as exc:
-            raise redacted(exc, (*sent, token, self._credentials.client_secret.get_secret_value())) from None
+            with self._token_lock:
+                known = (*self._sent, *sent)
+            raise redacted(exc, (*known, token, self._credentials.client_secret.get_secret_value())) from None
 
     def _send(self, method: str, path: str, token: str, account: str | None, json: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
