@@ -13,6 +13,8 @@ from click.testing import CliRunner, Result
 from reconciler.cli import cli
 from reconciler.sandbox import SandboxServer
 
+pytest_plugins = ("tests.cyclr_support",)  # the Cyclr platform's fixtures: cyclr_sandbox, cyclr_dir
+
 UPDATE_GOLDEN = os.environ.get("UPDATE_GOLDEN") == "1"
 # The parse cache of every CLI run in the tests (in-process and subprocesses) stays in a throwaway directory.
 os.environ["RECONCILER_CACHE_DIR"] = tempfile.mkdtemp(prefix="reconciler-test-cache-")
