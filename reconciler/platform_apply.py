@@ -163,7 +163,10 @@ class PlatformSteps:
         record = self.run.installation_record(address)
         moved = record is None or record.account_connector is None or record.placement != placement
         if change.action is Action.CREATE or moved:
+            left = record if record is not None and record.placement != placement else None
             record = self.install(want, request)
+            if left is not None and left.placement is not None and left.account_connector is not None:
+                self.remove_left(address, left.placement.account, left.account_connector.account_connector_id)
         else:
             assert record is not None and record.account_connector is not None
             self.set_properties(placement.account, record.account_connector.account_connector_id, request)
@@ -178,6 +181,16 @@ class PlatformSteps:
             return False
         self.sign_in(want, record)
         return True
+
+    def remove_left(self, address: str, account: str, account_connector_id: str) -> None:
+        """The account connector an installation moved away from (another account): removed once the new one is
+        recorded (a failure is a warning: it is no longer ours to sign in)."""
+        try:
+            self.api.delete_account_connector(account, account_connector_id)
+        except ReconcilerError as exc:
+            self.run.hooks.step(address, f"warning: account connector {account_connector_id} in account {account} was not removed ({exc.message})")
+            return
+        self.run.hooks.step(address, f"account connector {account_connector_id} removed from account {account}")
 
     def request(self, want: DeclaredInstallation) -> InstallRequest:
         placement = want.placement

@@ -174,3 +174,21 @@ def test_import_names_the_include_line_and_adopts_a_declared_tenant(cyclr_dir: P
     assert "account.acme: adopted" in done.output and "other" not in done.output
     plan = run_cli("plan")
     assert "Plan: 2 to create, 1 to update" in plan.output  # partner + install; the account's name as declared
+
+
+def test_a_tenant_moved_to_another_account_is_installed_there(cyclr_dir: Path, cyclr_sandbox: SandboxServer) -> None:
+    """Another account id: a new account, the installation installed there and removed from the old one; the old
+    account itself is kept (deleting one takes --allow-delete)."""
+    (cyclr_dir / "reconciler.yaml").write_text(cyclr_config(cyclr_sandbox.url, ("acme",)))
+    assert run_cli("apply", "--auto-approve", "--auth-mode", "defer").exit_code == 3
+    old = connector_id(cyclr_dir, "acme")
+    moved = cyclr_config(cyclr_sandbox.url, ("acme",)).replace("account: {name:", "account: {id: acme-2, name:")
+    (cyclr_dir / "reconciler.yaml").write_text(moved)
+    plan = json.loads(run_cli("plan", "--format", "json").output)
+    actions = {c["address"]: c["action"] for c in plan["changes"]}
+    assert actions["account.acme"] == "reauthorize" and actions["installation.acme.ado-main"] == "reauthorize"
+    assert run_cli("apply", "--auto-approve", "--auth-mode", "defer").exit_code == 3
+    assert set(cyclr_sandbox.cyclr.accounts) == {"acme", "acme-2"}
+    installed = cyclr_sandbox.cyclr.account_connectors
+    assert int(old) not in installed and [c.account for c in installed.values()] == ["acme-2"]
+    assert "No changes" in run_cli("plan").output
