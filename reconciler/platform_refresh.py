@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.auth.errors import ProviderError
+from reconciler.platform_apply import auth_value
 from reconciler.platforms.cyclr.api import CyclrApi
 from reconciler.platforms.cyclr.connectors import SCOPES, slug
 from reconciler.refresh import Finding
 from reconciler.state.model import AccountRecord, AnyRecord, Drift, InstallationRecord, StateDocument
+from reconciler.tokens.model import TokenSet
 
-__all__ = ["PlatformRefresh", "observe_platform"]
+__all__ = ["PlatformRefresh", "observe_platform", "push_rotated"]
 
 
 @dataclass(frozen=True)
@@ -147,3 +149,24 @@ def _compared(address: str, record: InstallationRecord, found: Mapping[str, Any]
     if parameters != record.parameters or scopes != record.scopes:
         return Finding(address, "edited", "properties edited on the platform"), seen
     return Finding(address, "ok"), seen
+
+
+def push_rotated(
+    doc: StateDocument, findings: list[Finding], held: Callable[[str, str], TokenSet | None], api: CyclrApi
+) -> list[Finding]:
+    """Hand the platform the tokens a refresh just rotated for installations whose tokens we hold
+    (`auth_via: reconciler`): its copy of the old refresh token may no longer work. A failure is a finding."""
+    out = []
+    for finding in findings:
+        record = doc.resources.get(finding.address)
+        if finding.outcome != "refreshed" or not isinstance(record, InstallationRecord):
+            continue
+        installed, placement = record.account_connector, record.placement
+        tokens = held(finding.address, record.client_id)
+        if installed is None or placement is None or tokens is None:
+            continue
+        try:
+            api.put_auth_value(placement.account, installed.account_connector_id, auth_value(tokens))
+        except ProviderError as exc:
+            out.append(Finding(finding.address, "transient", f"rotated tokens not handed to the platform: {exc.message}"))
+    return out

@@ -192,3 +192,38 @@ def test_a_tenant_moved_to_another_account_is_installed_there(cyclr_dir: Path, c
     installed = cyclr_sandbox.cyclr.account_connectors
     assert int(old) not in installed and [c.account for c in installed.values()] == ["acme-2"]
     assert "No changes" in run_cli("plan").output
+
+
+def test_auth_via_reconciler_hands_our_tokens_to_the_platform(
+    cyclr_dir: Path, cyclr_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reconciler runs the OAuth flow itself, records the sealed tokens and the granted scopes, and puts them
+    on the account connector (AuthValue); a refresh that rotates them hands the new ones over too."""
+    from tests.sandbox_support import ENTRA_ID, ENTRA_SECRET, free_port
+
+    port = free_port()
+    url = cyclr_sandbox.url
+    cyclr_sandbox.provider.register_app({"client_id": ENTRA_ID, "client_secret": ENTRA_SECRET, "flavour": "entra-id",
+                                         "redirect_uris": [f"http://127.0.0.1:{port}/callback"]})
+    cyclr_sandbox.provider.register_org("acme-org", ["Platform"])
+    own = (f"  own:\n    connector: microsoft-azure-devops\n    auth: entra-id\n    tenant_id: organizations\n"
+           f"    client_id: {ENTRA_ID}\n    client_secret: ${{env:OWN_SECRET}}\n    auth_via: reconciler\n"
+           f"    redirect_uri: http://127.0.0.1:{port}/callback\n    endpoints:\n"
+           f"      authorize_url: {url}/organizations/oauth2/v2.0/authorize\n"
+           f"      token_url: {url}/organizations/oauth2/v2.0/token\n      api_url: {url}\n")
+    config = cyclr_config(url, ("acme",)).replace("tenants:\n", own + "tenants:\n", 1)
+    config = config.replace("microsoft-azure-devops: {auth: entra-id, tenant_id: organizations}", "")
+    (cyclr_dir / "reconciler.yaml").write_text(config.replace("partners:\n\n", "partners:\n"))
+    monkeypatch.setenv("OWN_SECRET", ENTRA_SECRET)
+    monkeypatch.setattr(webbrowser, "open", ScriptedBrowser())
+    applied = run_cli("apply", "--auto-approve", "--auth-mode", "browser", "--auth-timeout", "30")
+    assert applied.exit_code == 0, applied.output
+    installed = cyclr_sandbox.cyclr.account_connectors[int(connector_id(cyclr_dir, "acme"))]
+    first = json.loads(installed.auth_value or "{}")
+    assert installed.authenticated and first["AccessToken"] and first["RefreshToken"]
+    shown = json.loads(run_cli("state", "show", "installation.acme.ado-main", "--format", "json").output)
+    assert shown["auth_via"] == "reconciler" and shown["granted_scopes"] == ["vso.code", "vso.work_full"]
+    assert run_cli("refresh", "--window", "100000").exit_code == 0
+    second = json.loads(installed.auth_value or "{}")
+    assert second["AccessToken"] != first["AccessToken"]  # the rotated tokens are the platform's too
+    assert "No changes" in run_cli("plan").output

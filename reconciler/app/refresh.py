@@ -28,6 +28,8 @@ if TYPE_CHECKING:  # the OAuth layer (httpx, authlib) loads only when a refresh 
     from reconciler.config.desired import DesiredState
     from reconciler.platform_refresh import PlatformRefresh
     from reconciler.refresh import Finding, RefreshSettings
+    from reconciler.tokens.model import TokenSet
+    from reconciler.tokens.vault import Vault
 
 __all__ = ["RefreshOutcome", "run_refresh"]
 
@@ -105,6 +107,7 @@ def refreshed(
     selected = set(scope.selection.pick(doc.resources))
     key = state_key(ws, loaded.root, backend, on_key_created=no_note, create=False)
     with Http(timeout=ws.http_timeout) as http:
+        vault = None
         if key is not None:
             vault = Vault(backend.credential_store(), key, lineage=doc.lineage, environment=ws.environment_name)
             findings = refresh_all(
@@ -112,7 +115,7 @@ def refreshed(
                 now=ws.clock, settings=settings, addresses=selected, progress=progress,
             )
         if loaded.desired.platform is not None:
-            seen = _observe(loaded.desired, http, doc, selected, settings, progress)
+            seen = _observe(loaded.desired, http, doc, selected, settings, progress, vault, findings)
             findings, observed = findings + seen.findings, seen.observed
     return findings, observed
 
@@ -124,13 +127,28 @@ def _observe(
     selected: set[str],
     refresh: RefreshSettings,
     progress: Callable[[int, int], None],
+    vault: Vault | None,
+    rotated: list[Finding],
 ) -> PlatformRefresh:
+    """Hand the platform the tokens just rotated for installations whose tokens we hold, then read its accounts
+    and account connectors."""
     from reconciler.app.platform import platform_api
-    from reconciler.platform_refresh import observe_platform
+    from reconciler.platform_refresh import PlatformRefresh, observe_platform, push_rotated
+    from reconciler.tokens.custodian import TokenCustodian
 
     assert desired.platform is not None
     api = platform_api(desired.platform, http, desired.secret_values())
-    return observe_platform(doc, api, addresses=selected, parallelism=refresh.parallelism, progress=progress)
+    pushed: list[Finding] = []
+    if vault is not None:
+        custodian = TokenCustodian(vault)
+
+        def held(address: str, client_id: str) -> TokenSet | None:
+            found = custodian.held(address, client_id)
+            return found.tokens if found is not None else None
+
+        pushed = push_rotated(doc, rotated, held, api)
+    seen = observe_platform(doc, api, addresses=selected, parallelism=refresh.parallelism, progress=progress)
+    return PlatformRefresh(pushed + seen.findings, seen.observed)
 
 
 def _record_observed(backend: StateBackend, observed: StateDocument, findings: list[Finding]) -> int:
