@@ -169,6 +169,8 @@ def test_import_names_the_include_line_and_adopts_a_declared_tenant(cyclr_dir: P
     (cyclr_dir / "reconciler.yaml").write_text(cyclr_config(cyclr_sandbox.url, ("acme",)))
     admin(cyclr_sandbox, "cyclr/accounts", {**EXISTING, "id": "acme", "connectors": []})
     admin(cyclr_sandbox, "cyclr/accounts", {**EXISTING, "id": "other"})
+    refused = run_cli("plan")
+    assert refused.exit_code == 1 and "reconciler import --tenant acme" in refused.output  # never a silent takeover
     done = run_cli("import", "--tenant", "acme")
     assert done.exit_code == 0, done.output
     assert "account.acme: adopted" in done.output and "other" not in done.output

@@ -59,7 +59,7 @@ def plan_of(
     if loaded.desired.platform is not None:
         from reconciler.app.platform import check_platform
 
-        check_platform(ws, loaded.desired)
+        check_platform(ws, loaded.desired, recorded)
     with paused_gc():
         return make_plan(
             loaded.desired,

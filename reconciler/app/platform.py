@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from reconciler.app.workspace import Workspace
 from reconciler.config.desired import CyclrSettings, DesiredState
 from reconciler.errors import PlanError
+from reconciler.state.model import AccountRecord, StateDocument
 
 if TYPE_CHECKING:  # HTTP loads only for commands that reach the platform
     from reconciler.auth.signin import PlatformSignIn
@@ -60,14 +61,24 @@ def check_installations(desired: DesiredState, listed: Sequence[Mapping[str, Any
             raise PlanError(f"{address}: {exc.message}", hint=exc.hint) from None
 
 
-def check_platform(ws: Workspace, desired: DesiredState) -> None:
-    """`check_installations` against the platform's list (cached; fetched with the partner's API credentials)."""
+def check_platform(ws: Workspace, desired: DesiredState, recorded: StateDocument | None) -> None:
+    """`check_installations` against the platform's list (cached; fetched with the partner's API credentials), and
+    no account to create that exists already: that one is adopted (`reconciler import`), never taken over."""
     from reconciler.auth.transport import Http
 
     assert desired.platform is not None
+    have = {a for a, r in (recorded.resources.items() if recorded else ()) if isinstance(r, AccountRecord)}
+    new = {a.id: a.tenant for address, a in desired.accounts.items() if address not in have}
     with Http(timeout=ws.http_timeout) as http:
         api = platform_api(desired.platform, http, desired.secret_values())
         check_installations(desired, connector_list(ws, desired.platform, api))
+        taken = sorted(new[str(a.get("Id"))] for a in (api.list_accounts() if new else ()) if str(a.get("Id")) in new)
+    if taken:
+        tenants = ", ".join(taken)
+        raise PlanError(
+            f"the account of tenant(s) {tenants} exists on the platform already and is not in state",
+            hint=f"adopt it: reconciler import --tenant {taken[0]}" + (" (and the others)" if len(taken) > 1 else ""),
+        )
 
 
 def platform_services(ws: Workspace, desired: DesiredState, http: Http, sign_in: PlatformSignIn | None) -> PlatformServices | None:
