@@ -229,3 +229,11 @@ def test_auth_via_reconciler_hands_our_tokens_to_the_platform(
     second = json.loads(installed.auth_value or "{}")
     assert second["AccessToken"] != first["AccessToken"]  # the rotated tokens are the platform's too
     assert "No changes" in run_cli("plan").output
+
+
+def test_a_plan_without_the_platform_secret_is_made_offline(cyclr_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a pull request the platform's secret is not there: the plan is made, and says what it did not check."""
+    monkeypatch.delenv("CYCLR_CLIENT_SECRET")
+    plan = run_cli("plan")
+    assert plan.exit_code == 0 and "Plan: 7 to create" in plan.output
+    assert "${env:CYCLR_CLIENT_SECRET}" in plan.output and "not checked" in plan.output

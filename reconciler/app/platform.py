@@ -63,10 +63,13 @@ def check_installations(desired: DesiredState, listed: Sequence[Mapping[str, Any
 
 def check_platform(ws: Workspace, desired: DesiredState, recorded: StateDocument | None) -> None:
     """`check_installations` against the platform's list (cached; fetched with the partner's API credentials), and
-    no account to create that exists already: that one is adopted (`reconciler import`), never taken over."""
+    no account to create that exists already: that one is adopted (`reconciler import`), never taken over. Not
+    without the platform's API secret (a plan in a pull request): the plan notes it as not checked."""
     from reconciler.auth.transport import Http
 
     assert desired.platform is not None
+    if not desired.platform.client_secret.get_secret_value():
+        return  # a plan without the platform's secret (a pull request): unchecked, as its note says
     have = {a for a, r in (recorded.resources.items() if recorded else ()) if isinstance(r, AccountRecord)}
     new = {a.id: a.tenant for address, a in desired.accounts.items() if address not in have}
     with Http(timeout=ws.http_timeout) as http:
