@@ -1,4 +1,4 @@
-# make demo — the quickstart end to end against the sandbox; make sandbox — its sandbox in the foreground, to follow
+# make demo — the quickstart, then examples/cyclr, end to end against the sandbox; make sandbox — its sandbox in the foreground, to follow
 # README's tour in another terminal; make lint — ruff and mypy; make test — set up, lint and run the tests;
 # make reliability — the reliability suite at full budgets; make fidelity — the plan fidelity test at full budget.
 PYTHON ?= python3
@@ -30,6 +30,7 @@ $(PRODUCT_STAMP): $(BIN)/python pyproject.toml
 
 demo: $(PRODUCT_STAMP)
 	bash examples/quickstart/demo.sh
+	bash examples/cyclr/demo.sh
 
 sandbox: $(PRODUCT_STAMP)
 	bash examples/quickstart/sandbox.sh
