@@ -1,6 +1,7 @@
-# make demo — the quickstart, then examples/cyclr, end to end against the sandbox; make sandbox — its sandbox in the foreground, to follow
-# README's tour in another terminal; make lint — ruff and mypy; make test — set up, lint and run the tests;
-# make reliability — the reliability suite at full budgets; make fidelity — the plan fidelity test at full budget.
+# make demo — the quickstart, then examples/cyclr, end to end against the sandbox; make sandbox — the quickstart's
+# sandbox in the foreground, to follow README's tour in another terminal; make lint — ruff and mypy; make test — set
+# up, lint and run the tests; make reliability — the reliability suite at full budgets; make fidelity — the plan
+# fidelity test at full budget.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
