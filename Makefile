@@ -1,6 +1,7 @@
-# make demo — the quickstart end to end against the sandbox; make sandbox — its sandbox in the foreground, to follow
-# README's tour in another terminal; make lint — ruff and mypy; make test — set up, lint and run the tests;
-# make reliability — the reliability suite at full budgets; make fidelity — the plan fidelity test at full budget.
+# make demo — the quickstart, then examples/cyclr, end to end against the sandbox; make sandbox — the quickstart's
+# sandbox in the foreground, to follow README's tour in another terminal; make lint — ruff and mypy; make test — set
+# up, lint and run the tests; make reliability — the reliability suite at full budgets; make fidelity — the plan
+# fidelity test at full budget.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -30,6 +31,7 @@ $(PRODUCT_STAMP): $(BIN)/python pyproject.toml
 
 demo: $(PRODUCT_STAMP)
 	bash examples/quickstart/demo.sh
+	bash examples/cyclr/demo.sh
 
 sandbox: $(PRODUCT_STAMP)
 	bash examples/quickstart/sandbox.sh

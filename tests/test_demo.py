@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 
 from reconciler.sandbox import SandboxServer, load_seed
-from tests.sandbox_support import free_port
+from tests.sandbox_support import all_text_under, free_port
 from tests.terminal import LIMIT, run_in_terminal
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "examples" / "quickstart"
+CYCLR = ROOT / "examples" / "cyclr"
 BIN = Path(sys.executable).parent
 API_PORT, CALLBACK_PORT = 8765, 8766  # what the quickstart's reconciler.yaml and sandbox.yaml name
 PROMPT = "? [y/N]: "
@@ -39,15 +40,19 @@ TOUR_EXITS = {
 }
 
 
+def _exported(script: Path, prefix: str) -> dict[str, str]:
+    """The variables starting with `prefix` that a script exports, with the defaults it gives them."""
+    return dict(re.findall(rf'export ({prefix}\w+)="\$\{{\1:-([^}}]+)\}}"', script.read_text()))
+
+
 def _quickstart_env() -> dict[str, str]:
     """The credentials examples/quickstart/env.sh exports (and `make sandbox` prints)."""
-    text = (QUICKSTART / "env.sh").read_text()
-    return dict(re.findall(r'export (ADO_CLIENT_\w+)="\$\{\1:-([^}]+)\}"', text))
+    return _exported(QUICKSTART / "env.sh", "ADO_CLIENT_")
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
     """This environment without the tool's own variables, the project's .venv first on PATH, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ADO_", "ENTRA_", "RECONCILER_", "BROWSER"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ADO_", "ENTRA_", "CYCLR_", "RECONCILER_", "BROWSER"))}
     env["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
     env["RECONCILER_CACHE_DIR"] = os.environ["RECONCILER_CACHE_DIR"]
     return {**env, **extra}
@@ -88,15 +93,23 @@ def _shown_in_order(shown: list[str], output: str) -> list[str]:
     return missing
 
 
-def _copy_quickstart(root: Path, api_port: int = API_PORT, callback_port: int = CALLBACK_PORT) -> Path:
-    """examples/quickstart (no state) under `root`, its ports moved to the given ones."""
-    target = root / "examples" / "quickstart"
-    shutil.copytree(QUICKSTART, target, ignore=shutil.ignore_patterns("state"))
+def _copy_example(example: Path, root: Path, ports: dict[int, int]) -> Path:
+    """An example (without what runs leave behind) under `root`'s examples/, the ports its configuration and seed
+    name moved as `ports` says."""
+    target = root / "examples" / example.name
+    shutil.copytree(example, target, ignore=shutil.ignore_patterns("state", ".reconciler", "globex.yaml"))
     for name in ("reconciler.yaml", "sandbox.yaml"):
         path = target / name
-        text = path.read_text().replace(f"127.0.0.1:{API_PORT}", f"127.0.0.1:{api_port}")
-        path.write_text(text.replace(f"127.0.0.1:{CALLBACK_PORT}", f"127.0.0.1:{callback_port}"))
+        text = path.read_text()
+        for old, new in ports.items():
+            text = text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
+        path.write_text(text)
     return target
+
+
+def _copy_quickstart(root: Path, api_port: int = API_PORT, callback_port: int = CALLBACK_PORT) -> Path:
+    """examples/quickstart (no state) under `root`, its ports moved to the given ones."""
+    return _copy_example(QUICKSTART, root, {API_PORT: api_port, CALLBACK_PORT: callback_port})
 
 
 @pytest.fixture
@@ -228,3 +241,33 @@ def test_make_sandbox_prints_lines_that_work_when_pasted(tmp_path: Path) -> None
     assert code == 143
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0  # the sandbox is gone with the script
+
+
+def test_the_cyclr_demo_imports_applies_and_ends_with_no_changes(tmp_path: Path) -> None:
+    """`make demo`'s Cyclr run, from what an earlier run left: the existing account adopted (its tenant file
+    written), the new tenant's account created and signed in through the platform, then a refresh finds no change;
+    neither the partner's nor the library app's secret is printed or stored, and nothing says warning."""
+    _copy_quickstart(tmp_path, free_port(), free_port())  # its env.sh starts the sandbox
+    example = _copy_example(CYCLR, tmp_path, {API_PORT: free_port()})
+    (example / "state").mkdir()  # an earlier run's state: the new sandbox knows nothing of it
+    (example / "state" / "default.json").write_text("{}")
+    result = subprocess.run(["bash", "examples/cyclr/demo.sh"], cwd=tmp_path, env=_clean_env(), capture_output=True,
+                            text=True, timeout=LIMIT, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Import complete: 2 adopted." in output
+    assert "id: globex" in (example / "tenants" / "globex.yaml").read_text()
+    assert "installation.acme.ado-main: signed in through the platform (authenticated)" in output
+    assert "Apply complete: 2 completed." in output
+    assert "No changes. 5 resources match the configuration." in result.stdout.rsplit("--refresh", 1)[1]
+    secrets = [v for k, v in _exported(CYCLR / "demo.sh", "CYCLR_").items() if k.endswith("SECRET")]
+    written = "".join(all_text_under(example / d) for d in ("state", "tenants", ".reconciler"))  # not the scripts
+    assert len(secrets) == 2 and not any(s in output + written for s in secrets)
+    assert [line for line in output.splitlines() if "warning" in line.lower()] == []
+
+
+def test_make_demo_runs_the_quickstart_then_the_cyclr_example() -> None:
+    """`make demo` runs both demo scripts, the quickstart's first (README's opening command covers both)."""
+    recipe = subprocess.run(["make", "-n", "demo"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    runs = [line.strip() for line in recipe.splitlines() if line.strip().startswith("bash examples/")]
+    assert runs == ["bash examples/quickstart/demo.sh", "bash examples/cyclr/demo.sh"]

@@ -1,16 +1,19 @@
-# Sourced by demo.sh and sandbox.sh (not run on its own): the quickstart's environment — the repository's .venv on
-# PATH, the sandbox app's credentials, the port its endpoints name — and how to start its sandbox provider.
+# Sourced by demo.sh, sandbox.sh and ../cyclr/demo.sh (not run on its own): the quickstart's environment — the
+# repository's .venv on PATH, the sandbox app's credentials, the port its endpoints name — and how to start the
+# sandbox provider for a configuration directory ($dir).
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 root=$PWD
 export PATH="$root/.venv/bin:$PATH"
 export ADO_CLIENT_ID="${ADO_CLIENT_ID:-3f2a1b7c-5d4e-4f60-8a9b-0c1d2e3f4a5b}"
 export ADO_CLIENT_SECRET="${ADO_CLIENT_SECRET:-sandbox-demo-secret-not-a-real-one}"
 dir=examples/quickstart
-# The sandbox's port is the one the endpoints in $dir/reconciler.yaml name (8765; its redirect_uri's is 8766).
-port=$(sed -n 's|^ *api_url: *http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$dir/reconciler.yaml" | head -n 1)
+# The sandbox's port is the one the endpoints in a configuration directory's reconciler.yaml name (the quickstart's:
+# 8765; its redirect_uri's is 8766).
+sandbox_port() { sed -n 's|^ *api_url: *http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$1/reconciler.yaml" | head -n 1; }
+port=$(sandbox_port "$dir")
 
-# Start the sandbox provider on $port with the quickstart's seed; return once it listens, seeded. Its first line
-# says so; any other first line (the port is taken, a bad seed) is its error, and then this fails, so that nothing
+# Start the sandbox provider on $port with $dir/sandbox.yaml as its seed; return once it listens, seeded. Its first
+# line says so; any other first line (the port is taken, a bad seed) is its error, and then this fails, so that nothing
 # ever runs against whatever else holds the port. The sandbox is stopped when the calling script exits.
 start_sandbox() {
   exec {sandbox_out}< <(exec reconciler sandbox serve --port "$port" --seed "$dir/sandbox.yaml" 2>&1)
