@@ -89,24 +89,39 @@ def placed_installation_change(
     if have.placement is None or have.account_connector is None:
         reason = "moves to the platform" if have.placement is None else "not found on the platform: installed again"
         return ResourceChange(address, Action.CREATE, (reason,), before, after, target=want)
+    after = _installed_view(after, have)
     reauthorize = _reasons(Effect.REAUTHORIZE, want, have)
+    update = _reasons(Effect.UPDATE, want, have) + _pushed_secret(want, have, secret)
     pending = have.pending
     if pending is not None and not reauthorize and have.status == "pending_authorization":
+        due = f"sign-in due since {pending.since.isoformat()}: reconciler authorize {address}"
+        if now < pending.expires_at and update:  # set in place; the sign-in stays due, for what is declared now
+            return ResourceChange(address, Action.UPDATE, (*update, due), before, after, pending=True, target=want)
         if now < pending.expires_at:
-            reason = f"sign-in due since {pending.since.isoformat()}: reconciler authorize {address}"
-            return ResourceChange(address, Action.NOOP, (reason,), before, after, pending=True, target=want)
+            waiting = {**after, "authenticated": have.account_connector.authenticated}
+            return ResourceChange(address, Action.NOOP, (due,), before, waiting, pending=True, target=want)
         reauthorize.append(f"pending sign-in expired on {pending.expires_at.isoformat()}")
     if pending is None and have.status == "pending_authorization":  # installed; its sign-in failed or was stopped
         reauthorize.append("sign-in not completed")
     drift = drift or have.drift
     if have.status == "authorized" and (drift is not None or not have.account_connector.authenticated):
         reauthorize.append((drift or Drift.DEAUTHENTICATED).words)
-    update = _reasons(Effect.UPDATE, want, have) + _pushed_secret(want, have, secret)
     if reauthorize:
         return ResourceChange(address, Action.REAUTHORIZE, (*reauthorize, *update), before, after, target=want)
     if update:
         return ResourceChange(address, Action.UPDATE, tuple(update), before, after, target=want)
     return ResourceChange(address, Action.NOOP, ("up to date",), before, after, target=want)
+
+
+def _installed_view(after: dict[str, Any], have: InstallationRecord) -> dict[str, Any]:
+    """The declared view, with where it stays installed (the same account connector) and — where the platform
+    holds the tokens — the granted scopes as they will be held: a plan's diff shows only what moves."""
+    assert have.account_connector is not None
+    if have.platform_holds_tokens:
+        after["granted_scopes"] = HELD_BY_PLATFORM
+    after["account_connector_id"] = have.account_connector.account_connector_id
+    after["authenticated"] = True
+    return after
 
 
 def _new_or_removed(

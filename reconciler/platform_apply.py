@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from pydantic import SecretStr
 
+from reconciler.auth.errors import ProviderError
 from reconciler.auth.signin import PlatformSignIn
 from reconciler.config.desired import DesiredState
 from reconciler.declared import DeclaredInstallation, target_digest
@@ -146,7 +147,12 @@ class PlatformSteps:
     def delete_installation(self, address: str, record: InstallationRecord) -> bool:
         installed, placement = record.account_connector, record.placement
         if installed is not None and placement is not None:
-            self.api.delete_account_connector(placement.account, installed.account_connector_id)
+            try:
+                self.api.delete_account_connector(placement.account, installed.account_connector_id)
+            except ProviderError as exc:
+                if exc.status != 405:
+                    raise
+                self.run.hooks.step(address, f"warning: {exc.message}; {exc.hint or 'remove it in the console'}")
         if not record.platform_holds_tokens:
             return False  # our tokens: revoked and forgotten as usual
         self.run.save(address, None)
@@ -156,30 +162,50 @@ class PlatformSteps:
 
     def installation(self, change: ResourceChange, want: DeclaredInstallation) -> bool:
         """Install (or update the properties of) `want`, then sign it in through the platform unless the change
-        needs none. False: the reconciler holds its tokens, and the usual executor authorizes or updates it."""
+        needs none. False: the reconciler holds its tokens, and the usual executor authorizes or updates it.
+        Another account, platform connector or authentication entry is a new account connector (the old one is
+        removed once the new one is recorded)."""
         address, placement = want.address, want.placement
         assert placement is not None
         request = self.request(want)
         record = self.run.installation_record(address)
-        moved = record is None or record.account_connector is None or record.placement != placement
-        if change.action is Action.CREATE or moved:
-            left = record if record is not None and record.placement != placement else None
-            record = self.install(want, request)
+        installed = record.account_connector if record is not None else None
+        same = installed is not None and record is not None and record.placement == placement and (
+            installed.connector_id, installed.authentication_id) == (request.connector.id, request.authentication_id)
+        if change.action is Action.CREATE or not same:
+            left = record if installed is not None else None
+            record = self.install(want, request, found=record is None)
             if left is not None and left.placement is not None and left.account_connector is not None:
                 self.remove_left(address, left.placement.account, left.account_connector.account_connector_id)
         else:
-            assert record is not None and record.account_connector is not None
-            self.set_properties(placement.account, record.account_connector.account_connector_id, request)
-            installed = record.account_connector.model_copy(update={"client_secret_digest": _digest(want, request)})
-            record = updated_installation_record(record, want).model_copy(update={"account_connector": installed})
-            if change.action is Action.UPDATE and placement.platform_holds_tokens:
-                self.run.save(address, record.model_copy(update={"pending": None}))
-                self.run.result.completed.append(address)
-                self.run.hooks.step(address, "properties updated")
-                return True
+            assert record is not None and installed is not None
+            self.set_properties(placement.account, installed.account_connector_id, request)
+            installed = installed.model_copy(update={"client_secret_digest": _digest(want, request)})
+            if change.action is Action.UPDATE:
+                return self.updated(want, record.model_copy(update={"account_connector": installed}))
+            # A new sign-in: the record is the declaration's, due until the platform says it is signed in.
+            record = installation_record(want, granted=(), authorized_at=None).model_copy(
+                update={"account_connector": installed, "status": "pending_authorization"}
+            )
+            self.run.save(address, record)
         if not placement.platform_holds_tokens:
             return False
         self.sign_in(want, record)
+        return True
+
+    def updated(self, want: DeclaredInstallation, record: InstallationRecord) -> bool:
+        """Properties set in place: the record takes the declared updates (a sign-in still due stays due, now for
+        this declaration). False where the reconciler holds the tokens: the usual update verifies them."""
+        pending = record.pending
+        if pending is not None and record.status == "pending_authorization":
+            pending = pending.model_copy(update={"target_digest": target_digest(want)})
+        elif want.placement is not None and want.placement.platform_holds_tokens:
+            pending = None
+        self.run.save(want.address, updated_installation_record(record, want).model_copy(update={"pending": pending}))
+        if want.placement is None or not want.placement.platform_holds_tokens:
+            return False
+        self.run.result.completed.append(want.address)
+        self.run.hooks.step(want.address, "properties updated")
         return True
 
     def remove_left(self, address: str, account: str, account_connector_id: str) -> None:
@@ -208,13 +234,21 @@ class PlatformSteps:
             pinned_authentication=placement.authentication,
         )
 
-    def install(self, want: DeclaredInstallation, request: InstallRequest) -> InstallationRecord:
-        """Install the account connector and record it at once (not yet authenticated)."""
+    def install(self, want: DeclaredInstallation, request: InstallRequest, *, found: bool) -> InstallationRecord:
+        """Install the account connector and record it at once (not yet authenticated). `found`: first look for
+        one of this name and connector (an earlier run stopped between installing and recording it)."""
         assert want.placement is not None
-        installed = self.api.install(
-            want.placement.account, request.connector.id, name=want.name,
-            authentication_id=request.authentication_id, properties=request.properties,
-        )
+        account = want.placement.account
+        installed = self.api.installed(account, request.connector.id, want.name) if found else None
+        if installed is None:
+            installed = self.api.install(
+                account, request.connector.id, name=want.name,
+                authentication_id=request.authentication_id, properties=request.properties,
+            )
+        else:
+            self.set_properties(account, str(installed.get("Id")), request)
+        if installed.get("Id") in (None, ""):
+            raise ReconcilerError("the platform answered an install without the account connector's Id")
         where = AccountConnectorRecord(
             account_connector_id=str(installed.get("Id")), connector_id=request.connector.id,
             connector_version=request.connector.version or None, authentication_id=request.authentication_id,
@@ -224,7 +258,7 @@ class PlatformSteps:
             update={"status": "pending_authorization", "account_connector": where}
         )
         self.run.save(want.address, record)
-        self.run.hooks.step(want.address, f"installed in account {want.placement.account} (account connector {where.account_connector_id})")
+        self.run.hooks.step(want.address, f"installed in account {account} (account connector {where.account_connector_id})")
         return record
 
     def set_properties(self, account: str, account_connector_id: str, request: InstallRequest) -> None:

@@ -237,3 +237,36 @@ def test_a_plan_without_the_platform_secret_is_made_offline(cyclr_dir: Path, mon
     plan = run_cli("plan")
     assert plan.exit_code == 0 and "Plan: 7 to create" in plan.output
     assert "${env:CYCLR_CLIENT_SECRET}" in plan.output and "not checked" in plan.output
+
+
+def test_a_new_scope_signs_in_once_and_then_is_up_to_date(
+    cyclr_dir: Path, cyclr_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (cyclr_dir / "reconciler.yaml").write_text(cyclr_config(cyclr_sandbox.url, ("acme",)))
+    _signed_in(cyclr_dir, monkeypatch)
+    before = connector_id(cyclr_dir, "acme")
+    narrower = cyclr_config(cyclr_sandbox.url, ("acme",)).replace("scopes: [vso.work_full, vso.code]", "scopes: [vso.work_full]")
+    (cyclr_dir / "reconciler.yaml").write_text(narrower)
+    assert "1 to reauthorize" in run_cli("plan").output
+    _signed_in(cyclr_dir, monkeypatch)
+    assert connector_id(cyclr_dir, "acme") == before  # the same account connector, signed in again
+    assert cyclr_sandbox.cyclr.account_connectors[int(before)].properties["Scopes"] == "vso.work_full"
+    assert state_of(cyclr_dir)["installation.acme.ado-main"]["scopes"] == ["vso.work_full"]
+    assert "No changes" in run_cli("plan").output
+
+
+def test_a_change_while_a_sign_in_is_due_keeps_it_due_and_completable(
+    cyclr_dir: Path, cyclr_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (cyclr_dir / "reconciler.yaml").write_text(cyclr_config(cyclr_sandbox.url, ("acme",)))
+    assert run_cli("apply", "--auto-approve", "--auth-mode", "defer").exit_code == 3
+    moved = cyclr_config(cyclr_sandbox.url, ("acme",)).replace("project: Platform", "project: Web")
+    (cyclr_dir / "reconciler.yaml").write_text(moved)
+    plan = json.loads(run_cli("plan", "--format", "json").output)
+    change = next(c for c in plan["changes"] if c["address"] == "installation.acme.ado-main")
+    assert change["action"] == "update" and change["pending"] is True
+    assert run_cli("apply", "--auto-approve", "--auth-mode", "defer").exit_code == 3
+    monkeypatch.setattr(webbrowser, "open", ScriptedBrowser())
+    done = run_cli("authorize", "--auth-mode", "browser", "--auth-timeout", "30")
+    assert done.exit_code == 0, done.output
+    assert "No changes" in run_cli("plan").output

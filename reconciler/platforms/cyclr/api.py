@@ -155,7 +155,7 @@ class CyclrApi:
 
         def attempt() -> dict[str, Any]:
             if failed:
-                done = self._installed(account_id, connector_id, name)
+                done = self.installed(account_id, connector_id, name)
                 if done is not None:
                     return done
             try:
@@ -167,7 +167,8 @@ class CyclrApi:
 
         return retrying(attempt, self._policy, self._sleep)
 
-    def _installed(self, account_id: str, connector_id: str, name: str) -> dict[str, Any] | None:
+    def installed(self, account_id: str, connector_id: str, name: str) -> dict[str, Any] | None:
+        """The account connector named `name` of this connector in the account, if there is one."""
         for found in self.list_account_connectors(account_id):
             connector = found.get("Connector") or {}
             if found.get("Name") == name and str(connector.get("Id", connector_id)) == str(connector_id):
