@@ -43,7 +43,7 @@ def account_change(
         allowed_by = allow_delete.first_match(address)
         if allowed_by is None:
             reason = f"tenant removed from configuration: the account is kept (--allow-delete {address} deletes it)"
-            return ResourceChange(address, Action.NOOP, (reason,), before, before)
+            return ResourceChange(address, Action.NOOP, (reason,), before, before, warnings=(reason,))
         allowed = ("tenant removed from configuration", f"deletion allowed by --allow-delete {allowed_by}")
         return ResourceChange(address, Action.DELETE, allowed, before, None)
     after = account_view(want)

@@ -21,6 +21,7 @@ from reconciler.auth.errors import ProviderError
 from reconciler.platform_apply import auth_value
 from reconciler.platforms.cyclr.api import CyclrApi
 from reconciler.platforms.cyclr.connectors import SCOPES, slug
+from reconciler.platforms.cyclr.estate import masked
 from reconciler.refresh import Finding
 from reconciler.state.model import AccountRecord, AnyRecord, Drift, InstallationRecord, StateDocument
 from reconciler.tokens.model import TokenSet
@@ -129,7 +130,7 @@ def _compared(address: str, record: InstallationRecord, found: Mapping[str, Any]
     """The record as the platform shows it: authenticated or not, and the properties it keeps."""
     assert record.account_connector is not None
     authenticated = bool(found.get("Authenticated"))
-    properties = {slug(str(p.get("Name", ""))): str(p.get("Value", "")) for p in found.get("Properties") or ()}
+    properties = {slug(str(p.get("Name", ""))): str(p.get("Value", "")) for p in found.get("Properties") or () if not masked(p)}
     parameters = {k: properties.get(slug(k), v) for k, v in record.parameters.items()}
     scopes = tuple(properties[SCOPES].split()) if SCOPES in properties and record.scopes else record.scopes
     update: dict[str, Any] = {

@@ -144,7 +144,13 @@ def test_an_existing_account_is_imported_and_then_up_to_date(cyclr_dir: Path, cy
     """A pre-existing account with two installs: generated YAML (secrets by reference), recorded as it is, and the
     next plan is "No changes" with no sign-in; the connector's secret is in no output or file."""
     (cyclr_dir / "reconciler.yaml").write_text(cyclr_config(cyclr_sandbox.url, ()).replace("tenants:\n", ""))
+    (cyclr_dir / "reconciler.yaml").write_text(  # no partner yet: import declares the one both tenants need
+        (cyclr_dir / "reconciler.yaml").read_text().replace("  microsoft-azure-devops: {auth: entra-id, tenant_id: organizations}\n", "").replace("partners:\n", "")
+    )
     admin(cyclr_sandbox, "cyclr/accounts", EXISTING)
+    admin(cyclr_sandbox, "cyclr/accounts", {"id": "initech", "name": "Initech", "connectors": [
+        {"connector": "Microsoft Azure DevOps", "name": "ADO", "authentication_id": 31, "authenticated": True,
+         "properties": {"Organization": "initech", "Project": "Ops", "Scopes": "vso.work_full"}}]})
     dry = run_cli("import", "--dry-run")
     assert dry.exit_code == 0, dry.output
     assert "globex-corp" in dry.output and not (cyclr_dir / "tenants").exists() and not (cyclr_dir / "state").exists()
@@ -156,7 +162,9 @@ def test_an_existing_account_is_imported_and_then_up_to_date(cyclr_dir: Path, cy
     with (cyclr_dir / "reconciler.yaml").open("a") as root:  # the line import asked for
         root.write("include: [tenants/*.yaml]\n")
     state = state_of(cyclr_dir)
-    assert set(state) >= {"account.globex-corp", "installation.globex-corp.ado-main", "installation.globex-corp.chat"}
+    assert set(state) >= {"account.globex-corp", "installation.globex-corp.ado-main", "installation.globex-corp.chat",
+                          "account.initech", "installation.initech.ado"}
+    assert (cyclr_dir / "tenants" / "_partners.yaml").exists()
     plan = run_cli("plan")
     assert plan.exit_code == 0 and "No changes" in plan.output, plan.output
     assert_no_secret(dry.output + done.output + plan.output + all_text_under(cyclr_dir), cyclr_sandbox)
@@ -229,6 +237,10 @@ def test_auth_via_reconciler_hands_our_tokens_to_the_platform(
     second = json.loads(installed.auth_value or "{}")
     assert second["AccessToken"] != first["AccessToken"]  # the rotated tokens are the platform's too
     assert "No changes" in run_cli("plan").output
+    cyclr_sandbox.provider.revoke(client_id=ENTRA_ID)  # the platform still says authenticated: the grant is gone
+    run_cli("refresh", "--window", "100000")
+    assert state_of(cyclr_dir)["installation.acme.ado-main"].get("drift") in ("revoked", "rejected")
+    assert "1 to reauthorize" in run_cli("plan").output
 
 
 def test_a_plan_without_the_platform_secret_is_made_offline(cyclr_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

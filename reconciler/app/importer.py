@@ -75,8 +75,12 @@ def run_import(
     declared_tenants = {a.tenant for a in desired.accounts.values()}
     new = [found for found in estate if found.tenant not in declared_tenants]
     target = write_dir if write_dir is not None else ws.config_dir / "tenants"
+    partners: dict[str, Any] = {}  # partners the imported installations need and the configuration lacks
     for found in new:
-        outcome.documents[target / f"{found.tenant}.yaml"] = _document(found, desired, outcome.secrets)
+        outcome.documents[target / f"{found.tenant}.yaml"] = _document(found, desired, outcome.secrets, partners)
+    if partners:  # one file for all tenants (a partner is declared once); no tenant key starts with "_"
+        head = "# Partners of the installations adopted by `reconciler import` (their clients: the library's).\n"
+        outcome.documents[target / "_partners.yaml"] = head + yaml.safe_dump({"partners": partners}, sort_keys=False)
     if dry_run:
         outcome.adopted = _addresses(estate)
         return outcome
@@ -109,10 +113,10 @@ def _chosen_accounts(
     return chosen
 
 
-def _document(found: FoundAccount, desired: DesiredState, secrets: dict[str, str]) -> str:
-    """The YAML of one tenant not declared yet: its account and installations, secrets by reference."""
+def _document(found: FoundAccount, desired: DesiredState, secrets: dict[str, str], partners: dict[str, Any]) -> str:
+    """The YAML of one tenant not declared yet: its account and installations, secrets by reference (`partners`
+    gains those its installations need that the configuration does not declare)."""
     installations = {}
-    partners: dict[str, Any] = {}
     for item in found.installations:
         spec: dict[str, Any] = {"connector": item.connector}
         partner = _partner_for(item, desired, partners)
@@ -129,8 +133,6 @@ def _document(found: FoundAccount, desired: DesiredState, secrets: dict[str, str
         installations[item.name] = spec
     account = {"id": found.id, "name": found.name, **({"timezone": found.timezone} if found.timezone else {})}
     data: dict[str, Any] = {"tenants": {found.tenant: {"account": account, "installations": installations}}}
-    if partners:
-        data = {"partners": partners, **data}
     head = f"# Adopted from the platform's account {found.id!r} by `reconciler import`.\n"
     return head + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
 
@@ -146,6 +148,8 @@ def _partner_for(item: FoundInstallation, desired: DesiredState, new: dict[str, 
             return partner.declared.name
     name = f"{item.connector}-{item.flavour}"[:63]
     new[name] = {"connector": item.connector, "auth": item.flavour}
+    if item.flavour == "entra-id":  # the platform signs in with its own; the catalog asks for one
+        new[name]["tenant_id"] = "organizations"
     return name
 
 

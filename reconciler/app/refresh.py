@@ -61,7 +61,8 @@ def run_refresh(
             findings, observed = refreshed(ws, loaded, backend, doc, scope, settings, progress)
             if doc is None or observed is None:
                 return RefreshOutcome(findings)
-            changed = _record_drift(backend, findings, ws.clock()) + _record_observed(backend, observed, findings)
+            # What the platform shows first, then the drift found (a revoked token outranks "the platform has it")
+            changed = _record_observed(backend, observed, findings) + _record_drift(backend, findings, ws.clock())
             return RefreshOutcome(findings, recorded=changed)
         findings, result = refreshed_plan(ws, loaded, backend, scope, settings, progress)
         return RefreshOutcome(findings, plan=result)
@@ -116,8 +117,22 @@ def refreshed(
             )
         if loaded.desired.platform is not None:
             seen = _observe(loaded.desired, http, doc, selected, settings, progress, vault, findings)
-            findings, observed = findings + seen.findings, seen.observed
+            findings, observed = _merged(findings + seen.findings), seen.observed
     return findings, observed
+
+
+def _merged(findings: list[Finding]) -> list[Finding]:
+    """One finding per address: of the token check's and the platform's, the one that demands most (a drift, then
+    any other than "ok"/"refreshed")."""
+    def weight(finding: Finding) -> int:
+        return 2 if finding.drift is not None else 0 if finding.outcome in ("ok", "refreshed") else 1
+
+    best: dict[str, Finding] = {}
+    for finding in findings:
+        kept = best.get(finding.address)
+        if kept is None or weight(finding) > weight(kept):
+            best[finding.address] = finding
+    return [best[address] for address in sorted(best)]
 
 
 def _observe(

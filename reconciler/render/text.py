@@ -85,9 +85,19 @@ def render_text(doc: PlanDocument, *, color: bool = False) -> str:
     return "\n".join(out) + "\n"
 
 
+def _deleted(change: ChangeDoc) -> str:
+    """What a delete does to what the address holds: a partner and an account hold no tokens of ours; an
+    installation on a platform leaves it with its account connector."""
+    if change.kind == "account":
+        return "will be deleted on the platform"
+    if change.kind == "partner":
+        return "will be deleted"
+    return "will be deleted (its account connector removed)" if (change.before or {}).get("platform") else _PHRASE["delete"]
+
+
 def _change_block(change: ChangeDoc, paint) -> list[str]:  # type: ignore[no-untyped-def]
     symbol = _SYMBOL[change.action]
-    phrase = "will be deleted" if change.kind == "partner" and change.action == "delete" else _PHRASE[change.action]
+    phrase = _deleted(change) if change.action == "delete" else _PHRASE[change.action]
     lines = [f"  # {change.address} {phrase}"]
     lines += [f"  #   {one_line(reason)}" for reason in change.reasons]
     attributes = list(attribute_lines(change))

@@ -19,7 +19,7 @@ from reconciler.names import NAME_PATTERN
 from reconciler.platforms.cyclr.api import CyclrApi
 from reconciler.platforms.cyclr.connectors import CLIENT_ID, CREDENTIALS, FLAVOUR_WORDS, SCOPES, slug
 
-__all__ = ["FoundAccount", "FoundInstallation", "read_estate", "unique_name"]
+__all__ = ["FoundAccount", "FoundInstallation", "masked", "read_estate", "unique_name"]
 
 _NAME = re.compile(NAME_PATTERN)
 
@@ -48,6 +48,12 @@ class FoundAccount:
     timezone: str | None
     tenant: str  # the tenant key it would have
     installations: tuple[FoundInstallation, ...] = field(default=())
+
+
+def masked(prop: Mapping[str, Any]) -> bool:
+    """Whether the platform hides a property's value (a sensitive one reads as asterisks): it is not the value."""
+    value = str(prop.get("Value", ""))
+    return len(value) >= 3 and set(value) == {"*"}
 
 
 def unique_name(wanted: str, taken: set[str]) -> str:
@@ -87,8 +93,12 @@ def read_estate(
         found = []
         for listed in sorted(api.list_account_connectors(account_id), key=lambda c: str(c.get("Name", ""))):
             detail = api.get_account_connector(account_id, str(listed.get("Id")))
-            if detail is not None:
-                found.append(_installation({**listed, **detail}, connectors, taken))
+            if detail is None:
+                continue
+            merged = {**listed, **detail, "Connector": {**(listed.get("Connector") or {}), **(detail.get("Connector") or {})}}
+            installation = _installation(merged, connectors, taken)
+            if installation.connector:  # one whose connector the platform does not name cannot be declared
+                found.append(installation)
         timezone = account.get("Timezone")
         return FoundAccount(account_id, str(account.get("Name") or account_id), str(timezone) if timezone else None,
                             tenant, tuple(found))
@@ -98,7 +108,7 @@ def read_estate(
 
 def _installation(found: Mapping[str, Any], connectors: Sequence[Mapping[str, Any]], taken: set[str]) -> FoundInstallation:
     connector = found.get("Connector") or {}
-    properties = {str(p.get("Name", "")): str(p.get("Value", "")) for p in found.get("Properties") or ()}
+    properties = {str(p.get("Name", "")): str(p.get("Value", "")) for p in found.get("Properties") or () if not masked(p)}
     parameters = {
         slug(name): value for name, value in properties.items() if slug(name) not in CREDENTIALS and slug(name) != SCOPES
     }
