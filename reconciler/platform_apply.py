@@ -105,6 +105,12 @@ def carry_out_on_platform(
     )
     if change.kind != "account" and not placed:
         return False
+    left = isinstance(record, InstallationRecord) and record.placement is not None and (
+        not isinstance(target, DeclaredInstallation) or target.placement is None
+    )
+    if left and (services is None or change.action is not Action.DELETE):  # leaves the platform: ours from now on
+        assert isinstance(record, InstallationRecord)
+        return _left_platform(run, record, services)
     if services is None:
         raise ReconcilerError("this change is on a platform, but no platform is configured", hint="plan again")
     steps = PlatformSteps(run, services, now)
@@ -116,6 +122,22 @@ def carry_out_on_platform(
         return steps.delete_installation(change.address, record)
     assert isinstance(target, DeclaredInstallation)
     return steps.installation(change, target)
+
+
+def _left_platform(run: Run, record: InstallationRecord, services: PlatformServices | None) -> bool:
+    """An installation the configuration no longer places on the platform: its account connector is removed where
+    the platform is still configured, else named for removal in the console. The usual executor does the rest."""
+    installed, placement = record.account_connector, record.placement
+    if installed is None or placement is None:
+        return False
+    if services is not None:
+        PlatformSteps(run, services, lambda: dt.datetime.now(dt.UTC)).remove_left(
+            record.address, placement.account, installed.account_connector_id
+        )
+    else:
+        run.hooks.step(record.address, f"warning: account connector {installed.account_connector_id} in account "
+                       f"{placement.account} is left on the platform (no platform is configured): remove it in the console")
+    return False
 
 
 class PlatformSteps:
