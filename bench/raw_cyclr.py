@@ -56,20 +56,22 @@ def main(argv: list[str] | None = None) -> int:
         reply.json()
         return 0
 
+    def one_pass(pool: ThreadPoolExecutor) -> int:
+        form = {"grant_type": "client_credentials", "client_id": jobs["client_id"], "client_secret": jobs["client_secret"]}
+        token = client().post(api + "/oauth/token", data=form, headers={"Accept": "application/json"})
+        token.raise_for_status()
+        bearer = {"Authorization": f"Bearer {token.json()['access_token']}", "Accept": "application/json"}
+        bad = sum(pool.map(lambda a: get(f"/v1.0/accounts/{quote(a, safe='')}", bearer), jobs["accounts"]))
+        return bad + sum(pool.map(
+            lambda c: get(f"/v1.0/account/connectors/{quote(str(c[1]), safe='')}", {**bearer, "X-Cyclr-Account": c[0]}),
+            jobs["connectors"],
+        ))
+
     errors, times, cpus = 0, [], []
     with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
         for _ in range(args.passes):
             started, cpu = time.perf_counter(), time.process_time()
-            form = {"grant_type": "client_credentials", "client_id": jobs["client_id"],
-                    "client_secret": jobs["client_secret"]}
-            token = client().post(api + "/oauth/token", data=form, headers={"Accept": "application/json"})
-            token.raise_for_status()
-            bearer = {"Authorization": f"Bearer {token.json()['access_token']}", "Accept": "application/json"}
-            errors += sum(pool.map(lambda a: get(f"/v1.0/accounts/{quote(a, safe='')}", bearer), jobs["accounts"]))
-            errors += sum(pool.map(
-                lambda c: get(f"/v1.0/account/connectors/{quote(str(c[1]), safe='')}", {**bearer, "X-Cyclr-Account": c[0]}),
-                jobs["connectors"],
-            ))
+            errors += one_pass(pool)
             times.append(time.perf_counter() - started)
             cpus.append(time.process_time() - cpu)
     for mine in clients:

@@ -85,7 +85,8 @@ def placed_installation_change(
     if have.placement is None or have.account_connector is None:
         reason = "moves to the platform" if have.placement is None else "not found on the platform: installed again"
         return ResourceChange(address, Action.CREATE, (reason,), before, after, target=want)
-    reauthorize = _reasons(Effect.REAUTHORIZE, want, have)
+    compared = _compared(want, have)
+    reauthorize = declared_reasons(Effect.REAUTHORIZE, want, compared)
     pending = have.pending
     if pending is not None and not reauthorize and have.status == "pending_authorization":
         if now < pending.expires_at:
@@ -97,7 +98,7 @@ def placed_installation_change(
     drift = drift or have.drift
     if have.status == "authorized" and (drift is not None or not have.account_connector.authenticated):
         reauthorize.append((drift or Drift.DEAUTHENTICATED).words)
-    update = _reasons(Effect.UPDATE, want, have) + _pushed_secret(want, have)
+    update = declared_reasons(Effect.UPDATE, want, compared) + _pushed_secret(want, have)
     if reauthorize:
         return ResourceChange(address, Action.REAUTHORIZE, (*reauthorize, *update), before, after, target=want)
     if update:
@@ -120,12 +121,12 @@ def _new_or_removed(
     return ResourceChange(address, Action.DELETE, reasons, before, None)
 
 
-def _reasons(effect: Effect, want: DeclaredInstallation, have: InstallationRecord) -> list[str]:
-    """The table's reasons of `effect`, less the endpoints of our own OAuth flow where the platform runs its own."""
+def _compared(want: DeclaredInstallation, have: InstallationRecord) -> InstallationRecord:
+    """The record the table's reasons are judged against: where the platform runs its own OAuth flow, the
+    endpoints of ours are left out (taken from `want`); one shallow copy per installation, not one per effect."""
     if want.placement is None or not want.placement.platform_holds_tokens:
-        return declared_reasons(effect, want, have)
-    same = have.model_copy(update={field: getattr(want, field) for field in _PLATFORM_RUNS})
-    return declared_reasons(effect, want, same)
+        return have
+    return have.model_copy(update={field: getattr(want, field) for field in _PLATFORM_RUNS})
 
 
 def _pushed_secret(want: DeclaredInstallation, have: InstallationRecord) -> list[str]:
