@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import generate as gen
 import httpx
 from run_support import (
     BenchError,
@@ -206,7 +207,9 @@ def apply_runs(bench: Bench, tenants: int, per_tenant: int, *, runs: int, label:
 
 
 def cyclr_apply(bench: Bench) -> None:
-    big, small = bench.shape, bench.small
+    # Issue 14's sizes: 1,000 new installs vs 100 at scale 1 (100 and 10 accounts of 10).
+    big = gen.Shape(max(1, round(100 * bench.args.scale)), bench.shape.per_tenant)
+    small = gen.Shape(max(1, round(10 * bench.args.scale)), bench.shape.per_tenant)
     name = (f"`apply --auto-approve --auth-mode defer` (cyclr) of {big.installations:,} new installs vs "
             f"{small.installations:,}")
     target = "10x +- 30 %"
