@@ -54,7 +54,7 @@ def read_previous(text: str, where_heading: str) -> Previous:
             prev.origin.append(f"  - commit: {commit.group(1)}")
     body = text.split(where_heading, 1)[0]
     if "## Results" in body:
-        results = body.split("## Results", 1)[1]
+        results = body.split("## Results", 1)[1].split("### Notes", 1)[0]
         prev.rows = [line for line in results.splitlines() if line.startswith("| ") and not line.startswith("| row |")]
     if "### Notes" in body:
         notes, _, extra = body.split("### Notes", 1)[1].partition("\n## ")

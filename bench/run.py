@@ -508,7 +508,8 @@ def write_results(bench: Bench, args: argparse.Namespace, argv: list[str]) -> No
     prev = merge.read_previous(text, WHERE_HEADING) if partial and args.scale == 1.0 and text else None
     rows, notes = merge.kept(prev, set(args.only)) if prev else ([], [])
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    measured = [f"- {r.name}: re-measured {stamp} (`--only {','.join(args.only)}`)" for r in bench.rows] if prev else []
+    command = " ".join(["python bench/run.py", *argv]).strip()
+    measured = [f"- {r.name}: re-measured {stamp} by `{command}`" for r in bench.rows] if prev else []
     quick = args.scale != 1.0 or args.runs < 5 or (partial and prev is None)
     lines = [
         "# Benchmark results (issues 5 and 14: scale)",
@@ -517,7 +518,7 @@ def write_results(bench: Bench, args: argparse.Namespace, argv: list[str]) -> No
          f"\"{WHERE_HEADING[3:]}\" (a run of some rows, `--only`, replaces only those rows)."),
         "",
         f"- date: {stamp}" + (f" (rows re-measured: {', '.join(args.only)})" if prev else ""),
-        f"- command: `{' '.join(['python bench/run.py', *argv]).strip()}`",
+        f"- command: `{command}`",
         (f"- size: {bench.n:,} installations in {bench.shape.tenants:,} tenant files"
          f" (scale {args.scale:g}); runs: {args.runs} (apply {bench.n:,}: {args.apply_runs}; terraform:"
          f" {args.terraform_runs}); total {bench.elapsed / 60:.1f} min"),
