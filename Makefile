@@ -67,8 +67,9 @@ fidelity: $(STAMP)
 
 # Issue 5's benchmark: every figure in one run, a table of ratios with pass/fail, bench/RESULTS.md.
 # Quick check: .venv/bin/python bench/run.py --scale 0.1 --runs 3 (see bench/run.py --help).
+# Some rows only (the others are kept in bench/RESULTS.md): make bench ONLY=cyclr-refresh,cyclr-apply
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(if $(ONLY),--only $(ONLY))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

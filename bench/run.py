@@ -1,14 +1,17 @@
-"""`make bench`: every figure of issue 5 in one run, as a table of ratios with a verdict, plus absolute times.
+"""`make bench`: every figure of issues 5 and 14 in one run, as a table of ratios with a verdict, plus absolute times.
 
   .venv/bin/python bench/run.py                      # the issue's size: 10,000 installations in 1,000 tenant files
   .venv/bin/python bench/run.py --scale 0.1 --runs 3 # a quick check (1,000 installations; not a verdict)
-  .venv/bin/python bench/run.py --only plan,start    # some rows (plan, apply, refresh, start, terraform)
+  .venv/bin/python bench/run.py --only plan,start    # some rows (plan, apply, refresh, start, terraform,
+                                                     # cyclr-refresh, cyclr-apply: bench/cyclr_rows.py)
+  make bench ONLY=cyclr-refresh,cyclr-apply          # the same through make
 
 Every reconciler figure is a fresh subprocess (`python -m reconciler -C DIR ...`), timed from spawn to exit, so
 interpreter start-up is in every figure and in every baseline alike; nothing is subtracted. The data comes from
 bench/generate.py into a scratch directory (removed afterwards unless --keep); the sandbox provider runs in this
 process, on a free port, for the whole run. Results go to stdout and to bench/RESULTS.md (whose "Where the time
-goes" section, once somebody has written it, is kept across runs).
+goes" section, once somebody has written it, is kept across runs; a full-scale run of some rows replaces only those
+rows and keeps the others, saying which run each came from).
 """
 
 from __future__ import annotations
@@ -19,17 +22,13 @@ import json
 import os
 import platform
 import re
-import resource
-import select
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -38,56 +37,29 @@ for entry in (str(ROOT), str(BENCH)):
     if entry not in sys.path:
         sys.path.insert(0, entry)
 
+import cyclr_rows
 import generate as gen
+import results_merge as merge
+from run_support import (
+    BenchError,
+    Row,
+    Sample,
+    checked,
+    error_row,
+    fmt_s,
+    log,
+    median,
+    own_cpu,
+    ratio_row,
+    run_once,
+    show_times,
+)
 
 PY = sys.executable
 RESULTS = BENCH / "RESULTS.md"
 WHERE_HEADING = "## Where the time goes"
 PLACEHOLDER = "Profile notes: see below"
-ROW_GROUPS = ("plan", "start", "refresh", "apply", "terraform")
-
-
-# -- running and timing a subprocess ---------------------------------------------------------------------------
-
-
-@dataclass
-class Sample:
-    seconds: float
-    rc: int
-    stdout: str
-    stderr: str
-    timed_out: bool = False
-    cpu: float = 0.0  # user + system CPU seconds of the process
-
-
-def run_once(cmd: list[str], *, env: dict[str, str], cwd: Path | None = None, timeout: float | None = None) -> Sample:
-    """Spawn `cmd` and time it to its exit (pidfd + poll: no polling latency; a timeout kills it through the pidfd,
-    which cannot hit a recycled pid). Peak memory is measured apart, by `peak_rss` (see bench/rss.py for why)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=cwd)
-        pidfd = os.pidfd_open(proc.pid)
-        try:
-            poller = select.poll()
-            poller.register(pidfd, select.POLLIN)
-            ready = poller.poll(None if timeout is None else int(timeout * 1000))
-            elapsed = time.perf_counter() - started
-            if not ready:
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            os.close(pidfd)
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; Popen must not wait for it again
-        out.seek(0)
-        err.seek(0)
-        return Sample(
-            seconds=elapsed,
-            rc=proc.returncode,
-            stdout=out.read().decode("utf-8", "replace"),
-            stderr=err.read().decode("utf-8", "replace"),
-            timed_out=not ready,
-            cpu=usage.ru_utime + usage.ru_stime,
-        )
+ROW_GROUPS = ("plan", "start", "refresh", "apply", "terraform", "cyclr-refresh", "cyclr-apply")
 
 
 def peak_rss(cmd: list[str], *, env: dict[str, str], what: str) -> float:
@@ -97,73 +69,6 @@ def peak_rss(cmd: list[str], *, env: dict[str, str], what: str) -> float:
     if result["rc"] != 0:
         raise BenchError(f"{what} (peak RSS run): exit code {result['rc']}")
     return float(result["maxrss_kb"]) / 1024  # kilobytes on Linux
-
-
-def _own_cpu() -> float:
-    """CPU seconds of this process so far: the benchmark waits on its children, so it is the sandbox serving."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-class BenchError(Exception):
-    """A run did not do what it is supposed to measure (a product problem or a harness problem)."""
-
-
-def checked(sample: Sample, what: str, check: Callable[[Sample], str | None] | None = None) -> Sample:
-    problem = None
-    if sample.timed_out:
-        problem = f"timed out after {sample.seconds:.0f} s"
-    elif sample.rc != 0:
-        problem = f"exit code {sample.rc}"
-    elif check is not None:
-        problem = check(sample)
-    if problem:
-        tail = "\n".join((sample.stderr.strip() or sample.stdout.strip()).splitlines()[-8:])
-        raise BenchError(f"{what}: {problem}\n{tail}")
-    return sample
-
-
-def median(samples: list[Sample]) -> float:
-    return statistics.median(s.seconds for s in samples)
-
-
-def fmt_s(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
-
-
-def show_times(label: str, samples: list[Sample]) -> None:
-    log(f"  {label}: " + ", ".join(f"{s.seconds:.3f}" for s in samples) + f" s -> median {fmt_s(median(samples))}")
-
-
-# -- rows ------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    name: str
-    ours: str = "—"
-    baseline: str = "—"
-    ratio: str = "—"
-    target: str = "—"
-    verdict: str = "INFO"
-    notes: list[str] = field(default_factory=list)
-
-
-def ratio_row(name: str, ours: float, base: float, limit: float, baseline_label: str) -> Row:
-    value = ours / base
-    return Row(name, fmt_s(ours), f"{fmt_s(base)} ({baseline_label})", f"{value:.2f}x", f"<= {limit:g}x",
-               "PASS" if value <= limit else "FAIL")
-
-
-def error_row(name: str, target: str, exc: Exception) -> Row:
-    first = str(exc).splitlines()[0]
-    return Row(name, target=target, verdict="ERROR", notes=[first, *str(exc).splitlines()[1:]])
 
 
 # -- the benchmark ---------------------------------------------------------------------------------------------
@@ -415,14 +320,14 @@ class Bench:
         try:
             ours, served = [], 0.0
             for _ in range(self.runs()):
-                busy = _own_cpu()
+                busy = own_cpu()
                 ours.append(checked(run_once(cmd, env=self.env, timeout=self.args.refresh_timeout), "refresh",
                                     lambda s: None if expected in s.stdout else f"expected \"{expected}\""))
-                served += _own_cpu() - busy
+                served += own_cpu() - busy
             show_times("reconciler refresh", ours)
-            busy = _own_cpu()
+            busy = own_cpu()
             raw, raw_cpu = self.raw_refresh(p)
-            raw_served = _own_cpu() - busy
+            raw_served = own_cpu() - busy
         except BenchError as exc:
             self.rows.append(error_row(name, ">= 70 % of raw rate", exc))
             return
@@ -514,7 +419,9 @@ class Bench:
         try:
             self.setup()
             steps = (("start", self.cli_start), ("plan", self.plans), ("refresh", self.refresh),
-                     ("apply", self.applies), ("terraform", self.terraform))
+                     ("apply", self.applies), ("terraform", self.terraform),
+                     ("cyclr-refresh", lambda: cyclr_rows.cyclr_refresh(self)),
+                     ("cyclr-apply", lambda: cyclr_rows.cyclr_apply(self)))
             for group, step in steps:
                 if not self.wants(group):
                     continue
@@ -544,11 +451,12 @@ def text_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def markdown_table(rows: list[Row]) -> str:
+def markdown_table(rows: list[Row], kept: list[str] | None = None) -> str:
+    """The table: `kept` (lines of an earlier table, for the row groups not run) first, then `rows`."""
     def esc(value: str) -> str:
         return value.replace("|", "\\|")
 
-    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS), *(kept or [])]
     lines += ["| " + " | ".join(esc(v) for v in (r.name, r.ours, r.baseline, r.ratio, r.target, f"**{r.verdict}**"))
               + " |" for r in rows]
     return "\n".join(lines)
@@ -592,43 +500,51 @@ def machine() -> dict[str, str]:
 
 
 def write_results(bench: Bench, args: argparse.Namespace, argv: list[str]) -> None:
-    kept = f"{WHERE_HEADING}\n\n{PLACEHOLDER}\n"
-    if RESULTS.exists():
-        text = RESULTS.read_text()
-        if WHERE_HEADING in text:
-            kept = text[text.index(WHERE_HEADING):]
-    info = machine()
-    quick = args.scale != 1.0 or args.runs < 5 or set(args.only) != set(ROW_GROUPS)
+    """Write RESULTS.md. A run of some row groups at full scale keeps the other groups' rows from the file (see
+    bench/results_merge.py); any other reduced run replaces the table, marked as not the verdict."""
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    kept = text[text.index(WHERE_HEADING):] if WHERE_HEADING in text else f"{WHERE_HEADING}\n\n{PLACEHOLDER}\n"
+    partial = set(args.only) != set(ROW_GROUPS)
+    prev = merge.read_previous(text, WHERE_HEADING) if partial and args.scale == 1.0 and text else None
+    rows, notes = merge.kept(prev, set(args.only)) if prev else ([], [])
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    command = " ".join(["python bench/run.py", *argv]).strip()
+    measured = [f"- {r.name}: re-measured {stamp} by `{command}`" for r in bench.rows] if prev else []
+    quick = args.scale != 1.0 or args.runs < 5 or (partial and prev is None)
     lines = [
-        "# Benchmark results (issue 5: scale)",
+        "# Benchmark results (issues 5 and 14: scale)",
         "",
         ("Written by `make bench` (`bench/run.py`); the last run replaces everything above "
-         f"\"{WHERE_HEADING[3:]}\"."),
+         f"\"{WHERE_HEADING[3:]}\" (a run of some rows, `--only`, replaces only those rows)."),
         "",
-        f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- command: `{' '.join(['python bench/run.py', *argv]).strip()}`",
+        f"- date: {stamp}" + (f" (rows re-measured: {', '.join(args.only)})" if prev else ""),
+        f"- command: `{command}`",
         (f"- size: {bench.n:,} installations in {bench.shape.tenants:,} tenant files"
          f" (scale {args.scale:g}); runs: {args.runs} (apply {bench.n:,}: {args.apply_runs}; terraform:"
          f" {args.terraform_runs}); total {bench.elapsed / 60:.1f} min"),
+        *([merge.KEPT_HEADING, *prev.origin] if prev and rows else []),
         *(["- **not the issue's verdict**: a reduced run (scale, runs or rows); `make bench` is the full one"]
           if quick else []),
         "",
         "## Machine",
         "",
-        *[f"- {key}: {value}" for key, value in info.items()],
+        *[f"- {key}: {value}" for key, value in machine().items()],
         "",
         "## Results",
         "",
-        markdown_table(bench.rows),
+        markdown_table(bench.rows, rows),
         "",
-        ("Ratios are ours / baseline (for refresh: our token rate / the raw rate). Times are medians of fresh "
+        ("Ratios are ours / baseline (for refresh rows: our request rate / the raw rate). Times are medians of fresh "
          "subprocesses, spawn to exit, interpreter start-up included everywhere and subtracted nowhere."),
         "",
         "### Notes",
         "",
+        *notes,
         *notes_text(bench.rows, "- "),
+        *measured,
         *[f"- {note}" for note in bench.notes],
         "",
+        *([prev.extra] if prev and prev.extra else []),
         kept.rstrip() + "\n",
     ]
     RESULTS.write_text("\n".join(lines))

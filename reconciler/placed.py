@@ -90,8 +90,9 @@ def placed_installation_change(
         reason = "moves to the platform" if have.placement is None else "not found on the platform: installed again"
         return ResourceChange(address, Action.CREATE, (reason,), before, after, target=want)
     after = _installed_view(after, have)
-    reauthorize = _reasons(Effect.REAUTHORIZE, want, have)
-    update = _reasons(Effect.UPDATE, want, have) + _pushed_secret(want, have, secret)
+    compared = _compared(want, have)
+    reauthorize = declared_reasons(Effect.REAUTHORIZE, want, compared)
+    update = declared_reasons(Effect.UPDATE, want, compared) + _pushed_secret(want, have, secret)
     pending = have.pending
     if pending is not None and not reauthorize and have.status == "pending_authorization":
         due = f"sign-in due since {pending.since.isoformat()}: reconciler authorize {address}"
@@ -139,12 +140,12 @@ def _new_or_removed(
     return ResourceChange(address, Action.DELETE, reasons, before, None)
 
 
-def _reasons(effect: Effect, want: DeclaredInstallation, have: InstallationRecord) -> list[str]:
-    """The table's reasons of `effect`, less the endpoints of our own OAuth flow where the platform runs its own."""
+def _compared(want: DeclaredInstallation, have: InstallationRecord) -> InstallationRecord:
+    """The record the table's reasons are judged against: where the platform runs its own OAuth flow, the
+    endpoints of ours are left out (taken from `want`); one shallow copy per installation, not one per effect."""
     if want.placement is None or not want.placement.platform_holds_tokens:
-        return declared_reasons(effect, want, have)
-    same = have.model_copy(update={field: getattr(want, field) for field in _PLATFORM_RUNS})
-    return declared_reasons(effect, want, same)
+        return have
+    return have.model_copy(update={field: getattr(want, field) for field in _PLATFORM_RUNS})
 
 
 def _pushed_secret(want: DeclaredInstallation, have: InstallationRecord, secret: SecretStr | None) -> list[str]:

@@ -112,9 +112,8 @@ def _account_connector(
 ) -> tuple[Finding, AnyRecord | None]:
     assert record.placement is not None and record.account_connector is not None
     account = record.placement.account
-    missing = record.model_copy(update={"account_connector": None})
     if account in gone_accounts:
-        return Finding(address, "gone", "its account is gone from the platform"), missing
+        return Finding(address, "gone", "its account is gone from the platform"), _missing(record)
     try:
         found = api.get_account_connector(account, record.account_connector.account_connector_id)
     except ProviderError as exc:
@@ -122,8 +121,13 @@ def _account_connector(
             raise
         return Finding(address, "transient", f"could not be read: {exc.message}"), record
     if found is None:
-        return Finding(address, "gone", "the account connector is gone from the platform"), missing
+        return Finding(address, "gone", "the account connector is gone from the platform"), _missing(record)
     return _compared(address, record, found)
+
+
+def _missing(record: InstallationRecord) -> InstallationRecord:
+    """The record of an account connector that is gone (made only then: one copy less per record read)."""
+    return record.model_copy(update={"account_connector": None})
 
 
 def _compared(address: str, record: InstallationRecord, found: Mapping[str, Any]) -> tuple[Finding, InstallationRecord]:

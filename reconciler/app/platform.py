@@ -45,14 +45,17 @@ def connector_list(ws: Workspace, settings: CyclrSettings, api: CyclrApi) -> Seq
 def check_installations(desired: DesiredState, listed: Sequence[Mapping[str, Any]]) -> None:
     """Every installation on the platform names a connector, authentication and parameters the platform offers:
     a plan error (with a did-you-mean from the platform's own list) names the installation."""
-    from reconciler.platforms.cyclr.connectors import install_request, resolve_connector
+    from reconciler.platforms.cyclr.connectors import CyclrConnector, install_request, resolve_connector
 
+    connectors: dict[str, CyclrConnector] = {}  # resolved once per connector name
     for address, installation in sorted(desired.installations.items()):
         want = installation.declared
         if want.placement is None:
             continue
         try:
-            connector = resolve_connector(want.connector, listed)
+            connector = connectors.get(want.connector) or connectors.setdefault(
+                want.connector, resolve_connector(want.connector, listed)
+            )
             install_request(
                 connector, flavour=want.auth or None, parameters=want.parameters, scopes=want.scopes,
                 pinned_authentication=want.placement.authentication,

@@ -255,7 +255,11 @@ class CyclrApi:
             raise transient(f"the Cyclr API ({method} {path})", exc) from None
 
     def _partner_token(self) -> tuple[str, bool]:
-        """The partner token and whether it was fetched just now (one fetch at a time across threads)."""
+        """The partner token and whether it was fetched just now (one fetch at a time across threads; a token
+        already fetched is read without the lock, which 32 threads would otherwise queue on)."""
+        token = self._token
+        if token is not None:
+            return token, False
         with self._token_lock:
             if self._token is not None:
                 return self._token, False
