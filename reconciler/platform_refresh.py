@@ -99,6 +99,8 @@ def _account(api: CyclrApi, address: str, record: AccountRecord) -> tuple[Findin
     if found is None:
         return Finding(address, "gone", "the account is gone from the platform"), None
     name, timezone = str(found.get("Name", record.name)), found.get("Timezone")
+    if record.timezone is None:  # not declared: whatever the platform defaults to (UTC) is no drift
+        timezone = None
     seen = record.model_copy(update={"name": name, "timezone": str(timezone) if timezone else record.timezone})
     edited = seen != record
     return Finding(address, "edited" if edited else "ok", "edited on the platform" if edited else ""), seen
