@@ -2,7 +2,8 @@
 
 Owns: the order of effects per change on the platform — an account created before its installations; an
 installation installed (and recorded, not yet authenticated) before its sign-in, so that a run stopped half way
-keeps exactly what it created; properties set in place; the sign-in run by the platform through a one-use link
+keeps exactly what it created; properties set in place; an installation moved to another connector installed
+anew in place of its old account connector (removed first); the sign-in run by the platform through a one-use link
 (or deferred: recorded without any link); the account connector removed on delete. Reports through the run's
 hooks, persists through the run (a write after every step). Must not: decide actions, print or prompt (the sign-in
 step it is given may), hold a sign-in token anywhere but in the link it hands that step.
@@ -139,9 +140,7 @@ class PlatformSteps:
     # -- installations ------------------------------------------------------------------------------------------
 
     def delete_installation(self, address: str, record: InstallationRecord) -> bool:
-        installed, placement = record.account_connector, record.placement
-        if installed is not None and placement is not None:
-            self.api.delete_account_connector(placement.account, installed.account_connector_id)
+        self.uninstall(record)
         if not record.platform_holds_tokens:
             return False  # our tokens: revoked and forgotten as usual
         self.run.save(address, None)
@@ -157,7 +156,10 @@ class PlatformSteps:
         request = self.request(want)
         record = self.run.installation_record(address)
         moved = record is None or record.account_connector is None or record.placement != placement
+        moved = moved or (record is not None and record.account_connector is not None
+                          and record.account_connector.connector_id != request.connector.id)
         if change.action is Action.CREATE or moved:
+            self.uninstall(record)  # one account connector per installation: the one it replaces goes first
             record = self.install(want, request)
         else:
             assert record is not None and record.account_connector is not None
@@ -207,6 +209,11 @@ class PlatformSteps:
         self.run.save(want.address, record)
         self.run.hooks.step(want.address, f"installed in account {want.placement.account} (account connector {where.account_connector_id})")
         return record
+
+    def uninstall(self, record: InstallationRecord | None) -> None:
+        """Remove the account connector `record` says it has (already gone is as good)."""
+        if record is not None and record.placement is not None and record.account_connector is not None:
+            self.api.delete_account_connector(record.placement.account, record.account_connector.account_connector_id)
 
     def set_properties(self, account: str, account_connector_id: str, request: InstallRequest) -> None:
         for prop in request.properties:

@@ -16,6 +16,7 @@ Budget: a share of the fidelity profile's histories (conftest.py: `cyclr_setting
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -95,7 +96,9 @@ class CyclrHistory(RuleBasedStateMachine):
         self.dir = Path(tempfile.mkdtemp(dir=self.scratch, prefix="cyclr-history-"))
         self.model = CModel(uid=uuid.uuid4().hex[:12], url=self.sandbox.url)
         self.drifted = False  # the console changed the platform since state last saw it
+        self.agent.errors.clear()
         self.started = False
+        self.applied = self.model.copy()  # the configuration of the last completed apply
         self.write()
 
     def teardown(self) -> None:
@@ -284,24 +287,33 @@ class CyclrHistory(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def authorize(self, data: st.DataObject) -> None:
-        """Complete sign-ins due (all, or one) through the platform in the browser."""
+        """Complete sign-ins due (all, or one) through the platform in the browser, once state knows what the
+        console did."""
         pending = [a for a, r in self.snap().resources.items() if "pending" in r]
-        if not pending:
+        if not pending or self.drifted:  # a link to an account connector deleted in the console leads nowhere
             return
         which = data.draw(st.sampled_from([None, *sorted(pending)]), label="authorize")
         result = self.cli("authorize", *([which] if which else []), "--auth-mode", "browser", *AUTH)
         if self.agent.errors:
             fail(f"the consent agent failed: {self.agent.errors}")
         after = self.snap().resources
-        if result.exit_code == 1 and "no longer matches the configuration" in result.stderr:
-            return  # the configuration moved on since the sign-in was deferred: the next apply plans it anew
+        moved = re.search(r"error: (\S+): (the pending authorization no longer matches the configuration|the "
+                          r"configuration changed since it was installed)", result.stderr)
+        if result.exit_code == 1 and moved:  # the configuration moved on since: the next apply plans it anew
+            address = moved.group(1)
+            if self.model.installations().get(address) == self.applied.installations().get(address):
+                fail(f"authorize says the configuration of {address} moved; it did not")
+            return
         if result.exit_code != 0:
             fail(f"authorize exited {result.exit_code}: {result.stderr.strip()[-400:]}")
         for address in [which] if which else pending:
             record = after.get(address)
             if record is None or "pending" in record or record.get("status", "authorized") != "authorized":
                 fail(f"{address}: authorize left {record_brief(record)}")
-        self.check_converged("after authorize")
+        if self.model == self.applied:
+            self.check_converged("after authorize")
+        else:  # the configuration moved on since the last apply: the plan is still the prediction
+            oracle.check_plan(self.predicted(refresh=False, allow=None), self.plan(), "plan after authorize")
 
     # -- the checks after an apply ------------------------------------------------------------------------------
 
@@ -310,12 +322,14 @@ class CyclrHistory(RuleBasedStateMachine):
             fail(f"the consent agent failed: {self.agent.errors}")
         signs_in = any(c["action"] in ("create", "reauthorize") and c["kind"] == "installation"
                        for c in plan["changes"])
-        wanted = 3 if mode == "defer" and signs_in else 0
+        waiting = any(c["pending"] for c in plan["changes"])  # sign-ins due before, still due: exit 3 as well
+        wanted = 3 if (mode == "defer" and signs_in) or waiting else 0
         for change in plan["changes"]:
             STATS.applied[f"cyclr {change['kind']} {change['action']} ({mode}, exit {result.exit_code})"] += 1
         if result.exit_code != wanted:
             fail(f"apply exited {result.exit_code}, not {wanted}: {result.stderr.strip()[-600:]}")
         self.drifted = False
+        self.applied = self.model.copy()
         self.check_converged("after apply")
 
     def check_converged(self, when: str) -> None:
