@@ -86,18 +86,21 @@ def placed_installation_change(
         reason = "moves to the platform" if have.placement is None else "not found on the platform: installed again"
         return ResourceChange(address, Action.CREATE, (reason,), before, after, target=want)
     reauthorize = _reasons(Effect.REAUTHORIZE, want, have)
+    update = _reasons(Effect.UPDATE, want, have) + _pushed_secret(want, have)
     pending = have.pending
     if pending is not None and not reauthorize and have.status == "pending_authorization":
-        if now < pending.expires_at:
+        if update:  # the sign-in due is bound to the properties it was deferred with: `authorize` refuses it
+            reauthorize.append("the sign-in due is for properties that changed since")
+        elif now < pending.expires_at:
             reason = f"sign-in due since {pending.since.isoformat()}: reconciler authorize {address}"
             return ResourceChange(address, Action.NOOP, (reason,), before, after, pending=True, target=want)
-        reauthorize.append(f"pending sign-in expired on {pending.expires_at.isoformat()}")
+        else:
+            reauthorize.append(f"pending sign-in expired on {pending.expires_at.isoformat()}")
     if pending is None and have.status == "pending_authorization":  # installed; its sign-in failed or was stopped
         reauthorize.append("sign-in not completed")
     drift = drift or have.drift
     if have.status == "authorized" and (drift is not None or not have.account_connector.authenticated):
         reauthorize.append((drift or Drift.DEAUTHENTICATED).words)
-    update = _reasons(Effect.UPDATE, want, have) + _pushed_secret(want, have)
     if reauthorize:
         return ResourceChange(address, Action.REAUTHORIZE, (*reauthorize, *update), before, after, target=want)
     if update:

@@ -137,7 +137,9 @@ def _compared(address: str, record: InstallationRecord, found: Mapping[str, Any]
         "parameters": parameters,
         "scopes": scopes,
     }
-    if authenticated and record.status == "pending_authorization":  # signed in through a link meanwhile
+    # Signed in through a link meanwhile. An account connector authenticated when its sign-in was deferred (new
+    # scopes to consent to) still holds the old grant: that sign-in stays due.
+    if authenticated and record.status == "pending_authorization" and not record.account_connector.authenticated:
         update.update(status="authorized", pending=None, drift=None)
     elif not authenticated and record.status == "authorized":
         update["drift"] = Drift.DEAUTHENTICATED

@@ -23,6 +23,7 @@ from tests.fidelity.oracle import Divergence, fail
 __all__ = ["Divergence", "check_platform", "observed", "predict"]
 
 Records = dict[str, dict[str, Any]]
+DUE = "noop (sign-in due)"  # a deferred sign-in still due: a no-op that waits for `reconciler authorize`
 
 
 def observed(resources: Records, platform: Platform) -> Records:
@@ -95,7 +96,9 @@ def _installation(want: Any, have: dict[str, Any] | None) -> str:
     status = have.get("status", "authorized")
     reauthorize = have["connector"] != want.connector or sorted(set(have["scopes"])) != want.declared_scopes()
     if status == "pending_authorization":
-        reauthorize = reauthorize or "pending" not in have  # installed, its sign-in stopped
+        if "pending" in have and not reauthorize:
+            return DUE if have["parameters"] == want.parameters else "reauthorize"
+        reauthorize = True  # installed, its sign-in stopped (or due, for what the configuration no longer says)
     elif have.get("drift") or not have["account_connector"]["authenticated"]:
         reauthorize = True
     if reauthorize:
@@ -104,7 +107,7 @@ def _installation(want: Any, have: dict[str, Any] | None) -> str:
 
 
 def check_plan(predicted: dict[str, str], plan: dict[str, Any], what: str) -> None:
-    got = {c["address"]: c["action"] for c in plan["changes"]}
+    got = {c["address"]: DUE if c["pending"] and c["action"] == "noop" else c["action"] for c in plan["changes"]}
     if got != predicted:
         differ = {a: (predicted.get(a), got.get(a)) for a in sorted(set(got) | set(predicted))
                   if predicted.get(a) != got.get(a)}
