@@ -241,3 +241,28 @@ def test_import_names_the_include_line_and_adopts_a_declared_tenant(workdir: Pat
     assert "account.acme: adopted" in done.output and "other" not in done.output
     plan = _run("plan")
     assert "Plan: 2 to create, 1 to update" in plan.output  # partner + install; the account's name as declared
+
+
+def test_a_deferred_re_consent_stays_due_and_a_connector_switch_installs_anew(
+    workdir: Path, sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An account declared without a time zone is not drifted by the platform's default; new scopes deferred stay
+    due after a refresh (the account connector still holds its earlier grant); another connector under the same
+    name replaces the account connector, signed in (Slack: through the library's app)."""
+    config = _config(sandbox.url, ("acme",)).replace(", timezone: Europe/London", "")
+    (workdir / "reconciler.yaml").write_text(config)
+    _signed_in(workdir, monkeypatch)
+    assert "No changes" in _run("plan", "--refresh").output
+    (workdir / "reconciler.yaml").write_text(config.replace("[vso.work_full, vso.code]", "[vso.work_full]"))
+    assert _run("apply", "--auto-approve", "--auth-mode", "defer").exit_code == 3
+    refreshed = json.loads(_run("plan", "--refresh", "--format", "json").output)["changes"]
+    assert [c["pending"] for c in refreshed if c["address"] == "installation.acme.ado-main"] == [True]
+    slack = config.replace("connector: microsoft-azure-devops", "connector: slack").replace(
+        "parameters: {organization: acme-org, project: Platform}", "parameters: {Channel: '#ops'}"
+    ).replace("        scopes: [vso.work_full, vso.code]\n", "")
+    (workdir / "reconciler.yaml").write_text(slack)
+    _admin(sandbox, "cyclr/library", {"authentication_id": 41, "client_id": LIBRARY_APP, "client_secret": LIBRARY_SECRET})
+    _signed_in(workdir, monkeypatch)
+    installed = list(sandbox.cyclr.by_account["acme"].values())
+    assert [(c.connector["Name"], c.properties, c.authenticated) for c in installed] == [("Slack", {"Channel": "#ops"}, True)]
+    assert "No changes" in _run("plan", "--refresh").output

@@ -108,6 +108,10 @@ def test_a_due_sign_in_waits_until_its_marker_expires() -> None:
     assert change.action is Action.NOOP and change.pending and "reconciler authorize installation.acme.ado-main" in change.reasons[0]
     later = make_plan(_desired(ADO), _state(AccountRecord(**dict(ACME)), due), now=NOW + dt.timedelta(days=8), catalog=load_catalog())
     assert later.changes[1].action is Action.REAUTHORIZE
+    moved = ADO.model_copy(update={"parameters": {"organization": "other-org"}})
+    change = _plan(_desired(moved), _state(AccountRecord(**dict(ACME)), due)).changes[1]
+    assert change.action is Action.REAUTHORIZE  # authorize refuses a sign-in due for other properties
+    assert change.reasons[0] == "the sign-in due is for properties that changed since"
 
 
 def test_a_removed_tenant_keeps_its_account_unless_allowed() -> None:
