@@ -266,3 +266,22 @@ def test_a_deferred_re_consent_stays_due_and_a_connector_switch_installs_anew(
     installed = list(sandbox.cyclr.by_account["acme"].values())
     assert [(c.connector["Name"], c.properties, c.authenticated) for c in installed] == [("Slack", {"Channel": "#ops"}, True)]
     assert "No changes" in _run("plan", "--refresh").output
+
+
+def test_a_due_sign_in_whose_account_is_gone_is_installed_again(
+    workdir: Path, sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sign-in deferred, then the account deleted in the console and a refresh: authorize says the account
+    connector is gone (it used to crash), and apply creates the account and installs and signs in again."""
+    (workdir / "reconciler.yaml").write_text(_config(sandbox.url, ("acme",)))
+    assert _run("apply", "--auto-approve", "--auth-mode", "defer").exit_code == 3
+    sandbox.cyclr.delete_account("acme")  # a person deletes the account in the console
+    assert _run("refresh").exit_code == 0
+    monkeypatch.setattr(webbrowser, "open", ScriptedBrowser())
+    refused = _run("authorize", "--auth-mode", "browser", "--auth-timeout", "30")
+    assert refused.exit_code == 1 and "its account connector is gone from the platform" in refused.output
+    plan = json.loads(_run("plan", "--format", "json").output)
+    assert {c["address"]: c["action"] for c in plan["changes"] if c["kind"] != "partner"} == {
+        "account.acme": "create", "installation.acme.ado-main": "create"}
+    _signed_in(workdir, monkeypatch)
+    assert sandbox.cyclr.accounts["acme"] and len(sandbox.cyclr.by_account["acme"]) == 1
