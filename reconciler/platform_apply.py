@@ -21,7 +21,7 @@ from pydantic import SecretStr
 
 from reconciler.auth.signin import PlatformSignIn
 from reconciler.config.desired import DesiredState
-from reconciler.declared import DeclaredInstallation, target_digest
+from reconciler.declared import INSTALLATION_FIELDS, DeclaredInstallation, target_digest
 from reconciler.errors import ReconcilerError
 from reconciler.pending import PENDING_LIFETIME
 from reconciler.placement import DeclaredAccount
@@ -165,6 +165,8 @@ class PlatformSteps:
             assert record is not None and record.account_connector is not None
             self.set_properties(placement.account, record.account_connector.account_connector_id, request)
             record = updated_installation_record(record, want)
+            if change.action is Action.REAUTHORIZE:  # the new sign-in is for everything declared now
+                record = record.model_copy(update={rule.field: getattr(want, rule.field) for rule in INSTALLATION_FIELDS})
             if change.action is Action.UPDATE and placement.platform_holds_tokens:
                 self.run.save(address, record.model_copy(update={"pending": None}))
                 self.run.result.completed.append(address)
