@@ -60,7 +60,8 @@ test: $(STAMP) lint browser postgres
 reliability: $(STAMP) browser postgres
 	$(BIN)/python -m pytest tests/reliability -m 'not quick'
 
-# Plan fidelity at full budget: 1,000 generated histories against the sandbox (make test runs a few).
+# Plan fidelity at full budget: 1,000 generated histories against the sandbox, a third of them on the Cyclr
+# platform (make test runs a few).
 # Prints "fidelity: N histories, M steps, K divergences"; a failing history is shrunk and kept in .hypothesis/.
 fidelity: $(STAMP)
 	HYPOTHESIS_PROFILE=fidelity $(BIN)/python -m pytest tests/fidelity -p no:cacheprovider

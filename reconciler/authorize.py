@@ -66,12 +66,14 @@ def authorize_pending(
 
 def sign_in_on_platform(run: Run, record: InstallationRecord, desired: DesiredState, services: Services) -> None:
     """A sign-in due on the platform: a fresh one-use link now that someone is there to use it (a deferred one
-    recorded no link). Only while the configuration still declares what was installed."""
+    recorded no link). Only while the configuration still declares what was installed, and it is installed."""
     want = desired.installations.get(record.address)
     if want is None or record.pending is None or record.pending.target_digest != target_digest(want.declared):
         raise ApplyError(
             "the configuration changed since it was installed", hint="run plan and apply: it is updated first"
         )
+    if record.account_connector is None:  # a refresh found it (or its account) gone from the platform
+        raise ApplyError("its account connector is gone from the platform", hint="run plan and apply: it is installed again")
     if services.platform is None or services.platform.sign_in is None:
         raise ApplyError(
             "a sign-in through the platform needs someone to open its link",

@@ -102,6 +102,8 @@ def _account(api: CyclrApi, address: str, record: AccountRecord) -> tuple[Findin
     if found is None:
         return Finding(address, "gone", "the account is gone from the platform"), None
     name, timezone = str(found.get("Name", record.name)), found.get("Timezone")
+    if record.timezone is None:  # not declared: whatever the platform defaults to (UTC) is no drift
+        timezone = None
     seen = record.model_copy(update={"name": name, "timezone": str(timezone) if timezone else record.timezone})
     edited = seen != record
     return Finding(address, "edited" if edited else "ok", "edited on the platform" if edited else ""), seen
@@ -142,7 +144,9 @@ def _compared(address: str, record: InstallationRecord, found: Mapping[str, Any]
         "parameters": parameters,
         "scopes": scopes,
     }
-    if authenticated and record.status == "pending_authorization":  # signed in through a link meanwhile
+    # Signed in through a link meanwhile. An account connector authenticated when its sign-in was deferred (new
+    # scopes to consent to) still holds the old grant: that sign-in stays due.
+    if authenticated and record.status == "pending_authorization" and not record.account_connector.authenticated:
         update.update(status="authorized", pending=None, drift=None)
     elif not authenticated and record.status == "authorized":
         update["drift"] = Drift.DEAUTHENTICATED

@@ -18,6 +18,8 @@ from reconciler.sandbox import SandboxServer
 from reconciler.sandbox.agent import answer_consent
 from tests.cyclr_support import (
     ENV,
+    LIBRARY_APP,
+    LIBRARY_SECRET,
     TENANTS,
     admin,
     assert_no_secret,
@@ -282,3 +284,46 @@ def test_a_change_while_a_sign_in_is_due_keeps_it_due_and_completable(
     done = run_cli("authorize", "--auth-mode", "browser", "--auth-timeout", "30")
     assert done.exit_code == 0, done.output
     assert "No changes" in run_cli("plan").output
+def test_a_deferred_re_consent_stays_due_and_a_connector_switch_installs_anew(
+    cyclr_dir: Path, cyclr_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An account declared without a time zone is not drifted by the platform's default; new scopes deferred stay
+    due after a refresh (the account connector still holds its earlier grant); another connector under the same
+    name replaces the account connector, signed in (Slack: through the library's app)."""
+    config = cyclr_config(cyclr_sandbox.url, ("acme",)).replace(", timezone: Europe/London", "")
+    (cyclr_dir / "reconciler.yaml").write_text(config)
+    _signed_in(cyclr_dir, monkeypatch)
+    assert "No changes" in run_cli("plan", "--refresh").output
+    (cyclr_dir / "reconciler.yaml").write_text(config.replace("[vso.work_full, vso.code]", "[vso.work_full]"))
+    assert run_cli("apply", "--auto-approve", "--auth-mode", "defer").exit_code == 3
+    for flags in ((), ("--refresh",)):  # the record holds the new scopes: the sign-in is due for them
+        changes = json.loads(run_cli("plan", *flags, "--format", "json").output)["changes"]
+        assert [(c["action"], c["pending"]) for c in changes if c["kind"] == "installation"] == [("noop", True)]
+    slack = config.replace("connector: microsoft-azure-devops", "connector: slack").replace(
+        "parameters: {organization: acme-org, project: Platform}", "parameters: {Channel: '#ops'}"
+    ).replace("        scopes: [vso.work_full, vso.code]\n", "")
+    (cyclr_dir / "reconciler.yaml").write_text(slack)
+    admin(cyclr_sandbox, "cyclr/library", {"authentication_id": 41, "client_id": LIBRARY_APP, "client_secret": LIBRARY_SECRET})
+    _signed_in(cyclr_dir, monkeypatch)
+    installed = list(cyclr_sandbox.cyclr.by_account["acme"].values())
+    assert [(c.connector["Name"], c.properties, c.authenticated) for c in installed] == [("Slack", {"Channel": "#ops"}, True)]
+    assert "No changes" in run_cli("plan", "--refresh").output
+
+
+def test_a_due_sign_in_whose_account_is_gone_is_installed_again(
+    cyclr_dir: Path, cyclr_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sign-in deferred, then the account deleted in the console and a refresh: authorize says the account
+    connector is gone (it used to crash), and apply creates the account and installs and signs in again."""
+    (cyclr_dir / "reconciler.yaml").write_text(cyclr_config(cyclr_sandbox.url, ("acme",)))
+    assert run_cli("apply", "--auto-approve", "--auth-mode", "defer").exit_code == 3
+    cyclr_sandbox.cyclr.delete_account("acme")  # a person deletes the account in the console
+    assert run_cli("refresh").exit_code == 0
+    monkeypatch.setattr(webbrowser, "open", ScriptedBrowser())
+    refused = run_cli("authorize", "--auth-mode", "browser", "--auth-timeout", "30")
+    assert refused.exit_code == 1 and "its account connector is gone from the platform" in refused.output
+    plan = json.loads(run_cli("plan", "--format", "json").output)
+    assert {c["address"]: c["action"] for c in plan["changes"] if c["kind"] != "partner"} == {
+        "account.acme": "create", "installation.acme.ado-main": "create"}
+    _signed_in(cyclr_dir, monkeypatch)
+    assert cyclr_sandbox.cyclr.accounts["acme"] and len(cyclr_sandbox.cyclr.by_account["acme"]) == 1

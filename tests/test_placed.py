@@ -108,6 +108,10 @@ def test_a_due_sign_in_waits_until_its_marker_expires() -> None:
     assert change.action is Action.NOOP and change.pending and "reconciler authorize installation.acme.ado-main" in change.reasons[0]
     later = make_plan(_desired(ADO), _state(AccountRecord(**dict(ACME)), due), now=NOW + dt.timedelta(days=8), catalog=load_catalog())
     assert later.changes[1].action is Action.REAUTHORIZE
+    moved = ADO.model_copy(update={"parameters": {"organization": "other-org"}})
+    change = _plan(_desired(moved), _state(AccountRecord(**dict(ACME)), due)).changes[1]
+    assert change.action is Action.UPDATE and change.pending  # set in place; the sign-in stays due (for them)
+    assert change.reasons[0] == 'organization changed: "acme-org" -> "other-org"' and "sign-in due" in change.reasons[1]
 
 
 def test_a_removed_tenant_keeps_its_account_unless_allowed() -> None:

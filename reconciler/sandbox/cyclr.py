@@ -36,6 +36,7 @@ __all__ = ["CyclrFailure", "CyclrSandbox", "default_connectors"]
 
 BEARER_LIFETIME = dt.timedelta(days=14)
 SIGN_IN_LIFETIME = dt.timedelta(minutes=5)
+_NO_SCOPES = ("vso.profile",)  # what a sign-in asks for when its connector has no Scopes property
 
 
 class CyclrSandbox:
@@ -275,9 +276,9 @@ class CyclrSandbox:
         redirect = service_url.rstrip("/") + CALLBACK
         with self.lock:
             self.sign_ins[state] = SignIn(connector, params["targetOrigin"], verifier, client, flavour, redirect)
-        # A connector without a Scopes property (Slack) stands in with the provider's profile scope: the sandbox
-        # runs every connector's consent on its one OAuth provider.
-        scopes = connector.properties.get("Scopes", "").split() or ["vso.profile"]
+        # A connector without a Scopes property (Slack) has no scopes of its own here: the sandbox's one consent
+        # page stands in for its provider and asks for the user's profile.
+        scopes = connector.properties.get("Scopes", "").split() or list(_NO_SCOPES)
         if flavour == LEGACY:
             query = {"client_id": client[0], "response_type": "Assertion", "state": state,
                      "scope": " ".join(scopes), "redirect_uri": redirect}

@@ -1,5 +1,6 @@
-"""Budgets for the fidelity test (HYPOTHESIS_PROFILE: `quick` in `make test`, `fidelity` in `make fidelity`), and
-the summary line it prints: `fidelity: N histories, M steps, K divergences`."""
+"""Budgets for the fidelity tests (HYPOTHESIS_PROFILE: `quick` in `make test`, `fidelity` in `make fidelity`), shared
+by the local platform's histories and the Cyclr platform's (a third), and the summary line they print:
+`fidelity: N histories, M steps, K divergences`."""
 
 from __future__ import annotations
 
@@ -23,6 +24,22 @@ settings.register_profile(
 )
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "quick")
 settings.load_profile(PROFILE)
+CYCLR_SHARE = 1 / 3  # of the profile's histories, run on the Cyclr platform (tests/fidelity/test_cyclr_fidelity.py)
+
+
+def _share() -> tuple[int, int]:
+    """(local, cyclr) histories: the profile's budget, split."""
+    total = settings().max_examples
+    cyclr = max(1, round(total * CYCLR_SHARE))
+    return max(1, total - cyclr), cyclr
+
+
+def local_settings() -> settings:
+    return settings(settings(), max_examples=_share()[0])
+
+
+def cyclr_settings() -> settings:
+    return settings(settings(), max_examples=_share()[1])
 
 
 @dataclass
@@ -34,6 +51,7 @@ class Stats:
         default_factory=Counter
     )  # expected apply failures, by kind (FIDELITY_VERBOSE=1)
     applied: Counter[str] = field(default_factory=Counter)  # planned actions carried out, by action and mode
+    by_platform: Counter[str] = field(default_factory=Counter)  # histories run to their end, by platform
 
 
 STATS = Stats()
@@ -44,7 +62,7 @@ def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untype
         return
     terminalreporter.write_line(
         f"fidelity: {STATS.histories} histories, {STATS.steps} steps, {STATS.divergences} divergences"
-        f" (profile {PROFILE})"
+        f" (profile {PROFILE}; local {STATS.by_platform['local']}, cyclr {STATS.by_platform['cyclr']})"
     )
     if os.environ.get("FIDELITY_VERBOSE") == "1":
         for kind, count in [*STATS.applied.most_common(), *STATS.failures.most_common()]:

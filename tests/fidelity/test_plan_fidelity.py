@@ -12,7 +12,8 @@ its plan change by change, that a plan after a successful apply is empty (save t
 exception), that saved plans apply exactly or are refused as stale, that reordered or duplicated scopes change
 nothing, and that the provider's live tokens and granted scopes are what state records.
 
-Budgets: HYPOTHESIS_PROFILE=quick (make test) or fidelity (make fidelity, 1,000 histories); see conftest.py.
+Budgets: HYPOTHESIS_PROFILE=quick (make test) or fidelity (make fidelity, 1,000 histories), two thirds of them
+here and a third on the Cyclr platform (test_cyclr_fidelity.py); see conftest.py.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from typing import Any
 
 import pytest
 from click.testing import Result
-from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -46,7 +46,7 @@ from hypothesis.stateful import (
 from reconciler.sandbox import SandboxServer
 from tests.conftest import run
 from tests.fidelity import oracle
-from tests.fidelity.conftest import STATS
+from tests.fidelity.conftest import STATS, local_settings
 from tests.fidelity.oracle import Divergence, fail
 from tests.fidelity.world import (
     APPS_PER_POOL,
@@ -130,6 +130,7 @@ class History(RuleBasedStateMachine):
         aborted = sys.exc_info()[0]
         if aborted is None:
             STATS.histories += 1
+            STATS.by_platform["local"] += 1
         else:
             STATS.failures[f"history not completed: {aborted.__name__}"] += 1
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -617,7 +618,7 @@ def test_apply_does_what_plan_said(
     scratch = Path(tempfile.mkdtemp(prefix="fidelity-", dir=shm)) if os.access(shm, os.W_OK) else tmp_path
     History.sandbox, History.agent, History.scratch = fidelity_sandbox, agent, scratch
     try:
-        run_state_machine_as_test(History, settings=settings())
+        run_state_machine_as_test(History, settings=local_settings())
     except Divergence:
         STATS.divergences += 1
         raise
