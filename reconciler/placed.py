@@ -31,14 +31,21 @@ _PLATFORM_RUNS = frozenset({"redirect_uri", "token_url", "api_url", "revoke_url"
 
 
 def account_change(
-    address: str, want: DeclaredAccount | None, have: AccountRecord | None, allow_delete: Globs
+    address: str, want: DeclaredAccount | None, have: AccountRecord | None, allow_delete: Globs,
+    drift: Drift | None = None,
 ) -> ResourceChange:
     """An account is created for a new tenant and updated in place; when its tenant leaves the configuration it is
-    deleted only if `--allow-delete` names it, else kept (its installations are deleted as planned)."""
+    deleted only if `--allow-delete` names it, else kept (its installations are deleted as planned). One a refresh
+    found gone from the platform (`Drift.GONE`) is created again, or — its tenant gone too — forgotten."""
     if have is None:
         assert want is not None
         return ResourceChange(address, Action.CREATE, ("new account",), None, account_view(want), target=want)
     before = account_view(have)
+    if drift is Drift.GONE and want is not None:
+        again = ("gone from the platform: created again",)
+        return ResourceChange(address, Action.CREATE, again, before, account_view(want), target=want)
+    if drift is Drift.GONE:
+        return ResourceChange(address, Action.DELETE, ("gone from the platform: forgotten",), before, None)
     if want is None:
         allowed_by = allow_delete.first_match(address)
         if allowed_by is None:

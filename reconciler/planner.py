@@ -79,7 +79,7 @@ def make_plan(
         for address in sorted(desired.partners.keys() | recorded_partners.keys())
     ]
     _check_partners_in_use(desired, partners)
-    accounts = [account_change(a, desired.accounts.get(a), recorded_accounts.get(a), allow_delete) for a in sorted(desired.accounts.keys() | recorded_accounts.keys())]
+    accounts = [account_change(a, desired.accounts.get(a), recorded_accounts.get(a), allow_delete, (refreshed or {}).get(a)) for a in sorted(desired.accounts.keys() | recorded_accounts.keys())]
     drift = refreshed or {}
     installations = [
         _installation_change(

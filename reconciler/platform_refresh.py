@@ -26,13 +26,21 @@ from reconciler.refresh import Finding
 from reconciler.state.model import AccountRecord, AnyRecord, Drift, InstallationRecord, StateDocument
 from reconciler.tokens.model import TokenSet
 
-__all__ = ["PlatformRefresh", "observe_platform", "push_rotated"]
+__all__ = ["PlatformRefresh", "gone_accounts", "observe_platform", "push_rotated"]
 
 
 @dataclass(frozen=True)
 class PlatformRefresh:
     findings: list[Finding]
     observed: StateDocument  # the document as the platform shows it (same lineage and serial: never written as is)
+
+    def gone_accounts(self) -> dict[str, Drift]:
+        """The accounts the platform no longer has, as the planner takes them (created again, or forgotten)."""
+        return gone_accounts(self.findings)
+
+
+def gone_accounts(findings: list[Finding]) -> dict[str, Drift]:
+    return {f.address: Drift.GONE for f in findings if f.outcome == "gone" and f.address.startswith("account.")}
 
 
 def observe_platform(
@@ -68,12 +76,12 @@ def observe_platform(
     progress(0, total)
     findings: list[Finding] = []
     with ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:
+        gone: set[str] = set()  # ids of accounts gone from the platform (their records stay: the plan says so)
         for finding, record in pool.map(counted(lambda item: _account(api, *item)), accounts):
             findings.append(finding)
             _put(resources, finding.address, record)
-        gone = {r.id for r in doc.resources.values() if isinstance(r, AccountRecord)} - {
-            r.id for r in resources.values() if isinstance(r, AccountRecord)
-        }
+            if finding.outcome == "gone" and isinstance(record, AccountRecord):
+                gone.add(record.id)
         for finding, record in pool.map(counted(lambda item: _account_connector(api, gone, *item)), placed):
             findings.append(finding)
             _put(resources, finding.address, record)
@@ -99,8 +107,8 @@ def _account(api: CyclrApi, address: str, record: AccountRecord) -> tuple[Findin
         if exc.category == "partner":
             raise
         return Finding(address, "transient", f"could not be read: {exc.message}"), record
-    if found is None:
-        return Finding(address, "gone", "the account is gone from the platform"), None
+    if found is None:  # kept as it is: the plan creates it again, or forgets it (`Drift.GONE`)
+        return Finding(address, "gone", "the account is gone from the platform"), record
     name, timezone = str(found.get("Name", record.name)), found.get("Timezone")
     if record.timezone is None:  # not declared: whatever the platform defaults to (UTC) is no drift
         timezone = None

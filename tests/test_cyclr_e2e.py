@@ -327,3 +327,23 @@ def test_a_due_sign_in_whose_account_is_gone_is_installed_again(
         "account.acme": "create", "installation.acme.ado-main": "create"}
     _signed_in(cyclr_dir, monkeypatch)
     assert cyclr_sandbox.cyclr.accounts["acme"] and len(cyclr_sandbox.cyclr.by_account["acme"]) == 1
+
+
+def test_an_account_gone_from_the_platform_is_forgotten_or_created_again(
+    cyclr_dir: Path, cyclr_sandbox: SandboxServer
+) -> None:
+    """Deleted in the console: `plan --refresh` creates it again while its tenant is declared, and forgets it (no
+    --allow-delete needed: nothing is left to delete) once the tenant is removed too."""
+    (cyclr_dir / "reconciler.yaml").write_text(cyclr_config(cyclr_sandbox.url, ("acme", "globex")))
+    assert run_cli("apply", "--auto-approve", "--auth-mode", "defer").exit_code == 3
+    cyclr_sandbox.cyclr.delete_account("acme")
+    cyclr_sandbox.cyclr.delete_account("globex")
+    (cyclr_dir / "reconciler.yaml").write_text(cyclr_config(cyclr_sandbox.url, ("acme",)))
+    plan = json.loads(run_cli("plan", "--refresh", "--format", "json").output)
+    actions = {c["address"]: c["action"] for c in plan["changes"] if c["action"] != "noop"}
+    assert actions == {"account.acme": "create", "installation.acme.ado-main": "create",
+                       "account.globex": "delete", "installation.globex.ado-main": "delete"}
+    assert run_cli("apply", "--refresh", "--auto-approve", "--auth-mode", "defer").exit_code == 3
+    assert "account.globex" not in state_of(cyclr_dir) and set(cyclr_sandbox.cyclr.accounts) == {"acme"}
+    (cyclr_dir / "reconciler.yaml").write_text(cyclr_config(cyclr_sandbox.url, ("acme", "globex")))
+    assert "account.globex will be created" in run_cli("plan").output

@@ -77,8 +77,10 @@ def refreshed_plan(
     progress: Callable[[int, int], None],
 ) -> tuple[list[Finding], PlanResult]:
     """Refresh, then plan with what was found (`plan --refresh`, `apply --refresh`). Call with the lock held."""
+    from reconciler.platform_refresh import gone_accounts
+
     findings, observed = refreshed(ws, loaded, backend, backend.read(), scope, settings, progress)
-    drift = {f.address: f.drift for f in findings if f.drift}
+    drift = {f.address: f.drift for f in findings if f.drift} | gone_accounts(findings)
     plan = plan_of(ws, loaded, backend, scope, observed, refreshed=drift)
     warnings = [str(w) for w in loaded.warnings] + [
         f"{f.address}: {f.message}" for f in findings if f.outcome in ("transient", "partner", "skipped")
@@ -177,6 +179,8 @@ def _record_observed(backend: StateBackend, observed: StateDocument, findings: l
         if finding.outcome not in ("ok", "gone", "edited", "deauthenticated") or finding.address not in resources:
             continue
         seen = observed.resources.get(finding.address)
+        if finding.outcome == "gone" and finding.address.startswith("account."):
+            seen = None  # an account the platform no longer has is no longer recorded
         if seen != resources[finding.address]:
             changed += 1
             if seen is None:

@@ -91,6 +91,7 @@ class Drift(str, Enum):
     REVOKED = "revoked"
     REJECTED = "rejected"
     DEAUTHENTICATED = "deauthenticated"
+    GONE = "gone"  # an account deleted on the platform (found by a refresh; planned, never stored)
 
     @property
     def words(self) -> str:
@@ -101,6 +102,7 @@ _DRIFT_WORDS = {
     Drift.REVOKED: "token revoked",
     Drift.REJECTED: "refresh token rejected",
     Drift.DEAUTHENTICATED: "not authenticated on the platform",
+    Drift.GONE: "gone from the platform",
 }
 
 
