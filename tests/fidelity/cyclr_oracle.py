@@ -9,7 +9,8 @@ taken from reconciler's planner (nothing here imports it), so that a planner bug
 - an installation is created when new or gone from the platform; deleted when removed; signed in again when its
   scopes change, its sign-in was not completed, or the platform says it is no longer authenticated; updated when
   its parameters differ; a sign-in due (deferred) waits as a no-op (its parameters changed: an update, still due);
-- a refresh sees the platform as it is: a deleted account or account connector is gone, a console edit is the
+- a refresh sees the platform as it is: a deleted account or account connector is gone (an account gone with its
+  tenant is forgotten: a delete without --allow-delete, nothing being left to delete), a console edit is the
   recorded value, a lapsed authentication is drift, and a deferred sign-in completed meanwhile is done.
 """
 
@@ -32,7 +33,8 @@ def observed(resources: Records, platform: Platform) -> Records:
     for address, record in resources.items():
         if record["kind"] == "account":
             shown = platform.accounts.get(record["id"])
-            if shown is None:
+            if shown is None:  # the plan creates it again, or forgets it (its tenant gone too)
+                out[address] = {**record, "gone": True}
                 continue
             timezone = shown[1] if record.get("timezone") is not None else None
             out[address] = {**record, "name": shown[0], "timezone": timezone}
@@ -73,7 +75,7 @@ def predict(model: CModel, resources: Records, allow_delete: set[str]) -> dict[s
     for tenant, spec in model.tenants.items():
         address = f"account.{tenant}"
         have = resources.get(address)
-        if have is None:
+        if have is None or have.get("gone"):
             out[address] = "create"
         elif have["name"] != spec.name or have.get("timezone") != spec.timezone:
             out[address] = "update"
@@ -81,7 +83,7 @@ def predict(model: CModel, resources: Records, allow_delete: set[str]) -> dict[s
             out[address] = "noop"
     for address, record in resources.items():
         if record["kind"] == "account" and record["tenant"] not in model.tenants:
-            out[address] = "delete" if address in allow_delete else "noop"
+            out[address] = "delete" if record.get("gone") or address in allow_delete else "noop"
     declared = model.installations()
     for address in set(declared) | {a for a, r in resources.items() if r["kind"] == "installation"}:
         out[address] = _installation(declared.get(address), resources.get(address))
