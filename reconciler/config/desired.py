@@ -7,6 +7,8 @@ Owns: the resolved, immutable types. Secrets are `SecretStr` and are never part 
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -17,11 +19,17 @@ from pydantic import SecretStr
 from reconciler.declared import DeclaredInstallation, DeclaredPartner
 from reconciler.placement import DeclaredAccount
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 __all__ = [
+    "ApiKey",
     "CyclrSettings",
     "DesiredInstallation",
     "DesiredPartner",
     "DesiredState",
+    "IPNetwork",
+    "ServiceSettings",
+    "Webhook",
     "same_origin",
     "url_origin",
 ]
@@ -86,6 +94,45 @@ class CyclrSettings:
     client_secret: SecretStr = field(repr=False, compare=False)
 
 
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """`service.api_keys[]`: a key of the token API and the tenants (globs) whose installations it may read."""
+
+    name: str
+    key_ref: str
+    key: SecretStr = field(repr=False, compare=False)  # empty where not available (see CyclrSettings)
+    tenants: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """`service.webhooks[]`: where events are posted, signed with `secret`."""
+
+    url: str
+    secret_ref: str
+    secret: SecretStr = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """`service:`: the authorization service (`reconciler serve`) at its public URL."""
+
+    public_url: str  # no trailing slash; https, or http on a loopback host
+    link_lifetime: dt.timedelta = dt.timedelta(days=7)
+    api_keys: tuple[ApiKey, ...] = ()
+    webhooks: tuple[Webhook, ...] = ()
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+
+    @property
+    def callback_url(self) -> str:
+        """The redirect URI partners register: where providers send tenants back to the service."""
+        return f"{self.public_url}/connector/callback"
+
+    def secret_values(self) -> set[str]:
+        found = {k.key.get_secret_value() for k in self.api_keys} | {w.secret.get_secret_value() for w in self.webhooks}
+        return {v for v in found if v}
+
+
 @dataclass(frozen=True)
 class DesiredState:
     """Everything the configuration declares, keyed by address."""
@@ -96,6 +143,7 @@ class DesiredState:
     protected_tenants: frozenset[str] = frozenset()  # tenants declared with `protect: true`
     platform: CyclrSettings | None = None  # None: the local platform (our own state holds the tokens)
     accounts: Mapping[str, DeclaredAccount] = field(default_factory=dict)  # on a platform: one per tenant
+    service: ServiceSettings | None = None  # `service:`: the authorization service's settings
 
     def secret(self, reference: str | None) -> SecretStr | None:
         """The resolved value of a client secret reference the configuration declares (None: not declared, or
@@ -113,4 +161,6 @@ class DesiredState:
         values |= {i.client_secret.get_secret_value() for i in self.installations.values() if i.client_secret}
         if self.platform is not None and self.platform.client_secret.get_secret_value():
             values.add(self.platform.client_secret.get_secret_value())
+        if self.service is not None:
+            values |= self.service.secret_values()
         return values
