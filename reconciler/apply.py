@@ -14,14 +14,9 @@ the partner's endpoints.
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
-import httpx
-
-from reconciler.auth.consent import ConsentStep
 from reconciler.auth.errors import ConsentError, ProviderError
 from reconciler.auth.flows import (
     Binding,
@@ -33,16 +28,16 @@ from reconciler.auth.flows import (
     recorded_binding,
 )
 from reconciler.auth.request import AuthorizationRequest
-from reconciler.auth.retry import RetryPolicy, retrying
+from reconciler.auth.retry import retrying
 from reconciler.auth.verify import Verification, verify_token
-from reconciler.catalog import Catalog, Connector
+from reconciler.catalog import Connector
 from reconciler.config.desired import DesiredState
 from reconciler.declared import DeclaredInstallation, DeclaredPartner
 from reconciler.errors import ReconcilerError, StaleStateError
-from reconciler.pending import PENDING_LIFETIME
 from reconciler.plan import Action, Plan, ResourceChange
-from reconciler.platform_apply import PlatformServices, carry_out_on_platform, kept_installed, push_tokens
+from reconciler.platform_apply import carry_out_on_platform, kept_installed, push_tokens
 from reconciler.revocation import declared_secret, revoke_recorded
+from reconciler.services import ApplyError, ApplyHooks, ApplyResult, Services
 from reconciler.state.backend import StateBackend
 from reconciler.state.model import AnyRecord, InstallationRecord, PartnerRecord, StateDocument
 from reconciler.state.records import (
@@ -55,55 +50,11 @@ from reconciler.state.records import (
 from reconciler.tokens.custodian import RefreshRejected, TokenCustodian, refresh_due
 from reconciler.tokens.model import TokenSet
 from reconciler.tokens.scopes import granted_scopes, missing_scopes
-from reconciler.tokens.vault import Vault
 
 __all__ = ["ApplyError", "ApplyHooks", "ApplyResult", "Run", "Services", "apply_plan"]
 
 REFRESH_MARGIN = dt.timedelta(minutes=2)
 T = TypeVar("T")
-
-
-class ApplyError(ReconcilerError):
-    """A step failed; everything before it is persisted. Raised inside a step without the address, which the
-    run puts in front of the message once."""
-
-
-class ApplyHooks(Protocol):
-    def step(self, address: str, message: str) -> None:
-        """Progress of one address."""
-
-    def link(self, address: str, url: str) -> None:
-        """An authorization link for a user to open (deferred mode)."""
-
-    def warning(self, address: str, message: str) -> None:
-        """Something the user should know; not a failure."""
-
-
-@dataclass(frozen=True)
-class Services:
-    """The side effects the executor may use, chosen by the caller."""
-
-    backend: StateBackend
-    vault_for: Callable[[str], Vault]  # lineage -> vault
-    http: httpx.Client
-    consent: ConsentStep | None  # None: defer every authorization
-    now: Callable[[], dt.datetime]
-    catalog: Catalog
-    retry: RetryPolicy = RetryPolicy()  # provider calls that failed transiently (429, 5xx, timeouts) are retried
-    # A sign-in that timed out or was abandoned (ConsentError category "missed"): True leaves that installation
-    # pending (as `--auth-mode defer` would) and carries on with the others; None or False stops the run.
-    on_missed: Callable[[str, ReconcilerError], bool] | None = None
-    sleep: Callable[[float], None] = time.sleep
-    platform: PlatformServices | None = None  # the configuration's platform (accounts, account connectors)
-
-
-@dataclass
-class ApplyResult:
-    state: StateDocument | None
-    completed: list[str] = field(default_factory=list)
-    pending: list[tuple[str, str]] = field(default_factory=list)  # (address, authorization URL)
-    warnings: list[tuple[str, str]] = field(default_factory=list)
-    error: ReconcilerError | None = None
 
 
 class Run:
@@ -219,12 +170,16 @@ class Run:
         address = installation.address
         now = self.services.now()
         request = self.flow(installation).authorization_request()
-        expires_at = now + PENDING_LIFETIME
+        expires_at = now + self.services.link_lifetime
         self.tokens.stage_pending(address, installation.client_id, request.sealed(now, expires_at))
         marker = pending_marker(installation, request.url, since=now, expires_at=expires_at)
+        link = request.url  # with the service: its signed link, which starts a fresh sign-in when opened
+        if self.services.links is not None:
+            link = self.services.links(self.doc.lineage).link(address, marker)
+            marker = marker.model_copy(update={"link": link})
         self.save(address, pending_installation_record(self.installation_record(address), installation, marker))
-        self.result.pending.append((address, request.url))
-        self.hooks.link(address, request.url)
+        self.result.pending.append((address, link))
+        self.hooks.link(address, link)
 
     def authorize(self, installation: DeclaredInstallation, request: AuthorizationRequest | None = None) -> None:
         """Interactive authorization, exchange, verification, then tokens sealed and the record written."""

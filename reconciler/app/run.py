@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # the apply and OAuth layers (httpx, authlib) load only for c
     from reconciler.auth.signin import PlatformSignIn
     from reconciler.auth.transport import Http
     from reconciler.config.desired import DesiredState
+    from reconciler.links import LinkIssuer
     from reconciler.refresh import RefreshSettings
 
 __all__ = ["RunOutcome", "run_apply", "run_authorize", "services_for"]
@@ -66,10 +67,20 @@ def services_for(
         return Vault(backend.credential_store(), key, lineage=lineage, environment=ws.environment_name)
 
     platform = platform_services(ws, desired, http, sign_in) if desired is not None else None
-    return Services(
+    services = Services(
         backend=backend, vault_for=vault_for, http=http.client(), consent=consent, now=ws.clock, catalog=load_catalog(),
         platform=platform,
     )
+    service = desired.service if desired is not None else None
+    if service is None:
+        return services
+    from reconciler.links import link_issuer
+
+    def links(lineage: str) -> LinkIssuer:
+        key = state_key(ws, root, backend, on_key_created=on_key_created)
+        return link_issuer(key, service.public_url, lineage=lineage, environment=ws.environment_name)
+
+    return dataclasses.replace(services, links=links, link_lifetime=service.link_lifetime)
 
 
 def run_apply(

@@ -9,7 +9,7 @@ or import it at start-up (`reconciler --help` loads click and the command module
 
 from __future__ import annotations
 
-from reconciler.cli import checks, importcmd, plan, run, sandbox, statecmds  # noqa: F401 - each registers its commands
+from reconciler.cli import checks, importcmd, plan, run, sandbox, serve, statecmds  # noqa: F401 - each registers its commands
 from reconciler.cli.group import cli
 
 __all__ = ["cli", "main"]

@@ -38,7 +38,7 @@ __all__ = [
     "upgrade_record",
 ]
 
-FORMAT_VERSION: Final = 3
+FORMAT_VERSION: Final = 4
 
 
 class _Record(BaseModel):
@@ -82,6 +82,9 @@ class PendingRecord(_Record):
     # PKCE verifier that completes it stays sealed with the credentials. None for a sign-in through the platform,
     # whose link carries a one-use token: `reconciler authorize` mints one when someone is there to use it.
     authorize_url: str | None = None
+    # The authorization service's signed link to it (`service:` configured): `{public_url}/authorize/{id}?sig=…`.
+    # Opening it starts a fresh sign-in; it carries no secret of the flow.
+    link: str | None = None
 
 
 class Drift(str, Enum):
@@ -137,7 +140,7 @@ class StateDocument(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    format_version: Literal[3] = FORMAT_VERSION
+    format_version: Literal[4] = FORMAT_VERSION
     lineage: str = Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
     serial: StrictInt = Field(ge=0)
     environment: str
@@ -212,8 +215,13 @@ def _upgrade_v2(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "format_version": 3}
 
 
+def _upgrade_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """Format 3 -> 4: a pending authorization may record the service's link; nothing recorded before changes."""
+    return {**data, "format_version": 4}
+
+
 # One function per format version, upgrading a raw document from version N to N+1.
-_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_v1, 2: _upgrade_v2}
+_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_v1, 2: _upgrade_v2, 3: _upgrade_v3}
 
 
 def encode_state(doc: StateDocument) -> bytes:

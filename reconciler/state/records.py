@@ -64,7 +64,7 @@ def updated_installation_record(record: InstallationRecord, installation: Declar
 
 
 def pending_marker(
-    installation: DeclaredInstallation, link: str, *, since: dt.datetime, expires_at: dt.datetime
+    installation: DeclaredInstallation, url: str, *, since: dt.datetime, expires_at: dt.datetime
 ) -> PendingRecord:
     """What the document records of a deferred authorization of `installation` (its secrets are sealed apart)."""
     return PendingRecord(
@@ -73,7 +73,7 @@ def pending_marker(
         target_digest=target_digest(installation),
         client_id=installation.client_id,
         requested_scopes=installation.scopes,
-        authorize_url=link,
+        authorize_url=url,
     )
 
 

@@ -40,6 +40,14 @@ class Vault:
     def seal_pending(self, address: str, client_id: str, pending: PendingAuthorization) -> Blob:
         return seal(self.key, plaintext(pending), self._aad(address, client_id, "pending"))
 
+    def seal_attempt(self, address: str, attempt: PendingAuthorization) -> Blob:
+        """One opening of a sign-in link (the service's): its request, until its callback."""
+        return seal(self.key, plaintext(attempt), self._aad(address, "", "attempt"))
+
+    def open_attempt(self, address: str, blob: Blob) -> PendingAuthorization:
+        opened = open_blob(self.key, blob, self._aad(address, "", "attempt"), f"sign-in attempt of {address}")
+        return PendingAuthorization.model_validate_json(opened)
+
     def open_tokens(self, address: str, client_id: str, blob: Blob) -> TokenSet:
         opened = open_blob(self.key, blob, self._aad(address, client_id, "tokens"), f"tokens of {address}")
         return TokenSet.model_validate_json(opened)

@@ -1,0 +1,50 @@
+"""`serve`: the authorization service in the foreground.
+
+Owns: the command's options and the line it prints when listening. Must not: hold service logic
+(reconciler.service).
+"""
+
+from __future__ import annotations
+
+import click
+
+from reconciler.cli.group import EXIT_OK, GlobalOptions, cli
+from reconciler.errors import UsageError
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--listen {value}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    return host.strip("[]"), int(port)
+
+
+@cli.command("serve")
+@click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT",
+              help="Where to listen; the team's TLS proxy forwards service.public_url here.")
+@click.option("--lock-timeout", type=float, default=60.0, show_default=True, metavar="SECONDS",
+              help="How long a completion waits for the state lock (an apply may hold it).")
+@click.pass_obj
+def serve(opts: GlobalOptions, listen: str, lock_timeout: float) -> int:
+    """Serve sign-in links, the token API and operations endpoints until SIGTERM.
+
+    Tenants open the links `apply --auth-mode defer` printed; the service completes their sign-ins into the
+    configured state. Logs are JSON lines on stderr.
+
+    \b
+    Examples:
+      reconciler serve --listen 127.0.0.1:8080
+      reconciler --env production serve --listen 0.0.0.0:8080
+    """
+    from reconciler.auth.transport import Http
+    from reconciler.service.context import ServiceContext
+    from reconciler.service.server import run_service
+
+    host, port = _listen(listen)
+    ws = opts.workspace()
+    with Http(timeout=ws.http_timeout) as http:
+        ctx = ServiceContext.open(ws, http=http, lock_timeout=lock_timeout)
+        ctx.key  # a wrong or missing state key fails before the service listens  # noqa: B018
+        click.echo(f"reconciler serve: {ctx.settings.public_url} -> http://{listen} (state: {ctx.backend.describe()})", err=True)
+        run_service(ctx, host, port)
+    return EXIT_OK

@@ -1,0 +1,155 @@
+"""The service's HTTP face: a Starlette app over the sign-in, token and operations routes.
+
+Routes:
+  GET /authorize/{pending id}?sig=…           a sign-in link: 302 to the provider, or a page (403, 410)
+  GET /connector/callback                     the provider's redirect back: a page (200 done, 400, 410, 503)
+  GET /v1/installations/{address}/token       the token API (Bearer API key): 200, 401, 403, 404
+  GET /healthz                                 200 when the state backend answers, else 503
+  GET /metrics                                 Prometheus text
+
+Owns: the mapping of answers to responses (plain pages, no script, no secret), the Host check, the request size
+limit and one log line per request (path without its query). Must not: decide a sign-in or a token read.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from reconciler.service.context import ServiceContext
+from reconciler.service.observe import CONTENT_TYPE_LATEST, LOGGER, Metrics
+from reconciler.service.signin import Answer, complete_callback, open_link
+
+__all__ = ["MAX_BODY", "service_app"]
+
+MAX_BODY = 16 * 1024  # no route takes a body; anything larger is refused before it is read
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="robots" content="noindex">
+<title>{title}</title><style>body{{font-family:sans-serif;max-width:36em;margin:3em auto;line-height:1.5}}</style>
+</head><body><h1>{title}</h1>{body}</body></html>"""
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+    "X-Frame-Options": "DENY",
+}
+
+
+def page(answer: Answer) -> Response:
+    if answer.location is not None:
+        return RedirectResponse(answer.location, status_code=302, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+    body = "".join(f"<p>{html.escape(line)}</p>" for line in answer.lines)
+    if answer.scopes:
+        items = "".join(f"<li><code>{html.escape(scope)}</code></li>" for scope in answer.scopes)
+        body += f"<p>Granted scopes:</p><ul id=\"scopes\">{items}</ul>"
+    text = _PAGE.format(title=html.escape(answer.title), body=body)
+    return HTMLResponse(text, status_code=answer.status, headers=_HEADERS)
+
+
+def service_app(ctx: ServiceContext, metrics: Metrics, *, token_route: Callable[[Request], Awaitable[Response]] | None = None) -> ASGIApp:
+    """The ASGI app of `ctx` (token_route: the token API's handler, when API keys are configured)."""
+
+    async def authorize(request: Request) -> Response:
+        answer = await run_in_threadpool(open_link, ctx, request.path_params["pending_id"], request.query_params.get("sig"))
+        return page(answer)
+
+    async def callback(request: Request) -> Response:
+        answer = await run_in_threadpool(complete_callback, ctx, dict(request.query_params))
+        if answer.status == 200:
+            metrics.completed.inc()
+        return page(answer)
+
+    async def healthz(request: Request) -> Response:
+        try:
+            await run_in_threadpool(ctx.backend.read)
+        except Exception:  # any failure to read state is "not healthy"; the type is logged
+            logging.getLogger(LOGGER).warning("state backend unreachable", exc_info=True)
+            return JSONResponse({"status": "unavailable", "state": ctx.backend.describe()}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    async def metrics_route(request: Request) -> Response:
+        data = await run_in_threadpool(metrics.exposition)
+        return Response(data, media_type=CONTENT_TYPE_LATEST)
+
+    async def no_token_api(request: Request) -> Response:
+        return JSONResponse({"error": "no API keys are configured"}, status_code=404)
+
+    routes = [
+        Route("/authorize/{pending_id}", authorize, methods=["GET"]),
+        Route("/connector/callback", callback, methods=["GET"]),
+        Route("/v1/installations/{address}/token", token_route or no_token_api, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics_route, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes)
+    return _Guard(app, allowed_hosts(ctx.settings.public_url))
+
+
+def allowed_hosts(public_url: str) -> frozenset[str]:
+    """Host header values this service answers to: its public URL's host (the proxy passes it on) and loopback."""
+    host = (urlsplit(public_url).hostname or "").lower()
+    return frozenset({host, "127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+class _Guard:
+    """Before the app: a Host not ours (400), a body too large (413), an unknown method on any route (405 from the
+    router); after it: one log line per request."""
+
+    def __init__(self, app: ASGIApp, hosts: frozenset[str]) -> None:
+        self.app, self.hosts = app, hosts
+        self.log = logging.getLogger(LOGGER)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.monotonic(), [0]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        host = _hostname(headers.get("host", ""))
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        if scope["path"] not in ("/healthz", "/metrics") and host not in self.hosts:
+            await PlainTextResponse("unknown host\n", status_code=400)(scope, receive, sending)
+        elif _too_long(headers.get("content-length")) or "transfer-encoding" in headers:
+            await PlainTextResponse("request body too large\n", status_code=413)(scope, receive, sending)
+        else:
+            await self.app(scope, receive, sending)
+        fields = {
+            "method": scope.get("method"), "path": _shown_path(scope["path"]), "status": status[0],
+            "ms": round((time.monotonic() - started) * 1000, 1), "client": (scope.get("client") or ("", 0))[0],
+        }
+        self.log.info("request", extra={"fields": fields})
+
+
+def _hostname(host: str) -> str:
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host.split("]")[0] + "]"
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _too_long(length: str | None) -> bool:
+    try:
+        return length is not None and int(length) > MAX_BODY
+    except ValueError:
+        return True
+
+
+def _shown_path(path: str) -> str:
+    """The path as logged: a link's pending id is shown (an address and a digest, no secret), nothing else varies."""
+    return path[:300]
