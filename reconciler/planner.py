@@ -123,6 +123,8 @@ def record_view(record: InstallationRecord) -> dict[str, Any]:
     view["expires_at"] = _iso(record.expires_at)
     if record.pending is not None and record.pending.authorize_url:
         view["authorization_url"] = record.pending.authorize_url
+    if record.pending is not None and record.pending.link:
+        view["link"] = record.pending.link  # the service's signed link (it starts a fresh sign-in)
     return placed_view(record, view) if record.placement is not None else view
 
 

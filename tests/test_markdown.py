@@ -128,7 +128,7 @@ def _change(address: str, action: str, *, reasons: tuple[str, ...] = ("because",
 def _doc(*changes: ChangeDoc) -> PlanDocument:
     counts = Counter(c.action for c in changes)
     return PlanDocument(
-        format_version="1.0",
+        format_version="1.1",
         reconciler_version="0.0.0",
         environment="default",
         state=StateDoc(exists=True, location="state/default.json", lineage="0f5a2c3e", serial=3),
@@ -433,8 +433,8 @@ def test_pending_authorizations_table_from_the_plan() -> None:
     """Pending authorizations in the plan get a table row with their expiry; the link, not in the plan, is
     explained."""
     markdown = render_markdown(_doc(_pending("installation.globex.ado"), _change("installation.acme.ado", "noop")))
-    assert "| Address | Link | Valid until |" in markdown
-    row = next(line for line in markdown.splitlines() if line.startswith("| `installation.globex.ado`"))
+    assert "| Tenant | Address | Link | Valid until |" in markdown
+    row = next(line for line in markdown.splitlines() if line.startswith("| globex | `installation.globex.ado`"))
     assert row.endswith("| 2026-11-08T12:00:00+00:00 |") and "pending since 2026-11-01T12:00:00+00:00" in row
     assert "`reconciler authorize --reissue ADDRESS` issues a new link" in markdown
     assert "installation.acme.ado`" not in markdown.split("**Pending authorizations**")[1].split("\n\n", 2)[1]
@@ -449,13 +449,13 @@ def test_links_passed_in_join_the_table() -> None:
         "installation.globex.ado": "https://login.example/authorize?client_id=a&state=s2",
     }
     markdown = render_markdown(doc, links=links)
-    rows = [line for line in markdown.splitlines() if line.startswith("| `installation.")]
+    rows = [line for line in markdown.splitlines() if "| `installation." in line]
     assert rows == [
         (
-            "| `installation.globex.ado` | [sign in](https://login.example/authorize?client_id=a&state=s2)"
+            "| globex | `installation.globex.ado` | [sign in](https://login.example/authorize?client_id=a&state=s2)"
             " | 2026-11-08T12:00:00+00:00 |"
         ),
-        "| `installation.acme.ado` | [sign in](https://login.example/authorize?client_id=a&state=s1) | — |",
+        "| acme | `installation.acme.ado` | [sign in](https://login.example/authorize?client_id=a&state=s1) | — |",
     ]
     assert "Plans do not store authorization links" not in markdown
     assert render_markdown_parts(doc, links=links) == [markdown]
@@ -471,6 +471,16 @@ def test_links_cannot_break_the_table_or_the_link() -> None:
     markdown = render_markdown(doc, links=links)
     assert "[sign in](https://login.example/a?x=%281%29%7Cy%20z%5D%60)" in markdown
     assert "[sign in](javascript" not in markdown and "| `javascript:alert(1)` |" in markdown
+
+
+def test_pending_links_are_grouped_by_tenant() -> None:
+    """Rows of one tenant stay together, tenants in the order they first appear; the plan's own link is shown."""
+    pending = [_pending(a) for a in ("installation.eu-a.ado", "installation.us-b.ado", "installation.eu-a.web")]
+    pending[1] = pending[1].model_copy(update={"link": "https://connect.example/authorize/x~1?sig=s"})
+    markdown = render_markdown(_doc(*pending))
+    rows = [line.split(" | ")[1] for line in markdown.splitlines() if "| `installation." in line]
+    assert rows == ["`installation.eu-a.ado`", "`installation.eu-a.web`", "`installation.us-b.ado`"]
+    assert "[sign in](https://connect.example/authorize/x~1?sig=s)" in markdown
 
 
 def test_no_pending_table_without_pending_authorizations() -> None:

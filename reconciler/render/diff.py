@@ -18,7 +18,7 @@ from reconciler.render.document import ChangeDoc
 __all__ = ["AttributeLine", "attribute_lines", "format_value"]
 
 # Recorded-only attributes: shown when an installation is deleted, never diffed against the configuration.
-RECORDED_ONLY = ("granted_scopes", "status", "authorized_at", "expires_at", "authorization_url")
+RECORDED_ONLY = ("granted_scopes", "status", "authorized_at", "expires_at", "authorization_url", "link")
 
 
 @dataclass(frozen=True)

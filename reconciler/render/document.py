@@ -7,6 +7,7 @@ Must not: import the executor, the CLI, or anything that performs I/O. Documente
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -16,7 +17,7 @@ from reconciler.plan import Plan
 
 __all__ = ["PLAN_FORMAT_VERSION", "ChangeDoc", "PlanDocument", "StateDoc", "SummaryDoc", "render_json", "to_document"]
 
-PLAN_FORMAT_VERSION = "1.0"
+PLAN_FORMAT_VERSION = "1.1"
 _M = TypeVar("_M", bound="_Doc")
 
 
@@ -39,6 +40,7 @@ class ChangeDoc(_Doc):
     reasons: list[str]
     warnings: list[str]
     pending: bool
+    link: str | None = None  # a pending authorization's link: the service's, else the provider's (None: not recorded)
     before: dict[str, Any] | None
     after: dict[str, Any] | None
 
@@ -88,6 +90,7 @@ def to_document(plan: Plan, warnings: list[str] | tuple[str, ...] = ()) -> PlanD
                     "reasons": list(c.reasons),
                     "warnings": list(c.warnings),
                     "pending": c.pending,
+                    "link": _link_of(c.before) if c.pending else None,
                     "before": dict(c.before) if c.before is not None else None,
                     "after": dict(c.after) if c.after is not None else None,
                 },
@@ -96,6 +99,19 @@ def to_document(plan: Plan, warnings: list[str] | tuple[str, ...] = ()) -> PlanD
         ],
         warnings=list(warnings),
     )
+
+
+def by_tenant(changes: list[ChangeDoc]) -> dict[str, list[ChangeDoc]]:
+    """`changes` grouped by tenant ("" for partners), tenants in order of first appearance."""
+    groups: dict[str, list[ChangeDoc]] = {}
+    for change in changes:
+        groups.setdefault(change.tenant or "", []).append(change)
+    return groups
+
+
+def _link_of(before: Mapping[str, Any] | None) -> str | None:
+    link = (before or {}).get("link") or (before or {}).get("authorization_url")
+    return link if isinstance(link, str) else None
 
 
 _set_attribute = object.__setattr__

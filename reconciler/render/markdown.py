@@ -142,29 +142,32 @@ def _listed(addresses: Sequence[str]) -> str:
 
 
 def _pending_sections(doc: PlanDocument, links: Mapping[str, str]) -> list[_Section]:
-    """One row per pending authorization in the plan and per link passed in; a link passed in wins."""
-    rows: dict[str, tuple[str, str]] = {}
+    """One row per pending authorization in the plan and per link passed in (a link passed in wins), by tenant."""
+    rows: dict[str, tuple[str, str, str]] = {}  # address -> (tenant, link cell, valid until)
     for change in doc.changes:
         if not change.pending:
             continue
         reason = change.reasons[0] if change.reasons else "authorization pending"
         match = _PENDING.match(reason)
-        url = (change.before or {}).get("authorization_url")
-        if match and isinstance(url, str):
-            rows[change.address] = (_link(url), match["until"])
+        if match and change.link:
+            rows[change.address] = (change.tenant or "", _link(change.link), match["until"])
         elif match:  # display only: the document carries the expiry inside its reason text
-            rows[change.address] = (f"_not stored in the plan (pending since {match['since']})_", match["until"])
+            rows[change.address] = (change.tenant or "", f"_not stored in the plan (pending since {match['since']})_", match["until"])
         else:
-            rows[change.address] = (f"_{_cell(reason)}_", "—")
+            rows[change.address] = (change.tenant or "", f"_{_cell(reason)}_", "—")
     for address, url in links.items():
-        rows[address] = (_link(url), rows.get(address, ("", "—"))[1])
+        tenant, _, until = rows.get(address, (tenant_of(address), "", "—"))
+        rows[address] = (tenant, _link(url), until)
     if not rows:
         return []
-    header = ("| Address | Link | Valid until |", "| --- | --- | --- |")
+    header = ("| Tenant | Address | Link | Valid until |", "| --- | --- | --- | --- |")
+    ranks = _first(rows)
+    ordered = sorted(rows.items(), key=lambda item: ranks[item[1][0]])  # stable: plan order within a tenant
     table = _Section(
         ("**Pending authorizations**", "", *header),
         tuple(
-            (f"| {_table_escape(_code(address))} | {link} | {_cell(until)} |",) for address, (link, until) in rows.items()
+            (f"| {_cell(tenant)} | {_table_escape(_code(address))} | {link} | {_cell(until)} |",)
+            for address, (tenant, link, until) in ordered
         ),
         ("",),
         reopening=("**Pending authorizations** (continued)", "", *header),
@@ -177,6 +180,20 @@ def _pending_sections(doc: PlanDocument, links: Mapping[str, str]) -> list[_Sect
         )
         sections.append(_Section((), ((note, ""),)))
     return sections
+
+
+def _first(rows: Mapping[str, tuple[str, str, str]]) -> dict[str, int]:
+    """Each tenant's rank by its first row: rows are grouped by tenant in the order tenants first appear."""
+    ranks: dict[str, int] = {}
+    for tenant, _, _ in rows.values():
+        ranks.setdefault(tenant, len(ranks))
+    return ranks
+
+
+def tenant_of(address: str) -> str:
+    """The tenant an installation address names (`installation.<tenant>.<name>`)."""
+    parts = address.split(".")
+    return parts[1] if len(parts) == 3 and parts[0] == "installation" else ""
 
 
 def _change_sections(doc: PlanDocument) -> list[_Section]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from reconciler.errors import one_line
 from reconciler.plan import NOT_TARGETED
 from reconciler.render.diff import attribute_lines, format_value
-from reconciler.render.document import ChangeDoc, PlanDocument
+from reconciler.render.document import ChangeDoc, PlanDocument, by_tenant
 
 __all__ = ["render_text", "summary_line"]
 
@@ -67,11 +67,12 @@ def render_text(doc: PlanDocument, *, color: bool = False) -> str:
     pending = [c for c in doc.changes if c.pending]
     if pending:
         out.append(bold("Pending authorizations (complete them with `reconciler authorize`; --detailed-exitcode ignores them):"))
-        for change in pending:
-            out.append(f"  {change.address}: {one_line(change.reasons[0])}")
-            url = (change.before or {}).get("authorization_url")
-            if isinstance(url, str):  # the same link the Markdown plan's table shows
-                out.append(f"    open this link to sign in: {one_line(url)}")
+        for tenant, waiting in by_tenant(pending).items():
+            out.append(f"  {tenant}:" if tenant else "  (no tenant):")
+            for change in waiting:
+                out.append(f"    {change.address}: {one_line(change.reasons[0])}")
+                if change.link:  # the same link the Markdown plan's table and the JSON plan show
+                    out.append(f"      open this link to sign in: {one_line(change.link)}")
         out.append("")
     warnings = [f"{c.address}: {w}" for c in doc.changes for w in c.warnings] + list(doc.warnings)
     if warnings:
