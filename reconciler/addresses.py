@@ -13,7 +13,16 @@ import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["EVERYTHING", "NO_GLOBS", "Globs", "Selection"]
+__all__ = ["EVERYTHING", "NO_GLOBS", "Globs", "Selection", "tenant_of"]
+
+
+def tenant_of(address: str) -> str:
+    """The tenant an installation or account address names (`installation.<tenant>.<name>`, `account.<tenant>`);
+    "" for any other address."""
+    parts = address.split(".")
+    if (parts[0], len(parts)) in (("installation", 3), ("account", 2)):
+        return parts[1]
+    return ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from reconciler.pending import pending_target
 from reconciler.platform_apply import PlatformSteps
 from reconciler.state.model import InstallationRecord
 
-__all__ = ["authorize_pending"]
+__all__ = ["authorize_pending", "issue_links"]
 
 
 def authorize_pending(
@@ -80,3 +80,25 @@ def sign_in_on_platform(run: Run, record: InstallationRecord, desired: DesiredSt
             hint="run `reconciler authorize` with --auth-mode browser or paste",
         )
     PlatformSteps(run, services.platform, services.now).sign_in(want.declared, record)
+
+
+def issue_links(addresses: list[str], services: Services, hooks: ApplyHooks) -> ApplyResult:
+    """The service's link of each pending authorization of `addresses` (recorded with it where it was not yet: one
+    issued before `service:` was configured). Lock held by the caller; `services.links` set."""
+    doc = services.backend.read()
+    result = ApplyResult(state=doc)
+    if doc is None or services.links is None:
+        return result
+    issuer = services.links(doc.lineage)
+    for address in addresses:
+        record = doc.resources.get(address)
+        if not isinstance(record, InstallationRecord) or record.pending is None or record.platform_holds_tokens:
+            continue
+        link = issuer.link(address, record.pending)
+        if record.pending.link != link:
+            updated = record.model_copy(update={"pending": record.pending.model_copy(update={"link": link})})
+            doc = services.backend.write(doc.with_record(address, updated), expected_serial=doc.serial, changed={address})
+            result.state = doc
+        result.pending.append((address, link))
+        hooks.link(address, link)
+    return result

@@ -149,12 +149,15 @@ def run_authorize(
     lock_timeout: float,
     excludes: Collection[str] = (),
     sign_in: PlatformSignIn | None = None,
+    links: bool = False,
 ) -> RunOutcome:
     """Complete (or reissue) pending authorizations matching `patterns` (all pending ones when empty), minus those
-    matching `excludes`."""
-    from reconciler.authorize import authorize_pending
+    matching `excludes`; with `links`, give each its link of the service instead (nothing is completed)."""
+    from reconciler.authorize import authorize_pending, issue_links
 
     loaded = config_source(ws).load()
+    if links and loaded.desired.service is None:
+        raise UsageError("--links needs the authorization service", hint="declare service.public_url in reconciler.yaml")
     backend = open_backend(ws, loaded.root)
     if backend.read() is None:  # before the lock, which would create the state directory
         if patterns:
@@ -178,6 +181,8 @@ def run_authorize(
                 ws, loaded.root, backend, http=http, consent=consent, on_key_created=no_note, desired=loaded.desired,
                 sign_in=sign_in,
             )
+            if links:
+                return RunOutcome(issue_links(selected, services, hooks))
             return RunOutcome(
                 authorize_pending(selected, loaded.desired, services, hooks, reissue=reissue, require_scopes=require_scopes)
             )

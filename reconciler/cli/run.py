@@ -38,7 +38,7 @@ class _EchoHooks:
         click.echo(f"{address}: {one_line(message)}", err=True)
 
     def link(self, address: str, url: str) -> None:
-        click.echo(f"{address}: authorization pending — open this link to sign in:\n  {url}")
+        """Listed by tenant when the run ends (`_links`)."""
 
     def warning(self, address: str, message: str) -> None:
         click.echo(f"warning: {address}: {one_line(message)}", err=True)
@@ -174,6 +174,8 @@ def apply(opts: GlobalOptions, plan_file: Path | None, auto_approve: bool, auth_
 @cli.command()
 @click.argument("addresses", nargs=-1, callback=patterns)
 @click.option("--reissue", is_flag=True, help="Replace the pending authorization with a new link.")
+@click.option("--links", is_flag=True, help="Print each pending authorization's link of the service (`service:`), "
+              "by tenant, for its tenant's admin to open; nothing is completed here.")
 @click.option(
     "--auth-mode",
     type=click.Choice(["browser", "paste"]),
@@ -186,7 +188,7 @@ def apply(opts: GlobalOptions, plan_file: Path | None, auto_approve: bool, auth_
 @LOCK_TIMEOUT
 @selection_options
 @click.pass_obj
-def authorize(opts: GlobalOptions, addresses: tuple[str, ...], reissue: bool, auth_mode: str | None, auth_timeout: float,
+def authorize(opts: GlobalOptions, addresses: tuple[str, ...], reissue: bool, links: bool, auth_mode: str | None, auth_timeout: float,
               require_scopes: bool, lock_timeout: float, target: tuple[str, ...], exclude: tuple[str, ...]) -> int:
     """Complete pending (deferred) authorizations — all, or the given addresses (globs allowed).
 
@@ -196,25 +198,51 @@ def authorize(opts: GlobalOptions, addresses: tuple[str, ...], reissue: bool, au
       reconciler authorize 'installation.acme.*' --auth-mode paste
       reconciler authorize --target 'installation.acme.*' --exclude installation.acme.legacy
       reconciler authorize installation.acme.ado-main --reissue
+      reconciler authorize --links                 # the service's sign-in links, to send to tenants
     """
     from reconciler.app.run import run_authorize
 
+    if links and reissue:
+        raise UsageError("--links and --reissue do not go together", hint="reissue first, then print the links")
     mode = auth_mode or ("browser" if _interactive() else "paste")
     outcome = run_authorize(
         opts.workspace(),
         [*addresses, *target],
         excludes=exclude,
-        consent=None if reissue else _consent(mode, auth_timeout, chosen=auth_mode is not None),
-        sign_in=None if reissue else _sign_in(mode, auth_timeout),
+        consent=None if reissue or links else _consent(mode, auth_timeout, chosen=auth_mode is not None),
+        sign_in=None if reissue or links else _sign_in(mode, auth_timeout),
         hooks=_EchoHooks(),
         reissue=reissue,
+        links=links,
         require_scopes=require_scopes,
         lock_timeout=lock_timeout,
     )
     if outcome.result is None:
         click.echo("No pending authorizations.")
         return EXIT_OK
+    if links:
+        _links(outcome.result.pending)
+        count = len(outcome.result.pending)
+        click.echo(f"{count} sign-in link{'s' if count != 1 else ''}." if count else "No link to give: the pending ones sign in through the platform.")
+        return EXIT_OK
     return _finish(outcome, "Authorization")
+
+
+def _links(pending: list[tuple[str, str]]) -> None:
+    """The links issued by this run, by tenant: each tenant's admin opens theirs to sign in."""
+    from reconciler.addresses import tenant_of
+
+    by_tenant: dict[str, list[tuple[str, str]]] = {}
+    for address, url in pending:
+        if url:
+            by_tenant.setdefault(tenant_of(address), []).append((address, url))
+    if not by_tenant:
+        return
+    click.echo("Sign-in links, by tenant (each is for that tenant's admin):")
+    for tenant, links in by_tenant.items():
+        click.echo(f"  {tenant or '(no tenant)'}:")
+        for address, url in links:
+            click.echo(f"    {address}: authorization pending — open this link to sign in:\n      {url}")
 
 
 def _finish(outcome, what: str = "Apply") -> int:  # type: ignore[no-untyped-def]
@@ -229,8 +257,10 @@ def _finish(outcome, what: str = "Apply") -> int:  # type: ignore[no-untyped-def
     if result.warnings:
         parts.append(f"{len(result.warnings)} warning{'s' if len(result.warnings) != 1 else ''}")
     if result.error is not None:
+        _links(result.pending)
         click.echo(f"{what} stopped: {', '.join(parts)}; everything completed is saved in state.", err=True)
         raise result.error
+    _links(result.pending)
     click.echo(f"{what} complete: {', '.join(parts)}.")
     if pending:
         click.echo("Complete pending ones with `reconciler authorize` (or open the links above).")

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
+from reconciler.addresses import tenant_of
 from reconciler.render.diff import attribute_lines, format_value
 from reconciler.render.document import ChangeDoc, PlanDocument
 from reconciler.render.text import header_line, summary_line, unchanged_count, unchanged_phrase
@@ -188,12 +189,6 @@ def _first(rows: Mapping[str, tuple[str, str, str]]) -> dict[str, int]:
     for tenant, _, _ in rows.values():
         ranks.setdefault(tenant, len(ranks))
     return ranks
-
-
-def tenant_of(address: str) -> str:
-    """The tenant an installation address names (`installation.<tenant>.<name>`)."""
-    parts = address.split(".")
-    return parts[1] if len(parts) == 3 and parts[0] == "installation" else ""
 
 
 def _change_sections(doc: PlanDocument) -> list[_Section]:
