@@ -296,7 +296,9 @@ def test_the_secret_never_shows_in_repr_or_logs(receiver_factory, deliverer_fact
         ("from the future", SECRET.encode(), b'{"id":"evt_x"}', 1_799_999_699),
     ],
 )
-def test_verify_refuses_a_tampered_misdated_or_foreign_signature(case: str, secret: bytes, body: bytes, now: int) -> None:
+def test_verify_refuses_a_tampered_misdated_or_foreign_signature(
+    case: str, secret: bytes, body: bytes, now: int
+) -> None:
     """`verify` refuses a body, secret or time other than the ones signed (beyond 300 seconds)."""
     header = sign(SECRET.encode(), 1_800_000_000, b'{"id":"evt_x"}')
     assert verify(SECRET.encode(), header, b'{"id":"evt_x"}', now=1_800_000_300)

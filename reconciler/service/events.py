@@ -181,7 +181,9 @@ class Deliverer:
         self._webhooks = tuple(webhooks)
         self._origins = tuple(_origin(w.url) for w in self._webhooks)
         self._owns_client = client is None
-        self._client = client if client is not None else httpx.Client(timeout=DELIVERY_TIMEOUT, follow_redirects=False)
+        self._client = client if client is not None else httpx.Client(
+            timeout=DELIVERY_TIMEOUT, follow_redirects=False
+        )
         self._clock = clock
         self._schedule = tuple(schedule)
         self._on_outcome = on_outcome
