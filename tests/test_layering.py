@@ -44,6 +44,9 @@ FORBIDDEN = {
     "sandbox": {"click", "rich", "reconciler.platforms", "reconciler.auth", "reconciler.config", "reconciler.state",
                 "reconciler.planner", "reconciler.render", "reconciler.cli", "reconciler.app", "reconciler.apply",
                 "reconciler.refresh"},
+    # The authorization service composes the application layer, the state, the configuration, the flows, the tokens
+    # and the core; it renders no plan, speaks to no platform but through the app, and is no part of the CLI.
+    "service": {"click", "rich", "reconciler.cli", "reconciler.sandbox", "reconciler.render", "reconciler.platforms"},
 }
 
 
@@ -84,6 +87,21 @@ def test_nothing_below_imports_the_app_or_the_cli(file: str) -> None:
     assert not bad, f"{file} imports {sorted(bad)}"
 
 
+SERVICE = "reconciler.service"
+BELOW_THE_SERVICE = sorted(
+    name for name in (p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py"))
+    if name.split("/")[0].removesuffix(".py") not in {"__main__", "cli", "app", "service"}
+)
+
+
+@pytest.mark.parametrize("file", BELOW_THE_SERVICE)
+def test_nothing_in_the_core_imports_the_service(file: str) -> None:
+    """Only the CLI, the application layer and the service itself import the authorization service (imports
+    inside functions included)."""
+    bad = {n for n in _imports(PACKAGE / file) if n == SERVICE or n.startswith(SERVICE + ".")}
+    assert not bad, f"{file} imports {sorted(bad)}"
+
+
 def test_every_module_opens_with_a_docstring() -> None:
     """Each module says what it owns."""
     for file in PACKAGE.rglob("*.py"):
@@ -121,6 +139,8 @@ DIRECT_ONLY = {
     "auth": {"click", "rich"},
     "tokens": {"httpx", "click", "rich"},
     "sandbox": {"click", "rich"},
+    # The application layer the service composes loads the renderers (and, for a command, a platform's adapter).
+    "service": {"click", "rich", "reconciler.render", "reconciler.platforms"},
 }
 INDIRECT = {
     target: frozenset(
