@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 from reconciler.cli import cli
 from reconciler.sandbox import SandboxServer
 
-pytest_plugins = ("tests.cyclr_support",)  # the Cyclr platform's fixtures: cyclr_sandbox, cyclr_dir
+pytest_plugins = ("tests.cyclr_support", "tests.service_support")  # Cyclr: cyclr_sandbox, cyclr_dir; service: service_world
 
 UPDATE_GOLDEN = os.environ.get("UPDATE_GOLDEN") == "1"
 # The parse cache of every CLI run in the tests (in-process and subprocesses) stays in a throwaway directory.

@@ -1,0 +1,168 @@
+"""Support for tests of the authorization service: a sandbox with apps registered for the service's callback, a
+configuration with a `service:` section, the service itself on 127.0.0.1, and a scripted tenant who opens a link
+and answers the sandbox's consent page.
+
+Registered as a pytest plugin (tests/conftest.py): fixtures `service_world`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from reconciler.app.workspace import Workspace
+from reconciler.auth.transport import Http
+from reconciler.sandbox import SandboxServer
+from reconciler.sandbox.agent import answer_consent
+from reconciler.service.context import ServiceContext
+from reconciler.service.server import ServiceServer
+from tests.sandbox_support import ENTRA_ID, ENTRA_SECRET, LEGACY_ID, LEGACY_SECRET, free_port
+
+API_KEY_EU = "api-key-eu-7d1c0b9a4e-UNIQUE"
+API_KEY_ALL = "api-key-all-2b8e6f0c3d-UNIQUE"
+WEBHOOK_SECRET = "webhook-secret-5a9c2e7b1f-UNIQUE"
+STATE_KEY = "c2VydmljZS10ZXN0LXN0YXRlLWtleS0wMTIzNDU2Nzg="  # base64 of 32 bytes
+SECRETS = (LEGACY_SECRET, ENTRA_SECRET, API_KEY_EU, API_KEY_ALL, WEBHOOK_SECRET, STATE_KEY)
+ENV = {
+    "LEGACY_SECRET": LEGACY_SECRET,
+    "ENTRA_SECRET": ENTRA_SECRET,
+    "RECONCILER_STATE_KEY": STATE_KEY,
+    "API_KEY_EU": API_KEY_EU,
+    "API_KEY_ALL": API_KEY_ALL,
+    "WEBHOOK_SECRET": WEBHOOK_SECRET,
+}
+
+
+def service_config(sandbox_url: str, public_url: str, tenants: str, *, extra_service: str = "") -> str:
+    """reconciler.yaml: both partners at the sandbox, redirect URIs left to the service, and `tenants` (YAML)."""
+    return f"""\
+version: 1
+service:
+  public_url: {public_url}
+  link_lifetime: 7d
+  api_keys:
+    - name: runtime-eu
+      key: ${{env:API_KEY_EU}}
+      tenants: ["eu-*"]
+    - name: runtime-all
+      key: ${{env:API_KEY_ALL}}
+      tenants: ["*"]
+{extra_service}partners:
+  legacy:
+    connector: microsoft-azure-devops
+    auth: azure-devops-oauth
+    client_id: {LEGACY_ID}
+    client_secret: ${{env:LEGACY_SECRET}}
+    endpoints:
+      authorize_url: {sandbox_url}/oauth2/authorize
+      token_url: {sandbox_url}/oauth2/token
+      api_url: {sandbox_url}
+  entra:
+    connector: microsoft-azure-devops
+    auth: entra-id
+    tenant_id: organizations
+    client_id: {ENTRA_ID}
+    client_secret: ${{env:ENTRA_SECRET}}
+    endpoints:
+      authorize_url: {sandbox_url}/organizations/oauth2/v2.0/authorize
+      token_url: {sandbox_url}/organizations/oauth2/v2.0/token
+      api_url: {sandbox_url}
+tenants:
+{tenants}"""
+
+
+def tenants_yaml(count: int, *, prefix: str = "eu") -> str:
+    """`count` tenants `<prefix>-0..`, each with one installation `ado` (legacy and Entra alternating)."""
+    out = []
+    for i in range(count):
+        partner = "legacy" if i % 2 == 0 else "entra"
+        scopes = "[vso.project, vso.work_full]" if i % 3 else "[vso.code, vso.project]"
+        out.append(
+            f"  {prefix}-{i}:\n    installations:\n      ado:\n        partner: {partner}\n"
+            f"        parameters: {{organization: acme-org, project: Platform}}\n        scopes: {scopes}\n"
+        )
+    return "".join(out)
+
+
+@dataclass
+class ServiceWorld:
+    sandbox: SandboxServer
+    directory: Path
+    port: int
+    clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
+    servers: list[ServiceServer] = field(default_factory=list)
+    https: list[Http] = field(default_factory=list)
+
+    @property
+    def public_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write(self, tenants: str, **kwargs: str) -> None:
+        (self.directory / "reconciler.yaml").write_text(service_config(self.sandbox.url, self.public_url, tenants, **kwargs))
+
+    def cli(self, *args: str):  # type: ignore[no-untyped-def]
+        from tests.conftest import run  # conftest registers this module as a plugin: imported late
+
+        return run(["-C", str(self.directory), *args], ENV)
+
+    def start(self, port: int | None = None) -> ServiceServer:
+        """The service for this directory on `port` (default: the public URL's)."""
+        http = Http(timeout=10.0).__enter__()
+        self.https.append(http)
+        ws = Workspace(self.directory, ENV, clock=lambda: self.clock())
+        ctx = ServiceContext.open(ws, http=http, lock_timeout=120.0)
+        server = ServiceServer(ctx, port=port if port is not None else self.port).start()
+        self.servers.append(server)
+        return server
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+        for http in self.https:
+            http.__exit__(None, None, None)
+        self.servers.clear()
+        self.https.clear()
+
+    def state(self) -> dict:  # type: ignore[type-arg]
+        return json.loads((self.directory / "state" / "default.json").read_text())
+
+
+def sign_in(link: str, client: httpx.Client, *, approve: bool = True) -> httpx.Response:
+    """A tenant opens `link`, answers the consent page, and lands on the service's callback: its response."""
+    opened = client.get(link)
+    assert opened.status_code == 302, (opened.status_code, opened.text[:300])
+    callback = answer_consent(opened.headers["Location"], approve=approve, follow=False, client=client)
+    return client.get(callback)
+
+
+def links_in(output: str, public_url: str) -> dict[str, str]:
+    """address -> link from apply's or authorize --links' output."""
+    lines = output.splitlines()
+    found = {}
+    for i, line in enumerate(lines):
+        if "authorization pending" in line and i + 1 < len(lines) and lines[i + 1].strip().startswith(public_url):
+            found[line.strip().split(":")[0]] = lines[i + 1].strip()
+    return found
+
+
+@pytest.fixture
+def service_world(sandbox: SandboxServer, tmp_path: Path) -> Iterator[ServiceWorld]:
+    port = free_port()
+    callback = f"http://127.0.0.1:{port}/connector/callback"
+    provider = sandbox.provider
+    provider.register_app(
+        {"client_id": LEGACY_ID, "client_secret": LEGACY_SECRET, "flavour": "azure-devops-oauth", "redirect_uris": [callback]}
+    )
+    provider.register_app({"client_id": ENTRA_ID, "client_secret": ENTRA_SECRET, "flavour": "entra-id", "redirect_uris": [callback]})
+    provider.register_org("acme-org", ["Platform", "Web"])
+    world = ServiceWorld(sandbox, tmp_path, port)
+    try:
+        yield world
+    finally:
+        world.stop()
