@@ -84,7 +84,7 @@ def _link_lifetime(report: Report, src: SourceFile, text: str) -> dt.timedelta |
         return None
     if lifetime > MAX_LINK_LIFETIME:
         limit = format_duration(MAX_LINK_LIFETIME)
-        message = f"link_lifetime {format_duration(lifetime)} is longer than {limit}"
+        message = f"{format_duration(lifetime)} is longer than {limit}, the longest a link may be valid"
         report.issue(src, path, message, "a link is a bearer credential: whoever holds it signs the tenant in")
         return None
     return lifetime
@@ -135,9 +135,10 @@ def _webhook(checks: Checks, src: SourceFile, index: int, spec: WebhookSpec) -> 
 
 
 def _secret(checks: Checks, src: SourceFile, path: KeyPath, written: str) -> SecretStr | None:
-    """A secret by reference, resolved (a literal is refused); empty where its value is not available to a command
-    that needs none (`Values` lists it as unchecked); None after a problem was reported."""
-    value = checks.values.value(src, path, written, secret=True)
+    """A secret of the service by reference, resolved (a literal is refused; it may read RECONCILER_* variables but
+    key material and the DSN: see `references.refusal`); empty where its value is not available to a command that
+    needs none (`Values` lists it as unchecked); None after a problem was reported."""
+    value = checks.values.value(src, path, written, secret=True, own=True)
     if value is None and written not in checks.values.unchecked:
         return None
     return SecretStr(value or "")
