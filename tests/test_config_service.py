@@ -17,6 +17,8 @@ from reconciler.config.partners import url_problem
 from reconciler.config.schema import RootFile
 from reconciler.errors import ConfigError
 from tests.conftest import run
+from tests.test_config_cyclr import ENV as CYCLR_ENV
+from tests.test_config_cyclr import PLATFORM
 
 API_KEY, WEBHOOK_SECRET = "api-key-value-5e1d9c", "webhook-secret-value-a07b31"
 ENV = {
@@ -103,14 +105,7 @@ def test_partners_redirect_to_the_service_on_the_local_platform(tmp_path: Path) 
         assert isinstance(load_root(tmp_path), RootFile)  # the root alone validates in the same context
 
 
-CYCLR = """\
-version: 1
-platform:
-  type: cyclr
-  api_domain: api.eu.cyclr.com
-  service_domain: app-h.cyclr.com
-  client_id: ${env:CYCLR_CLIENT_ID}
-  client_secret: ${env:CYCLR_CLIENT_SECRET}
+CYCLR = PLATFORM + """\
 partners:
   microsoft-azure-devops: {auth: azure-devops-oauth}
   ours:
@@ -125,7 +120,7 @@ partners:
 def test_on_cyclr_only_partners_that_sign_in_through_us_use_the_service(tmp_path: Path) -> None:
     """On the Cyclr platform a partner whose installations sign in through the platform keeps Cyclr's callback;
     one with `auth_via: reconciler` redirects to the service."""
-    env = {**ENV, "CYCLR_CLIENT_ID": "cyclr-client-0001", "CYCLR_CLIENT_SECRET": "cyclr-secret-0001"}
+    env = {**ENV, **CYCLR_ENV}
     _write(tmp_path, CYCLR + SERVICE)
     partners = load_config(tmp_path, environ=env).desired.partners
     assert partners["partner.microsoft-azure-devops"].declared.redirect_uri == "https://app-h.cyclr.com/connector/callback"
