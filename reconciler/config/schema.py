@@ -107,7 +107,9 @@ class PartnerSpec(_Strict):
     client_secret: NonEmpty | None = Field(None, description=SECRET_REF_DESCRIPTION)
     client_secret_expires: dt.date | None = Field(None, strict=False, description="Warn 14 days before this date.")
     redirect_uri: NonEmpty | None = Field(
-        None, description="Callback registered with the app; default https://<service_domain>/connector/callback."
+        None,
+        description="Callback registered with the app; default https://<service_domain>/connector/callback, or "
+        "<public_url>/connector/callback with a `service:` section (then it must be that one).",
     )
     scopes: Annotated[Strings, Field(min_length=1)] | None = Field(
         None, description="Scopes registered with the app; installations may ask only these."
