@@ -91,17 +91,19 @@ def _link_lifetime(report: Report, src: SourceFile, text: str) -> dt.timedelta |
 
 
 def _api_keys(checks: Checks, src: SourceFile, specs: Sequence[ApiKeySpec]) -> tuple[ApiKey, ...] | None:
-    """The token API's keys: each name once, each key by reference, tenants as globs."""
+    """The token API's keys: each name and each key reference once (the audit log names who read a token), each
+    key by reference, tenants as globs."""
     out: list[ApiKey] = []
     ok = True
-    first: dict[str, int] = {}
+    first: dict[tuple[str, str], int] = {}
     for index, spec in enumerate(specs):
         path = (*_PATH, "api_keys", index)
-        seen = first.setdefault(spec.name, index)
-        if seen != index:
-            message = f"api key '{spec.name}' is already declared at service.api_keys[{seen}]"
-            checks.report.issue(src, (*path, "name"), message, "each key has a name of its own (the audit log shows it)")
-            ok = False
+        for field, written in (("name", spec.name), ("key", spec.key)):
+            seen = first.setdefault((field, written), index)
+            if seen != index:
+                message = f"{field} '{written}' is already the {field} of service.api_keys[{seen}]"
+                checks.report.issue(src, (*path, field), message, "each key has a name and a value of its own")
+                ok = False
         ok = _tenant_globs_ok(checks.report, src, (*path, "tenants"), spec.tenants) and ok
         key = _secret(checks, src, (*path, "key"), spec.key)
         if key is None:
