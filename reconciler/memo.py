@@ -154,7 +154,10 @@ class PlanMemo:
             match = REFERENCE.match(reference)
             if match is None:
                 return None
-            resolved = resolve(*match.groups(), config_dir=self.config_dir, environ=self.environ, within=within)
+            # A secret as the widest secret field may read it (the service's own: `references.refusal`): the load
+            # that stored the entry judged each field, and the files it read are unchanged.
+            environ = self.environ
+            resolved = resolve(*match.groups(), config_dir=self.config_dir, environ=environ, within=within, own=secret)
             if isinstance(resolved, Problem) or (not secret and resolved != value):
                 return None
             (secrets if secret else shown).add(resolved)

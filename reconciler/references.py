@@ -6,7 +6,8 @@ configuration directory (or a directory listed in RECONCILER_SECRET_DIRS), read 
 newline, not empty, at most `MAX_SECRET_BYTES` — and what no reference may reach, whatever field it fills (a
 client id is shown in plans and links, a client secret is sent to a provider): the reconciler's own variables
 (`RECONCILER_*`: the state key, its passphrase, DSNs; a DSN field may read RECONCILER_* except the state key and
-passphrase), the state directories (state, journal, key and credential files), and version-control internals
+passphrase; a field of the reconciler's own — the service's API keys and webhook secrets — may read RECONCILER_*
+except the state keys and the DSN), the state directories (state, journal, key and credential files), and version-control internals
 (.git, .hg, .svn), judged on the path after resolving symlinks. Resolution returns the value or a `Problem`
 (message and hint, never the value); the configuration loader turns a problem into an error at the reference's
 file and line — or, where the value is not needed (validate, plan) and the problem is only that the value is not
@@ -31,6 +32,8 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_SECRET_BYTES = 64 * 1024  # a secret file larger than this is not a client id or secret
 _OWN_PREFIX = "RECONCILER_"  # the reconciler's own settings: keys, passphrases, DSNs
 _STATE_KEYS = frozenset({"RECONCILER_STATE_KEY", "RECONCILER_STATE_PASSPHRASE"})
+# What the service's own secrets may not read: key material that decrypts state, and the database's DSN.
+_NOT_OWN = _STATE_KEYS | {"RECONCILER_NEW_STATE_KEY", "RECONCILER_PG_DSN"}
 _VCS = frozenset({".git", ".hg", ".svn"})
 DEFAULT_STATE_DIR = "state"  # the local backend's directory when the configuration names none
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # no file system path the configuration names holds these
@@ -74,10 +77,17 @@ def reach(config_dir: Path, environ: Mapping[str, str], state_dirs: Iterable[str
     return Reach(roots, tuple(dict.fromkeys(sealed)), tuple(dict.fromkeys(vcs)))
 
 
-def refusal(kind: str, argument: str, *, config_dir: Path, within: Reach, dsn: bool = False) -> Problem | None:
-    """Why `${kind:argument}` may not be used (reading no value), or None. `dsn`: it fills a backend DSN."""
+def refusal(
+    kind: str, argument: str, *, config_dir: Path, within: Reach, dsn: bool = False, own: bool = False
+) -> Problem | None:
+    """Why `${kind:argument}` may not be used (reading no value), or None. `dsn`: it fills a backend DSN; `own`: a
+    secret of the reconciler's own (the service's API keys, webhook secrets)."""
     if kind == "env":
-        if (dsn and argument in _STATE_KEYS) or (not dsn and argument.startswith(_OWN_PREFIX)):
+        if own or dsn:
+            refused = argument in (_NOT_OWN if own else _STATE_KEYS)
+        else:
+            refused = argument.startswith(_OWN_PREFIX)
+        if refused:
             return Problem(
                 f"a reference may not read {argument}: it holds the reconciler's own "
                 + ("state key" if argument in _STATE_KEYS else "settings (keys, passphrase, DSNs)"),
@@ -112,9 +122,10 @@ def refusal(kind: str, argument: str, *, config_dir: Path, within: Reach, dsn: b
 
 
 def resolve(kind: str, argument: str, *, config_dir: Path, environ: Mapping[str, str], within: Reach,
-            dsn: bool = False) -> str | Problem:
-    """The value of the reference `${kind:argument}` (kind "env" or "file"), or why it has none."""
-    problem = refusal(kind, argument, config_dir=config_dir, within=within, dsn=dsn)
+            dsn: bool = False, own: bool = False) -> str | Problem:
+    """The value of the reference `${kind:argument}` (kind "env" or "file"), or why it has none (`dsn`, `own`: see
+    `refusal`)."""
+    problem = refusal(kind, argument, config_dir=config_dir, within=within, dsn=dsn, own=own)
     if problem is not None:
         return problem
     return _env(argument, environ) if kind == "env" else _file(argument, (config_dir / argument).resolve())

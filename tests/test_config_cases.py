@@ -44,7 +44,17 @@ def test_config_case(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert outcome == (directory / "expected.txt").read_text()
 
 
-RULE_MODULES = {"documents", "overlay", "translate", "values", "platform", "partners", "placements", "installations"}
+RULE_MODULES = {
+    "documents",
+    "overlay",
+    "translate",
+    "values",
+    "platform",
+    "service",
+    "partners",
+    "placements",
+    "installations",
+}
 
 
 def test_every_rule_module_has_a_case() -> None:

@@ -215,3 +215,21 @@ def test_the_state_digests_are_of_the_bytes_read(tmp_path: Path) -> None:
         (os.path.abspath(tmp_path / "default.journal"), None),
     ]
     assert json.loads(raw)["serial"] == 0
+
+
+def test_a_service_key_in_a_reconciler_variable_is_memoised(case, monkeypatch) -> None:
+    """The service's keys may read RECONCILER_* variables: such a reference does not keep a repeated plan from the
+    memo, and a change of its value is still noticed (the plan holds no secret, so the output is the same)."""
+    directory, env = case("mixed")
+    with (directory / "reconciler.yaml").open("a") as handle:
+        handle.write(
+            "service:\n  public_url: https://connect.example.com\n"
+            "  api_keys: [{name: runtime, key: '${env:RECONCILER_API_KEY_EU}', tenants: ['*']}]\n"
+        )
+    env = {**env, "RECONCILER_API_KEY_EU": "memo-api-key-value"}
+    first = plan(env)
+    calls = planned_count(monkeypatch)
+    second = plan(env)
+    assert calls[0] == 0, "the second plan was computed again"
+    assert second == first == fresh(env)
+    assert "memo-api-key-value" not in first[1] + first[2]

@@ -2,7 +2,8 @@
 
 Owns: the order of a load — the documents (`documents`: root file, includes), the environment overlay
 (`overlay`), schema validation (`translate`), the backend DSN and every field's references (`values`), then the
-platform, partner, placement and installation rules (`platform`, `partners`, `placements`, `installations`) — stopping after a stage with errors, and the
+platform, service, partner, placement and installation rules (`platform`, `service`, `partners`, `placements`,
+`installations`) — stopping after a stage with errors, and the
 public entry points (`load_config`, `load_root`, `resolve_reference`). Every problem is reported as
 file:line:column plus key path in the file that wrote the value (see `located`). Must not: write anything, touch
 state, reach the network, or hold a rule itself (each lives in the module named above).
@@ -41,6 +42,7 @@ from reconciler.config.schema import (
     TenantSpec,
     validation_context,
 )
+from reconciler.config.service import service_callback, service_settings
 from reconciler.config.translate import validated
 from reconciler.config.values import NOTE_LIMIT, Unchecked, Values
 from reconciler.errors import ConfigError, ConfigIssue, Location
@@ -126,7 +128,7 @@ def load_config(
         values.check_dsn(files[0][0], root.backend.dsn)
     partners, tenants = declared(report, files)
     report.fail_if_issues()
-    checks = Checks(report, values, catalog, today, is_cyclr(root), callback_origin(root))
+    checks = Checks(report, values, catalog, today, is_cyclr(root), callback_origin(root), service_callback(root))
     desired = _desired(checks, files[0][0], root, partners, tenants, environment)
     shown = [src.display for src, _ in files] + ([overlay.display] if overlay is not None else [])
     manifest.references = values.manifest_references()
@@ -183,6 +185,7 @@ def _desired(
 ) -> DesiredState:
     """The desired state after the platform, partner and installation rules and the checks across fields."""
     platform = cyclr_settings(checks, root_src, root)
+    service = service_settings(checks, root_src, root)
     accounts = declared_accounts(checks, tenants)
     desired_partners_, overridden = desired_partners(checks, partners)
     check_partner_keys(checks, partners)
@@ -197,6 +200,7 @@ def _desired(
         protected_tenants=frozenset(name for name, (_, tenant) in tenants.items() if tenant.protect),
         platform=platform,
         accounts=accounts,
+        service=service,
     )
 
 

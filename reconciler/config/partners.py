@@ -1,7 +1,8 @@
 """Partner rules: each `partners.<name>` entry checked against the catalog and made a `DesiredPartner`.
 
 Owns: the partner's connector and auth flavour, tenant_id, the client id/secret pair, endpoint overrides and the
-revocation endpoint's origin, the redirect URI (declared or derived from the platform's callback origin), registered
+revocation endpoint's origin, the redirect URI (declared or derived: from the service's callback where a `service:`
+section applies to the partner, else from the platform's callback origin), registered
 scopes, the client secret's expiry warning, and which partner is the default of its connector. Each rule is a
 small function of the spec and what it needs. Must not: read files, resolve a reference itself (`Values` does),
 or look at installations.
@@ -10,6 +11,7 @@ or look at installations.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,7 +33,6 @@ _TENANT_ID = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|organizations|common|consumers"
     r"|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+"
 )
-_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
 _URL_UNSAFE = re.compile(r"[\x00-\x20\x7f-\x9f]")  # never raw in a URL; a client would send them or choke
 
 
@@ -39,7 +40,8 @@ _URL_UNSAFE = re.compile(r"[\x00-\x20\x7f-\x9f]")  # never raw in a URL; a clien
 class Checks:
     """What the catalog rules of one load share: where problems go, the values resolved so far, the catalog, the
     date warnings are computed for (None: no date warnings), whether installations live on the Cyclr platform, and
-    the callback origin redirect URIs derive from (see `reconciler.config.platform`)."""
+    the callback origin redirect URIs derive from (see `reconciler.config.platform`), and the service's callback
+    (see `reconciler.config.service`; None: no `service:` section)."""
 
     report: Report
     values: Values
@@ -47,6 +49,7 @@ class Checks:
     today: dt.date | None
     cyclr: bool = False
     callback_origin: str | None = None
+    service_callback: str | None = None
 
 
 class _Endpoints(NamedTuple):
@@ -205,10 +208,14 @@ def _endpoints(
 
 
 def _redirect(checks: Checks, src: SourceFile, path: KeyPath, spec: PartnerSpec, allow_http: bool) -> str | None:
-    """The redirect URI: declared (http only to a loopback host, where `allow_http`), or derived from the
-    platform's callback origin (https://<service_domain>)."""
+    """The redirect URI: the service's callback where it applies (declared, it must be that one), else declared
+    (http only to a loopback host, where `allow_http`), else derived from the platform's callback origin
+    (https://<service_domain>)."""
     report = checks.report
-    if spec.redirect_uri is None:
+    service = _service_callback(checks, spec)
+    if service is not None and url_problem(service, allow_http_loopback=True) is not None:
+        return None  # the public URL is unusable: reported on service.public_url
+    if spec.redirect_uri is None and service is None:
         if checks.callback_origin is None:
             if checks.cyclr:
                 return None  # reported on the platform
@@ -220,15 +227,30 @@ def _redirect(checks: Checks, src: SourceFile, path: KeyPath, spec: PartnerSpec,
             )
             return None
         return f"{checks.callback_origin}/connector/callback"
-    uri = spec.redirect_uri
+    uri = spec.redirect_uri or service
+    assert uri is not None
+    where = (*path, "redirect_uri") if spec.redirect_uri is not None else path
     problem = NO_REFERENCE if "${" in uri else url_problem(uri, allow_http_loopback=allow_http)
     if problem:
         hint = None
         if not allow_http and uri.startswith("http://"):
             hint = "the provider matches an HTTPS callback exactly; http://127.0.0.1 works only with endpoints overridden"
-        report.issue(src, (*path, "redirect_uri"), problem, hint)
+        report.issue(src, where, problem, hint)
+        return None
+    if service is not None and uri != service:
+        hint = "leave redirect_uri out: with a `service:` section it is <public_url>/connector/callback"
+        report.issue(src, where, f"redirect_uri must be the service's callback {service}", hint)
         return None
     return uri
+
+
+def _service_callback(checks: Checks, spec: PartnerSpec) -> str | None:
+    """The service's callback when it is this partner's: on the local platform always; on the Cyclr platform only
+    for a partner whose installations sign in through us (`auth_via: reconciler`; through the platform, Cyclr's
+    callback stays)."""
+    if checks.cyclr and spec.auth_via != "reconciler":
+        return None
+    return checks.service_callback
 
 
 def _registered_scopes_ok(
@@ -302,10 +324,16 @@ def url_problem(url: str, *, allow_http_loopback: bool) -> str | None:
         return "a URL may not carry a user name or password"
     if parts.fragment or url.endswith("#"):
         return "an OAuth endpoint or redirect URI may not contain a fragment (#)"  # RFC 6749 3.1, 3.1.2
-    if parts.scheme == "http":
-        loopback = parts.netloc.rsplit("@", 1)[-1].split(":")[0] in _LOOPBACK_HOSTS or host in {"127.0.0.1", "localhost", "::1"}
-        if not (allow_http_loopback and loopback):
-            if allow_http_loopback:
-                return f"'{url}' must use https (http is allowed only for 127.0.0.1 or localhost)"
-            return f"'{url}' must use https"
+    if parts.scheme == "http" and not (allow_http_loopback and _is_loopback(host)):
+        if allow_http_loopback:
+            return f"'{url}' must use https (http is allowed only for 127.0.0.1 or localhost)"
+        return f"'{url}' must use https"
     return None
+
+
+def _is_loopback(host: str) -> bool:
+    """localhost, or an address of the loopback networks (127.0.0.0/8, ::1): plain http never leaves this machine."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -2,7 +2,7 @@
 `DeclaredAccount`.
 
 Owns: platform.type (local by default), service_domain (on cyclr, required unless endpoints.service_url; the
-schema requires it on the local platform),
+schema requires it on the local platform unless a `service:` section is the callback),
 api_domain (cyclr: required unless endpoints.api_url), the platform's API client (client_id, client_secret by
 reference), endpoints (overrides; plain http only on loopback), the callback origin partners derive their redirect
 URI from, tenants.<t>.account with its defaults (one account per tenant), and the one refusal of a key that applies

@@ -2,7 +2,7 @@
 
 Owns: what keys exist, their types and the name patterns, and the requirements of the local platform: `scopes`
 (the root file's `platform.type` is every file's validation context, see `validation_context`) and
-`platform.service_domain`. Must not: resolve secrets, read files, or check anything that needs the catalog or other
+`platform.service_domain` (unless a `service:` section is the callback). Must not: resolve secrets, read files, or check anything that needs the catalog or other
 files (`partners`, `installations`, `placements`, `platform`, `values`, `documents`).
 """
 
@@ -29,6 +29,7 @@ from reconciler.references import path_text_problem  # the one rule for paths, s
 
 __all__ = [
     "AccountSpec",
+    "ApiKeySpec",
     "AuthVia",
     "BackendSpec",
     "LocalBackendSpec",
@@ -41,7 +42,9 @@ __all__ = [
     "PlatformEndpointsSpec",
     "PlatformSpec",
     "RootFile",
+    "ServiceSpec",
     "TenantSpec",
+    "WebhookSpec",
     "validation_context",
 ]
 
@@ -104,7 +107,9 @@ class PartnerSpec(_Strict):
     client_secret: NonEmpty | None = Field(None, description=SECRET_REF_DESCRIPTION)
     client_secret_expires: dt.date | None = Field(None, strict=False, description="Warn 14 days before this date.")
     redirect_uri: NonEmpty | None = Field(
-        None, description="Callback registered with the app; default https://<service_domain>/connector/callback."
+        None,
+        description="Callback registered with the app; default https://<service_domain>/connector/callback, or "
+        "<public_url>/connector/callback with a `service:` section (then it must be that one).",
     )
     scopes: Annotated[Strings, Field(min_length=1)] | None = Field(
         None, description="Scopes registered with the app; installations may ask only these."
@@ -201,7 +206,7 @@ class PlatformSpec(_Strict):
         None,
         validate_default=True,
         description="e.g. app-h.cyclr.com; the callback is https://<service_domain>/connector/callback. Required, "
-        "but for cyclr with endpoints.service_url.",
+        "but for cyclr with endpoints.service_url, and on the local platform with a `service:` section.",
     )
     api_domain: HostName | None = Field(
         None,
@@ -217,7 +222,9 @@ class PlatformSpec(_Strict):
     @field_validator("service_domain", mode="after")
     @classmethod
     def _service_domain_required_locally(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None and info.data.get("type") == "local":  # cyclr: see `config.platform`; a wrong type: reported
+        local = info.data.get("type") == "local"  # cyclr: see `config.platform`; a wrong type: reported
+        served = (info.context or {}).get("service") == "declared"  # the service is the callback
+        if value is None and local and not served:
             raise PydanticCustomError("missing", "Field required")
         return value
 
@@ -251,10 +258,44 @@ BackendSpec = Annotated[
 def validation_context(root: object) -> dict[str, str]:
     """The context every file of a configuration is validated in: the platform type the root file's data declares
     (read before validation; anything but `cyclr` is the local platform, and a wrong type is reported by the root
-    file's own validation)."""
+    file's own validation), and whether it declares a `service:` section."""
     platform = root.get("platform") if isinstance(root, dict) else None
     cyclr = isinstance(platform, dict) and platform.get("type") == "cyclr"
-    return {"platform": "cyclr" if cyclr else "local"}
+    service = isinstance(root, dict) and root.get("service") is not None
+    return {"platform": "cyclr" if cyclr else "local", "service": "declared" if service else "none"}
+
+
+class ApiKeySpec(_Strict):
+    """A key of the token API (`GET /v1/installations/{address}/token`) and the tenants it may read."""
+
+    name: Name = Field(description="Shown in the audit log of token reads; unique.")
+    key: NonEmpty = Field(description="The bearer key. " + SECRET_REF_DESCRIPTION)
+    tenants: Annotated[Strings, Field(min_length=1)] = Field(
+        description="Globs over tenant keys (eu-*, acme): the installations of these tenants only."
+    )
+
+
+class WebhookSpec(_Strict):
+    """Where the service posts its events, each signed with HMAC-SHA256 of the body and `secret`."""
+
+    url: NonEmpty = Field(description="https (plain http only on a loopback host).")
+    secret: NonEmpty = Field(description="The signing secret. " + SECRET_REF_DESCRIPTION)
+
+
+class ServiceSpec(_Strict):
+    """The authorization service (`reconciler serve`) at its public URL: tenants' sign-in links, the token API,
+    events."""
+
+    public_url: NonEmpty = Field(
+        description="Where the service is reached (https; plain http only on a loopback host; a path prefix is "
+        "allowed); partners' redirect URI is <public_url>/connector/callback."
+    )
+    link_lifetime: NonEmpty = Field("7d", description="How long a sign-in link is valid: 45s, 30m, 12h, 7d (at most 30d).")
+    api_keys: Annotated[tuple[ApiKeySpec, ...], Field(strict=False)] = ()
+    webhooks: Annotated[tuple[WebhookSpec, ...], Field(strict=False)] = ()
+    trusted_proxies: Strings = Field(
+        (), description="Networks or addresses (10.0.0.0/8, ::1) whose X-Forwarded-* headers are honoured."
+    )
 
 
 class IncludedFile(_Strict):
@@ -280,3 +321,4 @@ class RootFile(IncludedFile):
         return value
     platform: PlatformSpec | None = None
     backend: BackendSpec = LocalBackendSpec()
+    service: ServiceSpec | None = None

@@ -61,6 +61,9 @@ class Values:
         self.report, self.config_dir, self.environ, self.within = report, config_dir, environ, within
         self.unchecked_secrets = unchecked_secrets  # see `load_config`
         self.resolved: dict[str, str | None] = {}
+        # Read by the reconciler's own secrets (see `references.refusal`): kept apart, so that a value one of them
+        # may read never reaches a client secret or id through the cache.
+        self._resolved_own: dict[str, str | None] = {}
         self.unchecked: dict[str, tuple[SourceFile, KeyPath, int]] = {}  # secret reference -> first use, uses
         self._secret_references: set[str] = set()
         self._secret_values: set[str] = set()
@@ -68,24 +71,28 @@ class Values:
         self._dsn_reference: str | None = None
         self._client_ids: list[_ClientId] = []  # checked once all are read
 
-    def value(self, src: SourceFile, path: KeyPath, value: str, *, secret: bool, dsn: bool = False) -> str | None:
+    def value(
+        self, src: SourceFile, path: KeyPath, value: str, *, secret: bool, dsn: bool = False, own: bool = False
+    ) -> str | None:
         """A literal or `${env:}`/`${file:}` value, resolved. Secrets must be references; no reference reaches what
-        `reconciler.references` seals, and none but `backend.dsn` reads the DSN's reference."""
+        `reconciler.references` seals, and none but `backend.dsn` reads the DSN's reference. `own`: a secret of the
+        reconciler's own (the service's API keys and webhook secrets), which may read more (`references.refusal`)."""
         match = REFERENCE.match(value)
         if match is None:
             return self._literal(src, path, value, secret=secret)
         if not dsn and value == self._dsn_reference:
             self.report.issue(src, path, f"{value} is the backend's DSN; it would be sent or shown", "use a reference of its own")
             return None
-        if value in self.resolved:
-            resolved = self.resolved[value]
+        cache = self._resolved_own if own else self.resolved
+        if value in cache:
+            resolved = cache[value]
             if value in self.unchecked and secret:
                 first_src, first_path, uses = self.unchecked[value]
                 self.unchecked[value] = (first_src, first_path, uses + 1)
             elif resolved is None:
                 self.report.issue(src, path, f"cannot resolve {value}")
         else:
-            resolved = self.resolved[value] = self._resolve(src, path, value, *match.groups(), secret=secret, dsn=dsn)
+            resolved = cache[value] = self._resolve(src, path, value, *match.groups(), secret=secret, dsn=dsn, own=own)
         if secret:
             self._secret_references.add(value)
         if resolved is not None:
@@ -111,10 +118,11 @@ class Values:
         return value
 
     def _resolve(
-        self, src: SourceFile, path: KeyPath, value: str, kind: str, argument: str, *, secret: bool, dsn: bool
+        self, src: SourceFile, path: KeyPath, value: str, kind: str, argument: str, *, secret: bool, dsn: bool, own: bool
     ) -> str | None:
         """A reference's value read for the first time (None after reporting why it has none)."""
-        outcome = resolve(kind, argument, config_dir=self.config_dir, environ=self.environ, within=self.within, dsn=dsn)
+        environ, within = self.environ, self.within
+        outcome = resolve(kind, argument, config_dir=self.config_dir, environ=environ, within=within, dsn=dsn, own=own)
         if not isinstance(outcome, Problem):
             return outcome
         if outcome.unavailable and secret and self.unchecked_secrets and not dsn:
@@ -188,7 +196,5 @@ class Values:
     def manifest_references(self) -> list[tuple[str, bool, str | None]]:
         """Every reference read, whether it is a secret, and its value when it is not (see `Manifest`)."""
         secret = self._secret_references
-        return [
-            (reference, reference in secret, None if reference in secret else value)
-            for reference, value in self.resolved.items()
-        ]
+        read = {**self._resolved_own, **self.resolved}
+        return [(reference, reference in secret, None if reference in secret else value) for reference, value in read.items()]
