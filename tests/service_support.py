@@ -115,7 +115,7 @@ class ServiceWorld:
         """The service for this directory on `port` (default: the public URL's)."""
         http = Http(timeout=10.0).__enter__()
         self.https.append(http)
-        ws = Workspace(self.directory, ENV, clock=lambda: self.clock())
+        ws = Workspace(self.directory, ENV, clock=self.clock)
         ctx = ServiceContext.open(ws, http=http, lock_timeout=120.0)
         server = ServiceServer(ctx, port=port if port is not None else self.port).start()
         self.servers.append(server)
