@@ -14,12 +14,14 @@ from reconciler.cli.options import exact_address
 
 
 def _window(ctx: click.Context, param: click.Parameter, value: str):  # type: ignore[no-untyped-def]
+    """--window as a duration; a one-line usage error otherwise."""
     from reconciler.durations import DurationError, parse_duration
+    from reconciler.errors import UsageError
 
     try:
         return parse_duration(value)
     except DurationError as exc:
-        raise click.BadParameter(str(exc)) from None
+        raise UsageError(f"--window: {exc}") from None
 
 
 def _actor() -> str:
