@@ -42,6 +42,7 @@ ACME, INITECH = "installation.acme.ado", "installation.initech.ado"
 # Tokens were recorded as expiring in an hour: 59 minutes on, they expire within the default 2-minute window,
 # and tokens refreshed then (the flow reads the same clock) are good for another hour.
 LATER = dt.timedelta(minutes=59)
+PENDING = "error: installation.hooli.ado: authorization pending; complete it: reconciler authorize installation.hooli.ado"
 
 
 @pytest.fixture
@@ -117,8 +118,7 @@ def test_cli_refreshes_a_token_within_the_window(applied) -> None:  # type: igno
     ("args", "message"),
     [
         (["installation.nobody.ado"], "error: no installation installation.nobody.ado in state or in the configuration"),
-        (["installation.hooli.ado"], "error: installation.hooli.ado: authorization pending; complete it: reconciler "
-                                     "authorize installation.hooli.ado"),
+        (["installation.hooli.ado"], PENDING),
         ([ACME, "--window", "soon"], "is not a duration"),
     ],
 )
@@ -157,7 +157,7 @@ def test_an_expiring_token_is_refreshed_once_under_fifty_concurrent_reads(applie
 def test_fresh_carries_expiry_and_granted_scopes_and_is_audited(applied) -> None:  # type: ignore[no-untyped-def]
     """The token comes with its expiry and the granted scope ids; every read calls the audit callback (actor,
     address); the repr shows no token."""
-    sandbox, directory = applied
+    _sandbox, directory = applied
     reads: list[tuple[str, str]] = []
     reader = _reader(directory, on_read=lambda actor, address: reads.append((actor, address)))
     fresh = reader.fresh(ACME, actor="runtime-eu")
@@ -263,8 +263,9 @@ def test_tokens_held_by_the_platform_are_not_handed_out(
     assert applied.exit_code == 0, applied.output
     result = run(["-C", ".", "token", "installation.acme.ado-main"], env)
     assert result.exit_code == 1 and result.stdout == ""
-    assert result.stderr.strip() == "error: installation.acme.ado-main: tokens held by the Cyclr platform (its " \
-                                    "account connector uses them there)"
+    assert result.stderr == (
+        "error: installation.acme.ado-main: tokens held by the Cyclr platform (its account connector uses them there)\n"
+    )
 
 
 def test_reads_of_tokens_not_due_are_cheap(applied) -> None:  # type: ignore[no-untyped-def]
