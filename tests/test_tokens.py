@@ -264,7 +264,8 @@ def test_tokens_held_by_the_platform_are_not_handed_out(
     result = run(["-C", ".", "token", "installation.acme.ado-main"], env)
     assert result.exit_code == 1 and result.stdout == ""
     assert result.stderr == (
-        "error: installation.acme.ado-main: tokens held by the Cyclr platform (its account connector uses them there)\n"
+        "error: installation.acme.ado-main: tokens held by the Cyclr platform: call through its account connector in "
+        "account acme there\n"
     )
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import SecretStr
 
 from reconciler.app.keys import no_note, state_key
+from reconciler.app.statecache import CachedState
 from reconciler.app.workspace import Workspace, open_backend
 from reconciler.errors import ReconcilerError, StateLockedError
 from reconciler.state.backend import StateBackend
@@ -117,6 +118,7 @@ class TokenReader:
         self.ws, self.loaded, self.backend = ws, loaded, backend
         self.on_read, self.lock_timeout = on_read, lock_timeout
         self.store = backend.credential_store()
+        self.state = CachedState(backend)  # never locked by the reader: a refresh locks a backend of its own
         self.catalog = load_catalog()
         self.http = Http(timeout=ws.http_timeout)
         self._key: StateKey | None = None
@@ -142,11 +144,11 @@ class TokenReader:
     # -- reading -----------------------------------------------------------------------------------------------
 
     def document(self) -> StateDocument | None:
-        return self.backend.read()
+        return self.state.read()
 
     def found(self, address: str, doc: StateDocument | None = None) -> _Found:
         """`address` with its tokens, read now (from `doc` when given); the typed error when it has none to give."""
-        doc = self.backend.read() if doc is None else doc
+        doc = self.document() if doc is None else doc
         record = doc.resources.get(address) if doc is not None else None
         if doc is None or not isinstance(record, InstallationRecord):
             if address in self.loaded.desired.installations:
@@ -239,8 +241,11 @@ class TokenReader:
 
 def _check_available(address: str, record: InstallationRecord, declared: bool) -> None:
     """Refuse an installation whose tokens are not ours to hand out, saying where to turn."""
-    if record.platform_holds_tokens:
-        raise NotAvailable(f"{address}: tokens held by the Cyclr platform (its account connector uses them there)")
+    if record.platform_holds_tokens and record.placement is not None:
+        raise NotAvailable(
+            f"{address}: tokens held by the Cyclr platform: call through its account connector in account "
+            f"{record.placement.account} there"
+        )
     if record.status == "pending_authorization":
         raise NotAvailable(f"{address}: authorization pending; complete it: reconciler authorize {address}")
     if record.drift is not None:
