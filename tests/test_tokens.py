@@ -202,7 +202,7 @@ def test_a_partner_fault_marks_nothing(applied) -> None:  # type: ignore[no-unty
 
 def test_a_busy_state_lock_hands_out_a_token_that_still_works(applied) -> None:  # type: ignore[no-untyped-def]
     """While another command holds the state lock, a token due but not expired is handed out unrefreshed; one
-    already expired fails as transient, naming the lock's holder."""
+    already expired fails as transient, naming the lock's holder; the background refresh reports each transient."""
     sandbox, directory = applied
     reader = _reader(directory, LATER, lock_timeout=0)
     backend = open_backend(reader.ws, reader.loaded.root)
@@ -211,7 +211,9 @@ def test_a_busy_state_lock_hands_out_a_token_that_still_works(applied) -> None: 
         expired = _reader(directory, dt.timedelta(hours=2), lock_timeout=0)
         with pytest.raises(RefreshFailed, match="locked") as failed:
             expired.fresh(ACME)
+        ahead = refresh_ahead(reader, now=reader.ws.clock(), window=dt.timedelta(minutes=2))
     assert failed.value.category == "transient"
+    assert [o.outcome for o in ahead] == ["transient"] * 3 and all("locked" in o.reason for o in ahead)
     assert sum(_refreshes(sandbox).values()) == 0
 
 

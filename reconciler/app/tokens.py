@@ -130,13 +130,19 @@ class TokenReader:
 
     def fresh(self, address: str, *, window: dt.timedelta = DEFAULT_WINDOW, actor: str = "local") -> FreshToken:
         """The access token of `address`, refreshed first when it expires within `window` (once, however many
-        callers ask at the same time). Raises `UnknownInstallation`, `NotAvailable` or `RefreshFailed`."""
+        callers ask at the same time; a refresh failing for a passing reason — the state locked by a long apply,
+        the provider unavailable — leaves a token that has not expired yet in service). Raises
+        `UnknownInstallation`, `NotAvailable` or `RefreshFailed`."""
         from reconciler.tokens.custodian import refresh_due
 
         found = self.found(address)
-        held = found.held
-        if refresh_due(held.tokens, self.ws.clock(), window):
-            held = self.refreshed(address, window=window)[0].held
+        held, now = found.held, self.ws.clock()
+        if refresh_due(held.tokens, now, window):
+            try:
+                held = self.refreshed(address, window=window)[0].held
+            except RefreshFailed as exc:  # the window is a margin: a token that still works serves meanwhile
+                if exc.category != "transient" or not _works_now(held.tokens, now):
+                    raise
         if self.on_read is not None:
             self.on_read(actor, address)
         return FreshToken(held.tokens.access_token, held.tokens.expires_at, found.record.granted_scopes)
@@ -202,8 +208,6 @@ class TokenReader:
                         return found, False
                     return self._rotate(backend, found, address, breaker), True
             except StateLockedError as exc:
-                if _works_now(found.held.tokens, self.ws.clock()):
-                    return found, False  # a refresh is due, not needed yet: the current token still works
                 raise RefreshFailed(address, "transient", exc.message) from None
 
     def _still_due(self, found: _Found, window: dt.timedelta | None, seen: int | None) -> bool:
