@@ -35,7 +35,7 @@ from reconciler.tokens.custodian import RefreshRejected, TokenCustodian, refresh
 from reconciler.tokens.model import TokenSet
 from reconciler.tokens.vault import Vault
 
-__all__ = ["Finding", "RefreshSettings", "refresh_all"]
+__all__ = ["Finding", "PartnerBreaker", "RefreshSettings", "check_one", "refresh_all"]
 
 # "deauthenticated", "gone", "edited": what a platform says of an account or account connector (platform_refresh)
 Outcome = Literal[
@@ -67,7 +67,7 @@ class RefreshSettings:
     max_wait: float = 30.0  # the longest Retry-After honoured
 
 
-class _Breaker:
+class PartnerBreaker:
     """Counts partner faults; after `PARTNER_BREAKER` the partner's remaining installations are not tried."""
 
     def __init__(self) -> None:
@@ -106,7 +106,7 @@ def refresh_all(
         and address in desired.installations
         and (addresses is None or address in addresses)
     ]
-    breaker = _Breaker()
+    breaker = PartnerBreaker()
     custodian = TokenCustodian(
         vault, policy=RetryPolicy(settings.attempts, settings.backoff, settings.max_wait), sleep=sleep
     )
@@ -142,7 +142,7 @@ def check_one(
     catalog: Catalog,
     now: Callable[[], dt.datetime],
     settings: RefreshSettings,
-    breaker: _Breaker,
+    breaker: PartnerBreaker,
     *,
     recorded_partner: PartnerRecord | None = None,
 ) -> Finding:
@@ -178,7 +178,7 @@ def check_one(
         return Finding(address, "transient", f"could not refresh: {exc.message}")
 
 
-def _classified(address: str, partner: str, exc: ProviderError, breaker: _Breaker) -> Finding:
+def _classified(address: str, partner: str, exc: ProviderError, breaker: PartnerBreaker) -> Finding:
     """The finding a provider failure makes: a token the check refuses is revoked, a refused client trips the
     partner's breaker, a refused refresh token is rejected, anything else is transient."""
     if exc.status in (401, 403) and exc.category == "verify":

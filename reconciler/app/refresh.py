@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # the OAuth layer (httpx, authlib) loads only when a refresh 
     from reconciler.tokens.model import TokenSet
     from reconciler.tokens.vault import Vault
 
-__all__ = ["RefreshOutcome", "run_refresh"]
+__all__ = ["RefreshOutcome", "record_drift", "run_refresh"]
 
 
 @dataclass
@@ -62,7 +62,7 @@ def run_refresh(
             if doc is None or observed is None:
                 return RefreshOutcome(findings)
             # What the platform shows first, then the drift found (a revoked token outranks "the platform has it")
-            changed = _record_observed(backend, observed, findings) + _record_drift(backend, findings, ws.clock())
+            changed = _record_observed(backend, observed, findings) + record_drift(backend, findings, ws.clock())
             return RefreshOutcome(findings, recorded=changed)
         findings, result = refreshed_plan(ws, loaded, backend, scope, settings, progress)
         return RefreshOutcome(findings, plan=result)
@@ -192,7 +192,7 @@ def _record_observed(backend: StateBackend, observed: StateDocument, findings: l
     return changed
 
 
-def _record_drift(backend: StateBackend, findings: list[Finding], now: dt.datetime) -> int:
+def record_drift(backend: StateBackend, findings: list[Finding], now: dt.datetime) -> int:
     """Write what refresh found into the records (drift set, or cleared when the token works again)."""
     doc = backend.read()
     if doc is None:
