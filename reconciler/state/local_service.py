@@ -119,8 +119,11 @@ class LocalServiceStore:
         try:
             check_directory(self.directory)
             self.directory.mkdir(parents=True, exist_ok=True)
-            fd = open_regular(self.audit_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = open_regular(self.audit_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
             try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = b"\n" + line  # after a torn line (a full disk): start a line of our own
                 written = os.write(fd, line)  # one write of the whole line: appends never interleave
             finally:
                 os.close(fd)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -66,6 +67,7 @@ class PostgresServiceStore:
         self._slots = threading.BoundedSemaphore(max_connections)
         self._idle: list[Any] = []
         self._guard = threading.Lock()
+        weakref.finalize(self, _close_all, self._idle)  # a store dropped (or left at exit) closes its connections
 
     def _run(self, work: Work) -> Any:
         """`work(conn)` on a pooled connection; a connection that saw an error is closed, not reused."""
@@ -86,9 +88,7 @@ class PostgresServiceStore:
     def close(self) -> None:
         """Close the idle connections (those in use close when their caller is done with them)."""
         with self._guard:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+            _close_all(self._idle)
 
     # -- attempts ----------------------------------------------------------------------------------------------
 
@@ -155,3 +155,8 @@ class PostgresServiceStore:
             query, params = query + " AND at >= %s", (*params, utc(since))
         rows = self._run(lambda conn: conn.execute(query + " ORDER BY at, id", params).fetchall())
         return [AuditEntry(utc(at), kind, actor, address, detail) for at, kind, actor, address, detail in rows]
+
+
+def _close_all(connections: list[Any]) -> None:
+    while connections:
+        connections.pop().close()
