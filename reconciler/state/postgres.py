@@ -10,6 +10,7 @@ any text of the driver's that may quote it, in a message (`dsn` words every DSN 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -391,6 +392,6 @@ class PostgresBackend:
     def service_store(self) -> PostgresServiceStore:
         """Attempts and the audit log, on connections of their own (one pool per backend, shared by threads)."""
         if self._service is None:
-            connect = lambda: _connect(self._dsn, self._settings, self._where)  # noqa: E731
+            connect = functools.partial(_connect, self._dsn, self._settings, self._where)
             self._service = PostgresServiceStore(connect, self._on_connection, self.environment)
         return self._service

@@ -74,7 +74,7 @@ class PostgresServiceStore:
         with self._slots:
             with self._guard:
                 conn = self._idle.pop() if self._idle else None
-            if conn is None or conn.closed:
+            if conn is None or conn.closed or conn.broken:
                 conn = self._connect()
             try:
                 result = self._on(conn, work)
