@@ -219,6 +219,7 @@ def test_local_files_are_private_and_torn_audit_lines_are_skipped(tmp_path: Path
     audit_file = tmp_path / "state" / "default.audit.jsonl"
     for path in (attempt_file, audit_file):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert (tmp_path / "state" / "default.service" / ".gitignore").read_text() == "*\n"  # attempts stay out of git
     with open(audit_file, "ab") as handle:
         handle.write(b'{"at":"2026-12-04T10:09:00.000000Z","kind":"token.re')
     store.append_audit(_entry(2))  # lands after the torn line, on its own line

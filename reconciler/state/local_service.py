@@ -108,9 +108,17 @@ class LocalServiceStore:
             return None
 
     def _make_dirs(self) -> None:
+        """The directories (0700), the service's with a `.gitignore` of everything: a state directory is often
+        committed, and attempts in flight belong to no commit."""
         for directory in (self.directory, self.service_dir, self.attempts_dir):
             check_directory(directory)
             directory.mkdir(mode=0o700, exist_ok=True)
+        try:
+            fd = open_regular(self.service_dir / ".gitignore", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        except FileExistsError:
+            return
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(b"*\n")
 
     # -- audit log ---------------------------------------------------------------------------------------------
 
