@@ -3,8 +3,9 @@
 A state directory is committed to git, so a merged pull request can plant a link at a state file's name (to a file
 the next command would truncate, append to, or read as the key), a FIFO (an open that never returns) or a
 directory. Every open of a state file — snapshot, journal, backup, lock, key file, passphrase salt, credentials
-records and their stripe locks — goes through `open_regular`/`read_regular`, and every file replaced by rename
-is checked with `check_replaceable` first; a credentials directory must be a real directory (`check_directory`).
+records and their stripe locks, the service's attempts and audit log — goes through `open_regular`/`read_regular`,
+and every file replaced by rename is checked with `check_replaceable` first; a credentials directory must be a real
+directory (`check_directory`).
 
 Owns: those checks and their one message (the file, what it is, and that it was not changed), and the atomic
 replacement of a state file (`atomic_write`: temp file, fsync, rename, directory fsync).

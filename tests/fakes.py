@@ -8,10 +8,13 @@ compare-and-swap, the provider's token and check endpoints). Must not: touch fil
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from urllib.parse import parse_qs
 
 import httpx
@@ -20,10 +23,11 @@ from reconciler.auth.flows import AuthorizationRequest
 from reconciler.errors import StaleStateError, StateError, StateLockedError
 from reconciler.state.backend import LockInfo
 from reconciler.state.model import StateDocument
+from reconciler.state.service_store import Attempt, AuditEntry, check_attempt_key, utc
 from reconciler.tokens.model import SealedRecord
 from reconciler.tokens.store import WholeRecordWrites
 
-__all__ = ["FakeConsent", "FakeProvider", "MemoryBackend", "MemoryStore", "RecordingHooks"]
+__all__ = ["FakeConsent", "FakeProvider", "MemoryBackend", "MemoryServiceStore", "MemoryStore", "RecordingHooks"]
 
 
 class MemoryStore(WholeRecordWrites):
@@ -53,6 +57,34 @@ class MemoryStore(WholeRecordWrites):
         return sorted(self.records)
 
 
+class MemoryServiceStore:
+    """The service store in memory: attempts taken exactly once (under a lock, for threads), the audit log."""
+
+    def __init__(self) -> None:
+        self.attempts: dict[str, Attempt] = {}
+        self.entries: list[AuditEntry] = []
+        self._guard = threading.Lock()
+
+    def put_attempt(self, attempt: Attempt) -> None:
+        created, expires = utc(attempt.created_at), utc(attempt.expires_at)
+        with self._guard:
+            self.attempts = {k: a for k, a in self.attempts.items() if not a.expired(created)}
+            self.attempts[check_attempt_key(attempt.key)] = replace(attempt, created_at=created, expires_at=expires)
+
+    def take_attempt(self, key: str, now: dt.datetime) -> Attempt | None:
+        with self._guard:
+            attempt = self.attempts.pop(key, None)
+        return None if attempt is None or attempt.expired(utc(now)) else attempt
+
+    def append_audit(self, entry: AuditEntry) -> None:
+        with self._guard:
+            self.entries.append(entry)
+
+    def audit(self, since: dt.datetime | None = None) -> list[AuditEntry]:
+        with self._guard:
+            return sorted((e for e in self.entries if since is None or e.at >= since), key=lambda e: e.at)
+
+
 class MemoryBackend:
     """A `StateBackend` in memory: the serial compare-and-swap, one lock, and a `MemoryStore` for credentials.
     `writes` lists every document written, in order."""
@@ -61,6 +93,7 @@ class MemoryBackend:
         self.environment = environment
         self.doc: StateDocument | None = None
         self.store = MemoryStore()
+        self.service = MemoryServiceStore()
         self.writes: list[StateDocument] = []
         self.held: LockInfo | None = None
 
@@ -106,6 +139,9 @@ class MemoryBackend:
 
     def credential_store(self) -> MemoryStore:
         return self.store
+
+    def service_store(self) -> MemoryServiceStore:
+        return self.service
 
 
 class FakeProvider:

@@ -116,7 +116,8 @@ CONFIG_LOADING = frozenset(
     f"reconciler.config.{f.stem}" for f in (PACKAGE / "config").glob("*.py") if f.stem not in {"__init__", "desired"}
 )
 STATE_BACKENDS = frozenset({"psycopg", "reconciler.state.local", "reconciler.state.postgres",
-                            "reconciler.state.postgres_credentials", "reconciler.state.dsn"})
+                            "reconciler.state.postgres_credentials", "reconciler.state.dsn",
+                            "reconciler.state.local_service", "reconciler.state.postgres_service"})
 CORE = frozenset({"yaml", "httpx", "authlib", "click", "rich", "reconciler.cli", "reconciler.app",
                   "reconciler.render", "reconciler.apply", *STATE_BACKENDS, *CONFIG_LOADING})
 INDIRECT_EXTRA = {

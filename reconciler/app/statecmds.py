@@ -1,4 +1,5 @@
-"""The state commands: list and show statuses, `state rm`, `state mv`, `state pull`, `state push`, `force-unlock`.
+"""The state commands: list and show statuses, `state rm`, `state mv`, `state pull`, `state push`, `force-unlock`,
+and reading the service's audit log (`audit`).
 
 Owns: what each state command changes, under the state lock, and an installation's status as the listing shows
 it (derived from the record and its stored tokens' expiry). Must not: print, prompt, read the clock or the
@@ -7,6 +8,7 @@ environment itself, reveal token material, or know about click.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,16 +26,25 @@ from reconciler.tokens.model import SealedRecord
 from reconciler.tokens.store import CredentialStore, copy_record
 
 if TYPE_CHECKING:
+    from reconciler.state.service_store import AuditEntry
     from reconciler.tokens.vault import Vault
 
 __all__ = [
-    "StateCopy", "force_unlock", "read_state", "read_statuses", "state_mv", "state_pull", "state_push", "state_rm",
+    "StateCopy", "force_unlock", "read_audit", "read_state", "read_statuses", "state_mv", "state_pull", "state_push",
+    "state_rm",
 ]
 
 
 def read_state(ws: Workspace) -> StateDocument | None:
     """The recorded state of the workspace (needs no secrets, except a shared backend's DSN)."""
     return open_backend(ws, read_root(ws)).read()
+
+
+def read_audit(ws: Workspace, since: dt.timedelta | None = None) -> list[AuditEntry]:
+    """The audit log beside the workspace's state (token reads and completions: who, what, when), oldest first;
+    with `since`, only the entries of that last stretch of time. Needs no state key; no log yet reads as empty."""
+    store = open_backend(ws, read_root(ws)).service_store()
+    return store.audit(since=None if since is None else ws.clock() - since)
 
 
 def read_statuses(ws: Workspace) -> tuple[StateDocument | None, dict[str, Status]]:

@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from reconciler.refresh import RefreshSettings
 
 __all__ = [
-    "AUTH_TIMEOUT", "EXCLUDE_HELP", "LOCK_TIMEOUT", "REQUIRE_SCOPES", "address_options", "exact_address", "globs_option",
-    "patterns", "plan_scope",
+    "AUTH_TIMEOUT", "EXCLUDE_HELP", "LOCK_TIMEOUT", "REQUIRE_SCOPES", "address_options", "duration", "exact_address",
+    "globs_option", "patterns", "plan_scope",
     "refresh_options", "refresh_settings", "selection_options", "stack",
 ]
 
@@ -40,6 +40,19 @@ def exact_address(kind: str | None):  # type: ignore[no-untyped-def]
         return value
 
     return check
+
+
+def duration(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.timedelta | None:
+    """A callback for a DURATION option (`45s`, `30m`, `12h`, `7d`): a one-line usage error for anything else."""
+    from reconciler.durations import DurationError, parse_duration
+    from reconciler.errors import UsageError
+
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except DurationError as exc:
+        raise UsageError(f"{param.opts[0] if param.opts else param.name}: {exc}") from None
 
 
 def stack(func, options):  # type: ignore[no-untyped-def]

@@ -1,4 +1,4 @@
-"""The state commands: `state list/show/rm/mv/pull/push/rekey` and `force-unlock`.
+"""The state commands: `state list/show/rm/mv/pull/push/rekey`, `force-unlock`, and `audit` (the service's log).
 
 Owns: those commands' options and what they print (never token material). Must not: hold state logic (the
 application layer does that).
@@ -6,6 +6,7 @@ application layer does that).
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,14 @@ from typing import Any
 import click
 
 from reconciler.cli.group import EXIT_OK, GlobalGroup, GlobalOptions, cli, count, global_options
-from reconciler.cli.options import LOCK_TIMEOUT, exact_address, globs_option, patterns, selection_options
+from reconciler.cli.options import (
+    LOCK_TIMEOUT,
+    duration,
+    exact_address,
+    globs_option,
+    patterns,
+    selection_options,
+)
 from reconciler.cli.views import iso, placed_fields, view
 from reconciler.errors import UsageError, one_line
 
@@ -263,3 +271,24 @@ def force_unlock(opts: GlobalOptions, lock_id: str, force: bool) -> int:
     return EXIT_OK
 
 
+
+
+@cli.command("audit")
+@click.option("--since", metavar="DURATION", callback=duration,
+              help="Only the entries of this last stretch of time: 45s, 30m, 12h, 7d. Default: all of them.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text for a terminal, json for automation.")
+@click.pass_obj
+def audit(opts: GlobalOptions, since: dt.timedelta | None, fmt: str) -> int:
+    """List the authorization service's audit log: token reads and completed or failed sign-ins (who, what,
+    when), oldest first, from the configured state backend. The log holds no token, code or secret.
+
+    \b
+    Examples:
+      reconciler audit --since 24h
+      reconciler --env prod audit --format json | jq -r '.entries[] | select(.kind == "token.read") | .actor'
+    """
+    from reconciler.app.statecmds import read_audit
+
+    click.echo(view(fmt).audit(read_audit(opts.workspace(), since)), nl=False)
+    return EXIT_OK

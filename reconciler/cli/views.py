@@ -1,6 +1,6 @@
 """One renderer table for every command that renders: a format (`text`, `json`, `markdown`) names a view, and the
 view renders what the command shows — a plan document (`plan`, `show`, apply's confirmation), one state record
-(`state show`), the state listing (`state list`).
+(`state show`), the state listing (`state list`), the audit log (`audit`).
 
 Owns: the table (`VIEWS`) and the record and listing views (the plan views are the pure renderers in
 reconciler.render). Must not: import rendering at start-up (the render modules load when a plan is rendered),
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import UsageError, one_line
@@ -19,6 +19,7 @@ from reconciler.errors import UsageError, one_line
 if TYPE_CHECKING:
     from reconciler.render.document import PlanDocument
     from reconciler.state.model import StateDocument
+    from reconciler.state.service_store import AuditEntry
     from reconciler.status import Status
 
 __all__ = ["VIEWS", "iso", "view"]
@@ -37,6 +38,9 @@ class View:
 
     def listing(self, doc: StateDocument | None, statuses: Mapping[str, Status]) -> str:
         raise UsageError(f"the state listing has no {self.name} form")
+
+    def audit(self, entries: Sequence[AuditEntry]) -> str:
+        raise UsageError(f"the audit log has no {self.name} form")
 
 
 class TextView(View):
@@ -67,6 +71,15 @@ class TextView(View):
         ]
         return "".join(line + "\n" for line in lines)
 
+    def audit(self, entries: Sequence[AuditEntry]) -> str:
+        """One line an entry, in aligned columns: when (to the second, UTC), kind, actor, address, detail."""
+        rows = [(e.at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), e.kind, one_line(e.actor),
+                 one_line(e.address), one_line(e.detail)) for e in entries]
+        widths = [max((len(row[i]) for row in rows), default=0) for i in range(4)]
+        lines = ("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[4]]).rstrip()
+                 for row in rows)
+        return "".join(line + "\n" for line in lines)
+
 
 class JsonView(View):
     """For automation: the versioned plan document (docs/plan-json.md), records and listings as JSON."""
@@ -84,6 +97,12 @@ class JsonView(View):
     def listing(self, doc: StateDocument | None, statuses: Mapping[str, Status]) -> str:
         entries = [_list_entry(a, r, statuses.get(a)) for a, r in (doc.resources.items() if doc else ())]
         return json.dumps(entries, indent=2) + "\n"
+
+    def audit(self, entries: Sequence[AuditEntry]) -> str:
+        """`{"entries": [{"at", "kind", "actor", "address", "detail"}]}`, oldest first."""
+        from reconciler.state.service_store import audit_to_json
+
+        return json.dumps({"entries": [audit_to_json(e) | {"at": iso(e.at)} for e in entries]}, indent=2) + "\n"
 
 
 class MarkdownView(View):

@@ -1,4 +1,4 @@
-"""The state backend interface: read, write-with-serial, lock. Implementations: `local` (here), more later.
+"""The state backend interface: read, write-with-serial, lock. Implementations: `local` and `postgres`.
 
 Owns: the protocol the rest of the program codes against, and lock-holder information.
 Must not: know the configuration or the plan.
@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from reconciler.errors import StateLockedError
 from reconciler.state.model import StateDocument
+from reconciler.state.service_store import ServiceStore
 
 __all__ = ["LockInfo", "StateBackend", "wait_for_lock"]
 
@@ -81,6 +82,9 @@ class StateBackend(Protocol):
 
     def credential_store(self) -> Any:
         """The sealed credentials of this state."""
+
+    def service_store(self) -> ServiceStore:
+        """What the authorization service keeps beside this state: sign-in attempts and the audit log."""
 
 
 def wait_for_lock(deadline: float, locked: str, holder: str, *, gone: str = "is gone") -> None:

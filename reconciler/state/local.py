@@ -26,6 +26,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from reconciler.errors import StaleStateError, StateError, StateLockedError
 from reconciler.state.backend import LockInfo, wait_for_lock
+from reconciler.state.local_service import LocalServiceStore
 from reconciler.state.model import (
     FORMAT_VERSION,
     Record,
@@ -352,6 +353,9 @@ class LocalBackend:
 
     def credential_store(self) -> LocalCredentialStore:
         return LocalCredentialStore(self.directory, self.environment)
+
+    def service_store(self) -> LocalServiceStore:
+        return LocalServiceStore(self.directory, self.environment)
 
     def _holder_info(self, fd: int) -> LockInfo | None:
         try:

@@ -2,7 +2,7 @@
 compare-and-swap on `serial`, session advisory locks.
 
 Owns: the tables (created on first use), resource rows (a step rewrites only its own rows, keeping each one's
-previous value in a backup table), and the lock (sealed credential rows are in `postgres_credentials`): a *session* advisory lock on a dedicated connection, so a crashed
+previous value in a backup table), and the lock (sealed credential rows are in `postgres_credentials`, the service's rows in `postgres_service`): a *session* advisory lock on a dedicated connection, so a crashed
 or killed process never leaves a stuck lock (the server releases it with the session). Needs a direct connection,
 not a transaction pooler. Must not: know the configuration or the plan; put a DSN (it may hold a password), or
 any text of the driver's that may quote it, in a message (`dsn` words every DSN problem itself).
@@ -10,6 +10,7 @@ any text of the driver's that may quote it, in a message (`dsn` words every DSN 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -22,6 +23,7 @@ from reconciler.state.backend import LockInfo, wait_for_lock
 from reconciler.state.dsn import DsnError, connect_problem, parse_dsn
 from reconciler.state.model import StateDocument, check_import, decode_state
 from reconciler.state.postgres_credentials import PostgresCredentialStore
+from reconciler.state.postgres_service import SERVICE_SCHEMA, PostgresServiceStore
 
 __all__ = ["PostgresBackend"]
 
@@ -64,7 +66,7 @@ CREATE TABLE IF NOT EXISTS reconciler_lock_claims (
     info jsonb NOT NULL,
     PRIMARY KEY (environment, backend_pid)
 );
-"""
+""" + SERVICE_SCHEMA
 
 
 def _psycopg():  # type: ignore[no-untyped-def]
@@ -104,6 +106,7 @@ class PostgresBackend:
         self._conn: Any = None  # the lock's session while the lock is held
         self._held: LockInfo | None = None
         self._schema_ready = False
+        self._service: PostgresServiceStore | None = None
 
     def describe(self) -> str:
         return self._where
@@ -127,13 +130,16 @@ class PostgresBackend:
             self._schema_ready = True
 
     def _run(self, work: Any) -> Any:
-        psycopg = _psycopg()
         with self._session() as conn:
-            try:
-                self._ensure_schema(conn)
-                return work(conn)
-            except psycopg.Error as exc:
-                raise StateError(f"{self._where}: database error ({type(exc).__name__})") from None
+            return self._on_connection(conn, work)
+
+    def _on_connection(self, conn: Any, work: Any) -> Any:
+        """`work(conn)` with the schema in place; a database error becomes a `StateError` naming only its class."""
+        try:
+            self._ensure_schema(conn)
+            return work(conn)
+        except _psycopg().Error as exc:
+            raise StateError(f"{self._where}: database error ({type(exc).__name__})") from None
 
     # -- document ----------------------------------------------------------------------------------------------
 
@@ -382,3 +388,10 @@ class PostgresBackend:
 
     def credential_store(self) -> PostgresCredentialStore:
         return PostgresCredentialStore(self._run, self.environment)
+
+    def service_store(self) -> PostgresServiceStore:
+        """Attempts and the audit log, on connections of their own (one pool per backend, shared by threads)."""
+        if self._service is None:
+            connect = functools.partial(_connect, self._dsn, self._settings, self._where)
+            self._service = PostgresServiceStore(connect, self._on_connection, self.environment)
+        return self._service

@@ -9,11 +9,17 @@ blob; its key is a digest of the OAuth `state`, never the `state` itself), or kn
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
-__all__ = ["AUDIT_KINDS", "Attempt", "AuditEntry", "AuditKind", "ServiceStore"]
+from reconciler.errors import StateError
+
+__all__ = [
+    "AUDIT_KINDS", "Attempt", "AuditEntry", "AuditKind", "ServiceStore", "audit_from_json", "audit_to_json",
+    "check_attempt_key", "is_attempt_key", "stored_time", "utc",
+]
 
 AuditKind = Literal["token.read", "authorization.completed", "authorization.failed"]
 AUDIT_KINDS: tuple[AuditKind, ...] = ("token.read", "authorization.completed", "authorization.failed")
@@ -29,6 +35,10 @@ class Attempt:
     blob: Mapping[str, str]  # the sealed request (state, PKCE verifier, redirect URI): see `reconciler.crypto.seal`
     created_at: dt.datetime
     expires_at: dt.datetime
+
+    def expired(self, now: dt.datetime) -> bool:
+        """Past its `expires_at` (the one rule every store applies when an attempt is taken or pruned)."""
+        return now > self.expires_at
 
 
 @dataclass(frozen=True)
@@ -55,3 +65,49 @@ class ServiceStore(Protocol):
 
     def audit(self, since: dt.datetime | None = None) -> list[AuditEntry]:
         """The audit log (entries at or after `since`), oldest first."""
+
+
+# An attempt's key names a file of the local store: a hex digest, so it can never name anything else.
+_KEY = re.compile(r"^[0-9a-f]{16,128}$")
+
+
+def is_attempt_key(key: str) -> bool:
+    """`key` has the form of an attempt key (a lowercase hex digest of 16 to 128 digits)."""
+    return isinstance(key, str) and _KEY.fullmatch(key) is not None
+
+
+def check_attempt_key(key: str) -> str:
+    """`key`, when it is an attempt key; otherwise a `StateError` (a bug in the caller: keys are digests)."""
+    if not is_attempt_key(key):
+        raise StateError("an attempt key must be a hex digest (16 to 128 lowercase hex digits)")
+    return key
+
+
+def utc(moment: dt.datetime) -> dt.datetime:
+    """An aware time in UTC; a naive one is refused (`StateError`): it would be read back as another instant."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise StateError("a time kept beside the state must be timezone-aware (UTC)")
+    return moment.astimezone(dt.UTC)
+
+
+def stored_time(moment: dt.datetime) -> str:
+    """A time as the stores write it: ISO 8601 in UTC with `Z`, to the microsecond (read back exactly)."""
+    return utc(moment).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def audit_to_json(entry: AuditEntry) -> dict[str, str]:
+    """An audit entry as JSON: `{"at", "kind", "actor", "address", "detail"}` (the local log's line and
+    `reconciler audit --format json`'s entry)."""
+    return {"at": stored_time(entry.at), "kind": entry.kind, "actor": entry.actor, "address": entry.address,
+            "detail": entry.detail}
+
+
+def audit_from_json(data: Any) -> AuditEntry:
+    """The entry `audit_to_json` wrote; ValueError (or KeyError, TypeError) for anything else."""
+    kind = data["kind"]
+    if kind not in AUDIT_KINDS:
+        raise ValueError(f"unknown audit kind {kind!r}")
+    fields = [data[name] for name in ("actor", "address", "detail")]
+    if not all(isinstance(value, str) for value in (data["at"], *fields)):
+        raise TypeError("an audit entry holds strings")
+    return AuditEntry(utc(dt.datetime.fromisoformat(data["at"])), kind, *fields)

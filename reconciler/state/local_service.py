@@ -1,0 +1,183 @@
+"""What the authorization service keeps beside a local state: sign-in attempts as one small file each in
+`<dir>/<environment>.service/attempts/<key>.json`, and the audit log `<dir>/<environment>.audit.jsonl`.
+
+Owns: those files. An attempt is written whole (temp file, rename; mode 0600) and taken exactly once across
+processes: the taker first renames it to a name of its own (of racing takers, exactly one rename succeeds), then
+reads and deletes it. An audit entry is one whole line added by a single `write` to a file opened with `O_APPEND`
+(not fsynced: a token read must stay cheap; a line lost to a power cut is the price); a torn or damaged line is
+skipped on reading. Keys are checked to be hex digests, so a key never names a file outside `attempts/`.
+Must not: follow a link at any of these names (see `reconciler.statefiles`), keep a secret in the clear (the
+attempt's blob is sealed by the caller), or know the configuration.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from reconciler.errors import StateError
+from reconciler.state.service_store import (
+    Attempt,
+    AuditEntry,
+    audit_from_json,
+    audit_to_json,
+    check_attempt_key,
+    is_attempt_key,
+    stored_time,
+    utc,
+)
+from reconciler.statefiles import atomic_write, check_directory, open_regular, read_regular
+
+__all__ = ["LocalServiceStore"]
+
+PRUNE_EVERY = dt.timedelta(minutes=1)  # look for expired attempts at most this often (by the attempts' own clock)
+_SUFFIX = ".json"
+_TAKEN = ".taken-"  # `<key>.json.taken-<uuid>`: claimed by one taker, about to be read and deleted
+
+
+class LocalServiceStore:
+    """Attempts and the audit log of one environment, in files beside its local state."""
+
+    def __init__(self, directory: Path, environment: str) -> None:
+        self.directory = Path(directory)
+        self.service_dir = self.directory / f"{environment}.service"
+        self.attempts_dir = self.service_dir / "attempts"
+        self.audit_path = self.directory / f"{environment}.audit.jsonl"
+        self._pruned_at: dt.datetime | None = None
+
+    # -- attempts ----------------------------------------------------------------------------------------------
+
+    def put_attempt(self, attempt: Attempt) -> None:
+        data = _attempt_json(attempt)  # checks the key and the times before anything is written
+        try:
+            self._make_dirs()
+            atomic_write(self.attempts_dir / f"{attempt.key}{_SUFFIX}", json.dumps(data).encode())
+        except OSError as exc:
+            raise StateError(f"{self.attempts_dir}: cannot record a sign-in attempt: {exc.strerror or exc}") from None
+        created = utc(attempt.created_at)
+        if self._pruned_at is None or created - self._pruned_at >= PRUNE_EVERY:
+            self._pruned_at = created
+            self.prune_attempts(created)
+
+    def take_attempt(self, key: str, now: dt.datetime) -> Attempt | None:
+        if not is_attempt_key(key):
+            return None  # nothing can be recorded under it
+        claimed = self.attempts_dir / f"{key}{_SUFFIX}{_TAKEN}{uuid.uuid4().hex}"
+        try:
+            os.rename(self.attempts_dir / f"{key}{_SUFFIX}", claimed)
+        except FileNotFoundError:
+            return None  # never recorded, or another caller took it first
+        except OSError as exc:
+            raise StateError(f"{self.attempts_dir}: cannot take a sign-in attempt: {exc.strerror or exc}") from None
+        attempt = self._read_claimed(claimed)
+        if attempt is None or attempt.key != key or attempt.expired(utc(now)):
+            return None
+        return attempt
+
+    def prune_attempts(self, now: dt.datetime) -> int:
+        """Remove the attempts that expired before `now`, damaged ones, and expired ones a crashed taker left
+        claimed; how many. (Temp files of a write under way start with a dot and are not looked at.)"""
+        try:
+            names = [entry.name for entry in os.scandir(self.attempts_dir) if not entry.name.startswith(".")]
+        except FileNotFoundError:
+            return 0
+        removed = 0
+        for name in names:
+            path = self.attempts_dir / name
+            try:
+                attempt = _attempt_from(json.loads(read_regular(path) or b"null"))
+            except (OSError, ValueError, KeyError, TypeError, StateError, RecursionError):
+                attempt = None  # damaged (files are written whole, by rename): it can never be taken
+            if attempt is None or attempt.expired(utc(now)):
+                removed += _unlink(path)
+        return removed
+
+    def _read_claimed(self, claimed: Path) -> Attempt | None:
+        """The attempt in a file this caller claimed, which it deletes; None when it is damaged."""
+        try:
+            raw = read_regular(claimed)
+        finally:
+            _unlink(claimed)
+        try:
+            return _attempt_from(json.loads(raw or b"null"))
+        except (ValueError, KeyError, TypeError, StateError, RecursionError):
+            return None
+
+    def _make_dirs(self) -> None:
+        """The directories (0700), the service's with a `.gitignore` of everything: a state directory is often
+        committed, and attempts in flight belong to no commit."""
+        for directory in (self.directory, self.service_dir, self.attempts_dir):
+            check_directory(directory)
+            directory.mkdir(mode=0o700, exist_ok=True)
+        try:
+            fd = open_regular(self.service_dir / ".gitignore", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        except FileExistsError:
+            return
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(b"*\n")
+
+    # -- audit log ---------------------------------------------------------------------------------------------
+
+    def append_audit(self, entry: AuditEntry) -> None:
+        line = (json.dumps(audit_to_json(entry), separators=(",", ":")) + "\n").encode()
+        try:
+            check_directory(self.directory)
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = open_regular(self.audit_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = b"\n" + line  # after a torn line (a full disk): start a line of our own
+                written = os.write(fd, line)  # one write of the whole line: appends never interleave
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StateError(f"{self.audit_path}: cannot add to the audit log: {exc.strerror or exc}") from None
+        if written != len(line):
+            raise StateError(f"{self.audit_path}: the audit log took a partial line (a full disk?)")
+
+    def audit(self, since: dt.datetime | None = None) -> list[AuditEntry]:
+        try:
+            raw = read_regular(self.audit_path)
+        except OSError as exc:
+            raise StateError(f"{self.audit_path}: cannot read the audit log: {exc.strerror or exc}") from None
+        entries = []
+        for line in (raw or b"").split(b"\n"):
+            try:
+                entry = audit_from_json(json.loads(line))
+            except (ValueError, KeyError, TypeError, StateError, RecursionError):
+                continue  # a torn last line (or a blank one)
+            if since is None or entry.at >= utc(since):
+                entries.append(entry)
+        return sorted(entries, key=lambda entry: entry.at)  # stable: appends of the same instant keep their order
+
+
+def _attempt_json(attempt: Attempt) -> dict[str, Any]:
+    return {
+        "key": check_attempt_key(attempt.key),
+        "address": attempt.address,
+        "pending_id": attempt.pending_id,
+        "blob": dict(attempt.blob),
+        "created_at": stored_time(attempt.created_at),
+        "expires_at": stored_time(attempt.expires_at),
+    }
+
+
+def _attempt_from(data: Any) -> Attempt:
+    blob = data["blob"]
+    if not isinstance(blob, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in blob.items()):
+        raise TypeError("an attempt's blob maps strings to strings")
+    created, expires = (utc(dt.datetime.fromisoformat(data[name])) for name in ("created_at", "expires_at"))
+    return Attempt(check_attempt_key(data["key"]), str(data["address"]), str(data["pending_id"]), blob, created, expires)
+
+
+def _unlink(path: Path) -> int:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return 0
+    return 1
