@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 from reconciler.app.keys import no_note, state_key
 from reconciler.app.run import services_for
@@ -24,21 +26,35 @@ from reconciler.auth.transport import Http
 from reconciler.config import LoadedConfig
 from reconciler.config.desired import ServiceSettings
 from reconciler.crypto import StateKey
-from reconciler.errors import UsageError
+from reconciler.errors import ReconcilerError, UsageError
 from reconciler.links import LinkIssuer, link_issuer
+from reconciler.service.observe import LOGGER
 from reconciler.services import Services
 from reconciler.state.backend import StateBackend
 from reconciler.state.service_store import AuditEntry, ServiceStore
 from reconciler.tokens.vault import Vault
 
-__all__ = ["ServiceContext"]
+__all__ = ["ServiceContext", "config_fingerprint"]
+
+
+def config_fingerprint(config_dir: Path) -> tuple[tuple[str, int, int], ...]:
+    """Every YAML file under the configuration directory, with its modification time and size."""
+    found = []
+    for path in sorted(config_dir.rglob("*.y*ml")):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        found.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(found)
 
 
 @dataclass
 class ServiceContext:
     ws: Workspace
     loaded: LoadedConfig
-    backend: StateBackend
+    backend: StateBackend  # read on each request, from any thread; never locked
+    writer: StateBackend  # the same state: locked and written only under `completions`
     settings: ServiceSettings
     http: Http
     lock_timeout: float = 60.0  # seconds a completion waits for the state lock (a CLI apply may hold it)
@@ -46,6 +62,8 @@ class ServiceContext:
     on_audit: Callable[[AuditEntry], None] = lambda entry: None  # after an entry is stored (metrics)
     # An event for the team's webhooks: (type, address, data); the tenant is the address's.
     on_event: Callable[[str, str, dict[str, object]], None] = lambda type_, address, data: None
+    fingerprint: tuple[tuple[str, int, int], ...] = ()  # of the configuration's files when loaded
+    reloading: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def open(cls, ws: Workspace, *, http: Http, lock_timeout: float = 60.0) -> ServiceContext:
@@ -57,7 +75,9 @@ class ServiceContext:
                 "the configuration has no service: section",
                 hint="declare service.public_url (the URL the service is reached at) in reconciler.yaml",
             )
-        return cls(ws, loaded, open_backend(ws, loaded.root), settings, http, lock_timeout)
+        backend, writer = open_backend(ws, loaded.root), open_backend(ws, loaded.root)
+        fingerprint = config_fingerprint(ws.config_dir)
+        return cls(ws, loaded, backend, writer, settings, http, lock_timeout, fingerprint=fingerprint)
 
     @property
     def now(self) -> Callable[[], dt.datetime]:
@@ -71,7 +91,7 @@ class ServiceContext:
     def services(self) -> Services:
         """The executor's services (consent: none here; a callback hands its code in per completion)."""
         base = services_for(
-            self.ws, self.loaded.root, self.backend, http=self.http, consent=None, on_key_created=no_note,
+            self.ws, self.loaded.root, self.writer, http=self.http, consent=None, on_key_created=no_note,
             desired=self.loaded.desired,
         )
         return dataclasses.replace(base, vault_for=self.vault)
@@ -80,6 +100,26 @@ class ServiceContext:
     def store(self) -> ServiceStore:
         store: ServiceStore = self.backend.service_store()
         return store
+
+    def reload_config(self) -> bool:
+        """Load the configuration again when its files changed since it was loaded (an apply of a changed
+        configuration withdraws and reissues pending authorizations: their new links need the new configuration).
+        False when nothing changed, or the new configuration does not load (the service keeps the one it has)."""
+        fingerprint = config_fingerprint(self.ws.config_dir)
+        if fingerprint == self.fingerprint:
+            return False
+        with self.reloading:
+            if fingerprint == self.fingerprint:
+                return True
+            try:
+                loaded = config_source(self.ws).load()
+            except ReconcilerError as exc:
+                logging.getLogger(LOGGER).warning("configuration not reloaded", extra={"fields": {"error": exc.message}})
+                return False
+            if loaded.desired.service is not None:
+                self.loaded, self.settings, self.fingerprint = loaded, loaded.desired.service, fingerprint
+                self.__dict__.pop("services", None)
+            return True
 
     def vault(self, lineage: str) -> Vault:
         return Vault(self.backend.credential_store(), self.key, lineage=lineage, environment=self.ws.environment_name)

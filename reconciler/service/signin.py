@@ -75,6 +75,8 @@ def _standing(ctx: ServiceContext, doc: StateDocument, address: str, pending_id:
     if record.platform_holds_tokens:
         raise _Refused(_gone(address, "this sign-in runs through the integration platform"))
     installation = pending_target(ctx.loaded.desired, doc, address)
+    if installation is None and ctx.reload_config():
+        installation = pending_target(ctx.loaded.desired, doc, address)
     if installation is None:
         raise _Refused(_gone(address, "the configuration changed since it was sent: the sign-in it was for was withdrawn"))
     return installation
@@ -141,8 +143,8 @@ def complete_callback(ctx: ServiceContext, params: Mapping[str, str]) -> Answer:
 
 def _complete(ctx: ServiceContext, attempt: Attempt, request: AuthorizationRequest, code: str) -> Answer:
     address = attempt.address
-    with ctx.completions, ctx.backend.lock(f"serve: sign-in of {address}", timeout=ctx.lock_timeout):
-        doc = ctx.backend.read()
+    with ctx.completions, ctx.writer.lock(f"serve: sign-in of {address}", timeout=ctx.lock_timeout):
+        doc = ctx.writer.read()
         if doc is None:
             return _gone(address, "the sign-in it was for was withdrawn")
         try:
