@@ -341,20 +341,18 @@ def run_token(ws: Workspace, address: str, *, window: dt.timedelta, actor: str) 
 
     loaded = config_source(ws).load()
     backend = open_backend(ws, loaded.root)
-    reader = TokenReader(ws, loaded, backend, on_read=_audited(backend))
+    reader = TokenReader(ws, loaded, backend, on_read=_audited(ws, backend))
     try:
         return reader.fresh(address, window=window, actor=actor)
     finally:
         reader.close()
 
 
-def _audited(backend: StateBackend) -> OnRead:
-    """The audit of token reads by the CLI."""
+def _audited(ws: Workspace, backend: StateBackend) -> OnRead:
+    """The audit of token reads by the CLI: one entry per token handed out, in the state backend's audit log."""
+    from reconciler.state.service_store import AuditEntry
 
     def on_read(actor: str, address: str) -> None:
-        # AUDIT CALL SITE — the one place a CLI token read is audited. When `ServiceStore` is on the backends:
-        #   backend.service_store().append_audit(AuditEntry(at=<clock>, kind="token.read", actor=actor,
-        #                                                   address=address))
-        assert backend is not None  # the store the entry will go to
+        backend.service_store().append_audit(AuditEntry(at=ws.clock(), kind="token.read", actor=actor, address=address))
 
     return on_read

@@ -24,8 +24,10 @@ def _listen(value: str) -> tuple[str, int]:
               help="Where to listen; the team's TLS proxy forwards service.public_url here.")
 @click.option("--lock-timeout", type=float, default=60.0, show_default=True, metavar="SECONDS",
               help="How long a completion waits for the state lock (an apply may hold it).")
+@click.option("--refresh-interval", type=click.FloatRange(min=1.0), default=60.0, show_default=True, metavar="SECONDS",
+              help="How often tokens are refreshed ahead of expiry (and idle ones kept alive) in the background.")
 @click.pass_obj
-def serve(opts: GlobalOptions, listen: str, lock_timeout: float) -> int:
+def serve(opts: GlobalOptions, listen: str, lock_timeout: float, refresh_interval: float) -> int:
     """Serve sign-in links, the token API and operations endpoints until SIGTERM.
 
     Tenants open the links `apply --auth-mode defer` printed; the service completes their sign-ins into the
@@ -38,6 +40,7 @@ def serve(opts: GlobalOptions, listen: str, lock_timeout: float) -> int:
     """
     from reconciler.auth.transport import Http
     from reconciler.service.context import ServiceContext
+    from reconciler.service.runtime import RefreshSettings
     from reconciler.service.server import run_service
 
     host, port = _listen(listen)
@@ -46,5 +49,5 @@ def serve(opts: GlobalOptions, listen: str, lock_timeout: float) -> int:
         ctx = ServiceContext.open(ws, http=http, lock_timeout=lock_timeout)
         ctx.key  # a wrong or missing state key fails before the service listens  # noqa: B018
         click.echo(f"reconciler serve: {ctx.settings.public_url} -> http://{listen} (state: {ctx.backend.describe()})", err=True)
-        run_service(ctx, host, port)
+        run_service(ctx, host, port, RefreshSettings(interval=refresh_interval))
     return EXIT_OK

@@ -16,7 +16,6 @@ from __future__ import annotations
 import html
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
@@ -28,7 +27,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reconciler.service.context import ServiceContext
 from reconciler.service.observe import CONTENT_TYPE_LATEST, LOGGER, Metrics
+from reconciler.service.runtime import Runtime
 from reconciler.service.signin import Answer, complete_callback, open_link
+from reconciler.service.token_api import read_token
 
 __all__ = ["MAX_BODY", "service_app"]
 
@@ -57,8 +58,8 @@ def page(answer: Answer) -> Response:
     return HTMLResponse(text, status_code=answer.status, headers=_HEADERS)
 
 
-def service_app(ctx: ServiceContext, metrics: Metrics, *, token_route: Callable[[Request], Awaitable[Response]] | None = None) -> ASGIApp:
-    """The ASGI app of `ctx` (token_route: the token API's handler, when API keys are configured)."""
+def service_app(ctx: ServiceContext, metrics: Metrics, runtime: Runtime) -> ASGIApp:
+    """The ASGI app of `ctx`, its token API answered by `runtime`'s reader."""
 
     async def authorize(request: Request) -> Response:
         answer = await run_in_threadpool(open_link, ctx, request.path_params["pending_id"], request.query_params.get("sig"))
@@ -82,13 +83,18 @@ def service_app(ctx: ServiceContext, metrics: Metrics, *, token_route: Callable[
         data = await run_in_threadpool(metrics.exposition)
         return Response(data, media_type=CONTENT_TYPE_LATEST)
 
-    async def no_token_api(request: Request) -> Response:
-        return JSONResponse({"error": "no API keys are configured"}, status_code=404)
+    async def token(request: Request) -> Response:
+        status, body = await run_in_threadpool(
+            read_token, request.headers.get("authorization"), request.path_params["address"], ctx.settings.api_keys,
+            runtime.token, runtime.status_of,
+        )
+        headers = {"Cache-Control": "no-store"} | ({"WWW-Authenticate": "Bearer"} if status == 401 else {})
+        return JSONResponse(body, status_code=status, headers=headers)
 
     routes = [
         Route("/authorize/{pending_id}", authorize, methods=["GET"]),
         Route("/connector/callback", callback, methods=["GET"]),
-        Route("/v1/installations/{address}/token", token_route or no_token_api, methods=["GET"]),
+        Route("/v1/installations/{address}/token", token, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_route, methods=["GET"]),
     ]

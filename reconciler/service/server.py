@@ -19,6 +19,7 @@ import uvicorn
 from reconciler.service.app import service_app
 from reconciler.service.context import ServiceContext
 from reconciler.service.observe import Metrics, log_to_stderr
+from reconciler.service.runtime import RefreshSettings, Runtime
 from reconciler.state.model import InstallationRecord
 
 __all__ = ["GRACE_SECONDS", "ServiceServer", "pending_links", "run_service", "uvicorn_config"]
@@ -40,10 +41,10 @@ def pending_links(ctx: ServiceContext) -> Callable[[], float]:
     return count
 
 
-def uvicorn_config(ctx: ServiceContext, host: str, port: int, metrics: Metrics) -> uvicorn.Config:
+def uvicorn_config(ctx: ServiceContext, host: str, port: int, metrics: Metrics, runtime: Runtime) -> uvicorn.Config:
     proxies = [str(network) for network in ctx.settings.trusted_proxies]
     return uvicorn.Config(
-        service_app(ctx, metrics),
+        service_app(ctx, metrics, runtime),
         host=host,
         port=port,
         http="httptools",
@@ -61,11 +62,16 @@ def uvicorn_config(ctx: ServiceContext, host: str, port: int, metrics: Metrics) 
     )
 
 
-def run_service(ctx: ServiceContext, host: str, port: int) -> None:
-    """Serve in the foreground until SIGTERM or SIGINT; returns once in-flight requests are done."""
+def run_service(ctx: ServiceContext, host: str, port: int, refresh: RefreshSettings | None = None) -> None:
+    """Serve in the foreground until SIGTERM or SIGINT; returns once in-flight requests are done and the
+    background work has stopped."""
     log_to_stderr(ctx.loaded.desired.secret_values())
     metrics = Metrics(pending_links(ctx))
-    _Server(uvicorn_config(ctx, host, port, metrics)).run()
+    runtime = Runtime(ctx, metrics, refresh).start()
+    try:
+        _Server(uvicorn_config(ctx, host, port, metrics, runtime)).run()
+    finally:
+        runtime.stop()
 
 
 class _Server(uvicorn.Server):
@@ -88,10 +94,13 @@ class _Server(uvicorn.Server):
 class ServiceServer:
     """The service in a background thread, listening once `start()` returns."""
 
-    def __init__(self, ctx: ServiceContext, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, ctx: ServiceContext, host: str = "127.0.0.1", port: int = 0, refresh: RefreshSettings | None = None
+    ) -> None:
         self.ctx = ctx
         self.metrics = Metrics(pending_links(ctx))
-        self.server = _Server(uvicorn_config(ctx, host, port, self.metrics))  # in a thread: no signal handlers
+        self.runtime = Runtime(ctx, self.metrics, refresh)
+        self.server = _Server(uvicorn_config(ctx, host, port, self.metrics, self.runtime))  # in a thread: no signals
         self.thread = threading.Thread(target=self.server.run, name="reconciler-service", daemon=True)
 
     @property
@@ -101,6 +110,7 @@ class ServiceServer:
         return f"http://{host}:{port}"
 
     def start(self) -> Self:
+        self.runtime.start()
         self.thread.start()
         while not self.server.started:
             if not self.thread.is_alive():
@@ -111,6 +121,7 @@ class ServiceServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(GRACE_SECONDS + 2)
+        self.runtime.stop()
 
     def __enter__(self) -> Self:
         return self.start()

@@ -27,7 +27,7 @@ from reconciler.service.context import ServiceContext
 from reconciler.state.model import InstallationRecord, StateDocument
 from reconciler.state.service_store import Attempt, AuditEntry
 
-__all__ = ["ATTEMPT_LIFETIME", "Answer", "attempt_key", "complete_callback", "open_link"]
+__all__ = ["ATTEMPT_LIFETIME", "Answer", "QuietHooks", "attempt_key", "complete_callback", "open_link"]
 
 ATTEMPT_LIFETIME = dt.timedelta(minutes=30)  # from opening a link to its callback
 
@@ -84,7 +84,7 @@ def _standing(ctx: ServiceContext, doc: StateDocument, address: str, pending_id:
 
 def _run(ctx: ServiceContext, doc: StateDocument, code: str | None = None) -> Run:
     consent = _Code(code) if code is not None else None
-    return Run(ctx.loaded.desired, dataclasses.replace(ctx.services, consent=consent), _Hooks(), doc, False)
+    return Run(ctx.loaded.desired, dataclasses.replace(ctx.services, consent=consent), QuietHooks(), doc, False)
 
 
 def open_link(ctx: ServiceContext, pending_id: str, sig: str | None) -> Answer:
@@ -151,6 +151,8 @@ def _complete(ctx: ServiceContext, attempt: Attempt, request: AuthorizationReque
             installation = _standing(ctx, doc, address, attempt.pending_id)
         except _Refused as refused:
             return refused.answer
+        before = doc.resources.get(address)
+        recovering = isinstance(before, InstallationRecord) and before.drift is not None
         run = _run(ctx, doc, code)
         try:
             run.authorize(installation, request)
@@ -160,6 +162,8 @@ def _complete(ctx: ServiceContext, attempt: Attempt, request: AuthorizationReque
     granted = record.granted_scopes if record is not None else ()
     ctx.audit(AuditEntry(ctx.now(), "authorization.completed", "tenant", address, " ".join(granted)))
     ctx.on_event("authorization.completed", address, {"scopes": list(granted), "by": record.authorized_by if record else None})
+    if recovering:
+        ctx.on_event("installation.recovered", address, {})
     lines = tuple(f"note: {message}" for _, message in run.result.warnings)
     return Answer(200, "Signed in", ("the connection is ready; you may close this page", *lines), scopes=granted)
 
@@ -181,7 +185,9 @@ class _Code:
         return self._code
 
 
-class _Hooks:
+class QuietHooks:
+    """The executor's reports, unheard: a tenant's page says what happened (warnings come from the result)."""
+
     def step(self, address: str, message: str) -> None:
         pass
 

@@ -3,8 +3,8 @@ access token of an installation whose tenant the key's globs match.
 
 Owns: finding the key (constant-time over every configured key, so neither a key's value nor its length leaks by
 timing), the order of refusals (401 no or unknown key, 403 a tenant the key may not read, 404 no such
-installation, 409 nothing to hand out: pending, needs sign-in, held by the platform; 502 a refresh the provider
-refused), and auditing every read. Must not: refresh or open tokens itself (the token reader does), or echo a key.
+installation, 409 nothing to hand out: pending, must sign in again, held by the platform; 503 a refresh that
+failed for a passing reason). Must not: refresh, open or audit tokens itself (the token reader does), or echo a key.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ TokenAnswer = tuple[int, dict[str, Any]]
 
 
 class Reader(Protocol):
-    def __call__(self, address: str) -> dict[str, Any]:
-        """{access_token, expires_at, scopes} of `address`, refreshed when due; `ReconcilerError` subclasses say
-        why not (see `read_token`)."""
+    def __call__(self, address: str, actor: str) -> dict[str, Any]:
+        """{access_token, expires_at, scopes} of `address` for `actor` (an API key's name), refreshed when due;
+        `ReconcilerError` subclasses say why not (see `read_token`)."""
 
 
 def _digest(value: str) -> bytes:
@@ -53,23 +53,17 @@ def read_token(
     address: str,
     keys: tuple[ApiKey, ...],
     reader: Reader,
-    known: Callable[[str], bool],
     classify: Callable[[ReconcilerError], int],
-    audit: Callable[[str, str], None],
 ) -> TokenAnswer:
-    """The status and JSON body for one token read. `known`: whether state has `address`; `classify`: the status
-    of a reader's error; `audit(key name, address)` after a token is handed out."""
+    """The status and JSON body for one token read (`classify`: the status of a reader's error)."""
     key = key_for(authorization, keys)
     if key is None:
         return 401, {"error": "unauthorized", "message": "a valid API key is required (Authorization: Bearer <key>)"}
     tenant = tenant_of(address)
     if not tenant or not any(fnmatch.fnmatchcase(tenant, glob) for glob in key.tenants):
         return 403, {"error": "forbidden", "message": f"API key {key.name} may not read tokens of this tenant"}
-    if not known(address):
-        return 404, {"error": "not_found", "message": f"no installation {address}"}
     try:
-        body = reader(address)
+        return 200, reader(address, key.name)
     except ReconcilerError as exc:
-        return classify(exc), {"error": "unavailable", "message": exc.message}
-    audit(key.name, address)
-    return 200, body
+        status = classify(exc)
+        return status, {"error": "not_found" if status == 404 else "unavailable", "message": exc.message}

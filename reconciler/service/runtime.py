@@ -1,0 +1,157 @@
+"""The service's work beside its requests: the token reader behind the token API, webhook deliveries, and the
+background loop that refreshes tokens ahead of expiry, keeps idle refresh tokens alive and tells the team what
+broke, recovered or expired.
+
+Owns: which event each outcome sends (a rejected refresh token: `installation.needs_reauthorization` with a new
+link, minted as `apply --auth-mode defer` would; a partner fault or a passing failure: `refresh.failed`, never a
+re-authorization; a refresh that works again: `installation.recovered`; a link that expired while the service
+ran: `link.expired`), and the token API's statuses for the reader's errors. Must not: speak HTTP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import threading
+from typing import Any
+
+from reconciler.addresses import tenant_of
+from reconciler.app.tokens import NotAvailable, RefreshFailed, TokenReader, UnknownInstallation, refresh_ahead
+from reconciler.app.workspace import open_backend
+from reconciler.apply import Run
+from reconciler.errors import ReconcilerError
+from reconciler.service.context import ServiceContext
+from reconciler.service.events import Deliverer, EventType, new_event
+from reconciler.service.observe import LOGGER, Metrics
+from reconciler.service.signin import QuietHooks
+from reconciler.state.model import InstallationRecord
+from reconciler.state.service_store import AuditEntry
+
+__all__ = ["RefreshSettings", "Runtime"]
+
+log = logging.getLogger(LOGGER)
+
+
+@dataclasses.dataclass(frozen=True)
+class RefreshSettings:
+    interval: float = 60.0  # seconds between background passes
+    window: dt.timedelta = dt.timedelta(minutes=10)  # refresh tokens expiring within this
+    keepalive: dt.timedelta = dt.timedelta(days=7)  # refresh tokens unused for this long (Entra's lapse after 90 days)
+
+
+class Runtime:
+    """Started before the server listens, stopped after it drained."""
+
+    def __init__(self, ctx: ServiceContext, metrics: Metrics, settings: RefreshSettings | None = None) -> None:
+        self.ctx, self.metrics, self.settings = ctx, metrics, settings or RefreshSettings()
+        reader_backend = open_backend(ctx.ws, ctx.loaded.root)  # never locked by the service's completions
+        self.reader = TokenReader(ctx.ws, ctx.loaded, reader_backend, on_read=self._audit_read, lock_timeout=10.0)
+        self.deliverer = Deliverer(ctx.settings.webhooks, on_outcome=lambda outcome: metrics.webhooks.labels(outcome).inc())
+        ctx.on_event = self.publish
+        self.failing: set[str] = set()
+        self.started_at = ctx.now()
+        self.announced: set[str] = set()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="reconciler-refresh", daemon=True)
+
+    def start(self) -> Runtime:
+        self.deliverer.start()
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+        self.deliverer.stop(timeout=1.5)
+        self.reader.close()
+
+    # -- events ------------------------------------------------------------------------------------------------
+
+    def publish(self, type_: str, address: str, data: dict[str, object]) -> None:
+        event = new_event(EventType(type_), tenant=tenant_of(address), address=address, data=data, now=self.ctx.now())
+        self.deliverer.publish(event)
+
+    # -- the token API -----------------------------------------------------------------------------------------
+
+    def _audit_read(self, actor: str, address: str) -> None:
+        self.ctx.audit(AuditEntry(self.ctx.now(), "token.read", actor, address))
+        self.metrics.token_reads.inc()
+
+    def token(self, address: str, actor: str) -> dict[str, Any]:
+        try:
+            fresh = self.reader.fresh(address, actor=actor)
+        except RefreshFailed as exc:
+            self._failed(address, exc.category, exc.reason)
+            raise
+        expires = fresh.expires_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if fresh.expires_at else None
+        return {"access_token": fresh.access_token.get_secret_value(), "expires_at": expires, "scopes": list(fresh.scopes)}
+
+    @staticmethod
+    def status_of(exc: ReconcilerError) -> int:
+        if isinstance(exc, UnknownInstallation):
+            return 404
+        if isinstance(exc, NotAvailable) or (isinstance(exc, RefreshFailed) and exc.category == "rejected"):
+            return 409
+        return 503
+
+    # -- the background loop -----------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.sweep()
+            except Exception:  # a pass that fails is logged and tried again at the next interval
+                log.exception("background refresh pass failed")
+            self.stopping.wait(self.settings.interval)
+
+    def sweep(self) -> None:
+        """One pass: refresh what is due, send what changed, announce links that expired."""
+        now = self.ctx.now()
+        for outcome in refresh_ahead(self.reader, now=now, window=self.settings.window, keepalive=self.settings.keepalive):
+            self.metrics.refresh.labels(outcome.outcome).inc()
+            if outcome.outcome == "refreshed" and outcome.address in self.failing:
+                self.failing.discard(outcome.address)
+                self.publish("installation.recovered", outcome.address, {})
+            elif outcome.outcome in ("rejected", "partner_fault", "transient"):
+                self._failed(outcome.address, outcome.outcome, outcome.reason)
+        self._expired_links(now)
+
+    def _failed(self, address: str, category: str, reason: str) -> None:
+        self.failing.add(address)
+        if category == "rejected":
+            self.publish("installation.needs_reauthorization", address, {"reason": reason, "link": self.mint_link(address)})
+        else:
+            self.publish("refresh.failed", address, {"reason": reason, "category": category})
+
+    def mint_link(self, address: str) -> str | None:
+        """A link for an installation that must sign in again: its pending one, or a new pending authorization (as
+        `apply --auth-mode defer` records it). None when it cannot be issued here (logged)."""
+        ctx = self.ctx
+        try:
+            with ctx.completions, ctx.writer.lock(f"serve: link for {address}", timeout=ctx.lock_timeout):
+                doc = ctx.writer.read()
+                record = doc.resources.get(address) if doc is not None else None
+                want = ctx.loaded.desired.installations.get(address)
+                if doc is None or not isinstance(record, InstallationRecord) or want is None:
+                    return None
+                if record.pending is not None and record.pending.link and ctx.now() < record.pending.expires_at:
+                    return record.pending.link
+                run = Run(ctx.loaded.desired, dataclasses.replace(ctx.services, consent=None), QuietHooks(), doc, False)
+                run.defer(want.declared)
+                return run.result.pending[-1][1] if run.result.pending else None
+        except ReconcilerError as exc:
+            log.warning("no link issued", extra={"fields": {"address": address, "error": exc.message}})
+            return None
+
+    def _expired_links(self, now: dt.datetime) -> None:
+        """`link.expired` once for each link that expired while this service ran."""
+        doc = self.reader.document()
+        for address, record in (doc.resources.items() if doc is not None else ()):
+            pending = record.pending if isinstance(record, InstallationRecord) else None
+            if pending is None or not pending.link or not self.started_at <= pending.expires_at <= now:
+                continue
+            if pending.link not in self.announced:
+                self.announced.add(pending.link)
+                self.publish("link.expired", address, {})
+

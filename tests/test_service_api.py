@@ -1,0 +1,162 @@
+"""The service's token API, webhooks and background refresh over real HTTP against the sandbox: keys see only
+their tenants, tokens handed out work at the provider and every read is audited; events arrive signed, once per
+id; a rejected refresh token marks the installation and sends a new link."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from reconciler.service.events import verify
+from tests.sandbox_support import free_port
+from tests.service_support import (
+    API_KEY_ALL,
+    API_KEY_EU,
+    SECRETS,
+    WEBHOOK_SECRET,
+    ServiceWorld,
+    links_in,
+    sign_in,
+    tenants_yaml,
+)
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1 that checks every signature and keeps each event once per id."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, dict] = {}  # type: ignore[type-arg]
+        self.bad: list[str] = []
+        self.arrived = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                header = self.headers.get("Reconciler-Signature", "")
+                now = int(dt.datetime.now(dt.UTC).timestamp())
+                if not verify(WEBHOOK_SECRET.encode(), header, body, now=now):
+                    receiver.bad.append(header)
+                event = json.loads(body)
+                assert self.headers["Reconciler-Event-Id"] == event["id"]
+                with receiver.arrived:
+                    receiver.events.setdefault(event["id"], event)
+                    receiver.arrived.notify_all()
+                self.send_response(204)
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def wait_for(self, type_: str, count: int = 1, timeout: float = 30) -> list[dict]:  # type: ignore[type-arg]
+        with self.arrived:
+            self.arrived.wait_for(lambda: len(self.of(type_)) >= count, timeout=timeout)
+            return self.of(type_)
+
+    def of(self, type_: str) -> list[dict]:  # type: ignore[type-arg]
+        return [e for e in self.events.values() if e["type"] == type_]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    hook = Receiver()
+    yield hook
+    hook.server.shutdown()
+    hook.server.server_close()
+
+
+def _signed_in(world: ServiceWorld, receiver: Receiver, tenants: str) -> dict[str, str]:
+    hooks = f"  webhooks:\n    - url: {receiver.url}\n      secret: ${{env:WEBHOOK_SECRET}}\n"
+    world.write(tenants, extra_service=hooks)
+    deferred = world.cli("apply", "--auto-approve", "--auth-mode", "defer")
+    assert deferred.exit_code == 3, deferred.stdout + deferred.stderr
+    links = links_in(deferred.stdout, world.public_url)
+    world.start()
+    with httpx.Client(timeout=20) as client:
+        for link in links.values():
+            assert sign_in(link, client).status_code == 200
+    return links
+
+
+def _token(world: ServiceWorld, address: str, key: str | None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+    return httpx.get(f"{world.public_url}/v1/installations/{address}/token", headers=headers, timeout=20)
+
+
+def test_the_token_api_hands_out_working_tokens_to_the_keys_tenants_only(service_world: ServiceWorld, receiver: Receiver) -> None:
+    _signed_in(service_world, receiver, tenants_yaml(2, prefix="eu") + tenants_yaml(1, prefix="us"))
+    ok = _token(service_world, "installation.eu-0.ado", API_KEY_EU)
+    assert ok.status_code == 200, ok.text
+    body = ok.json()
+    assert set(body) == {"access_token", "expires_at", "scopes"} and body["expires_at"].endswith("Z")
+    assert body["scopes"] == ["vso.code", "vso.project"]
+    check = httpx.get(f"{service_world.sandbox.url}/acme-org/_apis/connectionData",
+                      headers={"Authorization": f"Bearer {body['access_token']}"}, timeout=10)
+    assert check.status_code == 200
+    assert _token(service_world, "installation.us-0.ado", API_KEY_EU).status_code == 403
+    assert _token(service_world, "installation.us-0.ado", API_KEY_ALL).status_code == 200
+    assert _token(service_world, "installation.eu-0.ado", None).status_code == 401
+    assert _token(service_world, "installation.eu-0.ado", "not-a-key").status_code == 401
+    assert _token(service_world, "installation.eu-9.ado", API_KEY_EU).status_code == 404
+    audit = service_world.cli("audit", "--format", "json")
+    reads = [e for e in json.loads(audit.stdout)["entries"] if e["kind"] == "token.read"]
+    assert [(e["actor"], e["address"]) for e in reads] == [
+        ("runtime-eu", "installation.eu-0.ado"), ("runtime-all", "installation.us-0.ado")
+    ]
+    metrics = httpx.get(f"{service_world.public_url}/metrics", timeout=10).text
+    assert "reconciler_token_reads_total 2.0" in metrics
+    assert "reconciler_authorizations_completed_total 3.0" in metrics
+
+
+def test_completions_send_signed_events_once_per_id(service_world: ServiceWorld, receiver: Receiver) -> None:
+    links = _signed_in(service_world, receiver, tenants_yaml(3))
+    completed = receiver.wait_for("authorization.completed", 3)
+    assert sorted(e["address"] for e in completed) == sorted(links)
+    assert not receiver.bad
+    event = completed[0]
+    assert set(event) == {"id", "type", "created_at", "tenant", "address", "data"}
+    assert event["tenant"] == event["address"].split(".")[1] and event["data"]["scopes"]
+
+
+def test_a_rejected_refresh_token_marks_the_installation_and_sends_a_new_link(service_world: ServiceWorld, receiver: Receiver) -> None:
+    _signed_in(service_world, receiver, tenants_yaml(1))
+    sandbox = service_world.sandbox
+    assert sandbox.provider.revoke(client_id=None) >= 1  # every grant: the refresh token is now rejected
+    server = service_world.servers[0]
+    server.runtime.settings = server.runtime.settings.__class__(interval=3600, window=dt.timedelta(days=2))
+    server.runtime.sweep()
+    needs = receiver.wait_for("installation.needs_reauthorization")
+    assert needs and needs[0]["data"]["link"].startswith(f"{service_world.public_url}/authorize/installation.eu-0.ado~")
+    plan = service_world.cli("plan", "--format", "json")
+    pending = [c for c in json.loads(plan.stdout)["changes"] if c["pending"]]
+    assert [c["link"] for c in pending] == [needs[0]["data"]["link"]]
+    with httpx.Client(timeout=20) as client:
+        assert sign_in(needs[0]["data"]["link"], client).status_code == 200
+    assert receiver.wait_for("installation.recovered")
+    assert not receiver.bad
+
+
+def test_no_secret_in_the_services_output(service_world: ServiceWorld, receiver: Receiver, capfd: pytest.CaptureFixture[str]) -> None:
+    from reconciler.service.observe import log_to_stderr
+
+    log_to_stderr(SECRETS)
+    _signed_in(service_world, receiver, tenants_yaml(2))
+    token = _token(service_world, "installation.eu-0.ado", API_KEY_EU).json()["access_token"]
+    out, err = capfd.readouterr()
+    assert '"path": "/connector/callback"' in err
+    for secret in (*SECRETS, token):
+        assert secret not in out and secret not in err
+    assert "code=" not in err and "state=" not in err and "sig=" not in err
