@@ -39,7 +39,7 @@ from reconciler.platform_apply import carry_out_on_platform, kept_installed, pus
 from reconciler.revocation import declared_secret, revoke_recorded
 from reconciler.services import ApplyError, ApplyHooks, ApplyResult, Services
 from reconciler.state.backend import StateBackend
-from reconciler.state.model import AnyRecord, InstallationRecord, PartnerRecord, StateDocument
+from reconciler.state.model import AnyRecord, InstallationRecord, PartnerRecord, PendingRecord, StateDocument
 from reconciler.state.records import (
     installation_record,
     partner_record,
@@ -170,16 +170,24 @@ class Run:
         address = installation.address
         now = self.services.now()
         request = self.flow(installation).authorization_request()
-        expires_at = now + self.services.link_lifetime
+        expires_at = now + self.pending_lifetime
         self.tokens.stage_pending(address, installation.client_id, request.sealed(now, expires_at))
-        marker = pending_marker(installation, request.url, since=now, expires_at=expires_at)
-        link = request.url  # with the service: its signed link, which starts a fresh sign-in when opened
-        if self.services.links is not None:
-            link = self.services.links(self.doc.lineage).link(address, marker)
-            marker = marker.model_copy(update={"link": link})
+        marker = self.with_link(address, pending_marker(installation, request.url, since=now, expires_at=expires_at))
+        link = marker.link or request.url  # with the service: its signed link, which starts a fresh sign-in
         self.save(address, pending_installation_record(self.installation_record(address), installation, marker))
         self.result.pending.append((address, link))
         self.hooks.link(address, link)
+
+    @property
+    def pending_lifetime(self) -> dt.timedelta:
+        """How long a deferred authorization (and its link) is offered."""
+        return self.services.link_lifetime
+
+    def with_link(self, address: str, marker: PendingRecord) -> PendingRecord:
+        """`marker` with the service's link to it, where the service is configured."""
+        if self.services.links is None:
+            return marker
+        return marker.model_copy(update={"link": self.services.links(self.doc.lineage).link(address, marker)})
 
     def authorize(self, installation: DeclaredInstallation, request: AuthorizationRequest | None = None) -> None:
         """Interactive authorization, exchange, verification, then tokens sealed and the record written."""

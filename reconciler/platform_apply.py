@@ -23,7 +23,6 @@ from reconciler.auth.signin import PlatformSignIn
 from reconciler.config.desired import DesiredState
 from reconciler.declared import DeclaredInstallation, target_digest
 from reconciler.errors import ReconcilerError
-from reconciler.pending import PENDING_LIFETIME
 from reconciler.placement import DeclaredAccount, secret_digest
 from reconciler.plan import Action, ResourceChange
 from reconciler.platforms.cyclr.api import CyclrApi, sign_in_link
@@ -67,6 +66,7 @@ class PlatformServices:
 
 class _Hooks(Protocol):
     def step(self, address: str, message: str) -> None: ...
+    def link(self, address: str, url: str) -> None: ...
 
 
 class _Result(Protocol):
@@ -88,8 +88,12 @@ class Run(Protocol):
     @property
     def result(self) -> _Result: ...
 
+    @property
+    def pending_lifetime(self) -> dt.timedelta: ...
+
     def save(self, address: str, record: AnyRecord | None) -> None: ...
     def installation_record(self, address: str) -> InstallationRecord | None: ...
+    def with_link(self, address: str, marker: PendingRecord) -> PendingRecord: ...
 
 
 def carry_out_on_platform(
@@ -322,13 +326,17 @@ class PlatformSteps:
     def defer(self, want: DeclaredInstallation, record: InstallationRecord) -> None:
         now = self.now()
         marker = PendingRecord(
-            since=now, expires_at=now + PENDING_LIFETIME, target_digest=target_digest(want),
+            since=now, expires_at=now + self.run.pending_lifetime, target_digest=target_digest(want),
             client_id=want.client_id, requested_scopes=want.scopes, authorize_url=None,
         )
+        marker = self.run.with_link(want.address, marker)  # with the service: a link that mints a fresh sign-in
         status = "pending_authorization"
         self.run.save(want.address, record.model_copy(update={"pending": marker, "status": status}))
-        self.run.result.pending.append((want.address, ""))
-        self.run.hooks.step(want.address, f"sign-in due: reconciler authorize {want.address}")
+        self.run.result.pending.append((want.address, marker.link or ""))
+        if marker.link:
+            self.run.hooks.link(want.address, marker.link)
+        else:
+            self.run.hooks.step(want.address, f"sign-in due: reconciler authorize {want.address}")
 
 
 def _digest(want: DeclaredInstallation, request: InstallRequest) -> str | None:

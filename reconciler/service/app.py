@@ -3,6 +3,7 @@
 Routes:
   GET /authorize/{pending id}?sig=…           a sign-in link: 302 to the provider, or a page (403, 410)
   GET /connector/callback                     the provider's redirect back: a page (200 done, 400, 410, 503)
+  GET /connector/platform-return              back from the integration platform's sign-in (Cyclr): a page
   GET /v1/installations/{address}/token       the token API (Bearer API key): 200, 401, 403, 404
   GET /healthz                                 200 when the state backend answers, else 503
   GET /metrics                                 Prometheus text
@@ -27,8 +28,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reconciler.service.context import ServiceContext
 from reconciler.service.observe import CONTENT_TYPE_LATEST, LOGGER, Metrics
+from reconciler.service.platform_signin import RETURN_PATH
 from reconciler.service.runtime import Runtime
-from reconciler.service.signin import Answer, complete_callback, open_link
+from reconciler.service.signin import Answer, complete_callback, complete_platform_return, open_link
 from reconciler.service.token_api import read_token
 
 __all__ = ["MAX_BODY", "service_app"]
@@ -71,6 +73,12 @@ def service_app(ctx: ServiceContext, metrics: Metrics, runtime: Runtime) -> ASGI
             metrics.completed.inc()
         return page(answer)
 
+    async def platform_return(request: Request) -> Response:
+        answer = await run_in_threadpool(complete_platform_return, ctx, dict(request.query_params))
+        if answer.status == 200:
+            metrics.completed.inc()
+        return page(answer)
+
     async def healthz(request: Request) -> Response:
         try:
             await run_in_threadpool(ctx.backend.read)
@@ -94,6 +102,7 @@ def service_app(ctx: ServiceContext, metrics: Metrics, runtime: Runtime) -> ASGI
     routes = [
         Route("/authorize/{pending_id}", authorize, methods=["GET"]),
         Route("/connector/callback", callback, methods=["GET"]),
+        Route(RETURN_PATH, platform_return, methods=["GET"]),
         Route("/v1/installations/{address}/token", token, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_route, methods=["GET"]),

@@ -13,7 +13,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from reconciler.apply import Run
@@ -24,10 +24,13 @@ from reconciler.errors import ReconcilerError, StateLockedError, one_line
 from reconciler.links import split_pending_id
 from reconciler.pending import pending_target
 from reconciler.service.context import ServiceContext
+from reconciler.service.platform_signin import open_platform_link, platform_target, returned_from_platform
 from reconciler.state.model import InstallationRecord, StateDocument
 from reconciler.state.service_store import Attempt, AuditEntry
 
-__all__ = ["ATTEMPT_LIFETIME", "Answer", "QuietHooks", "attempt_key", "complete_callback", "open_link"]
+__all__ = [
+    "ATTEMPT_LIFETIME", "Answer", "QuietHooks", "attempt_key", "complete_callback", "complete_platform_return", "open_link",
+]
 
 ATTEMPT_LIFETIME = dt.timedelta(minutes=30)  # from opening a link to its callback
 
@@ -72,14 +75,17 @@ def _standing(ctx: ServiceContext, doc: StateDocument, address: str, pending_id:
         raise _Refused(_gone(address, "a newer link replaced it, or the sign-in it was for is already completed"))
     if ctx.now() >= record.pending.expires_at:
         raise _Refused(_gone(address, f"it expired at {record.pending.expires_at.isoformat(timespec='minutes')}"))
-    if record.platform_holds_tokens:
-        raise _Refused(_gone(address, "this sign-in runs through the integration platform"))
-    installation = pending_target(ctx.loaded.desired, doc, address)
+    target = platform_target if record.platform_holds_tokens else _target
+    installation = target(ctx, doc, address)
     if installation is None and ctx.reload_config():
-        installation = pending_target(ctx.loaded.desired, doc, address)
+        installation = target(ctx, doc, address)
     if installation is None:
         raise _Refused(_gone(address, "the configuration changed since it was sent: the sign-in it was for was withdrawn"))
     return installation
+
+
+def _target(ctx: ServiceContext, doc: StateDocument, address: str) -> DeclaredInstallation | None:
+    return pending_target(ctx.loaded.desired, doc, address)
 
 
 def _run(ctx: ServiceContext, doc: StateDocument, code: str | None = None) -> Run:
@@ -98,6 +104,11 @@ def open_link(ctx: ServiceContext, pending_id: str, sig: str | None) -> Answer:
         installation = _standing(ctx, doc, address, pending_id)
     except _Refused as refused:
         return refused.answer
+    if installation.placement is not None and installation.placement.platform_holds_tokens:
+        try:
+            return Answer(302, location=open_platform_link(ctx, doc, installation, pending_id, attempt_key))
+        except (ReconcilerError, ProviderError) as exc:
+            return Answer(502, "This sign-in cannot start", (f"the integration platform refused: {exc.message}", "try again in a minute"))
     request = _run(ctx, doc).flow(installation).authorization_request()
     if request.redirect_uri != ctx.settings.callback_url:
         return Answer(500, "This sign-in cannot start", ("the application's redirect URI is not this service's callback",))
@@ -119,10 +130,7 @@ def complete_callback(ctx: ServiceContext, params: Mapping[str, str]) -> Answer:
     attempt = ctx.store.take_attempt(attempt_key(state), ctx.now()) if state else None
     doc = ctx.backend.read()
     if attempt is None or doc is None:
-        return Answer(400, "This sign-in cannot be completed", (
-            "the answer from the sign-in page is unknown, expired or already used",
-            "open the link you were sent again to start over",
-        ))
+        return _unknown()
     address = attempt.address
     request = AuthorizationRequest.unsealed(ctx.vault(doc.lineage).open_attempt(address, dict(attempt.blob)))
     if not hmac.compare_digest(request.state.get_secret_value().encode(), state.encode()):
@@ -135,13 +143,26 @@ def complete_callback(ctx: ServiceContext, params: Mapping[str, str]) -> Answer:
     if not code:
         return Answer(400, "This sign-in cannot be completed", ("the answer carries no authorization code",))
     try:
-        return _complete(ctx, attempt, request, code)
+        return _complete(ctx, attempt, lambda run, want: run.authorize(want, request), code)
     except StateLockedError:
         ctx.store.put_attempt(attempt)  # the same answer may be tried again in a moment
-        return Answer(503, "Busy", ("the service is busy with another change; reload this page in a minute",))
+        return _busy()
 
 
-def _complete(ctx: ServiceContext, attempt: Attempt, request: AuthorizationRequest, code: str) -> Answer:
+def _busy() -> Answer:
+    return Answer(503, "Busy", ("the service is busy with another change; reload this page in a minute",))
+
+
+def _unknown() -> Answer:
+    return Answer(400, "This sign-in cannot be completed", (
+        "the answer from the sign-in page is unknown, expired or already used",
+        "open the link you were sent again to start over",
+    ))
+
+
+def _complete(ctx: ServiceContext, attempt: Attempt, carry_out: Callable[[Run, DeclaredInstallation], None], code: str | None = None) -> Answer:
+    """Under the state lock: the attempt's pending authorization still standing, then `carry_out` (the executor's
+    authorize step, or the platform's sign-in) recorded; the audit entry, the events and the tenant's page."""
     address = attempt.address
     with ctx.completions, ctx.writer.lock(f"serve: sign-in of {address}", timeout=ctx.lock_timeout):
         doc = ctx.writer.read()
@@ -155,7 +176,7 @@ def _complete(ctx: ServiceContext, attempt: Attempt, request: AuthorizationReque
         recovering = isinstance(before, InstallationRecord) and before.drift is not None
         run = _run(ctx, doc, code)
         try:
-            run.authorize(installation, request)
+            carry_out(run, installation)
         except (ReconcilerError, ProviderError) as exc:
             return _failed(ctx, attempt, exc.message)
     record = run.installation_record(address)
@@ -166,6 +187,20 @@ def _complete(ctx: ServiceContext, attempt: Attempt, request: AuthorizationReque
         ctx.on_event("installation.recovered", address, {})
     lines = tuple(f"note: {message}" for _, message in run.result.warnings)
     return Answer(200, "Signed in", ("the connection is ready; you may close this page", *lines), scopes=granted)
+
+
+def complete_platform_return(ctx: ServiceContext, params: Mapping[str, str]) -> Answer:
+    """The tenant back from the platform's sign-in: the attempt its nonce names, taken once (400 when unknown or
+    used), then recorded as signed in once the platform says so."""
+    nonce = params.get("attempt", "")
+    attempt = ctx.store.take_attempt(attempt_key(nonce), ctx.now()) if nonce else None
+    if attempt is None:
+        return _unknown()
+    try:
+        return _complete(ctx, attempt, lambda run, want: returned_from_platform(ctx, run, want, params))
+    except StateLockedError:
+        ctx.store.put_attempt(attempt)
+        return _busy()
 
 
 def _failed(ctx: ServiceContext, attempt: Attempt, reason: str) -> Answer:
