@@ -48,6 +48,7 @@ __all__ = [
     "PlatformSteps",
     "auth_value",
     "carry_out_on_platform",
+    "fresh_sign_in_link",
     "kept_installed",
     "push_tokens",
 ]
@@ -142,6 +143,15 @@ def _left_platform(run: Run, record: InstallationRecord, services: PlatformServi
         run.hooks.step(record.address, f"warning: account connector {installed.account_connector_id} in account "
                        f"{placement.account} is left on the platform (no platform is configured): remove it in the console")
     return False
+
+
+def fresh_sign_in_link(
+    services: PlatformServices, account: str, account_connector_id: str, target_origin: str | None
+) -> str:
+    """A sign-in link with a freshly minted one-use token, ending at `target_origin` (None: the platform's own)."""
+    token = services.api.sign_in_token(account)
+    origin = target_origin or services.service_url
+    return sign_in_link(services.service_url, account_connector_id, token, origin)
 
 
 class PlatformSteps:
@@ -303,9 +313,7 @@ class PlatformSteps:
             return self.defer(want, record)
 
         def link_for(target_origin: str | None) -> str:
-            token = self.api.sign_in_token(placement.account)
-            origin = target_origin or self.services.service_url  # None: the platform's own origin
-            return sign_in_link(self.services.service_url, installed.account_connector_id, token, origin)
+            return fresh_sign_in_link(self.services, placement.account, installed.account_connector_id, target_origin)
 
         def authenticated() -> bool:
             found = self.api.get_account_connector(placement.account, installed.account_connector_id)

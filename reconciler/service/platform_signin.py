@@ -18,8 +18,7 @@ from urllib.parse import urlencode
 from reconciler.auth.errors import ConsentError
 from reconciler.auth.signin import LinkFor
 from reconciler.declared import DeclaredInstallation, target_digest
-from reconciler.platform_apply import PlatformServices, PlatformSteps, Run
-from reconciler.platforms.cyclr.api import sign_in_link
+from reconciler.platform_apply import PlatformServices, PlatformSteps, Run, fresh_sign_in_link
 from reconciler.service.context import ServiceContext
 from reconciler.state.model import InstallationRecord, StateDocument
 from reconciler.state.service_store import Attempt
@@ -51,8 +50,7 @@ def open_platform_link(
     assert isinstance(record, InstallationRecord) and record.account_connector is not None and want.placement
     nonce = secrets.token_urlsafe(24)
     back = f"{ctx.settings.public_url}{RETURN_PATH}?{urlencode({'attempt': nonce})}"
-    token = platform.api.sign_in_token(want.placement.account)
-    link = sign_in_link(platform.service_url, record.account_connector.account_connector_id, token, back)
+    link = fresh_sign_in_link(platform, want.placement.account, record.account_connector.account_connector_id, back)
     now = ctx.now()
     ctx.store.put_attempt(Attempt(attempt_key(nonce), want.address, pending_id, {}, now, now + RETURN_WITHIN))
     return link
