@@ -103,6 +103,10 @@ class ServiceWorld:
     def public_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def now(self) -> dt.datetime:
+        """The services' clock: `clock` as it is when asked (a test may move it while they run)."""
+        return self.clock()
+
     def write(self, tenants: str, **kwargs: str) -> None:
         (self.directory / "reconciler.yaml").write_text(service_config(self.sandbox.url, self.public_url, tenants, **kwargs))
 
@@ -115,7 +119,7 @@ class ServiceWorld:
         """The service for this directory on `port` (default: the public URL's)."""
         http = Http(timeout=10.0).__enter__()
         self.https.append(http)
-        ws = Workspace(self.directory, ENV, clock=self.clock)
+        ws = Workspace(self.directory, ENV, clock=self.now)
         ctx = ServiceContext.open(ws, http=http, lock_timeout=120.0)
         server = ServiceServer(ctx, port=port if port is not None else self.port).start()
         self.servers.append(server)

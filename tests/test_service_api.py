@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -119,6 +120,25 @@ def test_the_token_api_hands_out_working_tokens_to_the_keys_tenants_only(service
     metrics = httpx.get(f"{service_world.public_url}/metrics", timeout=10).text
     assert "reconciler_token_reads_total 2.0" in metrics
     assert "reconciler_authorizations_completed_total 3.0" in metrics
+
+
+def test_an_expiring_token_is_refreshed_once_under_fifty_concurrent_api_reads(service_world: ServiceWorld, receiver: Receiver) -> None:
+    _signed_in(service_world, receiver, tenants_yaml(1))
+    grants = lambda: httpx.get(f"{service_world.sandbox.url}/_sandbox/grants", timeout=10).json()  # noqa: E731
+    before = sum(g["refreshes"] for g in grants())
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=59)  # the sandbox's tokens live an hour: due now
+    service_world.clock = lambda: later
+    start = threading.Barrier(50)
+
+    def read(_: int) -> httpx.Response:
+        start.wait()
+        return _token(service_world, "installation.eu-0.ado", API_KEY_EU)
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        answers = list(pool.map(read, range(50)))
+    assert {a.status_code for a in answers} == {200}
+    assert len({a.json()["access_token"] for a in answers}) == 1
+    assert sum(g["refreshes"] for g in grants()) - before == 1
 
 
 def test_completions_send_signed_events_once_per_id(service_world: ServiceWorld, receiver: Receiver) -> None:
