@@ -32,6 +32,7 @@ $(PRODUCT_STAMP): $(BIN)/python pyproject.toml
 demo: $(PRODUCT_STAMP)
 	bash examples/quickstart/demo.sh
 	bash examples/cyclr/demo.sh
+	bash examples/service/demo.sh
 
 sandbox: $(PRODUCT_STAMP)
 	bash examples/quickstart/sandbox.sh

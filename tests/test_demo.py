@@ -3,6 +3,7 @@ says how to follow the tour, and every command of README's tour works as shown a
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ from tests.terminal import LIMIT, run_in_terminal
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "examples" / "quickstart"
 CYCLR = ROOT / "examples" / "cyclr"
+SERVICE = ROOT / "examples" / "service"
 BIN = Path(sys.executable).parent
 API_PORT, CALLBACK_PORT = 8765, 8766  # what the quickstart's reconciler.yaml and sandbox.yaml name
 PROMPT = "? [y/N]: "
@@ -266,8 +268,26 @@ def test_the_cyclr_demo_imports_applies_and_ends_with_no_changes(tmp_path: Path)
     assert [line for line in output.splitlines() if "warning" in line.lower()] == []
 
 
-def test_make_demo_runs_the_quickstart_then_the_cyclr_example() -> None:
-    """`make demo` runs both demo scripts, the quickstart's first (README's opening command covers both)."""
+def test_make_demo_runs_the_quickstart_then_the_cyclr_and_service_examples() -> None:
+    """`make demo` runs every demo script, the quickstart's first (README's opening command covers them all)."""
     recipe = subprocess.run(["make", "-n", "demo"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     runs = [line.strip() for line in recipe.splitlines() if line.strip().startswith("bash examples/")]
-    assert runs == ["bash examples/quickstart/demo.sh", "bash examples/cyclr/demo.sh"]
+    assert runs == ["bash examples/quickstart/demo.sh", "bash examples/cyclr/demo.sh", "bash examples/service/demo.sh"]
+
+
+def test_the_service_demo_signs_tenants_in_through_links_and_stops_cleanly(tmp_path: Path) -> None:
+    """`make demo`'s service run: apply defers, `reconciler serve` completes both tenants' sign-ins through their
+    links, the plan converges, the token API answers, SIGTERM stops the service with exit 0; its log is JSON lines
+    and nothing prints a secret."""
+    _copy_quickstart(tmp_path, free_port(), free_port())  # its env.sh starts the sandbox
+    example = _copy_example(SERVICE, tmp_path, {API_PORT: free_port(), 8767: free_port()})
+    result = subprocess.run(["bash", "examples/service/demo.sh"], cwd=tmp_path, env=_clean_env(), capture_output=True,
+                            text=True, timeout=LIMIT, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "No changes. 3 resources match the configuration." in output
+    assert '"scopes": ["vso.project", "vso.work_full"]' in output and "the service stopped (exit 0)" in output
+    log = (example / "state" / "serve.log").read_text().splitlines()
+    assert log and all(json.loads(line)["message"] for line in log)
+    secrets = [_quickstart_env()["ADO_CLIENT_SECRET"], _exported(SERVICE / "demo.sh", "DEMO_")["DEMO_API_KEY"]]
+    assert not any(secret in output + "\n".join(log) for secret in secrets)

@@ -48,6 +48,5 @@ def serve(opts: GlobalOptions, listen: str, lock_timeout: float, refresh_interva
     with Http(timeout=ws.http_timeout) as http:
         ctx = ServiceContext.open(ws, http=http, lock_timeout=lock_timeout)
         ctx.key  # a wrong or missing state key fails before the service listens  # noqa: B018
-        click.echo(f"reconciler serve: {ctx.settings.public_url} -> http://{listen} (state: {ctx.backend.describe()})", err=True)
         run_service(ctx, host, port, RefreshSettings(interval=refresh_interval))
     return EXIT_OK

@@ -1,7 +1,7 @@
 """A scripted user agent for the sandbox consent page: what a person does in the browser, over plain HTTP.
 
-`reconciler sandbox approve URL` opens the URL, follows the sandbox's own redirects to its consent page (a Cyclr
-connectorauth link leads there too), answers the consent form (Approve, or Deny with --deny) and follows the
+`reconciler sandbox approve URL` opens the URL (a link of the authorization service redirects to the sandbox
+first), follows the sandbox's own redirects to its consent page (a Cyclr connectorauth link leads there too), answers the consent form (Approve, or Deny with --deny) and follows the
 redirect that comes back — through the sandbox's Cyclr callback, when the link was a Cyclr one — to the OAuth
 callback, or to the Cyclr link's `targetOrigin`. So it can stand in for a browser via `BROWSER`:
     BROWSER="reconciler sandbox approve %s" reconciler apply --auth-mode browser
@@ -37,6 +37,8 @@ def answer_consent(
         with httpx.Client(timeout=timeout, follow_redirects=False) as own:
             return answer_consent(url, approve=approve, follow=follow, client=own)
     page = client.get(url)
+    if page.is_redirect and page.headers.get("Location"):  # a link of the authorization service: to the sandbox
+        page = client.get(urljoin(str(page.url), page.headers["Location"]))
     origin = _origin(page.url)
     page, location = _within(client, page, origin)
     match = _CONSENT_ID.search(page.text)

@@ -181,7 +181,8 @@ def _complete(ctx: ServiceContext, attempt: Attempt, carry_out: Callable[[Run, D
             return _failed(ctx, attempt, exc.message)
     record = run.installation_record(address)
     granted = record.granted_scopes if record is not None else ()
-    ctx.audit(AuditEntry(ctx.now(), "authorization.completed", "tenant", address, " ".join(granted)))
+    who = f"tenant:{record.authorized_by}" if record is not None and record.authorized_by else "tenant"
+    ctx.audit(AuditEntry(ctx.now(), "authorization.completed", who, address, " ".join(granted)))
     ctx.on_event("authorization.completed", address, {"scopes": list(granted), "by": record.authorized_by if record else None})
     if recovering:
         ctx.on_event("installation.recovered", address, {})
