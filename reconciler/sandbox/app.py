@@ -59,7 +59,10 @@ def _response(answer: Answer) -> Response:
 
 
 def _refused(scope: Scope) -> Response | None:
-    """431 for a request with more header lines than MAX_HEADERS, or one longer than MAX_LINE."""
+    """400 for a request that is not HTTP/1.0 or 1.1 (a bare HTTP/0.9 request line); 431 for one with more header
+    lines than MAX_HEADERS, or one longer than MAX_LINE."""
+    if scope["http_version"] not in ("1.0", "1.1"):
+        return _send(400, b'{"message": "bad request line"}', _JSON, {"Connection": "close"})
     headers = scope["headers"]
     if len(headers) > MAX_HEADERS or any(len(name) + 2 + len(value) > MAX_LINE for name, value in headers):
         return _send(431, b'{"message": "request header fields too large"}', _JSON, {"Connection": "close"})

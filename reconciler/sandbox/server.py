@@ -107,7 +107,11 @@ class SandboxServer:
 
     def serve_forever(self) -> None:
         """Serve in the calling thread until `stop` (or, in the main thread, SIGINT or SIGTERM)."""
-        self._server.run(sockets=[self._socket])
+        serving = self._server.serve(sockets=[self._socket])
+        try:
+            asyncio.run(serving)
+        finally:
+            serving.close()  # a signal before it ran: no "never awaited" warning
 
     def stop(self) -> None:
         """Stop serving (requests in flight get STOP_GRACE to finish) and close the socket."""
