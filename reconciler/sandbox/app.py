@@ -18,6 +18,7 @@ import json
 from urllib.parse import parse_qsl, unquote
 
 from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 from starlette.routing import Route
@@ -96,7 +97,10 @@ class _Sandbox:
         self.provider, self.cyclr, self.stopping = provider, cyclr, stopping
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await self.handle(HttpRequest(scope, receive))
+        try:
+            response = await self.handle(HttpRequest(scope, receive))
+        except ClientDisconnect:
+            return  # the client left before its request was read: nobody to answer
         await response(scope, receive, send)
 
     async def handle(self, http: HttpRequest) -> Response:
