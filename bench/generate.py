@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             pass
         finally:
-            server.httpd.server_close()
+            server.stop()
         return 0
     shape = Shape(args.tenants, args.per_tenant)
     provider = Provider(user=USER)

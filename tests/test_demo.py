@@ -121,7 +121,7 @@ def tour_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tu
         monkeypatch.setenv(key, value)
     with SandboxServer() as server:
         callback_port = free_port()
-        copy = _copy_quickstart(tmp_path, server.httpd.server_address[1], callback_port)
+        copy = _copy_quickstart(tmp_path, server.port, callback_port)
         load_seed(server.provider, copy / "sandbox.yaml")
         yield server, callback_port
 
@@ -157,7 +157,7 @@ def test_every_tour_command_works_as_shown(tour_sandbox: tuple[SandboxServer, in
     for command, shown in _tour():
         answers = {line.split(PROMPT)[0] + PROMPT: line.split(PROMPT)[1] for line in shown if PROMPT in line}
         code, output = run_in_terminal(command, tmp_path, env, answers)
-        output = output.replace(f"127.0.0.1:{server.httpd.server_address[1]}", f"127.0.0.1:{API_PORT}")
+        output = output.replace(f"127.0.0.1:{server.port}", f"127.0.0.1:{API_PORT}")
         output = output.replace(f"127.0.0.1:{callback_port}", f"127.0.0.1:{CALLBACK_PORT}")
         assert code == TOUR_EXITS[command], f"$ {command}\n{output}"
         assert _shown_in_order(shown, output) == [], f"$ {command}\n{output}"

@@ -42,13 +42,13 @@ def sandbox_serve(host: str, port: int, seed: str | None) -> int:
         try:
             load_seed(server.provider, Path(seed), server.cyclr)
         except SeedError as exc:
-            server.httpd.server_close()
+            server.stop()
             raise UsageError(str(exc)) from None
     click.echo(f"Sandbox provider listening on {server.url} (Ctrl-C to stop)", err=True)
     try:
         server.serve_forever()
     finally:
-        server.httpd.server_close()
+        server.stop()
     return EXIT_OK
 
 

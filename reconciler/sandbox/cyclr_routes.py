@@ -10,61 +10,42 @@ Routes (see docs/sandbox.md, "Cyclr"):
   GET  /connector/callback                            the provider's redirect: 302 to targetOrigin
   /_sandbox/cyclr/...                                 console and test actions
 Owns: the route table, the bearer check on every /v1.0 call, which fault queue a request draws from, and errors
-as `{"Message": ...}`. Must not: speak HTTP itself (the server sends the `Answer`) or hold Cyclr rules (`cyclr`).
+as `{"Message": ...}`. Must not: speak HTTP itself (the server sends the `Answer`: `app`) or hold Cyclr rules
+(`cyclr`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
 
 from reconciler.sandbox.cyclr import CyclrSandbox
 from reconciler.sandbox.cyclr_model import CyclrFailure
-from reconciler.sandbox.model import now
+from reconciler.sandbox.model import Fault, now
 from reconciler.sandbox.seed import ExistingAccount, add_existing
+from reconciler.sandbox.wire import Answer, Request
 
-__all__ = ["Answer", "CyclrRoutes", "Request"]
-
-
-@dataclass(frozen=True)
-class Request:
-    """What a route reads of an HTTP request: the path's segments, its query, headers and body."""
-
-    method: str
-    parts: tuple[str, ...]
-    params: Mapping[str, str]
-    headers: Mapping[str, str]  # looked up by lower-case name
-    body: bytes = b""
-    args: tuple[str, ...] = ()  # the path segments a route's `*` matched
-
-    def json(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.body) if self.body.strip() else {}
-        except ValueError:
-            raise CyclrFailure(400, "The request body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise CyclrFailure(400, "The request body must be a JSON object")
-        return data
-
-    def account(self) -> str:
-        """The X-Cyclr-Account header of an account-level call."""
-        account = self.headers.get("x-cyclr-account")
-        if not account:
-            raise CyclrFailure(400, "The X-Cyclr-Account header is required")
-        return account
+__all__ = ["CyclrRoutes"]
 
 
-@dataclass(frozen=True)
-class Answer:
-    """A route's answer: JSON `body` (None: empty), or a 302 to `location`."""
+def _json(request: Request) -> dict[str, Any]:
+    """The body as a JSON object (an empty body: `{}`)."""
+    try:
+        data = json.loads(request.body) if request.body.strip() else {}
+    except ValueError:
+        raise CyclrFailure(400, "The request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise CyclrFailure(400, "The request body must be a JSON object")
+    return data
 
-    status: int
-    body: object = None
-    location: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+
+def _account(request: Request) -> str:
+    """The X-Cyclr-Account header of an account-level call."""
+    account = request.headers.get("x-cyclr-account")
+    if not account:
+        raise CyclrFailure(400, "The X-Cyclr-Account header is required")
+    return account
 
 
 Route = Callable[[CyclrSandbox, Request], Answer]
@@ -80,29 +61,25 @@ def _done(action: Callable[..., None], *args: Any) -> Answer:
     return Answer(200)
 
 
-def _form(request: Request) -> dict[str, str]:
-    return dict(parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True))
-
-
 # -- the Cyclr API ------------------------------------------------------------------------------------------------
 
 _API: dict[tuple[str, tuple[str, ...]], Route] = {
     ("GET", ("accounts",)): lambda c, r: _ok(c.list_accounts()),
-    ("POST", ("accounts",)): lambda c, r: _ok(c.create_account(r.json())),
+    ("POST", ("accounts",)): lambda c, r: _ok(c.create_account(_json(r))),
     ("GET", ("accounts", "*")): lambda c, r: _ok(c.account(r.args[0])),
-    ("PUT", ("accounts", "*")): lambda c, r: _ok(c.update_account(r.args[0], r.json())),
+    ("PUT", ("accounts", "*")): lambda c, r: _ok(c.update_account(r.args[0], _json(r))),
     ("DELETE", ("accounts", "*")): lambda c, r: _done(c.delete_account, r.args[0]),
     ("POST", ("accounts", "*", "signintoken")): lambda c, r: _ok(c.sign_in_token(r.args[0], now())),
     ("GET", ("connectors",)): lambda c, r: _ok(c.connectors),
-    ("POST", ("connectors", "*", "install")): lambda c, r: _ok(c.install(r.account(), r.args[0], r.json())),
-    ("GET", ("account", "connectors")): lambda c, r: _ok(c.list_account_connectors(r.account())),
-    ("GET", ("account", "connectors", "*")): lambda c, r: _ok(c.account_connector(r.account(), r.args[0])),
+    ("POST", ("connectors", "*", "install")): lambda c, r: _ok(c.install(_account(r), r.args[0], _json(r))),
+    ("GET", ("account", "connectors")): lambda c, r: _ok(c.list_account_connectors(_account(r))),
+    ("GET", ("account", "connectors", "*")): lambda c, r: _ok(c.account_connector(_account(r), r.args[0])),
     ("PUT", ("account", "connectors", "*")): lambda c, r: _ok(
-        c.update_account_connector(r.account(), r.args[0], r.json())
+        c.update_account_connector(_account(r), r.args[0], _json(r))
     ),
-    ("DELETE", ("account", "connectors", "*")): lambda c, r: _done(c.delete_account_connector, r.account(), r.args[0]),
+    ("DELETE", ("account", "connectors", "*")): lambda c, r: _done(c.delete_account_connector, _account(r), r.args[0]),
     ("POST", ("account", "connectors", "*", "properties")): lambda c, r: _done(
-        c.set_property, r.account(), r.args[0], r.json()
+        c.set_property, _account(r), r.args[0], _json(r)
     ),
 }
 
@@ -117,23 +94,23 @@ def _number(text: str) -> int:
 
 
 def _partner(cyclr: CyclrSandbox, request: Request) -> Answer:
-    data = request.json()
+    data = _json(request)
     cyclr.set_partner(str(data.get("client_id") or ""), str(data.get("client_secret") or ""))
     return _ok({"client_id": data["client_id"]})
 
 
 def _library(cyclr: CyclrSandbox, request: Request) -> Answer:
-    data = request.json()
+    data = _json(request)
     cyclr.set_library(int(data["authentication_id"]), str(data["client_id"]), str(data["client_secret"]))
     return _ok({"authentication_id": int(data["authentication_id"])})
 
 
 def _existing(cyclr: CyclrSandbox, request: Request) -> Answer:
-    return _ok({"accounts": add_existing(cyclr, [ExistingAccount.model_validate(request.json())])}, 201)
+    return _ok({"accounts": add_existing(cyclr, [ExistingAccount.model_validate(_json(request))])}, 201)
 
 
 def _console_property(cyclr: CyclrSandbox, request: Request) -> Answer:
-    data = request.json()
+    data = _json(request)
     cyclr.console_set_property(_number(request.args[0]), str(data["Name"]), str(data["Value"]))
     return _ok({"Id": int(request.args[0])})
 
@@ -202,8 +179,20 @@ class CyclrRoutes:
             return ("cyclr-install", "cyclr")
         return ("cyclr",)
 
-    def answer(self, request: Request) -> Answer:
-        """The answer to a claimed request; every failure is `{"Message": ...}` with its status."""
+    def next_fault(self, request: Request) -> Fault | None:
+        """The queued fault this request draws: from its queues in order, for its account (`X-Cyclr-Account`)."""
+        account = request.headers.get("x-cyclr-account")
+        draws = (self.cyclr.provider.next_fault(queue, account) for queue in self.fault_queues(request))
+        return next(filter(None, draws), None)
+
+    @staticmethod
+    def fault_body(fault: Fault) -> object:
+        """The JSON body of a status fault's answer: Cyclr's `{"Message"}`."""
+        return {"Message": fault.message or "sandbox fault"}
+
+    def answer(self, request: Request, fault: Fault | None = None) -> Answer:
+        """The answer to a claimed request; every failure is `{"Message": ...}` with its status (`fault`, the one
+        the request drew when it lets it be carried out, changes nothing here)."""
         try:
             return self._route(request)
         except CyclrFailure as failure:
@@ -215,7 +204,7 @@ class CyclrRoutes:
     def _route(self, request: Request) -> Answer:
         parts, cyclr = request.parts, self.cyclr
         if parts == ("oauth", "token") and request.method == "POST":
-            return _ok(cyclr.issue_bearer(_form(request), now()))
+            return _ok(cyclr.issue_bearer(request.form(), now()))
         if parts == ("connectorauth", "updateaccountconnectoroauth") and request.method == "GET":
             where = cyclr.begin_sign_in(dict(request.params), self.service_url, now())
             return Answer(302, location=self.service_url + where)

@@ -2,7 +2,7 @@
 with, and the two OAuth dialects' names.
 
 Owns: the shapes the provider keeps (`provider`) and issues tokens from (`tokens`), and the one redirect-match rule.
-Must not: hold state or locks (the provider does), or speak HTTP (see `server`).
+Must not: hold state or locks (the provider does), or speak HTTP (see `app`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Owns: the admin switches (apps, organizations, narrower grants, secret rotation, revocation, expiry, faults), the
 consent rules of the two OAuth dialects as the real services apply them (exact redirect match for Azure DevOps
 OAuth; code + PKCE S256 for Entra ID), and the REST checks a token must pass; the token endpoints are
-`tokens`, the records `model`. Thread-safe; no HTTP here (see `server`). A documented test double for demos and
+`tokens`, the records `model`. Thread-safe; no HTTP here (see `routes`). A documented test double for demos and
 tests — never used by the real flows.
 """
 

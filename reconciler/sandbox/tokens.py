@@ -2,7 +2,7 @@
 
 Owns: the token rules as the real services apply them (a code once, before it expires, at its redirect, with its
 PKCE verifier; a replayed code revokes what it issued; refresh tokens rotate), and each dialect's answer. Must
-not: speak HTTP (see `server`) or keep state of its own (the `Provider` it is part of does, under its lock).
+not: speak HTTP (see `app`) or keep state of its own (the `Provider` it is part of does, under its lock).
 """
 
 from __future__ import annotations
