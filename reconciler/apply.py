@@ -192,25 +192,30 @@ class Run:
     def authorize(self, installation: DeclaredInstallation, request: AuthorizationRequest | None = None) -> None:
         """Interactive authorization, exchange, verification, then tokens sealed and the record written."""
         address = installation.address
-        consent = self.services.consent
-        assert consent is not None
         flow = self.flow(installation)
         request = request or flow.authorization_request()
         try:
-            code = consent.obtain(request, address)
+            tokens = self.obtain_tokens(installation, request)
         except ConsentError as exc:
             if exc.category != "missed" or self.services.on_missed is None or not self.services.on_missed(address, exc):
                 raise
             self.defer(installation)  # a pending authorization, its own link: the missed one's listener is gone
             return
+        self.record_tokens(installation, tokens)
+
+    def obtain_tokens(self, installation: DeclaredInstallation, request: AuthorizationRequest) -> TokenSet:
+        """The consent step's code for `request`, exchanged (nothing is recorded: `record_tokens` does that)."""
+        consent = self.services.consent
+        assert consent is not None
+        code = consent.obtain(request, installation.address)
+        flow = self.flow(installation)
         try:
-            tokens = self.retrying(lambda: flow.exchange(code, request))
+            return self.retrying(lambda: flow.exchange(code, request))
         except ProviderError as exc:
             if exc.category != "grant" or exc.hint:
                 raise
             hint = "an authorization code works once: run the command again to sign in anew"
             raise ProviderError(exc.message, category=exc.category, status=exc.status, hint=hint) from None
-        self.record_tokens(installation, tokens)
 
     def record_tokens(self, installation: DeclaredInstallation, tokens: TokenSet) -> None:
         """Verify new tokens at the declared API, then record them with the document (stage, write, promote)."""

@@ -92,7 +92,7 @@ def issue_links(addresses: list[str], services: Services, hooks: ApplyHooks) -> 
     issuer = services.links(doc.lineage)
     for address in addresses:
         record = doc.resources.get(address)
-        if not isinstance(record, InstallationRecord) or record.pending is None or record.platform_holds_tokens:
+        if not isinstance(record, InstallationRecord) or record.pending is None:
             continue
         link = issuer.link(address, record.pending)
         if record.pending.link != link:

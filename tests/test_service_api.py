@@ -5,7 +5,9 @@ id; a rejected refresh token marks the installation and sends a new link."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -169,14 +171,52 @@ def test_a_rejected_refresh_token_marks_the_installation_and_sends_a_new_link(se
     assert not receiver.bad
 
 
-def test_no_secret_in_the_services_output(service_world: ServiceWorld, receiver: Receiver, capfd: pytest.CaptureFixture[str]) -> None:
-    from reconciler.service.observe import log_to_stderr
+@pytest.fixture
+def json_logs() -> Iterator[io.StringIO]:
+    """The service's loggers writing JSON lines, as `reconciler serve` sets them up, into a buffer for one test."""
+    from reconciler.service.observe import LOGGER, log_to_stderr
 
-    log_to_stderr(SECRETS)
+    loggers = [logging.getLogger(name) for name in (LOGGER, "uvicorn.error")]
+    kept = [(logger.handlers[:], logger.level, logger.propagate) for logger in loggers]
+    buffer = io.StringIO()
+    log_to_stderr(SECRETS, stream=buffer)
+    yield buffer
+    for logger, (handlers, level, propagate) in zip(loggers, kept, strict=True):
+        logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
+
+
+def test_no_secret_in_the_services_output(service_world: ServiceWorld, receiver: Receiver, json_logs: io.StringIO) -> None:
     _signed_in(service_world, receiver, tenants_yaml(2))
     token = _token(service_world, "installation.eu-0.ado", API_KEY_EU).json()["access_token"]
-    out, err = capfd.readouterr()
-    assert '"path": "/connector/callback"' in err
+    service_world.stop()
+    err = json_logs.getvalue()
+    assert '"path": "/connector/callback"' in err and all(json.loads(line) for line in err.splitlines())
     for secret in (*SECRETS, token):
-        assert secret not in out and secret not in err
+        assert secret not in err
     assert "code=" not in err and "state=" not in err and "sig=" not in err
+
+
+def test_redaction_happens_before_escaping_and_skips_values_too_short_to_be_secrets() -> None:
+    """A secret with quotes, backslashes or non-ASCII characters is redacted in the value, not in its JSON escape; a
+    one-character "secret" does not mangle every line."""
+    from reconciler.service.observe import JsonLines
+
+    secret = 'we"ird\\sécret\tvalue'
+    formatter = JsonLines([secret, "s"])
+    record = logging.LogRecord("reconciler.service", logging.INFO, __file__, 1, "saw %s", (secret,), None)
+    record.fields = {"nested": {"list": [secret]}}
+    line = json.loads(formatter.format(record))
+    assert line["message"] == "saw [redacted]" and line["nested"] == {"list": ["[redacted]"]}
+    assert secret not in json.dumps(line) and "sécret" not in formatter.format(record)
+
+
+def test_a_callback_and_a_platform_return_never_take_each_others_attempts(service_world: ServiceWorld, receiver: Receiver) -> None:
+    """The OAuth state and the platform's return nonce are kept apart: each route refuses the other's value (400),
+    and the attempt stays for its own route."""
+    links = _signed_in(service_world, receiver, tenants_yaml(1) + tenants_yaml(1, prefix="us"))
+    with httpx.Client(timeout=20) as client:
+        opened = client.get(links["installation.us-0.ado"].replace("us-0", "us-0"))
+        assert opened.status_code == 410  # already completed by _signed_in
+    state = "x" * 32
+    for path in (f"/connector/platform-return?attempt={state}", f"/connector/callback?state={state}&code=c"):
+        assert httpx.get(service_world.public_url + path, timeout=10).status_code == 400

@@ -223,7 +223,7 @@ def authorize(opts: GlobalOptions, addresses: tuple[str, ...], reissue: bool, li
     if links:
         _links(outcome.result.pending)
         count = len(outcome.result.pending)
-        click.echo(f"{count} sign-in link{'s' if count != 1 else ''}." if count else "No link to give: the pending ones sign in through the platform.")
+        click.echo(f"{count} sign-in link{'s' if count != 1 else ''}." if count else "No pending authorization has a link.")
         return EXIT_OK
     return _finish(outcome, "Authorization")
 

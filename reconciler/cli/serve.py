@@ -6,6 +6,11 @@ Owns: the command's options and the line it prints when listening. Must not: hol
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+import threading
+
 import click
 
 from reconciler.cli.group import EXIT_OK, GlobalOptions, cli
@@ -22,7 +27,7 @@ def _listen(value: str) -> tuple[str, int]:
 @cli.command("serve")
 @click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT",
               help="Where to listen; the team's TLS proxy forwards service.public_url here.")
-@click.option("--lock-timeout", type=float, default=60.0, show_default=True, metavar="SECONDS",
+@click.option("--lock-timeout", type=click.FloatRange(min=0.0), default=60.0, show_default=True, metavar="SECONDS",
               help="How long a completion waits for the state lock (an apply may hold it).")
 @click.option("--refresh-interval", type=click.FloatRange(min=1.0), default=60.0, show_default=True, metavar="SECONDS",
               help="How often tokens are refreshed ahead of expiry (and idle ones kept alive) in the background.")
@@ -49,4 +54,11 @@ def serve(opts: GlobalOptions, listen: str, lock_timeout: float, refresh_interva
         ctx = ServiceContext.open(ws, http=http, lock_timeout=lock_timeout)
         ctx.key  # a wrong or missing state key fails before the service listens  # noqa: B018
         run_service(ctx, host, port, RefreshSettings(interval=refresh_interval))
+    # Stopped (SIGTERM, Ctrl-C) and drained: a sign-in still waiting past the grace period is cut off as a crash
+    # would cut it (every step is recorded whole or not at all); its thread must not hold the exit up.
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_OK)
     return EXIT_OK

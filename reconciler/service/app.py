@@ -19,6 +19,8 @@ import logging
 import time
 from urllib.parse import urlsplit
 
+import anyio
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -36,6 +38,7 @@ from reconciler.service.token_api import read_token
 __all__ = ["MAX_BODY", "service_app"]
 
 MAX_BODY = 16 * 1024  # no route takes a body; anything larger is refused before it is read
+COMPLETION_THREADS = 8  # callbacks completed at once (one at a time writes; the others exchange their codes)
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="robots" content="noindex">
 <title>{title}</title><style>body{{font-family:sans-serif;max-width:36em;margin:3em auto;line-height:1.5}}</style>
@@ -67,14 +70,20 @@ def service_app(ctx: ServiceContext, metrics: Metrics, runtime: Runtime) -> ASGI
         answer = await run_in_threadpool(open_link, ctx, request.path_params["pending_id"], request.query_params.get("sig"))
         return page(answer)
 
+    # Completions wait for the state lock: they get threads of their own, so that links, the token API and the
+    # health check answer while an apply holds the lock.
+    completing = anyio.CapacityLimiter(COMPLETION_THREADS)
+
     async def callback(request: Request) -> Response:
-        answer = await run_in_threadpool(complete_callback, ctx, dict(request.query_params))
+        params = dict(request.query_params)
+        answer = await anyio.to_thread.run_sync(complete_callback, ctx, params, limiter=completing)
         if answer.status == 200:
             metrics.completed.inc()
         return page(answer)
 
     async def platform_return(request: Request) -> Response:
-        answer = await run_in_threadpool(complete_platform_return, ctx, dict(request.query_params))
+        params = dict(request.query_params)
+        answer = await anyio.to_thread.run_sync(complete_platform_return, ctx, params, limiter=completing)
         if answer.status == 200:
             metrics.completed.inc()
         return page(answer)

@@ -13,7 +13,9 @@ import dataclasses
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -26,7 +28,7 @@ from reconciler.auth.transport import Http
 from reconciler.config import LoadedConfig
 from reconciler.config.desired import ServiceSettings
 from reconciler.crypto import StateKey
-from reconciler.errors import ReconcilerError, UsageError
+from reconciler.errors import ReconcilerError, StateLockedError, UsageError
 from reconciler.links import LinkIssuer, link_issuer
 from reconciler.service.observe import LOGGER
 from reconciler.services import Services
@@ -35,6 +37,8 @@ from reconciler.state.service_store import AuditEntry, ServiceStore
 from reconciler.tokens.vault import Vault
 
 __all__ = ["ServiceContext", "config_fingerprint"]
+
+log = logging.getLogger(LOGGER)
 
 
 def config_fingerprint(config_dir: Path) -> tuple[tuple[str, int, int], ...]:
@@ -63,6 +67,7 @@ class ServiceContext:
     # An event for the team's webhooks: (type, address, data); the tenant is the address's.
     on_event: Callable[[str, str, dict[str, object]], None] = lambda type_, address, data: None
     fingerprint: tuple[tuple[str, int, int], ...] = ()  # of the configuration's files when loaded
+    on_reload: list[Callable[[LoadedConfig], None]] = field(default_factory=list)
     reloading: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -85,7 +90,14 @@ class ServiceContext:
 
     @cached_property
     def key(self) -> StateKey:
-        return state_key(self.ws, self.loaded.root, self.backend, on_key_created=no_note)
+        """The state's key; never created here (a state the CLI has not written yet has no link to serve)."""
+        key = state_key(self.ws, self.loaded.root, self.backend, on_key_created=no_note, create=False)
+        if key is None:
+            raise UsageError(
+                "the service needs the state key, and there is none yet",
+                hint="run `reconciler apply` first (it creates the key beside local state), or set RECONCILER_STATE_KEY",
+            )
+        return key
 
     @cached_property
     def services(self) -> Services:
@@ -114,12 +126,31 @@ class ServiceContext:
             try:
                 loaded = config_source(self.ws).load()
             except ReconcilerError as exc:
-                logging.getLogger(LOGGER).warning("configuration not reloaded", extra={"fields": {"error": exc.message}})
+                self.fingerprint = fingerprint
+                log.warning("configuration not reloaded", extra={"fields": {"error": exc.message}})
                 return False
-            if loaded.desired.service is not None:
-                self.loaded, self.settings, self.fingerprint = loaded, loaded.desired.service, fingerprint
-                self.__dict__.pop("services", None)
+            self.fingerprint = fingerprint
+            if loaded.desired.service is None:
+                log.warning("configuration not reloaded: it has no service: section")
+                return False
+            self.loaded, self.settings = loaded, loaded.desired.service
+            self.__dict__.pop("services", None)
+            for listener in self.on_reload:
+                listener(loaded)
             return True
+
+    @contextmanager
+    def completing(self, operation: str) -> Iterator[None]:
+        """This instance's turn to write (one at a time) and the state lock, within `lock_timeout` in all;
+        `StateLockedError` when either is not had in time."""
+        deadline = time.monotonic() + self.lock_timeout
+        if not self.completions.acquire(timeout=self.lock_timeout):
+            raise StateLockedError("the service's completions are queued too long", hint="try again in a minute")
+        try:
+            with self.writer.lock(operation, timeout=max(0.0, deadline - time.monotonic())):
+                yield
+        finally:
+            self.completions.release()
 
     def vault(self, lineage: str) -> Vault:
         return Vault(self.backend.credential_store(), self.key, lineage=lineage, environment=self.ws.environment_name)

@@ -321,4 +321,4 @@ class Deliverer:
                                      "webhook": self._origins[index]}
         if due is not None:
             fields["attempt"] = due.attempts + 1
-        return fields
+        return {"fields": fields}  # the service's JSON log lines carry `fields` (reconciler.service.observe)

@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import Any, TextIO
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -20,6 +20,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 __all__ = ["CONTENT_TYPE_LATEST", "JsonLines", "Metrics", "log_to_stderr"]
 
 LOGGER = "reconciler.service"
+MIN_REDACTED = 6
 
 
 class Metrics:
@@ -50,7 +51,9 @@ class JsonLines(logging.Formatter):
 
     def __init__(self, secrets: Collection[str] = ()) -> None:
         super().__init__()
-        self.secrets = sorted((s for s in secrets if s), key=len, reverse=True)
+        # Values too short to be a real secret would mangle every line they occur in; the configuration's secrets
+        # are much longer (a value this short is redacted nowhere else either).
+        self.secrets = sorted((s for s in secrets if len(s) >= MIN_REDACTED), key=len, reverse=True)
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -61,15 +64,25 @@ class JsonLines(logging.Formatter):
         }
         if record.exc_info and record.exc_info[0] is not None:
             entry["error"] = record.exc_info[0].__name__  # the type only: an exception's text may quote a request
-        line = json.dumps(entry, default=str)
+        return json.dumps({key: self._redacted(value) for key, value in entry.items()}, default=str)
+
+    def _redacted(self, value: Any) -> Any:
+        """`value` with every secret value replaced, before it is serialised (escaping would hide a secret)."""
+        if isinstance(value, dict):
+            return {k: self._redacted(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._redacted(v) for v in value]
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        text = str(value)
         for secret in self.secrets:
-            line = line.replace(secret, "[redacted]")
-        return line
+            text = text.replace(secret, "[redacted]")
+        return text
 
 
-def log_to_stderr(secrets: Collection[str], level: int = logging.INFO) -> logging.Logger:
-    """The service's logger (and uvicorn's error logger) writing JSON lines to stderr."""
-    handler = logging.StreamHandler(sys.stderr)
+def log_to_stderr(secrets: Collection[str], level: int = logging.INFO, stream: TextIO | None = None) -> logging.Logger:
+    """The service's logger (and uvicorn's error logger) writing JSON lines to stderr (or `stream`)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonLines(secrets))
     for name in (LOGGER, "uvicorn.error"):
         logger = logging.getLogger(name)

@@ -23,7 +23,7 @@ from reconciler.service.context import ServiceContext
 from reconciler.state.model import InstallationRecord, StateDocument
 from reconciler.state.service_store import Attempt
 
-__all__ = ["RETURN_PATH", "open_platform_link", "platform_target", "returned_from_platform"]
+__all__ = ["RETURN_PATH", "open_platform_link", "platform_target", "record_platform_sign_in", "signed_in"]
 
 RETURN_PATH = "/connector/platform-return"
 CONFIRMATIONS = 5  # times the platform is asked, a second apart, after it sent the tenant back
@@ -56,27 +56,37 @@ def open_platform_link(
     return link
 
 
-def returned_from_platform(ctx: ServiceContext, run: Run, want: DeclaredInstallation, params: Mapping[str, str]) -> None:
-    """The tenant is back from the platform's sign-in: recorded as signed in once the platform says so (asked a few
-    times); `ConsentError` when the platform reported an error, or never says it is signed in."""
+def signed_in(ctx: ServiceContext, doc: StateDocument, want: DeclaredInstallation, params: Mapping[str, str]) -> None:
+    """Back from the platform's sign-in: returns once the platform reports the account connector signed in (asked
+    a few times, a second apart); `ConsentError` when it reported an error, or never says so."""
     if "error" in params:
         denied = params.get("error") == "access_denied"
         raise ConsentError("you declined the request" if denied else "the platform's sign-in reported an error")
+    platform, record = _platform(ctx), doc.resources.get(want.address)
+    assert isinstance(record, InstallationRecord) and record.account_connector is not None and want.placement
+    account, connector_id = want.placement.account, record.account_connector.account_connector_id
+    for attempt in range(CONFIRMATIONS):
+        found = platform.api.get_account_connector(account, connector_id)
+        if found and found.get("Authenticated"):
+            return
+        if attempt + 1 < CONFIRMATIONS:
+            time.sleep(1.0)
+    raise ConsentError("the platform does not report the connection signed in", category="missed")
+
+
+def record_platform_sign_in(ctx: ServiceContext, run: Run, want: DeclaredInstallation) -> None:
+    """Record the sign-in the platform reported (under the state lock, through the platform's own step)."""
     record = run.installation_record(want.address)
     assert record is not None
-    PlatformSteps(run, dataclasses.replace(_platform(ctx), sign_in=_Returned()), ctx.now).sign_in(want, record)
+    PlatformSteps(run, dataclasses.replace(_platform(ctx), sign_in=_Reported()), ctx.now).sign_in(want, record)
 
 
-class _Returned:
-    """The sign-in step once the tenant is back: the platform is asked, nothing is opened."""
+class _Reported:
+    """The sign-in step once the platform reported it signed in: asked once more, nothing opened."""
 
     def sign_in(self, link_for: LinkFor, authenticated: Callable[[], bool], label: str) -> None:
-        for attempt in range(CONFIRMATIONS):
-            if authenticated():
-                return
-            if attempt + 1 < CONFIRMATIONS:
-                time.sleep(1.0)
-        raise ConsentError("the platform does not report the connection signed in", category="missed")
+        if not authenticated():
+            raise ConsentError("the platform does not report the connection signed in", category="missed")
 
 
 def _platform(ctx: ServiceContext) -> PlatformServices:

@@ -20,6 +20,7 @@ from reconciler.addresses import tenant_of
 from reconciler.app.tokens import NotAvailable, RefreshFailed, TokenReader, UnknownInstallation, refresh_ahead
 from reconciler.app.workspace import open_backend
 from reconciler.apply import Run
+from reconciler.config import LoadedConfig
 from reconciler.errors import ReconcilerError
 from reconciler.service.context import ServiceContext
 from reconciler.service.events import Deliverer, EventType, new_event
@@ -49,10 +50,14 @@ class Runtime:
         self.reader = TokenReader(ctx.ws, ctx.loaded, reader_backend, on_read=self._audit_read, lock_timeout=10.0)
         self.deliverer = Deliverer(ctx.settings.webhooks, on_outcome=lambda outcome: metrics.webhooks.labels(outcome).inc())
         ctx.on_event = self.publish
-        self.failing: set[str] = set()
+        ctx.on_reload.append(self._reloaded)
+        self.failing: dict[str, str] = {}  # address -> the failure last announced (one event per change)
         self.started_at = ctx.now()
         self.announced: set[str] = set()
+        self.guard = threading.Lock()
+        self.to_mint: set[str] = set()  # installations a token read found rejected: their link is issued in the loop
         self.stopping = threading.Event()
+        self.wake = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="reconciler-refresh", daemon=True)
 
     def start(self) -> Runtime:
@@ -62,13 +67,20 @@ class Runtime:
 
     def stop(self) -> None:
         self.stopping.set()
-        self.thread.join(5)
-        self.deliverer.stop(timeout=1.5)
+        self.wake.set()
+        self.thread.join(1.0)
+        self.deliverer.stop(timeout=1.0)
         self.reader.close()
+
+    def _reloaded(self, loaded: LoadedConfig) -> None:
+        self.reader.loaded = loaded
 
     # -- events ------------------------------------------------------------------------------------------------
 
     def publish(self, type_: str, address: str, data: dict[str, object]) -> None:
+        if type_ == "authorization.completed":
+            with self.guard:
+                self.failing.pop(address, None)  # signed in again: its recovery is the completion's to announce
         event = new_event(EventType(type_), tenant=tenant_of(address), address=address, data=data, now=self.ctx.now())
         self.deliverer.publish(event)
 
@@ -80,9 +92,19 @@ class Runtime:
 
     def token(self, address: str, actor: str) -> dict[str, Any]:
         try:
-            fresh = self.reader.fresh(address, actor=actor)
+            try:
+                fresh = self.reader.fresh(address, actor=actor)
+            except (UnknownInstallation, NotAvailable):
+                if not self.ctx.reload_config():  # declared since the service started?
+                    raise
+                fresh = self.reader.fresh(address, actor=actor)
         except RefreshFailed as exc:
-            self._failed(address, exc.category, exc.reason)
+            if exc.category == "rejected":  # its link is issued by the loop: a read never waits for the state lock
+                with self.guard:
+                    self.to_mint.add(address)
+                self.wake.set()
+            else:
+                self._failed(address, exc.category, exc.reason)
             raise
         expires = fresh.expires_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if fresh.expires_at else None
         return {"access_token": fresh.access_token.get_secret_value(), "expires_at": expires, "scopes": list(fresh.scopes)}
@@ -100,25 +122,35 @@ class Runtime:
     def _loop(self) -> None:
         while not self.stopping.is_set():
             try:
+                self.ctx.reload_config()
                 self.sweep()
             except Exception:  # a pass that fails is logged and tried again at the next interval
                 log.exception("background refresh pass failed")
-            self.stopping.wait(self.settings.interval)
+            self.wake.wait(self.settings.interval)
+            self.wake.clear()
 
     def sweep(self) -> None:
-        """One pass: refresh what is due, send what changed, announce links that expired."""
+        """One pass: links for installations a token read found rejected, then refresh what is due, send what
+        changed, announce links that expired."""
+        with self.guard:
+            rejected, self.to_mint = self.to_mint, set()
+        for address in sorted(rejected):
+            self._failed(address, "rejected", "the refresh token was rejected")
         now = self.ctx.now()
         for outcome in refresh_ahead(self.reader, now=now, window=self.settings.window, keepalive=self.settings.keepalive):
             self.metrics.refresh.labels(outcome.outcome).inc()
-            if outcome.outcome == "refreshed" and outcome.address in self.failing:
-                self.failing.discard(outcome.address)
+            if outcome.outcome == "refreshed" and self.failing.pop(outcome.address, None) is not None:
                 self.publish("installation.recovered", outcome.address, {})
             elif outcome.outcome in ("rejected", "partner_fault", "transient"):
                 self._failed(outcome.address, outcome.outcome, outcome.reason)
         self._expired_links(now)
 
     def _failed(self, address: str, category: str, reason: str) -> None:
-        self.failing.add(address)
+        """One event per change of what fails: a passing failure seen by 50 readers is announced once."""
+        with self.guard:
+            if self.failing.get(address) == category:
+                return
+            self.failing[address] = category
         if category == "rejected":
             self.publish("installation.needs_reauthorization", address, {"reason": reason, "link": self.mint_link(address)})
         else:
@@ -129,14 +161,15 @@ class Runtime:
         `apply --auth-mode defer` records it). None when it cannot be issued here (logged)."""
         ctx = self.ctx
         try:
-            with ctx.completions, ctx.writer.lock(f"serve: link for {address}", timeout=ctx.lock_timeout):
+            with ctx.completing(f"serve: link for {address}"):
                 doc = ctx.writer.read()
                 record = doc.resources.get(address) if doc is not None else None
                 want = ctx.loaded.desired.installations.get(address)
                 if doc is None or not isinstance(record, InstallationRecord) or want is None:
                     return None
-                if record.pending is not None and record.pending.link and ctx.now() < record.pending.expires_at:
-                    return record.pending.link
+                pending = record.pending
+                if pending is not None and ctx.now() < pending.expires_at and pending.link == ctx.issuer(doc.lineage).link(address, pending):
+                    return pending.link  # still what this service would sign (not after a rekey or a new public URL)
                 run = Run(ctx.loaded.desired, dataclasses.replace(ctx.services, consent=None), QuietHooks(), doc, False)
                 run.defer(want.declared)
                 return run.result.pending[-1][1] if run.result.pending else None

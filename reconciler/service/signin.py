@@ -13,18 +13,25 @@ import dataclasses
 import datetime as dt
 import hashlib
 import hmac
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from reconciler.apply import Run
-from reconciler.auth.errors import ProviderError
+from reconciler.auth.errors import ConsentError, ProviderError
 from reconciler.auth.request import AuthorizationRequest
 from reconciler.declared import DeclaredInstallation
 from reconciler.errors import ReconcilerError, StateLockedError, one_line
 from reconciler.links import split_pending_id
 from reconciler.pending import pending_target
 from reconciler.service.context import ServiceContext
-from reconciler.service.platform_signin import open_platform_link, platform_target, returned_from_platform
+from reconciler.service.observe import LOGGER
+from reconciler.service.platform_signin import (
+    open_platform_link,
+    platform_target,
+    record_platform_sign_in,
+    signed_in,
+)
 from reconciler.state.model import InstallationRecord, StateDocument
 from reconciler.state.service_store import Attempt, AuditEntry
 
@@ -33,6 +40,7 @@ __all__ = [
 ]
 
 ATTEMPT_LIFETIME = dt.timedelta(minutes=30)  # from opening a link to its callback
+log = logging.getLogger(LOGGER)
 
 
 @dataclass(frozen=True)
@@ -88,7 +96,7 @@ def _target(ctx: ServiceContext, doc: StateDocument, address: str) -> DeclaredIn
     return pending_target(ctx.loaded.desired, doc, address)
 
 
-def _run(ctx: ServiceContext, doc: StateDocument, code: str | None = None) -> Run:
+def _run(ctx: ServiceContext, doc: StateDocument, code: str | None = None) -> Run:  # code: the consent step's
     consent = _Code(code) if code is not None else None
     return Run(ctx.loaded.desired, dataclasses.replace(ctx.services, consent=consent), QuietHooks(), doc, False)
 
@@ -106,7 +114,7 @@ def open_link(ctx: ServiceContext, pending_id: str, sig: str | None) -> Answer:
         return refused.answer
     if installation.placement is not None and installation.placement.platform_holds_tokens:
         try:
-            return Answer(302, location=open_platform_link(ctx, doc, installation, pending_id, attempt_key))
+            return Answer(302, location=open_platform_link(ctx, doc, installation, pending_id, lambda n: attempt_key("platform", n)))
         except (ReconcilerError, ProviderError) as exc:
             return Answer(502, "This sign-in cannot start", (f"the integration platform refused: {exc.message}", "try again in a minute"))
     request = _run(ctx, doc).flow(installation).authorization_request()
@@ -114,27 +122,32 @@ def open_link(ctx: ServiceContext, pending_id: str, sig: str | None) -> Answer:
         return Answer(500, "This sign-in cannot start", ("the application's redirect URI is not this service's callback",))
     now = ctx.now()
     sealed = ctx.vault(doc.lineage).seal_attempt(address, request.sealed(now, now + ATTEMPT_LIFETIME))
-    key = attempt_key(request.state.get_secret_value())
+    key = attempt_key("oauth", request.state.get_secret_value())
     ctx.store.put_attempt(Attempt(key, address, pending_id, sealed, now, now + ATTEMPT_LIFETIME))
     return Answer(302, location=request.url)
 
 
-def attempt_key(state: str) -> str:
-    return hashlib.sha256(b"reconciler attempt\n" + state.encode()).hexdigest()
+def attempt_key(kind: str, value: str) -> str:
+    """Where an attempt is kept: a digest of its kind (`oauth`: the OAuth `state`; `platform`: the return nonce) and
+    its value, so that one kind's value never finds the other's attempt."""
+    return hashlib.sha256(f"reconciler attempt\n{kind}\n{value}".encode()).hexdigest()
 
 
 def complete_callback(ctx: ServiceContext, params: Mapping[str, str]) -> Answer:
-    """The provider's redirect back: the attempt its `state` names, taken once (400 when unknown or used), then the
-    code exchanged, the organization checked and the tokens recorded, exactly as `reconciler authorize` does."""
+    """The provider's redirect back: the attempt its `state` names, taken once (400 when unknown or used), the code
+    exchanged (before the state lock), then under the lock the organization checked and the tokens recorded —
+    the executor's own steps, as `reconciler authorize` runs them."""
     state = params.get("state", "")
-    attempt = ctx.store.take_attempt(attempt_key(state), ctx.now()) if state else None
+    attempt = ctx.store.take_attempt(attempt_key("oauth", state), ctx.now()) if state else None
     doc = ctx.backend.read()
     if attempt is None or doc is None:
         return _unknown()
-    address = attempt.address
-    request = AuthorizationRequest.unsealed(ctx.vault(doc.lineage).open_attempt(address, dict(attempt.blob)))
+    try:
+        request = AuthorizationRequest.unsealed(ctx.vault(doc.lineage).open_attempt(attempt.address, dict(attempt.blob)))
+    except ReconcilerError:  # sealed under another key or lineage (a rekey, a new state): nothing to complete
+        return _unknown()
     if not hmac.compare_digest(request.state.get_secret_value().encode(), state.encode()):
-        return Answer(400, "This sign-in cannot be completed", ("the answer does not belong to this sign-in",))
+        return _unknown()
     if "error" in params:
         denied = params.get("error") == "access_denied"
         reason = "you declined the request" if denied else f"the sign-in page refused: {one_line(params['error'])[:100]}"
@@ -143,14 +156,40 @@ def complete_callback(ctx: ServiceContext, params: Mapping[str, str]) -> Answer:
     if not code:
         return Answer(400, "This sign-in cannot be completed", ("the answer carries no authorization code",))
     try:
-        return _complete(ctx, attempt, lambda run, want: run.authorize(want, request), code)
+        installation = _standing(ctx, doc, attempt.address, attempt.pending_id)
+        tokens = _run(ctx, doc, code).obtain_tokens(installation, request)
+    except _Refused as refused:
+        return refused.answer
+    except (ConsentError, ProviderError) as exc:
+        return _failed(ctx, attempt, exc.message)
+    return _completed(ctx, attempt, lambda run, want: run.record_tokens(want, tokens))
+
+
+def complete_platform_return(ctx: ServiceContext, params: Mapping[str, str]) -> Answer:
+    """The tenant back from the platform's sign-in: the attempt its nonce names, taken once (400 when unknown or
+    used); once the platform reports the connection signed in (asked before the state lock), recorded."""
+    nonce = params.get("attempt", "")
+    attempt = ctx.store.take_attempt(attempt_key("platform", nonce), ctx.now()) if nonce else None
+    doc = ctx.backend.read()
+    if attempt is None or doc is None:
+        return _unknown()
+    try:
+        installation = _standing(ctx, doc, attempt.address, attempt.pending_id)
+        signed_in(ctx, doc, installation, params)
+    except _Refused as refused:
+        return refused.answer
+    except (ConsentError, ProviderError) as exc:
+        return _failed(ctx, attempt, exc.message)
+    return _completed(ctx, attempt, lambda run, want: record_platform_sign_in(ctx, run, want))
+
+
+def _completed(ctx: ServiceContext, attempt: Attempt, record: Callable[[Run, DeclaredInstallation], None]) -> Answer:
+    """`_complete`, or a page asking to try again when the state stayed locked (by a long apply)."""
+    try:
+        return _complete(ctx, attempt, record)
     except StateLockedError:
-        ctx.store.put_attempt(attempt)  # the same answer may be tried again in a moment
-        return _busy()
-
-
-def _busy() -> Answer:
-    return Answer(503, "Busy", ("the service is busy with another change; reload this page in a minute",))
+        log.warning("state locked: a sign-in was not recorded", extra={"fields": {"address": attempt.address}})
+        return Answer(503, "Busy", ("the service is busy with another change", "open the link you were sent again in a few minutes"))
 
 
 def _unknown() -> Answer:
@@ -160,11 +199,11 @@ def _unknown() -> Answer:
     ))
 
 
-def _complete(ctx: ServiceContext, attempt: Attempt, carry_out: Callable[[Run, DeclaredInstallation], None], code: str | None = None) -> Answer:
-    """Under the state lock: the attempt's pending authorization still standing, then `carry_out` (the executor's
-    authorize step, or the platform's sign-in) recorded; the audit entry, the events and the tenant's page."""
+def _complete(ctx: ServiceContext, attempt: Attempt, record: Callable[[Run, DeclaredInstallation], None]) -> Answer:
+    """Under the state lock: the attempt's pending authorization still standing, then `record` (the executor's
+    record step, or the platform's sign-in) carried out; the audit entry, the events and the tenant's page."""
     address = attempt.address
-    with ctx.completions, ctx.writer.lock(f"serve: sign-in of {address}", timeout=ctx.lock_timeout):
+    with ctx.completing(f"serve: sign-in of {address}"):
         doc = ctx.writer.read()
         if doc is None:
             return _gone(address, "the sign-in it was for was withdrawn")
@@ -174,40 +213,35 @@ def _complete(ctx: ServiceContext, attempt: Attempt, carry_out: Callable[[Run, D
             return refused.answer
         before = doc.resources.get(address)
         recovering = isinstance(before, InstallationRecord) and before.drift is not None
-        run = _run(ctx, doc, code)
+        run = _run(ctx, doc)
         try:
-            carry_out(run, installation)
-        except (ReconcilerError, ProviderError) as exc:
+            record(run, installation)
+        except (ConsentError, ProviderError) as exc:
             return _failed(ctx, attempt, exc.message)
-    record = run.installation_record(address)
-    granted = record.granted_scopes if record is not None else ()
-    who = f"tenant:{record.authorized_by}" if record is not None and record.authorized_by else "tenant"
-    ctx.audit(AuditEntry(ctx.now(), "authorization.completed", who, address, " ".join(granted)))
-    ctx.on_event("authorization.completed", address, {"scopes": list(granted), "by": record.authorized_by if record else None})
-    if recovering:
-        ctx.on_event("installation.recovered", address, {})
+        except ReconcilerError as exc:  # not the tenant's to read (a path, a serial): logged, a plain page shown
+            log.warning("a sign-in was not recorded", extra={"fields": {"address": address, "error": exc.message}})
+            return _failed(ctx, attempt, "the sign-in could not be recorded")
+    recorded = run.installation_record(address)
+    granted = recorded.granted_scopes if recorded is not None else ()
+    by = recorded.authorized_by if recorded is not None else None
+    try:
+        ctx.audit(AuditEntry(ctx.now(), "authorization.completed", f"tenant:{by}" if by else "tenant", address, " ".join(granted)))
+        ctx.on_event("authorization.completed", address, {"scopes": list(granted), "by": by})
+        if recovering:
+            ctx.on_event("installation.recovered", address, {})
+    except Exception:  # recorded already: the tenant is told so; the audit or event failure is logged
+        log.exception("a completed sign-in was not audited", extra={"fields": {"address": address}})
     lines = tuple(f"note: {message}" for _, message in run.result.warnings)
     return Answer(200, "Signed in", ("the connection is ready; you may close this page", *lines), scopes=granted)
 
 
-def complete_platform_return(ctx: ServiceContext, params: Mapping[str, str]) -> Answer:
-    """The tenant back from the platform's sign-in: the attempt its nonce names, taken once (400 when unknown or
-    used), then recorded as signed in once the platform says so."""
-    nonce = params.get("attempt", "")
-    attempt = ctx.store.take_attempt(attempt_key(nonce), ctx.now()) if nonce else None
-    if attempt is None:
-        return _unknown()
-    try:
-        return _complete(ctx, attempt, lambda run, want: returned_from_platform(ctx, run, want, params))
-    except StateLockedError:
-        ctx.store.put_attempt(attempt)
-        return _busy()
-
-
 def _failed(ctx: ServiceContext, attempt: Attempt, reason: str) -> Answer:
     """A sign-in that did not complete: recorded in the audit log and sent as an event; the link stays usable."""
-    ctx.audit(AuditEntry(ctx.now(), "authorization.failed", "tenant", attempt.address, reason))
-    ctx.on_event("authorization.failed", attempt.address, {"reason": reason})
+    try:
+        ctx.audit(AuditEntry(ctx.now(), "authorization.failed", "tenant", attempt.address, reason))
+        ctx.on_event("authorization.failed", attempt.address, {"reason": reason})
+    except Exception:
+        log.exception("a failed sign-in was not audited", extra={"fields": {"address": attempt.address}})
     return Answer(400, "The sign-in did not complete", (reason, "open the link you were sent again to try once more"))
 
 
