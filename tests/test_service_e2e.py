@@ -143,3 +143,16 @@ def test_operations_endpoints(service_world: ServiceWorld, path: str) -> None:
     if path == "/metrics":
         assert "reconciler_pending_links 2.0" in response.text
         assert "reconciler_authorizations_completed_total" in response.text
+
+
+def test_apply_in_json_lists_each_pending_sign_in_with_its_link(service_world: ServiceWorld) -> None:
+    """`apply --format json`: the plan on stderr, one document on stdout whose pending entries carry `link`."""
+    service_world.write(tenants_yaml(2))
+    result = service_world.cli("apply", "--auto-approve", "--auth-mode", "defer", "--format", "json")
+    assert result.exit_code == 3, result.stderr
+    document = json.loads(result.stdout)
+    assert [(p["address"], p["tenant"]) for p in document["pending"]] == [
+        ("installation.eu-0.ado", "eu-0"), ("installation.eu-1.ado", "eu-1")
+    ]
+    assert all(p["link"].startswith(f"{service_world.public_url}/authorize/") for p in document["pending"])
+    assert document["error"] is None and "Plan:" in result.stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from reconciler.cli.group import EXIT_OK, EXIT_PENDING, GlobalOptions, cli
+from reconciler.cli.group import EXIT_ERROR, EXIT_OK, EXIT_PENDING, GlobalOptions, cli
 from reconciler.cli.options import (
     AUTH_TIMEOUT,
     LOCK_TIMEOUT,
@@ -33,7 +33,6 @@ from reconciler.errors import ReconcilerError, UsageError, one_line
 
 class _EchoHooks:
     """Executor progress on stderr; authorization links (results a user acts on) on stdout."""
-
     def step(self, address: str, message: str) -> None:
         click.echo(f"{address}: {one_line(message)}", err=True)
 
@@ -96,6 +95,9 @@ AUTH_MODE = click.option(
 @cli.command()
 @click.argument("plan_file", required=False, type=click.Path(dir_okay=False, path_type=Path), metavar="[PLANFILE]")
 @click.option("--auto-approve", is_flag=True, help="Apply without asking for confirmation.")
+@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: the plan and progress on stderr, and one JSON document of what was done on stdout "
+              "(completed, pending with each one's link, warnings, error).")
 @AUTH_MODE
 @AUTH_TIMEOUT
 @click.option("--leave-missed-pending", is_flag=True,
@@ -110,7 +112,7 @@ AUTH_MODE = click.option(
 @REFRESH_CATALOG
 @address_options
 @click.pass_obj
-def apply(opts: GlobalOptions, plan_file: Path | None, auto_approve: bool, auth_mode: str | None, auth_timeout: float,
+def apply(opts: GlobalOptions, plan_file: Path | None, auto_approve: bool, output: str, auth_mode: str | None, auth_timeout: float,
           leave_missed_pending: bool, require_scopes: bool, lock_timeout: float, refresh: bool, parallelism: int,
           window: float, refresh_catalog: bool, target: tuple[str, ...], exclude: tuple[str, ...],
           replace: tuple[str, ...], allow_delete: tuple[str, ...]) -> int:
@@ -135,7 +137,8 @@ def apply(opts: GlobalOptions, plan_file: Path | None, auto_approve: bool, auth_
         raise UsageError("apply needs confirmation, and there is no terminal to ask", hint="pass --auto-approve")
 
     def confirm(document) -> bool:  # type: ignore[no-untyped-def]
-        click.echo(view("text", color=opts.use_color()).plan(document), nl=False, color=opts.use_color())
+        text = view("text", color=opts.use_color()).plan(document)
+        click.echo(text, nl=False, color=opts.use_color(), err=output == "json")
         if not document.has_changes:
             return False
         if auto_approve:
@@ -168,7 +171,7 @@ def apply(opts: GlobalOptions, plan_file: Path | None, auto_approve: bool, auth_
             err=True,
         ),
     )
-    return _finish(outcome)
+    return _finish_json(outcome) if output == "json" else _finish(outcome)
 
 
 @cli.command()
@@ -226,6 +229,36 @@ def authorize(opts: GlobalOptions, addresses: tuple[str, ...], reissue: bool, li
         click.echo(f"{count} sign-in link{'s' if count != 1 else ''}." if count else "No pending authorization has a link.")
         return EXIT_OK
     return _finish(outcome, "Authorization")
+
+
+def _finish_json(outcome) -> int:  # type: ignore[no-untyped-def]
+    """`apply --format json`: one document of what was done; the exit code as for text (3: still pending)."""
+    import json
+
+    from reconciler.addresses import tenant_of
+    from reconciler.state.model import InstallationRecord
+
+    result = outcome.result
+    if result is None:
+        click.echo(json.dumps({"completed": [], "pending": [], "warnings": [], "error": None}, indent=2))
+        return EXIT_OK
+    records = result.state.resources if result.state is not None else {}
+
+    def link(address: str, url: str) -> str | None:
+        record = records.get(address)
+        pending = record.pending if isinstance(record, InstallationRecord) else None
+        return url or (pending.link or pending.authorize_url if pending is not None else None)
+
+    document = {
+        "completed": list(result.completed),
+        "pending": [{"address": a, "tenant": tenant_of(a), "link": link(a, url)} for a, url in result.pending],
+        "warnings": [{"address": a, "message": one_line(m)} for a, m in result.warnings],
+        "error": {"message": result.error.message, "hint": result.error.hint} if result.error is not None else None,
+    }
+    click.echo(json.dumps(document, indent=2))
+    if result.error is not None:
+        return EXIT_ERROR
+    return EXIT_PENDING if result.pending else EXIT_OK
 
 
 def _links(pending: list[tuple[str, str]]) -> None:
