@@ -19,6 +19,7 @@ import uvicorn
 from reconciler.service.app import service_app
 from reconciler.service.context import ServiceContext
 from reconciler.service.observe import Metrics, log_to_stderr
+from reconciler.service.protocol import head_limited
 from reconciler.service.runtime import RefreshSettings, Runtime
 from reconciler.state.model import InstallationRecord
 
@@ -47,7 +48,7 @@ def uvicorn_config(ctx: ServiceContext, host: str, port: int, metrics: Metrics, 
         service_app(ctx, metrics, runtime),
         host=host,
         port=port,
-        http="httptools",
+        http=head_limited(),
         ws="none",
         lifespan="off",
         log_config=None,
