@@ -23,9 +23,9 @@ from tests.reliability.service_proc import ServiceProcess, raw_request, status_o
 from tests.service_support import ServiceWorld, links_in, tenants_yaml
 
 
-def deferred(world: ServiceWorld, count: int) -> dict[str, str]:
+def deferred(world: ServiceWorld, count: int, *, extra_service: str = "") -> dict[str, str]:
     """`count` tenants deferred by `apply --auth-mode defer`: address -> link."""
-    world.write(tenants_yaml(count))
+    world.write(tenants_yaml(count), extra_service=extra_service)
     result = world.cli("apply", "--auto-approve", "--auth-mode", "defer")
     assert result.exit_code == 3, result.stdout + result.stderr
     links = links_in(result.stdout, world.public_url)
