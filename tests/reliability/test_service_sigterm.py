@@ -27,7 +27,7 @@ from reconciler.sandbox.model import Fault
 from tests.reliability.conftest import Figures
 from tests.reliability.service_proc import ServiceProcess
 from tests.reliability.test_service import deferred
-from tests.service_support import API_KEY_ALL, API_KEY_EU, SECRETS, ServiceWorld, sign_in, tenants_yaml
+from tests.service_support import API_KEY_ALL, API_KEY_EU, SECRETS, ServiceWorld, sign_in
 from tests.test_service_api import Receiver
 
 EXIT_SECONDS = 10.0  # the bound from SIGTERM to exit
