@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.service_support import ENV, ServiceWorld
+from tests.service_support import ENV, ServiceWorld, links_in, tenants_yaml
 
 START_PATIENCE = 60.0  # seconds a starting service may take to answer /healthz on a busy machine
 
@@ -27,6 +27,16 @@ def child_env() -> dict[str, str]:
     """The test process's environment without any reconciler or provider variable, plus the service's secrets."""
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("ADO_", "RECONCILER_", "ENTRA_"))}
     return {**keep, **ENV, "RECONCILER_CACHE_DIR": os.environ.get("RECONCILER_CACHE_DIR", "")}
+
+
+def deferred(world: ServiceWorld, count: int, *, extra_service: str = "") -> dict[str, str]:
+    """`count` tenants deferred by `apply --auth-mode defer`: address -> link."""
+    world.write(tenants_yaml(count), extra_service=extra_service)
+    result = world.cli("apply", "--auto-approve", "--auth-mode", "defer")
+    assert result.exit_code == 3, result.stdout + result.stderr
+    links = links_in(result.stdout, world.public_url)
+    assert len(links) == count, result.stdout
+    return links
 
 
 @dataclass

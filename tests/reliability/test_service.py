@@ -19,18 +19,8 @@ import pytest
 
 from reconciler.service.protocol import HEAD_TIMEOUT, MAX_HEAD
 from tests.reliability.conftest import Figures
-from tests.reliability.service_proc import ServiceProcess, raw_request, status_of
-from tests.service_support import ServiceWorld, links_in, tenants_yaml
-
-
-def deferred(world: ServiceWorld, count: int, *, extra_service: str = "") -> dict[str, str]:
-    """`count` tenants deferred by `apply --auth-mode defer`: address -> link."""
-    world.write(tenants_yaml(count), extra_service=extra_service)
-    result = world.cli("apply", "--auto-approve", "--auth-mode", "defer")
-    assert result.exit_code == 3, result.stdout + result.stderr
-    links = links_in(result.stdout, world.public_url)
-    assert len(links) == count, result.stdout
-    return links
+from tests.reliability.service_proc import ServiceProcess, deferred, raw_request, status_of
+from tests.service_support import ServiceWorld
 
 
 @pytest.fixture

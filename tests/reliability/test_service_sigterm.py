@@ -25,8 +25,7 @@ import pytest
 from reconciler.sandbox.agent import answer_consent
 from reconciler.sandbox.model import Fault
 from tests.reliability.conftest import Figures
-from tests.reliability.service_proc import ServiceProcess
-from tests.reliability.test_service import deferred
+from tests.reliability.service_proc import ServiceProcess, deferred
 from tests.service_support import API_KEY_ALL, API_KEY_EU, SECRETS, ServiceWorld, sign_in
 from tests.test_service_api import Receiver
 
