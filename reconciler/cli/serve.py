@@ -1,7 +1,7 @@
 """`serve`: the authorization service in the foreground.
 
-Owns: the command's options and the line it prints when listening. Must not: hold service logic
-(reconciler.service).
+Owns: the command's options. Must not: hold service logic (reconciler.service), or write to stderr outside the
+service's JSON log lines (once the configuration has loaded).
 """
 
 from __future__ import annotations
@@ -48,6 +48,5 @@ def serve(opts: GlobalOptions, listen: str, lock_timeout: float, refresh_interva
     with Http(timeout=ws.http_timeout) as http:
         ctx = ServiceContext.open(ws, http=http, lock_timeout=lock_timeout)
         ctx.key  # a wrong or missing state key fails before the service listens  # noqa: B018
-        click.echo(f"reconciler serve: {ctx.settings.public_url} -> http://{listen} (state: {ctx.backend.describe()})", err=True)
         run_service(ctx, host, port, RefreshSettings(interval=refresh_interval))
     return EXIT_OK

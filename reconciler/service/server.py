@@ -78,7 +78,9 @@ def uvicorn_config(ctx: ServiceContext, host: str, port: int, metrics: Metrics, 
 def run_service(ctx: ServiceContext, host: str, port: int, refresh: RefreshSettings | None = None) -> None:
     """Serve in the foreground until SIGTERM or SIGINT; returns once in-flight requests are done and the
     background work has stopped."""
-    log_to_stderr(ctx.loaded.desired.secret_values())
+    log = log_to_stderr(ctx.loaded.desired.secret_values())
+    where = {"public_url": ctx.settings.public_url, "listen": f"http://{host}:{port}", "state": ctx.backend.describe()}
+    log.info("serving", extra={"fields": where})
     metrics = Metrics(pending_links(ctx))
     runtime = Runtime(ctx, metrics, refresh).start()
     try:

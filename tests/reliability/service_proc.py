@@ -90,9 +90,9 @@ class ServiceProcess:
             self.process = None
 
     def lines(self) -> list[str]:
-        """Every line of the child's stderr that is not the one plain line `serve` prints when it starts."""
+        """Every line of the child's stderr (over every start)."""
         text = self.logs.read_text(encoding="utf-8", errors="replace")
-        return [line for line in text.splitlines() if line and not line.startswith("reconciler serve: ")]
+        return [line for line in text.splitlines() if line]
 
     def records(self) -> list[dict[str, object]]:
         """The log lines as JSON objects (each must be one)."""
