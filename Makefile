@@ -57,7 +57,8 @@ test: $(STAMP) lint browser postgres
 	$(BIN)/python -m pytest -m "not slow"
 
 # The reliability suite at full budgets (bad input, secrets, OAuth attacks, 10,000 fuzz examples, crashes,
-# concurrency, faults): one line per area with its figures at the end.
+# concurrency, faults, the service under bad requests, slow clients and SIGTERM): one line per area with its
+# figures at the end.
 reliability: $(STAMP) browser postgres
 	$(BIN)/python -m pytest tests/reliability -m 'not quick'
 

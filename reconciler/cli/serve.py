@@ -1,7 +1,7 @@
 """`serve`: the authorization service in the foreground.
 
-Owns: the command's options and the line it prints when listening. Must not: hold service logic
-(reconciler.service).
+Owns: the command's options. Must not: hold service logic (reconciler.service), or write to stderr outside the
+service's JSON log lines (once the configuration has loaded).
 """
 
 from __future__ import annotations

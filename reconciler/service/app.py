@@ -14,6 +14,7 @@ limit and one log line per request (path without its query). Must not: decide a 
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 import time
@@ -50,6 +51,11 @@ _HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
     "X-Frame-Options": "DENY",
 }
+
+
+_STOPPING = Answer(503, "The service is restarting", (
+    "your sign-in was not completed; open the link you were sent again in a minute",
+))
 
 
 def page(answer: Answer) -> Response:
@@ -128,7 +134,8 @@ def allowed_hosts(public_url: str) -> frozenset[str]:
 
 class _Guard:
     """Before the app: a Host not ours (400), a body too large (413), an unknown method on any route (405 from the
-    router); after it: one log line per request."""
+    router); a request cut off by the end of the grace period after SIGTERM: 503, not uvicorn's 500; after it: one
+    log line per request."""
 
     def __init__(self, app: ASGIApp, hosts: frozenset[str]) -> None:
         self.app, self.hosts = app, hosts
@@ -147,17 +154,23 @@ class _Guard:
                 status[0] = message["status"]
             await send(message)
 
-        if scope["path"] not in ("/healthz", "/metrics") and host not in self.hosts:
-            await PlainTextResponse("unknown host\n", status_code=400)(scope, receive, sending)
-        elif _too_long(headers.get("content-length")) or "transfer-encoding" in headers:
-            await PlainTextResponse("request body too large\n", status_code=413)(scope, receive, sending)
-        else:
-            await self.app(scope, receive, sending)
-        fields = {
-            "method": scope.get("method"), "path": _shown_path(scope["path"]), "status": status[0],
-            "ms": round((time.monotonic() - started) * 1000, 1), "client": (scope.get("client") or ("", 0))[0],
-        }
-        self.log.info("request", extra={"fields": fields})
+        try:
+            if scope["path"] not in ("/healthz", "/metrics") and host not in self.hosts:
+                await PlainTextResponse("unknown host\n", status_code=400)(scope, receive, sending)
+            elif _too_long(headers.get("content-length")) or "transfer-encoding" in headers:
+                await PlainTextResponse("request body too large\n", status_code=413)(scope, receive, sending)
+            else:
+                await self.app(scope, receive, sending)
+        except asyncio.CancelledError:  # the grace period after SIGTERM is over (reconciler.service.server)
+            if not status[0]:
+                await page(_STOPPING)(scope, receive, sending)
+            raise
+        finally:
+            fields = {
+                "method": scope.get("method"), "path": _shown_path(scope["path"]), "status": status[0],
+                "ms": round((time.monotonic() - started) * 1000, 1), "client": (scope.get("client") or ("", 0))[0],
+            }
+            self.log.info("request", extra={"fields": fields})
 
 
 def _hostname(host: str) -> str:

@@ -1,7 +1,7 @@
 """The reliability suite's figures: one line per area at the end of the run, each with its goals.
 
-Every area (bad input, secrets, OAuth attacks, fuzzing, crashes, concurrency, provider faults, ...) reports what it
-tried and what it found through the session-wide `figures` fixture:
+Every area (bad input, secrets, OAuth attacks, fuzzing, crashes, concurrency, provider faults, the service, ...)
+reports what it tried and what it found through the session-wide `figures` fixture:
 
     def test_something(figures):
         figures.goal("crash", lost_steps=0)              # optional: the value each count must end at
