@@ -24,7 +24,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 import httpx
 from run_support import BenchError, Row, checked, error_row, log, run_once
@@ -75,9 +75,9 @@ class Served:
             raise BenchError(f"apply --auth-mode defer printed {len(self.links)} links, expected {count}")
         self.process: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> Served:
+    def __enter__(self) -> Self:
         command = [*self.bench.reconciler, "-C", str(self.directory), "serve", "--listen", f"127.0.0.1:{self.port}"]
-        self.log = open(self.directory / "serve.log", "wb")  # noqa: SIM115 - closed in __exit__
+        self.log = open(self.directory / "serve.log", "wb")
         self.process = subprocess.Popen(command, env=self.env, stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and self.process.poll() is None:

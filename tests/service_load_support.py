@@ -92,7 +92,8 @@ def sign_in_all(
 
     def client() -> httpx.Client:
         if not hasattr(local, "client"):
-            local.client = httpx.Client(timeout=180)
+            # Idle connections let go before the service's keep-alive timeout (5 s) closes them under a request.
+            local.client = httpx.Client(timeout=180, limits=httpx.Limits(keepalive_expiry=1.0))
             with guard:
                 clients.append(local.client)
         return local.client  # type: ignore[no-any-return]

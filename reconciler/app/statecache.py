@@ -33,6 +33,11 @@ class CachedState:
         self._lock = threading.Lock()
         self._kept: tuple[_Identity, float, StateDocument | None] | None = None
 
+    @property
+    def local(self) -> bool:
+        """Whether reads are of local files (that a read never waits on a network)."""
+        return isinstance(self.backend, LocalBackend)
+
     def read(self) -> StateDocument | None:
         if not isinstance(self.backend, LocalBackend):
             return self.backend.read()

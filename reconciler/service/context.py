@@ -21,6 +21,7 @@ from pathlib import Path
 from reconciler.app.keys import no_note, state_key
 from reconciler.app.run import services_for
 from reconciler.app.source import config_source
+from reconciler.app.statecache import CachedState
 from reconciler.app.workspace import Workspace, open_backend
 from reconciler.auth.transport import Http
 from reconciler.config import LoadedConfig
@@ -31,6 +32,8 @@ from reconciler.links import LinkIssuer, link_issuer
 from reconciler.service.observe import LOGGER
 from reconciler.services import Services
 from reconciler.state.backend import StateBackend
+from reconciler.state.model import StateDocument
+from reconciler.state.postgres import PostgresBackend
 from reconciler.state.service_store import AuditEntry, ServiceStore
 from reconciler.tokens.vault import Vault
 
@@ -95,6 +98,18 @@ class ServiceContext:
             desired=self.loaded.desired,
         )
         return dataclasses.replace(base, vault_for=self.vault)
+
+    @cached_property
+    def cached(self) -> CachedState:
+        return CachedState(self.backend)
+
+    def peek(self, address: str) -> StateDocument | None:
+        """State as a request outside the lock needs it: `address` and the partners. From PostgreSQL only those
+        rows are read (a sign-in must not parse every installation of a large state); a local state is parsed
+        again only when its files changed."""
+        if isinstance(self.backend, PostgresBackend):
+            return self.backend.read_resources([address], prefixes=["partner."])
+        return self.cached.read()
 
     @cached_property
     def store(self) -> ServiceStore:

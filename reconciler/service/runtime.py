@@ -78,14 +78,19 @@ class Runtime:
         self.ctx.audit(AuditEntry(self.ctx.now(), "token.read", actor, address))
         self.metrics.token_reads.inc()
 
-    def token(self, address: str, actor: str) -> dict[str, Any]:
+    def token(self, address: str, actor: str, *, block: bool = True) -> dict[str, Any]:
+        """The token API's body for `address`; with `block` False, `WouldBlock` when it cannot be answered from
+        local files without a refresh (the event loop then asks again from a worker thread)."""
         try:
-            fresh = self.reader.fresh(address, actor=actor)
+            fresh = self.reader.fresh(address, actor=actor, block=block)
         except RefreshFailed as exc:
             self._failed(address, exc.category, exc.reason)
             raise
         expires = fresh.expires_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if fresh.expires_at else None
         return {"access_token": fresh.access_token.get_secret_value(), "expires_at": expires, "scopes": list(fresh.scopes)}
+
+    def token_at_once(self, address: str, actor: str) -> dict[str, Any]:
+        return self.token(address, actor, block=False)
 
     @staticmethod
     def status_of(exc: ReconcilerError) -> int:

@@ -91,7 +91,7 @@ def open_link(ctx: ServiceContext, pending_id: str, sig: str | None) -> Answer:
     """A link opened: its signature checked (403), its pending authorization still standing (410), then a fresh
     request (new `state`, PKCE where the flavour has it) kept as an attempt, and a redirect to the provider."""
     address = split_pending_id(pending_id)
-    doc = ctx.backend.read()
+    doc = ctx.peek(address) if address is not None else None
     if address is None or doc is None or not ctx.issuer(doc.lineage).signed(pending_id, sig):
         return _forged()
     try:
@@ -117,7 +117,7 @@ def complete_callback(ctx: ServiceContext, params: Mapping[str, str]) -> Answer:
     code exchanged, the organization checked and the tokens recorded, exactly as `reconciler authorize` does."""
     state = params.get("state", "")
     attempt = ctx.store.take_attempt(attempt_key(state), ctx.now()) if state else None
-    doc = ctx.backend.read()
+    doc = ctx.peek(attempt.address) if attempt is not None else None
     if attempt is None or doc is None:
         return Answer(400, "This sign-in cannot be completed", (
             "the answer from the sign-in page is unknown, expired or already used",
