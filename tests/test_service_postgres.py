@@ -16,7 +16,7 @@ from tests.service_load_support import (
     state_backend,
     two_instances,
 )
-from tests.service_support import ServiceWorld, links_in, tenants_yaml
+from tests.service_support import API_KEY_ALL, ServiceWorld, links_in, tenants_yaml
 
 
 def test_a_link_opened_on_one_instance_completes_on_the_other(service_world: ServiceWorld, pg_database: str) -> None:
@@ -33,6 +33,8 @@ def test_a_link_opened_on_one_instance_completes_on_the_other(service_world: Ser
             assert done.status_code == 200, (address, opener, receiver, done.text)
             again = client.get(links[address].replace(world.public_url, receiver if opener == a else a))
             assert again.status_code == 410 and "already completed" in again.text
+        token = client.get(f"{b}/v1/installations/{min(links)}/token", headers={"Authorization": f"Bearer {API_KEY_ALL}"})
+        assert token.status_code == 200 and token.json()["access_token"]  # read from PostgreSQL off the event loop
     doc = state_backend(pg_database).read()
     assert doc is not None
     assert all(doc.resources[a].status == "authorized" for a in links)  # type: ignore[union-attr]
