@@ -177,12 +177,12 @@ def _sign_in_during_apply(
         time.sleep(0.05)
     started = time.perf_counter()
     apply = cli_process(world, "apply", "--auto-approve", "--auth-mode", "defer", "--lock-timeout", "120")
+    during = signing.is_alive()  # three quarters of the sign-ins are still to come
     stdout, stderr = apply.communicate(timeout=300)
     seconds = time.perf_counter() - started
-    during = signing.is_alive()
     signing.join()
     assert apply.returncode == 3, stdout[-2000:] + stderr[-2000:]
-    assert during, "the sign-ins ended before the apply did: nothing ran at the same time"
+    assert during, "the sign-ins ended before the apply started: nothing ran at the same time"
     return results[0], (stdout, seconds)
 
 
@@ -197,6 +197,7 @@ def _checked(
     authorized = {a for a in links if getattr(doc.resources.get(a), "status", None) == "authorized"}
     completed = [e.address for e in backend.service_store().audit() if e.kind == "authorization.completed"]
     grants = world.sandbox.provider.live_grants()
+    assert len(outcome.by_instance) == 4, outcome.by_instance  # opened on A or B, each called back on A or B
     assert all(outcome.statuses.get(a) == [200] for a in links if not a.startswith("installation.us-")), outcome.statuses
     assert authorized == set(links) and all(doc.resources[a].pending is None for a in links)  # type: ignore[union-attr]
     assert sorted(completed) == sorted(links), "audit: completions missing or recorded twice"
