@@ -165,7 +165,7 @@ class TokenReader:
 
     def found(self, address: str, doc: StateDocument | None = None) -> _Found:
         """`address` with its tokens, read now (from `doc` when given); the typed error when it has none to give."""
-        doc = self.document() if doc is None else doc
+        doc = self.state.read_for(address) if doc is None else doc
         record = doc.resources.get(address) if doc is not None else None
         if doc is None or not isinstance(record, InstallationRecord):
             if address in self.loaded.desired.installations:

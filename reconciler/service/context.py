@@ -33,7 +33,6 @@ from reconciler.service.observe import LOGGER
 from reconciler.services import Services
 from reconciler.state.backend import StateBackend
 from reconciler.state.model import StateDocument
-from reconciler.state.postgres import PostgresBackend
 from reconciler.state.service_store import AuditEntry, ServiceStore
 from reconciler.tokens.vault import Vault
 
@@ -104,12 +103,8 @@ class ServiceContext:
         return CachedState(self.backend)
 
     def peek(self, address: str) -> StateDocument | None:
-        """State as a request outside the lock needs it: `address` and the partners. From PostgreSQL only those
-        rows are read (a sign-in must not parse every installation of a large state); a local state is parsed
-        again only when its files changed."""
-        if isinstance(self.backend, PostgresBackend):
-            return self.backend.read_resources([address], prefixes=["partner."])
-        return self.cached.read()
+        """State as a request outside the lock needs it (see `CachedState.read_for`)."""
+        return self.cached.read_for(address)
 
     @cached_property
     def store(self) -> ServiceStore:
