@@ -1,9 +1,10 @@
-"""`make bench`: every figure of issues 5 and 14 in one run, as a table of ratios with a verdict, plus absolute times.
+"""`make bench`: every figure of issues 5, 14 and 15 in one run, as a table of ratios with a verdict, plus absolute times.
 
   .venv/bin/python bench/run.py                      # the issue's size: 10,000 installations in 1,000 tenant files
   .venv/bin/python bench/run.py --scale 0.1 --runs 3 # a quick check (1,000 installations; not a verdict)
   .venv/bin/python bench/run.py --only plan,start    # some rows (plan, apply, refresh, start, terraform,
-                                                     # cyclr-refresh, cyclr-apply: bench/cyclr_rows.py)
+                                                     # cyclr-refresh, cyclr-apply: bench/cyclr_rows.py;
+                                                     # service-tokens, service-completions: bench/service.py)
   make bench ONLY=cyclr-refresh,cyclr-apply          # the same through make
 
 Every reconciler figure is a fresh subprocess (`python -m reconciler -C DIR ...`), timed from spawn to exit, so
@@ -40,6 +41,7 @@ for entry in (str(ROOT), str(BENCH)):
 import cyclr_rows
 import generate as gen
 import results_merge as merge
+import service as service_rows
 from run_support import (
     BenchError,
     Row,
@@ -59,7 +61,8 @@ PY = sys.executable
 RESULTS = BENCH / "RESULTS.md"
 WHERE_HEADING = "## Where the time goes"
 PLACEHOLDER = "Profile notes: see below"
-ROW_GROUPS = ("plan", "start", "refresh", "apply", "terraform", "cyclr-refresh", "cyclr-apply")
+ROW_GROUPS = ("plan", "start", "refresh", "apply", "terraform", "cyclr-refresh", "cyclr-apply", "service-tokens",
+              "service-completions")
 
 
 def peak_rss(cmd: list[str], *, env: dict[str, str], what: str) -> float:
@@ -421,7 +424,9 @@ class Bench:
             steps = (("start", self.cli_start), ("plan", self.plans), ("refresh", self.refresh),
                      ("apply", self.applies), ("terraform", self.terraform),
                      ("cyclr-refresh", lambda: cyclr_rows.cyclr_refresh(self)),
-                     ("cyclr-apply", lambda: cyclr_rows.cyclr_apply(self)))
+                     ("cyclr-apply", lambda: cyclr_rows.cyclr_apply(self)),
+                     ("service-tokens", lambda: service_rows.service_tokens(self)),
+                     ("service-completions", lambda: service_rows.service_completions(self)))
             for group, step in steps:
                 if not self.wants(group):
                     continue

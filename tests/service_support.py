@@ -98,6 +98,7 @@ class ServiceWorld:
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
     servers: list[ServiceServer] = field(default_factory=list)
     https: list[Http] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=lambda: dict(ENV))  # what the CLI and the service may see
 
     @property
     def public_url(self) -> str:
@@ -113,13 +114,13 @@ class ServiceWorld:
     def cli(self, *args: str):  # type: ignore[no-untyped-def]
         from tests.conftest import run  # conftest registers this module as a plugin: imported late
 
-        return run(["-C", str(self.directory), *args], ENV)
+        return run(["-C", str(self.directory), *args], self.env)
 
     def start(self, port: int | None = None) -> ServiceServer:
         """The service for this directory on `port` (default: the public URL's)."""
         http = Http(timeout=10.0).__enter__()
         self.https.append(http)
-        ws = Workspace(self.directory, ENV, clock=self.now)
+        ws = Workspace(self.directory, self.env, clock=self.now)
         ctx = ServiceContext.open(ws, http=http, lock_timeout=120.0)
         server = ServiceServer(ctx, port=port if port is not None else self.port).start()
         self.servers.append(server)

@@ -3,8 +3,9 @@
 
 Owns: deciding whether the document read last is still current — the identity (device, inode, size, modification
 and change times) of the local state's snapshot and journal is as it was when it was read, and that was less than
-`MAX_AGE` ago — and reading it again otherwise. Other backends are read every time. Must not: write, lock, or return anything a
-plain read of the backend would not have returned then.
+`MAX_AGE` ago — and reading it again otherwise. Other backends are read every time (from PostgreSQL, for one
+installation's request, only the rows it needs). Must not: write, lock, or return anything a plain read of the
+backend would not have returned then.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from reconciler.state.backend import StateBackend
 from reconciler.state.local import LocalBackend
 from reconciler.state.model import StateDocument
+from reconciler.state.postgres import PostgresBackend
 
 __all__ = ["MAX_AGE", "CachedState"]
 
@@ -32,6 +34,18 @@ class CachedState:
         self.backend, self.clock = backend, clock
         self._lock = threading.Lock()
         self._kept: tuple[_Identity, float, StateDocument | None] | None = None
+
+    @property
+    def local(self) -> bool:
+        """Whether reads are of local files (that a read never waits on a network)."""
+        return isinstance(self.backend, LocalBackend)
+
+    def read_for(self, address: str) -> StateDocument | None:
+        """State as far as one installation's request needs it: `address` and the partners. From PostgreSQL only
+        those rows are read (a request must not parse every installation of a large state); otherwise `read()`."""
+        if isinstance(self.backend, PostgresBackend):
+            return self.backend.read_resources([address], prefixes=["partner."])
+        return self.read()
 
     def read(self) -> StateDocument | None:
         if not isinstance(self.backend, LocalBackend):

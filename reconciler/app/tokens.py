@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # the OAuth layer (httpx, authlib) loads with the reader, not
 
 __all__ = [
     "DEFAULT_WINDOW", "KEEPALIVE", "FreshToken", "NotAvailable", "OnRead", "RefreshFailed", "RefreshOutcome",
-    "TokenReader", "UnknownInstallation", "refresh_ahead",
+    "TokenReader", "UnknownInstallation", "WouldBlock", "refresh_ahead",
 ]
 
 DEFAULT_WINDOW = dt.timedelta(minutes=2)
@@ -60,6 +60,10 @@ class UnknownInstallation(ReconcilerError):
 
 class NotAvailable(ReconcilerError):
     """The installation exists but has no token to hand out (pending, held by a platform, must re-authorize)."""
+
+
+class WouldBlock(Exception):
+    """A read asked not to block found that it would: the tokens are due for refresh, or state is not local."""
 
 
 class RefreshFailed(ReconcilerError):
@@ -128,16 +132,23 @@ class TokenReader:
     def close(self) -> None:
         self.http.close()
 
-    def fresh(self, address: str, *, window: dt.timedelta = DEFAULT_WINDOW, actor: str = "local") -> FreshToken:
+    def fresh(
+        self, address: str, *, window: dt.timedelta = DEFAULT_WINDOW, actor: str = "local", block: bool = True
+    ) -> FreshToken:
         """The access token of `address`, refreshed first when it expires within `window` (once, however many
         callers ask at the same time; a refresh failing for a passing reason — the state locked by a long apply,
         the provider unavailable — leaves a token that has not expired yet in service). Raises
-        `UnknownInstallation`, `NotAvailable` or `RefreshFailed`."""
+        `UnknownInstallation`, `NotAvailable` or `RefreshFailed`; with `block` False, `WouldBlock` instead of
+        reading anything but local files, or of refreshing (an event loop answers at once what it can)."""
         from reconciler.tokens.custodian import refresh_due
 
+        if not block and not self.state.local:
+            raise WouldBlock
         found = self.found(address)
         held, now = found.held, self.ws.clock()
         if refresh_due(held.tokens, now, window):
+            if not block:
+                raise WouldBlock
             try:
                 held = self.refreshed(address, window=window)[0].held
             except RefreshFailed as exc:  # the window is a margin: a token that still works serves meanwhile
@@ -154,7 +165,7 @@ class TokenReader:
 
     def found(self, address: str, doc: StateDocument | None = None) -> _Found:
         """`address` with its tokens, read now (from `doc` when given); the typed error when it has none to give."""
-        doc = self.document() if doc is None else doc
+        doc = self.state.read_for(address) if doc is None else doc
         record = doc.resources.get(address) if doc is not None else None
         if doc is None or not isinstance(record, InstallationRecord):
             if address in self.loaded.desired.installations:

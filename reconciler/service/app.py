@@ -29,6 +29,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from reconciler.app.tokens import WouldBlock
 from reconciler.service.context import ServiceContext
 from reconciler.service.observe import CONTENT_TYPE_LATEST, LOGGER, Metrics
 from reconciler.service.platform_signin import RETURN_PATH
@@ -107,10 +108,11 @@ def service_app(ctx: ServiceContext, metrics: Metrics, runtime: Runtime) -> ASGI
         return Response(data, media_type=CONTENT_TYPE_LATEST)
 
     async def token(request: Request) -> Response:
-        status, body = await run_in_threadpool(
-            read_token, request.headers.get("authorization"), request.path_params["address"], ctx.settings.api_keys,
-            runtime.token, runtime.status_of,
-        )
+        asked = (request.headers.get("authorization"), request.path_params["address"], ctx.settings.api_keys)
+        try:  # on the loop: a token of local state not due for refresh is a few small file reads (no thread hop)
+            status, body = read_token(*asked, runtime.token_at_once, runtime.status_of)
+        except WouldBlock:
+            status, body = await run_in_threadpool(read_token, *asked, runtime.token, runtime.status_of)
         headers = {"Cache-Control": "no-store"} | ({"WWW-Authenticate": "Bearer"} if status == 401 else {})
         return JSONResponse(body, status_code=status, headers=headers)
 

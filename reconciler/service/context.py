@@ -23,6 +23,7 @@ from pathlib import Path
 from reconciler.app.keys import no_note, state_key
 from reconciler.app.run import services_for
 from reconciler.app.source import config_source
+from reconciler.app.statecache import CachedState
 from reconciler.app.workspace import Workspace, open_backend
 from reconciler.auth.transport import Http
 from reconciler.config import LoadedConfig
@@ -33,6 +34,7 @@ from reconciler.links import LinkIssuer, link_issuer
 from reconciler.service.observe import LOGGER
 from reconciler.services import Services
 from reconciler.state.backend import StateBackend
+from reconciler.state.model import StateDocument
 from reconciler.state.service_store import AuditEntry, ServiceStore
 from reconciler.tokens.vault import Vault
 
@@ -107,6 +109,14 @@ class ServiceContext:
             desired=self.loaded.desired,
         )
         return dataclasses.replace(base, vault_for=self.vault)
+
+    @cached_property
+    def cached(self) -> CachedState:
+        return CachedState(self.backend)
+
+    def peek(self, address: str) -> StateDocument | None:
+        """State as a request outside the lock needs it (see `CachedState.read_for`)."""
+        return self.cached.read_for(address)
 
     @cached_property
     def store(self) -> ServiceStore:

@@ -17,7 +17,14 @@ import threading
 from typing import Any
 
 from reconciler.addresses import tenant_of
-from reconciler.app.tokens import NotAvailable, RefreshFailed, TokenReader, UnknownInstallation, refresh_ahead
+from reconciler.app.tokens import (
+    NotAvailable,
+    RefreshFailed,
+    TokenReader,
+    UnknownInstallation,
+    WouldBlock,
+    refresh_ahead,
+)
 from reconciler.app.workspace import open_backend
 from reconciler.apply import Run
 from reconciler.config import LoadedConfig
@@ -90,11 +97,15 @@ class Runtime:
         self.ctx.audit(AuditEntry(self.ctx.now(), "token.read", actor, address))
         self.metrics.token_reads.inc()
 
-    def token(self, address: str, actor: str) -> dict[str, Any]:
+    def token(self, address: str, actor: str, *, block: bool = True) -> dict[str, Any]:
+        """The token API's body for `address`; with `block` False, `WouldBlock` when it cannot be answered from
+        local files without a refresh (the event loop then asks again from a worker thread)."""
         try:
             try:
-                fresh = self.reader.fresh(address, actor=actor)
+                fresh = self.reader.fresh(address, actor=actor, block=block)
             except (UnknownInstallation, NotAvailable):
+                if not block:
+                    raise WouldBlock from None  # the configuration is looked at again from a worker thread
                 if not self.ctx.reload_config():  # declared since the service started?
                     raise
                 fresh = self.reader.fresh(address, actor=actor)
@@ -108,6 +119,9 @@ class Runtime:
             raise
         expires = fresh.expires_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if fresh.expires_at else None
         return {"access_token": fresh.access_token.get_secret_value(), "expires_at": expires, "scopes": list(fresh.scopes)}
+
+    def token_at_once(self, address: str, actor: str) -> dict[str, Any]:
+        return self.token(address, actor, block=False)
 
     @staticmethod
     def status_of(exc: ReconcilerError) -> int:

@@ -105,7 +105,7 @@ def open_link(ctx: ServiceContext, pending_id: str, sig: str | None) -> Answer:
     """A link opened: its signature checked (403), its pending authorization still standing (410), then a fresh
     request (new `state`, PKCE where the flavour has it) kept as an attempt, and a redirect to the provider."""
     address = split_pending_id(pending_id)
-    doc = ctx.backend.read()
+    doc = ctx.peek(address) if address is not None else None
     if address is None or doc is None or not ctx.issuer(doc.lineage).signed(pending_id, sig):
         return _forged()
     try:
@@ -139,7 +139,7 @@ def complete_callback(ctx: ServiceContext, params: Mapping[str, str]) -> Answer:
     the executor's own steps, as `reconciler authorize` runs them."""
     state = params.get("state", "")
     attempt = ctx.store.take_attempt(attempt_key("oauth", state), ctx.now()) if state else None
-    doc = ctx.backend.read()
+    doc = ctx.peek(attempt.address) if attempt is not None else None
     if attempt is None or doc is None:
         return _unknown()
     try:
@@ -170,7 +170,7 @@ def complete_platform_return(ctx: ServiceContext, params: Mapping[str, str]) -> 
     used); once the platform reports the connection signed in (asked before the state lock), recorded."""
     nonce = params.get("attempt", "")
     attempt = ctx.store.take_attempt(attempt_key("platform", nonce), ctx.now()) if nonce else None
-    doc = ctx.backend.read()
+    doc = ctx.peek(attempt.address) if attempt is not None else None
     if attempt is None or doc is None:
         return _unknown()
     try:

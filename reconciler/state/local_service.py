@@ -48,6 +48,7 @@ class LocalServiceStore:
         self.attempts_dir = self.service_dir / "attempts"
         self.audit_path = self.directory / f"{environment}.audit.jsonl"
         self._pruned_at: dt.datetime | None = None
+        self._audit_ready = False  # the directory checked and made, once per store (a token read appends a line)
 
     # -- attempts ----------------------------------------------------------------------------------------------
 
@@ -125,8 +126,10 @@ class LocalServiceStore:
     def append_audit(self, entry: AuditEntry) -> None:
         line = (json.dumps(audit_to_json(entry), separators=(",", ":")) + "\n").encode()
         try:
-            check_directory(self.directory)
-            self.directory.mkdir(parents=True, exist_ok=True)
+            if not self._audit_ready:
+                check_directory(self.directory)
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._audit_ready = True
             fd = open_regular(self.audit_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 size = os.fstat(fd).st_size
