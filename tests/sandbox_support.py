@@ -39,19 +39,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def config_text(sandbox_url: str, callback_port: int, installations: str, *, flavour: str = "legacy") -> str:
-    """A reconciler.yaml with both partners pointed at the sandbox and `installations` (YAML, tenant level)."""
+def partners_yaml(sandbox_url: str, redirect_uri: str | None) -> str:
+    """The `partners:` section: the legacy and the Entra partner at the sandbox (`redirect_uri` None: left out)."""
+    redirect = f"    redirect_uri: {redirect_uri}\n" if redirect_uri else ""
     return f"""\
-version: 1
-platform: {{service_domain: app-h.cyclr.com}}
 partners:
   legacy:
     connector: microsoft-azure-devops
     auth: azure-devops-oauth
     client_id: {LEGACY_ID}
     client_secret: ${{env:LEGACY_SECRET}}
-    redirect_uri: http://127.0.0.1:{callback_port}/callback
-    endpoints:
+{redirect}    endpoints:
       authorize_url: {sandbox_url}/oauth2/authorize
       token_url: {sandbox_url}/oauth2/token
       api_url: {sandbox_url}
@@ -61,13 +59,17 @@ partners:
     tenant_id: organizations
     client_id: {ENTRA_ID}
     client_secret: ${{env:ENTRA_SECRET}}
-    redirect_uri: http://127.0.0.1:{callback_port}/callback
-    endpoints:
+{redirect}    endpoints:
       authorize_url: {sandbox_url}/organizations/oauth2/v2.0/authorize
       token_url: {sandbox_url}/organizations/oauth2/v2.0/token
       api_url: {sandbox_url}
-tenants:
-{installations}"""
+"""
+
+
+def config_text(sandbox_url: str, callback_port: int, installations: str, *, flavour: str = "legacy") -> str:
+    """A reconciler.yaml with both partners pointed at the sandbox and `installations` (YAML, tenant level)."""
+    partners = partners_yaml(sandbox_url, f"http://127.0.0.1:{callback_port}/callback")
+    return f"version: 1\nplatform: {{service_domain: app-h.cyclr.com}}\n{partners}tenants:\n{installations}"
 
 
 def installation(tenant: str, name: str, partner: str, organization: str, project: str, scopes: list[str]) -> str:

@@ -22,7 +22,7 @@ from reconciler.sandbox import SandboxServer
 from reconciler.sandbox.agent import answer_consent
 from reconciler.service.context import ServiceContext
 from reconciler.service.server import ServiceServer
-from tests.sandbox_support import ENTRA_ID, ENTRA_SECRET, LEGACY_ID, LEGACY_SECRET, free_port
+from tests.sandbox_support import ENTRA_ID, ENTRA_SECRET, LEGACY_ID, LEGACY_SECRET, free_port, partners_yaml
 
 API_KEY_EU = "api-key-eu-7d1c0b9a4e-UNIQUE"
 API_KEY_ALL = "api-key-all-2b8e6f0c3d-UNIQUE"
@@ -53,27 +53,7 @@ service:
     - name: runtime-all
       key: ${{env:API_KEY_ALL}}
       tenants: ["*"]
-{extra_service}partners:
-  legacy:
-    connector: microsoft-azure-devops
-    auth: azure-devops-oauth
-    client_id: {LEGACY_ID}
-    client_secret: ${{env:LEGACY_SECRET}}
-    endpoints:
-      authorize_url: {sandbox_url}/oauth2/authorize
-      token_url: {sandbox_url}/oauth2/token
-      api_url: {sandbox_url}
-  entra:
-    connector: microsoft-azure-devops
-    auth: entra-id
-    tenant_id: organizations
-    client_id: {ENTRA_ID}
-    client_secret: ${{env:ENTRA_SECRET}}
-    endpoints:
-      authorize_url: {sandbox_url}/organizations/oauth2/v2.0/authorize
-      token_url: {sandbox_url}/organizations/oauth2/v2.0/token
-      api_url: {sandbox_url}
-tenants:
+{extra_service}{partners_yaml(sandbox_url, None)}tenants:
 {tenants}"""
 
 

@@ -18,6 +18,7 @@ import asyncio
 import html
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 import anyio
@@ -81,19 +82,17 @@ def service_app(ctx: ServiceContext, metrics: Metrics, runtime: Runtime) -> ASGI
     # health check answer while an apply holds the lock.
     completing = anyio.CapacityLimiter(COMPLETION_THREADS)
 
-    async def callback(request: Request) -> Response:
-        params = dict(request.query_params)
-        answer = await anyio.to_thread.run_sync(complete_callback, ctx, params, limiter=completing)
-        if answer.status == 200:
-            metrics.completed.inc()
-        return page(answer)
+    def completion(complete: Callable[[ServiceContext, dict[str, str]], Answer]) -> Callable[[Request], Awaitable[Response]]:
+        async def route(request: Request) -> Response:
+            params = dict(request.query_params)
+            answer = await anyio.to_thread.run_sync(complete, ctx, params, limiter=completing)
+            if answer.status == 200:
+                metrics.completed.inc()
+            return page(answer)
 
-    async def platform_return(request: Request) -> Response:
-        params = dict(request.query_params)
-        answer = await anyio.to_thread.run_sync(complete_platform_return, ctx, params, limiter=completing)
-        if answer.status == 200:
-            metrics.completed.inc()
-        return page(answer)
+        return route
+
+    callback, platform_return = completion(complete_callback), completion(complete_platform_return)
 
     async def healthz(request: Request) -> Response:
         try:

@@ -138,8 +138,7 @@ def complete_callback(ctx: ServiceContext, params: Mapping[str, str]) -> Answer:
     exchanged (before the state lock), then under the lock the organization checked and the tokens recorded —
     the executor's own steps, as `reconciler authorize` runs them."""
     state = params.get("state", "")
-    attempt = ctx.store.take_attempt(attempt_key("oauth", state), ctx.now()) if state else None
-    doc = ctx.peek(attempt.address) if attempt is not None else None
+    attempt, doc = _taken(ctx, "oauth", state)
     if attempt is None or doc is None:
         return _unknown()
     try:
@@ -168,9 +167,7 @@ def complete_callback(ctx: ServiceContext, params: Mapping[str, str]) -> Answer:
 def complete_platform_return(ctx: ServiceContext, params: Mapping[str, str]) -> Answer:
     """The tenant back from the platform's sign-in: the attempt its nonce names, taken once (400 when unknown or
     used); once the platform reports the connection signed in (asked before the state lock), recorded."""
-    nonce = params.get("attempt", "")
-    attempt = ctx.store.take_attempt(attempt_key("platform", nonce), ctx.now()) if nonce else None
-    doc = ctx.peek(attempt.address) if attempt is not None else None
+    attempt, doc = _taken(ctx, "platform", params.get("attempt", ""))
     if attempt is None or doc is None:
         return _unknown()
     try:
@@ -181,6 +178,12 @@ def complete_platform_return(ctx: ServiceContext, params: Mapping[str, str]) -> 
     except (ConsentError, ProviderError) as exc:
         return _failed(ctx, attempt, exc.message)
     return _completed(ctx, attempt, lambda run, want: record_platform_sign_in(ctx, run, want))
+
+
+def _taken(ctx: ServiceContext, kind: str, value: str) -> tuple[Attempt | None, StateDocument | None]:
+    """The attempt of `kind` that `value` names, taken (once), and the state it is completed against."""
+    attempt = ctx.store.take_attempt(attempt_key(kind, value), ctx.now()) if value else None
+    return attempt, ctx.peek(attempt.address) if attempt is not None else None
 
 
 def _completed(ctx: ServiceContext, attempt: Attempt, record: Callable[[Run, DeclaredInstallation], None]) -> Answer:
