@@ -10,6 +10,7 @@ Must not: import YAML, HTTP, OAuth, state backends or configuration loading; hol
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Callable, Iterable
@@ -72,6 +73,8 @@ class DeclaredPartner(_Frozen):
     api_url: str
     scopes: tuple[str, ...] | None = None
     revoke_url: str | None = None  # RFC 7009 revocation endpoint on the token_url's origin; None: none offered
+    client_secret_expires: dt.date | None = None  # as declared: status and plan warn ahead of it
+    app_type: Literal["web", "spa"] | None = None  # Entra only; spa: refresh tokens last 24 hours from sign-in
 
     @property
     def address(self) -> str:
@@ -132,6 +135,8 @@ def partner_view(partner: DeclaredPartner) -> dict[str, Any]:
         "api_url": partner.api_url,
         "scopes": list(partner.scopes) if partner.scopes is not None else None,
         **({"revoke_url": partner.revoke_url} if partner.revoke_url else {}),  # shown only when declared
+        **({"client_secret_expires": partner.client_secret_expires.isoformat()} if partner.client_secret_expires else {}),
+        **({"app_type": partner.app_type} if partner.app_type else {}),
     }
 
 

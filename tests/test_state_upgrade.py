@@ -55,7 +55,7 @@ def test_reading_format_1_upgrades_in_memory_and_writes_nothing(v1: Path) -> Non
     nothing on disk changes."""
     before = snapshot(v1)
     doc = LocalBackend(v1 / "state", "default").read()
-    assert doc is not None and doc.format_version == 4 and doc.serial == 7
+    assert doc is not None and doc.format_version == 5 and doc.serial == 7
     initech = doc.resources["installation.initech.ado"]
     assert isinstance(initech, InstallationRecord) and initech.drift is Drift.REVOKED
     assert initech.drift.words == "token revoked"

@@ -121,7 +121,7 @@ def _record(**changes):  # type: ignore[no-untyped-def]
         ({"drift": "revoked", "checked_at": NOW}, None, "needs-reauthorization", "token revoked"),
         ({}, {"present": False}, "needs-reauthorization", "no tokens are recorded"),
         ({}, {"error": "stored tokens cannot be read: x"}, "error", "stored tokens cannot be read: x"),
-        ({}, {"expires_at": NOW + dt.timedelta(minutes=5)}, "expiring", "access token expires at 2026-01-01T12:05:00Z"),
+        ({}, {"expires_at": NOW - dt.timedelta(minutes=5)}, "healthy", "access token expired at 2026-01-01T11:55:00Z; a refresh"),
         ({}, {"expires_at": NOW - dt.timedelta(minutes=5), "refreshable": False}, "needs-reauthorization",
          "token expired at 2026-01-01T11:55:00Z (no refresh token)"),
         ({}, {"expires_at": NOW + dt.timedelta(days=2), "refreshable": False}, "expiring", "no refresh token"),

@@ -21,7 +21,7 @@ from reconciler.catalog.files import load_catalog
 from reconciler.config import LoadedConfig
 from reconciler.render.document import to_document
 from reconciler.state.backend import StateBackend
-from reconciler.state.model import InstallationRecord, StateDocument
+from reconciler.state.model import CheckFailure, InstallationRecord, StateDocument
 
 if TYPE_CHECKING:  # the OAuth layer (httpx, authlib) loads only when a refresh runs
     from reconciler.auth.transport import Http
@@ -192,8 +192,13 @@ def _record_observed(backend: StateBackend, observed: StateDocument, findings: l
     return changed
 
 
-def record_drift(backend: StateBackend, findings: list[Finding], now: dt.datetime) -> int:
-    """Write what refresh found into the records (drift set, or cleared when the token works again)."""
+_CHECKED = ("ok", "refreshed", "revoked", "rejected")
+
+
+def record_drift(backend: StateBackend, findings: list[Finding], now: dt.datetime, *, checks: bool = False) -> int:
+    """Write what refresh found into the records (drift set, or cleared when the token works again). With
+    `checks` (a `refresh` run), every check is recorded: when it ran, and why it failed when that was not the
+    tenant's doing (a partner fault, the provider unreachable) — what `status` reports as `error`."""
     doc = backend.read()
     if doc is None:
         return 0
@@ -201,11 +206,27 @@ def record_drift(backend: StateBackend, findings: list[Finding], now: dt.datetim
     changed = 0
     for finding in findings:
         record = resources.get(finding.address)
-        if not isinstance(record, InstallationRecord) or finding.outcome not in ("ok", "refreshed", "revoked", "rejected"):
+        if not isinstance(record, InstallationRecord):
             continue
-        if record.drift != finding.drift:
+        update: dict[str, object] = {}
+        if finding.outcome in _CHECKED and record.drift != finding.drift:
+            update = {"drift": finding.drift, "checked_at": now}
+        if checks:
+            failure = _failure(finding)
+            if finding.outcome != "skipped" or failure is not None:
+                update |= {"checked_at": now, "check_failure": failure}
+        if update:
             changed += 1
-            resources[finding.address] = record.model_copy(update={"drift": finding.drift, "checked_at": now})
+            resources[finding.address] = record.model_copy(update=update)
     if changed:
         backend.write(doc.with_resources(resources), expected_serial=doc.serial)
     return changed
+
+
+def _failure(finding: Finding) -> CheckFailure | None:
+    """What a check that failed for a reason that is not the tenant's records (None: it did not)."""
+    if finding.outcome == "partner" or (finding.outcome == "skipped" and finding.partner is not None):
+        return CheckFailure(kind="partner", message=finding.message)
+    if finding.outcome == "transient":
+        return CheckFailure(kind="provider", message=finding.message)
+    return None

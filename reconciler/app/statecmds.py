@@ -17,17 +17,16 @@ from typing import TYPE_CHECKING
 from reconciler.addresses import Globs, Selection
 from reconciler.app.keys import no_note, state_key
 from reconciler.app.workspace import Workspace, locked_state, open_backend, read_root
-from reconciler.errors import ReconcilerError, UsageError
+from reconciler.errors import UsageError
 from reconciler.state.backend import StateBackend
 from reconciler.state.local import LocalBackend
 from reconciler.state.model import InstallationRecord, StateDocument
-from reconciler.status import Status, TokenFacts, installation_status
+from reconciler.status import Status
 from reconciler.tokens.model import SealedRecord
 from reconciler.tokens.store import CredentialStore, copy_record
 
 if TYPE_CHECKING:
     from reconciler.state.service_store import AuditEntry
-    from reconciler.tokens.vault import Vault
 
 __all__ = [
     "StateCopy", "force_unlock", "read_audit", "read_state", "read_statuses", "state_mv", "state_pull", "state_push",
@@ -48,55 +47,16 @@ def read_audit(ws: Workspace, since: dt.timedelta | None = None) -> list[AuditEn
 
 
 def read_statuses(ws: Workspace) -> tuple[StateDocument | None, dict[str, Status]]:
-    """The recorded state with each installation's status, derived from what state recorded and the expiry of its
-    stored tokens (a refresh stores rotated tokens in the credential record only, never in the document). Without
-    a state key the expiry the last apply recorded stands in. Nothing is written; no secret leaves the vault."""
-    from reconciler.tokens.vault import Vault
+    """The recorded state with each installation's status, as `reconciler status` derives it (one rule for every
+    command). Nothing is written; no secret leaves the vault."""
+    from reconciler.app.status import assess
 
-    root = read_root(ws)
-    backend = open_backend(ws, root)
+    backend = open_backend(ws, read_root(ws))
     doc = backend.read()
     if doc is None:
         return None, {}
-    from reconciler.crypto import KeyMismatchError
-
-    vault, mismatch = None, None
-    try:
-        key = state_key(ws, root, backend, on_key_created=no_note, create=False)
-    except KeyMismatchError as exc:  # a key, but not the one: the tokens cannot be read, and the status says so
-        key, mismatch = None, exc
-    except ReconcilerError:
-        key = None
-    if key is not None:
-        vault = Vault(backend.credential_store(), key, lineage=doc.lineage, environment=ws.environment_name)
-    now = ws.clock()
-    return doc, {
-        address: installation_status(record, _token_facts(vault, address, record, mismatch), now=now)
-        for address, record in doc.resources.items()
-        if isinstance(record, InstallationRecord)
-    }
-
-
-def _token_facts(
-    vault: Vault | None, address: str, record: InstallationRecord, mismatch: ReconcilerError | None = None
-) -> TokenFacts | None:
-    """The expiry and refreshability of the stored tokens (None: no vault to open them with; an error when the key
-    at hand is not theirs: `mismatch`)."""
-    if record.status != "authorized":
-        return None
-    if mismatch is not None:
-        return TokenFacts(error=f"stored tokens cannot be read: {mismatch.message}")
-    if vault is None:
-        return None
-    from reconciler.tokens.custodian import TokenCustodian
-
-    try:
-        held = TokenCustodian(vault).held(address, record.client_id)
-    except ReconcilerError as exc:
-        return TokenFacts(error=f"stored tokens cannot be read: {exc.message}")
-    if held is None:
-        return TokenFacts(present=False)
-    return TokenFacts(expires_at=held.tokens.expires_at, refreshable=held.tokens.refresh_token is not None)
+    records = {a: r for a, r in doc.resources.items() if isinstance(r, InstallationRecord)}
+    return doc, assess(ws, backend, doc, records, now=ws.clock())[0]
 
 
 def state_rm(

@@ -178,9 +178,7 @@ class LegacyFlow:
         if tokens.refresh_token is None:
             raise ProviderError("no refresh token is recorded", category="grant")
         result = self._post({"grant_type": "refresh_token", "assertion": tokens.refresh_token.get_secret_value()})
-        if result.refresh_token is None:  # no new refresh token issued: the current one stays valid (RFC 6749 6)
-            result = result.model_copy(update={"refresh_token": tokens.refresh_token})
-        return result
+        return _kept_refresh_token(result, tokens)  # none issued: the current one stays valid (RFC 6749 6)
 
     def _post(self, grant: dict[str, str]) -> TokenSet:
         s = self.settings
@@ -293,9 +291,7 @@ class EntraFlow:
         result = self._fetch(
             lambda c: c.refresh_token(self.settings.token_url, refresh_token=token, scope=self.scope), sent=(token,)
         )
-        if result.refresh_token is None:  # Entra may keep the refresh token; then the old one stays valid
-            result = result.model_copy(update={"refresh_token": tokens.refresh_token})
-        return result
+        return _kept_refresh_token(result, tokens)  # Entra may keep the refresh token; then the old one stays valid
 
     def _fetch(self, call: Callable[[Any], Any], *, sent: tuple[str, ...]) -> TokenSet:
         session = _Session(self.http)
@@ -310,6 +306,15 @@ class EntraFlow:
         return token_answer(
             session.responses[-1], self.now(), sent=(self.settings.client_secret.get_secret_value(), *sent)
         )
+
+
+def _kept_refresh_token(result: TokenSet, tokens: TokenSet) -> TokenSet:
+    """A refresh's answer that issued no refresh token keeps the current one, and when it was issued."""
+    if result.refresh_token is not None:
+        return result
+    return result.model_copy(
+        update={"refresh_token": tokens.refresh_token, "refresh_issued_at": tokens.refresh_issued_at}
+    )
 
 
 def token_answer(response: httpx.Response, now: dt.datetime, *, sent: tuple[str, ...]) -> TokenSet:
@@ -355,6 +360,7 @@ def normalise_token_response(
         token_type="Bearer" if token_type.lower() in {"jwt-bearer", "bearer"} else token_type,
         expires_at=now + dt.timedelta(seconds=expires_in),
         scope=tuple(str(data.get("scope") or "").split()),
+        refresh_issued_at=now if refresh else None,
     )
 
 

@@ -41,6 +41,11 @@ class AuthFlavour(_Frozen):
     # `endpoints.revoke_url`), and `revoke_in` tells the user where to revoke by hand.
     revoke_path: str | None = Field(default=None, pattern=r"^/[^?#]*$")
     revoke_in: str = ""
+    # What the provider documents about when a person is needed (status and plan warn ahead of it).
+    client_secret_days: int | None = None  # an app's client secret expires this long after it is created
+    refresh_token_unused_days: int | None = None  # a refresh token lapses after this long unused
+    spa_refresh_token_hours: int | None = None  # ... for a single-page-app registration: this long after sign-in
+    retiring: str = ""  # the provider is removing this flavour: what to do (plan warns)
 
 
 class ParameterSpec(_Frozen):

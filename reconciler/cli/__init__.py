@@ -2,14 +2,24 @@
 
 One module per command family: `group` (the `reconciler` group, global options, exit codes, errors), `options`
 (shared options), `output` (backstop, progress, parts), `checks` (validate, schema, refresh), `plan` (plan,
-show), `run` (apply, authorize), `statecmds` (state ..., force-unlock), `tokencmd` (token), `sandbox`. Results go
+show), `run` (apply, authorize), `statecmds` (state ..., force-unlock), `statuscmd` (status), `tokencmd` (token), `sandbox`. Results go
 to stdout, status and errors to stderr. Owns: assembling the commands into one group. Must not: hold planning,
 loading or state logic, or import it at start-up (`reconciler --help` loads click and the command modules only).
 """
 
 from __future__ import annotations
 
-from reconciler.cli import checks, importcmd, plan, run, sandbox, serve, statecmds, tokencmd  # noqa: F401 - each registers its commands
+from reconciler.cli import (  # noqa: F401 - each registers its commands
+    checks,
+    importcmd,
+    plan,
+    run,
+    sandbox,
+    serve,
+    statecmds,
+    statuscmd,
+    tokencmd,
+)
 from reconciler.cli.group import cli
 
 __all__ = ["cli", "main"]

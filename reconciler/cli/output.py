@@ -15,7 +15,7 @@ import click
 
 from reconciler.errors import ReconcilerError
 
-__all__ = ["progress_bar", "redacted", "warn_short_secrets", "write_part"]
+__all__ = ["progress_bar", "redacted", "replace_parts", "warn_short_secrets", "write_part"]
 
 
 @contextlib.contextmanager
@@ -59,6 +59,17 @@ def warn_short_secrets(secrets: frozenset[str] | set[str]) -> None:
             err=True,
         )
 
+
+
+def replace_parts(directory: Path, stem: str, parts: list[str]) -> None:
+    """Write `parts` as DIR/<stem>-1.md, -2.md, ... (earlier <stem>-N.md files replaced), naming each on stderr."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob(f"{stem}-*.md"):
+        if stale.stem.removeprefix(f"{stem}-").isdigit():
+            stale.unlink()
+    for number, part in enumerate(parts, start=1):
+        write_part(directory / f"{stem}-{number}.md", part)
+        click.echo(str(directory / f"{stem}-{number}.md"), err=True)
 
 
 def write_part(path: Path, text: str) -> None:

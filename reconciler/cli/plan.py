@@ -20,7 +20,7 @@ from reconciler.cli.options import (
     refresh_options,
     refresh_settings,
 )
-from reconciler.cli.output import progress_bar, redacted, warn_short_secrets, write_part
+from reconciler.cli.output import progress_bar, redacted, replace_parts, warn_short_secrets
 from reconciler.cli.views import view
 from reconciler.errors import ReconcilerError, UsageError
 
@@ -148,14 +148,7 @@ def _write_parts(split_dir: Path, doc: Any, secrets: frozenset[str] | set[str]) 
     """The Markdown comment in numbered parts (earlier parts replaced), all checked before any is written."""
     from reconciler.render.markdown import render_markdown_parts
 
-    parts = [redacted(part, secrets) for part in render_markdown_parts(doc)]
-    split_dir.mkdir(parents=True, exist_ok=True)
-    for stale in split_dir.glob("plan-*.md"):
-        if stale.stem.removeprefix("plan-").isdigit():
-            stale.unlink()
-    for number, part in enumerate(parts, start=1):
-        write_part(split_dir / f"plan-{number}.md", part)
-        click.echo(str(split_dir / f"plan-{number}.md"), err=True)
+    replace_parts(split_dir, "plan", [redacted(part, secrets) for part in render_markdown_parts(doc)])
 
 
 @cli.command()

@@ -115,6 +115,8 @@ def _partner(
         api_url=endpoints.api_url,
         scopes=tuple(sorted(set(spec.scopes))) if spec.scopes is not None else None,
         revoke_url=endpoints.revoke_url,
+        client_secret_expires=spec.client_secret_expires,
+        app_type=spec.app_type,
     )
     return DesiredPartner(declared, client_secret=SecretStr(secret) if secret is not None else None)
 

@@ -105,7 +105,14 @@ class PartnerSpec(_Strict):
     tenant_id: NonEmpty | None = Field(None, description="Entra ID tenant GUID, or 'organizations' (entra-id only).")
     client_id: NonEmpty | None = Field(None, description="Client (App) ID, literal or ${env:}/${file:} reference.")
     client_secret: NonEmpty | None = Field(None, description=SECRET_REF_DESCRIPTION)
-    client_secret_expires: dt.date | None = Field(None, strict=False, description="Warn 14 days before this date.")
+    client_secret_expires: dt.date | None = Field(
+        None, strict=False, description="When the client secret expires: plan and status warn 14 days before."
+    )
+    app_type: Literal["web", "spa"] | None = Field(
+        None,
+        description="entra-id only: how the app's redirect URI is registered. spa: refresh tokens last 24 hours from "
+        "the sign-in; web (the default): 90 days unused.",
+    )
     redirect_uri: NonEmpty | None = Field(
         None,
         description="Callback registered with the app; default https://<service_domain>/connector/callback, or "

@@ -38,7 +38,7 @@ __all__ = [
     "upgrade_record",
 ]
 
-FORMAT_VERSION: Final = 4
+FORMAT_VERSION: Final = 5
 
 
 class _Record(BaseModel):
@@ -87,6 +87,14 @@ class PendingRecord(_Record):
     link: str | None = None
 
 
+class CheckFailure(_Record):
+    """Why `refresh` could not check an installation, when it is not the tenant's doing: the partner's client
+    credentials were rejected (`partner`), or the provider or platform did not answer usefully (`provider`)."""
+
+    kind: Literal["partner", "provider"]
+    message: str
+
+
 class Drift(str, Enum):
     """What `reconciler refresh` found at the provider (or the platform) about an installation's tokens: it must
     re-authorize. The value is what state stores; `words` is what plans and listings show (display only)."""
@@ -122,7 +130,10 @@ class InstallationRecord(DeclaredInstallation):
     verified_at: AwareDatetime | None = None
     pending: PendingRecord | None = None
     drift: Drift | None = None  # None: nothing found (or not checked)
-    checked_at: AwareDatetime | None = None
+    checked_at: AwareDatetime | None = None  # when `refresh` last checked it (whatever it found)
+    # Why the last check failed for a reason that is not the tenant's (a partner fault, the provider unreachable):
+    # None when it succeeded, found drift, or never ran.
+    check_failure: CheckFailure | None = None
     account_connector: AccountConnectorRecord | None = None  # on a platform: where it is installed
 
     @property
@@ -140,7 +151,7 @@ class StateDocument(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    format_version: Literal[4] = FORMAT_VERSION
+    format_version: Literal[5] = FORMAT_VERSION
     lineage: str = Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
     serial: StrictInt = Field(ge=0)
     environment: str
@@ -220,8 +231,16 @@ def _upgrade_v3(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "format_version": 4}
 
 
+def _upgrade_v4(data: dict[str, Any]) -> dict[str, Any]:
+    """Format 4 -> 5: an installation may record why its last check failed (`check_failure`), and a partner the
+    expiry of its client secret and its app type; nothing recorded before changes."""
+    return {**data, "format_version": 5}
+
+
 # One function per format version, upgrading a raw document from version N to N+1.
-_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_v1, 2: _upgrade_v2, 3: _upgrade_v3}
+_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: _upgrade_v1, 2: _upgrade_v2, 3: _upgrade_v3, 4: _upgrade_v4,
+}
 
 
 def encode_state(doc: StateDocument) -> bytes:

@@ -38,6 +38,8 @@ class TokenSet(_Sealed):
     token_type: str = "Bearer"  # noqa: S105 - a scheme name, not a secret
     expires_at: dt.datetime | None = None
     scope: tuple[str, ...] = ()
+    # When the refresh token was issued (None: before this was kept): its age against the provider's lifetime.
+    refresh_issued_at: dt.datetime | None = None
 
 
 class PendingAuthorization(_Sealed):
