@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from reconciler.state.model import InstallationRecord
+    from reconciler.state.service_store import CheckResult
 
 __all__ = [
     "DEFAULT_WINDOW",
@@ -125,12 +126,14 @@ def installation_status(
     now: dt.datetime,
     partner: PartnerFacts | None = None,
     window: dt.timedelta = DEFAULT_WINDOW,
+    check: CheckResult | None = None,
 ) -> Status:
     """The status of `record`. `tokens` None: the credentials were not opened (no key), so the expiry recorded
-    by the last apply stands in and the refresh token's age is not known. Drift found by `refresh` outranks
+    by the last apply stands in and the refresh token's age is not known. `check`: the latest check of it (kept
+    beside the state), counted only when it ran after the last authorization. Drift found by `refresh` outranks
     everything but a missing grant: a pending re-authorization does not make a revoked token work; what a person
     must do outranks what will be due within `window`."""
-    return _Assessment(record, tokens, now, partner, window).status()
+    return _Assessment(record, tokens, now, partner, window, check).status()
 
 
 class _Assessment:
@@ -141,9 +144,13 @@ class _Assessment:
         now: dt.datetime,
         partner: PartnerFacts | None,
         window: dt.timedelta,
+        check: CheckResult | None,
     ) -> None:
         self.record, self.tokens, self.now, self.partner, self.window = record, tokens, now, partner, window
-        self.checked = max((t for t in (record.verified_at, record.checked_at) if t is not None), default=None)
+        since = record.verified_at or record.authorized_at
+        self.check = check if check is not None and (since is None or check.at >= since) else None
+        times = (record.verified_at, record.checked_at, self.check.at if self.check else None)
+        self.checked = max((t for t in times if t is not None), default=None)
         self.expires_at = tokens.expires_at if tokens is not None and tokens.present else record.expires_at
         self.refresh = self._refresh_age()
 
@@ -185,10 +192,10 @@ class _Assessment:
         """Tokens that work (as far as state knows): a failed last check, a pending re-authorization, a deadline
         within the window, or healthy."""
         record = self.record
-        failure = record.check_failure
-        if failure is not None:
-            return self.made("error", f"last check failed: {failure.message}", _ERROR_STEPS[failure.kind],
-                             checked=record.checked_at)
+        check = self.check
+        if check is not None and check.failed:
+            return self.made("error", f"last check failed: {check.message or check.outcome}", _ERROR_STEPS[check.outcome],
+                             checked=check.at)
         secret = self._secret_expiry()
         if secret is not None and secret <= self.now:
             reason = f"the client secret of partner {record.partner} expired on {secret.date().isoformat()}"

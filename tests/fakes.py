@@ -12,7 +12,7 @@ import datetime as dt
 import itertools
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from urllib.parse import parse_qs
@@ -23,7 +23,14 @@ from reconciler.auth.flows import AuthorizationRequest
 from reconciler.errors import StaleStateError, StateError, StateLockedError
 from reconciler.state.backend import LockInfo
 from reconciler.state.model import StateDocument
-from reconciler.state.service_store import Attempt, AuditEntry, check_attempt_key, utc
+from reconciler.state.service_store import (
+    Attempt,
+    AuditEntry,
+    CheckResult,
+    check_attempt_key,
+    latest_checks,
+    utc,
+)
 from reconciler.tokens.model import SealedRecord
 from reconciler.tokens.store import WholeRecordWrites
 
@@ -63,6 +70,7 @@ class MemoryServiceStore:
     def __init__(self) -> None:
         self.attempts: dict[str, Attempt] = {}
         self.entries: list[AuditEntry] = []
+        self.latest: dict[str, CheckResult] = {}
         self._guard = threading.Lock()
 
     def put_attempt(self, attempt: Attempt) -> None:
@@ -83,6 +91,14 @@ class MemoryServiceStore:
     def audit(self, since: dt.datetime | None = None) -> list[AuditEntry]:
         with self._guard:
             return sorted((e for e in self.entries if since is None or e.at >= since), key=lambda e: e.at)
+
+    def record_checks(self, results: Sequence[CheckResult]) -> None:
+        with self._guard:
+            self.latest = latest_checks([*self.latest.values(), *(replace(r, at=utc(r.at)) for r in results)])
+
+    def checks(self) -> dict[str, CheckResult]:
+        with self._guard:
+            return dict(self.latest)
 
 
 class MemoryBackend:

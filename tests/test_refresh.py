@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 
 import pytest
 
@@ -118,7 +119,11 @@ def test_persistent_fault_loses_nothing(applied) -> None:  # type: ignore[no-unt
     assert result.exit_code == 1 and "3 could not be checked" in result.stdout
     assert "error: 3 installations could not be refreshed or checked" in result.stderr
     assert "installation.acme.ado: could not refresh: the provider is unavailable (HTTP 500)" in result.stderr
+    checks = directory / "state" / "default.service" / "checks.jsonl"
+    shutil.move(directory / "state" / "default.service", directory / "service")  # kept beside the state
     assert all_text_under(directory / "state") == before
+    checks = directory / "service" / "checks.jsonl"
+    assert [json.loads(line)["outcome"] for line in checks.read_text().splitlines()] == ["provider"] * 3
     sandbox.provider.faults["token"] = []
     assert "3 refreshed" in run(["-C", ".", "refresh", "--window", "120"], RENV).stdout
 

@@ -17,7 +17,7 @@ import pytest
 from reconciler.errors import StateError
 from reconciler.state.local import LocalBackend
 from reconciler.state.postgres import PostgresBackend
-from reconciler.state.service_store import Attempt, AuditEntry, ServiceStore
+from reconciler.state.service_store import Attempt, AuditEntry, CheckResult, ServiceStore
 from tests.fakes import MemoryBackend
 
 T0 = dt.datetime(2026, 12, 4, 10, 0, 0, 123456, tzinfo=dt.UTC)
@@ -227,3 +227,20 @@ def test_local_files_are_private_and_torn_audit_lines_are_skipped(tmp_path: Path
     assert store.take_attempt(_key(500), T0) == _attempt(500)
     assert not attempt_file.exists()
     assert list(attempt_file.parent.iterdir()) == []  # no claimed leftovers
+
+
+def test_the_latest_check_of_each_address_is_kept(make_backend: Factory) -> None:
+    """A check replaces an earlier one of its address, never a later one; another environment keeps its own;
+    times come back in UTC."""
+    store = make_backend().service_store()
+    assert store.checks() == {}
+    later = T0 + dt.timedelta(hours=1)
+    store.record_checks([CheckResult("installation.eu-a.ado", T0, "ok"),
+                         CheckResult("installation.eu-b.ado", T0, "partner", "client secret rejected")])
+    store.record_checks([CheckResult("installation.eu-a.ado", later, "provider", "HTTP 503"),
+                         CheckResult("installation.eu-b.ado", T0 - dt.timedelta(hours=1), "ok")])
+    make_backend("staging").service_store().record_checks([CheckResult("installation.eu-a.ado", later, "ok")])
+    checks = make_backend().service_store().checks()
+    assert checks["installation.eu-a.ado"] == CheckResult("installation.eu-a.ado", later, "provider", "HTTP 503")
+    assert checks["installation.eu-b.ado"].outcome == "partner" and checks["installation.eu-b.ado"].failed
+    assert checks["installation.eu-a.ado"].at.tzinfo is not None and len(checks) == 2

@@ -21,7 +21,8 @@ from reconciler.catalog.files import load_catalog
 from reconciler.config import LoadedConfig
 from reconciler.render.document import to_document
 from reconciler.state.backend import StateBackend
-from reconciler.state.model import CheckFailure, InstallationRecord, StateDocument
+from reconciler.state.model import InstallationRecord, StateDocument
+from reconciler.state.service_store import CheckOutcome, CheckResult
 
 if TYPE_CHECKING:  # the OAuth layer (httpx, authlib) loads only when a refresh runs
     from reconciler.auth.transport import Http
@@ -120,6 +121,7 @@ def refreshed(
         if loaded.desired.platform is not None:
             seen = _observe(loaded.desired, http, doc, selected, settings, progress, vault, findings)
             findings, observed = _merged(findings + seen.findings), seen.observed
+    record_checks(backend, findings, ws.clock())
     return findings, observed
 
 
@@ -192,13 +194,8 @@ def _record_observed(backend: StateBackend, observed: StateDocument, findings: l
     return changed
 
 
-_CHECKED = ("ok", "refreshed", "revoked", "rejected")
-
-
-def record_drift(backend: StateBackend, findings: list[Finding], now: dt.datetime, *, checks: bool = False) -> int:
-    """Write what refresh found into the records (drift set, or cleared when the token works again). With
-    `checks` (a `refresh` run), every check is recorded: when it ran, and why it failed when that was not the
-    tenant's doing (a partner fault, the provider unreachable) — what `status` reports as `error`."""
+def record_drift(backend: StateBackend, findings: list[Finding], now: dt.datetime) -> int:
+    """Write what refresh found into the records (drift set, or cleared when the token works again)."""
     doc = backend.read()
     if doc is None:
         return 0
@@ -206,27 +203,30 @@ def record_drift(backend: StateBackend, findings: list[Finding], now: dt.datetim
     changed = 0
     for finding in findings:
         record = resources.get(finding.address)
-        if not isinstance(record, InstallationRecord):
+        if not isinstance(record, InstallationRecord) or finding.outcome not in ("ok", "refreshed", "revoked", "rejected"):
             continue
-        update: dict[str, object] = {}
-        if finding.outcome in _CHECKED and record.drift != finding.drift:
-            update = {"drift": finding.drift, "checked_at": now}
-        if checks:
-            failure = _failure(finding)
-            if finding.outcome != "skipped" or failure is not None:
-                update |= {"checked_at": now, "check_failure": failure}
-        if update:
+        if record.drift != finding.drift:
             changed += 1
-            resources[finding.address] = record.model_copy(update=update)
+            resources[finding.address] = record.model_copy(update={"drift": finding.drift, "checked_at": now})
     if changed:
         backend.write(doc.with_resources(resources), expected_serial=doc.serial)
     return changed
 
 
-def _failure(finding: Finding) -> CheckFailure | None:
-    """What a check that failed for a reason that is not the tenant's records (None: it did not)."""
-    if finding.outcome == "partner" or (finding.outcome == "skipped" and finding.partner is not None):
-        return CheckFailure(kind="partner", message=finding.message)
-    if finding.outcome == "transient":
-        return CheckFailure(kind="provider", message=finding.message)
-    return None
+_CHECK_OUTCOME: dict[str, CheckOutcome] = {
+    "ok": "ok", "refreshed": "refreshed", "revoked": "revoked", "rejected": "rejected", "partner": "partner",
+    "transient": "provider", "edited": "ok", "deauthenticated": "revoked", "gone": "revoked",
+}
+
+
+def record_checks(backend: StateBackend, findings: list[Finding], now: dt.datetime) -> None:
+    """Keep each installation's check beside the state (when, what was found; the document is not written): what
+    `status` shows as last checked, and as `error` when the check failed for a reason that is not the tenant's."""
+    results = []
+    for finding in findings:
+        outcome = _CHECK_OUTCOME.get(finding.outcome)
+        if finding.outcome == "skipped" and finding.partner is not None:  # the partner's credentials were rejected
+            outcome = "partner"
+        if outcome is not None and finding.address.startswith("installation."):
+            results.append(CheckResult(finding.address, now, outcome, finding.message))
+    backend.service_store().record_checks(results)

@@ -113,10 +113,11 @@ def assess(
         if key is not None:
             vault = Vault(backend.credential_store(), key, lineage=doc.lineage, environment=ws.environment_name)
     facts = partner_facts(doc)
+    checks = backend.service_store().checks() if records else {}
     return {
         address: installation_status(
             record, _token_facts(vault, address, record, mismatch), now=now, partner=facts.get(record.partner),
-            window=window,
+            window=window, check=checks.get(address),
         )
         for address, record in records.items()
     }, note

@@ -231,7 +231,7 @@ class TokenReader:
     def _rotate(self, backend: StateBackend, found: _Found, address: str, breaker: PartnerBreaker | None) -> _Found:
         """Refresh and check the tokens (with the state lock held) the way `reconciler refresh` does, recording
         what demands a re-authorization; the typed error for what failed."""
-        from reconciler.app.refresh import record_drift
+        from reconciler.app.refresh import record_checks, record_drift
         from reconciler.refresh import PartnerBreaker, RefreshSettings, check_one
 
         partner = found.doc.resources.get(f"partner.{found.record.partner}")
@@ -242,6 +242,7 @@ class TokenReader:
         )
         if finding.drift is not None:
             record_drift(backend, [finding], self.ws.clock())
+        record_checks(backend, [finding], self.ws.clock())
         if finding.outcome in ("ok", "refreshed"):
             return self.found(address, found.doc)
         after = self.found(address, found.doc) if finding.drift is None else found

@@ -1,5 +1,7 @@
-"""What the authorization service keeps beside a local state: sign-in attempts as one small file each in
-`<dir>/<environment>.service/attempts/<key>.json`, and the audit log `<dir>/<environment>.audit.jsonl`.
+"""What is kept beside a local state: sign-in attempts as one small file each in
+`<dir>/<environment>.service/attempts/<key>.json`, the audit log `<dir>/<environment>.audit.jsonl`, and the checks
+log `<dir>/<environment>.service/checks.jsonl` (one line per check; the last line of an address is its latest;
+rewritten with only the latest lines once it holds many times more lines than addresses).
 
 Owns: those files. An attempt is written whole (temp file, rename; mode 0600) and taken exactly once across
 processes: the taker first renames it to a name of its own (of racing takers, exactly one rename succeeds), then
@@ -16,6 +18,7 @@ import datetime as dt
 import json
 import os
 import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +26,14 @@ from reconciler.errors import StateError
 from reconciler.state.service_store import (
     Attempt,
     AuditEntry,
+    CheckResult,
     audit_from_json,
     audit_to_json,
     check_attempt_key,
+    check_from_json,
+    check_to_json,
     is_attempt_key,
+    latest_checks,
     stored_time,
     utc,
 )
@@ -47,6 +54,8 @@ class LocalServiceStore:
         self.service_dir = self.directory / f"{environment}.service"
         self.attempts_dir = self.service_dir / "attempts"
         self.audit_path = self.directory / f"{environment}.audit.jsonl"
+        self.checks_path = self.service_dir / "checks.jsonl"
+        self._checks_seen = 0  # the log's size when this store last read it whole
         self._pruned_at: dt.datetime | None = None
         self._audit_ready = False  # the directory checked and made, once per store (a token read appends a line)
 
@@ -124,39 +133,110 @@ class LocalServiceStore:
     # -- audit log ---------------------------------------------------------------------------------------------
 
     def append_audit(self, entry: AuditEntry) -> None:
-        line = (json.dumps(audit_to_json(entry), separators=(",", ":")) + "\n").encode()
-        try:
-            if not self._audit_ready:
+        if not self._audit_ready:
+            try:
                 check_directory(self.directory)
                 self.directory.mkdir(parents=True, exist_ok=True)
-                self._audit_ready = True
-            fd = open_regular(self.audit_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                size = os.fstat(fd).st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":
-                    line = b"\n" + line  # after a torn line (a full disk): start a line of our own
-                written = os.write(fd, line)  # one write of the whole line: appends never interleave
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise StateError(f"{self.audit_path}: cannot add to the audit log: {exc.strerror or exc}") from None
-        if written != len(line):
-            raise StateError(f"{self.audit_path}: the audit log took a partial line (a full disk?)")
+            except OSError as exc:
+                raise StateError(f"{self.audit_path}: cannot add to the audit log: {exc.strerror or exc}") from None
+            self._audit_ready = True
+        _append_lines(self.audit_path, [audit_to_json(entry)], "the audit log")
 
     def audit(self, since: dt.datetime | None = None) -> list[AuditEntry]:
-        try:
-            raw = read_regular(self.audit_path)
-        except OSError as exc:
-            raise StateError(f"{self.audit_path}: cannot read the audit log: {exc.strerror or exc}") from None
         entries = []
-        for line in (raw or b"").split(b"\n"):
+        for data in _read_lines(self.audit_path, "the audit log"):
             try:
-                entry = audit_from_json(json.loads(line))
-            except (ValueError, KeyError, TypeError, StateError, RecursionError):
-                continue  # a torn last line (or a blank one)
+                entry = audit_from_json(data)
+            except (ValueError, KeyError, TypeError, StateError):
+                continue  # a damaged line
             if since is None or entry.at >= utc(since):
                 entries.append(entry)
         return sorted(entries, key=lambda entry: entry.at)  # stable: appends of the same instant keep their order
+
+    # -- checks ------------------------------------------------------------------------------------------------
+
+    def record_checks(self, results: Sequence[CheckResult]) -> None:
+        if not results:
+            return
+        lines = [check_to_json(result) for result in results]  # checks the times before anything is written
+        try:
+            self._make_dirs()
+        except OSError as exc:
+            raise StateError(f"{self.checks_path}: cannot record checks: {exc.strerror or exc}") from None
+        _append_lines(self.checks_path, lines, "the checks log")
+        self._compact_checks()
+
+    def checks(self) -> dict[str, CheckResult]:
+        return latest_checks(self._check_lines()[0])
+
+    def _check_lines(self) -> tuple[list[CheckResult], int]:
+        results, lines = [], 0
+        for data in _read_lines(self.checks_path, "the checks log"):
+            lines += 1
+            try:
+                results.append(check_from_json(data))
+            except (ValueError, KeyError, TypeError, StateError):
+                continue  # a damaged line
+        return results, lines
+
+    def _compact_checks(self) -> None:
+        """Rewrite the log with each address's latest line once it holds more than `COMPACT_RATIO` times as many
+        lines as addresses (a check appended by another process while this runs may be lost: it is only a check,
+        and the next one records it again). The log is read for this only when it grew `COMPACT_RATIO` times since
+        this store last looked, so that a long-running service does not read it on every check."""
+        try:
+            size = os.stat(self.checks_path).st_size
+        except OSError:
+            return
+        if size <= max(COMPACT_MIN_BYTES, COMPACT_RATIO * self._checks_seen):
+            return
+        results, lines = self._check_lines()
+        latest = latest_checks(results)
+        self._checks_seen = size
+        if lines <= COMPACT_RATIO * len(latest):
+            return
+        body = "".join(json.dumps(check_to_json(r), separators=(",", ":")) + "\n" for r in latest.values()).encode()
+        try:
+            atomic_write(self.checks_path, body)
+        except OSError as exc:
+            raise StateError(f"{self.checks_path}: cannot rewrite the checks log: {exc.strerror or exc}") from None
+        self._checks_seen = len(body)
+
+
+COMPACT_MIN_BYTES = 256 * 1024  # a checks log smaller than this is never rewritten
+COMPACT_RATIO = 4
+
+
+def _append_lines(path: Path, items: Sequence[Mapping[str, str]], what: str) -> None:
+    """Add whole JSON lines to `path` in one `write` to a file opened with `O_APPEND` (concurrent appends never
+    interleave; after a torn last line, a line of its own is started)."""
+    data = "".join(json.dumps(item, separators=(",", ":")) + "\n" for item in items).encode()
+    try:
+        fd = open_regular(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + data  # after a torn line (a full disk): start a line of our own
+            written = os.write(fd, data)  # one write of the whole lines: appends never interleave
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StateError(f"{path}: cannot add to {what}: {exc.strerror or exc}") from None
+    if written != len(data):
+        raise StateError(f"{path}: {what} took a partial line (a full disk?)")
+
+
+def _read_lines(path: Path, what: str) -> Iterator[Any]:
+    """The JSON value of each line of `path` that holds one (none when there is no file)."""
+    try:
+        raw = read_regular(path)
+    except OSError as exc:
+        raise StateError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    for line in (raw or b"").split(b"\n"):
+        try:
+            yield json.loads(line)
+        except (ValueError, RecursionError):
+            continue  # a torn last line (or a blank one)
 
 
 def _attempt_json(attempt: Attempt) -> dict[str, Any]:

@@ -87,14 +87,6 @@ class PendingRecord(_Record):
     link: str | None = None
 
 
-class CheckFailure(_Record):
-    """Why `refresh` could not check an installation, when it is not the tenant's doing: the partner's client
-    credentials were rejected (`partner`), or the provider or platform did not answer usefully (`provider`)."""
-
-    kind: Literal["partner", "provider"]
-    message: str
-
-
 class Drift(str, Enum):
     """What `reconciler refresh` found at the provider (or the platform) about an installation's tokens: it must
     re-authorize. The value is what state stores; `words` is what plans and listings show (display only)."""
@@ -130,10 +122,7 @@ class InstallationRecord(DeclaredInstallation):
     verified_at: AwareDatetime | None = None
     pending: PendingRecord | None = None
     drift: Drift | None = None  # None: nothing found (or not checked)
-    checked_at: AwareDatetime | None = None  # when `refresh` last checked it (whatever it found)
-    # Why the last check failed for a reason that is not the tenant's (a partner fault, the provider unreachable):
-    # None when it succeeded, found drift, or never ran.
-    check_failure: CheckFailure | None = None
+    checked_at: AwareDatetime | None = None  # when `drift` was last established (each check: the service store)
     account_connector: AccountConnectorRecord | None = None  # on a platform: where it is installed
 
     @property
@@ -232,8 +221,8 @@ def _upgrade_v3(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _upgrade_v4(data: dict[str, Any]) -> dict[str, Any]:
-    """Format 4 -> 5: an installation may record why its last check failed (`check_failure`), and a partner the
-    expiry of its client secret and its app type; nothing recorded before changes."""
+    """Format 4 -> 5: a partner may record the expiry of its client secret and its app type; nothing recorded
+    before changes."""
     return {**data, "format_version": 5}
 
 

@@ -1,6 +1,6 @@
-"""What the authorization service keeps beside a PostgreSQL state: sign-in attempts in `reconciler_attempts` and
-the audit log in `reconciler_audit` (tables `postgres` creates with the others, from `SERVICE_SCHEMA`), per
-environment.
+"""What is kept beside a PostgreSQL state: sign-in attempts in `reconciler_attempts`, the audit log in
+`reconciler_audit` and each installation's latest check in `reconciler_checks` (tables `postgres` creates with the
+others, from `SERVICE_SCHEMA`), per environment.
 
 Owns: those rows, and the small pool of connections the service's many concurrent callers share (at most
 `max_connections` open at once; a caller beyond that waits for one). An attempt is taken by one
@@ -16,10 +16,19 @@ import datetime as dt
 import json
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from reconciler.state.service_store import Attempt, AuditEntry, check_attempt_key, is_attempt_key, utc
+from reconciler.state.service_store import (
+    CHECK_OUTCOMES,
+    Attempt,
+    AuditEntry,
+    CheckResult,
+    check_attempt_key,
+    is_attempt_key,
+    latest_checks,
+    utc,
+)
 
 __all__ = ["SERVICE_SCHEMA", "PostgresServiceStore"]
 
@@ -45,6 +54,14 @@ CREATE TABLE IF NOT EXISTS reconciler_audit (
     detail text NOT NULL
 );
 CREATE INDEX IF NOT EXISTS reconciler_audit_at ON reconciler_audit (environment, at);
+CREATE TABLE IF NOT EXISTS reconciler_checks (
+    environment text NOT NULL,
+    address text NOT NULL,
+    at timestamptz NOT NULL,
+    outcome text NOT NULL,
+    message text NOT NULL,
+    PRIMARY KEY (environment, address)
+);
 """
 
 Work = Callable[[Any], Any]
@@ -155,6 +172,42 @@ class PostgresServiceStore:
             query, params = query + " AND at >= %s", (*params, utc(since))
         rows = self._run(lambda conn: conn.execute(query + " ORDER BY at, id", params).fetchall())
         return [AuditEntry(utc(at), kind, actor, address, detail) for at, kind, actor, address, detail in rows]
+
+
+    # -- checks ------------------------------------------------------------------------------------------------
+
+    def record_checks(self, results: Sequence[CheckResult]) -> None:
+        rows = [
+            (self.environment, r.address, utc(r.at), r.outcome, r.message)
+            for r in latest_checks(results).values()
+        ]
+        if not rows:
+            return
+
+        def work(conn: Any) -> None:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO reconciler_checks (environment, address, at, outcome, message) "
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (environment, address) DO UPDATE SET "
+                    "at = excluded.at, outcome = excluded.outcome, message = excluded.message "
+                    "WHERE reconciler_checks.at <= excluded.at",
+                    rows,
+                )
+
+        self._run(work)
+
+    def checks(self) -> dict[str, CheckResult]:
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT address, at, outcome, message FROM reconciler_checks WHERE environment = %s",
+                (self.environment,),
+            ).fetchall()
+        )
+        return {
+            address: CheckResult(address, utc(at), outcome, message)
+            for address, at, outcome, message in rows
+            if outcome in CHECK_OUTCOMES
+        }
 
 
 def _close_all(connections: list[Any]) -> None:

@@ -1,5 +1,8 @@
-"""What the authorization service keeps beside the state, in the same backend: sign-in attempts in flight (so a
-callback may reach any instance behind the public URL) and the audit log of token reads and completions.
+"""What is kept beside the state, in the same backend, outside its versioned document: sign-in attempts in flight
+(so a callback may reach any instance behind the public URL), the audit log of token reads and completions, and
+the latest check of each installation (when `refresh`, the service or `token` last checked it, and what it found:
+what `status` reports as last checked, and as `error` when that check failed for a reason that is not the
+tenant's). Checks live here so that checking never moves the document's serial (saved plans stay valid).
 
 Owns: the `ServiceStore` protocol and its records. An attempt is taken exactly once (a replayed callback finds
 nothing); audit entries are append-only. Must not: hold a secret in the clear (an attempt's verifier is a sealed
@@ -10,15 +13,16 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from reconciler.errors import StateError
 
 __all__ = [
-    "AUDIT_KINDS", "Attempt", "AuditEntry", "AuditKind", "ServiceStore", "audit_from_json", "audit_to_json",
-    "check_attempt_key", "is_attempt_key", "stored_time", "utc",
+    "AUDIT_KINDS", "CHECK_OUTCOMES", "Attempt", "AuditEntry", "AuditKind", "CheckOutcome", "CheckResult",
+    "ServiceStore", "audit_from_json", "audit_to_json", "check_attempt_key", "check_from_json", "check_to_json",
+    "is_attempt_key", "latest_checks", "stored_time", "utc",
 ]
 
 AuditKind = Literal["token.read", "authorization.completed", "authorization.failed"]
@@ -52,6 +56,26 @@ class AuditEntry:
     detail: str = ""  # e.g. the granted scopes of a completion, or why it failed (never a secret)
 
 
+CheckOutcome = Literal["ok", "refreshed", "revoked", "rejected", "partner", "provider"]
+CHECK_OUTCOMES: tuple[CheckOutcome, ...] = ("ok", "refreshed", "revoked", "rejected", "partner", "provider")
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check of an installation's tokens at the provider (or of its account connector on the platform): when,
+    and what was found. `partner` and `provider` are failures that are not the tenant's (a rejected client secret,
+    no useful answer); `message` says why (never a secret)."""
+
+    address: str
+    at: dt.datetime
+    outcome: CheckOutcome
+    message: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome in ("partner", "provider")
+
+
 class ServiceStore(Protocol):
     def put_attempt(self, attempt: Attempt) -> None:
         """Record an attempt (a new key; attempts past `expires_at` may be dropped at any time)."""
@@ -65,6 +89,12 @@ class ServiceStore(Protocol):
 
     def audit(self, since: dt.datetime | None = None) -> list[AuditEntry]:
         """The audit log (entries at or after `since`), oldest first."""
+
+    def record_checks(self, results: Sequence[CheckResult]) -> None:
+        """Keep each result as its address's latest check (an earlier one than the one kept is ignored)."""
+
+    def checks(self) -> dict[str, CheckResult]:
+        """The latest check of every address checked."""
 
 
 # An attempt's key names a file of the local store: a hex digest, so it can never name anything else.
@@ -111,3 +141,29 @@ def audit_from_json(data: Any) -> AuditEntry:
     if not all(isinstance(value, str) for value in (data["at"], *fields)):
         raise TypeError("an audit entry holds strings")
     return AuditEntry(utc(dt.datetime.fromisoformat(data["at"])), kind, *fields)
+
+
+def check_to_json(result: CheckResult) -> dict[str, str]:
+    """A check as the local store's line: `{"address", "at", "outcome", "message"}`."""
+    return {"address": result.address, "at": stored_time(result.at), "outcome": result.outcome,
+            "message": result.message}
+
+
+def check_from_json(data: Any) -> CheckResult:
+    """The check `check_to_json` wrote; ValueError (or KeyError, TypeError) for anything else."""
+    outcome = data["outcome"]
+    if outcome not in CHECK_OUTCOMES:
+        raise ValueError(f"unknown check outcome {outcome!r}")
+    if not all(isinstance(data[name], str) for name in ("address", "at", "message")):
+        raise TypeError("a check holds strings")
+    return CheckResult(data["address"], utc(dt.datetime.fromisoformat(data["at"])), outcome, data["message"])
+
+
+def latest_checks(results: Iterable[CheckResult]) -> dict[str, CheckResult]:
+    """The latest result per address (of two at the same instant, the later one given)."""
+    latest: dict[str, CheckResult] = {}
+    for result in results:
+        kept = latest.get(result.address)
+        if kept is None or result.at >= kept.at:
+            latest[result.address] = result
+    return latest

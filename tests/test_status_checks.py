@@ -1,0 +1,75 @@
+"""Checks kept beside the state: `status --refresh` records when each installation was checked and why a check
+failed when it was not the tenant's doing (an `error`), without moving the document's serial."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from reconciler.state.local_service import LocalServiceStore
+from reconciler.state.service_store import CheckResult
+from tests.conftest import run
+from tests.sandbox_support import APPLY, ENV, LEGACY_ID, LEGACY_SECRET, installation
+
+KEY = base64.b64encode(b"checks-key-0123456789abcdef01234").decode()
+RENV = {**ENV, "RECONCILER_STATE_KEY": KEY}
+ADDRESS = "installation.acme.ado"
+
+
+@pytest.fixture
+def applied(sandbox_config):  # type: ignore[no-untyped-def]
+    sandbox, directory, write, _ = sandbox_config
+    write(installation("acme", "ado", "legacy", "acme-org", "Platform", ["vso.work_full"]))
+    assert run(APPLY, RENV).exit_code == 0
+    return sandbox, directory
+
+
+def _status(*args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    result = run(["-C", ".", "status", "--format", "json", *args], RENV)
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_a_rejected_partner_secret_is_an_error_not_a_reauthorization(applied) -> None:
+    """The partner's client secret no longer works: `status --refresh` says error (the partner's fault), exits 2,
+    and names no re-authorization; the document's serial does not move; once the secret works again, healthy."""
+    sandbox, directory = applied
+    serial = json.loads((directory / "state" / "default.json").read_text())["serial"]
+    code, doc = _status()
+    assert code == 0 and doc["summary"]["healthy"] == 1
+    sandbox.provider.rotate_secret(LEGACY_ID, "another-secret")
+    sandbox.provider.expire()  # the check must refresh: the token endpoint refuses the partner's secret
+    code, doc = _status("--refresh")
+    entry = doc["installations"][0]
+    assert code == 2 and entry["status"] == "error", entry
+    assert entry["reason"].startswith("last check failed:") and "client" in entry["next_step"]
+    code, again = _status()  # from state alone: the check is kept
+    assert code == 2 and again["installations"][0]["status"] == "error"
+    listed = json.loads(run(["-C", ".", "state", "list", "--json"], RENV).stdout)
+    assert [e["status"] for e in listed if e["address"] == ADDRESS] == ["error"]
+    assert json.loads((directory / "state" / "default.json").read_text())["serial"] == serial
+    sandbox.provider.rotate_secret(LEGACY_ID, LEGACY_SECRET)
+    code, doc = _status("--refresh")
+    assert code == 0 and doc["installations"][0]["status"] == "healthy", doc["installations"][0]
+
+
+def test_the_local_checks_log_keeps_the_latest_check_and_compacts(tmp_path: Path) -> None:
+    """Each address's latest check wins; an earlier one recorded later does not replace it; a log of many more
+    lines than addresses is rewritten with the latest ones only."""
+    import datetime as dt
+
+    from reconciler.state import local_service
+
+    store = LocalServiceStore(tmp_path, "default")
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    store.record_checks([CheckResult("installation.a.x", t0, "ok"), CheckResult("installation.b.x", t0, "partner", "m")])
+    store.record_checks([CheckResult("installation.a.x", t0 - dt.timedelta(hours=1), "provider", "late")])
+    checks = store.checks()
+    assert checks["installation.a.x"].outcome == "ok" and checks["installation.b.x"].failed
+    many = [CheckResult("installation.a.x", t0 + dt.timedelta(seconds=i), "ok", "x" * 200) for i in range(2000)]
+    store.record_checks(many)
+    lines = store.checks_path.read_bytes().count(b"\n")
+    assert lines == 2 and local_service.COMPACT_RATIO > 1
+    assert store.checks()["installation.a.x"].at == t0 + dt.timedelta(seconds=1999)
