@@ -24,6 +24,8 @@ def open_memo(request: PlanRequest) -> PlanMemo | None:
     ws = request.workspace
     if not ws.cache or ws.refresh_catalog or request.refresh is not None or request.out is not None or request.split_dir is not None:
         return None
+    if request.fail_on_warning:  # the memo keeps the output, not how many warnings it holds
+        return None
     from reconciler.memo import PlanMemo
 
     return PlanMemo(

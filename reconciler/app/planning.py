@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     from reconciler.config.ahead import ParsedAhead
     from reconciler.planfile import SavedPlan
 
-__all__ = ["PlanResult", "check_fresh", "plan_config", "plan_of", "read_saved", "save_plan", "show_plan"]
+__all__ = [
+    "PlanResult", "check_fresh", "plan_config", "plan_of", "plan_warnings", "read_saved", "save_plan", "show_plan",
+]
 
 
 @dataclass(frozen=True)
@@ -96,8 +98,17 @@ def plan_config(ws: Workspace, scope: PlanScope | None = None, ahead: ParsedAhea
             recorded = backend.read()
         now = ws.clock()
         plan = plan_of(ws, loaded, backend, scope or PlanScope(), recorded, now=now)
-        document = to_document(plan, warnings=[str(w) for w in loaded.warnings])
+        document = to_document(plan, warnings=plan_warnings(loaded, recorded, now))
         return PlanResult(loaded, backend, plan, document, _valid_until(recorded, now))
+
+
+def plan_warnings(loaded: LoadedConfig, recorded: StateDocument | None, now: dt.datetime) -> list[str]:
+    """The configuration's warnings, then foresight: what will need a person before the next change."""
+    from reconciler.foresight import foresight
+
+    desired = loaded.desired
+    ahead = foresight(desired.partners, desired.installations, recorded, load_catalog(), now=now)
+    return [str(w) for w in loaded.warnings] + ahead
 
 
 def _valid_until(recorded: StateDocument | None, now: dt.datetime) -> dt.datetime | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from reconciler.app.keys import no_note, state_key
-from reconciler.app.planning import PlanResult, plan_of
+from reconciler.app.planning import PlanResult, plan_of, plan_warnings
 from reconciler.app.request import PlanScope
 from reconciler.app.source import config_source
 from reconciler.app.workspace import Workspace, open_backend
@@ -83,7 +83,7 @@ def refreshed_plan(
     findings, observed = refreshed(ws, loaded, backend, backend.read(), scope, settings, progress)
     drift = {f.address: f.drift for f in findings if f.drift} | gone_accounts(findings)
     plan = plan_of(ws, loaded, backend, scope, observed, refreshed=drift)
-    warnings = [str(w) for w in loaded.warnings] + [
+    warnings = plan_warnings(loaded, backend.read(), ws.clock()) + [
         f"{f.address}: {f.message}" for f in findings if f.outcome in ("transient", "partner", "skipped")
     ]
     return findings, PlanResult(loaded, backend, plan, to_document(plan, warnings=warnings))

@@ -52,3 +52,4 @@ class PlanRequest:
     refresh: RefreshSettings | None = None
     lock_timeout: float = 0.0
     detailed_exitcode: bool = False
+    fail_on_warning: bool = False  # a plan with any warning (foresight included) exits 1

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from reconciler.addresses import Globs, Selection
 from reconciler.app.keys import no_note, sealed_key_id, state_key
-from reconciler.app.planning import check_fresh, plan_of, read_saved
+from reconciler.app.planning import check_fresh, plan_of, plan_warnings, read_saved
 from reconciler.app.request import PlanScope
 from reconciler.app.source import config_source
 from reconciler.app.workspace import Workspace, open_backend, read_root
@@ -121,8 +121,9 @@ def run_apply(
             result = refreshed_plan(ws, loaded, backend, scope, refresh, lambda done, total: None)[1]
             plan, document = result.plan, result.document
         else:
-            plan = plan_of(ws, loaded, backend, scope, backend.read())
-            document = to_document(plan, warnings=[str(w) for w in loaded.warnings])
+            recorded = backend.read()
+            plan = plan_of(ws, loaded, backend, scope, recorded)
+            document = to_document(plan, warnings=plan_warnings(loaded, recorded, ws.clock()))
         if not confirm(document):
             if document.has_changes:
                 raise ReconcilerError("apply cancelled; nothing was changed")

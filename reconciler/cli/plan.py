@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     help="text for a terminal, json for automation (docs/plan-json.md), markdown for a pull request.",
 )
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when there are no changes, 2 when there are.")
+@click.option("--fail-on-warning", is_flag=True, help="Exit 1 when the plan has any warning (foresight included: "
+              "client secrets and refresh tokens that run out, a flavour being removed), after printing it.")
 @click.option(
     "--split-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -52,7 +54,8 @@ if TYPE_CHECKING:
 @REFRESH_CATALOG
 @address_options
 @click.pass_obj
-def plan(opts: GlobalOptions, fmt: str, detailed_exitcode: bool, split_dir: Path | None, out: Path | None, refresh: bool,
+def plan(opts: GlobalOptions, fmt: str, detailed_exitcode: bool, fail_on_warning: bool, split_dir: Path | None,
+         out: Path | None, refresh: bool,
          parallelism: int, window: float, lock_timeout: float, refresh_catalog: bool, target: tuple[str, ...],
          exclude: tuple[str, ...], replace: tuple[str, ...], allow_delete: tuple[str, ...]) -> int:
     """Show what apply would change. Offline and read-only, unless --refresh (which stores rotated tokens).
@@ -80,6 +83,7 @@ def plan(opts: GlobalOptions, fmt: str, detailed_exitcode: bool, split_dir: Path
         refresh=refresh_settings(parallelism, window) if refresh else None,
         lock_timeout=lock_timeout,
         detailed_exitcode=detailed_exitcode,
+        fail_on_warning=fail_on_warning,
     )
     return _plan(request)
 
@@ -129,6 +133,12 @@ def _plan_and_print(request: PlanRequest, memo: Any, ahead: Any) -> int:
     if memo is not None:
         remember(memo, result, output)
     code = _print(request, output, doc.has_changes)
+    warned = len(doc.warnings) + sum(len(c.warnings) for c in doc.changes)
+    if request.fail_on_warning and warned:
+        raise ReconcilerError(
+            f"the plan has {warned} warning{'s' if warned != 1 else ''} (--fail-on-warning)",
+            hint="the warnings are listed with the plan",
+        )
     if outcome.partner_faults:
         raise ReconcilerError(
             f"the provider rejected the client credentials of partner(s) {', '.join(outcome.partner_faults)}: their "

@@ -1,0 +1,74 @@
+"""Foresight: what will need a person before the next change, as plan warnings with dates.
+
+Owns: the warnings a plan adds from the configuration, the recorded state and the provider's documented lifetimes
+(the catalog): a flavour being removed (Azure DevOps OAuth in 2026) and how many installations still use it, the
+60-day client secret rule of that flavour when no `client_secret_expires` is declared, and single-page-app
+registrations whose refresh tokens last 24 hours from the sign-in. (A declared `client_secret_expires` near or
+past is the configuration's own warning, with its file and line.) Must not: read files, the network, the clock
+or sealed credentials (`status` reads those): everything is passed in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from reconciler.catalog import Catalog
+    from reconciler.config.desired import DesiredInstallation, DesiredPartner
+    from reconciler.state.model import StateDocument
+
+__all__ = ["foresight"]
+
+
+def _day(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).date().isoformat()
+
+
+def foresight(
+    partners: Mapping[str, DesiredPartner],
+    installations: Mapping[str, DesiredInstallation],
+    recorded: StateDocument | None,
+    catalog: Catalog,
+    *,
+    now: dt.datetime,
+) -> list[str]:
+    """The foresight warnings of a plan, one per partner it concerns, in partner order."""
+    from reconciler.state.model import InstallationRecord
+
+    users: dict[str, int] = {}
+    for installation in installations.values():
+        name = installation.declared.partner
+        users[name] = users.get(name, 0) + 1
+    signed_in: dict[str, list[dt.datetime]] = {}
+    for record in (recorded.resources.values() if recorded is not None else ()):
+        if isinstance(record, InstallationRecord) and record.authorized_at is not None and record.status == "authorized":
+            signed_in.setdefault(record.partner, []).append(record.authorized_at)
+    warnings: list[str] = []
+    for address, desired in sorted(partners.items()):
+        partner = desired.declared
+        connector = catalog.get(partner.connector)
+        flavour = connector.auth.get(partner.auth) if connector is not None else None
+        if flavour is None:
+            continue
+        count = users.get(partner.name, 0)
+        if flavour.retiring and count:
+            noun = "installation uses" if count == 1 else "installations use"
+            warnings.append(f"{address}: {count} {noun} {partner.auth}. {flavour.retiring}")
+        if flavour.client_secret_days and partner.client_id and partner.client_secret_expires is None and count:
+            warnings.append(
+                f"{address}: {partner.auth} client secrets expire {flavour.client_secret_days} days after they are "
+                "created, and no client_secret_expires is declared: declare its date so that plan and status warn "
+                "before the partner's installations stop refreshing"
+            )
+        if partner.app_type == "spa" and flavour.spa_refresh_token_hours:
+            lifetime = dt.timedelta(hours=flavour.spa_refresh_token_hours)
+            lapses = sorted(moment + lifetime for moment in signed_in.get(partner.name, ()))
+            first = f"; the first lapses {'on' if lapses[0] > now else 'since'} {_day(lapses[0])}" if lapses else ""
+            warnings.append(
+                f"{address}: a single-page-app registration: its refresh tokens last "
+                f"{flavour.spa_refresh_token_hours} hours from the sign-in, so each of its {count} installation(s) "
+                f"needs a sign-in every day{first}; register the redirect URI as a web platform to keep them 90 days"
+            )
+    return warnings
