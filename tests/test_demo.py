@@ -173,12 +173,19 @@ def test_the_line_matcher_notices_a_difference() -> None:
 
 
 def test_the_demo_runs_cleanly(tmp_path: Path) -> None:
-    """`make demo` applies the quickstart against its own sandbox and says no warning."""
+    """`make demo` applies the quickstart against its own sandbox, reports every installation healthy, and warns
+    of nothing but the foresight its Azure DevOps OAuth partner calls for (the flavour's removal, its 60-day
+    client secrets)."""
     result = _demo(tmp_path, free_port(), free_port())
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Apply complete: 3 completed." in result.stdout
     assert "No changes. 3 resources match the configuration." in result.stdout
-    assert [line for line in (result.stdout + result.stderr).splitlines() if "warning" in line.lower()] == []
+    assert "2 installations: 2 healthy" in result.stdout
+    output = (result.stdout + result.stderr).splitlines()
+    foresight = ("Microsoft removes Azure DevOps OAuth in 2026", "client secrets expire 60 days after they are created")
+    assert any(foresight[0] in line for line in output)
+    warned = [line for line in output if "warning" in line.lower() and line.strip() != "Warnings:"]
+    assert [line for line in warned if not any(words in line for words in foresight)] == []
 
 
 def test_the_demo_fails_clearly_when_its_port_is_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,6 +26,9 @@ reconciler -C $dir state show installation.acme.ado-main
 
 say reconciler -C $dir plan --detailed-exitcode
 reconciler -C $dir plan --detailed-exitcode
+
+say reconciler -C $dir status
+reconciler -C $dir status
 echo
 echo "Tokens are sealed (AES-256-GCM) in $dir/state/default.credentials/; the key is $dir/state/default.key."
 echo "To keep playing: \`make sandbox\` (it prints what to paste into another terminal), then follow README.md's tour."
