@@ -75,6 +75,7 @@ class DeclaredPartner(_Frozen):
     revoke_url: str | None = None  # RFC 7009 revocation endpoint on the token_url's origin; None: none offered
     client_secret_expires: dt.date | None = None  # as declared: status and plan warn ahead of it
     app_type: Literal["web", "spa"] | None = None  # Entra only; spa: refresh tokens last 24 hours from sign-in
+    migrate_to: str | None = None  # the partner its installations move to (a migration campaign)
 
     @property
     def address(self) -> str:
@@ -137,6 +138,7 @@ def partner_view(partner: DeclaredPartner) -> dict[str, Any]:
         **({"revoke_url": partner.revoke_url} if partner.revoke_url else {}),  # shown only when declared
         **({"client_secret_expires": partner.client_secret_expires.isoformat()} if partner.client_secret_expires else {}),
         **({"app_type": partner.app_type} if partner.app_type else {}),
+        **({"migrate_to": partner.migrate_to} if partner.migrate_to else {}),
     }
 
 
@@ -360,6 +362,9 @@ PARTNER_FIELDS: tuple[tuple[str, str], ...] = (
     ("token_url", "endpoint token_url changed"),
     ("api_url", "endpoint api_url changed"),
     ("revoke_url", "endpoint revoke_url changed"),
+    ("client_secret_expires", "client_secret_expires changed"),
+    ("app_type", "app_type changed"),
+    ("migrate_to", "migrate_to changed"),
 )
 
 

@@ -150,10 +150,15 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 def _select(plan: Plan, selection: Selection) -> Plan:
     """The plan restricted to the selected addresses. A targeted installation keeps its partner's change, which it
-    needs; everything else (no-ops too, so that summaries count only what is selected) becomes a no-op "not
+    needs, and that of the partner it moves from (a migration campaign records `migrate_to` there with the first
+    wave); everything else (no-ops too, so that summaries count only what is selected) becomes a no-op "not
     targeted"."""
     chosen = {c.address for c in plan.changes if selection.chooses(c.address)}
-    needed = {f"partner.{_partner_of(c)}" for c in plan.changes if c.address in chosen and _partner_of(c)}
+    needed = {
+        f"partner.{name}"
+        for c in plan.changes if c.address in chosen
+        for name in (_partner_of(c), _partner_of(c, before=True)) if name
+    }
     needed |= {f"account.{c.tenant}" for c in plan.changes if c.address in chosen and c.kind == "installation"}
     chosen |= {a for a in needed if not selection.excludes.match(a)}
     changes = tuple(
@@ -165,8 +170,9 @@ def _select(plan: Plan, selection: Selection) -> Plan:
     return Plan(plan.environment, plan.state, changes)
 
 
-def _partner_of(change: ResourceChange) -> str | None:
-    view = change.after or change.before or {}
+def _partner_of(change: ResourceChange, *, before: bool = False) -> str | None:
+    """The partner an installation change declares (`before`: the one recorded)."""
+    view = (change.before if before else change.after or change.before) or {}
     return view.get("partner") if change.kind == "installation" else None
 
 
@@ -327,7 +333,16 @@ def _reauthorize_reasons(
         missing = missing_scopes(connector, want.scopes, have.granted_scopes)
         if missing:
             reasons.append("scopes not granted: " + ", ".join(missing))
+    if want.auth != have.auth and want.auth in connector.auth:
+        reasons.append(_requested_as(want, connector.auth[want.auth]))
     return tuple(reasons)
+
+
+def _requested_as(want: DeclaredInstallation, flavour: AuthFlavour) -> str:
+    """How the declared scopes are asked for in another flavour (a migration: Entra ID writes each with the Azure
+    DevOps resource as prefix, and adds offline_access for a refresh token)."""
+    asked = [flavour.scope_prefix + scope for scope in sorted(want.scopes)] + list(flavour.extra_scopes)
+    return f"scopes requested in the {want.auth} form: {', '.join(asked)}"
 
 
 def _api_reasons(have: InstallationRecord, recorded_api: str | None, declared_api: str) -> tuple[str, ...]:

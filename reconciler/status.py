@@ -23,6 +23,7 @@ __all__ = [
     "STALE_AFTER",
     "STATUS_WORDS",
     "Deadline",
+    "Migration",
     "PartnerFacts",
     "RefreshAge",
     "Status",
@@ -31,6 +32,7 @@ __all__ = [
     "StatusWord",
     "TokenFacts",
     "installation_status",
+    "migration_of",
 ]
 
 StatusWord = Literal["healthy", "expiring", "needs-reauthorization", "pending", "error"]
@@ -58,6 +60,7 @@ class PartnerFacts:
     client_secret_expires: dt.date | None = None  # as declared
     refresh_unused: dt.timedelta | None = None  # a refresh token lapses after this long unused (Entra: 90 days)
     refresh_fixed: dt.timedelta | None = None  # ... or this long after the sign-in, however used (Entra SPA: 24 h)
+    migrate_to: str | None = None  # the partner its installations move to (a migration campaign)
 
 
 @dataclass(frozen=True)
@@ -90,11 +93,36 @@ class Status:
 
 
 @dataclass(frozen=True)
+class Migration:
+    """Where an installation stands in a migration campaign (`migrate_to`): `migrated` (on the partner the
+    campaign moves to), `pending` (still on the partner it moves from) or `failed` (still there, and its sign-in
+    lapsed or its tokens stopped working)."""
+
+    source: str
+    target: str
+    progress: Literal["migrated", "pending", "failed"]
+
+
+@dataclass(frozen=True)
 class StatusRow:
     address: str
     record: InstallationRecord
     status: Status
     partner: PartnerFacts | None
+    migration: Migration | None = None
+
+
+def migration_of(
+    record: InstallationRecord, status: Status, partners: dict[str, PartnerFacts], now: dt.datetime
+) -> Migration | None:
+    """`record`'s place in a migration campaign of its partner (None: its partner takes part in none)."""
+    own = partners.get(record.partner)
+    if own is not None and own.migrate_to is not None:
+        lapsed = record.pending is not None and record.pending.expires_at <= now
+        failed = lapsed or status.word in ("needs-reauthorization", "error")
+        return Migration(record.partner, own.migrate_to, "failed" if failed else "pending")
+    source = next((p.name for p in partners.values() if p.migrate_to == record.partner), None)
+    return Migration(source, record.partner, "migrated") if source is not None else None
 
 
 @dataclass

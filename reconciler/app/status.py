@@ -26,6 +26,7 @@ from reconciler.status import (
     StatusRow,
     TokenFacts,
     installation_status,
+    migration_of,
 )
 
 if TYPE_CHECKING:
@@ -78,7 +79,8 @@ def read_report(
         report.notes.append(note)
     facts = partner_facts(doc)
     report.rows = [
-        StatusRow(address, record, statuses[address], facts.get(record.partner))
+        StatusRow(address, record, statuses[address], facts.get(record.partner),
+                  migration_of(record, statuses[address], facts, now))
         for address, record in sorted(picked.items(), key=lambda item: (item[1].tenant, item[0]))
         if not words or statuses[address].word in words
     ]
@@ -141,7 +143,7 @@ def partner_facts(doc: StateDocument, catalog: Catalog | None = None) -> dict[st
                 fixed = dt.timedelta(hours=flavour.spa_refresh_token_hours)
             elif flavour.refresh_token_unused_days:
                 unused = dt.timedelta(days=flavour.refresh_token_unused_days)
-        out[record.name] = PartnerFacts(record.name, record.client_secret_expires, unused, fixed)
+        out[record.name] = PartnerFacts(record.name, record.client_secret_expires, unused, fixed, record.migrate_to)
     return out
 
 

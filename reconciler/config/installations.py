@@ -56,9 +56,11 @@ def desired_installations(
     declared: Mapping[str, tuple[SourceFile, PartnerSpec]],
     defaults: Mapping[str, str | None],
     overridden: Mapping[str, bool],
+    moves: Mapping[str, str] = {},
 ) -> dict[str, DesiredInstallation]:
     """The installations that pass every rule, by address. An installation whose partner failed its own rules
-    is left out silently (the partner's problem was reported)."""
+    is left out silently (the partner's problem was reported). An installation of a partner that declares
+    `migrate_to` uses the partner it moves to (`moves`)."""
     out: dict[str, DesiredInstallation] = {}
     clean: _CleanScopes = {}
     for tenant_name, (src, tenant) in tenants.items():
@@ -70,6 +72,8 @@ def desired_installations(
                 installation = _outside_catalog(checks, at, spec, declared)
             else:
                 partner_name = _partner_of(checks, src, path, spec, defaults, declared)
+                if partner_name is not None and partner_name in moves:
+                    partner_name = _moved(checks, src, path, spec, partner_name, moves[partner_name])
                 if partner_name is None or partner_name not in partners:
                     continue  # the reason was reported (here or on the partner)
                 partner = (partners[partner_name], declared[partner_name][1])
@@ -77,6 +81,17 @@ def desired_installations(
             if installation is not None:
                 out[installation.address] = installation
     return out
+
+
+def _moved(checks: Checks, src: SourceFile, path: KeyPath, spec: InstallationSpec, source: str, target: str) -> str | None:
+    """The partner an installation of a migrating partner moves to; None (reported) when it brings client
+    credentials of its own, which are for the app it moves from."""
+    if spec.credentials is None:
+        return target
+    message = f"partner '{source}' migrates to '{target}', but this installation brings its own client credentials"
+    hint = f"name partner: {target} with the credentials of its {target} app, or remove credentials"
+    checks.report.issue(src, (*path, "credentials"), message, hint)
+    return None
 
 
 def _partner_of(

@@ -31,7 +31,7 @@ from reconciler.config.overlay import (
     overlay_path,
     state_directories,
 )
-from reconciler.config.partners import Checks, default_partners, desired_partners
+from reconciler.config.partners import Checks, default_partners, desired_partners, migrations
 from reconciler.config.placements import check_partner_keys
 from reconciler.config.platform import callback_origin, cyclr_settings, declared_accounts, is_cyclr
 from reconciler.config.schema import (
@@ -190,7 +190,8 @@ def _desired(
     desired_partners_, overridden = desired_partners(checks, partners)
     check_partner_keys(checks, partners)
     defaults = default_partners(checks.report, partners)
-    installations = desired_installations(checks, tenants, desired_partners_, partners, defaults, overridden)
+    moves = migrations(checks.report, partners)
+    installations = desired_installations(checks, tenants, desired_partners_, partners, defaults, overridden, moves)
     checks.values.check()
     checks.report.fail_if_issues()
     return DesiredState(

@@ -87,6 +87,10 @@ def _partner(
         report.issue(src, (*path, "auth"), f"unknown auth '{spec.auth}' for {connector.name}; expected one of: {known}")
         return None
     ok = _tenant_id_ok(report, src, path, spec, flavour)
+    if spec.app_type is not None and not flavour.spa_refresh_token_hours:
+        report.issue(src, (*path, "app_type"), f"app_type does not apply to auth {spec.auth}",
+                     "app_type describes an Entra ID app registration (web or spa)")
+        ok = False
     ok = _credentials_paired(report, src, path, spec) and ok
     client_id = values.value(src, (*path, "client_id"), spec.client_id, secret=False) if spec.client_id else None
     secret = values.value(src, (*path, "client_secret"), spec.client_secret, secret=True) if spec.client_secret else None
@@ -117,6 +121,7 @@ def _partner(
         revoke_url=endpoints.revoke_url,
         client_secret_expires=spec.client_secret_expires,
         app_type=spec.app_type,
+        migrate_to=spec.migrate_to,
     )
     return DesiredPartner(declared, client_secret=SecretStr(secret) if secret is not None else None)
 
@@ -298,6 +303,31 @@ def default_partners(report: Report, declared: Mapping[str, tuple[SourceFile, Pa
             out[connector] = None
         else:
             out[connector] = marked[0] if marked else names[0]
+    return out
+
+
+def migrations(report: Report, declared: Mapping[str, tuple[SourceFile, PartnerSpec]]) -> dict[str, str]:
+    """Per partner that declares `migrate_to`, the partner its installations move to: one declared for the same
+    connector, other than itself, that does not move on in turn."""
+    out: dict[str, str] = {}
+    for name, (src, spec) in declared.items():
+        target = spec.migrate_to
+        if target is None:
+            continue
+        path = ("partners", name, "migrate_to")
+        entry = declared.get(target)
+        if entry is None:
+            report.issue(src, path, f"unknown partner '{target}'", did_you_mean(target, [n for n in declared if n != name]))
+        elif target == name:
+            report.issue(src, path, "a partner cannot migrate to itself")
+        elif (entry[1].connector or target) != (spec.connector or name):
+            message = f"partner '{target}' is for connector '{entry[1].connector or target}', not '{spec.connector or name}'"
+            report.issue(src, path, message, "migrate to a partner of the same connector")
+        elif entry[1].migrate_to is not None:
+            report.issue(src, path, f"partner '{target}' migrates on to '{entry[1].migrate_to}'",
+                         f"migrate straight to the last one: migrate_to: {entry[1].migrate_to}")
+        else:
+            out[name] = target
     return out
 
 

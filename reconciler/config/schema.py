@@ -126,6 +126,12 @@ class PartnerSpec(_Strict):
         None, description="cyclr only: the connector's Authentication entry to install with (its AuthName or Id)."
     )
     auth_via: AuthVia | None = Field(None, description=AUTH_VIA_DESCRIPTION + " Default of its installations: platform.")
+    migrate_to: NonEmpty | None = Field(
+        None,
+        description="Move this partner's installations to another partner of the same connector (its key), e.g. "
+        "from Azure DevOps OAuth to Entra ID: each is re-authorized with the other partner's app; `--target` moves "
+        "a wave at a time, `reconciler status` tracks the progress.",
+    )
     default: bool = Field(
         False,
         description="The partner of its connector for installations that name no `partner:` (at most one per "

@@ -30,6 +30,7 @@ __all__ = [
 
 STATUS_FORMAT_VERSION = "1.0"
 COMMENT_LIMIT = 65536  # GitHub's maximum comment body, in characters
+_PROGRESS = ("migrated", "pending", "failed")
 _MARK = {"healthy": "✅", "expiring": "⏳", "needs-reauthorization": "🔑", "pending": "🕓", "error": "❌"}
 
 
@@ -42,10 +43,15 @@ def status_document(report: StatusReport) -> dict[str, Any]:
     rows = [_entry(row, report.generated_at) for row in report.rows]
     summary = dict.fromkeys(STATUS_WORDS, 0)
     partners: dict[str, dict[str, int]] = {}
+    migrations: dict[tuple[str, str], dict[str, int]] = {}
     for row in rows:
         summary[row["status"]] += 1
         counts = partners.setdefault(row["partner"], dict.fromkeys(STATUS_WORDS, 0))
         counts[row["status"]] += 1
+        moving = row["migration"]
+        if moving is not None:
+            progress = migrations.setdefault((moving["from"], moving["to"]), dict.fromkeys(_PROGRESS, 0))
+            progress[moving["progress"]] += 1
     return {
         "format_version": STATUS_FORMAT_VERSION,
         "generated_at": _iso(report.generated_at),
@@ -56,6 +62,7 @@ def status_document(report: StatusReport) -> dict[str, Any]:
         "shown": len(rows),
         "summary": summary,
         "partners": dict(sorted(partners.items())),
+        "migrations": [{"from": source, "to": target, **counts} for (source, target), counts in sorted(migrations.items())],
         "notes": list(report.notes),
         "installations": rows,
     }
@@ -108,6 +115,9 @@ def _entry(row: StatusRow, now: dt.datetime) -> dict[str, Any]:
         },
         "authorized_at": _iso(record.authorized_at),
         "authorized_by": record.authorized_by,
+        "migration": None if row.migration is None else {
+            "from": row.migration.source, "to": row.migration.target, "progress": row.migration.progress,
+        },
     }
 
 
@@ -181,6 +191,7 @@ def render_status_text(document: Mapping[str, Any], *, terminal: bool, color: bo
     for partner, counts in document["partners"].items():
         shown = ", ".join(f"{n} {word}" for word, n in counts.items() if n)
         lines.append(f"  partner {one_line(partner)}: {shown}")
+    lines += [f"  {_migration_line(m)}" for m in document["migrations"]]
     lines += [f"Note: {one_line(note)}" for note in document["notes"]]
     if not document["state_exists"]:
         lines.append("There is no state yet: `reconciler apply` records installations.")
@@ -195,6 +206,11 @@ def render_status_text(document: Mapping[str, Any], *, terminal: bool, color: bo
              for row in [_COLUMNS, *rows]]
     links = _links(entries)
     return "\n".join([*lines, "", *table, *links]) + "\n"
+
+
+def _migration_line(moving: Mapping[str, Any]) -> str:
+    return (f"migration {one_line(moving['from'])} -> {one_line(moving['to'])}: {moving['migrated']} migrated, "
+            f"{moving['pending']} pending, {moving['failed']} failed")
 
 
 def _links(entries: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -257,6 +273,8 @@ def _md_summary(document: Mapping[str, Any]) -> list[str]:
         lines += [f"| `{_md(p)}` | " + " | ".join(str(c[w]) for w in STATUS_WORDS) + " |"
                   for p, c in document["partners"].items()]
         lines.append("")
+    lines += [f"- {_md(_migration_line(m))}" for m in document["migrations"]]
+    lines += [""] if document["migrations"] else []
     lines += [f"> {_md(note)}" for note in document["notes"]]
     return lines
 

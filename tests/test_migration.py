@@ -1,0 +1,97 @@
+"""A migration campaign against the sandbox: a legacy partner declares `migrate_to: entra`; the plan shows per
+tenant the re-authorizations the move needs, with scopes in the Entra form; `--target` moves one wave at a time;
+`status` tracks the progress; once all have moved, the plan is "No changes"."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from tests.conftest import run
+from tests.sandbox_support import APPLY, ENTRA_SECRET, ENV, LEGACY_SECRET
+
+KEY = base64.b64encode(b"migrate-key-0123456789abcdef0123").decode()
+RENV = {**ENV, "RECONCILER_STATE_KEY": KEY}
+RESOURCE = "499b84ac-1321-427f-aa17-267ca6975798"
+
+
+def _tenants(names: list[str]) -> str:
+    """Installations that name only their connector: the connector's default partner (the legacy one, declared
+    first) is theirs."""
+    organizations = {"acme": ("acme-org", "Platform"), "globex": ("globex", "Operations"), "initech": ("acme-org", "Web")}
+    return "".join(
+        f"  {t}:\n    installations:\n      ado:\n        connector: microsoft-azure-devops\n"
+        f"        parameters: {{organization: {organizations[t][0]}, project: {organizations[t][1]}}}\n"
+        "        scopes: [vso.work_full, vso.project]\n"
+        for t in names
+    )
+
+
+def _migrating(directory) -> None:  # type: ignore[no-untyped-def]
+    text = (directory / "reconciler.yaml").read_text()
+    marker = "  legacy:\n    connector: microsoft-azure-devops\n"
+    assert text.count(marker) == 1
+    (directory / "reconciler.yaml").write_text(text.replace(marker, marker + "    migrate_to: entra\n"))
+
+
+def _status() -> dict:  # type: ignore[type-arg]
+    result = run(["-C", ".", "status", "--format", "json"], RENV)
+    assert result.exit_code in (0, 2), result.stderr
+    return json.loads(result.stdout)
+
+
+def test_a_campaign_moves_waves_of_tenants_to_entra_and_status_tracks_it(sandbox_config) -> None:
+    sandbox, directory, write, _ = sandbox_config
+    tenants = ["acme", "globex", "initech"]
+    write(_tenants(tenants))
+    assert run(APPLY, RENV).exit_code == 0
+    assert {e["auth"] for e in _status()["installations"]} == {"azure-devops-oauth"}
+    assert _status()["migrations"] == []
+
+    _migrating(directory)
+    plan = run(["-C", ".", "plan", "--format", "json"], RENV)
+    doc = json.loads(plan.stdout)
+    moving = {c["address"]: c for c in doc["changes"] if c["kind"] == "installation"}
+    assert {c["action"] for c in moving.values()} == {"reauthorize"}
+    for change in moving.values():
+        assert "partner changed: legacy -> entra" in change["reasons"]
+        assert f"scopes requested in the entra-id form: {RESOURCE}/vso.project, {RESOURCE}/vso.work_full, offline_access" in change["reasons"]
+    markdown = run(["-C", ".", "plan", "--format", "markdown"], RENV).stdout
+    assert all(f"tenant <code>{t}</code>" in markdown for t in tenants)  # a section per tenant
+    assert _status()["migrations"] == []  # status reports what is applied: the campaign starts with its first wave
+
+    wave = run([*APPLY, "--target", "installation.acme.*"], RENV)  # the first wave: one tenant
+    assert wave.exit_code == 0, wave.stderr
+    status = _status()
+    by_address = {e["address"]: e for e in status["installations"]}
+    assert by_address["installation.acme.ado"]["auth"] == "entra-id"
+    assert by_address["installation.acme.ado"]["migration"]["progress"] == "migrated"
+    assert by_address["installation.globex.ado"]["migration"]["progress"] == "pending"
+    assert status["migrations"] == [{"from": "legacy", "to": "entra", "migrated": 1, "pending": 2, "failed": 0}]
+    assert "migration legacy -> entra: 1 migrated, 2 pending, 0 failed" in run(["-C", ".", "status"], RENV).stdout
+    granted = {e["address"]: e["scopes"]["granted"] for e in status["installations"]}
+    assert granted["installation.acme.ado"] == ["vso.project", "vso.work_full"]  # normalised from the Entra form
+
+    assert run(APPLY, RENV).exit_code == 0  # the rest
+    status = _status()
+    assert status["migrations"] == [{"from": "legacy", "to": "entra", "migrated": 3, "pending": 0, "failed": 0}]
+    assert status["summary"]["healthy"] == 3
+    assert run(["-C", ".", "plan", "--detailed-exitcode"], RENV).exit_code == 0
+    flavours = sorted((g["flavour"], g["revoked"]) for g in sandbox.provider.live_grants())
+    assert [f for f, _ in flavours].count("entra-id") == 3
+    outputs = run(["-C", ".", "status", "--format", "markdown"], RENV).stdout + json.dumps(status)
+    assert LEGACY_SECRET not in outputs and ENTRA_SECRET not in outputs
+
+
+def test_a_migration_to_an_unknown_or_other_partner_is_a_clear_error(sandbox_config) -> None:
+    """migrate_to names a partner that does not exist: one line naming the file, line and key; nothing written."""
+    _, directory, write, _ = sandbox_config
+    write(_tenants(["acme"]))
+    text = (directory / "reconciler.yaml").read_text()
+    marker = "  legacy:\n    connector: microsoft-azure-devops\n"
+    (directory / "reconciler.yaml").write_text(text.replace(marker, marker + "    migrate_to: entro\n"))
+    result = run(["-C", ".", "plan"], RENV)
+    assert result.exit_code == 1
+    assert "reconciler.yaml:" in result.stderr and "partners.legacy.migrate_to: unknown partner 'entro'" in result.stderr
+    assert "entra" in result.stderr  # did you mean
+    assert not (directory / "state").exists()
