@@ -2,7 +2,8 @@
 configuration with a `service:` section, the service itself on 127.0.0.1, and a scripted tenant who opens a link
 and answers the sandbox's consent page.
 
-Registered as a pytest plugin (tests/conftest.py): fixtures `service_world`.
+Registered as a pytest plugin (tests/conftest.py): fixtures `service_world`, and `every_status`: the service running
+on a state that holds an installation in each status word.
 """
 
 from __future__ import annotations
@@ -151,3 +152,70 @@ def service_world(sandbox: SandboxServer, tmp_path: Path) -> Iterator[ServiceWor
         yield world
     finally:
         world.stop()
+
+
+# Each status word, and the installations `every_status` brings to it (tenants eu-* and us-*, so that a key's globs
+# see some of them).
+EVERY_STATUS = {
+    "healthy": ("installation.eu-acme.ado", "installation.eu-acme.web"),
+    "expiring": ("installation.eu-globex.ado",),  # the Entra partner's client secret expires in 5 days
+    "needs-reauthorization": ("installation.us-initech.ado",),  # its grant revoked, found by `status --refresh`
+    "error": ("installation.us-hooli.ado",),  # its partner's client secret expired yesterday
+    "pending": ("installation.eu-umbrella.ado",),  # applied with --auth-mode defer, its link not opened
+}
+
+
+def _every_status_config(text: str, today: dt.date) -> str:
+    """`text` (a `service_config`) with the Entra partner's client secret expiring in 5 days, and a partner
+    `lapsed`: the legacy app again, with a client secret declared to have expired yesterday."""
+    legacy = text[text.index("  legacy:\n"):text.index("  entra:\n")]
+    lapsed = legacy.replace("  legacy:\n", "  lapsed:\n") + f"    client_secret_expires: {today - dt.timedelta(days=1)}\n"
+    entra = f"  entra:\n    client_secret_expires: {today + dt.timedelta(days=5)}\n"
+    return text.replace("  entra:\n", lapsed + entra)
+
+
+def _installation(name: str, partner: str) -> str:
+    return (f"      {name}:\n        partner: {partner}\n"
+            "        parameters: {organization: acme-org, project: Platform}\n        scopes: [vso.project, vso.work_full]\n")
+
+
+def _every_status_tenants(*, umbrella: bool) -> str:
+    tenants = {
+        "eu-acme": _installation("ado", "legacy") + _installation("web", "legacy"),
+        "eu-globex": _installation("ado", "entra"),
+        "us-initech": _installation("ado", "legacy"),
+        "us-hooli": _installation("ado", "lapsed"),
+        **({"eu-umbrella": _installation("ado", "legacy")} if umbrella else {}),
+    }
+    return "".join(f"  {tenant}:\n    installations:\n{body}" for tenant, body in tenants.items())
+
+
+@pytest.fixture
+def every_status(service_world: ServiceWorld) -> ServiceWorld:
+    """The service running on a state with installations in every status word (`EVERY_STATUS`), each brought
+    there the real way: sign-ins through the service's links, a revoked grant found by `reconciler status
+    --refresh`, an authorization deferred, partners' client secrets declared to expire soon or to have expired."""
+    world, provider = service_world, service_world.sandbox.provider
+    today = dt.datetime.now(dt.UTC).date()
+
+    def write(*, umbrella: bool) -> None:
+        world.write(_every_status_tenants(umbrella=umbrella))
+        path = world.directory / "reconciler.yaml"
+        path.write_text(_every_status_config(path.read_text(), today))
+
+    write(umbrella=False)
+    deferred = world.cli("apply", "--auto-approve", "--auth-mode", "defer")
+    assert deferred.exit_code == 3, deferred.stdout + deferred.stderr
+    links = links_in(deferred.stdout, world.public_url)
+    world.start()
+    with httpx.Client(timeout=20) as client:
+        assert sign_in(links.pop("installation.us-initech.ado"), client).status_code == 200
+        assert provider.revoke(client_id=LEGACY_ID) == 1  # initech's grant, the only one so far
+        for link in links.values():
+            assert sign_in(link, client).status_code == 200
+    write(umbrella=True)
+    pending = world.cli("apply", "--auto-approve", "--auth-mode", "defer")
+    assert pending.exit_code == 3, pending.stdout + pending.stderr
+    checked = world.cli("status", "--refresh", "--format", "json")  # records what each check found
+    assert checked.exit_code == 2, checked.stdout + checked.stderr
+    return world

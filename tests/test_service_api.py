@@ -16,11 +16,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
+from reconciler.sandbox.model import Fault
 from reconciler.service.events import verify
 from tests.sandbox_support import free_port
 from tests.service_support import (
     API_KEY_ALL,
     API_KEY_EU,
+    EVERY_STATUS,
     SECRETS,
     WEBHOOK_SECRET,
     ServiceWorld,
@@ -220,3 +222,82 @@ def test_a_callback_and_a_platform_return_never_take_each_others_attempts(servic
     state = "x" * 32
     for path in (f"/connector/platform-return?attempt={state}", f"/connector/callback?state={state}&code=c"):
         assert httpx.get(service_world.public_url + path, timeout=10).status_code == 400
+
+
+
+def _status(world: ServiceWorld, key: str | None, query: str = "", accept: str | None = None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+    headers |= {"Accept": accept} if accept is not None else {}
+    return httpx.get(f"{world.public_url}/status{query}", headers=headers, timeout=20)
+
+
+def test_the_status_page_shows_a_key_the_installations_of_its_tenants_only(every_status: ServiceWorld) -> None:
+    """GET /status: 401 without a known key; with one, the status of its tenants' installations only (counted
+    among themselves), in the words `reconciler status` says."""
+    for key in (None, "not-a-key"):
+        refused = _status(every_status, key, "?format=json")
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+        assert refused.json()["error"] == "unauthorized" and "installation" not in refused.text
+    eu = _status(every_status, API_KEY_EU, "?format=json")
+    assert eu.status_code == 200 and eu.headers["content-type"] == "application/json", eu.text
+    document = eu.json()
+    assert [e["address"] for e in document["installations"]] == sorted(
+        a for addresses in EVERY_STATUS.values() for a in addresses if a.startswith("installation.eu-")
+    )
+    assert document["total"] == document["shown"] == 4 and set(document["partners"]) == {"legacy", "entra"}
+    assert "us-initech" not in eu.text and "us-hooli" not in eu.text and "lapsed" not in eu.text
+    cli = json.loads(every_status.cli("status", "--format", "json").stdout)
+    everything = _status(every_status, API_KEY_ALL, "?format=json").json()
+    assert everything["summary"] == cli["summary"] == {w: len(a) for w, a in EVERY_STATUS.items()}
+    assert [(e["address"], e["status"], e["reason"], e["pending"]) for e in everything["installations"]] == [
+        (e["address"], e["status"], e["reason"], e["pending"]) for e in cli["installations"]
+    ]
+
+
+def test_the_status_page_is_html_unless_json_is_asked_for(every_status: ServiceWorld) -> None:
+    """The page by default and for a browser's Accept (no script allowed, not cached); the document for
+    `?format=json` or `Accept: application/json`; 400 for another format."""
+    browser_accept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+    for query, accept in (("", None), ("", browser_accept), ("?format=html", "application/json")):
+        page = _status(every_status, API_KEY_EU, query, accept)
+        assert page.status_code == 200 and page.headers["content-type"] == "text/html; charset=utf-8"
+        assert page.text.startswith("<!DOCTYPE html>") and 'data-address="installation.eu-acme.ado"' in page.text
+        assert page.headers["content-security-policy"].startswith("default-src 'none'")
+        assert page.headers["cache-control"] == "no-store" and "<script" not in page.text
+    for query, accept in (("?format=json", None), ("", "application/json")):
+        answer = _status(every_status, API_KEY_EU, query, accept)
+        assert answer.headers["content-type"] == "application/json" and answer.json()["shown"] == 4
+    wrong = _status(every_status, API_KEY_EU, "?format=xml")
+    assert wrong.status_code == 400 and wrong.json()["error"] == "bad_request"
+
+
+def test_the_status_page_asks_no_provider_and_shows_no_token(every_status: ServiceWorld) -> None:
+    """The status comes from state alone: failures queued at the provider's token and API endpoints are all still
+    queued after the page was read; no token or code the provider issued is in it."""
+    provider = every_status.sandbox.provider
+    queued = {endpoint: provider.add_faults(endpoint, [Fault("status", status=500)] * 3) for endpoint in ("token", "api")}
+    bodies = [_status(every_status, API_KEY_ALL, query).text for query in ("", "?format=json")]
+    assert {endpoint: len(provider.faults[endpoint]) for endpoint in queued} == queued
+    assert provider.issued and not [secret for secret in (*provider.issued, *SECRETS) for body in bodies if secret in body]
+
+
+@pytest.mark.parametrize(
+    ("asked", "accept", "form"),
+    [
+        (None, "", "html"),
+        (None, "*/*", "html"),
+        (None, "application/json", "json"),
+        (None, "Application/JSON; charset=utf-8", "json"),
+        (None, "text/html, application/json", "html"),
+        ("json", "text/html", "json"),
+        ("html", "application/json", "html"),
+        ("JSON", "", None),
+        ("", "", None),
+    ],
+)
+def test_the_form_of_the_status_page(asked: str | None, accept: str, form: str | None) -> None:
+    """`?format=` decides when given (html or json, else nothing); else the Accept header, HTML unless it names
+    JSON and not HTML."""
+    from reconciler.service.status_api import page_form
+
+    assert page_form(asked, accept) == form

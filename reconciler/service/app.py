@@ -5,6 +5,7 @@ Routes:
   GET /connector/callback                     the provider's redirect back: a page (200 done, 400, 410, 503)
   GET /connector/platform-return              back from the integration platform's sign-in (Cyclr): a page
   GET /v1/installations/{address}/token       the token API (Bearer API key): 200, 401, 403, 404
+  GET /status[?format=json]                    the status of the key's tenants (Bearer API key), from state alone
   GET /healthz                                 200 when the state backend answers, else 503
   GET /metrics                                 Prometheus text
 
@@ -15,6 +16,7 @@ limit and one log line per request (path without its query). Must not: decide a 
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import logging
 import time
@@ -30,12 +32,14 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from reconciler.app.statuspage import status_page
 from reconciler.app.tokens import WouldBlock
 from reconciler.service.context import ServiceContext
 from reconciler.service.observe import CONTENT_TYPE_LATEST, LOGGER, Metrics
 from reconciler.service.platform_signin import RETURN_PATH
 from reconciler.service.runtime import Runtime
 from reconciler.service.signin import Answer, complete_callback, complete_platform_return, open_link
+from reconciler.service.status_api import HTML, read_status
 from reconciler.service.token_api import read_token
 
 __all__ = ["MAX_BODY", "service_app"]
@@ -120,11 +124,28 @@ def service_app(ctx: ServiceContext, metrics: Metrics, runtime: Runtime) -> ASGI
         Route("/connector/callback", callback, methods=["GET"]),
         Route(RETURN_PATH, platform_return, methods=["GET"]),
         Route("/v1/installations/{address}/token", token, methods=["GET"]),
+        Route("/status", status_route(ctx), methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_route, methods=["GET"]),
     ]
     app = Starlette(routes=routes)
     return _Guard(app, allowed_hosts(ctx.settings.public_url))
+
+
+def status_route(ctx: ServiceContext) -> Callable[[Request], Awaitable[Response]]:
+    """`GET /status`: the status of the API key's tenants from state (read in a worker thread: no provider is
+    asked, but the state and the sealed credentials are read)."""
+
+    async def status(request: Request) -> Response:
+        asked = (request.headers.get("authorization"), ctx.settings.api_keys, request.query_params.get("format"),
+                 request.headers.get("accept", ""))
+        code, media, body = await run_in_threadpool(read_status, *asked, functools.partial(status_page, ctx.ws))
+        headers = (_HEADERS if media == HTML else {"Cache-Control": "no-store"}) | {"Vary": "Accept, Authorization"}
+        if code == 401:
+            headers |= {"WWW-Authenticate": "Bearer"}
+        return Response(body, status_code=code, media_type=media, headers=headers)
+
+    return status
 
 
 def allowed_hosts(public_url: str) -> frozenset[str]:

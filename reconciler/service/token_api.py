@@ -19,9 +19,10 @@ from reconciler.addresses import tenant_of
 from reconciler.config.desired import ApiKey
 from reconciler.errors import ReconcilerError
 
-__all__ = ["Reader", "TokenAnswer", "key_for", "read_token"]
+__all__ = ["UNAUTHORIZED", "Reader", "TokenAnswer", "key_for", "read_token"]
 
 TokenAnswer = tuple[int, dict[str, Any]]
+UNAUTHORIZED = {"error": "unauthorized", "message": "a valid API key is required (Authorization: Bearer <key>)"}
 
 
 class Reader(Protocol):
@@ -58,7 +59,7 @@ def read_token(
     """The status and JSON body for one token read (`classify`: the status of a reader's error)."""
     key = key_for(authorization, keys)
     if key is None:
-        return 401, {"error": "unauthorized", "message": "a valid API key is required (Authorization: Bearer <key>)"}
+        return 401, dict(UNAUTHORIZED)
     tenant = tenant_of(address)
     if not tenant or not any(fnmatch.fnmatchcase(tenant, glob) for glob in key.tenants):
         return 403, {"error": "forbidden", "message": f"API key {key.name} may not read tokens of this tenant"}
