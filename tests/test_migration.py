@@ -79,7 +79,9 @@ def test_a_campaign_moves_waves_of_tenants_to_entra_and_status_tracks_it(sandbox
     assert run(["-C", ".", "plan", "--detailed-exitcode"], RENV).exit_code == 0
     flavours = sorted((g["flavour"], g["revoked"]) for g in sandbox.provider.live_grants())
     assert [f for f, _ in flavours].count("entra-id") == 3
-    outputs = run(["-C", ".", "status", "--format", "markdown"], RENV).stdout + json.dumps(status)
+    html = run(["-C", ".", "status", "--format", "html"], RENV).stdout
+    assert '<td class="num" data-progress="migrated">3</td>' in html
+    outputs = run(["-C", ".", "status", "--format", "markdown"], RENV).stdout + json.dumps(status) + html
     assert LEGACY_SECRET not in outputs and ENTRA_SECRET not in outputs
 
 

@@ -118,6 +118,17 @@ def _summary(document: Mapping[str, Any]) -> list[str]:
             cells = "".join(f'<td class="num" data-status-word="{w}">{_e(counts.get(w, 0))}</td>' for w in STATUS_WORDS)
             out.append(f'<tr data-partner="{_e(partner)}"><th scope="row"><code>{_e(partner)}</code></th>{cells}</tr>')
         out += ["</tbody>", "</table>"]
+    migrations = document.get("migrations") or []
+    if migrations:
+        out += ['<table id="migrations">', "<caption>Migrations</caption>",
+                ('<thead><tr><th scope="col">From</th><th scope="col">To</th><th scope="col">migrated</th>'
+                '<th scope="col">pending</th><th scope="col">failed</th></tr></thead>'), "<tbody>"]
+        for moving in migrations:
+            cells = "".join(f'<td class="num" data-progress="{p}">{_e(moving[p])}</td>'
+                            for p in ("migrated", "pending", "failed"))
+            out.append(f"<tr><td><code>{_e(moving['from'])}</code></td><td><code>{_e(moving['to'])}</code></td>"
+                       f"{cells}</tr>")
+        out += ["</tbody>", "</table>"]
     out.append("</section>")
     return out
 
