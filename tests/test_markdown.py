@@ -288,7 +288,7 @@ def test_split_mixed_case_golden() -> None:
 
 SPLIT_MIXED_GOLDEN = [
     """\
-### Reconciler plan · environment `default` · part 1 of 4
+### Reconciler plan · environment `default` · part 1 of 5
 
 **Plan: 1 to create, 1 to update, 1 to reauthorize, 1 to delete.** (1 unchanged)
 
@@ -306,10 +306,15 @@ _Environment default: state state/default.json (serial 7)._
 - `installation.acme.ado-main`: the old grant's tokens are forgotten, not revoked: revoke in the user's Azure DevOps profile, Authorized OAuth apps (https://app.vsaex.visualstudio.com/me)
 - `installation.hooli.ado`: its tokens are forgotten, not revoked: revoke in the user's Azure DevOps profile, Authorized OAuth apps (https://app.vsaex.visualstudio.com/me)
 
-_Continued in part 2 of 4._
+_Continued in part 2 of 5._
 """,
     """\
-### Reconciler plan · environment `default` · part 2 of 4
+### Reconciler plan · environment `default` · part 2 of 5
+
+**Warnings**
+
+- partner.microsoft-azure-devops: 3 installations use azure-devops-oauth. Microsoft removes Azure DevOps OAuth in 2026; move its installations to an Entra ID partner
+- partner.microsoft-azure-devops: azure-devops-oauth client secrets expire 60 days after they are created, and no client_secret_expires is declared: declare its date so that plan and status warn before the partner's installations stop refreshing
 
 <details><summary><b>tenant <code>acme</code></b> — 1 to reauthorize</summary>
 
@@ -321,6 +326,11 @@ _Continued in part 2 of 4._
 
 </details>
 
+_Continued in part 3 of 5._
+""",
+    """\
+### Reconciler plan · environment `default` · part 3 of 5
+
 <details><summary><b>tenant <code>globex</code></b> — 1 to update</summary>
 
 ```diff
@@ -331,10 +341,10 @@ _Continued in part 2 of 4._
 
 </details>
 
-_Continued in part 3 of 4._
+_Continued in part 4 of 5._
 """,
     """\
-### Reconciler plan · environment `default` · part 3 of 4
+### Reconciler plan · environment `default` · part 4 of 5
 
 <details><summary><b>tenant <code>hooli</code></b> — 1 to delete</summary>
 
@@ -359,10 +369,10 @@ _Continued in part 3 of 4._
 
 </details>
 
-_Continued in part 4 of 4._
+_Continued in part 5 of 5._
 """,
     """\
-### Reconciler plan · environment `default` · part 4 of 4
+### Reconciler plan · environment `default` · part 5 of 5
 
 <details><summary><b>tenant <code>initech</code></b> — 1 to create</summary>
 

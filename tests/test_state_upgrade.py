@@ -85,7 +85,7 @@ def test_first_write_stores_format_2_and_plans_the_same(v1: Path) -> None:
     result = run(["-C", ".", "apply", "--auto-approve", "--target", "partner.extra"], env)
     assert result.exit_code == 0, result.stdout + result.stderr
     stored = json.loads((v1 / "state" / "default.json").read_text())
-    assert stored["format_version"] == 4 and stored["serial"] == 8
+    assert stored["format_version"] == 5 and stored["serial"] == 8
     assert not any("requested_scopes" in r for r in stored["resources"].values())
     assert stored["resources"]["installation.initech.ado"]["drift"] == "revoked"
     after = [c for c in _changes(v1) if c["address"] != "partner.extra"]
