@@ -286,7 +286,12 @@ class _Assessment:
             return f"`reconciler authorize {address}`"
         if pending is not None:
             return f"the link expired: `reconciler authorize --reissue {address}`"
-        return "`reconciler apply` (--auth-mode defer gives the tenant a link)"
+        # The plan re-authorizes on its own only what state recorded as broken (drift, a platform's sign-in); a
+        # lapse seen here from the tokens' facts alone plans nothing, so the step forces it.
+        record = self.record
+        if record.drift is not None or record.platform_holds_tokens:
+            return "`reconciler apply` (--auth-mode defer gives the tenant a link)"
+        return f"`reconciler apply --replace {address}` (--auth-mode defer gives the tenant a link)"
 
 
 _ERROR_STEPS = {
@@ -296,6 +301,6 @@ _ERROR_STEPS = {
 
 
 def _span(span: dt.timedelta) -> str:
-    if span % dt.timedelta(days=1) == dt.timedelta():
+    if span % dt.timedelta(days=1) == dt.timedelta() and span.days > 1:
         return f"{span.days} days"
     return f"{int(span.total_seconds() // 3600)} hours"
