@@ -103,8 +103,9 @@ def _entry(row: StatusRow, now: dt.datetime) -> dict[str, Any]:
             else None
         ),
         "deadline": None if status.deadline is None else {"what": status.deadline.what, "at": _iso(status.deadline.at)},
-        "pending": None if pending is None else {
-            "since": _iso(pending.since), "expires_at": _iso(pending.expires_at), "link": pending.link,
+        "pending": None if pending is None else {  # link: what the tenant opens (the service's, else the provider's)
+            "since": _iso(pending.since), "expires_at": _iso(pending.expires_at),
+            "link": pending.link or pending.authorize_url,
         },
         "authorized_at": _iso(record.authorized_at),
         "authorized_by": record.authorized_by,
