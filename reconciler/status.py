@@ -144,7 +144,9 @@ class _Assessment:
     ) -> None:
         self.record, self.tokens, self.now, self.partner, self.window = record, tokens, now, partner, window
         self.checked = max((t for t in (record.verified_at, record.checked_at) if t is not None), default=None)
-        self.expires_at = tokens.expires_at if tokens is not None and tokens.present else record.expires_at
+        # Tokens not opened, absent or unreadable: the expiry the last apply recorded stands in.
+        opened = tokens if tokens is not None and tokens.present and tokens.error is None else None
+        self.expires_at = opened.expires_at if opened is not None else record.expires_at
         self.refresh = self._refresh_age()
 
     def made(self, word: StatusWord, reason: str, next_step: str, *, checked: dt.datetime | None = None,
