@@ -340,9 +340,11 @@ def test_a_deferred_first_authorization_is_pending_with_its_link_and_expiry(worl
         assert e["scopes"]["granted"] is None and e["access_token_expires_at"] is None
         assert e["pending"]["link"] in outputs["text"]
     assert outputs["markdown"].count("[sign-in link](") == 2
-    clock.advance(days=8)
-    e = entry(document()[1], ACME)
+    clock.advance(days=8)  # the links expired: reissued, not opened
+    doc, outputs = reported(expect_exit=2)
+    e = entry(doc, ACME)
     assert e["status"] == "pending" and e["next_step"] == f"the link expired: `reconciler authorize --reissue {ACME}`"
+    assert e["pending"]["link"] not in outputs["text"] and "[sign-in link](" not in outputs["markdown"]
 
 
 def test_a_deferred_reauthorization_is_pending_while_the_old_tokens_work(world, clock: Clock) -> None:
