@@ -574,8 +574,9 @@ def test_status_without_refresh_sends_no_request(world, requests: list[str]) -> 
 
 
 def situations(world, clock: Clock) -> SandboxServer:  # type: ignore[no-untyped-def]
-    """acme revoked (needs-reauthorization), globex on a spa registration (expiring), initech deferred (pending),
-    hooli on the legacy partner whose secret expires in 5 days (expiring)."""
+    """acme revoked (needs-reauthorization), globex on a spa registration (expiring), initech and umbrella (Entra,
+    with a sealed PKCE verifier) deferred (pending), hooli on the legacy partner whose secret expires in 5 days
+    (expiring)."""
     sandbox, _, configure = world
     day = (clock.at + dt.timedelta(days=5)).date().isoformat()
     installations = both() + installation("hooli", "ado", "legacy", "globex", "Operations", ["vso.work_full"])
@@ -583,7 +584,8 @@ def situations(world, clock: Clock) -> SandboxServer:  # type: ignore[no-untyped
     assert run(APPLY, ENV).exit_code == 0
     sandbox.provider.revoke(client_id=LEGACY_ID)
     assert status("--refresh", "--tenant", "acme").exit_code == 2
-    configure(installations + installation("initech", "ado", "legacy", "acme-org", "Web", ["vso.work_full"]),
+    configure(installations + installation("initech", "ado", "legacy", "acme-org", "Web", ["vso.work_full"])
+              + installation("umbrella", "ado", "entra", "acme-org", "Web", ["vso.work_full"]),
               entra=("app_type: spa",), legacy=(f"client_secret_expires: {day}",))
     assert run(DEFER, ENV).exit_code == 3
     return sandbox
@@ -611,6 +613,37 @@ def test_state_list_and_show_say_the_same_words_as_status(world, clock: Clock) -
         assert any(line.split() == ["status", word] for line in lines), lines
 
 
+def sealed_secrets(directory: Path) -> tuple[list[str], list[str]]:
+    """What the vault holds that must never be shown: the stored tokens, and the pending PKCE verifiers (a pending
+    link's `state` is in the link by design)."""
+    from reconciler.app.keys import no_note, state_key
+    from reconciler.app.workspace import Workspace, open_backend, read_root
+    from reconciler.state.model import InstallationRecord
+    from reconciler.tokens.custodian import TokenCustodian
+    from reconciler.tokens.vault import Vault
+
+    ws = Workspace(directory, ENV)
+    root = read_root(ws)
+    backend = open_backend(ws, root)
+    doc = backend.read()
+    key = state_key(ws, root, backend, on_key_created=no_note, create=False)
+    assert doc is not None and key is not None
+    custodian = TokenCustodian(Vault(backend.credential_store(), key, lineage=doc.lineage, environment="default"))
+    tokens: list[str] = []
+    verifiers: list[str] = []
+    for address, record in doc.resources.items():
+        if not isinstance(record, InstallationRecord):
+            continue
+        held, pending = custodian.held(address, record.client_id), custodian.pending(address, record.client_id)
+        if held is not None:
+            tokens.append(held.tokens.access_token.get_secret_value())
+            if held.tokens.refresh_token is not None:
+                tokens.append(held.tokens.refresh_token.get_secret_value())
+        if pending is not None and pending.code_verifier is not None:
+            verifiers.append(pending.code_verifier.get_secret_value())
+    return tokens, verifiers
+
+
 def test_no_secret_appears_in_any_output(world, clock: Clock) -> None:
     """Every token, code and client secret the sandbox saw is absent from every status format (and split parts),
     `state list` and `state show`, in plain, base64 and URL-encoded forms."""
@@ -625,12 +658,15 @@ def test_no_secret_appears_in_any_output(world, clock: Clock) -> None:
     outputs.append(all_text_under(Path("parts")))
     for args in (["state", "list"], ["state", "list", "--json"]):
         outputs.append(run(["-C", ".", *args], ENV).stdout)
-    for address in (ACME, GLOBEX, INITECH, "installation.hooli.ado", "partner.legacy", "partner.entra"):
+    for address in (ACME, GLOBEX, INITECH, "installation.hooli.ado", "installation.umbrella.ado", "partner.legacy",
+                    "partner.entra"):
         for fmt in ("text", "json"):
             outputs.append(run(["-C", ".", "state", "show", address, "--format", fmt], ENV).stdout)
     haystack = "\n".join(outputs)
     assert "needs-reauthorization" in haystack and "sign-in link" in haystack
-    values = [*sandbox.provider.issued, LEGACY_SECRET, ENTRA_SECRET]
+    tokens, verifiers = sealed_secrets(Path("."))
+    assert len(tokens) >= 4 and verifiers  # umbrella's Entra sign-in waits with its verifier sealed
+    values = [*sandbox.provider.issued, *tokens, *verifiers, LEGACY_SECRET, ENTRA_SECRET]
     assert len(sandbox.provider.issued) >= 6
     for value in values:
         for form in {value, base64.b64encode(value.encode()).decode(), urllib.parse.quote(value, safe="")}:
