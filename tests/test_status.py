@@ -61,6 +61,7 @@ def iso(moment: dt.datetime) -> str:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """The clock every command reads, fixed at the present second until the test moves it."""
     fixed = Clock()
     monkeypatch.setattr(cli_group, "now", fixed)
     return fixed
