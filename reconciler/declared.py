@@ -362,8 +362,8 @@ PARTNER_FIELDS: tuple[tuple[str, str], ...] = (
     ("token_url", "endpoint token_url changed"),
     ("api_url", "endpoint api_url changed"),
     ("revoke_url", "endpoint revoke_url changed"),
-    ("client_secret_expires", "client_secret_expires changed"),
-    ("app_type", "app_type changed"),
+    ("client_secret_expires", "client_secret_expires changed"),  # status and plan judge by the recorded date
+    ("app_type", "app_type changed"),  # ... and refresh-token lifetimes by the recorded registration type
     ("migrate_to", "migrate_to changed"),
 )
 

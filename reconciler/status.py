@@ -179,7 +179,9 @@ class _Assessment:
         self.check = check if check is not None and (since is None or check.at >= since) else None
         times = (record.verified_at, record.checked_at, self.check.at if self.check else None)
         self.checked = max((t for t in times if t is not None), default=None)
-        self.expires_at = tokens.expires_at if tokens is not None and tokens.present else record.expires_at
+        # Tokens not opened, absent or unreadable: the expiry the last apply recorded stands in.
+        opened = tokens if tokens is not None and tokens.present and tokens.error is None else None
+        self.expires_at = opened.expires_at if opened is not None else record.expires_at
         self.refresh = self._refresh_age()
 
     def made(self, word: StatusWord, reason: str, next_step: str, *, checked: dt.datetime | None = None,
@@ -321,7 +323,12 @@ class _Assessment:
             return f"`reconciler authorize {address}`"
         if pending is not None:
             return f"the link expired: `reconciler authorize --reissue {address}`"
-        return "`reconciler apply` (--auth-mode defer gives the tenant a link)"
+        # The plan re-authorizes on its own only what state recorded as broken (drift, a platform's sign-in); a
+        # lapse seen here from the tokens' facts alone plans nothing, so the step forces it.
+        record = self.record
+        if record.drift is not None or record.platform_holds_tokens:
+            return "`reconciler apply` (--auth-mode defer gives the tenant a link)"
+        return f"`reconciler apply --replace {address}` (--auth-mode defer gives the tenant a link)"
 
 
 _ERROR_STEPS = {
@@ -331,6 +338,6 @@ _ERROR_STEPS = {
 
 
 def _span(span: dt.timedelta) -> str:
-    if span % dt.timedelta(days=1) == dt.timedelta():
+    if span % dt.timedelta(days=1) == dt.timedelta() and span.days > 1:
         return f"{span.days} days"
     return f"{int(span.total_seconds() // 3600)} hours"

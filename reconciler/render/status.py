@@ -110,8 +110,9 @@ def _entry(row: StatusRow, now: dt.datetime) -> dict[str, Any]:
             else None
         ),
         "deadline": None if status.deadline is None else {"what": status.deadline.what, "at": _iso(status.deadline.at)},
-        "pending": None if pending is None else {
-            "since": _iso(pending.since), "expires_at": _iso(pending.expires_at), "link": pending.link,
+        "pending": None if pending is None else {  # link: what the tenant opens (the service's, else the provider's)
+            "since": _iso(pending.since), "expires_at": _iso(pending.expires_at),
+            "link": pending.link or pending.authorize_url,
         },
         "authorized_at": _iso(record.authorized_at),
         "authorized_by": record.authorized_by,
@@ -204,7 +205,7 @@ def render_status_text(document: Mapping[str, Any], *, terminal: bool, color: bo
     widths = [max(len(c[i]) for c in [_COLUMNS, *rows]) for i in range(len(_COLUMNS) - 1)]
     table = ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip()
              for row in [_COLUMNS, *rows]]
-    links = _links(entries)
+    links = _links(entries, now)
     return "\n".join([*lines, "", *table, *links]) + "\n"
 
 
@@ -213,20 +214,29 @@ def _migration_line(moving: Mapping[str, Any]) -> str:
             f"{moving['pending']} pending, {moving['failed']} failed")
 
 
-def _links(entries: Sequence[Mapping[str, Any]]) -> list[str]:
+def _open_link(entry: Mapping[str, Any], now: dt.datetime) -> str | None:
+    """The sign-in link of a pending authorization, while it is still valid (an expired one is reissued, not
+    opened)."""
+    pending = entry["pending"]
+    if pending is None or not pending["link"] or dt.datetime.fromisoformat(pending["expires_at"]) <= now:
+        return None
+    return str(pending["link"])
+
+
+def _links(entries: Sequence[Mapping[str, Any]], now: dt.datetime) -> list[str]:
     """Sign-in links of pending authorizations, per tenant (a table cell is no place for a long URL)."""
     out: list[str] = []
     tenant = None
     for entry in entries:
-        pending = entry["pending"]
-        if pending is None or not pending["link"]:
+        link = _open_link(entry, now)
+        if link is None:
             continue
         if not out:
             out += ["", "Sign-in links:"]
         if entry["tenant"] != tenant:
             tenant = entry["tenant"]
             out.append(f"  tenant {one_line(tenant)}:")
-        out.append(f"    {entry['address']}  {one_line(pending['link'])}  (valid until {pending['expires_at']})")
+        out.append(f"    {entry['address']}  {one_line(link)}  (valid until {entry['pending']['expires_at']})")
     return out
 
 
@@ -286,9 +296,9 @@ def _md_tenant(tenant: str, entries: Sequence[Mapping[str, Any]], now: dt.dateti
              "", "| Installation | Status | Why | Runs out | Checked | Next |", "|---|---|---|---|---|---|"]
     for e in entries:
         next_step = _md(e["next_step"] or "-")
-        pending = e["pending"]
-        if pending is not None and pending["link"] and e["status"] in ("pending", "needs-reauthorization"):
-            next_step += f" · [sign-in link]({_link(pending['link'])})"
+        link = _open_link(e, now)
+        if link is not None and e["status"] in ("pending", "needs-reauthorization"):
+            next_step += f" · [sign-in link]({_link(link)})"
         lines.append(f"| `{_md(e['address'])}` | {_MARK[e['status']]} {e['status']} | {_md(e['reason'])} | "
                      f"{_md(_expires(e))} | {_md(_checked(e, now))} | {next_step} |")
     lines += ["", "</details>", ""]
