@@ -167,5 +167,5 @@ def iso(moment: dt.datetime | None) -> str | None:
 
 def _status_line(status: Status) -> str:
     """`word<TAB>reason (checked <when>)`: a status says why, and when it was last established."""
-    checked = status.checked_at.isoformat(timespec="seconds") if status.checked_at else "never"
+    checked = iso(status.checked_at.replace(microsecond=0)) if status.checked_at else "never"
     return f"{status.word}\t{one_line(status.reason)} (checked {checked})"

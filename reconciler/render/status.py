@@ -89,7 +89,8 @@ def _entry(row: StatusRow, now: dt.datetime) -> dict[str, Any]:
         "reason": status.reason,
         "next_step": status.next_step or None,
         "checked_at": _iso(checked),
-        "stale": checked is None or now - checked > STALE_AFTER,
+        # A pending authorization waits for its tenant: no check establishes it, so it cannot go stale.
+        "stale": status.word != "pending" and (checked is None or now - checked > STALE_AFTER),
         "scopes": {
             "declared": declared,
             "granted": granted,
