@@ -37,14 +37,17 @@ def foresight(
     """The foresight warnings of a plan, one per partner it concerns, in partner order."""
     from reconciler.state.model import InstallationRecord
 
-    users: dict[str, int] = {}
-    for installation in installations.values():
-        name = installation.declared.partner
-        users[name] = users.get(name, 0) + 1
+    # A partner's installations: those declared with it and those still recorded with it (a migration campaign
+    # declares them with the partner they move to until each wave is applied).
+    users: dict[str, set[str]] = {}
+    for address, installation in installations.items():
+        users.setdefault(installation.declared.partner, set()).add(address)
     signed_in: dict[str, list[dt.datetime]] = {}
-    for record in (recorded.resources.values() if recorded is not None else ()):
-        if isinstance(record, InstallationRecord) and record.authorized_at is not None and record.status == "authorized":
-            signed_in.setdefault(record.partner, []).append(record.authorized_at)
+    for address, record in (recorded.resources.items() if recorded is not None else ()):
+        if isinstance(record, InstallationRecord) and record.partner:
+            users.setdefault(record.partner, set()).add(address)
+            if record.authorized_at is not None and record.status == "authorized":
+                signed_in.setdefault(record.partner, []).append(record.authorized_at)
     warnings: list[str] = []
     for address, desired in sorted(partners.items()):
         partner = desired.declared
@@ -52,7 +55,7 @@ def foresight(
         flavour = connector.auth.get(partner.auth) if connector is not None else None
         if flavour is None:
             continue
-        count = users.get(partner.name, 0)
+        count = len(users.get(partner.name, ()))
         if flavour.retiring and count:
             noun = "installation uses" if count == 1 else "installations use"
             warnings.append(f"{address}: {count} {noun} {partner.auth}. {flavour.retiring}")

@@ -150,15 +150,18 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 def _select(plan: Plan, selection: Selection) -> Plan:
     """The plan restricted to the selected addresses. A targeted installation keeps its partner's change, which it
-    needs, and that of the partner it moves from (a migration campaign records `migrate_to` there with the first
-    wave); everything else (no-ops too, so that summaries count only what is selected) becomes a no-op "not
-    targeted"."""
+    needs, and — in a migration campaign — the in-place change of the partner it moves from that declares the
+    move (`migrate_to` is recorded with the first wave); everything else (no-ops too, so that summaries count only
+    what is selected) becomes a no-op "not targeted"."""
     chosen = {c.address for c in plan.changes if selection.chooses(c.address)}
-    needed = {
-        f"partner.{name}"
-        for c in plan.changes if c.address in chosen
-        for name in (_partner_of(c), _partner_of(c, before=True)) if name
-    }
+    needed = {f"partner.{_partner_of(c)}" for c in plan.changes if c.address in chosen and _partner_of(c)}
+    by_address = {c.address: c for c in plan.changes}
+    for change in plan.changes:
+        left, joined = _partner_of(change, before=True), _partner_of(change)
+        if change.address in chosen and left and joined and left != joined:
+            source = by_address.get(f"partner.{left}")
+            if source is not None and source.action is Action.UPDATE and (source.after or {}).get("migrate_to") == joined:
+                needed.add(source.address)
     needed |= {f"account.{c.tenant}" for c in plan.changes if c.address in chosen and c.kind == "installation"}
     chosen |= {a for a in needed if not selection.excludes.match(a)}
     changes = tuple(

@@ -39,6 +39,7 @@ StatusWord = Literal["healthy", "expiring", "needs-reauthorization", "pending", 
 STATUS_WORDS: tuple[StatusWord, ...] = ("healthy", "expiring", "needs-reauthorization", "pending", "error")
 DEFAULT_WINDOW = dt.timedelta(days=14)  # `expiring`: a person will be needed within this
 STALE_AFTER = dt.timedelta(days=7)  # a check older than this is shown as stale
+CLOCK_SKEW = dt.timedelta(minutes=5)  # a check dated further ahead than this is not believed
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,8 @@ class _Assessment:
     ) -> None:
         self.record, self.tokens, self.now, self.partner, self.window = record, tokens, now, partner, window
         since = record.verified_at or record.authorized_at
-        self.check = check if check is not None and (since is None or check.at >= since) else None
+        counts = check is not None and (since is None or check.at >= since) and check.at <= now + CLOCK_SKEW
+        self.check = check if counts else None  # one dated ahead of now is damaged (or a clock far off): ignored
         times = (record.verified_at, record.checked_at, self.check.at if self.check else None)
         self.checked = max((t for t in times if t is not None), default=None)
         # Tokens not opened, absent or unreadable: the expiry the last apply recorded stands in.
@@ -235,7 +237,7 @@ class _Assessment:
             reason = f"re-authorization pending since {_when(record.pending.since)}; the current tokens still work"
             return self.made("pending", reason, self._sign_in_step(), checked=record.pending.since)
         deadline = self._deadline()
-        if deadline is not None and deadline.at <= self.now + self.window:
+        if deadline is not None and deadline.at - self.now <= self.window:
             return self.made("expiring", self._deadline_reason(deadline), self._deadline_step(deadline),
                              deadline=deadline)
         return self.made("healthy", healthy_reason, "", deadline=deadline)

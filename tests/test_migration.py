@@ -97,3 +97,24 @@ def test_a_migration_to_an_unknown_or_other_partner_is_a_clear_error(sandbox_con
     assert "reconciler.yaml:" in result.stderr and "partners.legacy.migrate_to: unknown partner 'entro'" in result.stderr
     assert "entra" in result.stderr  # did you mean
     assert not (directory / "state").exists()
+
+
+def test_a_targeted_move_carries_only_the_leaving_partners_migrate_to(sandbox_config) -> None:
+    """An installation moved by naming its new partner: `--target` leaves the old partner's own changes (which
+    every other installation of it depends on) out of the plan; only a partner that declares the move comes along."""
+    _, directory, write, _ = sandbox_config
+    write(_tenants(["acme", "globex"]))
+    assert run(APPLY, RENV).exit_code == 0
+    text = (directory / "reconciler.yaml").read_text()
+    marker = "  legacy:\n    connector: microsoft-azure-devops\n"
+    text = text.replace(marker, marker + "    client_secret_expires: 2099-01-01\n")
+    text = text.replace("  acme:\n    installations:\n      ado:\n        connector: microsoft-azure-devops\n",
+                        "  acme:\n    installations:\n      ado:\n        partner: entra\n")
+    (directory / "reconciler.yaml").write_text(text)
+    plan = json.loads(run(["-C", ".", "plan", "--format", "json", "--target", "installation.acme.*"], RENV).stdout)
+    actions = {c["address"]: c["action"] for c in plan["changes"]}
+    assert actions["installation.acme.ado"] == "reauthorize" and actions["partner.legacy"] == "noop"
+    (directory / "reconciler.yaml").write_text(text.replace(marker, marker + "    migrate_to: entra\n"))
+    plan = json.loads(run(["-C", ".", "plan", "--format", "json", "--target", "installation.acme.*"], RENV).stdout)
+    actions = {c["address"]: c["action"] for c in plan["changes"]}
+    assert actions["partner.legacy"] == "update" and actions["installation.globex.ado"] == "noop"

@@ -523,7 +523,8 @@ def test_filters_narrow_what_is_shown_and_the_exit_code(world) -> None:
         ACME: "needs-reauthorization", INITECH: "pending"}
     assert shown("--status", "error", code=0) == {}
     assert shown("--tenant", "acme", "--status", "healthy", code=0) == {}
-    assert shown("--tenant", "nobody", code=0) == {}
+    typo = run(["-C", ".", "status", "--tenant", "nobody"], ENV)  # a typo must not read as "all healthy"
+    assert typo.exit_code == 1 and "--tenant 'nobody' matches no tenant in state" in typo.stderr and not typo.stdout
 
 
 def test_markdown_split_dir_writes_parts_that_each_fit_a_comment(world) -> None:

@@ -73,3 +73,28 @@ def test_the_local_checks_log_keeps_the_latest_check_and_compacts(tmp_path: Path
     lines = store.checks_path.read_bytes().count(b"\n")
     assert lines == 2 and local_service.COMPACT_RATIO > 1
     assert store.checks()["installation.a.x"].at == t0 + dt.timedelta(seconds=1999)
+
+
+def test_a_terminal_table_shows_reasons_as_written_never_as_markup(tmp_path: Path) -> None:
+    """A check's message is the provider's words: on a terminal they are shown literally (no markup, no terminal
+    hyperlink), and a check dated far ahead of now is not believed."""
+    import datetime as dt
+
+    from reconciler.render.status import render_status_text, status_document
+    from reconciler.state.model import InstallationRecord
+    from reconciler.status import StatusReport, StatusRow, installation_status
+
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    record = InstallationRecord(
+        tenant="acme", name="ado", connector="microsoft-azure-devops", partner="legacy", auth="azure-devops-oauth",
+        parameters={}, scopes=("vso.work_full",), client_id="c", client_secret_ref="${env:S}",
+        redirect_uri="http://127.0.0.1/cb", token_url="https://t.example/token", verified_at=now,
+    )
+    message = "see [/docs] and [link=https://evil.example]click[/link]"
+    status = installation_status(record, None, now=now, check=CheckResult(ADDRESS, now, "provider", message))
+    assert status.word == "error"
+    report = StatusReport(now, "default", dt.timedelta(days=14), [StatusRow(ADDRESS, record, status, None)], total=1)
+    shown = render_status_text(status_document(report), terminal=True, color=True, width=400)
+    assert "[/docs]" in shown and "[link=https://evil.example]click[/link]" in shown and "\x1b]8;" not in shown
+    ahead = CheckResult(ADDRESS, now + dt.timedelta(days=3650), "provider", "damaged")
+    assert installation_status(record, None, now=now, check=ahead).word == "healthy"

@@ -19,6 +19,7 @@ from reconciler.app.source import config_source
 from reconciler.app.workspace import Workspace, open_backend
 from reconciler.catalog.files import load_catalog
 from reconciler.config import LoadedConfig
+from reconciler.errors import ReconcilerError
 from reconciler.render.document import to_document
 from reconciler.state.backend import StateBackend
 from reconciler.state.model import InstallationRecord, StateDocument
@@ -229,4 +230,7 @@ def record_checks(backend: StateBackend, findings: list[Finding], now: dt.dateti
             outcome = "partner"
         if outcome is not None and finding.address.startswith("installation."):
             results.append(CheckResult(finding.address, now, outcome, finding.message))
-    backend.service_store().record_checks(results)
+    try:
+        backend.service_store().record_checks(results)
+    except ReconcilerError:
+        pass  # only the checks' times are lost: what a check found that matters (drift) is in the document

@@ -73,6 +73,13 @@ def read_report(
 
     picked = {a: r for a, r in doc.resources.items() if isinstance(r, InstallationRecord)}
     report.total = len(picked)
+    if tenants is not None:
+        from reconciler.errors import UsageError
+
+        missing = tenants.unmatched({r.tenant for r in picked.values()})
+        if missing:
+            raise UsageError(f"--tenant {missing[0]!r} matches no tenant in state",
+                             hint="`reconciler state list` shows what is recorded")
     picked = {a: r for a, r in picked.items() if wanted(r)}
     statuses, note = assess(ws, backend, doc, picked, window=window, now=now)
     if note:

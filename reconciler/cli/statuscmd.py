@@ -18,6 +18,9 @@ from reconciler.cli.group import EXIT_CHANGES, EXIT_OK, GlobalOptions, cli
 from reconciler.cli.options import LOCK_TIMEOUT, PARALLELISM, duration, patterns
 from reconciler.status import STATUS_WORDS
 
+MAX_WINDOW = dt.timedelta(days=3650)
+REFRESH_WINDOW_MINUTES = 15.0  # as `reconciler refresh`: tokens this close to expiry are rotated first
+
 
 @cli.command()
 @click.option("--refresh", is_flag=True, help="Refresh tokens that are due and check every installation at the "
@@ -58,8 +61,8 @@ def status(opts: GlobalOptions, refresh: bool, tenants: tuple[str, ...], words: 
 
     if split_dir is not None and fmt != "markdown":
         raise UsageError("--split-dir writes Markdown parts", hint="add --format markdown")
-    if window is None or window <= dt.timedelta():
-        raise UsageError("--window must be a positive duration such as 14d")
+    if window <= dt.timedelta() or window > MAX_WINDOW:
+        raise UsageError("--window must be a positive duration of at most 3650d, such as 14d")
     from reconciler.addresses import Globs
     from reconciler.app.status import read_report
     from reconciler.cli.options import refresh_settings
@@ -71,7 +74,7 @@ def status(opts: GlobalOptions, refresh: bool, tenants: tuple[str, ...], words: 
             window=window,
             tenants=Globs.of(tenants) if tenants else None,
             words=set(words),
-            refresh=refresh_settings(parallelism, 15) if refresh else None,
+            refresh=refresh_settings(parallelism, REFRESH_WINDOW_MINUTES) if refresh else None,
             progress=progress,
             lock_timeout=lock_timeout,
         )

@@ -56,13 +56,14 @@ def desired_installations(
     declared: Mapping[str, tuple[SourceFile, PartnerSpec]],
     defaults: Mapping[str, str | None],
     overridden: Mapping[str, bool],
-    moves: Mapping[str, str] = {},
+    moves: Mapping[str, str] | None = None,
 ) -> dict[str, DesiredInstallation]:
     """The installations that pass every rule, by address. An installation whose partner failed its own rules
     is left out silently (the partner's problem was reported). An installation of a partner that declares
     `migrate_to` uses the partner it moves to (`moves`)."""
     out: dict[str, DesiredInstallation] = {}
     clean: _CleanScopes = {}
+    moves = moves or {}
     for tenant_name, (src, tenant) in tenants.items():
         account = account_of(tenant_name, tenant).id if checks.cyclr else ""  # "": the local platform has none
         for name, spec in tenant.installations.items():

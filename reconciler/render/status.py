@@ -31,6 +31,7 @@ __all__ = [
 STATUS_FORMAT_VERSION = "1.0"
 COMMENT_LIMIT = 65536  # GitHub's maximum comment body, in characters
 _PROGRESS = ("migrated", "pending", "failed")
+RICH_ROWS = 500  # a terminal gets a boxed table up to this many rows; more are aligned columns (fast at 10,000)
 _MARK = {"healthy": "✅", "expiring": "⏳", "needs-reauthorization": "🔑", "pending": "🕓", "error": "❌"}
 
 
@@ -201,7 +202,7 @@ def render_status_text(document: Mapping[str, Any], *, terminal: bool, color: bo
     if not entries:
         return "\n".join(lines) + "\n"
     rows = [_cells(entry, now) for entry in entries]
-    if terminal:
+    if terminal and len(rows) <= RICH_ROWS:
         return "\n".join(lines) + "\n\n" + _rich_table(rows, color=color, width=width)
     widths = [max(len(c[i]) for c in [_COLUMNS, *rows]) for i in range(len(_COLUMNS) - 1)]
     table = ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip()
@@ -249,15 +250,18 @@ def _rich_table(rows: Sequence[tuple[str, ...]], *, color: bool, width: int) -> 
 
     styles = {"healthy": "green", "expiring": "yellow", "needs-reauthorization": "red", "pending": "cyan",
               "error": "bold red"}
+    from rich.text import Text
+
     table = Table(show_lines=False, header_style="bold", expand=False)
     for column in _COLUMNS:
         table.add_column(column, overflow="fold")
-    for row in rows:
+    for row in rows:  # cells as Text: a reason is the provider's words, never markup
         status = row[2]
-        table.add_row(*row[:2], f"[{styles[status]}]{status}[/]" if color else status, *row[3:])
+        table.add_row(*(Text(cell) for cell in row[:2]), Text(status, style=styles[status] if color else ""),
+                      *(Text(cell) for cell in row[3:]))
     out = io.StringIO()
     Console(file=out, width=width, color_system="standard" if color else None, force_terminal=color,
-            highlight=False, markup=True).print(table)
+            highlight=False, markup=False).print(table)
     return out.getvalue()
 
 

@@ -85,6 +85,7 @@ class LocalBackend:
         self._journal_tail = 0  # bytes after the journal's last newline: a torn record (a full disk, a power loss)
         self._snapshot_bytes = 0
         self._stored_version = FORMAT_VERSION  # the snapshot's format on disk: an older one is rewritten, not appended to
+        self._service: LocalServiceStore | None = None  # made on first use, then kept
         self._display = f"{display_dir.rstrip('/')}/{environment}.json" if display_dir else str(self.path)
         self._held: LockInfo | None = None
         self._digests: list[tuple[str, str | None]] | None = None
@@ -355,7 +356,10 @@ class LocalBackend:
         return LocalCredentialStore(self.directory, self.environment)
 
     def service_store(self) -> LocalServiceStore:
-        return LocalServiceStore(self.directory, self.environment)
+        """One store per backend: it remembers how large the checks log was when it last read it."""
+        if self._service is None:
+            self._service = LocalServiceStore(self.directory, self.environment)
+        return self._service
 
     def _holder_info(self, fd: int) -> LockInfo | None:
         try:
