@@ -155,17 +155,14 @@ def _token_facts(
         return TokenFacts(error=f"stored tokens cannot be read: {mismatch.message}")
     if vault is None:
         return None
-    from reconciler.tokens.custodian import TokenCustodian
-
     try:
-        held = TokenCustodian(vault).held(address, record.client_id)
+        times = vault.current_times(address, record.client_id)
     except ReconcilerError as exc:
         return TokenFacts(error=f"stored tokens cannot be read: {exc.message}")
-    if held is None:
+    if times is None:
         return TokenFacts(present=False)
-    tokens = held.tokens
     return TokenFacts(
-        expires_at=tokens.expires_at,
-        refreshable=tokens.refresh_token is not None,
-        refresh_issued_at=tokens.refresh_issued_at,
+        expires_at=times.expires_at,
+        refreshable=times.refreshable,
+        refresh_issued_at=times.refresh_issued_at,
     )

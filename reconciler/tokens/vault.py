@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping
 
 from reconciler.crypto import StateKey, StateKeyError, associated_data, open_blob, seal
 from reconciler.errors import StateError
-from reconciler.tokens.model import Blob, PendingAuthorization, SealedRecord, TokenSet, plaintext
+from reconciler.tokens.model import Blob, PendingAuthorization, SealedRecord, TokenSet, TokenTimes, plaintext
 from reconciler.tokens.store import CredentialStore
 
 __all__ = ["ROOM_FOR_ROTATION", "Vault"]
@@ -86,6 +86,15 @@ class Vault:
             if record.staged is None:
                 raise
             return self.open_tokens(address, client_id, record.staged)
+
+    def current_times(self, address: str, client_id: str) -> TokenTimes | None:
+        """What the tokens recorded for `address` (as `current_tokens` picks them) say about their lifetime, and
+        nothing secret; None when none are recorded. A record that does not open raises (`StateKeyError`)."""
+        record = self.store.get(address)
+        if record is None or (record.tokens is None and record.staged is None):
+            return None
+        tokens = self.current_tokens(address, client_id, record)
+        return TokenTimes(tokens.expires_at, tokens.refresh_token is not None, tokens.refresh_issued_at)
 
     def forget(self, address: str) -> None:
         self.store.delete(address)
