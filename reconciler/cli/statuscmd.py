@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -61,11 +62,14 @@ def status(opts: GlobalOptions, refresh: bool, tenants: tuple[str, ...], words: 
     if window is None or window <= dt.timedelta():
         raise UsageError("--window must be a positive duration such as 14d")
     from reconciler.addresses import Globs
+    from reconciler.app.source import paused_gc
     from reconciler.app.status import read_report
     from reconciler.cli.options import refresh_settings
     from reconciler.cli.output import progress_bar
 
-    with progress_bar("Checking" if refresh else None) as progress:
+    # Offline, the whole report is read and rendered with the cyclic GC paused (see `paused_gc`); a refresh's
+    # network work is not.
+    with progress_bar("Checking" if refresh else None) as progress, nullcontext() if refresh else paused_gc():
         report = read_report(
             opts.workspace(),
             window=window,
@@ -75,10 +79,12 @@ def status(opts: GlobalOptions, refresh: bool, tenants: tuple[str, ...], words: 
             progress=progress,
             lock_timeout=lock_timeout,
         )
-    from reconciler.render.status import status_document
+    with paused_gc():
+        from reconciler.render.status import status_document
 
-    document = status_document(report)
-    click.echo(_render(document, fmt, opts.use_color()), nl=False, color=opts.use_color())
+        document = status_document(report)
+        text = _render(document, fmt, opts.use_color())
+    click.echo(text, nl=False, color=opts.use_color())
     if split_dir is not None:
         _write_parts(split_dir, document)
     return EXIT_OK if document["shown"] == document["summary"]["healthy"] else EXIT_CHANGES
