@@ -9,12 +9,12 @@ material (the report holds none).
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from reconciler.durations import format_duration
 from reconciler.errors import one_line
+from reconciler.jsontext import dumps_indented
 from reconciler.status import STALE_AFTER, STATUS_WORDS
 
 if TYPE_CHECKING:
@@ -34,7 +34,13 @@ _MARK = {"healthy": "✅", "expiring": "⏳", "needs-reauthorization": "🔑", "
 
 
 def _iso(moment: dt.datetime | None) -> str | None:
-    return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if moment else None
+    """`2026-12-04T14:36:50Z` (what `isoformat(timespec="seconds")` writes in UTC, formatted directly: a document
+    holds several per installation)."""
+    if not moment:
+        return None
+    utc = moment.astimezone(dt.UTC)
+    fields = (utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second)
+    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % fields  # noqa: UP031 - twice as fast as format specifiers here
 
 
 def status_document(report: StatusReport) -> dict[str, Any]:
@@ -112,7 +118,7 @@ def _entry(row: StatusRow, now: dt.datetime) -> dict[str, Any]:
 
 
 def render_status_json(document: Mapping[str, Any]) -> str:
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    return dumps_indented(document, ensure_ascii=False) + "\n"
 
 
 # -- text --------------------------------------------------------------------------------------------------------
@@ -127,15 +133,18 @@ def summary_line(document: Mapping[str, Any]) -> str:
     return f"{shown} {noun}{of}" + (f": {counts}" if counts else "")
 
 
+_MINUTE, _HOUR, _TWO_DAYS = dt.timedelta(minutes=1), dt.timedelta(hours=1), dt.timedelta(days=2)
+
+
 def _ago(moment: str | None, now: dt.datetime) -> str:
     if moment is None:
         return "never"
     span = now - dt.datetime.fromisoformat(moment)
-    if span < dt.timedelta(minutes=1):
+    if span < _MINUTE:
         return "just now"
-    if span < dt.timedelta(hours=1):
+    if span < _HOUR:
         return f"{int(span.total_seconds() // 60)}m ago"
-    if span < dt.timedelta(days=2):
+    if span < _TWO_DAYS:
         return f"{int(span.total_seconds() // 3600)}h ago"
     return f"{span.days}d ago"
 
@@ -237,12 +246,12 @@ def _rich_table(rows: Sequence[tuple[str, ...]], *, color: bool, width: int) -> 
 # -- markdown ----------------------------------------------------------------------------------------------------
 
 
+_MARKUP = str.maketrans({char: "\\" + char for char in "\\`*_[]<>|"})
+
+
 def _md(text: str) -> str:
     """Inline text safe in a table cell: one line, pipes and markup characters escaped."""
-    out = one_line(text)
-    for char in "\\`*_[]<>|":
-        out = out.replace(char, "\\" + char)
-    return out
+    return one_line(text).translate(_MARKUP)
 
 
 def _title(document: Mapping[str, Any]) -> str:
