@@ -44,9 +44,10 @@ def state_list(opts: GlobalOptions, as_json: bool) -> int:
       reconciler state list --json | jq -r '.[] | select(.status == "needs-reauthorization") | .address'
     """
     from reconciler.app.source import paused_gc
-    from reconciler.app.statecmds import read_statuses
 
-    with paused_gc():  # see `paused_gc`: reading and listing allocate much and free nothing in cycles
+    with paused_gc():  # imports, reading and listing allocate much and free nothing in cycles (see `paused_gc`)
+        from reconciler.app.statecmds import read_statuses
+
         doc, statuses = read_statuses(opts.workspace())
         text = view("json" if as_json else "text").listing(doc, statuses)
     click.echo(text, nl=False)

@@ -61,24 +61,26 @@ def status(opts: GlobalOptions, refresh: bool, tenants: tuple[str, ...], words: 
         raise UsageError("--split-dir writes Markdown parts", hint="add --format markdown")
     if window is None or window <= dt.timedelta():
         raise UsageError("--window must be a positive duration such as 14d")
-    from reconciler.addresses import Globs
     from reconciler.app.source import paused_gc
-    from reconciler.app.status import read_report
-    from reconciler.cli.options import refresh_settings
-    from reconciler.cli.output import progress_bar
 
-    # Offline, the whole report is read and rendered with the cyclic GC paused (see `paused_gc`); a refresh's
-    # network work is not.
-    with progress_bar("Checking" if refresh else None) as progress, nullcontext() if refresh else paused_gc():
-        report = read_report(
-            opts.workspace(),
-            window=window,
-            tenants=Globs.of(tenants) if tenants else None,
-            words=set(words),
-            refresh=refresh_settings(parallelism, 15) if refresh else None,
-            progress=progress,
-            lock_timeout=lock_timeout,
-        )
+    # Offline, the cyclic GC is paused from here on, imports included (see `paused_gc`); a refresh's network work
+    # runs with it.
+    with nullcontext() if refresh else paused_gc():
+        from reconciler.addresses import Globs
+        from reconciler.app.status import read_report
+        from reconciler.cli.options import refresh_settings
+        from reconciler.cli.output import progress_bar
+
+        with progress_bar("Checking" if refresh else None) as progress:
+            report = read_report(
+                opts.workspace(),
+                window=window,
+                tenants=Globs.of(tenants) if tenants else None,
+                words=set(words),
+                refresh=refresh_settings(parallelism, 15) if refresh else None,
+                progress=progress,
+                lock_timeout=lock_timeout,
+            )
     with paused_gc():
         from reconciler.render.status import status_document
 
