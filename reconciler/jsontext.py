@@ -11,82 +11,81 @@ Owns: `dumps_indented`. Must not: differ from `json.dumps(value, indent=2, ensur
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Any
 
 __all__ = ["dumps_indented"]
 
-_INDENT = "  "
 _CONSTANTS: dict[object, str] = {None: "null", True: "true", False: "false"}
 
 
 def dumps_indented(value: Any, *, ensure_ascii: bool = True) -> str:
     """`json.dumps(value, indent=2, ensure_ascii=ensure_ascii)`."""
     out: list[str] = []
-    _Writer(out, encode_basestring_ascii if ensure_ascii else encode_basestring, ensure_ascii).value(value, "\n")
-    return "".join(out)
+    write = out.append
+    string = encode_basestring_ascii if ensure_ascii else encode_basestring
 
-
-class _Writer:
-    def __init__(self, out: list[str], string: Callable[[str], str], ensure_ascii: bool) -> None:
-        self.out, self.string, self.ensure_ascii = out, string, ensure_ascii
-
-    def value(self, value: Any, newline: str) -> None:
-        kind = type(value)
-        if kind is str:
-            self.out.append(self.string(value))
-        elif kind is dict:
-            self.mapping(value, newline)
-        elif kind is list or kind is tuple:
-            self.sequence(value, newline)
-        elif value is None or kind is bool:
-            self.out.append(_CONSTANTS[value])
-        elif kind is int:
-            self.out.append(int.__repr__(value))
-        elif isinstance(value, dict):
-            self.mapping(value, newline)
-        elif isinstance(value, (list, tuple)):
-            self.sequence(value, newline)
+    def other(item: Any, newline: str) -> None:
+        if isinstance(item, dict):
+            mapping(item, newline)
+        elif isinstance(item, (list, tuple)):
+            sequence(item, newline)
         else:  # floats, str and int subclasses, and what json refuses
-            self.out.append(json.dumps(value, ensure_ascii=self.ensure_ascii))
+            write(json.dumps(item, ensure_ascii=ensure_ascii))
 
-    def mapping(self, value: dict[Any, Any], newline: str) -> None:
-        if not value:
-            self.out.append("{}")
-            return
-        inner = newline + _INDENT
-        opening = "{" + inner
-        string, out = self.string, self.out
-        for key, item in value.items():
-            name = string(key) if type(key) is str else self.key(key)
-            if type(item) is str:
-                out.append(f"{opening}{name}: {string(item)}")
-            elif item is None:
-                out.append(f"{opening}{name}: null")
-            else:
-                out.append(f"{opening}{name}: ")
-                self.value(item, inner)
-            opening = "," + inner
-        out.append(newline + "}")
-
-    def sequence(self, value: list[Any] | tuple[Any, ...], newline: str) -> None:
-        if not value:
-            self.out.append("[]")
-            return
-        inner = newline + _INDENT
-        opening = "[" + inner
-        string, out = self.string, self.out
-        for item in value:
-            if type(item) is str:
-                out.append(opening + string(item))
-            else:
-                out.append(opening)
-                self.value(item, inner)
-            opening = "," + inner
-        out.append(newline + "]")
-
-    def key(self, key: object) -> str:
-        """A key that is not a string, as json writes it (or its TypeError)."""
-        text = json.dumps({key: 0}, ensure_ascii=self.ensure_ascii)
+    def other_key(name: object) -> str:  # as json writes a key that is no string (or its TypeError)
+        text = json.dumps({name: 0}, ensure_ascii=ensure_ascii)
         return text[1:text.rindex(":")]
+
+    def mapping(items: dict[Any, Any], newline: str) -> None:
+        if not items:
+            write("{}")
+            return
+        inner = newline + "  "
+        opening = "{" + inner
+        for name, item in items.items():
+            label = string(name) if type(name) is str else other_key(name)
+            kind = type(item)
+            if kind is str:
+                write(f"{opening}{label}: {string(item)}")
+            elif item is None or kind is bool:
+                write(f"{opening}{label}: {_CONSTANTS[item]}")
+            elif kind is int:
+                write(f"{opening}{label}: {int.__repr__(item)}")
+            else:
+                write(f"{opening}{label}: ")
+                nested(item, kind, inner)
+            opening = "," + inner
+        write(newline + "}")
+
+    def sequence(items: list[Any] | tuple[Any, ...], newline: str) -> None:
+        if not items:
+            write("[]")
+            return
+        inner = newline + "  "
+        opening = "[" + inner
+        for item in items:
+            if type(item) is str:
+                write(opening + string(item))
+            else:
+                write(opening)
+                nested(item, type(item), inner)
+            opening = "," + inner
+        write(newline + "]")
+
+    def nested(item: Any, kind: type, newline: str) -> None:
+        if kind is dict:
+            mapping(item, newline)
+        elif kind is list or kind is tuple:
+            sequence(item, newline)
+        elif kind is str:
+            write(string(item))
+        elif item is None or kind is bool:
+            write(_CONSTANTS[item])
+        elif kind is int:
+            write(int.__repr__(item))
+        else:
+            other(item, newline)
+
+    nested(value, type(value), "\n")
+    return "".join(out)
