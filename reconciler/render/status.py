@@ -33,12 +33,15 @@ COMMENT_LIMIT = 65536  # GitHub's maximum comment body, in characters
 _MARK = {"healthy": "✅", "expiring": "⏳", "needs-reauthorization": "🔑", "pending": "🕓", "error": "❌"}
 
 
+_ZERO = dt.timedelta()
+
+
 def _iso(moment: dt.datetime | None) -> str | None:
     """`2026-12-04T14:36:50Z` (what `isoformat(timespec="seconds")` writes in UTC, formatted directly: a document
     holds several per installation)."""
     if not moment:
         return None
-    utc = moment.astimezone(dt.UTC)
+    utc = moment if moment.utcoffset() == _ZERO else moment.astimezone(dt.UTC)
     fields = (utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second)
     return "%04d-%02d-%02dT%02d:%02d:%02dZ" % fields  # noqa: UP031 - twice as fast as format specifiers here
 
@@ -175,10 +178,10 @@ _COLUMNS = ("TENANT", "ADDRESS", "STATUS", "WHY", "EXPIRES", "CHECKED", "NEXT")
 
 
 def _cells(entry: Mapping[str, Any], now: dt.datetime) -> tuple[str, ...]:
-    return tuple(one_line(str(cell)) for cell in (
+    return tuple([one_line(str(cell)) for cell in (
         entry["tenant"], entry["address"], entry["status"], entry["reason"], _expires(entry), _checked(entry, now),
         entry["next_step"] or "-",
-    ))
+    )])
 
 
 def render_status_text(document: Mapping[str, Any], *, terminal: bool, color: bool = False, width: int = 160) -> str:
