@@ -202,11 +202,15 @@ def render_status_text(document: Mapping[str, Any], *, terminal: bool, color: bo
     rows = [_cells(entry, now) for entry in entries]
     if terminal:
         return "\n".join(lines) + "\n\n" + _rich_table(rows, color=color, width=width)
-    widths = [max(len(c[i]) for c in [_COLUMNS, *rows]) for i in range(len(_COLUMNS) - 1)]
-    table = ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip()
-             for row in [_COLUMNS, *rows]]
     links = _links(entries)
-    return "\n".join([*lines, "", *table, *links]) + "\n"
+    return "\n".join([*lines, "", *_aligned([_COLUMNS, *rows]), *links]) + "\n"
+
+
+def _aligned(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    """Plain columns: every cell but the last padded to its column's widest, two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    line = "  ".join(f"{{:{width}}}" for width in widths) + "  {}"  # one format per row (left-aligned, as ljust)
+    return [line.format(*row).rstrip() for row in rows]
 
 
 def _links(entries: Sequence[Mapping[str, Any]]) -> list[str]:
