@@ -68,9 +68,9 @@ reliability: $(STAMP) browser postgres
 fidelity: $(STAMP)
 	HYPOTHESIS_PROFILE=fidelity $(BIN)/python -m pytest tests/fidelity -p no:cacheprovider
 
-# Issues 5, 14 and 15's benchmark: every figure in one run, a table of ratios with pass/fail, bench/RESULTS.md.
+# Issues 5, 14, 15 and 16's benchmark: every figure in one run, a table of ratios with pass/fail, bench/RESULTS.md.
 # Quick check: .venv/bin/python bench/run.py --scale 0.1 --runs 3 (see bench/run.py --help).
-# Some rows only (the others are kept in bench/RESULTS.md): make bench ONLY=cyclr-refresh,cyclr-apply
+# Some rows only (the others are kept in bench/RESULTS.md): make bench ONLY=cyclr-refresh,cyclr-apply (or status,status-refresh)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(if $(ONLY),--only $(ONLY))
 

@@ -20,6 +20,10 @@ PREFIXES = (
     ("`terraform plan`", "terraform"),
     ("`plan --refresh` (cyclr)", "cyclr-refresh"),
     ("`apply --auto-approve --auth-mode defer` (cyclr)", "cyclr-apply"),
+    ("service: token API", "service-tokens"),
+    ("service: ", "service-completions"),
+    ("`status` ", "status"),
+    ("`status --refresh`", "status-refresh"),
 )
 KEPT_HEADING = "- the other rows are kept from an earlier run:"
 

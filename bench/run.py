@@ -1,10 +1,11 @@
-"""`make bench`: every figure of issues 5, 14 and 15 in one run, as a table of ratios with a verdict, plus absolute times.
+"""`make bench`: every figure of issues 5, 14, 15 and 16 in one run, as a table of ratios with a verdict, plus absolute times.
 
   .venv/bin/python bench/run.py                      # the issue's size: 10,000 installations in 1,000 tenant files
   .venv/bin/python bench/run.py --scale 0.1 --runs 3 # a quick check (1,000 installations; not a verdict)
   .venv/bin/python bench/run.py --only plan,start    # some rows (plan, apply, refresh, start, terraform,
                                                      # cyclr-refresh, cyclr-apply: bench/cyclr_rows.py;
-                                                     # service-tokens, service-completions: bench/service.py)
+                                                     # service-tokens, service-completions: bench/service.py;
+                                                     # status, status-refresh: bench/status_rows.py)
   make bench ONLY=cyclr-refresh,cyclr-apply          # the same through make
 
 Every reconciler figure is a fresh subprocess (`python -m reconciler -C DIR ...`), timed from spawn to exit, so
@@ -42,6 +43,7 @@ import cyclr_rows
 import generate as gen
 import results_merge as merge
 import service as service_rows
+import status_rows
 from run_support import (
     BenchError,
     Row,
@@ -62,7 +64,7 @@ RESULTS = BENCH / "RESULTS.md"
 WHERE_HEADING = "## Where the time goes"
 PLACEHOLDER = "Profile notes: see below"
 ROW_GROUPS = ("plan", "start", "refresh", "apply", "terraform", "cyclr-refresh", "cyclr-apply", "service-tokens",
-              "service-completions")
+              "service-completions", "status", "status-refresh")
 
 
 def peak_rss(cmd: list[str], *, env: dict[str, str], what: str) -> float:
@@ -119,7 +121,7 @@ class Bench:
             f"RECONCILER_CACHE_DIR={self.env['RECONCILER_CACHE_DIR']}")
         self.plan_dir = self.work / "plan"
         self.changed_dir = self.work / "plan-1pct"
-        if self.wants("plan") or self.wants("refresh") or self.wants("terraform"):
+        if any(self.wants(group) for group in ("plan", "refresh", "terraform", "status", "status-refresh")):
             self.generate("no-change configuration, state and sealed tokens known to the sandbox", self.plan_dir,
                           self.shape, provider=self.sandbox.provider)
         if self.wants("plan"):
@@ -426,7 +428,9 @@ class Bench:
                      ("cyclr-refresh", lambda: cyclr_rows.cyclr_refresh(self)),
                      ("cyclr-apply", lambda: cyclr_rows.cyclr_apply(self)),
                      ("service-tokens", lambda: service_rows.service_tokens(self)),
-                     ("service-completions", lambda: service_rows.service_completions(self)))
+                     ("service-completions", lambda: service_rows.service_completions(self)),
+                     ("status", lambda: status_rows.status_rows(self)),
+                     ("status-refresh", lambda: status_rows.status_refresh(self)))
             for group, step in steps:
                 if not self.wants(group):
                     continue

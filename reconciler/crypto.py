@@ -16,6 +16,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -56,9 +57,14 @@ class StateKey:
     source: str  # "RECONCILER_STATE_KEY", "RECONCILER_STATE_PASSPHRASE" or the key file's path
     created: bool = False
 
-    @property
+    # Both computed once per key, not once per blob: a status opens one blob per installation.
+    @cached_property
     def key_id(self) -> str:
         return hashlib.sha256(b"reconciler-key-id" + self.key).hexdigest()[:16]
+
+    @cached_property
+    def _cipher(self) -> AESGCM:
+        return AESGCM(self.key)
 
 
 @dataclass(frozen=True)
@@ -194,7 +200,7 @@ def associated_data(lineage: str, environment: str, address: str, client_id: str
 
 def seal(key: StateKey, plaintext: bytes, aad: bytes) -> dict[str, str]:
     nonce = secrets.token_bytes(12)
-    ciphertext = AESGCM(key.key).encrypt(nonce, plaintext, aad)
+    ciphertext = key._cipher.encrypt(nonce, plaintext, aad)
     return {
         "alg": "AES-256-GCM",
         "kid": key.key_id,
@@ -211,9 +217,9 @@ def open_blob(key: StateKey, blob: Mapping[str, str], aad: bytes, where: str) ->
             "rekey`: the new one); nothing was changed",
         )
     try:
-        nonce = base64.b64decode(blob["nonce"])
-        ciphertext = base64.b64decode(blob["ciphertext"])
-        return AESGCM(key.key).decrypt(nonce, ciphertext, aad)
+        nonce = binascii.a2b_base64(blob["nonce"])  # what base64.b64decode does, without its checks of type
+        ciphertext = binascii.a2b_base64(blob["ciphertext"])
+        return key._cipher.decrypt(nonce, ciphertext, aad)
     except (InvalidTag, KeyError, ValueError, binascii.Error):
         raise StateKeyError(
             f"{where}: sealed credentials do not open here (copied from another address, or tampered with)"

@@ -34,6 +34,7 @@ __all__ = [
 
 _NOFOLLOW = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # O_NONBLOCK: opening a FIFO returns at once
 _LINK_ERRNOS = {errno.ELOOP, errno.EMLINK}  # what O_NOFOLLOW reports for a link (EMLINK on FreeBSD)
+_CHUNK = 1 << 20
 
 
 class NotARegularFileError(StateError):
@@ -62,15 +63,8 @@ def _what(path: Path | str) -> str:
 def open_regular(path: Path | str, flags: int, mode: int = 0o600) -> int:
     """`os.open` that refuses (NotARegularFileError) a link at `path`, and anything but a regular file there;
     FileNotFoundError as usual when it is missing and `flags` does not create it."""
+    fd, _ = _open_checked(path, flags, mode)
     try:
-        fd = os.open(path, flags | _NOFOLLOW, mode)
-    except OSError as exc:
-        if exc.errno in _LINK_ERRNOS or exc.errno in (errno.EISDIR, errno.ENXIO, errno.ENODEV):
-            raise NotARegularFileError(path, _what(path)) from None
-        raise
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise NotARegularFileError(path, _what(path))
         os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
@@ -78,14 +72,40 @@ def open_regular(path: Path | str, flags: int, mode: int = 0o600) -> int:
     return fd
 
 
+def _open_checked(path: Path | str, flags: int, mode: int = 0o600) -> tuple[int, os.stat_result]:
+    """The descriptor of the regular file at `path` (still non-blocking) and its status."""
+    try:
+        fd = os.open(path, flags | _NOFOLLOW, mode)
+    except OSError as exc:
+        if exc.errno in _LINK_ERRNOS or exc.errno in (errno.EISDIR, errno.ENXIO, errno.ENODEV):
+            raise NotARegularFileError(path, _what(path)) from None
+        raise
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise NotARegularFileError(path, _what(path))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, status
+
+
 def read_regular(path: Path | str) -> bytes | None:
     """The bytes of the regular file at `path`, None when there is none; refuses a link or special file."""
     try:
-        fd = open_regular(path, os.O_RDONLY)
+        fd, status = _open_checked(path, os.O_RDONLY)
     except FileNotFoundError:
         return None
-    with os.fdopen(fd, "rb") as handle:
-        return handle.read()
+    try:
+        # Read straight from the descriptor, as few calls as it takes (`status` reads one credential record per
+        # installation): the size known, then on to the end, should the file have grown meanwhile. O_NONBLOCK
+        # does not change how a regular file reads.
+        parts = [os.read(fd, status.st_size + 1)]
+        while parts[-1]:
+            parts.append(os.read(fd, _CHUNK))
+        return b"".join(parts)
+    finally:
+        os.close(fd)
 
 
 def check_replaceable(path: Path | str) -> None:

@@ -145,13 +145,17 @@ def _plain(parser: Parser | None) -> Parser:
 def paused_gc() -> Iterator[None]:
     """Loading and planning allocate about a million objects and free none of them in cycles: the cyclic garbage
     collector would only rescan the growing heap, again and again (a third of a 10,000-installation plan), so it
-    is paused for the phase."""
+    is paused for the phase. When it resumes, what the phase made counts as old (moved to the oldest generation
+    without a pass over it, by freezing and unfreezing): otherwise the first allocation after the phase would scan
+    all of it as young objects."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if enabled:
+            gc.freeze()
+            gc.unfreeze()
             gc.enable()
 
 

@@ -11,7 +11,7 @@ write anything but what a refresh records.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING
 
 from reconciler.app.keys import no_note, state_key
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from reconciler.catalog import Catalog
     from reconciler.refresh import RefreshSettings
     from reconciler.state.backend import StateBackend
-    from reconciler.tokens.vault import Vault
+    from reconciler.tokens.model import TokenTimes
 
 __all__ = ["assess", "partner_facts", "read_report"]
 
@@ -111,7 +111,8 @@ def assess(
     from reconciler.tokens.vault import Vault
 
     vault, mismatch, note = None, None, ""
-    if any(r.status == "authorized" and not r.platform_holds_tokens for r in records.values()):
+    held = {a: r.client_id for a, r in records.items() if r.status == "authorized" and not r.platform_holds_tokens}
+    if held:
         try:
             key = state_key(ws, read_root(ws), backend, on_key_created=no_note, create=False)
         except KeyMismatchError as exc:  # a key, but not the one: the tokens cannot be read, and the status says so
@@ -121,12 +122,14 @@ def assess(
             note = "no state key: token expiries are as the last apply recorded them, refresh-token ages unknown"
         if key is not None:
             vault = Vault(backend.credential_store(), key, lineage=doc.lineage, environment=ws.environment_name)
+    opened = vault.current_times_of(held) if vault is not None else None
+    tokens = {address: _token_facts(opened, address, record, mismatch) for address, record in records.items()}
     facts = partner_facts(doc)
     checks = backend.service_store().checks() if records else {}
     return {
         address: installation_status(
-            record, _token_facts(vault, address, record, mismatch), now=now, partner=facts.get(record.partner),
-            window=window, check=checks.get(address),
+            record, tokens[address], now=now, partner=facts.get(record.partner), window=window,
+            check=checks.get(address),
         )
         for address, record in records.items()
     }, note
@@ -155,27 +158,26 @@ def partner_facts(doc: StateDocument, catalog: Catalog | None = None) -> dict[st
 
 
 def _token_facts(
-    vault: Vault | None, address: str, record: InstallationRecord, mismatch: ReconcilerError | None = None
+    opened: Mapping[str, TokenTimes | ReconcilerError | None] | None,
+    address: str,
+    record: InstallationRecord,
+    mismatch: ReconcilerError | None = None,
 ) -> TokenFacts | None:
-    """The expiry and refreshability of the stored tokens (None: no vault to open them with; an error when the key
-    at hand is not theirs: `mismatch`)."""
+    """The expiry and refreshability of the stored tokens, as the vault opened them (`opened` None: no vault to
+    open them with; an error when the key at hand is not theirs: `mismatch`)."""
     if record.status != "authorized" or record.platform_holds_tokens:
         return None
     if mismatch is not None:
         return TokenFacts(error=f"stored tokens cannot be read: {mismatch.message}")
-    if vault is None:
+    if opened is None:
         return None
-    from reconciler.tokens.custodian import TokenCustodian
-
-    try:
-        held = TokenCustodian(vault).held(address, record.client_id)
-    except ReconcilerError as exc:
-        return TokenFacts(error=f"stored tokens cannot be read: {exc.message}")
-    if held is None:
+    times = opened[address]
+    if isinstance(times, ReconcilerError):
+        return TokenFacts(error=f"stored tokens cannot be read: {times.message}")
+    if times is None:
         return TokenFacts(present=False)
-    tokens = held.tokens
     return TokenFacts(
-        expires_at=tokens.expires_at,
-        refreshable=tokens.refresh_token is not None,
-        refresh_issued_at=tokens.refresh_issued_at,
+        expires_at=times.expires_at,
+        refreshable=times.refreshable,
+        refresh_issued_at=times.refresh_issued_at,
     )

@@ -43,10 +43,14 @@ def state_list(opts: GlobalOptions, as_json: bool) -> int:
       reconciler state list
       reconciler state list --json | jq -r '.[] | select(.status == "needs-reauthorization") | .address'
     """
-    from reconciler.app.statecmds import read_statuses
+    from reconciler.app.source import paused_gc
 
-    doc, statuses = read_statuses(opts.workspace())
-    click.echo(view("json" if as_json else "text").listing(doc, statuses), nl=False)
+    with paused_gc():  # imports, reading and listing allocate much and free nothing in cycles (see `paused_gc`)
+        from reconciler.app.statecmds import read_statuses
+
+        doc, statuses = read_statuses(opts.workspace())
+        text = view("json" if as_json else "text").listing(doc, statuses)
+    click.echo(text, nl=False)
     return EXIT_OK
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -63,25 +64,32 @@ def status(opts: GlobalOptions, refresh: bool, tenants: tuple[str, ...], words: 
         raise UsageError("--split-dir writes Markdown parts", hint="add --format markdown")
     if window <= dt.timedelta() or window > MAX_WINDOW:
         raise UsageError("--window must be a positive duration of at most 3650d, such as 14d")
-    from reconciler.addresses import Globs
-    from reconciler.app.status import read_report
-    from reconciler.cli.options import refresh_settings
-    from reconciler.cli.output import progress_bar
+    from reconciler.app.source import paused_gc
 
-    with progress_bar("Checking" if refresh else None) as progress:
-        report = read_report(
-            opts.workspace(),
-            window=window,
-            tenants=Globs.of(tenants) if tenants else None,
-            words=set(words),
-            refresh=refresh_settings(parallelism, REFRESH_WINDOW_MINUTES) if refresh else None,
-            progress=progress,
-            lock_timeout=lock_timeout,
-        )
-    from reconciler.render.status import status_document
+    # Offline, the cyclic GC is paused from here on, imports included (see `paused_gc`); a refresh's network work
+    # runs with it.
+    with nullcontext() if refresh else paused_gc():
+        from reconciler.addresses import Globs
+        from reconciler.app.status import read_report
+        from reconciler.cli.options import refresh_settings
+        from reconciler.cli.output import progress_bar
 
-    document = status_document(report)
-    click.echo(_render(document, fmt, opts.use_color()), nl=False, color=opts.use_color())
+        with progress_bar("Checking" if refresh else None) as progress:
+            report = read_report(
+                opts.workspace(),
+                window=window,
+                tenants=Globs.of(tenants) if tenants else None,
+                words=set(words),
+                refresh=refresh_settings(parallelism, REFRESH_WINDOW_MINUTES) if refresh else None,
+                progress=progress,
+                lock_timeout=lock_timeout,
+            )
+    with paused_gc():
+        from reconciler.render.status import status_document
+
+        document = status_document(report)
+        text = _render(document, fmt, opts.use_color())
+    click.echo(text, nl=False, color=opts.use_color())
     if split_dir is not None:
         _write_parts(split_dir, document)
     return EXIT_OK if document["shown"] == document["summary"]["healthy"] else EXIT_CHANGES

@@ -9,12 +9,12 @@ material (the report holds none).
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from reconciler.durations import format_duration
 from reconciler.errors import one_line
+from reconciler.jsontext import dumps_indented
 from reconciler.status import STALE_AFTER, STATUS_WORDS
 
 if TYPE_CHECKING:
@@ -35,8 +35,17 @@ RICH_ROWS = 500  # a terminal gets a boxed table up to this many rows; more are 
 _MARK = {"healthy": "✅", "expiring": "⏳", "needs-reauthorization": "🔑", "pending": "🕓", "error": "❌"}
 
 
+_ZERO = dt.timedelta()
+
+
 def _iso(moment: dt.datetime | None) -> str | None:
-    return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if moment else None
+    """`2026-12-04T14:36:50Z` (what `isoformat(timespec="seconds")` writes in UTC, formatted directly: a document
+    holds several per installation)."""
+    if not moment:
+        return None
+    utc = moment if moment.utcoffset() == _ZERO else moment.astimezone(dt.UTC)
+    fields = (utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second)
+    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % fields  # noqa: UP031 - twice as fast as format specifiers here
 
 
 def status_document(report: StatusReport) -> dict[str, Any]:
@@ -125,7 +134,7 @@ def _entry(row: StatusRow, now: dt.datetime) -> dict[str, Any]:
 
 
 def render_status_json(document: Mapping[str, Any]) -> str:
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    return dumps_indented(document, ensure_ascii=False) + "\n"
 
 
 # -- text --------------------------------------------------------------------------------------------------------
@@ -140,15 +149,18 @@ def summary_line(document: Mapping[str, Any]) -> str:
     return f"{shown} {noun}{of}" + (f": {counts}" if counts else "")
 
 
+_MINUTE, _HOUR, _TWO_DAYS = dt.timedelta(minutes=1), dt.timedelta(hours=1), dt.timedelta(days=2)
+
+
 def _ago(moment: str | None, now: dt.datetime) -> str:
     if moment is None:
         return "never"
     span = now - dt.datetime.fromisoformat(moment)
-    if span < dt.timedelta(minutes=1):
+    if span < _MINUTE:
         return "just now"
-    if span < dt.timedelta(hours=1):
+    if span < _HOUR:
         return f"{int(span.total_seconds() // 60)}m ago"
-    if span < dt.timedelta(days=2):
+    if span < _TWO_DAYS:
         return f"{int(span.total_seconds() // 3600)}h ago"
     return f"{span.days}d ago"
 
@@ -179,10 +191,10 @@ _COLUMNS = ("TENANT", "ADDRESS", "STATUS", "WHY", "EXPIRES", "CHECKED", "NEXT")
 
 
 def _cells(entry: Mapping[str, Any], now: dt.datetime) -> tuple[str, ...]:
-    return tuple(one_line(str(cell)) for cell in (
+    return tuple([one_line(str(cell)) for cell in (
         entry["tenant"], entry["address"], entry["status"], entry["reason"], _expires(entry), _checked(entry, now),
         entry["next_step"] or "-",
-    ))
+    )])
 
 
 def render_status_text(document: Mapping[str, Any], *, terminal: bool, color: bool = False, width: int = 160) -> str:
@@ -204,11 +216,15 @@ def render_status_text(document: Mapping[str, Any], *, terminal: bool, color: bo
     rows = [_cells(entry, now) for entry in entries]
     if terminal and len(rows) <= RICH_ROWS:
         return "\n".join(lines) + "\n\n" + _rich_table(rows, color=color, width=width)
-    widths = [max(len(c[i]) for c in [_COLUMNS, *rows]) for i in range(len(_COLUMNS) - 1)]
-    table = ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip()
-             for row in [_COLUMNS, *rows]]
     links = _links(entries, now)
-    return "\n".join([*lines, "", *table, *links]) + "\n"
+    return "\n".join([*lines, "", *_aligned([_COLUMNS, *rows]), *links]) + "\n"
+
+
+def _aligned(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    """Plain columns: every cell but the last padded to its column's widest, two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    line = "  ".join(f"{{:{width}}}" for width in widths) + "  {}"  # one format per row (left-aligned, as ljust)
+    return [line.format(*row).rstrip() for row in rows]
 
 
 def _migration_line(moving: Mapping[str, Any]) -> str:
@@ -268,12 +284,12 @@ def _rich_table(rows: Sequence[tuple[str, ...]], *, color: bool, width: int) -> 
 # -- markdown ----------------------------------------------------------------------------------------------------
 
 
+_MARKUP = str.maketrans({char: "\\" + char for char in "\\`*_[]<>|"})
+
+
 def _md(text: str) -> str:
     """Inline text safe in a table cell: one line, pipes and markup characters escaped."""
-    out = one_line(text)
-    for char in "\\`*_[]<>|":
-        out = out.replace(char, "\\" + char)
-    return out
+    return one_line(text).translate(_MARKUP)
 
 
 def _title(document: Mapping[str, Any]) -> str:

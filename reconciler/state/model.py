@@ -242,9 +242,38 @@ def decode_state(raw: bytes, where: str) -> StateDocument:
     return decode_stored(raw, where)[0]
 
 
+class _Stored(BaseModel):
+    """What is read of a stored document before the rest: its format."""
+
+    format_version: StrictInt
+
+
+def _current(raw: bytes) -> StateDocument | None:
+    """A document of the current format, validated straight from its JSON (no intermediate objects: half the time
+    at 10,000 installations); None for anything else — an older format, damage — which `decode_stored` then
+    decodes step by step, upgrading it or saying where it is damaged."""
+    try:
+        if _Stored.model_validate_json(raw).format_version != FORMAT_VERSION:
+            return None
+        return StateDocument.model_validate_json(raw)
+    except (ValueError, RecursionError):  # pydantic's ValidationError is a ValueError
+        return None
+
+
 def decode_stored(raw: bytes, where: str) -> tuple[StateDocument, int]:
     """`decode_state`, and the format version the document was stored in (older: the next write upgrades it)."""
     restore = f"the file is left as it is; restore {where}.backup (if there is one) or move the file away"
+    doc = _current(raw)
+    if doc is None:
+        doc, stored = _decode_stepwise(raw, where, restore)
+    else:
+        stored = FORMAT_VERSION
+    for address, record in doc.resources.items():
+        check_resource(address, record, where, restore)
+    return doc, stored
+
+
+def _decode_stepwise(raw: bytes, where: str, restore: str) -> tuple[StateDocument, int]:
     try:
         data = json.loads(raw)
     except RecursionError:
@@ -270,14 +299,11 @@ def decode_stored(raw: bytes, where: str) -> tuple[StateDocument, int]:
         data = upgrade(data)
         version = data["format_version"]
     try:
-        doc = StateDocument.model_validate(data)
+        return StateDocument.model_validate(data), stored
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         loc = ".".join(str(p) for p in error["loc"])
         raise StateError(f"{where}: invalid state at {loc}: {error['msg']}", hint=restore) from None
-    for address, record in doc.resources.items():
-        check_resource(address, record, where, restore)
-    return doc, stored
 
 
 def check_resource(address: str, record: AnyRecord, where: str, hint: str) -> None:

@@ -1,8 +1,9 @@
 """Token material and its sealed form: `TokenSet` and `PendingAuthorization` (plaintext, only ever in memory) and
 `SealedRecord` (one address's generation and sealed blobs, as stored).
 
-Owns: the plaintext shapes and their serialisation for sealing, the record format (unchanged on disk and in
-PostgreSQL), the blobs a record may hold, and whether a record copied between states may replace another.
+Owns: the plaintext shapes and their serialisation for sealing, what opened tokens say about their own lifetime
+without their secrets (`TokenTimes`), the record format (unchanged on disk and in PostgreSQL), the blobs a record
+may hold, and whether a record copied between states may replace another.
 Must not: seal, store or send anything; show a secret value (they are `SecretStr` until sealed).
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
@@ -20,6 +21,7 @@ __all__ = [
     "PendingAuthorization",
     "SealedRecord",
     "TokenSet",
+    "TokenTimes",
     "Verdict",
     "copy_verdict",
     "plaintext",
@@ -53,6 +55,15 @@ class PendingAuthorization(_Sealed):
     scopes: tuple[str, ...]
     created_at: dt.datetime
     expires_at: dt.datetime
+
+
+class TokenTimes(NamedTuple):
+    """What opened tokens say about their lifetime, and nothing secret: the access token's expiry, whether a
+    refresh token exists, and when it was issued (None: not known)."""
+
+    expires_at: dt.datetime | None
+    refreshable: bool
+    refresh_issued_at: dt.datetime | None
 
 
 def plaintext(value: TokenSet | PendingAuthorization) -> bytes:

@@ -77,16 +77,20 @@ class LocalCredentialStore(WholeRecordWrites):
 
     def __init__(self, directory: Path, environment: str) -> None:
         self.directory = Path(directory) / f"{environment}.credentials"
+        self._prefix = os.path.join(self.directory, "")  # reads name their file by string: no Path per record
         self._checked = False
 
-    def _path(self, address: str) -> Path:
+    def _file(self, address: str) -> str:
         if not self._checked:  # once per store: a link here would put every record somewhere else
             check_directory(self.directory)
             self._checked = True
-        return self.directory / f"{address}.json"
+        return f"{self._prefix}{address}.json"
+
+    def _path(self, address: str) -> Path:
+        return Path(self._file(address))
 
     def get(self, address: str) -> SealedRecord | None:
-        path = self._path(address)
+        path = self._file(address)
         try:
             raw = read_regular(path)
             return None if raw is None else SealedRecord.model_validate_json(raw)
@@ -137,9 +141,11 @@ class LocalCredentialStore(WholeRecordWrites):
 
     def addresses(self) -> list[str]:
         check_directory(self.directory)
-        if not self.directory.exists():
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
             return []
-        return sorted(p.name.removesuffix(".json") for p in self.directory.glob("*.json") if not p.name.startswith("."))
+        return sorted(name.removesuffix(".json") for name in names if name.endswith(".json") and not name.startswith("."))
 
 
 def copy_record(sink: CredentialStore, address: str, record: SealedRecord) -> Verdict:
