@@ -150,18 +150,20 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 def _select(plan: Plan, selection: Selection) -> Plan:
     """The plan restricted to the selected addresses. A targeted installation keeps its partner's change, which it
-    needs, and — in a migration campaign — the in-place change of the partner it moves from that declares the
-    move (`migrate_to` is recorded with the first wave); everything else (no-ops too, so that summaries count only
-    what is selected) becomes a no-op "not targeted"."""
+    needs, and — when it moves to another partner — the in-place changes of the partners that declare a move to
+    that one (`migrate_to` is recorded with a campaign's first wave, whichever partner the moved installation was
+    recorded on); no other partner's change comes along (its other installations depend on it). Everything else
+    (no-ops too, so that summaries count only what is selected) becomes a no-op "not targeted"."""
     chosen = {c.address for c in plan.changes if selection.chooses(c.address)}
     needed = {f"partner.{_partner_of(c)}" for c in plan.changes if c.address in chosen and _partner_of(c)}
-    by_address = {c.address: c for c in plan.changes}
-    for change in plan.changes:
-        left, joined = _partner_of(change, before=True), _partner_of(change)
-        if change.address in chosen and left and joined and left != joined:
-            source = by_address.get(f"partner.{left}")
-            if source is not None and source.action is Action.UPDATE and (source.after or {}).get("migrate_to") == joined:
-                needed.add(source.address)
+    arriving = {
+        _partner_of(c) for c in plan.changes
+        if c.address in chosen and c.before is not None and _partner_of(c) != _partner_of(c, before=True)
+    }
+    needed |= {
+        c.address for c in plan.changes
+        if c.kind == "partner" and c.action is Action.UPDATE and (c.after or {}).get("migrate_to") in arriving - {None}
+    }
     needed |= {f"account.{c.tenant}" for c in plan.changes if c.address in chosen and c.kind == "installation"}
     chosen |= {a for a in needed if not selection.excludes.match(a)}
     changes = tuple(

@@ -75,3 +75,32 @@ def test_deferred_reauthorization_withdrawn_when_the_configuration_goes_back(san
     nothing = run(["-C", ".", "authorize", "--auth-mode", "browser"], env)
     assert nothing.exit_code == 0 and "no longer matches" not in nothing.stderr
     assert len(browser.opened) == 2  # the first apply's consents only
+
+
+def test_a_wave_records_the_campaign_of_the_partner_an_installation_names(sandbox_config) -> None:  # type: ignore[no-untyped-def]
+    """An installation recorded on one legacy partner is moved to another in the change that starts that one's
+    campaign (`migrate_to: entra`): the wave that moves it (`--target`) records the campaign on the partner it names,
+    so status counts it as migrated (the wave used to carry only the partners it is recorded on and moves to, and
+    the moved installation showed in no campaign)."""
+    _, directory, write, _ = sandbox_config
+    write(installation("t0", "i0", "legacy-b", "acme-org", "Platform", ["vso.work_full"]))
+    path = directory / "reconciler.yaml"
+    text = path.read_text()
+    legacy = text[text.index("  legacy:\n") : text.index("  entra:\n")]
+    path.write_text(text.replace(legacy, legacy + legacy.replace("  legacy:\n", "  legacy-b:\n", 1)))
+    assert run(APPLY, RENV).exit_code == 0
+    text = path.read_text()
+    path.write_text(
+        text.replace("partner: legacy-b", "partner: legacy").replace(
+            "  legacy:\n    connector: microsoft-azure-devops\n",
+            "  legacy:\n    connector: microsoft-azure-devops\n    migrate_to: entra\n",
+        )
+    )
+    wave = run([*APPLY, "--target", "installation.t0.*"], RENV)
+    assert wave.exit_code == 0, wave.stderr
+    resources = _resources(directory)
+    assert resources["installation.t0.i0"]["partner"] == "entra"
+    assert resources["partner.legacy"]["migrate_to"] == "entra"
+    status = json.loads(run(["-C", ".", "status", "--format", "json"], RENV).stdout)
+    assert status["migrations"] == [{"from": "legacy", "to": "entra", "migrated": 1, "pending": 0, "failed": 0}]
+    assert run(PLAN_EXIT, RENV).exit_code == 0
