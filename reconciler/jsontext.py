@@ -21,30 +21,52 @@ _CONSTANTS: dict[object, str] = {None: "null", True: "true", False: "false"}
 
 def dumps_indented(value: Any, *, ensure_ascii: bool = True) -> str:
     """`json.dumps(value, indent=2, ensure_ascii=ensure_ascii)`."""
-    out: list[str] = []
-    write = out.append
-    string = encode_basestring_ascii if ensure_ascii else encode_basestring
+    writer = _Writer(ensure_ascii)
+    writer.nested(value, type(value), "\n")
+    return "".join(writer.out)
 
-    def other(item: Any, newline: str) -> None:
-        if isinstance(item, dict):
-            mapping(item, newline)
+
+class _Writer:
+    """The text of one document, in pieces: containers written in place, scalars as `json` writes them."""
+
+    def __init__(self, ensure_ascii: bool) -> None:
+        self.out: list[str] = []
+        self.ensure_ascii = ensure_ascii
+        self.string = encode_basestring_ascii if ensure_ascii else encode_basestring
+
+    def nested(self, item: Any, kind: type, newline: str) -> None:
+        if kind is dict:
+            self.mapping(item, newline)
+        elif kind is list or kind is tuple:
+            self.sequence(item, newline)
+        elif kind is str:
+            self.out.append(self.string(item))
+        elif item is None or kind is bool:
+            self.out.append(_CONSTANTS[item])
+        elif kind is int:
+            self.out.append(int.__repr__(item))
+        elif isinstance(item, dict):
+            self.mapping(item, newline)
         elif isinstance(item, (list, tuple)):
-            sequence(item, newline)
+            self.sequence(item, newline)
         else:  # floats, str and int subclasses, and what json refuses
-            write(json.dumps(item, ensure_ascii=ensure_ascii))
+            self.out.append(json.dumps(item, ensure_ascii=self.ensure_ascii))
 
-    def other_key(name: object) -> str:  # as json writes a key that is no string (or its TypeError)
-        text = json.dumps({name: 0}, ensure_ascii=ensure_ascii)
+    def key(self, name: object) -> str:
+        if type(name) is str:
+            return self.string(name)
+        text = json.dumps({name: 0}, ensure_ascii=self.ensure_ascii)  # as json writes a key that is no string
         return text[1:text.rindex(":")]
 
-    def mapping(items: dict[Any, Any], newline: str) -> None:
+    def mapping(self, items: dict[Any, Any], newline: str) -> None:
+        write, string = self.out.append, self.string
         if not items:
             write("{}")
             return
         inner = newline + "  "
         opening = "{" + inner
         for name, item in items.items():
-            label = string(name) if type(name) is str else other_key(name)
+            label = self.key(name)
             kind = type(item)
             if kind is str:
                 write(f"{opening}{label}: {string(item)}")
@@ -54,11 +76,12 @@ def dumps_indented(value: Any, *, ensure_ascii: bool = True) -> str:
                 write(f"{opening}{label}: {int.__repr__(item)}")
             else:
                 write(f"{opening}{label}: ")
-                nested(item, kind, inner)
+                self.nested(item, kind, inner)
             opening = "," + inner
         write(newline + "}")
 
-    def sequence(items: list[Any] | tuple[Any, ...], newline: str) -> None:
+    def sequence(self, items: list[Any] | tuple[Any, ...], newline: str) -> None:
+        write = self.out.append
         if not items:
             write("[]")
             return
@@ -66,26 +89,9 @@ def dumps_indented(value: Any, *, ensure_ascii: bool = True) -> str:
         opening = "[" + inner
         for item in items:
             if type(item) is str:
-                write(opening + string(item))
+                write(opening + self.string(item))
             else:
                 write(opening)
-                nested(item, type(item), inner)
+                self.nested(item, type(item), inner)
             opening = "," + inner
         write(newline + "]")
-
-    def nested(item: Any, kind: type, newline: str) -> None:
-        if kind is dict:
-            mapping(item, newline)
-        elif kind is list or kind is tuple:
-            sequence(item, newline)
-        elif kind is str:
-            write(string(item))
-        elif item is None or kind is bool:
-            write(_CONSTANTS[item])
-        elif kind is int:
-            write(int.__repr__(item))
-        else:
-            other(item, newline)
-
-    nested(value, type(value), "\n")
-    return "".join(out)

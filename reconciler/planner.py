@@ -156,14 +156,10 @@ def _select(plan: Plan, selection: Selection) -> Plan:
     (no-ops too, so that summaries count only what is selected) becomes a no-op "not targeted"."""
     chosen = {c.address for c in plan.changes if selection.chooses(c.address)}
     needed = {f"partner.{_partner_of(c)}" for c in plan.changes if c.address in chosen and _partner_of(c)}
-    arriving = {
-        _partner_of(c) for c in plan.changes
-        if c.address in chosen and c.before is not None and _partner_of(c) != _partner_of(c, before=True)
-    }
-    needed |= {
-        c.address for c in plan.changes
-        if c.kind == "partner" and c.action is Action.UPDATE and (c.after or {}).get("migrate_to") in arriving - {None}
-    }
+    moved = [c for c in plan.changes if c.address in chosen and c.before is not None]
+    arriving = {_partner_of(c) for c in moved if _partner_of(c) != _partner_of(c, before=True)} - {None}
+    needed |= {c.address for c in plan.changes if c.kind == "partner" and c.action is Action.UPDATE
+               and (c.after or {}).get("migrate_to") in arriving}
     needed |= {f"account.{c.tenant}" for c in plan.changes if c.address in chosen and c.kind == "installation"}
     chosen |= {a for a in needed if not selection.excludes.match(a)}
     changes = tuple(

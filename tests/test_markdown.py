@@ -313,7 +313,7 @@ _Continued in part 2 of 5._
 
 **Warnings**
 
-- partner.microsoft-azure-devops: 3 installations use azure-devops-oauth. Microsoft removes Azure DevOps OAuth in 2026; move its installations to an Entra ID partner
+- partner.microsoft-azure-devops: 4 installations use azure-devops-oauth. Microsoft removes Azure DevOps OAuth in 2026; move its installations to an Entra ID partner
 - partner.microsoft-azure-devops: azure-devops-oauth client secrets expire 60 days after they are created, and no client_secret_expires is declared: declare its date so that plan and status warn before the partner's installations stop refreshing
 
 <details><summary><b>tenant <code>acme</code></b> — 1 to reauthorize</summary>
