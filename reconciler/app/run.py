@@ -124,6 +124,9 @@ def run_apply(
             recorded = backend.read()
             plan = plan_of(ws, loaded, backend, scope, recorded)
             document = to_document(plan, warnings=plan_warnings(loaded, recorded, ws.clock()))
+        from reconciler.app.preflight import preflight_plan
+
+        document = preflight_plan(ws, desired, plan, document)
         if not confirm(document):
             if document.has_changes:
                 raise ReconcilerError("apply cancelled; nothing was changed")

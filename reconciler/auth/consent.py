@@ -73,12 +73,23 @@ def parse_callback(answer: str, request: AuthorizationRequest) -> str:
     return code
 
 
+# Entra ID's answers when the user may not consent and no administrator has: consent required, admin approval needed.
+ADMIN_CONSENT_AADSTS = ("AADSTS65001", "AADSTS90094")
+
+
 def refusal(query: dict[str, list[str]]) -> ConsentError:
     """The error a redirect's `error=` (and `error_description=`) stands for: the user said no, or the provider
     refused (the scopes, or something else)."""
     error = one_line((query.get("error") or [""])[0])
     description = one_line((query.get("error_description") or [""])[0])
     category = "denied" if error == "access_denied" else "scope" if error.lower() == "invalidscope" else "consent"
+    if error == "consent_required" or any(code in description for code in ADMIN_CONSENT_AADSTS):
+        return ConsentError(
+            f"an administrator of the tenant's directory must consent first: the provider refused: {error}"
+            + (f" ({description})" if description else ""),
+            category="consent",
+            hint="`reconciler preflight` gives the admin-consent link of each tenant, for its administrator to open",
+        )
     message = "the user denied the authorization" if category == "denied" else f"the provider refused: {error}"
     return ConsentError(message + (f" ({description})" if description and category != "denied" else ""), category=category)
 

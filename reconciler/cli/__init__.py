@@ -2,7 +2,7 @@
 
 One module per command family: `group` (the `reconciler` group, global options, exit codes, errors), `options`
 (shared options), `output` (backstop, progress, parts), `checks` (validate, schema, refresh), `plan` (plan,
-show), `run` (apply, authorize), `statecmds` (state ..., force-unlock), `statuscmd` (status), `tokencmd` (token), `sandbox`. Results go
+show), `run` (apply, authorize), `statecmds` (state ..., force-unlock), `statuscmd` (status), `preflightcmd` (preflight), `tokencmd` (token), `sandbox`. Results go
 to stdout, status and errors to stderr. Owns: assembling the commands into one group. Must not: hold planning,
 loading or state logic, or import it at start-up (`reconciler --help` loads click and the command modules only).
 """
@@ -15,6 +15,7 @@ from reconciler.cli import (  # noqa: F401 - each registers its commands
     checks,
     importcmd,
     plan,
+    preflightcmd,
     run,
     sandbox,
     serve,

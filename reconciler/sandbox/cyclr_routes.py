@@ -22,7 +22,7 @@ from typing import Any
 
 from reconciler.sandbox.cyclr import CyclrSandbox
 from reconciler.sandbox.cyclr_model import CyclrFailure
-from reconciler.sandbox.model import Fault, now
+from reconciler.sandbox.model import Fault, is_graph, now
 from reconciler.sandbox.seed import ExistingAccount, add_existing
 from reconciler.sandbox.wire import Answer, Request
 
@@ -162,7 +162,7 @@ class CyclrRoutes:
     def claims(parts: tuple[str, ...]) -> bool:
         """Whether the path is a Cyclr one (the rest of the server answers every other)."""
         return (
-            parts[:1] == ("v1.0",)
+            (parts[:1] == ("v1.0",) and not is_graph(parts))
             or parts in (("oauth", "token"), ("connectorauth", "updateaccountconnectoroauth"), ("connector", "callback"))
             or parts[:2] == ("_sandbox", "cyclr")
         )

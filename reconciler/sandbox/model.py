@@ -20,12 +20,14 @@ __all__ = [
     "FAULT_ENDPOINTS",
     "FAULT_KINDS",
     "LEGACY",
+    "SANDBOX_DIRECTORY",
     "App",
     "Code",
     "Consent",
     "Fault",
     "Grant",
     "OAuthFailure",
+    "is_graph",
     "now",
     "s256",
     "same_redirect",
@@ -35,6 +37,7 @@ LEGACY = "azure-devops-oauth"
 ENTRA = "entra-id"
 ADO_RESOURCE = "499b84ac-1321-427f-aa17-267ca6975798/"
 ENTRA_EXTRA = ("offline_access", "openid", "profile", "email")
+SANDBOX_DIRECTORY = "6a5b0d1e-0000-4000-8000-000000000001"  # the Entra directory apps are registered in by default
 
 
 class OAuthFailure(Exception):
@@ -98,6 +101,10 @@ class App:
     scopes: list[str] | None = None  # registered scopes; None: any catalog scope
     grant_only: list[str] | None = None  # the user consents to these at most (a narrower grant)
     previous_secrets: list[str] = field(default_factory=list)
+    # Entra ID: the directory the app is registered in (client credentials are issued there only) and who may sign
+    # in (`AzureADMyOrg`: that directory's users only; `AzureADMultipleOrgs`: any organization's)
+    tenant: str = SANDBOX_DIRECTORY
+    sign_in_audience: str = "AzureADMultipleOrgs"
 
 
 @dataclass
@@ -109,6 +116,7 @@ class Consent:
     redirect_uri: str
     code_challenge: str | None
     offline: bool
+    admin: bool = False  # an admin consent (`/<tenant>/v2.0/adminconsent`): for every user of the directory
 
 
 @dataclass
@@ -168,3 +176,8 @@ def same_redirect(app: App, registered: str, uri: str) -> bool:
         return False
     a, b = urlsplit(registered), urlsplit(uri)  # Entra ignores the port of a loopback redirect
     return a.scheme == b.scheme == "http" and a.hostname == b.hostname == "127.0.0.1" and a.path == b.path
+
+
+def is_graph(parts: tuple[str, ...]) -> bool:
+    """Whether a path is one of the Graph reads (`/v1.0/applications(…)`, `/v1.0/servicePrincipals(…)`)."""
+    return len(parts) == 2 and parts[0] == "v1.0" and parts[1].startswith(("applications(", "servicePrincipals("))

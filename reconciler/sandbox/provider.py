@@ -16,12 +16,14 @@ from typing import Any
 from urllib.parse import urlencode
 
 from reconciler.catalog.files import load_catalog
+from reconciler.sandbox.directory import DirectoryEndpoints
 from reconciler.sandbox.model import (
     ADO_RESOURCE,
     ENTRA,
     ENTRA_EXTRA,
     FAULT_ENDPOINTS,
     LEGACY,
+    SANDBOX_DIRECTORY,
     App,
     Code,
     Consent,
@@ -39,8 +41,9 @@ PROJECT_SCOPES = {"vso.project", "vso.project_write", "vso.project_manage"}
 CODE_LIFETIME = dt.timedelta(minutes=5)
 
 
-class Provider(TokenEndpoints):
-    """All sandbox state, guarded by one lock (token endpoints: `TokenEndpoints`)."""
+class Provider(TokenEndpoints, DirectoryEndpoints):
+    """All sandbox state, guarded by one lock (token endpoints: `TokenEndpoints`; admin consent and Graph:
+    `DirectoryEndpoints`)."""
 
     def __init__(self, user: str = "sandbox.user@example.com") -> None:
         self.lock = threading.Lock()
@@ -55,6 +58,7 @@ class Provider(TokenEndpoints):
         self.by_refresh: dict[str, Grant] = {}
         self.faults: dict[str, list[Fault]] = {}  # endpoint (FAULT_ENDPOINTS) -> faults to answer the next requests with
         self.issued: list[str] = []  # every code, token and verifier seen: tests search outputs for them
+        self._directory_init()
 
     # -- admin ------------------------------------------------------------------------------------------------
 
@@ -70,6 +74,8 @@ class Provider(TokenEndpoints):
             redirect_uris=[str(u) for u in uris],
             scopes=list(data["scopes"]) if data.get("scopes") else None,
             grant_only=list(data["grant_only"]) if data.get("grant_only") else None,
+            tenant=str(data.get("tenant", SANDBOX_DIRECTORY)),
+            sign_in_audience=str(data.get("sign_in_audience", "AzureADMultipleOrgs")),
         )
         with self.lock:
             self.apps[app.client_id] = app
@@ -199,6 +205,8 @@ class Provider(TokenEndpoints):
             raise ValueError("this consent request is unknown or was already answered")
         if not approve:
             return _with_query(consent.redirect_uri, error="access_denied", state=consent.state)
+        if consent.admin:
+            return _with_query(consent.redirect_uri, **self.record_admin_consent(consent))
         bad = self.invalid_scopes(consent)
         if bad:
             return _with_query(
@@ -220,6 +228,28 @@ class Provider(TokenEndpoints):
             self.codes[code.value] = code
             self.issued.append(code.value)
         return _with_query(consent.redirect_uri, code=code.value, state=consent.state)
+
+    def refuse_for_admin(self, consent: Consent) -> str | None:
+        """Where an Entra sign-in asking for permissions only an administrator may consent to (and none has) is sent
+        back to at once: `consent_required`, AADSTS65001, as Entra answers when user consent is not allowed."""
+        blocked = self.needs_admin(consent)
+        if not blocked:
+            return None
+        with self.lock:
+            self.consents.pop(consent.id, None)
+        return _with_query(
+            consent.redirect_uri,
+            error="consent_required",
+            error_description=f"AADSTS65001: The user or administrator has not consented to use the application "
+            f"with ID '{consent.app.client_id}'. Admin consent is required for: {' '.join(blocked)}.",
+            state=consent.state,
+        )
+
+    def begin_admin_consent(self, params: dict[str, str]) -> Consent:
+        consent = self.admin_consent_request(params)
+        with self.lock:
+            self.consents[consent.id] = consent
+        return consent
 
     def consent(self, consent_id: str) -> Consent | None:
         with self.lock:

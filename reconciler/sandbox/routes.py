@@ -6,7 +6,10 @@ Routes (see docs/sandbox.md):
   POST /oauth2/revoke                         RFC 7009 revocation of a grant's token (Azure DevOps OAuth apps)
   GET  /<tenant>/oauth2/v2.0/authorize        Entra ID consent page (code + PKCE S256)
   POST /<tenant>/oauth2/v2.0/token            authorization_code / refresh_token grants
+  GET  /<tenant>/v2.0/adminconsent            Entra ID admin consent page (for the whole directory)
   POST /oauth2/consent                        the consent page's Approve / Deny form
+  GET  /v1.0/applications(appId='…')          Microsoft Graph: an app registration (app-only token)
+  GET  /v1.0/servicePrincipals(appId='…')     Microsoft Graph: Azure DevOps's delegated permissions
   GET  /<org>/_apis/connectionData            organization check (any valid token)
   GET  /<org>/_apis/projects/<project>        project check (needs vso.project or broader)
   /_sandbox/...                               admin: apps, organizations, grants, narrower grants, revoke, expire, faults
@@ -20,7 +23,7 @@ import html
 import json
 from typing import Any
 
-from reconciler.sandbox.model import ENTRA, LEGACY, Fault, OAuthFailure
+from reconciler.sandbox.model import ENTRA, LEGACY, Fault, OAuthFailure, is_graph
 from reconciler.sandbox.provider import Provider
 from reconciler.sandbox.wire import Answer, Request
 
@@ -134,6 +137,10 @@ class ProviderRoutes:
             return self._authorize(LEGACY, request)
         if len(parts) == 4 and parts[1:] == ("oauth2", "v2.0", "authorize"):
             return self._authorize(ENTRA, request)
+        if len(parts) == 3 and parts[1:] == ("v2.0", "adminconsent"):
+            return self._admin_consent(request)
+        if is_graph(parts):
+            return Answer(*self.provider.graph(request.headers.get("authorization"), parts))
         organization = _api_organization(request)
         if organization is not None:
             status, body = self.provider.api(request.headers.get("authorization"), organization, "/".join(parts[2:]))
@@ -167,12 +174,25 @@ class ProviderRoutes:
             consent = self.provider.begin_consent(flavour, dict(request.params))
         except ValueError as exc:
             return _error_page(str(exc))
+        refused = self.provider.refuse_for_admin(consent)
+        if refused is not None:
+            return Answer(302, location=refused)
+        return Answer(200, page=_consent_page(self.provider, consent.id))
+
+    def _admin_consent(self, request: Request) -> Answer:
+        try:
+            consent = self.provider.begin_admin_consent(dict(request.params))
+        except ValueError as exc:
+            return _error_page(str(exc))
         return Answer(200, page=_consent_page(self.provider, consent.id))
 
     def _token(self, flavour: str, request: Request, fault: Fault | None) -> Answer:
-        endpoint = self.provider.legacy_token if flavour == LEGACY else self.provider.entra_token
+        withhold = fault is not None and fault.kind == "no-refresh-token"
         try:
-            body = endpoint(request.form(), withhold_refresh=fault is not None and fault.kind == "no-refresh-token")
+            if flavour == LEGACY:
+                body = self.provider.legacy_token(request.form(), withhold_refresh=withhold)
+            else:
+                body = self.provider.entra_token(request.form(), withhold_refresh=withhold, tenant=request.parts[0])
         except OAuthFailure as failure:
             return _oauth_error(flavour, failure)
         return Answer(200, body)
@@ -199,6 +219,8 @@ class ProviderRoutes:
             return Answer(200, {"client_id": parts[1]})
         if parts == ("revoke",):
             return Answer(200, {"revoked": provider.revoke(data.get("grant_id"), data.get("client_id"))})
+        if parts == ("consent-policy",):
+            return Answer(200, provider.set_consent_policy(data))
         if parts == ("faults",):
             endpoint = str(data["endpoint"])
             faults = [Fault.parse(f) for f in [*data.get("statuses", []), *data.get("faults", [])]]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import threading
+from collections.abc import Callable
 
 from reconciler.sandbox.model import (
     ADO_RESOURCE,
@@ -40,6 +41,7 @@ class TokenEndpoints:
     by_access: dict[str, Grant]
     by_refresh: dict[str, Grant]
     issued: list[str]
+    client_credentials: Callable[[App, str, dict[str, str]], dict[str, object]]  # `DirectoryEndpoints`
 
     def legacy_client(self, secret: str) -> App:
         """The Azure DevOps OAuth app whose client secret is `secret` (lock held): it authenticates by no other."""
@@ -78,7 +80,9 @@ class TokenEndpoints:
                 del body["refresh_token"]
             return body
 
-    def entra_token(self, form: dict[str, str], *, withhold_refresh: bool = False) -> dict[str, object]:
+    def entra_token(
+        self, form: dict[str, str], *, withhold_refresh: bool = False, tenant: str = "organizations"
+    ) -> dict[str, object]:
         with self.lock:
             app = self.apps.get(form.get("client_id", ""))
             if app is None or app.flavour != ENTRA:
@@ -88,6 +92,8 @@ class TokenEndpoints:
             grant_type = form.get("grant_type")
             if not form.get("scope"):
                 raise OAuthFailure("invalid_request", "AADSTS900144: The request body must contain 'scope'.", 400, 900144)
+            if grant_type == "client_credentials":
+                return self.client_credentials(app, tenant, form)
             if grant_type == "authorization_code":
                 if not form.get("code_verifier"):
                     raise OAuthFailure("invalid_request", "AADSTS50148: code_verifier is required.", 400, 50148)

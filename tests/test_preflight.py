@@ -1,0 +1,143 @@
+"""Entra ID preflight against the sandbox, over real HTTP: the app's tenant against `tenant_id`, scopes not on the
+app registration, admin-only permissions (one admin-consent step per tenant, with its URL, before anyone signs in),
+and what apply does with each — nothing asked of anyone, and nothing written, when a sign-in would fail."""
+
+from __future__ import annotations
+
+import base64
+import json
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+
+from tests.conftest import run
+from tests.sandbox_support import APPLY, ENTRA_ID, ENTRA_SECRET, ENV, installation
+
+KEY = base64.b64encode(b"preflight-key-0123456789abcdef01").decode()
+RENV = {**ENV, "RECONCILER_STATE_KEY": KEY}
+DIRECTORY = "6a5b0d1e-0000-4000-8000-000000000001"  # the directory the sandbox registers apps in
+RESOURCE = "499b84ac-1321-427f-aa17-267ca6975798"
+
+
+def _tenant(directory, tenant_id: str) -> None:  # type: ignore[no-untyped-def]
+    """Point the Entra partner at one directory (its endpoints follow)."""
+    path = directory / "reconciler.yaml"
+    text = path.read_text().replace("tenant_id: organizations", f"tenant_id: {tenant_id}")
+    path.write_text(text.replace("/organizations/oauth2/", f"/{tenant_id}/oauth2/"))
+
+
+def _installs(*tenants: str, scopes: tuple[str, ...] = ("vso.work_full", "vso.project")) -> str:
+    places = [("acme-org", "Platform"), ("globex", "Operations"), ("acme-org", "Web")]
+    return "".join(installation(t, "ado", "entra", *places[i % 3], list(scopes)) for i, t in enumerate(tenants))
+
+
+def _preflight(*args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    result = run(["-C", ".", "preflight", "--format", "json", *args], RENV)
+    assert result.stdout.startswith("{"), (result.exit_code, result.stdout, result.stderr)
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_a_clean_app_passes_and_apply_signs_in(sandbox_config) -> None:
+    _sandbox, directory, write, _browser = sandbox_config
+    write(_installs("acme"))
+    _tenant(directory, DIRECTORY)
+    code, doc = _preflight()
+    assert code == 0
+    assert doc["partners"] == [{"partner": "entra", "checked": True, "problems": [], "admin_only_scopes": [],
+                                "notes": []}]
+    assert doc["admin_consents"] == []
+    assert run(APPLY, RENV).exit_code == 0
+
+
+def test_an_app_from_another_directory_stops_apply_before_anyone_is_asked(sandbox_config) -> None:
+    _sandbox, directory, write, browser = sandbox_config
+    write(_installs("acme"))
+    _tenant(directory, "contoso.onmicrosoft.com")
+    code, doc = _preflight()
+    assert code == 1
+    [problem] = doc["partners"][0]["problems"]
+    assert f"the app {ENTRA_ID} is not registered in tenant contoso.onmicrosoft.com (AADSTS700016)" in problem
+    text = run(["-C", ".", "preflight"], RENV)
+    assert text.exit_code == 1 and "partner.entra: problem" in text.stdout
+    applied = run(APPLY, RENV)
+    assert applied.exit_code == 1
+    assert "AADSTS700016" in applied.stderr and "Traceback" not in applied.stderr
+    assert browser.opened == []
+    assert not (directory / "state").exists() or not list((directory / "state").glob("*.json"))
+    assert ENTRA_SECRET not in applied.stderr + applied.stdout + text.stdout + json.dumps(doc)
+
+
+def test_scopes_not_on_the_registration_are_a_problem(sandbox_config) -> None:
+    sandbox, directory, write, browser = sandbox_config
+    sandbox.provider.apps[ENTRA_ID].scopes = ["vso.work_full", "vso.project"]
+    write(_installs("acme", scopes=("vso.work_full", "vso.build")))
+    _tenant(directory, DIRECTORY)
+    code, doc = _preflight()
+    assert code == 1
+    assert doc["partners"][0]["problems"] == [
+        (f"scopes not on the app registration of {ENTRA_ID}: vso.build (add them under API permissions, Azure "
+        "DevOps, delegated)")
+    ]
+    applied = run(APPLY, RENV)
+    assert applied.exit_code == 1 and "vso.build" in applied.stderr and browser.opened == []
+
+
+def _consent_as_admin(url: str) -> dict[str, list[str]]:
+    """An administrator opens the admin-consent link and approves: the query the sandbox redirects to."""
+    page = httpx.get(url)
+    assert page.status_code == 200, page.text
+    consent = page.text.split('name="consent" value="')[1].split('"')[0]
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
+    answer = httpx.post(f"{origin}/oauth2/consent", data={"consent": consent, "decision": "approve"})
+    assert answer.status_code == 302
+    return parse_qs(urlsplit(answer.headers["location"]).query)
+
+
+def test_admin_only_scopes_give_one_admin_consent_step_per_tenant(sandbox_config) -> None:
+    sandbox, directory, write, _browser = sandbox_config
+    sandbox.provider.set_consent_policy({"admin_only": ["vso.project"]})
+    write(_installs("acme", "globex") + _installs("initech", scopes=("vso.work_full",)))
+    _tenant(directory, DIRECTORY)
+    code, doc = _preflight()
+    assert code == 2
+    assert doc["partners"][0]["admin_only_scopes"] == ["vso.project"]
+    steps = {s["tenant"]: s for s in doc["admin_consents"]}
+    assert sorted(steps) == ["acme", "globex"]  # initech asks for no admin-only scope
+    url = steps["acme"]["url"]
+    query = parse_qs(urlsplit(url).query)
+    assert urlsplit(url).path == f"/{DIRECTORY}/v2.0/adminconsent"
+    assert query["client_id"] == [ENTRA_ID] and query["state"] == ["admin-consent.acme"]
+    assert query["scope"] == [f"{RESOURCE}/vso.project {RESOURCE}/vso.work_full"]
+    assert steps["acme"]["installations"] == ["installation.acme.ado"]
+    assert "tenant acme (partner.entra: vso.project, vso.work_full):" in run(["-C", ".", "preflight"], RENV).stdout
+    assert run(["-C", ".", "preflight", "--tenant", "initech"], RENV).exit_code == 0
+
+    # Without the admin's consent a user's sign-in is refused (AADSTS65001): apply says what is needed.
+    refused = run([*APPLY, "--target", "installation.acme.*"], RENV)
+    assert refused.exit_code == 1
+    assert "tenant acme: admin consent first" in refused.stdout + refused.stderr
+    assert "an administrator of the tenant's directory must consent first" in refused.stderr, refused.stderr
+    assert "AADSTS65001" in refused.stderr
+
+    granted = _consent_as_admin(url)
+    assert granted["admin_consent"] == ["True"] and granted["state"] == ["admin-consent.acme"]
+    assert run([*APPLY, "--target", "installation.acme.*"], RENV).exit_code == 0
+    plan = run(["-C", ".", "apply", "--auto-approve", "--auth-mode", "defer"], RENV)  # the rest, for later
+    assert plan.exit_code == 3
+    assert "tenant globex: admin consent first" in plan.stderr + plan.stdout
+    everything = json.dumps(doc) + plan.stderr + plan.stdout + refused.stderr
+    assert ENTRA_SECRET not in everything
+
+
+def test_what_cannot_be_checked_is_a_note_and_never_stops_apply(sandbox_config) -> None:
+    sandbox, directory, write, _browser = sandbox_config
+    write(_installs("acme"))
+    code, doc = _preflight()  # tenant_id: organizations
+    assert code == 0 and doc["partners"][0]["checked"] is False
+    assert "tenant_id organizations names no directory" in doc["partners"][0]["notes"][0]
+    _tenant(directory, DIRECTORY)
+    sandbox.provider.set_consent_policy({"graph_readable": False})
+    code, doc = _preflight()
+    assert code == 0 and "Application.Read.All" in doc["partners"][0]["notes"][0]
+    applied = run(APPLY, RENV)
+    assert applied.exit_code == 0 and "Application.Read.All" in applied.stdout + applied.stderr
