@@ -80,6 +80,10 @@ def test_scopes_not_on_the_registration_are_a_problem(sandbox_config) -> None:
     ]
     applied = run(APPLY, RENV)
     assert applied.exit_code == 1 and "vso.build" in applied.stderr and browser.opened == []
+    planned = json.loads(run(["-C", ".", "plan", "--refresh", "--format", "json"], RENV).stdout)
+    assert [w for w in planned["warnings"] if "preflight" in w] == [
+        f"partner.entra: {doc['partners'][0]['problems'][0]} (preflight: every sign-in with it would fail)"
+    ]
 
 
 def _consent_as_admin(url: str) -> dict[str, list[str]]:
@@ -111,6 +115,11 @@ def test_admin_only_scopes_give_one_admin_consent_step_per_tenant(sandbox_config
     assert steps["acme"]["installations"] == ["installation.acme.ado"]
     assert "tenant acme (partner.entra: vso.project, vso.work_full):" in run(["-C", ".", "preflight"], RENV).stdout
     assert run(["-C", ".", "preflight", "--tenant", "initech"], RENV).exit_code == 0
+
+    planned = json.loads(run(["-C", ".", "plan", "--refresh", "--format", "json"], RENV).stdout)
+    assert any(w.startswith("tenant acme: admin consent first") and w.endswith(url) for w in planned["warnings"])
+    assert not any("admin consent" in w for w in json.loads(run(["-C", ".", "plan", "--format", "json"], RENV).stdout)[
+        "warnings"])  # without --refresh: no request, so no finding
 
     # Without the admin's consent a user's sign-in is refused (AADSTS65001): apply says what is needed.
     refused = run([*APPLY, "--target", "installation.acme.*"], RENV)

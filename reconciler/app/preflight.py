@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from reconciler.plan import Plan
     from reconciler.render.document import PlanDocument
 
-__all__ = ["AdminConsentStep", "PreflightReport", "preflight", "preflight_plan", "redact", "run_preflight"]
+__all__ = ["AdminConsentStep", "PreflightReport", "preflight", "plan_preflight", "preflight_plan", "preflight_warnings", "redact",
+           "run_preflight"]
 
 ENTRA = "entra-id"
 
@@ -132,12 +133,10 @@ def redact(report: PreflightReport, secrets: Collection[str]) -> PreflightReport
     return PreflightReport(checks, report.admin_consents)
 
 
-def preflight_plan(ws: Workspace, desired: DesiredState, plan: Plan, document: PlanDocument) -> PlanDocument:
-    """Before a plan is carried out: check the Entra ID apps its sign-ins will use. A problem every such sign-in
-    would hit stops here (nothing asked of anyone, nothing written); admin consents needed first, and what could not
-    be checked, join the plan's warnings. No Entra ID sign-in in the plan: no request at all."""
+def plan_preflight(ws: Workspace, desired: DesiredState, plan: Plan) -> PreflightReport | None:
+    """The preflight of the Entra ID apps a plan's sign-ins will use; None (and no request at all) when the plan
+    asks no one to sign in with Entra ID."""
     from reconciler.auth.transport import Http
-    from reconciler.errors import ReconcilerError
     from reconciler.plan import Action
 
     asks = [
@@ -146,9 +145,28 @@ def preflight_plan(ws: Workspace, desired: DesiredState, plan: Plan, document: P
         and desired.installations[c.address].declared.auth == ENTRA
     ]
     if not asks:
-        return document
+        return None
     with Http(timeout=ws.http_timeout) as http:
-        report = redact(preflight(desired, http.client(), asks), desired.secret_values())
+        return redact(preflight(desired, http.client(), asks), desired.secret_values())
+
+
+def preflight_warnings(ws: Workspace, desired: DesiredState, plan: Plan) -> list[str]:
+    """A plan's preflight findings as warnings (`plan --refresh`): problems first, then notes and admin consents."""
+    report = plan_preflight(ws, desired, plan)
+    if report is None:
+        return []
+    return [f"{p} (preflight: every sign-in with it would fail)" for p in report.problems] + report.warnings()
+
+
+def preflight_plan(ws: Workspace, desired: DesiredState, plan: Plan, document: PlanDocument) -> PlanDocument:
+    """Before a plan is carried out: check the Entra ID apps its sign-ins will use. A problem every such sign-in
+    would hit stops here (nothing asked of anyone, nothing written); admin consents needed first, and what could not
+    be checked, join the plan's warnings. No Entra ID sign-in in the plan: no request at all."""
+    from reconciler.errors import ReconcilerError
+
+    report = plan_preflight(ws, desired, plan)
+    if report is None:
+        return document
     if report.problems:
         raise ReconcilerError(
             "preflight: " + "; ".join(report.problems),
