@@ -156,3 +156,18 @@ def test_apply_in_json_lists_each_pending_sign_in_with_its_link(service_world: S
     ]
     assert all(p["link"].startswith(f"{service_world.public_url}/authorize/") for p in document["pending"])
     assert document["error"] is None and "Plan:" in result.stderr
+
+
+def test_an_administrator_back_from_an_admin_consent_link_is_told_what_happens_next(service_world: ServiceWorld) -> None:
+    """The admin-consent link of `reconciler preflight` returns to the service's callback: a page, nothing recorded,
+    nothing of the request echoed."""
+    _deferred(service_world, 1)
+    service_world.start()
+    serial = _serial(service_world)
+    callback = f"{service_world.public_url}/connector/callback"
+    with httpx.Client(timeout=20) as client:
+        given = client.get(callback, params={"admin_consent": "True", "tenant": "<b>x</b>", "state": "admin-consent.eu-1"})
+        assert given.status_code == 200 and "Admin consent given" in given.text and "<b>x</b>" not in given.text
+        refused = client.get(callback, params={"error": "access_denied", "state": "admin-consent.eu-1"})
+        assert refused.status_code == 400 and "Admin consent was not given" in refused.text
+    assert _serial(service_world) == serial

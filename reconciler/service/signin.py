@@ -138,6 +138,8 @@ def complete_callback(ctx: ServiceContext, params: Mapping[str, str]) -> Answer:
     exchanged (before the state lock), then under the lock the organization checked and the tokens recorded —
     the executor's own steps, as `reconciler authorize` runs them."""
     state = params.get("state", "")
+    if "admin_consent" in params or state.startswith("admin-consent."):
+        return _admin_consent(params)
     attempt, doc = _taken(ctx, "oauth", state)
     if attempt is None or doc is None:
         return _unknown()
@@ -193,6 +195,20 @@ def _completed(ctx: ServiceContext, attempt: Attempt, record: Callable[[Run, Dec
     except StateLockedError:
         log.warning("state locked: a sign-in was not recorded", extra={"fields": {"address": attempt.address}})
         return Answer(503, "Busy", ("the service is busy with another change", "open the link you were sent again in a few minutes"))
+
+
+def _admin_consent(params: Mapping[str, str]) -> Answer:
+    """An administrator back from an admin-consent link (`reconciler preflight`): nothing to record (Microsoft keeps
+    the consent), only what happens next. Nothing of the request is echoed."""
+    if params.get("admin_consent", "").lower() == "true" and "error" not in params:
+        return Answer(200, "Admin consent given", (
+            "the application may now be used by every user of your directory",
+            "your users can sign in with the links they were sent",
+        ))
+    return Answer(400, "Admin consent was not given", (
+        "the consent page refused or was declined; nothing was changed",
+        "open the admin-consent link again, as an administrator of the directory",
+    ))
 
 
 def _unknown() -> Answer:
