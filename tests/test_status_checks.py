@@ -75,6 +75,37 @@ def test_the_local_checks_log_keeps_the_latest_check_and_compacts(tmp_path: Path
     assert store.checks()["installation.a.x"].at == t0 + dt.timedelta(seconds=1999)
 
 
+def test_a_check_appended_while_the_log_is_compacted_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another writer (its own store, as another process would be) appends a check just as a compaction has read the
+    log and is about to replace it: the check is in the log afterwards (it waited for the compaction)."""
+    import datetime as dt
+    import threading
+
+    from reconciler.state import local_service
+
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    late = CheckResult("installation.other.x", t0 + dt.timedelta(days=1), "revoked", "found meanwhile")
+    other = LocalServiceStore(tmp_path, "default")
+    replace = local_service.atomic_write
+    appenders: list[threading.Thread] = []
+
+    def slow_replace(path, body):  # type: ignore[no-untyped-def]
+        if not appenders:  # the first compaction: another writer appends now
+            appenders.append(threading.Thread(target=other.record_checks, args=([late],)))
+            appenders[0].start()
+            appenders[0].join(0.5)  # with the lock held it cannot finish yet; without, it has appended by now
+        replace(path, body)
+
+    monkeypatch.setattr(local_service, "atomic_write", slow_replace)
+    store = LocalServiceStore(tmp_path, "default")
+    store.record_checks([CheckResult("installation.a.x", t0 + dt.timedelta(seconds=i), "ok", "x" * 200) for i in range(2000)])
+    assert appenders, "the log was not compacted"
+    appenders[0].join()
+    checks = LocalServiceStore(tmp_path, "default").checks()
+    assert checks["installation.other.x"] == late
+    assert checks["installation.a.x"].at == t0 + dt.timedelta(seconds=1999)
+
+
 def test_a_terminal_table_shows_reasons_as_written_never_as_markup(tmp_path: Path) -> None:
     """A check's message is the provider's words: on a terminal they are shown literally (no markup, no terminal
     hyperlink), and a check dated far ahead of now is not believed."""

@@ -15,10 +15,12 @@ attempt's blob is sealed by the caller), or know the configuration.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,8 @@ class LocalServiceStore:
         self.attempts_dir = self.service_dir / "attempts"
         self.audit_path = self.directory / f"{environment}.audit.jsonl"
         self.checks_path = self.service_dir / "checks.jsonl"
+        # Appends hold it shared, a compaction exclusive: no check is appended to a log being replaced
+        self.checks_lock_path = self.service_dir / "checks.lock"
         self._checks_seen = 0  # the log's size when this store last read it whole
         self._pruned_at: dt.datetime | None = None
         self._audit_ready = False  # the directory checked and made, once per store (a token read appends a line)
@@ -163,7 +167,8 @@ class LocalServiceStore:
             self._make_dirs()
         except OSError as exc:
             raise StateError(f"{self.checks_path}: cannot record checks: {exc.strerror or exc}") from None
-        _append_lines(self.checks_path, lines, "the checks log")
+        with self._checks_lock(fcntl.LOCK_SH):
+            _append_lines(self.checks_path, lines, "the checks log")
         self._compact_checks()
 
     def checks(self) -> dict[str, CheckResult]:
@@ -181,8 +186,7 @@ class LocalServiceStore:
 
     def _compact_checks(self) -> None:
         """Rewrite the log with each address's latest line once it holds more than `COMPACT_RATIO` times as many
-        lines as addresses (a check appended by another process while this runs may be lost: it is only a check,
-        and the next one records it again). The log is read for this only when it grew `COMPACT_RATIO` times since
+        lines as addresses, under the exclusive lock (appends wait for it, so none is lost). The log is read for this only when it grew `COMPACT_RATIO` times since
         this store last looked, so that a long-running service does not read it on every check."""
         try:
             size = os.stat(self.checks_path).st_size
@@ -190,17 +194,31 @@ class LocalServiceStore:
             return
         if size <= max(COMPACT_MIN_BYTES, COMPACT_RATIO * self._checks_seen):
             return
-        results, lines = self._check_lines()
-        latest = latest_checks(results)
-        self._checks_seen = size
-        if lines <= COMPACT_RATIO * len(latest):
-            return
-        body = "".join(json.dumps(check_to_json(r), separators=(",", ":")) + "\n" for r in latest.values()).encode()
+        with self._checks_lock(fcntl.LOCK_EX):
+            results, lines = self._check_lines()
+            latest = latest_checks(results)
+            self._checks_seen = size
+            if lines <= COMPACT_RATIO * len(latest):
+                return
+            body = "".join(json.dumps(check_to_json(r), separators=(",", ":")) + "\n" for r in latest.values())
+            try:
+                atomic_write(self.checks_path, body.encode())
+            except OSError as exc:
+                raise StateError(f"{self.checks_path}: cannot rewrite the checks log: {exc.strerror or exc}") from None
+            self._checks_seen = len(body)
+
+    @contextmanager
+    def _checks_lock(self, mode: int) -> Iterator[None]:
+        """The checks log's lock (`fcntl.LOCK_SH` to append, `LOCK_EX` to replace it), held for the block."""
         try:
-            atomic_write(self.checks_path, body)
+            fd = open_regular(self.checks_lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
-            raise StateError(f"{self.checks_path}: cannot rewrite the checks log: {exc.strerror or exc}") from None
-        self._checks_seen = len(body)
+            raise StateError(f"{self.checks_lock_path}: cannot lock the checks log: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, mode)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
 
 COMPACT_MIN_BYTES = 256 * 1024  # a checks log smaller than this is never rewritten
