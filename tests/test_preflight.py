@@ -150,3 +150,41 @@ def test_what_cannot_be_checked_is_a_note_and_never_stops_apply(sandbox_config) 
     assert code == 0 and "Application.Read.All" in doc["partners"][0]["notes"][0]
     applied = run(APPLY, RENV)
     assert applied.exit_code == 0 and "Application.Read.All" in applied.stdout + applied.stderr
+
+
+def _home(directory, home: str) -> None:  # type: ignore[no-untyped-def]
+    """Declare the Entra partner's app_tenant_id (its app's own directory)."""
+    path = directory / "reconciler.yaml"
+    path.write_text(path.read_text().replace("    tenant_id: organizations\n",
+                                             f"    tenant_id: organizations\n    app_tenant_id: {home}\n"))
+
+
+def test_a_multi_tenant_partner_is_checked_in_the_directory_its_app_is_registered_in(sandbox_config) -> None:
+    sandbox, directory, write, browser = sandbox_config
+    write(_installs("acme"))
+    _home(directory, DIRECTORY)
+    code, doc = _preflight()
+    assert code == 0 and doc["partners"][0]["checked"] is True and doc["partners"][0]["problems"] == []
+
+    # The same app registered for its own directory only: every sign-in through `organizations` would fail.
+    sandbox.provider.apps[ENTRA_ID].sign_in_audience = "AzureADMyOrg"
+    code, doc = _preflight()
+    assert code == 1
+    assert "accepts only users of its own directory" in doc["partners"][0]["problems"][0]
+    assert "but tenant_id is organizations" in doc["partners"][0]["problems"][0]
+    applied = run(APPLY, RENV)
+    assert applied.exit_code == 1 and "AzureADMyOrg" in applied.stderr and browser.opened == []
+    # what preflight foresaw: the sign-in page refuses the app at `organizations`
+    with httpx.Client() as client:
+        page = client.get(f"{sandbox.url}/organizations/oauth2/v2.0/authorize", params={
+            "client_id": ENTRA_ID, "response_type": "code", "state": "s", "scope": f"{RESOURCE}/vso.project",
+            "redirect_uri": sandbox.provider.apps[ENTRA_ID].redirect_uris[0], "code_challenge": "x" * 43,
+            "code_challenge_method": "S256"})
+    assert page.status_code == 400 and "AADSTS50194" in page.text
+
+    path = directory / "reconciler.yaml"  # a wrong home directory
+    path.write_text(path.read_text().replace(f"app_tenant_id: {DIRECTORY}\n", "app_tenant_id: contoso.onmicrosoft.com\n"))
+    code, doc = _preflight()
+    assert code == 1 and doc["partners"][0]["problems"] == [
+        f"the app {ENTRA_ID} is not registered in tenant contoso.onmicrosoft.com (AADSTS700016): check app_tenant_id"
+    ]

@@ -81,7 +81,7 @@ def preflight(desired: DesiredState, client: httpx.Client, addresses: Iterable[s
         check = check_app(
             client, partner=name, tenant_id=partner.tenant_id, client_id=partner.client_id,
             client_secret=desired_partner.client_secret.get_secret_value(), token_url=partner.token_url,
-            scopes=scopes,
+            scopes=scopes, app_tenant=desired_partner.app_tenant_id,
         )
         checks.append(check)
         if check.admin_only:

@@ -77,13 +77,19 @@ def check_app(
     client_secret: str,
     token_url: str,
     scopes: Collection[str],
+    app_tenant: str | None = None,
 ) -> Preflight:
-    """Preflight of the app `client_id` for the declared `scopes` (their `vso.*` names)."""
-    if tenant_id.lower() in MULTI_TENANT:
+    """Preflight of the app `client_id` for the declared `scopes` (their `vso.*` names); `app_tenant`: the directory
+    the app is registered in, when it is not `tenant_id` (a multi-tenant app)."""
+    directory = app_tenant or tenant_id
+    if directory.lower() in MULTI_TENANT:
         return Preflight(partner, False, notes=(
-            f"not checked: tenant_id {tenant_id} names no directory to ask for the app's registration",
+            (f"not checked: tenant_id {tenant_id} names no directory to ask for the app's registration (declare "
+            "app_tenant_id, the directory the app is registered in, to check it)"),
         ))
-    token, problem, note = _app_token(client, tenant_id, client_id, client_secret, token_url)
+    token, problem, note = _app_token(
+        client, directory, client_id, client_secret, _in_tenant(token_url, tenant_id, directory), app_tenant is None
+    )
     if token is None:
         return Preflight(partner, problem is not None, problems=(problem,) if problem else (),
                          notes=(note,) if note else ())
@@ -106,18 +112,35 @@ def check_app(
         if isinstance(access, dict) and access.get("type") == "Scope" and str(access.get("id")) in permissions
     }
     missing = sorted(set(scopes) - registered)
-    problems = (
-        ((f"scopes not on the app registration of {client_id}: {', '.join(missing)} (add them under API "
-         "permissions, Azure DevOps, delegated)"),) if missing else ()
-    )
+    problems = [
+        (f"scopes not on the app registration of {client_id}: {', '.join(missing)} (add them under API permissions, "
+        "Azure DevOps, delegated)")
+    ] if missing else []
+    audience = str(app.get("signInAudience") or "")
+    if audience == "AzureADMyOrg" and (tenant_id.lower() in MULTI_TENANT or tenant_id.lower() != directory.lower()):
+        problems.append(
+            f"the app {client_id} accepts only users of its own directory {directory} (signInAudience AzureADMyOrg), "
+            f"but tenant_id is {tenant_id}: sign-ins there fail (AADSTS50194 / AADSTS700016); make the app "
+            "multi-tenant (AzureADMultipleOrgs) or set tenant_id to its directory"
+        )
     admin = {str(p.get("value")) for p in permissions.values() if p.get("type") == "Admin"}
-    return Preflight(partner, True, problems=problems, admin_only=tuple(sorted(set(scopes) & admin)))
+    return Preflight(partner, True, problems=tuple(problems), admin_only=tuple(sorted(set(scopes) & admin)))
+
+
+def _in_tenant(token_url: str, tenant_id: str, directory: str) -> str:
+    """`token_url` with its tenant segment naming `directory` (unchanged when it names no `tenant_id` segment)."""
+    parts = urlsplit(token_url)
+    segment = f"/{tenant_id}/"
+    if directory == tenant_id or segment not in parts.path:
+        return token_url
+    return parts._replace(path=parts.path.replace(segment, f"/{directory}/", 1)).geturl()
 
 
 def _app_token(
-    client: httpx.Client, tenant_id: str, client_id: str, client_secret: str, token_url: str
+    client: httpx.Client, tenant_id: str, client_id: str, client_secret: str, token_url: str, declared_here: bool
 ) -> tuple[str | None, str | None, str | None]:
-    """(token, problem, note): an app-only Graph token from the partner's tenant."""
+    """(token, problem, note): an app-only Graph token from the app's directory `tenant_id` (`declared_here`: it is
+    the partner's tenant_id, not its app_tenant_id)."""
     form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": client_secret,
             "scope": GRAPH_SCOPE}
     try:
@@ -130,11 +153,15 @@ def _app_token(
     codes = {int(c) for c in data.get("error_codes") or [] if isinstance(c, int)}
     text = str(data.get("error_description") or "").splitlines()[0:1]
     detail = text[0] if text else f"HTTP {answer.status_code}"
+    key = "tenant_id" if declared_here else "app_tenant_id"
     if 700016 in codes or "AADSTS700016" in detail:
-        return None, (f"the app {client_id} is not registered in tenant {tenant_id} (AADSTS700016): set tenant_id "
-                      "to the directory the app is registered in, or organizations for a multi-tenant app"), None
+        fix = (
+            "set tenant_id to the directory the app is registered in, or, for a multi-tenant app registered in "
+            "another directory, name that one in app_tenant_id" if declared_here else "check app_tenant_id"
+        )
+        return None, f"the app {client_id} is not registered in tenant {tenant_id} (AADSTS700016): {fix}", None
     if 90002 in codes or "AADSTS90002" in detail:
-        return None, f"tenant {tenant_id} does not exist (AADSTS90002): check tenant_id", None
+        return None, f"tenant {tenant_id} does not exist (AADSTS90002): check {key}", None
     if data.get("error") in ("invalid_client", "unauthorized_client") or codes & {7000215, 7000222}:
         return None, (f"the provider rejected the partner's client credentials ({data.get('error')}): check "
                       "client_id and client_secret"), None

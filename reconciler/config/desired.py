@@ -58,6 +58,8 @@ class DesiredPartner:
 
     declared: DeclaredPartner
     client_secret: SecretStr | None = field(default=None, repr=False, compare=False)
+    # Entra ID: the app's home directory, for preflight only (not recorded: nothing is applied from it)
+    app_tenant_id: str | None = None
 
     @property
     def address(self) -> str:

@@ -123,7 +123,9 @@ def _partner(
         app_type=spec.app_type,
         migrate_to=spec.migrate_to,
     )
-    return DesiredPartner(declared, client_secret=SecretStr(secret) if secret is not None else None)
+    return DesiredPartner(
+        declared, client_secret=SecretStr(secret) if secret is not None else None, app_tenant_id=spec.app_tenant_id
+    )
 
 
 def _connector(checks: Checks, src: SourceFile, path: KeyPath, spec: PartnerSpec, name: str) -> Connector | None:
@@ -159,6 +161,18 @@ def _tenant_id_ok(report: Report, src: SourceFile, path: KeyPath, spec: PartnerS
             (*path, "tenant_id"),
             "invalid tenant_id" + (f": {NO_REFERENCE}" if "${" in spec.tenant_id else ""),
             "a tenant GUID, a domain such as contoso.onmicrosoft.com, or organizations, common, consumers",
+        )
+        ok = False
+    home = spec.app_tenant_id
+    if home and "tenant_id" not in flavour.requires:
+        report.issue(src, (*path, "app_tenant_id"), f"app_tenant_id does not apply to auth {spec.auth}")
+        ok = False
+    elif home and (not _TENANT_ID.fullmatch(home) or home.lower() in ("organizations", "common", "consumers")):
+        report.issue(
+            src,
+            (*path, "app_tenant_id"),
+            "invalid app_tenant_id" + (f": {NO_REFERENCE}" if "${" in home else ""),
+            "the directory the app is registered in: a tenant GUID or a domain such as contoso.onmicrosoft.com",
         )
         ok = False
     return ok

@@ -103,6 +103,11 @@ class PartnerSpec(_Strict):
     connector: ConnectorName | None = Field(None, description="Catalog connector; defaults to the partner's key.")
     auth: NonEmpty = Field(description="Auth flavour: azure-devops-oauth or entra-id.")
     tenant_id: NonEmpty | None = Field(None, description="Entra ID tenant GUID, or 'organizations' (entra-id only).")
+    app_tenant_id: NonEmpty | None = Field(
+        None,
+        description="entra-id only: the directory the app is registered in (its home tenant), where `reconciler "
+        "preflight` reads its registration when tenant_id is organizations or common (a GUID or a domain).",
+    )
     client_id: NonEmpty | None = Field(None, description="Client (App) ID, literal or ${env:}/${file:} reference.")
     client_secret: NonEmpty | None = Field(None, description=SECRET_REF_DESCRIPTION)
     client_secret_expires: dt.date | None = Field(

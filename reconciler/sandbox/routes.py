@@ -174,6 +174,9 @@ class ProviderRoutes:
             consent = self.provider.begin_consent(flavour, dict(request.params))
         except ValueError as exc:
             return _error_page(str(exc))
+        if flavour == ENTRA and consent.app.sign_in_audience == "AzureADMyOrg" and request.parts[0] != consent.app.tenant:
+            return _error_page(f"AADSTS50194: Application '{consent.app.client_id}' is not configured as a "
+                               "multi-tenant application; use a tenant-specific endpoint.")
         refused = self.provider.refuse_for_admin(consent)
         if refused is not None:
             return Answer(302, location=refused)
