@@ -102,7 +102,7 @@ def test_json_plan_document(config_dir: Path) -> None:
     """--format json prints the versioned document with one change per address."""
     result = run(["-C", ".", "plan", "--format", "json"], ENV)
     doc = json.loads(result.stdout)
-    assert doc["format_version"] == "1.1"
+    assert doc["format_version"] == "1.2"
     assert [c["address"] for c in doc["changes"]] == [
         "partner.microsoft-azure-devops",
         "installation.acme.ado",

@@ -117,14 +117,21 @@ def test_admin_only_scopes_give_one_admin_consent_step_per_tenant(sandbox_config
     assert run(["-C", ".", "preflight", "--tenant", "initech"], RENV).exit_code == 0
 
     planned = json.loads(run(["-C", ".", "plan", "--refresh", "--format", "json"], RENV).stdout)
-    assert any(w.startswith("tenant acme: admin consent first") and w.endswith(url) for w in planned["warnings"])
-    assert not any("admin consent" in w for w in json.loads(run(["-C", ".", "plan", "--format", "json"], RENV).stdout)[
-        "warnings"])  # without --refresh: no request, so no finding
+    assert planned["format_version"] == "1.2"
+    assert planned["admin_consents"] == doc["admin_consents"]
+    assert any(w.startswith("partner.entra: vso.project may be consented to by an administrator only: 2 tenant(s)")
+               for w in planned["warnings"])
+    plain = json.loads(run(["-C", ".", "plan", "--format", "json"], RENV).stdout)
+    assert plain["admin_consents"] == [] and not any("administrator" in w for w in plain["warnings"])  # no request
+    text = run(["-C", ".", "plan", "--refresh"], RENV).stdout
+    assert "Admin consent needed first" in text and f"  acme (partner.entra: vso.project, vso.work_full):\n    {url}\n" in text
+    markdown = run(["-C", ".", "plan", "--refresh", "--format", "markdown"], RENV).stdout
+    assert "**Admin consent needed first**" in markdown and "| acme | `entra` | vso.project, vso.work_full | [admin consent](" in markdown
 
     # Without the admin's consent a user's sign-in is refused (AADSTS65001): apply says what is needed.
     refused = run([*APPLY, "--target", "installation.acme.*"], RENV)
     assert refused.exit_code == 1
-    assert "tenant acme: admin consent first" in refused.stdout + refused.stderr
+    assert f"  acme (partner.entra: vso.project, vso.work_full):\n    {url}" in refused.stdout
     assert "an administrator of the tenant's directory must consent first" in refused.stderr, refused.stderr
     assert "AADSTS65001" in refused.stderr
 
@@ -133,7 +140,7 @@ def test_admin_only_scopes_give_one_admin_consent_step_per_tenant(sandbox_config
     assert run([*APPLY, "--target", "installation.acme.*"], RENV).exit_code == 0
     plan = run(["-C", ".", "apply", "--auto-approve", "--auth-mode", "defer"], RENV)  # the rest, for later
     assert plan.exit_code == 3
-    assert "tenant globex: admin consent first" in plan.stderr + plan.stdout
+    assert "  globex (partner.entra: vso.project, vso.work_full):" in plan.stdout
     everything = json.dumps(doc) + plan.stderr + plan.stdout + refused.stderr
     assert ENTRA_SECRET not in everything
 

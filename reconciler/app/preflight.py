@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from reconciler.plan import Plan
     from reconciler.render.document import PlanDocument
 
-__all__ = ["AdminConsentStep", "PreflightReport", "preflight", "plan_preflight", "preflight_plan", "preflight_warnings", "redact",
+__all__ = ["AdminConsentStep", "PreflightReport", "preflight", "plan_preflight", "preflight_plan", "redact", "with_preflight",
            "run_preflight"]
 
 ENTRA = "entra-id"
@@ -50,14 +50,29 @@ class PreflightReport:
         return [f"partner.{c.partner}: {p}" for c in self.checks for p in c.problems]
 
     def warnings(self) -> list[str]:
-        """One line per note and per admin-consent step, for a plan's warnings."""
+        """One line per note and per partner whose tenants need an admin consent (each step is listed on its own)."""
         lines = [f"partner.{c.partner}: preflight {n}" for c in self.checks for n in c.notes]
-        for step in self.admin_consents:
-            lines.append(
-                f"tenant {step.tenant}: admin consent first — partner.{step.partner}'s {', '.join(step.scopes)} "
-                f"need an administrator of the tenant's directory to consent once for everyone: {step.url}"
-            )
+        for check in self.checks:
+            tenants = sorted({s.tenant for s in self.admin_consents if s.partner == check.partner})
+            if tenants:
+                lines.append(
+                    f"partner.{check.partner}: {', '.join(check.admin_only)} may be consented to by an administrator "
+                    f"only: {len(tenants)} tenant(s) need an admin consent before their users sign in "
+                    f"({', '.join(tenants)}; each with its link under \"Admin consent needed first\")"
+                )
         return lines
+
+    def onto(self, document: PlanDocument) -> PlanDocument:
+        """`document` with this report's warnings and admin-consent steps."""
+        from reconciler.render.document import AdminConsentDoc
+
+        extra = [w for w in self.warnings() if w not in document.warnings]
+        steps = [
+            AdminConsentDoc(tenant=s.tenant, partner=s.partner, scopes=list(s.scopes), url=s.url,
+                            installations=list(s.installations))
+            for s in self.admin_consents
+        ]
+        return document.model_copy(update={"warnings": [*document.warnings, *extra], "admin_consents": steps})
 
 
 def preflight(desired: DesiredState, client: httpx.Client, addresses: Iterable[str] | None = None) -> PreflightReport:
@@ -150,12 +165,14 @@ def plan_preflight(ws: Workspace, desired: DesiredState, plan: Plan) -> Prefligh
         return redact(preflight(desired, http.client(), asks), desired.secret_values())
 
 
-def preflight_warnings(ws: Workspace, desired: DesiredState, plan: Plan) -> list[str]:
-    """A plan's preflight findings as warnings (`plan --refresh`): problems first, then notes and admin consents."""
+def with_preflight(ws: Workspace, desired: DesiredState, plan: Plan, document: PlanDocument) -> PlanDocument:
+    """`document` with the plan's preflight (`plan --refresh`): problems as warnings, then notes, and the admin
+    consents needed first."""
     report = plan_preflight(ws, desired, plan)
     if report is None:
-        return []
-    return [f"{p} (preflight: every sign-in with it would fail)" for p in report.problems] + report.warnings()
+        return document
+    problems = [f"{p} (preflight: every sign-in with it would fail)" for p in report.problems]
+    return report.onto(document.model_copy(update={"warnings": [*document.warnings, *problems]}))
 
 
 def preflight_plan(ws: Workspace, desired: DesiredState, plan: Plan, document: PlanDocument) -> PlanDocument:
@@ -172,5 +189,4 @@ def preflight_plan(ws: Workspace, desired: DesiredState, plan: Plan, document: P
             "preflight: " + "; ".join(report.problems),
             hint="nothing was changed and no one was asked to sign in; `reconciler preflight` lists every finding",
         )
-    extra = [w for w in report.warnings() if w not in document.warnings]
-    return document.model_copy(update={"warnings": [*document.warnings, *extra]}) if extra else document
+    return report.onto(document)

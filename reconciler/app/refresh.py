@@ -84,12 +84,13 @@ def refreshed_plan(
     findings, observed = refreshed(ws, loaded, backend, backend.read(), scope, settings, progress)
     drift = {f.address: f.drift for f in findings if f.drift} | gone_accounts(findings)
     plan = plan_of(ws, loaded, backend, scope, observed, refreshed=drift)
-    from reconciler.app.preflight import preflight_warnings
+    from reconciler.app.preflight import with_preflight
 
     warnings = plan_warnings(loaded, backend.read(), ws.clock()) + [
         f"{f.address}: {f.message}" for f in findings if f.outcome in ("transient", "partner", "skipped")
-    ] + preflight_warnings(ws, loaded.desired, plan)
-    return findings, PlanResult(loaded, backend, plan, to_document(plan, warnings=warnings))
+    ]
+    document = with_preflight(ws, loaded.desired, plan, to_document(plan, warnings=warnings))
+    return findings, PlanResult(loaded, backend, plan, document)
 
 
 def refreshed(

@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict
 from reconciler import __version__
 from reconciler.plan import Plan
 
-__all__ = ["PLAN_FORMAT_VERSION", "ChangeDoc", "PlanDocument", "StateDoc", "SummaryDoc", "render_json", "to_document"]
+__all__ = ["PLAN_FORMAT_VERSION", "AdminConsentDoc", "ChangeDoc", "PlanDocument", "StateDoc", "SummaryDoc", "render_json", "to_document"]
 
-PLAN_FORMAT_VERSION = "1.1"
+PLAN_FORMAT_VERSION = "1.2"
 _M = TypeVar("_M", bound="_Doc")
 
 
@@ -54,6 +54,16 @@ class SummaryDoc(_Doc):
     pending: int
 
 
+class AdminConsentDoc(_Doc):
+    """An admin consent a tenant's directory needs before its users sign in (found by the Entra ID preflight)."""
+
+    tenant: str
+    partner: str
+    scopes: list[str]
+    url: str
+    installations: list[str]
+
+
 class PlanDocument(_Doc):
     format_version: str
     reconciler_version: str
@@ -63,6 +73,7 @@ class PlanDocument(_Doc):
     summary: SummaryDoc
     changes: list[ChangeDoc]
     warnings: list[str]
+    admin_consents: list[AdminConsentDoc] = []  # from a preflight (apply, plan --refresh); a plain plan asks no one
 
 
 def to_document(plan: Plan, warnings: list[str] | tuple[str, ...] = ()) -> PlanDocument:

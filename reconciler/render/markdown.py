@@ -89,9 +89,27 @@ def _sections(doc: PlanDocument, links: Mapping[str, str] | None) -> list[_Secti
     warnings += [_inline(w) for w in doc.warnings]
     if warnings:
         sections.append(_Section(("**Warnings**", ""), tuple((f"- {w}",) for w in warnings), ("",)))
+    sections += _admin_consent_sections(doc)
     sections += _pending_sections(doc, links or {})
     sections += _change_sections(doc)
     return sections
+
+
+def _admin_consent_sections(doc: PlanDocument) -> list[_Section]:
+    """One row per tenant whose directory needs an administrator's consent before its users sign in."""
+    if not doc.admin_consents:
+        return []
+    header = ("| Tenant | Partner | Scopes | Link |", "| --- | --- | --- | --- |")
+    return [_Section(
+        ("**Admin consent needed first** (an administrator of each tenant's directory opens its link once)", "",
+         *header),
+        tuple(
+            (f"| {_cell(s.tenant)} | {_table_escape(_code(s.partner))} | {_cell(', '.join(s.scopes))} | {_link(s.url, 'admin consent')} |",)
+            for s in doc.admin_consents
+        ),
+        ("",),
+        reopening=("**Admin consent needed first** (continued)", "", *header),
+    )]
 
 
 def _title(doc: PlanDocument) -> str:
@@ -344,13 +362,13 @@ def _longest_backtick_run(lines) -> int:  # type: ignore[no-untyped-def]
     return max((len(run) for line in lines for run in re.findall(r"`+", line)), default=0)
 
 
-def _link(url: str) -> str:
+def _link(url: str, label: str = "sign in") -> str:
     """A Markdown link for an http(s) URL (characters Markdown or tables would take as syntax percent-encoded);
     anything else is shown as code, never as a clickable link."""
     if urlsplit(url).scheme.lower() not in ("http", "https"):
         return _code(url)
     safe = "".join(chr(c) for c in range(33, 127) if chr(c) not in _LINK_UNSAFE)
-    return f"[sign in]({quote(_one_line(url), safe=safe)})"
+    return f"[{label}]({quote(_one_line(url), safe=safe)})"
 
 
 def _count(n: int, noun: str) -> str:

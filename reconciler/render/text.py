@@ -74,6 +74,13 @@ def render_text(doc: PlanDocument, *, color: bool = False) -> str:
                 if change.link:  # the same link the Markdown plan's table and the JSON plan show
                     out.append(f"      open this link to sign in: {one_line(change.link)}")
         out.append("")
+    if doc.admin_consents:
+        out.append(bold("Admin consent needed first (an administrator of each tenant's directory opens its link once, "
+                        "before its users sign in):"))
+        for step in doc.admin_consents:
+            out.append(f"  {step.tenant} (partner.{step.partner}: {', '.join(step.scopes)}):")
+            out.append(f"    {one_line(step.url)}")
+        out.append("")
     warnings = [f"{c.address}: {w}" for c in doc.changes for w in c.warnings] + list(doc.warnings)
     if warnings:
         out.append(paint("33", "Warnings:"))
