@@ -233,3 +233,20 @@ def test_a_service_key_in_a_reconciler_variable_is_memoised(case, monkeypatch) -
     assert calls[0] == 0, "the second plan was computed again"
     assert second == first == fresh(env)
     assert "memo-api-key-value" not in first[1] + first[2]
+
+
+def test_a_check_recorded_beside_the_state_is_planned_afresh(case, monkeypatch) -> None:
+    """The refresh-token foresight reads the checks kept beside the state: a check recorded since the memo was
+    written (another tenant found working) changes the plan, and the memo is not used."""
+    directory, env = case("foresight_refresh_tokens_unused")
+    calls = planned_count(monkeypatch)
+    before = plan(env)
+    assert "2 installation(s) reach that" in before[1]
+    assert plan(env) == before and calls[0] == 1  # answered from the memo
+    log = directory / "state" / "default.service" / "checks.jsonl"
+    line = {"address": "installation.acme.lapses-soon", "at": "2026-11-01T06:00:00.000000Z", "outcome": "ok",
+            "message": ""}
+    log.write_text(log.read_text() + json.dumps(line) + "\n")
+    after = plan(env)
+    assert calls[0] == 2 and "1 installation(s) reach that" in after[1]
+    assert after == fresh(env)

@@ -17,6 +17,7 @@ from reconciler.app.keys import no_note, state_key
 from reconciler.app.request import PlanScope
 from reconciler.app.source import config_source, paused_gc
 from reconciler.app.workspace import Workspace, open_backend, read_root
+from reconciler.catalog import Catalog
 from reconciler.catalog.files import load_catalog
 from reconciler.config import LoadedConfig
 from reconciler.config.loader import resolve_reference
@@ -98,17 +99,43 @@ def plan_config(ws: Workspace, scope: PlanScope | None = None, ahead: ParsedAhea
             recorded = backend.read()
         now = ws.clock()
         plan = plan_of(ws, loaded, backend, scope or PlanScope(), recorded, now=now)
-        document = to_document(plan, warnings=plan_warnings(loaded, recorded, now))
+        document = to_document(plan, warnings=plan_warnings(loaded, recorded, now, backend))
         return PlanResult(loaded, backend, plan, document, _valid_until(recorded, now))
 
 
-def plan_warnings(loaded: LoadedConfig, recorded: StateDocument | None, now: dt.datetime) -> list[str]:
-    """The configuration's warnings, then foresight: what will need a person before the next change."""
+def plan_warnings(
+    loaded: LoadedConfig, recorded: StateDocument | None, now: dt.datetime, backend: StateBackend | None = None
+) -> list[str]:
+    """The configuration's warnings, then foresight: what will need a person before the next change (with
+    `backend`, refresh tokens that lapse unused, from the checks kept beside the state)."""
     from reconciler.foresight import foresight
 
-    desired = loaded.desired
-    ahead = foresight(desired.partners, desired.installations, recorded, load_catalog(), now=now)
+    desired, catalog = loaded.desired, load_catalog()
+    used = _last_used(backend, recorded, catalog) if backend is not None else None
+    ahead = foresight(desired.partners, desired.installations, recorded, catalog, now=now, used=used)
     return [str(w) for w in loaded.warnings] + ahead
+
+
+def _last_used(backend: StateBackend, recorded: StateDocument | None, catalog: Catalog) -> dict[str, dt.datetime] | None:
+    """When each installation's tokens were last found working (the checks beside the state), read only when some
+    recorded installation's refresh tokens lapse unused (Entra ID); None when they cannot be read."""
+    if recorded is None:
+        return None
+    lapsing = False
+    for record in recorded.resources.values():
+        if isinstance(record, InstallationRecord):
+            connector = catalog.get(record.connector)
+            flavour = connector.auth.get(record.auth) if connector is not None else None
+            if flavour is not None and flavour.refresh_token_unused_days:
+                lapsing = True
+                break
+    if not lapsing:
+        return None
+    try:
+        checks = backend.service_store().checks()
+    except ReconcilerError:
+        return None
+    return {address: check.at for address, check in checks.items() if check.outcome in ("ok", "refreshed")}
 
 
 def _valid_until(recorded: StateDocument | None, now: dt.datetime) -> dt.datetime | None:

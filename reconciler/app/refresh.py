@@ -86,7 +86,7 @@ def refreshed_plan(
     plan = plan_of(ws, loaded, backend, scope, observed, refreshed=drift)
     from reconciler.app.preflight import with_preflight
 
-    warnings = plan_warnings(loaded, backend.read(), ws.clock()) + [
+    warnings = plan_warnings(loaded, backend.read(), ws.clock(), backend) + [
         f"{f.address}: {f.message}" for f in findings if f.outcome in ("transient", "partner", "skipped")
     ]
     document = with_preflight(ws, loaded.desired, plan, to_document(plan, warnings=warnings))

@@ -123,7 +123,7 @@ def run_apply(
         else:
             recorded = backend.read()
             plan = plan_of(ws, loaded, backend, scope, recorded)
-            document = to_document(plan, warnings=plan_warnings(loaded, recorded, ws.clock()))
+            document = to_document(plan, warnings=plan_warnings(loaded, recorded, ws.clock(), backend))
         from reconciler.app.preflight import preflight_plan
 
         document = preflight_plan(ws, desired, plan, document)

@@ -94,9 +94,10 @@ class LocalBackend:
         return self._display
 
     def read_digests(self) -> list[tuple[str, str | None]] | None:
-        """The SHA-256 of each file the last `read` used, as it was read (None: absent); None before any read. For
-        the plan memo (`reconciler.memo.StateFiles`), not part of the backend protocol."""
-        return self._digests
+        """The SHA-256 of each file the last `read` used (and of the checks log, once read), as read (None: absent);
+        None before any read. For the plan memo (`reconciler.memo.StateFiles`), not part of the backend protocol."""
+        checks = self._service.checks_digest if self._service is not None else None
+        return self._digests if self._digests is None or checks is None else [*self._digests, checks]
 
     def read(self) -> StateDocument | None:
         if self._held is not None and self._current is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import os
 import uuid
@@ -60,6 +61,8 @@ class LocalServiceStore:
         # Appends hold it shared, a compaction exclusive: no check is appended to a log being replaced
         self.checks_lock_path = self.service_dir / "checks.lock"
         self._checks_seen = 0  # the log's size when this store last read it whole
+        # The checks log as last read (path, SHA-256; None: absent): the plan memo's input when a plan read it
+        self.checks_digest: tuple[str, str | None] | None = None
         self._pruned_at: dt.datetime | None = None
         self._audit_ready = False  # the directory checked and made, once per store (a token read appends a line)
 
@@ -175,8 +178,10 @@ class LocalServiceStore:
         return latest_checks(self._check_lines()[0])
 
     def _check_lines(self) -> tuple[list[CheckResult], int]:
+        raw = _read_raw(self.checks_path, "the checks log")
+        self.checks_digest = (os.path.abspath(self.checks_path), hashlib.sha256(raw).hexdigest() if raw is not None else None)
         results, lines = [], 0
-        for data in _read_lines(self.checks_path, "the checks log"):
+        for data in _json_lines(raw):
             lines += 1
             try:
                 results.append(check_from_json(data))
@@ -246,10 +251,17 @@ def _append_lines(path: Path, items: Sequence[Mapping[str, str]], what: str) -> 
 
 def _read_lines(path: Path, what: str) -> Iterator[Any]:
     """The JSON value of each line of `path` that holds one (none when there is no file)."""
+    return _json_lines(_read_raw(path, what))
+
+
+def _read_raw(path: Path, what: str) -> bytes | None:
     try:
-        raw = read_regular(path)
+        return read_regular(path)
     except OSError as exc:
         raise StateError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+
+
+def _json_lines(raw: bytes | None) -> Iterator[Any]:
     for line in (raw or b"").split(b"\n"):
         try:
             yield json.loads(line)
