@@ -42,6 +42,7 @@ from reconciler.state.backend import StateBackend
 from reconciler.state.model import AnyRecord, InstallationRecord, PartnerRecord, PendingRecord, StateDocument
 from reconciler.state.records import (
     installation_record,
+    migrated_from,
     partner_record,
     pending_installation_record,
     pending_marker,
@@ -92,6 +93,13 @@ class Run:
     def declared_partner(self, installation: DeclaredInstallation) -> DeclaredPartner:
         """The partner `installation` uses, as configured (its endpoints; its secret stays with the configuration)."""
         return self.desired.partners[f"partner.{installation.partner}"].declared
+
+    def migrate_to(self, partner: str) -> str | None:
+        """The partner `partner`'s installations move to in a migration campaign, as configured (else as recorded)."""
+        desired = self.desired.partners.get(f"partner.{partner}")
+        recorded = self.doc.resources.get(f"partner.{partner}")
+        declared = desired.declared if desired is not None else recorded if isinstance(recorded, PartnerRecord) else None
+        return declared.migrate_to if declared is not None else None
 
     def flow(self, installation: DeclaredInstallation) -> Flow:
         secret = self.desired.secret(installation.client_secret_ref)
@@ -238,7 +246,7 @@ class Run:
             authorized_at=now,
             expires_at=tokens.expires_at,
             authorized_by=verification.user,
-        ).model_copy(update={"verified_at": now})
+        ).model_copy(update={"verified_at": now, "migrated_from": migrated_from(old, installation, self.migrate_to)})
         self.tokens.record_new(address, installation.client_id, tokens, lambda: self.save(address, record))
         push_tokens(self, self.services.platform, installation, tokens)  # on a platform: its account connector's
         if old is not None and self.revoke(address, old, replaced):

@@ -122,8 +122,10 @@ def migration_of(
         lapsed = record.pending is not None and record.pending.expires_at <= now
         failed = lapsed or status.word in ("needs-reauthorization", "error")
         return Migration(record.partner, own.migrate_to, "failed" if failed else "pending")
-    source = next((p.name for p in partners.values() if p.migrate_to == record.partner), None)
-    return Migration(source, record.partner, "migrated") if source is not None else None
+    source = partners.get(record.migrated_from) if record.migrated_from is not None else None
+    if source is None or source.migrate_to != record.partner:
+        return None  # created on its partner, or moved by hand: no campaign's doing
+    return Migration(source.name, record.partner, "migrated")
 
 
 @dataclass

@@ -118,3 +118,52 @@ def test_a_targeted_move_carries_only_the_leaving_partners_migrate_to(sandbox_co
     plan = json.loads(run(["-C", ".", "plan", "--format", "json", "--target", "installation.acme.*"], RENV).stdout)
     actions = {c["address"]: c["action"] for c in plan["changes"]}
     assert actions["partner.legacy"] == "update" and actions["installation.globex.ado"] == "noop"
+
+
+def test_only_installations_a_campaign_moved_count_as_migrated(sandbox_config) -> None:
+    """An installation created on the Entra partner directly (or moved there by hand) is no campaign's doing:
+    `migrated` counts what the campaign moved, and keeps counting it through later re-authorizations."""
+    _, directory, write, _ = sandbox_config
+    direct = ("  initech:\n    installations:\n      ado:\n        partner: entra\n"
+              "        parameters: {organization: acme-org, project: Web}\n        scopes: [vso.work_full, vso.project]\n")
+    write(_tenants(["acme", "globex"]) + direct)
+    assert run(APPLY, RENV).exit_code == 0
+    _migrating(directory)
+    assert run([*APPLY, "--target", "installation.acme.*"], RENV).exit_code == 0
+    status = _status()
+    assert status["migrations"] == [{"from": "legacy", "to": "entra", "migrated": 1, "pending": 1, "failed": 0}]
+    by_address = {e["address"]: e for e in status["installations"]}
+    assert by_address["installation.initech.ado"]["migration"] is None
+    recorded = json.loads((directory / "state" / "default.json").read_text())["resources"]
+    assert recorded["installation.acme.ado"]["migrated_from"] == "legacy"
+    assert "migrated_from" not in recorded["installation.initech.ado"]
+
+    # A later re-authorization on the Entra partner (a scope added) keeps the record of the move.
+    path = directory / "reconciler.yaml"
+    path.write_text(path.read_text().replace("scopes: [vso.work_full, vso.project]", "scopes: [vso.work_full, vso.project, vso.code]"))
+    assert run([*APPLY, "--target", "installation.acme.*"], RENV).exit_code == 0
+    assert _status()["migrations"][0]["migrated"] == 1
+
+
+def test_a_format_5_state_keeps_the_installations_its_campaign_moved(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Format 5 recorded no `migrated_from`: an installation on the partner a recorded campaign names was moved by
+    it, as format 5 counted; the upgrade records that, and nothing else."""
+    from reconciler.state.model import decode_state
+
+    def record(address: str, partner: str) -> dict:  # type: ignore[type-arg]
+        tenant, name = address.split(".")[1:]
+        return {"kind": "installation", "tenant": tenant, "name": name, "connector": "microsoft-azure-devops",
+                "partner": partner, "auth": "entra-id", "parameters": {}, "scopes": ["vso.work_full"],
+                "client_id": "c", "client_secret_ref": "${env:X}", "redirect_uri": "https://r/cb",
+                "token_url": "https://t/token"}
+
+    partner = {"kind": "partner", "name": "legacy", "connector": "microsoft-azure-devops", "auth": "azure-devops-oauth",
+               "redirect_uri": "https://r/cb", "authorize_url": "https://a/authorize", "token_url": "https://t/token",
+               "api_url": "https://api", "migrate_to": "entra"}
+    raw = {"format_version": 5, "lineage": "0f5a2c3e-1b7d-4e8f-9a6b-2c4d6e8f0a1b", "serial": 3, "environment": "default",
+           "resources": {"partner.legacy": partner, "installation.acme.ado": record("installation.acme.ado", "entra"),
+                         "installation.globex.ado": record("installation.globex.ado", "legacy")}}
+    doc = decode_state(json.dumps(raw).encode(), "state/default.json")
+    assert doc.format_version == 6
+    assert doc.resources["installation.acme.ado"].migrated_from == "legacy"  # type: ignore[union-attr]
+    assert doc.resources["installation.globex.ado"].migrated_from is None  # type: ignore[union-attr]

@@ -145,7 +145,7 @@ def test_encoding_round_trips(tmp_path: Path) -> None:
     raw = encode_state(doc)
     assert decode_state(raw, "x") == doc
     assert encode_state(decode_state(raw, "x")) == raw
-    assert json.loads(raw)["format_version"] == FORMAT_VERSION == 5
+    assert json.loads(raw)["format_version"] == FORMAT_VERSION == 6
 
 
 def _many(n: int) -> dict:  # type: ignore[type-arg]

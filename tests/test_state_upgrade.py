@@ -55,7 +55,7 @@ def test_reading_format_1_upgrades_in_memory_and_writes_nothing(v1: Path) -> Non
     nothing on disk changes."""
     before = snapshot(v1)
     doc = LocalBackend(v1 / "state", "default").read()
-    assert doc is not None and doc.format_version == 5 and doc.serial == 7
+    assert doc is not None and doc.format_version == 6 and doc.serial == 7
     initech = doc.resources["installation.initech.ado"]
     assert isinstance(initech, InstallationRecord) and initech.drift is Drift.REVOKED
     assert initech.drift.words == "token revoked"
@@ -85,7 +85,7 @@ def test_first_write_stores_format_2_and_plans_the_same(v1: Path) -> None:
     result = run(["-C", ".", "apply", "--auto-approve", "--target", "partner.extra"], env)
     assert result.exit_code == 0, result.stdout + result.stderr
     stored = json.loads((v1 / "state" / "default.json").read_text())
-    assert stored["format_version"] == 5 and stored["serial"] == 8
+    assert stored["format_version"] == 6 and stored["serial"] == 8
     assert not any("requested_scopes" in r for r in stored["resources"].values())
     assert stored["resources"]["installation.initech.ado"]["drift"] == "revoked"
     after = [c for c in _changes(v1) if c["address"] != "partner.extra"]

@@ -38,7 +38,7 @@ __all__ = [
     "upgrade_record",
 ]
 
-FORMAT_VERSION: Final = 5
+FORMAT_VERSION: Final = 6
 
 
 class _Record(BaseModel):
@@ -124,6 +124,9 @@ class InstallationRecord(DeclaredInstallation):
     drift: Drift | None = None  # None: nothing found (or not checked)
     checked_at: AwareDatetime | None = None  # when `drift` was last established (each check: the service store)
     account_connector: AccountConnectorRecord | None = None  # on a platform: where it is installed
+    # The partner it moved from in a migration campaign (that partner's `migrate_to` names this one's partner); kept
+    # through later re-authorizations on the same partner. None: not moved by a campaign.
+    migrated_from: str | None = None
 
     @property
     def platform_holds_tokens(self) -> bool:
@@ -140,7 +143,7 @@ class StateDocument(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    format_version: Literal[5] = FORMAT_VERSION
+    format_version: Literal[6] = FORMAT_VERSION
     lineage: str = Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
     serial: StrictInt = Field(ge=0)
     environment: str
@@ -226,9 +229,29 @@ def _upgrade_v4(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "format_version": 5}
 
 
+def _upgrade_v5(data: dict[str, Any]) -> dict[str, Any]:
+    """Format 5 -> 6: an installation may record the partner a migration campaign moved it from. One recorded
+    (format 5) on the partner a recorded partner's `migrate_to` names was moved by that campaign, as format 5 told."""
+    resources = data.get("resources")
+    if isinstance(resources, dict):
+        targets = {
+            r.get("migrate_to"): r.get("name")
+            for r in resources.values()
+            if isinstance(r, dict) and r.get("kind") == "partner" and r.get("migrate_to")
+        }
+        resources = {
+            address: {**r, "migrated_from": targets[r["partner"]]}
+            if isinstance(r, dict) and r.get("kind") == "installation" and r.get("partner") in targets
+            and "migrated_from" not in r else r
+            for address, r in resources.items()
+        }
+        data = {**data, "resources": resources}
+    return {**data, "format_version": 6}
+
+
 # One function per format version, upgrading a raw document from version N to N+1.
 _UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    1: _upgrade_v1, 2: _upgrade_v2, 3: _upgrade_v3, 4: _upgrade_v4,
+    1: _upgrade_v1, 2: _upgrade_v2, 3: _upgrade_v3, 4: _upgrade_v4, 5: _upgrade_v5,
 }
 
 

@@ -7,7 +7,7 @@ in-place update (by `INSTALLATION_FIELDS`), a deferred authorization's marker. M
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from reconciler.declared import (
     INSTALLATION_FIELDS,
@@ -20,6 +20,7 @@ from reconciler.state.model import InstallationRecord, PartnerRecord, PendingRec
 
 __all__ = [
     "installation_record",
+    "migrated_from",
     "partner_record",
     "pending_installation_record",
     "pending_marker",
@@ -47,6 +48,19 @@ def installation_record(
         authorized_by=authorized_by,
         expires_at=expires_at,
     )
+
+
+def migrated_from(
+    old: InstallationRecord | None, installation: DeclaredInstallation, migrate_to: Callable[[str], str | None]
+) -> str | None:
+    """The partner a new grant of `installation` moved it from in a migration campaign: the one `old` was recorded
+    with when that partner's `migrate_to` (`migrate_to(name)`) names the installation's partner now; on the same
+    partner, what `old` recorded; None otherwise (created there, or moved by hand)."""
+    if old is None:
+        return None
+    if old.partner == installation.partner:
+        return old.migrated_from
+    return old.partner if old.partner and migrate_to(old.partner) == installation.partner else None
 
 
 _IN_PLACE = tuple(rule for rule in INSTALLATION_FIELDS if rule.effect is Effect.UPDATE)
