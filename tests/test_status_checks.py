@@ -7,6 +7,7 @@ import base64
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 
 from reconciler.state.local_service import LocalServiceStore
@@ -129,3 +130,31 @@ def test_a_terminal_table_shows_reasons_as_written_never_as_markup(tmp_path: Pat
     assert "[/docs]" in shown and "[link=https://evil.example]click[/link]" in shown and "\x1b]8;" not in shown
     ahead = CheckResult(ADDRESS, now + dt.timedelta(days=3650), "provider", "damaged")
     assert installation_status(record, None, now=now, check=ahead).word == "healthy"
+
+
+def test_an_expired_entra_client_secret_is_an_error_and_a_preflight_problem(sandbox_config) -> None:
+    """The Entra app's client secret passes its expiry date (AADSTS7000222): `status --refresh` says error, the
+    partner's fault, naming the code; preflight stops an apply before anyone is asked; none of it is the tenant's."""
+    from tests.sandbox_support import ENTRA_ID, ENTRA_SECRET
+
+    sandbox, directory, write, browser = sandbox_config
+    write(installation("acme", "ado", "entra", "acme-org", "Platform", ["vso.work_full"]))
+    path = directory / "reconciler.yaml"
+    path.write_text(path.read_text().replace("tenant_id: organizations\n", "tenant_id: organizations\n"
+                                             "    app_tenant_id: 6a5b0d1e-0000-4000-8000-000000000001\n"))
+    assert run(APPLY, RENV).exit_code == 0
+    httpx.post(f"{sandbox.url}/_sandbox/apps/{ENTRA_ID}/expire-secret", json={}).raise_for_status()
+    sandbox.provider.expire()  # the check must refresh
+    code, doc = _status("--refresh")
+    entry = doc["installations"][0]
+    assert code == 2 and entry["status"] == "error" and "AADSTS7000222" in entry["reason"], entry
+    preflight = run(["-C", ".", "preflight"], RENV)
+    assert preflight.exit_code == 1 and "rejected the partner's client credentials" in preflight.stdout
+    path.write_text(path.read_text().replace("scopes: [vso.work_full]", "scopes: [vso.work_full, vso.code]"))
+    opened = len(browser.opened)
+    applied = run(APPLY, RENV)
+    assert applied.exit_code == 1 and "preflight" in applied.stderr and len(browser.opened) == opened
+    assert ENTRA_SECRET not in json.dumps(doc) + preflight.stdout + applied.stderr + applied.stdout
+    httpx.post(f"{sandbox.url}/_sandbox/apps/{ENTRA_ID}/expire-secret", json={"expired": False}).raise_for_status()
+    code, doc = _status("--refresh")
+    assert code == 0 and doc["installations"][0]["status"] == "healthy"

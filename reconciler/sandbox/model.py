@@ -101,6 +101,7 @@ class App:
     scopes: list[str] | None = None  # registered scopes; None: any catalog scope
     grant_only: list[str] | None = None  # the user consents to these at most (a narrower grant)
     previous_secrets: list[str] = field(default_factory=list)
+    secret_expired: bool = False  # its client secret has passed its expiry date (AADSTS7000222)
     # Entra ID: the directory the app is registered in (client credentials are issued there only) and who may sign
     # in (`AzureADMyOrg`: that directory's users only; `AzureADMultipleOrgs`: any organization's)
     tenant: str = SANDBOX_DIRECTORY

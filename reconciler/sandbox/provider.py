@@ -95,6 +95,11 @@ class Provider(TokenEndpoints, DirectoryEndpoints):
             app.previous_secrets.append(app.client_secret)
             app.client_secret = new_secret
 
+    def expire_secret(self, client_id: str, expired: bool = True) -> None:
+        """The app's client secret passes (or, with `expired` False, is back before) its expiry date."""
+        with self.lock:
+            self.apps[client_id].secret_expired = expired
+
     def revoke(self, grant_id: str | None = None, client_id: str | None = None) -> int:
         """Revoke one grant, or every grant of a client (or all): both its tokens stop working."""
         with self.lock:

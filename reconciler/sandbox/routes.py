@@ -217,6 +217,9 @@ class ProviderRoutes:
         if len(parts) == 3 and parts[0] == "apps" and parts[2] == "grant-only":
             provider.set_grant_only(parts[1], data.get("scopes"))
             return Answer(200, {"client_id": parts[1]})
+        if len(parts) == 3 and parts[0] == "apps" and parts[2] == "expire-secret":
+            provider.expire_secret(parts[1], bool(data.get("expired", True)))
+            return Answer(200, {"client_id": parts[1]})
         if len(parts) == 3 and parts[0] == "apps" and parts[2] == "rotate-secret":
             provider.rotate_secret(parts[1], str(data["client_secret"]))
             return Answer(200, {"client_id": parts[1]})

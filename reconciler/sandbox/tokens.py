@@ -46,7 +46,7 @@ class TokenEndpoints:
     def legacy_client(self, secret: str) -> App:
         """The Azure DevOps OAuth app whose client secret is `secret` (lock held): it authenticates by no other."""
         app = next((a for a in self.apps.values() if a.flavour == LEGACY and a.client_secret == secret), None)
-        if app is None:
+        if app is None or app.secret_expired:
             raise OAuthFailure("invalid_client", "The client secret is invalid or expired.", 401)
         return app
 
@@ -89,6 +89,9 @@ class TokenEndpoints:
                 raise OAuthFailure("invalid_client", "AADSTS700016: Application not found.", 400, 700016)
             if form.get("client_secret") != app.client_secret:
                 raise OAuthFailure("invalid_client", "AADSTS7000215: Invalid client secret provided.", 401, 7000215)
+            if app.secret_expired:
+                raise OAuthFailure("invalid_client", f"AADSTS7000222: The provided client secret keys for app "
+                                   f"'{app.client_id}' are expired.", 401, 7000222)
             grant_type = form.get("grant_type")
             if not form.get("scope"):
                 raise OAuthFailure("invalid_request", "AADSTS900144: The request body must contain 'scope'.", 400, 900144)
