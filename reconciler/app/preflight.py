@@ -134,12 +134,12 @@ def run_preflight(ws: Workspace, tenants: Globs | None = None) -> PreflightRepor
 
 
 def redact(report: PreflightReport, secrets: Collection[str]) -> PreflightReport:
-    """`report` with no secret value in any of its words (a provider may echo what it was sent)."""
+    """`report` with no secret value in any of its words, in any form a provider may echo it (as sent, URL-encoded,
+    base64)."""
+    from reconciler.auth.errors import scrubbed
+
     def clean(text: str) -> str:
-        for value in secrets:
-            if value:
-                text = text.replace(value, "(sensitive)")
-        return text
+        return scrubbed(text, secrets)
 
     checks = tuple(
         Preflight(c.partner, c.checked, tuple(map(clean, c.problems)), c.admin_only, tuple(map(clean, c.notes)))

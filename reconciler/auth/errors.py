@@ -109,22 +109,28 @@ def _forms(value: str) -> set[str]:
 DISTINCTIVE_SECRET = 12  # characters: a secret this long cannot be mistaken for ordinary text (names, literals)
 
 
+def scrubbed(text: str, values: Iterable[str | None]) -> str:
+    """`text` with each of `values` replaced by `(redacted)` in every form a provider may have written it (a value
+    shorter than `DISTINCTIVE_SECRET` found anywhere withholds the whole text instead: see `redacted`)."""
+    present = [v for v in values if v]
+    forms = sorted({f for v in present if len(v) >= DISTINCTIVE_SECRET for f in _forms(v)}, key=len, reverse=True)
+    for form in forms:
+        if form in text:
+            text = text.replace(form, "(redacted)")
+    if any(form in text for value in present if len(value) < DISTINCTIVE_SECRET for form in _forms(value)):
+        return "the provider's description was withheld: it may repeat a secret"
+    return text
+
+
 def redacted(error: ProviderError, values: Iterable[str | None]) -> ProviderError:
     """`error` with every secret it could echo (a provider that repeats the request in its error description)
     replaced by `(redacted)`, in each form the provider may have written it. A value shorter than
     `DISTINCTIVE_SECRET` is not replaced where it stands (that would mark which word of the text is the secret):
     when one occurs, the whole text is withheld instead."""
-    present = [v for v in values if v]
-    short = [v for v in present if len(v) < DISTINCTIVE_SECRET]
-    forms = sorted({f for v in present if len(v) >= DISTINCTIVE_SECRET for f in _forms(v)}, key=len, reverse=True)
+    values = list(values)
 
     def clean(text: str | None) -> str | None:
-        for form in forms:
-            if text and form in text:
-                text = text.replace(form, "(redacted)")
-        if text and any(form in text for value in short for form in _forms(value)):
-            return "the provider's description was withheld: it may repeat a secret"
-        return text
+        return scrubbed(text, values) if text else text
 
     message, hint = clean(error.message) or "", clean(error.hint)
     if message == error.message and hint == error.hint:

@@ -25,6 +25,8 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 
+from reconciler.auth.errors import scrubbed
+
 __all__ = ["ADO_RESOURCE_ID", "MULTI_TENANT", "Preflight", "admin_consent_url", "check_app", "graph_url"]
 
 ADO_RESOURCE_ID = "499b84ac-1321-427f-aa17-267ca6975798"
@@ -90,6 +92,7 @@ def check_app(
     token, problem, note = _app_token(
         client, directory, client_id, client_secret, _in_tenant(token_url, tenant_id, directory), app_tenant is None
     )
+    problem, note = (scrubbed(t, [client_secret]) if t else t for t in (problem, note))
     if token is None:
         return Preflight(partner, problem is not None, problems=(problem,) if problem else (),
                          notes=(note,) if note else ())

@@ -34,6 +34,7 @@ from reconciler.auth.flows import FlowSettings, make_flow
 from reconciler.auth.request import AuthorizationRequest
 from reconciler.catalog.files import load_catalog
 from reconciler.sandbox import SandboxServer
+from reconciler.sandbox.model import SANDBOX_DIRECTORY
 from reconciler.tokens.model import TokenSet
 from tests.conftest import run
 from tests.sandbox_support import ENTRA_ID, LEGACY_ID, ScriptedBrowser, free_port, installation
@@ -157,7 +158,9 @@ def _config(sandbox: str, port: int, echo: str) -> str:
     }
     lines = ["version: 1", "platform: {service_domain: app-h.cyclr.com}", "partners:"]
     for name, (auth, client, env, endpoints) in partners.items():
-        tenant = "    tenant_id: organizations\n" if auth == "entra-id" else ""
+        # Entra ID partners name the app's own directory: preflight asks it (the echo partner's token endpoint
+        # repeats the request, client secret included, in its error)
+        tenant = f"    tenant_id: organizations\n    app_tenant_id: {SANDBOX_DIRECTORY}\n" if auth == "entra-id" else ""
         lines.append(
             f"  {name}:\n    connector: microsoft-azure-devops\n    auth: {auth}\n{tenant}    client_id: {client}\n"
             f"    client_secret: ${{env:{env}}}\n    redirect_uri: {callback}\n    endpoints: {{{endpoints}}}"
@@ -233,6 +236,9 @@ def test_no_secret_in_any_output_or_file(  # type: ignore[no-untyped-def]
     not_echo = ["--exclude", "installation.echo.*", "--exclude", "partner.echo*"]
     browser_mode = ["--auto-approve", "--auth-mode", "browser", "--auth-timeout", "20"]
     cli("validate")
+    cli("preflight")  # the echo partner's token endpoint refuses, echoing what it was sent: a note
+    cli("preflight", "--format", "json")
+    assert b"partner.echo-entra: not checked" in outputs[next(k for k in outputs if k.startswith("stdout of preflight"))]
     cli("plan")
     cli("plan", "--format", "json")
     cli("plan", "--format", "markdown", "--split-dir", "parts")
@@ -244,6 +250,10 @@ def test_no_secret_in_any_output_or_file(  # type: ignore[no-untyped-def]
     cli("plan", "--format", "markdown", *not_echo)
     cli("authorize", "--auth-mode", "browser", "--auth-timeout", "20")
     cli("state", "list")
+    cli("status", expect=(0, 2))
+    cli("status", "--refresh", "--format", "json", expect=(0, 2))
+    cli("status", "--format", "markdown", expect=(0, 2))
+    cli("status", "--format", "html", expect=(0, 2))
     cli("state", "show", "installation.acme.ado")
     cli("state", "show", "installation.acme.entra", "--json")
     cli("refresh", "--window", "120")
