@@ -94,13 +94,6 @@ class Run:
         """The partner `installation` uses, as configured (its endpoints; its secret stays with the configuration)."""
         return self.desired.partners[f"partner.{installation.partner}"].declared
 
-    def migrate_to(self, partner: str) -> str | None:
-        """The partner `partner`'s installations move to in a migration campaign, as configured (else as recorded)."""
-        desired = self.desired.partners.get(f"partner.{partner}")
-        recorded = self.doc.resources.get(f"partner.{partner}")
-        declared = desired.declared if desired is not None else recorded if isinstance(recorded, PartnerRecord) else None
-        return declared.migrate_to if declared is not None else None
-
     def flow(self, installation: DeclaredInstallation) -> Flow:
         secret = self.desired.secret(installation.client_secret_ref)
         settings = installation_settings(installation, secret, self.declared_partner(installation), self.services.catalog)
@@ -240,13 +233,15 @@ class Run:
         now = self.services.now()
         old = self.installation_record(address)
         replaced = self.held_tokens(address, old) if old is not None else None
+        desired = self.desired.installations.get(address)
+        moved = migrated_from(old, installation, desired.moved_from if desired is not None else None)
         record = installation_record(
             installation,
             granted=granted,
             authorized_at=now,
             expires_at=tokens.expires_at,
             authorized_by=verification.user,
-        ).model_copy(update={"verified_at": now, "migrated_from": migrated_from(old, installation, self.migrate_to)})
+        ).model_copy(update={"verified_at": now, "migrated_from": moved})
         self.tokens.record_new(address, installation.client_id, tokens, lambda: self.save(address, record))
         push_tokens(self, self.services.platform, installation, tokens)  # on a platform: its account connector's
         if old is not None and self.revoke(address, old, replaced):

@@ -59,6 +59,9 @@ def _desired_data(desired: DesiredState) -> dict[str, Any]:
         "partners": {address: _declared_data(p.declared) for address, p in sorted(desired.partners.items())},
         "installations": {address: _declared_data(i.declared) for address, i in sorted(desired.installations.items())},
     }
+    moved = {address: i.moved_from for address, i in sorted(desired.installations.items()) if i.moved_from}
+    if moved:  # absent without a migration campaign: such plan files are as before
+        data["moved_from"] = moved
     platform = desired.platform
     if platform is not None:  # absent for the local platform: its plan files are as before
         data["platform"] = {
@@ -165,8 +168,11 @@ def _rebuild_desired(data: dict[str, Any], resolve_secret: Callable[[str], str])
         address: DesiredPartner(DeclaredPartner.model_validate(item), client_secret=secret(item))
         for address, item in data["partners"].items()
     }
+    moved = data.get("moved_from") or {}
     installations = {
-        address: DesiredInstallation(DeclaredInstallation.model_validate(item), client_secret=secret(item))
+        address: DesiredInstallation(
+            DeclaredInstallation.model_validate(item), client_secret=secret(item), moved_from=moved.get(address)
+        )
         for address, item in data["installations"].items()
     }
     platform = data.get("platform")

@@ -167,3 +167,17 @@ def test_a_format_5_state_keeps_the_installations_its_campaign_moved(tmp_path) -
     assert doc.format_version == 6
     assert doc.resources["installation.acme.ado"].migrated_from == "legacy"  # type: ignore[union-attr]
     assert doc.resources["installation.globex.ado"].migrated_from is None  # type: ignore[union-attr]
+
+
+def test_a_saved_plan_of_a_wave_records_the_move(sandbox_config) -> None:
+    """`plan --out` then `apply PLANFILE`: the saved plan carries which partner's campaign moves each installation."""
+    _, directory, write, _ = sandbox_config
+    write(_tenants(["acme"]))
+    assert run(APPLY, RENV).exit_code == 0
+    _migrating(directory)
+    assert run(["-C", ".", "plan", "--out", "wave.plan"], RENV).exit_code == 0
+    applied = run(["-C", ".", "apply", "wave.plan", "--auto-approve", "--auth-mode", "browser", "--auth-timeout", "20"], RENV)
+    assert applied.exit_code == 0, applied.stderr
+    recorded = json.loads((directory / "state" / "default.json").read_text())["resources"]
+    assert recorded["installation.acme.ado"]["migrated_from"] == "legacy"
+    assert _status()["migrations"] == [{"from": "legacy", "to": "entra", "migrated": 1, "pending": 0, "failed": 0}]

@@ -76,6 +76,9 @@ class DesiredInstallation:
 
     declared: DeclaredInstallation
     client_secret: SecretStr | None = field(default=None, repr=False, compare=False)
+    # The partner it names, when that partner's `migrate_to` moves it to `declared.partner` (a campaign's doing,
+    # recorded with its next grant as `migrated_from`)
+    moved_from: str | None = None
 
     @property
     def address(self) -> str:

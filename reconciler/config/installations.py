@@ -13,6 +13,7 @@ itself (`Values` does).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -72,13 +73,15 @@ def desired_installations(
             if checks.cyclr and spec.connector is not None and checks.catalog.get(spec.connector) is None:
                 installation = _outside_catalog(checks, at, spec, declared)
             else:
-                partner_name = _partner_of(checks, src, path, spec, defaults, declared)
+                named = partner_name = _partner_of(checks, src, path, spec, defaults, declared)
                 if partner_name is not None and partner_name in moves:
                     partner_name = _moved(checks, src, path, spec, partner_name, moves[partner_name])
                 if partner_name is None or partner_name not in partners:
                     continue  # the reason was reported (here or on the partner)
                 partner = (partners[partner_name], declared[partner_name][1])
                 installation = _installation(checks, at, spec, partner, overridden, clean)
+                if installation is not None and named != partner_name:
+                    installation = dataclasses.replace(installation, moved_from=named)
             if installation is not None:
                 out[installation.address] = installation
     return out

@@ -7,7 +7,7 @@ in-place update (by `INSTALLATION_FIELDS`), a deferred authorization's marker. M
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from reconciler.declared import (
     INSTALLATION_FIELDS,
@@ -50,17 +50,13 @@ def installation_record(
     )
 
 
-def migrated_from(
-    old: InstallationRecord | None, installation: DeclaredInstallation, migrate_to: Callable[[str], str | None]
-) -> str | None:
-    """The partner a new grant of `installation` moved it from in a migration campaign: the one `old` was recorded
-    with when that partner's `migrate_to` (`migrate_to(name)`) names the installation's partner now; on the same
-    partner, what `old` recorded; None otherwise (created there, or moved by hand)."""
-    if old is None:
-        return None
-    if old.partner == installation.partner:
-        return old.migrated_from
-    return old.partner if old.partner and migrate_to(old.partner) == installation.partner else None
+def migrated_from(old: InstallationRecord | None, installation: DeclaredInstallation, moved_from: str | None) -> str | None:
+    """The partner a migration campaign moved `installation` from, for its new grant: `moved_from` (the partner it
+    names, whose `migrate_to` moves it) when the configuration moves it now; on the partner it was recorded with,
+    what `old` recorded; None otherwise (created there, or moved by hand)."""
+    if moved_from is not None:
+        return moved_from
+    return old.migrated_from if old is not None and old.partner == installation.partner else None
 
 
 _IN_PLACE = tuple(rule for rule in INSTALLATION_FIELDS if rule.effect is Effect.UPDATE)
