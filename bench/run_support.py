@@ -123,3 +123,19 @@ def ratio_row(name: str, ours: float, base: float, limit: float, baseline_label:
 def error_row(name: str, target: str, exc: Exception) -> Row:
     first = str(exc).splitlines()[0]
     return Row(name, target=target, verdict="ERROR", notes=[first, *str(exc).splitlines()[1:]])
+
+
+# -- bytecode ---------------------------------------------------------------------------------------------------
+
+
+def cached_bytecode(python: str, env: dict[str, str], directory: Path) -> str | None:
+    """Where the package's bytecode is compiled once for every timed run, when this environment forbids writing it
+    (PYTHONDONTWRITEBYTECODE): each run would otherwise compile every module it imports from source, a cost an
+    installed CLI pays once, not on every run. Sets PYTHONPYCACHEPREFIX in `env`; None when nothing was needed."""
+    if not env.get("PYTHONDONTWRITEBYTECODE") or env.get("PYTHONPYCACHEPREFIX"):
+        return None
+    env["PYTHONPYCACHEPREFIX"] = str(directory)
+    compile_package = "import compileall, os, reconciler; compileall.compile_dir(os.path.dirname(reconciler.__file__), quiet=1)"
+    subprocess.run([python, "-c", compile_package], env=env, check=True)
+    return ("PYTHONDONTWRITEBYTECODE is set here, so the package's bytecode was compiled once into the scratch "
+            "directory (PYTHONPYCACHEPREFIX) for every timed run, as an installed CLI has it")
