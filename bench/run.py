@@ -112,7 +112,7 @@ class Bench:
 
         self.sandbox = SandboxServer("127.0.0.1", 0).start()
         self.url = self.sandbox.url
-        bytecode = cached_bytecode(PY, self.env, self.work / "pycache")
+        bytecode = cached_bytecode(PY, self.env)
         if bytecode:
             log(bytecode)
             self.notes.append(bytecode)

@@ -128,14 +128,14 @@ def error_row(name: str, target: str, exc: Exception) -> Row:
 # -- bytecode ---------------------------------------------------------------------------------------------------
 
 
-def cached_bytecode(python: str, env: dict[str, str], directory: Path) -> str | None:
-    """Where the package's bytecode is compiled once for every timed run, when this environment forbids writing it
-    (PYTHONDONTWRITEBYTECODE): each run would otherwise compile every module it imports from source, a cost an
-    installed CLI pays once, not on every run. Sets PYTHONPYCACHEPREFIX in `env`; None when nothing was needed."""
-    if not env.get("PYTHONDONTWRITEBYTECODE") or env.get("PYTHONPYCACHEPREFIX"):
+def cached_bytecode(python: str, env: dict[str, str]) -> str | None:
+    """Compile the package's bytecode once, beside its sources (`__pycache__`, ignored by git), when this
+    environment forbids writing it (PYTHONDONTWRITEBYTECODE): every timed run would otherwise compile each module
+    it imports from source, a cost an installed CLI pays once, not on every run (the standard library's and the
+    dependencies' bytecode is there already). None when nothing was needed."""
+    if not env.get("PYTHONDONTWRITEBYTECODE"):
         return None
-    env["PYTHONPYCACHEPREFIX"] = str(directory)
     compile_package = "import compileall, os, reconciler; compileall.compile_dir(os.path.dirname(reconciler.__file__), quiet=1)"
     subprocess.run([python, "-c", compile_package], env=env, check=True)
-    return ("PYTHONDONTWRITEBYTECODE is set here, so the package's bytecode was compiled once into the scratch "
-            "directory (PYTHONPYCACHEPREFIX) for every timed run, as an installed CLI has it")
+    return ("PYTHONDONTWRITEBYTECODE is set here, so the package's bytecode was compiled once beside its sources "
+            "before the timed runs, as an installed CLI has it")
