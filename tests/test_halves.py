@@ -38,9 +38,13 @@ def small(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
-def test_forked_results_match(small: None) -> None:
+def test_forked_results_match(small: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    forks: list[int] = []
+    fork = os.fork
+    monkeypatch.setattr(os, "fork", lambda: forks.append(1) or fork())
     items = [f"i{n}" for n in range(500)]
     results = halves.in_halves(items, _work, _encode, _decode)
+    assert forks == [1]
     assert list(results) != [] and set(results) == set(items)
     for item in items:
         value = results[item]
@@ -48,8 +52,7 @@ def test_forked_results_match(small: None) -> None:
             assert isinstance(value, Odd) and str(value) == item  # an error is met again in this process
         else:
             assert isinstance(value, tuple) and value[0] == item
-    workers = {value[1] for value in results.values() if isinstance(value, tuple)}
-    assert os.getpid() in workers
+    # Which side did which chunk depends on timing (either may claim them all); every result is right either way.
 
 
 def test_short_lists_stay_here() -> None:
