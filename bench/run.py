@@ -48,6 +48,7 @@ from run_support import (
     BenchError,
     Row,
     Sample,
+    cached_bytecode,
     checked,
     error_row,
     fmt_s,
@@ -111,6 +112,10 @@ class Bench:
 
         self.sandbox = SandboxServer("127.0.0.1", 0).start()
         self.url = self.sandbox.url
+        bytecode = cached_bytecode(PY, self.env)
+        if bytecode:
+            log(bytecode)
+            self.notes.append(bytecode)
         log(f"sandbox provider on {self.url}; scratch directory {self.work}")
         # --no-cache may be an option of `plan` or a global one (before the command): ask both helps.
         if "--no-cache" in run_once([*self.reconciler, "plan", "--help"], env=self.env).stdout:

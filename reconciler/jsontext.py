@@ -33,6 +33,7 @@ class _Writer:
         self.out: list[str] = []
         self.ensure_ascii = ensure_ascii
         self.string = encode_basestring_ascii if ensure_ascii else encode_basestring
+        self.shapes: dict[tuple[tuple[Any, ...], str], list[str]] = {}
 
     def nested(self, item: Any, kind: type, newline: str) -> None:
         if kind is dict:
@@ -64,21 +65,32 @@ class _Writer:
             write("{}")
             return
         inner = newline + "  "
-        opening = "{" + inner
-        for name, item in items.items():
-            label = self.key(name)
+        heads = self._heads(tuple(items), newline)
+        for head, item in zip(heads, items.values(), strict=True):
             kind = type(item)
             if kind is str:
-                write(f"{opening}{label}: {string(item)}")
+                write(head + string(item))
             elif item is None or kind is bool:
-                write(f"{opening}{label}: {_CONSTANTS[item]}")
+                write(head + _CONSTANTS[item])
             elif kind is int:
-                write(f"{opening}{label}: {int.__repr__(item)}")
+                write(head + int.__repr__(item))
             else:
-                write(f"{opening}{label}: ")
+                write(head)
                 self.nested(item, kind, inner)
-            opening = "," + inner
         write(newline + "}")
+
+    def _heads(self, names: tuple[Any, ...], newline: str) -> list[str]:
+        """What comes before each value of a mapping with these keys at this depth (`{` or `,`, the line break,
+        the key): made once per shape, since a document repeats its shapes. Only shapes of `str` keys are kept
+        (keys of other types can be equal and still written differently: `1` and `true`)."""
+        shape = (names, newline)
+        heads = self.shapes.get(shape)
+        if heads is None:
+            inner = newline + "  "
+            heads = [f"{',' if i else '{'}{inner}{self.key(name)}: " for i, name in enumerate(names)]
+            if all(type(name) is str for name in names):
+                self.shapes[shape] = heads
+        return heads
 
     def sequence(self, items: list[Any] | tuple[Any, ...], newline: str) -> None:
         write = self.out.append

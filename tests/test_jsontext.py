@@ -38,6 +38,8 @@ def test_same_text_as_json_dumps(value: Any, ensure_ascii: bool) -> None:
 @pytest.mark.parametrize("value", [
     {}, [], (), {"a": {}, "b": [], "c": [{}]}, [[[]]], Word.HEALTHY, {"w": [Word.HEALTHY]}, {1.5: True, None: 1},
     {"status": {"installations": [{"address": "installation.acme.ado", "scopes": {"granted": None}}]}},
+    [{1: "a"}, {True: "b"}, {1.0: "c"}, {1: "d"}],  # equal keys of other types, written differently
+    [{"a": 1, "b": [{"a": 2}]}, {"a": 3, "b": [{"a": {"a": 4}}]}],  # a shape repeated at several depths
 ])
 def test_same_text_for_documents_and_edges(value: Any) -> None:
     """Empty containers, str enums, keys that are not strings, and a status-like document."""

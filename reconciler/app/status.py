@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from reconciler.refresh import RefreshSettings
     from reconciler.state.backend import StateBackend
     from reconciler.tokens.model import TokenTimes
+    from reconciler.tokens.vault import Vault
 
 __all__ = ["assess", "partner_facts", "read_report"]
 
@@ -122,7 +123,7 @@ def assess(
             note = "no state key: token expiries are as the last apply recorded them, refresh-token ages unknown"
         if key is not None:
             vault = Vault(backend.credential_store(), key, lineage=doc.lineage, environment=ws.environment_name)
-    opened = vault.current_times_of(held) if vault is not None else None
+    opened = _times_of(vault, held) if vault is not None else None
     tokens = {address: _token_facts(opened, address, record, mismatch) for address, record in records.items()}
     facts = partner_facts(doc)
     checks = backend.service_store().checks() if records else {}
@@ -133,6 +134,34 @@ def assess(
         )
         for address, record in records.items()
     }, note
+
+
+def _times_of(vault: Vault, held: dict[str, str]) -> Mapping[str, TokenTimes | ReconcilerError | None]:
+    """`vault.current_times_of(held)`, its records read and opened on two cores where that pays (`in_halves`)."""
+    from reconciler.app.halves import in_halves
+
+    return in_halves(list(held), lambda chunk: vault.current_times_of({a: held[a] for a in chunk}),
+                     _encode_times, _decode_times)
+
+
+def _encode_times(times: TokenTimes | ReconcilerError | None) -> tuple[str | None, bool, str | None] | None:
+    """Token times as plain data for `in_halves` (an error is not handed over: it is met again here)."""
+    if times is None:
+        return None
+    if isinstance(times, ReconcilerError):
+        raise TypeError("an error is not handed over")
+    expires, issued = times.expires_at, times.refresh_issued_at
+    return (expires.isoformat() if expires else None, times.refreshable, issued.isoformat() if issued else None)
+
+
+def _decode_times(plain: tuple[str | None, bool, str | None] | None) -> TokenTimes | None:
+    from reconciler.tokens.model import TokenTimes
+
+    if plain is None:
+        return None
+    expires, refreshable, issued = plain
+    return TokenTimes(dt.datetime.fromisoformat(expires) if expires else None, refreshable,
+                      dt.datetime.fromisoformat(issued) if issued else None)
 
 
 def partner_facts(doc: StateDocument, catalog: Catalog | None = None) -> dict[str, PartnerFacts]:

@@ -47,14 +47,14 @@ class Workspace:
 
 def read_root(ws: Workspace) -> RootFile:
     """The root configuration file (with the environment's overlay), without the included files."""
-    from reconciler.config.loader import load_root
+    from reconciler.config.root import load_root
 
     return load_root(ws.config_dir, environment=ws.environment)
 
 
 def open_backend(ws: Workspace, root: RootFile) -> StateBackend:
     """The state backend the configuration names, for the workspace's environment."""
-    from reconciler.config.loader import display_path
+    from reconciler.config.located import display_path
     from reconciler.config.schema import LocalBackendSpec
     from reconciler.state.local import LocalBackend
 

@@ -23,9 +23,11 @@ import click
 from reconciler import __version__
 from reconciler.errors import ReconcilerError
 
-__all__ = ["EXIT_CHANGES", "EXIT_ERROR", "EXIT_OK", "EXIT_PENDING", "GlobalGroup", "GlobalOptions", "cli", "count", "now"]
+__all__ = ["EXIT_CHANGES", "EXIT_ERROR", "EXIT_OK", "EXIT_PENDING", "GlobalGroup", "GlobalOptions", "cli", "count", "now",
+           "skip_teardown", "teardown_skipped"]
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_PENDING = 0, 1, 2, 3
+_TEARDOWN = {"skip": False}
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,16 @@ def cli(
         config_dir=Path(config_dir), color=color, environment=environment or None, cache=not no_cache,
         http_timeout=http_timeout,
     )
+
+
+def skip_teardown() -> None:
+    """The command has nothing left to do at exit (no file or connection open, nothing to write, no thread): the
+    process may end without the interpreter's teardown once its output is flushed (see `reconciler.cli.main`)."""
+    _TEARDOWN["skip"] = True
+
+
+def teardown_skipped() -> bool:
+    return _TEARDOWN["skip"]
 
 
 def now() -> dt.datetime:

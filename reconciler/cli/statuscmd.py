@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from reconciler.cli.group import EXIT_CHANGES, EXIT_OK, GlobalOptions, cli
+from reconciler.cli.group import EXIT_CHANGES, EXIT_OK, GlobalOptions, cli, skip_teardown
 from reconciler.cli.options import LOCK_TIMEOUT, PARALLELISM, duration, patterns
 from reconciler.status import STATUS_WORDS
 
@@ -92,6 +92,8 @@ def status(opts: GlobalOptions, refresh: bool, tenants: tuple[str, ...], words: 
     click.echo(text, nl=False, color=opts.use_color())
     if split_dir is not None:
         _write_parts(split_dir, document)
+    if not refresh:  # offline: nothing was opened that is still open, nothing is left to write
+        skip_teardown()
     return EXIT_OK if document["shown"] == document["summary"]["healthy"] else EXIT_CHANGES
 
 

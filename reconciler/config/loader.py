@@ -34,16 +34,15 @@ from reconciler.config.overlay import (
 from reconciler.config.partners import Checks, default_partners, desired_partners, migrations
 from reconciler.config.placements import check_partner_keys
 from reconciler.config.platform import callback_origin, cyclr_settings, declared_accounts, is_cyclr
+from reconciler.config.root import load_root
 from reconciler.config.schema import (
     IncludedFile,
     PartnerSpec,
     PostgresBackendSpec,
     RootFile,
     TenantSpec,
-    validation_context,
 )
 from reconciler.config.service import service_callback, service_settings
-from reconciler.config.translate import validated
 from reconciler.config.values import NOTE_LIMIT, Unchecked, Values
 from reconciler.errors import ConfigError, ConfigIssue, Location
 from reconciler.references import reach
@@ -203,28 +202,6 @@ def _desired(
         accounts=accounts,
         service=service,
     )
-
-
-def load_root(config_dir: Path, *, environment: str | None = None) -> RootFile:
-    """Only the root file (with the environment overlay merged in), validated: for commands that need the backend
-    settings, not the secrets. Overlay entries for partners and tenants of included files are not applied."""
-    config_dir, report = Path(config_dir), Report()
-    reader = Reader(report, Manifest())
-    root_path = config_dir / CONFIG_FILE
-    if not root_path.is_file():
-        raise ConfigError([ConfigIssue(Location(display_path(root_path)), "", f"no {CONFIG_FILE} here")])
-    path = overlay_path(config_dir, environment, reader.manifest)
-    raw = reader.read(root_path, RootFile)
-    overlay = reader.read(path, None) if path is not None else None
-    report.fail_if_issues()
-    assert raw is not None
-    documents = [raw]
-    if overlay is not None:
-        documents = apply_overlay(report, documents, *overlay, complete=False)
-    root = validated(report, *documents[0], RootFile, validation_context(documents[0][1]))
-    report.fail_if_issues()
-    assert isinstance(root, RootFile)
-    return root
 
 
 def resolve_reference(

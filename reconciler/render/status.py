@@ -101,12 +101,7 @@ def _entry(row: StatusRow, now: dt.datetime) -> dict[str, Any]:
         "checked_at": _iso(checked),
         # A pending authorization waits for its tenant: no check establishes it, so it cannot go stale.
         "stale": status.word != "pending" and (checked is None or now - checked > STALE_AFTER),
-        "scopes": {
-            "declared": declared,
-            "granted": granted,
-            "missing": sorted(set(declared) - set(granted)) if granted is not None else [],
-            "extra": sorted(set(granted) - set(declared)) if granted is not None else [],
-        },
+        "scopes": _scopes_entry(declared, granted),
         "access_token_expires_at": _iso(status.expires_at),
         "refresh_token": None if refresh is None else {
             "issued_at": _iso(refresh.issued_at),
@@ -131,6 +126,13 @@ def _entry(row: StatusRow, now: dt.datetime) -> dict[str, Any]:
             "from": row.migration.source, "to": row.migration.target, "progress": row.migration.progress,
         },
     }
+
+
+def _scopes_entry(declared: list[str], granted: list[str] | None) -> dict[str, Any]:
+    if granted is None or granted == declared:  # nothing missing or extra (the usual case: no sets to build)
+        return {"declared": declared, "granted": granted, "missing": [], "extra": []}
+    return {"declared": declared, "granted": granted, "missing": sorted(set(declared) - set(granted)),
+            "extra": sorted(set(granted) - set(declared))}
 
 
 def render_status_json(document: Mapping[str, Any]) -> str:
