@@ -14,6 +14,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from reconciler.statuswords import STATUS_WORDS, StatusWord
+
 if TYPE_CHECKING:
     from reconciler.state.model import InstallationRecord
     from reconciler.state.service_store import CheckResult
@@ -35,8 +37,6 @@ __all__ = [
     "migration_of",
 ]
 
-StatusWord = Literal["healthy", "expiring", "needs-reauthorization", "pending", "error"]
-STATUS_WORDS: tuple[StatusWord, ...] = ("healthy", "expiring", "needs-reauthorization", "pending", "error")
 DEFAULT_WINDOW = dt.timedelta(days=14)  # `expiring`: a person will be needed within this
 STALE_AFTER = dt.timedelta(days=7)  # a check older than this is shown as stale
 CLOCK_SKEW = dt.timedelta(minutes=5)  # a check dated further ahead than this is not believed

@@ -8,8 +8,6 @@ Must not: hold the checks (`auth/preflight.py`) or choose what is checked (`app/
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from reconciler.cli.group import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, GlobalOptions, cli
@@ -43,6 +41,8 @@ def preflight(opts: GlobalOptions, tenants: tuple[str, ...], fmt: str) -> int:
 
     report = run_preflight(opts.workspace(), Globs.of(tenants) if tenants else None)
     if fmt == "json":
+        import json
+
         click.echo(json.dumps(_document(report), indent=2))
     else:
         click.echo(_text(report), nl=False)

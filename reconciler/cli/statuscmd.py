@@ -17,7 +17,7 @@ import click
 
 from reconciler.cli.group import EXIT_CHANGES, EXIT_OK, GlobalOptions, cli, skip_teardown
 from reconciler.cli.options import LOCK_TIMEOUT, PARALLELISM, duration, patterns
-from reconciler.status import STATUS_WORDS
+from reconciler.statuswords import STATUS_WORDS
 
 MAX_WINDOW = dt.timedelta(days=3650)
 REFRESH_WINDOW_MINUTES = 15.0  # as `reconciler refresh`: tokens this close to expiry are rotated first
