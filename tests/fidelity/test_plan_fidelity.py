@@ -47,6 +47,7 @@ from reconciler.sandbox import SandboxServer
 from tests.conftest import run
 from tests.fidelity import oracle
 from tests.fidelity.conftest import STATS, local_settings
+from tests.fidelity.migration import Campaigns
 from tests.fidelity.oracle import Divergence, fail
 from tests.fidelity.world import (
     APPS_PER_POOL,
@@ -93,7 +94,7 @@ class Held:
     target: str | None
 
 
-class History(RuleBasedStateMachine):
+class History(Campaigns, RuleBasedStateMachine):
     """One configuration history against the sandbox. Class attributes are set by the test (one sandbox, one
     consent agent and one scratch directory for every history)."""
 
@@ -138,6 +139,7 @@ class History(RuleBasedStateMachine):
     # -- plumbing ---------------------------------------------------------------------------------------------
 
     def write(self, model: Model) -> None:
+        model.follow_campaigns()  # own credentials on a migrating partner: a configuration error (see migration)
         (self.config_dir / "reconciler.yaml").write_text(model.render())
 
     def cli(self, *args: str) -> Result:
@@ -461,6 +463,10 @@ class History(RuleBasedStateMachine):
         if not pending:
             return
         which = data.draw(st.sampled_from([None, *sorted(pending)]), label="authorize")
+        self.complete(which, pending, before)
+
+    def complete(self, which: str | None, pending: list[str], before: Snapshot) -> int:
+        """`authorize` (all pending, or `which`) and the checks after it; its exit code."""
         result = self.cli("authorize", *([which] if which else []), "--auth-mode", "browser", *AUTH)
         after = self.snap()
         selected = [which] if which else pending
@@ -489,10 +495,11 @@ class History(RuleBasedStateMachine):
                 or record.get("status", "authorized") != "authorized"
             ):
                 fail(f"{address}: authorize left {oracle._brief(record)}")
-                return
-            if sorted(record["scopes"]) != inst.declared_scopes() or record[
-                "client_id"
-            ] != self.model.client_id(inst):
+            if (
+                sorted(record["scopes"]) != inst.declared_scopes()
+                or record["client_id"] != self.model.client_id(inst)
+                or record["partner"] != self.model.effective_partner(inst)
+            ):
                 fail(
                     f"{address}: authorize recorded {oracle._brief(record)}, the configuration declares "
                     f"{inst.declared_scopes()} for {self.model.client_id(inst)}"
@@ -503,6 +510,7 @@ class History(RuleBasedStateMachine):
             left = {a: x for a, x in oracle.active(plan).items() if a in changed and a not in expected}
             if left:
                 fail(f"plan after authorize still changes what was just authorized: {left}")
+        return result.exit_code
 
     # -- the checks after an apply ------------------------------------------------------------------------------
 
