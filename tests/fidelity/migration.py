@@ -104,6 +104,11 @@ class Campaigns:
         finally:
             self.write(self.model)
 
+    @rule()
+    def status_counts(self) -> None:
+        """`status` (offline) at any point: after refreshes found revoked tokens, deferrals, reverted campaigns."""
+        check_status(self.model, self.snap(), self.status())
+
     @rule(tenant=st.sampled_from(TENANTS), mode=st.sampled_from(["browser", "defer"]))
     def apply_wave(self, tenant: str, mode: str) -> None:
         self.wave(tenant, mode)
@@ -113,26 +118,31 @@ class Campaigns:
         drop_credentials=st.booleans(),
         waves=st.permutations(TENANTS),
         mode=st.sampled_from(["browser", "defer"]),
+        revoke=st.booleans(),
     )
     def run_campaign(
-        self, partners: tuple[str, ...], drop_credentials: bool, waves: list[str], mode: str
+        self, partners: tuple[str, ...], drop_credentials: bool, waves: list[str], mode: str, revoke: bool
     ) -> None:
         """A whole campaign (of one legacy partner or both): declared, then a wave of every tenant in turn
-        (deferred waves completed with `authorize`); afterwards no installation change remains."""
+        (deferred waves completed with `authorize`); afterwards no installation change remains. With `revoke`,
+        after the first wave a tenant still waiting revokes its grant, and a refresh finds it: status counts it
+        failed until a later wave moves it."""
         for partner in partners:
             self.declare_campaign(partner, drop_credentials)
-        self.finish(waves, mode)
+        self.finish(waves, mode, revoke)
 
     @rule()
     def finish_campaign(self) -> None:
         """The campaigns declared so far (if any), finished: a wave of every tenant, consent given."""
         self.finish(list(TENANTS), "browser")
 
-    def finish(self, waves: list[str], mode: str) -> None:
+    def finish(self, waves: list[str], mode: str, revoke: bool = False) -> None:
         start = self.snap()
-        for tenant in waves:
+        for index, tenant in enumerate(waves):
             if not self.wave(tenant, mode):
                 return
+            if revoke and index == 0:
+                self.revoke_waiting()
         before = self.snap()
         pending = [a for a, r in before.resources.items() if "pending" in r]
         if pending and self.complete(None, pending, before) != 0:
@@ -150,6 +160,34 @@ class Campaigns:
             and start.resources[a]["partner"] != r["partner"]
         )
         STATS.campaigns[f"campaign finished ({mode}): {min(moved, 2)}{'+' * (moved > 1)} moved"] += 1
+
+    def revoke_waiting(self) -> None:
+        """One installation still on a partner whose campaign state records loses its grant; `refresh` finds it
+        and `status` counts it failed."""
+        snap = self.snap()
+        campaigns = {
+            r["name"] for r in snap.resources.values() if r["kind"] == "partner" and r.get("migrate_to")
+        }
+        waiting = [
+            a
+            for a in self.authorized(snap)
+            if snap.resources[a]["partner"] in campaigns and "pending" not in snap.resources[a]
+        ]
+        grant = self.grant_of(snap, waiting[0]) if waiting else None
+        if grant is None:
+            return
+        self.sandbox.provider.revoke(grant_id=grant)
+        self.revoked.add(grant)
+        if not self.refresh(
+            window="0"
+        ):  # stopped by a fault the history queued: the grant is not known revoked
+            return
+        status = self.status()
+        check_status(self.model, self.snap(), status)
+        row = {e["address"]: e for e in status["installations"]}[waiting[0]]
+        if (row["migration"] or {}).get("progress") != "failed":
+            fail(f"{waiting[0]}: its grant revoked while its campaign waits, status says {row['migration']}")
+        STATS.campaigns["a waiting installation revoked, counted failed"] += 1
 
     # -- one wave ------------------------------------------------------------------------------------------------
 
