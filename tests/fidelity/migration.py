@@ -125,8 +125,8 @@ class Campaigns:
     ) -> None:
         """A whole campaign (of one legacy partner or both): declared, then a wave of every tenant in turn
         (deferred waves completed with `authorize`); afterwards no installation change remains. With `revoke`,
-        after the first wave a tenant still waiting revokes its grant, and a refresh finds it: status counts it
-        failed until a later wave moves it."""
+        after the first wave that records the campaign a tenant still waiting revokes its grant, and a refresh
+        finds it: status counts it failed until a later wave moves it."""
         for partner in partners:
             self.declare_campaign(partner, drop_credentials)
         self.finish(waves, mode, revoke)
@@ -138,11 +138,11 @@ class Campaigns:
 
     def finish(self, waves: list[str], mode: str, revoke: bool = False) -> None:
         start = self.snap()
-        for index, tenant in enumerate(waves):
+        for tenant in waves:
             if not self.wave(tenant, mode):
                 return
-            if revoke and index == 0:
-                self.revoke_waiting()
+            if revoke and self.revoke_waiting():
+                revoke = False
         before = self.snap()
         pending = [a for a, r in before.resources.items() if "pending" in r]
         if pending and self.complete(None, pending, before) != 0:
@@ -161,9 +161,9 @@ class Campaigns:
         )
         STATS.campaigns[f"campaign finished ({mode}): {min(moved, 2)}{'+' * (moved > 1)} moved"] += 1
 
-    def revoke_waiting(self) -> None:
+    def revoke_waiting(self) -> bool:
         """One installation still on a partner whose campaign state records loses its grant; `refresh` finds it
-        and `status` counts it failed."""
+        and `status` counts it failed. Whether there was one."""
         snap = self.snap()
         campaigns = {
             r["name"] for r in snap.resources.values() if r["kind"] == "partner" and r.get("migrate_to")
@@ -175,19 +175,20 @@ class Campaigns:
         ]
         grant = self.grant_of(snap, waiting[0]) if waiting else None
         if grant is None:
-            return
+            return False
         self.sandbox.provider.revoke(grant_id=grant)
         self.revoked.add(grant)
-        if not self.refresh(
-            window="0"
-        ):  # stopped by a fault the history queued: the grant is not known revoked
-            return
-        status = self.status()
-        check_status(self.model, self.snap(), status)
-        row = {e["address"]: e for e in status["installations"]}[waiting[0]]
-        if (row["migration"] or {}).get("progress") != "failed":
-            fail(f"{waiting[0]}: its grant revoked while its campaign waits, status says {row['migration']}")
-        STATS.campaigns["a waiting installation revoked, counted failed"] += 1
+        # a refresh stopped by a fault the history queued may not have found the grant revoked
+        if self.refreshed(window="0"):
+            status = self.status()
+            check_status(self.model, self.snap(), status)
+            row = {e["address"]: e for e in status["installations"]}[waiting[0]]
+            if (row["migration"] or {}).get("progress") != "failed":
+                fail(
+                    f"{waiting[0]}: its grant revoked while its campaign waits, status says {row['migration']}"
+                )
+            STATS.campaigns["a waiting installation revoked, counted failed"] += 1
+        return True
 
     # -- one wave ------------------------------------------------------------------------------------------------
 
