@@ -52,6 +52,7 @@ class Stats:
     )  # expected apply failures, by kind (FIDELITY_VERBOSE=1)
     applied: Counter[str] = field(default_factory=Counter)  # planned actions carried out, by action and mode
     by_platform: Counter[str] = field(default_factory=Counter)  # histories run to their end, by platform
+    campaigns: Counter[str] = field(default_factory=Counter)  # migration waves and their outcomes (migration.py)
 
 
 STATS = Stats()
@@ -65,5 +66,5 @@ def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untype
         f" (profile {PROFILE}; local {STATS.by_platform['local']}, cyclr {STATS.by_platform['cyclr']})"
     )
     if os.environ.get("FIDELITY_VERBOSE") == "1":
-        for kind, count in [*STATS.applied.most_common(), *STATS.failures.most_common()]:
+        for kind, count in [*STATS.applied.most_common(), *STATS.failures.most_common(), *STATS.campaigns.most_common()]:
             terminalreporter.write_line(f"  {count:5d} x {kind}")

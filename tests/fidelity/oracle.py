@@ -41,6 +41,7 @@ PARTNER_FIELDS = (
     "token_url",
     "api_url",
     "scopes",
+    "migrate_to",
 )
 # What an in-place update may change besides the declared attributes: the token's expiry (the current token may be
 # refreshed first) and when it was last verified. Everything else about the authorization stays as it was.
@@ -311,14 +312,17 @@ def check_matches_model(model: Model, snap: Snapshot) -> None:
             and (record["parameters"]["organization"], record["parameters"]["project"]) != inst.place
         ):
             fail(f"{address}: state holds {record['parameters']}, the configuration declares {inst.place}")
-        if record["partner"] != inst.partner and not marker:
+        if record["partner"] != model.effective_partner(inst) and not marker:
             fail(
-                f"{address}: state holds partner {record['partner']}, the configuration declares {inst.partner}"
+                f"{address}: state holds partner {record['partner']}, the configuration declares "
+                f"{inst.partner} (moving to {model.effective_partner(inst)})"
             )
-    for name in model.partners:
+    for name, partner in model.partners.items():
         record = snap.resources.get(f"partner.{name}")
         if record is None or record["client_id"] != model.client_id_of_partner(name):
             fail(f"partner.{name}: state holds {record and record['client_id']}")
+        elif record.get("migrate_to") != partner.migrate_to:
+            fail(f"partner.{name}: state holds migrate_to {record.get('migrate_to')}, declared {partner.migrate_to}")
 
 
 # -- the provider's view ------------------------------------------------------------------------------------------

@@ -57,6 +57,7 @@ class Installation:
 @dataclass
 class Partner:
     app: int  # which of its flavour's apps the partner's client id names
+    migrate_to: str | None = None  # a migration campaign: every installation of it moves to that partner
 
 
 @dataclass
@@ -79,9 +80,26 @@ class Model:
     def installations(self) -> dict[str, Installation]:
         return {f"installation.{t}.{n}": i for t, items in self.tenants.items() for n, i in items.items()}
 
+    def effective_partner(self, inst: Installation) -> str:
+        """The partner state records the installation on after a converging apply: the one it names (or the
+        default), or where its partner's migration campaign moves it."""
+        if inst.own is None and self.partners[inst.partner].migrate_to is not None:
+            return self.partners[inst.partner].migrate_to
+        return inst.partner
+
     def client_id(self, inst: Installation) -> str:
-        index = inst.own if inst.own is not None else self.partners[inst.partner].app
-        return app_id(self.uid, POOL[inst.partner], index)
+        if inst.own is not None:
+            return app_id(self.uid, POOL[inst.partner], inst.own)
+        return self.client_id_of_partner(self.effective_partner(inst))
+
+    def follow_campaigns(self) -> None:
+        """What the product asks of an installation with its own credentials whose partner migrates (a
+        configuration error otherwise): name the partner it moves to, its own credentials then being for that
+        partner's app (README: "name its new `partner:` with its Entra app's credentials")."""
+        for inst in self.installations().values():
+            target = self.partners[inst.partner].migrate_to
+            if inst.own is not None and target is not None:
+                inst.partner = target
 
     def client_id_of_partner(self, name: str) -> str:
         return app_id(self.uid, POOL[name], self.partners[name].app)
@@ -106,6 +124,7 @@ class Model:
             lines += [
                 f"  {name}:",
                 "    connector: microsoft-azure-devops",
+                *([f"    migrate_to: {partner.migrate_to}"] if partner.migrate_to else []),
                 f"    auth: {FLAVOURS[pool]}",
                 *(["    tenant_id: organizations"] if pool == "entra" else []),
                 f"    client_id: {app_id(self.uid, pool, partner.app)}",
