@@ -320,8 +320,9 @@ def check_remaining(model: Model, snap: Snapshot, plan: dict[str, Any]) -> None:
 
 def check_status(model: Model, snap: Snapshot, status: dict[str, Any]) -> None:
     """`status --format json` counts each campaign state records: an installation still on a migrating partner is
-    pending (failed when its row says it needs a sign-in or is in error), one on a partner a recorded campaign
-    moves to is migrated; the summary counts every recorded installation once."""
+    pending (failed when its row says it needs a sign-in or is in error), one a campaign moved (`migrated_from`
+    names a recorded partner whose campaign moves to its partner) is migrated — one created on that partner, or
+    moved there by hand, is in no campaign; the summary counts every recorded installation once."""
     campaigns = {
         r["name"]: r["migrate_to"]
         for r in snap.resources.values()
@@ -339,7 +340,7 @@ def check_status(model: Model, snap: Snapshot, status: dict[str, Any]) -> None:
             word = "failed" if rows[address]["status"] in ("needs-reauthorization", "error") else "pending"
             counts = pending.setdefault((partner, campaigns[partner]), dict.fromkeys(PROGRESS, 0))
             counts[word] += 1
-        elif partner in campaigns.values():
+        elif campaigns.get(record.get("migrated_from") or "") == partner:
             migrated[partner] = migrated.get(partner, 0) + 1
     got_pending = {
         (m["from"], m["to"]): {k: m[k] for k in ("pending", "failed")} for m in status["migrations"]
@@ -358,9 +359,10 @@ def check_status(model: Model, snap: Snapshot, status: dict[str, Any]) -> None:
     declared = {a for a, i in model.installations().items() if model.effective_partner(i) != i.partner}
     for address in declared & set(records):
         partner, row = records[address]["partner"], rows[address]["migration"]
-        moved = (
-            partner == model.effective_partner(model.installations()[address])
-            and partner in campaigns.values()
-        )
-        if moved and (row is None or row["progress"] != "migrated"):
+        named = model.installations()[address].partner
+        moved = partner == model.effective_partner(model.installations()[address]) and campaigns.get(named) == partner
+        if moved and records[address].get("migrated_from") not in (None, named):
+            fail(f"{address}: moved by {named}'s campaign, state records it moved from "
+                 f"{records[address].get('migrated_from')}")
+        if moved and records[address].get("migrated_from") == named and (row is None or row["progress"] != "migrated"):
             fail(f"{address}: moved by its campaign, status says {row}")
