@@ -51,7 +51,8 @@ class PreflightReport:
 
     def warnings(self) -> list[str]:
         """One line per note and per partner whose tenants need an admin consent (each step is listed on its own)."""
-        lines = [f"partner.{c.partner}: preflight {n}" for c in self.checks for n in c.notes]
+        lines = [f"partner.{c.partner}: {w}" for c in self.checks for w in c.warnings]
+        lines += [f"partner.{c.partner}: preflight {n}" for c in self.checks for n in c.notes]
         for check in self.checks:
             tenants = sorted({s.tenant for s in self.admin_consents if s.partner == check.partner})
             if tenants:
@@ -142,7 +143,8 @@ def redact(report: PreflightReport, secrets: Collection[str]) -> PreflightReport
         return scrubbed(text, secrets)
 
     checks = tuple(
-        Preflight(c.partner, c.checked, tuple(map(clean, c.problems)), c.admin_only, tuple(map(clean, c.notes)))
+        Preflight(c.partner, c.checked, tuple(map(clean, c.problems)), c.admin_only, tuple(map(clean, c.notes)),
+                  tuple(map(clean, c.warnings)))
         for c in report.checks
     )
     return PreflightReport(checks, report.admin_consents)

@@ -44,14 +44,15 @@ _GRAPH_OF = {
 @dataclass(frozen=True)
 class Preflight:
     """What the provider said about one partner's app. `problems` will fail every sign-in (stop before asking
-    anyone); `admin_only` are declared scopes only an administrator may consent to; `notes` say what could not be
-    checked and why."""
+    anyone); `warnings` may (a person should look: nothing is stopped); `admin_only` are declared scopes only an
+    administrator may consent to; `notes` say what could not be checked and why."""
 
     partner: str
     checked: bool
     problems: tuple[str, ...] = ()
     admin_only: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 def graph_url(token_url: str) -> str:
@@ -89,13 +90,13 @@ def check_app(
             (f"not checked: tenant_id {tenant_id} names no directory to ask for the app's registration (declare "
             "app_tenant_id, the directory the app is registered in, to check it)"),
         ))
-    token, problem, note = _app_token(
+    token, kind, finding = _app_token(
         client, directory, client_id, client_secret, _in_tenant(token_url, tenant_id, directory), app_tenant is None
     )
-    problem, note = (scrubbed(t, [client_secret]) if t else t for t in (problem, note))
     if token is None:
-        return Preflight(partner, problem is not None, problems=(problem,) if problem else (),
-                         notes=(note,) if note else ())
+        said = (scrubbed(finding, [client_secret]),)
+        return Preflight(partner, kind != "note", problems=said if kind == "problem" else (),
+                         warnings=said if kind == "warning" else (), notes=said if kind == "note" else ())
     base = graph_url(token_url)
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     app, note = _graph(client, f"{base}/v1.0/applications(appId='{quote(client_id)}')"
@@ -141,34 +142,38 @@ def _in_tenant(token_url: str, tenant_id: str, directory: str) -> str:
 
 def _app_token(
     client: httpx.Client, tenant_id: str, client_id: str, client_secret: str, token_url: str, declared_here: bool
-) -> tuple[str | None, str | None, str | None]:
-    """(token, problem, note): an app-only Graph token from the app's directory `tenant_id` (`declared_here`: it is
-    the partner's tenant_id, not its app_tenant_id)."""
+) -> tuple[str | None, str, str]:
+    """(token, kind, finding): an app-only Graph token from the app's directory `tenant_id` (`declared_here`: it is
+    the partner's tenant_id, not its app_tenant_id), or what was found instead — a `problem`, a `warning` or a
+    `note`."""
     form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": client_secret,
             "scope": GRAPH_SCOPE}
     try:
         answer = client.post(token_url, data=form, headers={"Accept": "application/json"})
     except httpx.HTTPError as exc:
-        return None, None, f"not checked: the token endpoint could not be reached ({type(exc).__name__})"
+        return None, "note", f"not checked: the token endpoint could not be reached ({type(exc).__name__})"
     data = _json(answer)
     if answer.status_code == 200 and isinstance(data.get("access_token"), str):
-        return data["access_token"], None, None
+        return data["access_token"], "", ""
     codes = {int(c) for c in data.get("error_codes") or [] if isinstance(c, int)}
     text = str(data.get("error_description") or "").splitlines()[0:1]
     detail = text[0] if text else f"HTTP {answer.status_code}"
     key = "tenant_id" if declared_here else "app_tenant_id"
     if 700016 in codes or "AADSTS700016" in detail:
-        fix = (
-            "set tenant_id to the directory the app is registered in, or, for a multi-tenant app registered in "
-            "another directory, name that one in app_tenant_id" if declared_here else "check app_tenant_id"
+        if not declared_here:
+            return None, "problem", f"the app {client_id} is not registered in tenant {tenant_id} (AADSTS700016): check app_tenant_id"
+        # A multi-tenant app registered elsewhere is not known in a tenant until someone there consents to it
+        return None, "warning", (
+            f"the app {client_id} is not known in tenant {tenant_id} (AADSTS700016): unless it is a multi-tenant app "
+            "that tenant has yet to consent to, every sign-in will fail; set tenant_id to the directory the app is "
+            "registered in, or name that directory in app_tenant_id to have it checked there"
         )
-        return None, f"the app {client_id} is not registered in tenant {tenant_id} (AADSTS700016): {fix}", None
     if 90002 in codes or "AADSTS90002" in detail:
-        return None, f"tenant {tenant_id} does not exist (AADSTS90002): check {key}", None
-    if data.get("error") in ("invalid_client", "unauthorized_client") or codes & {7000215, 7000222}:
-        return None, (f"the provider rejected the partner's client credentials ({data.get('error')}): check "
-                      "client_id and client_secret"), None
-    return None, None, f"not checked: the token endpoint answered HTTP {answer.status_code} ({detail[:200]})"
+        return None, "problem", f"tenant {tenant_id} does not exist (AADSTS90002): check {key}"
+    if data.get("error") == "invalid_client" or codes & {7000215, 7000222}:
+        return None, "problem", (f"the provider rejected the partner's client credentials ({data.get('error')}): "
+                                 "check client_id and client_secret")
+    return None, "note", f"not checked: the token endpoint answered HTTP {answer.status_code} ({detail[:200]})"
 
 
 def _graph(client: httpx.Client, url: str, headers: dict[str, str]) -> tuple[dict[str, Any] | None, str | None]:

@@ -1,7 +1,7 @@
 """`preflight`: ask Microsoft about each Entra ID app before any tenant's user is asked to sign in.
 
 Owns: the command's options, its output (text or JSON) and exit code: 0 nothing stands in the way, 2 an
-administrator's consent is needed first in some tenant (each step with its URL), 1 a problem every sign-in would
+administrator's consent is needed first in some tenant (each step with its URL) or a warning, 1 a problem every sign-in would
 hit (the app is not in tenant_id's directory, scopes not on its registration, rejected credentials) or an error.
 Must not: hold the checks (`auth/preflight.py`) or choose what is checked (`app/preflight.py`).
 """
@@ -29,7 +29,8 @@ def preflight(opts: GlobalOptions, tenants: tuple[str, ...], fmt: str) -> int:
     Application.Read.All to read its registration; without it that part is reported as not checked). A partner
     with tenant_id organizations or common names no directory to ask and is reported as not checked.
 
-    Exit status: 0 nothing stands in the way, 2 an admin consent is needed first, 1 a problem or an error.
+    Exit status: 0 nothing stands in the way, 2 an admin consent is needed first (or a warning: a sign-in may
+    fail), 1 a problem (every sign-in would fail) or an error.
 
     \b
     Examples:
@@ -48,14 +49,14 @@ def preflight(opts: GlobalOptions, tenants: tuple[str, ...], fmt: str) -> int:
         click.echo(_text(report), nl=False)
     if report.problems:
         return EXIT_ERROR
-    return EXIT_CHANGES if report.admin_consents else EXIT_OK
+    return EXIT_CHANGES if report.admin_consents or any(c.warnings for c in report.checks) else EXIT_OK
 
 
 def _document(report) -> dict:  # type: ignore[no-untyped-def, type-arg]
     return {
         "format_version": "1.0",
         "partners": [
-            {"partner": c.partner, "checked": c.checked, "problems": list(c.problems),
+            {"partner": c.partner, "checked": c.checked, "problems": list(c.problems), "warnings": list(c.warnings),
              "admin_only_scopes": list(c.admin_only), "notes": list(c.notes)}
             for c in report.checks
         ],
@@ -72,9 +73,10 @@ def _text(report) -> str:  # type: ignore[no-untyped-def]
         return "No Entra ID partner with its own client credentials to check.\n"
     lines = []
     for check in report.checks:
-        word = "problem" if check.problems else "checked" if check.checked else "not checked"
+        word = "problem" if check.problems else "warning" if check.warnings else "checked" if check.checked else "not checked"
         lines.append(f"partner.{check.partner}: {word}")
         lines += [f"  problem: {p}" for p in check.problems]
+        lines += [f"  warning: {w}" for w in check.warnings]
         if check.admin_only:
             lines.append(f"  admin consent only: {', '.join(check.admin_only)}")
         lines += [f"  note: {n}" for n in check.notes]
