@@ -28,7 +28,7 @@ from reconciler.auth.retry import RetryPolicy
 from reconciler.auth.transport import Http
 from reconciler.auth.verify import Verification, verify_token
 from reconciler.catalog import Catalog
-from reconciler.config.desired import DesiredState
+from reconciler.config.desired import DesiredInstallation, DesiredPartner, DesiredState
 from reconciler.errors import ReconcilerError
 from reconciler.state.model import Drift, InstallationRecord, PartnerRecord, StateDocument
 from reconciler.tokens.custodian import RefreshRejected, TokenCustodian, refresh_due
@@ -133,6 +133,19 @@ def refresh_all(
         return sorted(pool.map(one, todo), key=lambda f: f.address)
 
 
+def _waiting_for_its_wave(
+    desired: DesiredState, installation: DesiredInstallation, record: InstallationRecord
+) -> DesiredPartner | None:
+    """The partner an installation is still recorded on while a migration campaign moves it away (its partner's
+    `migrate_to`), when its tokens are that partner's (not its own credentials'): None otherwise."""
+    if installation.moved_from is None or record.partner != installation.moved_from:
+        return None
+    source = desired.partners.get(f"partner.{record.partner}")
+    if source is None or record.credentials_source != "partner" or source.declared.client_id != record.client_id:
+        return None
+    return source
+
+
 def check_one(
     address: str,
     record: InstallationRecord,
@@ -150,6 +163,9 @@ def check_one(
     desired_installation = desired.installations[address]
     installation, secret = desired_installation.declared, desired_installation.client_secret
     partner = desired.partners[f"partner.{installation.partner}"].declared
+    waiting = _waiting_for_its_wave(desired, desired_installation, record)
+    if waiting is not None:  # checked, and kept fresh, with the partner it is recorded on until its wave moves it
+        installation, partner, secret = record, waiting.declared, waiting.client_secret
     if breaker.open(partner.name):
         return Finding(address, "skipped", f"not checked: partner {partner.name}'s credentials were rejected", partner.name)
     binding = recorded_binding(record, recorded_partner)

@@ -181,3 +181,26 @@ def test_a_saved_plan_of_a_wave_records_the_move(sandbox_config) -> None:
     recorded = json.loads((directory / "state" / "default.json").read_text())["resources"]
     assert recorded["installation.acme.ado"]["migrated_from"] == "legacy"
     assert _status()["migrations"] == [{"from": "legacy", "to": "entra", "migrated": 1, "pending": 0, "failed": 0}]
+
+
+def test_installations_waiting_for_their_wave_are_still_refreshed_and_checked(sandbox_config) -> None:
+    """Until its wave moves it, an installation of a migrating partner works on that partner's app: `refresh`
+    rotates its tokens and finds its grant revoked (it used to skip it as "the client changed"), so `status` counts
+    it failed in the campaign."""
+    sandbox, directory, write, _ = sandbox_config
+    write(_tenants(["acme", "globex"]))
+    assert run(APPLY, RENV).exit_code == 0
+    _migrating(directory)
+    assert run([*APPLY, "--target", "installation.acme.*"], RENV).exit_code == 0
+    waiting = next(g for g in sandbox.provider.live_grants() if g["flavour"] == "azure-devops-oauth" and g["id"])
+    sandbox.provider.expire()
+    refreshed = run(["-C", ".", "refresh"], RENV)
+    assert refreshed.exit_code == 0 and "2 refreshed" in refreshed.stdout, refreshed.stdout + refreshed.stderr
+    assert any(g["refreshes"] == 1 for g in sandbox.provider.live_grants() if g["flavour"] == "azure-devops-oauth")
+    sandbox.provider.revoke(client_id=waiting["client_id"])
+    found = run(["-C", ".", "refresh", "--window", "0"], RENV)
+    assert "installation.globex.ado: token revoked" in found.stdout + found.stderr
+    status = _status()
+    by_address = {e["address"]: e for e in status["installations"]}
+    assert by_address["installation.globex.ado"]["status"] == "needs-reauthorization"
+    assert status["migrations"] == [{"from": "legacy", "to": "entra", "migrated": 1, "pending": 0, "failed": 1}]
