@@ -136,3 +136,17 @@ def test_a_saved_plan_carries_what_each_change_moves_to(v1: Path) -> None:
     [change] = [c for c in saved.plan.changes if c.target is not None]
     assert change.address == "installation.initech.ado"
     assert change.target == next(c.target for c in fresh.changes if c.address == change.address)
+
+
+def test_a_malformed_format_5_record_is_a_state_error_not_a_crash() -> None:
+    """The format 5 -> 6 upgrade reads partner names only where they are strings: anything else is left for
+    validation to report, naming the file."""
+    from reconciler.errors import StateError
+
+    for partner, installation in (({"migrate_to": ["entra"]}, {"partner": "entra"}), ({"migrate_to": "entra"}, {"partner": []})):
+        raw = {"format_version": 5, "lineage": "11111111-1111-4111-8111-111111111111", "serial": 3,
+               "environment": "default", "resources": {
+                   "partner.legacy": {"kind": "partner", "name": "legacy", **partner},
+                   "installation.acme.ado": {"kind": "installation", "tenant": "acme", "name": "ado", **installation}}}
+        with pytest.raises(StateError, match=r"state/default\.json"):
+            decode_state(json.dumps(raw).encode(), "state/default.json")

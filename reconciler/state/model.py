@@ -235,14 +235,14 @@ def _upgrade_v5(data: dict[str, Any]) -> dict[str, Any]:
     resources = data.get("resources")
     if isinstance(resources, dict):
         targets = {
-            r.get("migrate_to"): r.get("name")
+            r["migrate_to"]: r.get("name")
             for r in resources.values()
-            if isinstance(r, dict) and r.get("kind") == "partner" and r.get("migrate_to")
-        }
+            if isinstance(r, dict) and r.get("kind") == "partner" and isinstance(r.get("migrate_to"), str)
+        }  # anything malformed is left for validation to report
         resources = {
             address: {**r, "migrated_from": targets[r["partner"]]}
-            if isinstance(r, dict) and r.get("kind") == "installation" and r.get("partner") in targets
-            and "migrated_from" not in r else r
+            if isinstance(r, dict) and r.get("kind") == "installation" and isinstance(r.get("partner"), str)
+            and r["partner"] in targets and "migrated_from" not in r else r
             for address, r in resources.items()
         }
         data = {**data, "resources": resources}
