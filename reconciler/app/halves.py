@@ -22,6 +22,9 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from reconciler.forking import cpus as _cpus
+from reconciler.forking import reap as _reap
+
 __all__ = ["CHUNK", "MIN_ITEMS", "in_halves"]
 
 T = TypeVar("T")
@@ -108,17 +111,3 @@ def _collect(reader: int) -> dict[str, Any]:
     except (OSError, EOFError, ValueError, TypeError):
         return {}  # a worker that died: everything it had is done here instead
     return found if isinstance(found, dict) else {}
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1

@@ -43,6 +43,9 @@ from reconciler.yamlio import YamlSyntaxError, load_yaml_text
 if TYPE_CHECKING:
     from reconciler.config.cache import ParseCache
 
+from reconciler.forking import cpus as _cpus
+from reconciler.forking import reap as _reap
+
 __all__ = ["MIN_FILES", "MISSING", "ParsedAhead", "parse_ahead", "parse_includes_ahead"]
 
 MIN_FILES = 64  # below this, forking costs more than it saves
@@ -201,17 +204,3 @@ def _stop(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
